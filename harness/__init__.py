@@ -1,0 +1,1 @@
+"""slbench harness: config, data, models, the training core, run records, sweeps, reports."""

@@ -1,0 +1,421 @@
+"""Datasets as uint8 tensors on the run's device, with batch-wise augmentation there.
+
+Why uint8 on the device: a CIFAR-sized dataset fits in a few hundred MB, so keeping it
+resident removes DataLoader workers, host-to-device copies and per-image Python from the
+step loop; crop and flip are a handful of tensor ops per batch. ImageNet-size folders stream
+through a DataLoader instead (:class:`StreamingData`).
+
+Subsets are class-balanced and chosen with a fixed generator that does not depend on the run
+seed, so every method and seed of a study sees the same images.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from methods.base import UserError
+
+SUBSET_SEED = 20201 # fixed: subsets never depend on the run seed
+FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"
+SMALL_IMAGE_MAX = 64  # imagefolder images up to this size are held in memory
+
+
+@dataclass
+class Arrays:
+    x_train: np.ndarray  # uint8 [N, C, H, W]
+    y_train: np.ndarray  # int64 [N]
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: list[str]
+
+
+# --------------------------------------------------------------------------- subsets
+
+def balanced_subset(labels: np.ndarray, n: int, num_classes: int) -> np.ndarray:
+    """Indices of n items, as equal per class as possible, fixed regardless of run seed."""
+    if n <= 0 or n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(SUBSET_SEED)
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in range(num_classes)]
+    quota = np.full(num_classes, n // num_classes)
+    quota[: n % num_classes] += 1
+    # a class with too few items gives its remainder to the others, in class order
+    taken = [min(q, len(p)) for q, p in zip(quota, per_class)]
+    spare = n - sum(taken)
+    for c in range(num_classes):
+        extra = min(spare, len(per_class[c]) - taken[c])
+        taken[c] += extra
+        spare -= extra
+    return np.sort(np.concatenate([p[:t] for p, t in zip(per_class, taken)]))
+
+
+# --------------------------------------------------------------------------- loaders
+
+def _load_digits(root: str, download: bool) -> Arrays:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = np.round(d.data * (255.0 / 16.0)).astype(np.uint8).reshape(-1, 1, 8, 8)
+    y = d.target.astype(np.int64)
+    # fixed stratified split: 75% train / 25% test
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.25, stratify=y, random_state=0)
+    return Arrays(xtr, ytr, xte, yte, [str(i) for i in range(10)])
+
+
+def _cifar_dir(root: Path, folder: str, download: bool, cifar100: bool) -> Path:
+    for cand in (root, root / folder):
+        if (cand / ("train" if cifar100 else "data_batch_1")).is_file():
+            return cand
+    if download:
+        from torchvision import datasets
+
+        (datasets.CIFAR100 if cifar100 else datasets.CIFAR10)(str(root), download=True)
+        return root / folder
+    raise UserError("data.root", f"no {folder} found under {str(root)!r}; point --data-root at "
+                    f"the folder holding {folder} (official python version) or pass --download")
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="bytes")
+
+
+def _load_cifar(root: str, download: bool, cifar100: bool) -> Arrays:
+    folder = "cifar-100-python" if cifar100 else "cifar-10-batches-py"
+    d = _cifar_dir(Path(root), folder, download, cifar100)
+    key = b"fine_labels" if cifar100 else b"labels"
+    if cifar100:
+        train, test = [_unpickle(d / "train")], [_unpickle(d / "test")]
+        meta = _unpickle(d / "meta")[b"fine_label_names"]
+    else:
+        train = [_unpickle(d / f"data_batch_{i}") for i in range(1, 6)]
+        test = [_unpickle(d / "test_batch")]
+        meta = _unpickle(d / "batches.meta")[b"label_names"]
+
+    def stack(batches):
+        x = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32)
+        y = np.concatenate([np.asarray(b[key]) for b in batches]).astype(np.int64)
+        return x.astype(np.uint8), y
+
+    xtr, ytr = stack(train)
+    xte, yte = stack(test)
+    return Arrays(xtr, ytr, xte, yte, [m.decode() for m in meta])
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype != 0x08:
+        raise UserError("data.root", f"{path} is not a uint8 idx file")
+    dims = struct.unpack(">" + "I" * ndim, data[4: 4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _find_idx(root: Path, stem: str, name: str) -> Path:
+    for d in (root, root / "raw", root / "MNIST" / "raw", root / "FashionMNIST" / "raw"):
+        for suffix in ("", ".gz"):
+            if (d / (stem + suffix)).is_file():
+                return d / (stem + suffix)
+    raise UserError("data.root", f"{stem}[.gz] not found under {str(root)!r}; point --data-root "
+                    f"at the folder holding the {name} idx files")
+
+
+def _load_idx_dataset(root: str, name: str) -> Arrays:
+    r = Path(root or (FASHION_MNIST_DEBIAN if name == "fashion-mnist" else ""))
+    parts = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        x = _read_idx(_find_idx(r, f"{prefix}-images-idx3-ubyte", name))
+        y = _read_idx(_find_idx(r, f"{prefix}-labels-idx1-ubyte", name))
+        parts[split] = (x[:, None].copy(), y.astype(np.int64))
+    return Arrays(*parts["train"], *parts["test"], [str(i) for i in range(10)])
+
+
+def _imagefolder_splits(root: Path) -> tuple[Path, Path]:
+    train = root / "train"
+    test = next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
+    if not train.is_dir() or test is None:
+        raise UserError("data.root", f"{str(root)!r} needs train/ and test/ (or val/) "
+                        "subfolders with one folder per class; point --data-root at it")
+    return train, test
+
+
+IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
+
+
+def _list_images(split: Path, classes: list[str] | None) -> tuple[list[Path], np.ndarray, list[str]]:
+    found = sorted(d.name for d in split.iterdir() if d.is_dir())
+    classes = classes or found
+    if found != classes:
+        raise UserError("data.root", f"{split} has classes {found[:5]}... which differ from "
+                        "train/; both splits need the same class folders")
+    files, labels = [], []
+    for i, c in enumerate(classes):
+        fs = sorted(p for p in (split / c).iterdir() if p.suffix.lower() in IMG_EXT)
+        files += fs
+        labels += [i] * len(fs)
+    if not files:
+        raise UserError("data.root", f"no images under {split}; expected {split}/<class>/*.jpg")
+    return files, np.asarray(labels, dtype=np.int64), classes
+
+
+def _cache_dir() -> Path | None:
+    env = os.environ.get("SLBENCH_CACHE", "")
+    if env.lower() == "off":
+        return None
+    return Path(env) if env else Path.home() / ".cache" / "slbench"
+
+
+def _decode(files: list[Path]) -> np.ndarray:
+    """Decode images to one uint8 [N, C, H, W] array (cached on disk by file list)."""
+    from PIL import Image
+
+    key = hashlib.sha1("\n".join(str(f.resolve()) for f in files).encode()).hexdigest()[:20]
+    cache = _cache_dir()
+    path = cache / f"images-{key}.npy" if cache else None
+    if path is not None and path.is_file():
+        return np.load(path)
+
+    def one(f: Path) -> np.ndarray:
+        with Image.open(f) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        imgs = list(pool.map(one, files))
+    shapes = {im.shape for im in imgs}
+    if len(shapes) != 1:
+        raise UserError("data.root", f"images have different sizes {sorted(shapes)[:3]}; "
+                        "in-memory imagefolder needs one size")
+    x = np.stack(imgs).transpose(0, 3, 1, 2).copy()
+    if path is not None:
+        from harness.records import atomic_save_npy
+
+        try:
+            atomic_save_npy(path, x)
+        except OSError:
+            pass  # a cache we cannot write is only slower
+    return x
+
+
+def _image_size(root: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    train, _ = _imagefolder_splits(root)
+    files, _, _ = _list_images(train, None)
+    with Image.open(files[0]) as im:
+        return im.size
+
+
+def is_streamed(name: str, root: str) -> bool:
+    return name == "imagefolder" and max(_image_size(Path(root))) > SMALL_IMAGE_MAX
+
+
+# --------------------------------------------------------------------------- registry
+
+LOADERS: dict[str, Callable[[str, bool], Arrays]] = {
+    "digits": _load_digits,
+    "cifar10": lambda root, dl: _load_cifar(root, dl, cifar100=False),
+    "cifar100": lambda root, dl: _load_cifar(root, dl, cifar100=True),
+    "mnist": lambda root, dl: _load_idx_dataset(root, "mnist"),
+    "fashion-mnist": lambda root, dl: _load_idx_dataset(root, "fashion-mnist"),
+    "imagefolder": None,  # handled by load(): decodes only the selected subset
+}
+NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "mnist": 10, "fashion-mnist": 10}
+PHOTOS = ("cifar10", "cifar100", "imagefolder")
+
+
+def check_name(name: str) -> None:
+    if name not in LOADERS:
+        raise UserError("data.name", f"unknown dataset {name!r}; choose one of {sorted(LOADERS)}")
+
+
+def default_augment(name: str) -> bool:
+    return name in PHOTOS
+
+
+def check_root(dcfg) -> None:
+    """Fail fast (before any work is submitted) on a missing or malformed data root."""
+    name, root = dcfg.name, dcfg.root
+    if name == "digits":
+        return
+    if name in ("cifar10", "cifar100", "mnist", "imagefolder") and not root:
+        raise UserError("data.root", f"dataset {name} needs a data root; pass --data-root DIR")
+    if root and not Path(root).is_dir():
+        raise UserError("data.root", f"{root!r} is not a directory; pass --data-root DIR")
+    if name in ("cifar10", "cifar100"):
+        folder = "cifar-100-python" if name == "cifar100" else "cifar-10-batches-py"
+        if not dcfg.download:
+            _cifar_dir(Path(root), folder, False, name == "cifar100")
+    elif name in ("mnist", "fashion-mnist"):
+        r = Path(root or FASHION_MNIST_DEBIAN)
+        for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+            _find_idx(r, stem, name)
+    elif name == "imagefolder":
+        train, test = _imagefolder_splits(Path(root))
+        _list_images(train, None)
+
+
+# --------------------------------------------------------------------------- on the device
+
+class InMemoryData:
+    """A whole (subset of a) dataset as uint8 on the device, augmented batch-wise there."""
+
+    streamed = False
+
+    def __init__(self, arrays: Arrays, device: torch.device, augment: bool):
+        self.classes = arrays.classes
+        self.num_classes = len(arrays.classes)
+        self.x_train = torch.from_numpy(arrays.x_train).to(device)
+        self.y_train = torch.from_numpy(arrays.y_train).to(device)
+        self.x_test = torch.from_numpy(arrays.x_test).to(device)
+        self.y_test = torch.from_numpy(arrays.y_test).to(device)
+        self.in_channels = self.x_train.shape[1]
+        self.image_size = tuple(self.x_train.shape[2:])
+        self.augment = augment
+        self.device = device
+        xf = torch.from_numpy(arrays.x_train).double() / 255.0
+        self.mean = xf.mean(dim=(0, 2, 3)).float().reshape(1, -1, 1, 1).to(device)
+        self.std = xf.std(dim=(0, 2, 3)).clamp_min(1e-3).float().reshape(1, -1, 1, 1).to(device)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.y_train)
+
+    @property
+    def num_test(self) -> int:
+        return len(self.y_test)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        full, rest = divmod(self.num_train, batch_size)
+        return full + (1 if rest >= 2 else 0)  # a 1-image batch would break BN: dropped
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() / 255.0 - self.mean) / self.std
+
+    def _crop_flip(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Random 4-pixel-padded crop and horizontal flip, for the whole batch at once."""
+        b, _, h, w = x.shape
+        shift = torch.randint(0, 9, (b, 2), generator=gen).to(x.device)
+        flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+        padded = F.pad(x, (4, 4, 4, 4))
+        rows = shift[:, :1] + torch.arange(h, device=x.device)
+        cols = shift[:, 1:] + torch.arange(w, device=x.device)
+        idx = torch.arange(b, device=x.device)[:, None, None]
+        out = padded[idx, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+        return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+    def train_batches(self, batch_size: int, gen: torch.Generator,
+                      augment: bool | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        augment = self.augment if augment is None else augment
+        perm = torch.randperm(self.num_train, generator=gen).to(self.device)
+        for i in range(self.steps_per_epoch(batch_size)):
+            idx = perm[i * batch_size: (i + 1) * batch_size]
+            x = self.x_train[idx]
+            if augment:
+                x = self._crop_flip(x, gen)
+            yield self.normalize(x), self.y_train[idx]
+
+    def test_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i in range(0, self.num_test, batch_size):
+            yield self.normalize(self.x_test[i: i + batch_size]), self.y_test[i: i + batch_size]
+
+
+class StreamingData:
+    """ImageNet-size image folders: a DataLoader with the usual ResNet transforms."""
+
+    streamed = True
+
+    def __init__(self, root: Path, dcfg, device: torch.device):
+        from torchvision import datasets, transforms
+
+        train, test = _imagefolder_splits(root)
+        norm = transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        aug = [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()]
+        plain = [transforms.Resize(256), transforms.CenterCrop(224)]
+        tail = [transforms.ToTensor(), norm]
+        self.train_set = datasets.ImageFolder(
+            str(train), transforms.Compose((aug if dcfg.augment else plain) + tail))
+        self.test_set = datasets.ImageFolder(str(test), transforms.Compose(plain + tail))
+        self.classes = self.train_set.classes
+        self.num_classes = len(self.classes)
+        ytr = np.asarray(self.train_set.targets)
+        yte = np.asarray(self.test_set.targets)
+        self.train_idx = balanced_subset(ytr, dcfg.subset_train, self.num_classes)
+        self.test_idx = balanced_subset(yte, dcfg.subset_test, self.num_classes)
+        self.in_channels, self.image_size = 3, (224, 224)
+        self.device, self.workers = device, dcfg.workers
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_idx)
+
+    @property
+    def num_test(self) -> int:
+        return len(self.test_idx)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        full, rest = divmod(self.num_train, batch_size)
+        return full + (1 if rest >= 2 else 0)
+
+    def _loader(self, ds, idx, batch_size, gen=None):
+        from torch.utils.data import DataLoader, Subset
+
+        return DataLoader(Subset(ds, idx.tolist()), batch_size=batch_size, shuffle=gen is not None,
+                          generator=gen, num_workers=self.workers, drop_last=False,
+                          pin_memory=self.device.type == "cuda")
+
+    def train_batches(self, batch_size, gen, augment=None):
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        loader_gen = torch.Generator().manual_seed(seed)
+        for i, (x, y) in enumerate(self._loader(self.train_set, self.train_idx, batch_size,
+                                                loader_gen)):
+            if i >= self.steps_per_epoch(batch_size):
+                break
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def test_batches(self, batch_size):
+        for x, y in self._loader(self.test_set, self.test_idx, batch_size):
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+def load_arrays(dcfg) -> Arrays:
+    """The selected (subset of the) dataset as numpy arrays."""
+    check_name(dcfg.name)
+    check_root(dcfg)
+    if dcfg.name == "imagefolder":
+        root = Path(dcfg.root)
+        train, test = _imagefolder_splits(root)
+        ftr, ytr, classes = _list_images(train, None)
+        fte, yte, _ = _list_images(test, classes)
+        itr = balanced_subset(ytr, dcfg.subset_train, len(classes))
+        ite = balanced_subset(yte, dcfg.subset_test, len(classes))
+        return Arrays(_decode([ftr[i] for i in itr]), ytr[itr],
+                      _decode([fte[i] for i in ite]), yte[ite], classes)
+    a = LOADERS[dcfg.name](dcfg.root, dcfg.download)
+    k = len(a.classes)
+    itr = balanced_subset(a.y_train, dcfg.subset_train, k)
+    ite = balanced_subset(a.y_test, dcfg.subset_test, k)
+    return Arrays(a.x_train[itr], a.y_train[itr], a.x_test[ite], a.y_test[ite], a.classes)
+
+
+def load(dcfg, device: torch.device):
+    """InMemoryData (or StreamingData for ImageNet-size folders) for a DataConfig."""
+    if dcfg.name == "imagefolder":
+        check_root(dcfg)
+        if is_streamed(dcfg.name, dcfg.root):
+            return StreamingData(Path(dcfg.root), dcfg, device)
+    return InMemoryData(load_arrays(dcfg), device, bool(dcfg.augment))

@@ -1,0 +1,184 @@
+"""Model factories and the quantization policy.
+
+A factory builds a plain float network from (num_classes, in_channels, image_size, width,
+act). The quantization policy, shared by every method of a study, then picks the layers a
+method takes over: by default every conv/linear except the first conv and the last linear;
+1x1 (shortcut/downsample) convs are included unless ``model.quantize_shortcut=false``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from methods.act import make_act_quantizer, nonlinearity
+from methods.base import QLayer, UserError
+
+
+def _c(channels: int, width: float) -> int:
+    return max(1, int(round(channels * width)))
+
+
+# --------------------------------------------------------------------------- ResNet-20
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, act: type[nn.Module]):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.act1 = act()
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Identity()
+        if stride != 1 or cin != cout:  # option B: 1x1 projection (He et al. 2016, sec. 3.3)
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+        self.act2 = act()
+
+    def forward(self, x):
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.act2(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """He et al. 2016 CIFAR ResNet (6n+2 layers; n=3 is ResNet-20), widths 16-32-64."""
+
+    def __init__(self, n: int, num_classes: int, in_channels: int, width: float, act):
+        super().__init__()
+        widths = [_c(16, width), _c(32, width), _c(64, width)]
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.act1 = act()
+        blocks, cin = [], widths[0]
+        for stage, cout in enumerate(widths):
+            for i in range(n):
+                blocks.append(BasicBlock(cin, cout, 2 if (stage > 0 and i == 0) else 1, act))
+                cin = cout
+        self.layers = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        x = self.layers(self.act1(self.bn1(self.conv1(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def resnet20(num_classes, in_channels, image_size, width, act):
+    return CifarResNet(3, num_classes, in_channels, width, act)
+
+
+# --------------------------------------------------------------------------- VGG-Small
+
+def vgg_small(num_classes, in_channels, image_size, width, act):
+    """VGG-Small of LQ-Nets / SLB: 128-128-M-256-256-M-512-512-M-FC.
+
+    conv -> (maxpool) -> BN -> act, pooling before BN as in the binary-network ports, so a
+    max over binary activations is never taken.
+    """
+    cfg = [128, 128, "M", 256, 256, "M", 512, 512, "M"]
+    layers: list[nn.Module] = []
+    cin = in_channels
+    for i, v in enumerate(cfg):
+        if v == "M":
+            continue
+        cout = _c(v, width)
+        layers.append(nn.Conv2d(cin, cout, 3, 1, 1, bias=False))
+        if i + 1 < len(cfg) and cfg[i + 1] == "M":
+            layers.append(nn.MaxPool2d(2))
+        layers += [nn.BatchNorm2d(cout), act()]
+        cin = cout
+    h, w = (s // 8 for s in image_size)
+    if h < 1 or w < 1:
+        raise UserError("model.name", f"vgg_small needs images of at least 8x8, got {image_size}")
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(cin * h * w, num_classes))
+
+
+# --------------------------------------------------------------------------- small CNN
+
+def small_cnn(num_classes, in_channels, image_size, width, act):
+    """A four-conv network for digits/MNIST-sized inputs (CPU tests and the demo)."""
+    c1, c2, c3 = _c(32, width), _c(64, width), _c(128, width)
+    return nn.Sequential(
+        nn.Conv2d(in_channels, c1, 3, 1, 1, bias=False), nn.BatchNorm2d(c1), act(),
+        nn.Conv2d(c1, c2, 3, 1, 1, bias=False), nn.BatchNorm2d(c2), act(), nn.MaxPool2d(2),
+        nn.Conv2d(c2, c3, 3, 1, 1, bias=False), nn.BatchNorm2d(c3), act(), nn.MaxPool2d(2),
+        nn.Conv2d(c3, c3, 3, 1, 1, bias=False), nn.BatchNorm2d(c3), act(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c3, num_classes))
+
+
+# --------------------------------------------------------------------------- ResNet-18
+
+def resnet18(num_classes, in_channels, image_size, width, act):
+    """torchvision's ImageNet ResNet-18 (its ReLUs replaced by ``act``)."""
+    from torchvision.models import resnet18 as tv_resnet18
+
+    model = tv_resnet18(num_classes=num_classes)
+    if in_channels != 3:
+        model.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+    if act is not nn.ReLU:
+        for parent in list(model.modules()):
+            for name, child in parent.named_children():
+                if isinstance(child, nn.ReLU):
+                    setattr(parent, name, act())
+    return model
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "resnet20": resnet20, "vgg_small": vgg_small, "resnet18": resnet18, "small_cnn": small_cnn}
+
+
+def check(mcfg) -> None:
+    if mcfg.name not in MODELS:
+        raise UserError("model.name", f"unknown model {mcfg.name!r}; choose one of {sorted(MODELS)}")
+    if mcfg.width <= 0:
+        raise UserError("model.width", f"must be > 0, got {mcfg.width}")
+    if mcfg.name == "resnet18" and mcfg.width != 1.0:
+        raise UserError("model.width", "resnet18 (torchvision) supports only width 1.0")
+
+
+# --------------------------------------------------------------------------- policy
+
+def policy_layers(model: nn.Module, mcfg) -> list[str]:
+    """Names of the conv/linear layers the quantization policy hands to the method."""
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    convs = [n for n, m in layers if isinstance(m, nn.Conv2d)]
+    linears = [n for n, m in layers if isinstance(m, nn.Linear)]
+    chosen = []
+    for name, m in layers:
+        if convs and name == convs[0] and not mcfg.quantize_first:
+            continue
+        if linears and name == linears[-1] and not mcfg.quantize_last:
+            continue
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and not mcfg.quantize_shortcut:
+            continue
+        chosen.append(name)
+    return chosen
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def build(cfg, num_classes: int, in_channels: int, image_size: tuple[int, int],
+          method=None) -> nn.Module:
+    """The float network, with the policy's layers replaced by QLayers of ``method``.
+
+    ``method=None`` builds the plain float network (used to rebuild a deployed export).
+    """
+    act = nonlinearity(cfg.a_bits)
+    model = MODELS[cfg.model.name](num_classes, in_channels, image_size, cfg.model.width, act)
+    if method is None:
+        return model
+    for name in policy_layers(model, cfg.model):
+        layer = model.get_submodule(name)
+        wq = method.make_quantizer(layer, name)
+        _set_module(model, name, QLayer(layer, wq, make_act_quantizer(
+            cfg.a_bits, cfg.a_quant, cfg.pact_init)))
+    return model

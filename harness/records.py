@@ -1,0 +1,173 @@
+"""The run-directory contract. Everything downstream (sweep status, report) reads only this.
+
+RUN_DIR/
+  config.json      fully resolved config + config_hash
+  metrics.csv      one row per epoch: METRIC_COLUMNS, then the method's scalars
+  summary.json     status running|completed|failed|diverged, accuracies, timings, env, costs
+  checkpoint.pt    model, optimizer, scheduler, method state, RNG states, epoch, metric rows
+  log.txt          human-readable log (appended)
+  deployed.pt      written by `python -m harness export`
+
+Every file is replaced atomically (write a temp file in the same folder, fsync, rename), so
+a killed process leaves either the old or the new file, never half of one.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr",
+                  "epoch_time_s", "samples_per_s"]
+TIMING_COLUMNS = ["epoch_time_s", "samples_per_s"]  # the only columns that vary run to run
+STATUSES = ("running", "completed", "failed", "diverged")
+
+
+def _atomic(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    _atomic(path, lambda f: f.write(text.encode()))
+
+
+def _clean(obj: Any) -> Any:
+    """JSON cannot hold NaN/inf: write them as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(_clean(obj), indent=2, sort_keys=True) + "\n")
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    import torch
+
+    _atomic(path, lambda f: torch.save(obj, f))
+
+
+def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
+    _atomic(path, lambda f: np.save(f, arr))
+
+
+def metrics_csv(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ",".join(METRIC_COLUMNS) + "\n"
+    extra = [k for k in rows[0] if k not in METRIC_COLUMNS]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS + extra, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    atomic_write_text(Path(run_dir) / "metrics.csv", metrics_csv(rows))
+
+
+def append_log(run_dir: Path, line: str) -> None:
+    with open(Path(run_dir) / "log.txt", "a") as f:
+        f.write(line.rstrip("\n") + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    with open(path) as f:
+        return json.load(f)
+
+
+# --------------------------------------------------------------------------- loading records
+
+@dataclass
+class RunRecord:
+    """One run as the report and the sweep see it. ``problem`` is set when it is unusable."""
+
+    path: Path
+    config: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+    metrics: Any = None  # pandas.DataFrame
+    problem: str = ""
+
+    @property
+    def status(self) -> str:
+        if self.problem:
+            return "corrupt"
+        if self.summary is None:
+            return "pending"
+        return self.summary.get("status", "corrupt")
+
+
+def load_run(run_dir: Path, with_metrics: bool = True) -> RunRecord:
+    """Read a run directory; corrupt or partial files become ``problem``, never an exception."""
+    import pandas as pd
+
+    rec = RunRecord(Path(run_dir))
+    cfg_path, sum_path, met_path = (rec.path / n for n in ("config.json", "summary.json",
+                                                           "metrics.csv"))
+    if not cfg_path.exists():
+        rec.problem = "no config.json"
+        return rec
+    try:
+        rec.config = read_json(cfg_path)
+    except (OSError, ValueError) as e:
+        rec.problem = f"config.json unreadable: {e}"
+        return rec
+    if not sum_path.exists():
+        return rec
+    try:
+        rec.summary = read_json(sum_path)
+    except (OSError, ValueError) as e:
+        rec.problem = f"summary.json unreadable: {e}"
+        return rec
+    if rec.summary.get("status") not in STATUSES:
+        rec.problem = f"summary.json has unknown status {rec.summary.get('status')!r}"
+        return rec
+    if with_metrics and met_path.exists():
+        try:
+            rec.metrics = pd.read_csv(met_path)
+        except (OSError, ValueError) as e:
+            rec.problem = f"metrics.csv unreadable: {e}"
+            return rec
+        missing = [c for c in METRIC_COLUMNS if c not in rec.metrics.columns]
+        if missing:
+            rec.problem = f"metrics.csv lacks columns {missing}"
+            return rec
+    if rec.summary.get("status") == "completed":
+        done = rec.summary.get("epochs_completed")
+        want = (rec.config or {}).get("epochs")
+        if done != want:
+            rec.problem = f"completed with {done} of {want} epochs"
+        elif with_metrics and (rec.metrics is None or len(rec.metrics) != want):
+            n = 0 if rec.metrics is None else len(rec.metrics)
+            rec.problem = f"metrics.csv has {n} rows for {want} epochs"
+        elif rec.summary.get("final_test_acc") is None:
+            rec.problem = "completed without final_test_acc"
+    return rec

@@ -1,0 +1,133 @@
+"""Activation quantizers, shared by every weight method of a comparison (set by the recipe).
+
+They quantize the *input* of each quantized layer (QLayer.act), so in a matched study every
+method sees the same activation quantizer.
+
+a_bits = 32: no quantization.
+
+a_bits = 1: sign with clipped STE (BNN, Courbariaux et al. 2016, eq. 4; Hubara et al. 2016):
+    forward  q = sign(x), sign(0) = +1 (larq's convention);
+    backward dq/dx = 1[|x| <= 1].
+  The network's nonlinearity is then Hardtanh instead of ReLU (see :func:`nonlinearity`):
+  after a ReLU every input would be >= 0 and sign() would be constant. This is the BNN
+  arrangement (BN -> hardtanh -> sign -> conv).
+
+a_bits = k > 1, ``a_quant = "pact"`` (Choi et al. 2018, eqs. 1-3): alpha learned per layer,
+    forward  y = clip(x, 0, alpha); q = round(y (2^k - 1) / alpha) alpha / (2^k - 1)
+    backward dq/dx = 1[0 <= x < alpha]; dq/dalpha = 1[x >= alpha] (STE through round).
+  alpha starts at ``pact_init`` (paper: 10). Weight decay on alpha (the paper's L2 term)
+  follows the recipe's treatment of quantizer parameters (``optim.wd_exclude_quant``).
+
+a_bits = k > 1, ``a_quant = "dorefa"`` (Zhou et al. 2016, eq. 11):
+    forward  q = round((2^k - 1) clip(x, 0, 1)) / (2^k - 1)
+    backward dq/dx = 1[0 <= x <= 1].
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+A_QUANT = ("pact", "dorefa")
+
+
+class _SignAct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (x.abs() <= 1).to(g.dtype)
+
+
+def sign_act(x: torch.Tensor) -> torch.Tensor:
+    """sign(x) with sign(0)=+1; gradient 1[|x| <= 1] (clipped STE)."""
+    return _SignAct.apply(x)
+
+
+class _Pact(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, alpha, bits):
+        ctx.save_for_backward(x, alpha)
+        n = 2 ** bits - 1
+        y = torch.minimum(torch.clamp(x, min=0), alpha)
+        return torch.round(y * (n / alpha)) * (alpha / n)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, alpha = ctx.saved_tensors
+        inside = (x >= 0) & (x < alpha)
+        gx = g * inside.to(g.dtype)
+        galpha = (g * (x >= alpha).to(g.dtype)).sum().reshape(alpha.shape)
+        return gx, galpha, None
+
+
+def pact_quantize(x: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Tensor:
+    """PACT: round(clip(x, 0, alpha) (2^k-1)/alpha) alpha/(2^k-1); see module docstring."""
+    return _Pact.apply(x, alpha, bits)
+
+
+class _DorefaAct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, bits):
+        ctx.save_for_backward(x)
+        n = 2 ** bits - 1
+        return torch.round(torch.clamp(x, 0, 1) * n) / n
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * ((x >= 0) & (x <= 1)).to(g.dtype), None
+
+
+def dorefa_act(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """DoReFa activations: round((2^k-1) clip(x,0,1))/(2^k-1); gradient 1 on [0, 1]."""
+    return _DorefaAct.apply(x, bits)
+
+
+class SignAct(nn.Module):
+    def forward(self, x):
+        return sign_act(x)
+
+
+class PactAct(nn.Module):
+    def __init__(self, bits: int, init: float):
+        super().__init__()
+        self.bits = bits
+        self.alpha = nn.Parameter(torch.tensor(float(init)))
+
+    def forward(self, x):
+        return pact_quantize(x, self.alpha.to(x.dtype), self.bits)
+
+    def extra_repr(self):
+        return f"bits={self.bits}"
+
+
+class DorefaAct(nn.Module):
+    def __init__(self, bits: int):
+        super().__init__()
+        self.bits = bits
+
+    def forward(self, x):
+        return dorefa_act(x, self.bits)
+
+    def extra_repr(self):
+        return f"bits={self.bits}"
+
+
+def make_act_quantizer(a_bits: int, a_quant: str, pact_init: float = 10.0) -> nn.Module:
+    if a_bits == 32:
+        return nn.Identity()
+    if a_bits == 1:
+        return SignAct()
+    if a_quant == "pact":
+        return PactAct(a_bits, pact_init)
+    return DorefaAct(a_bits)
+
+
+def nonlinearity(a_bits: int) -> type[nn.Module]:
+    """The network's activation function for a given activation bit width."""
+    return nn.Hardtanh if a_bits == 1 else nn.ReLU
+

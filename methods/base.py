@@ -1,0 +1,361 @@
+"""The method interface, the registry and the quantized layer every method plugs into.
+
+A *method* decides how the weights of the quantized layers are parametrized, trained and
+deployed. The trainer (harness/train.py) only calls the hooks below, in this order, and never
+asks which method it holds:
+
+    method = get("slb")(options, w_bits)
+    for each layer chosen by the quantization policy:
+        QLayer(layer, method.make_quantizer(layer, name), activation_quantizer)
+    method.prepare(model, ctx)                         # once, before the optimizer is built
+    groups = method.param_groups(model, default_groups)
+    per epoch:
+        method.on_epoch_start(model, progress)
+        per step:
+            method.before_step(model, progress)
+            loss = CE + method.loss(model); loss.backward(); optimizer.step()
+            method.after_step(model, x, y, progress)   # gradients are still in .grad here
+        method.after_epoch(model, ctx)
+        with method.deployed(model): evaluate        # the discrete, deployable network
+        method.scalars(model, ctx) -> metrics.csv columns
+    method.after_training(model, ctx)                  # before the final evaluation
+    state_dict()/load_state_dict()                     # what a resume needs beyond the model
+
+Every hook has a do-nothing default, so a simple method overrides two or three of them.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import pkgutil
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class UserError(ValueError):
+    """A mistake in what the user asked for. The CLI prints it as one line and exits 2."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+# --------------------------------------------------------------------------- registry
+
+REGISTRY: dict[str, type["Method"]] = {}
+_NOT_METHODS = {"base", "act"}
+
+
+def register(cls: type["Method"]) -> type["Method"]:
+    """Class decorator: make a method available under ``cls.name``."""
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise RuntimeError(f"method name {cls.name!r} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def load_all() -> dict[str, type["Method"]]:
+    """Import every module of the methods package so each registers itself."""
+    import methods
+
+    for info in pkgutil.iter_modules(methods.__path__):
+        if info.name not in _NOT_METHODS and not info.name.startswith("_"):
+            importlib.import_module(f"methods.{info.name}")
+    return REGISTRY
+
+
+def get(name: str) -> type["Method"]:
+    load_all()
+    if name not in REGISTRY:
+        raise UserError("method", f"unknown method {name!r}; choose one of {sorted(REGISTRY)}")
+    return REGISTRY[name]
+
+
+# --------------------------------------------------------------------------- options
+
+@dataclass(frozen=True)
+class NoOptions:
+    pass
+
+
+def _coerce(value: Any, annotation: Any, field: str) -> Any:
+    """Convert a TOML/--set value to the annotated option type, or raise a UserError."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], field)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(field, f"expected a list like [1, 2], got {value!r}")
+        return tuple(_coerce(v, args[0], field) for v in value)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise UserError(field, f"expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise UserError(field, f"expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(field, f"expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise UserError(field, f"expected a string, got {value!r}")
+        return value
+    return value
+
+
+def parse_options(options_cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    """Build a frozen options dataclass from a dict; unknown keys and bad types are errors.
+
+    Fields may declare ``metadata={"choices": (...)}``; values outside are errors too.
+    """
+    fields = {f.name: f for f in dataclasses.fields(options_cls)}
+    hints = typing.get_type_hints(options_cls)
+    values = {}
+    for key, value in raw.items():
+        if key not in fields:
+            known = ", ".join(sorted(fields)) or "none"
+            raise UserError(f"{prefix}.{key}", f"unknown option; known options: {known}")
+        value = _coerce(value, hints[key], f"{prefix}.{key}")
+        choices = fields[key].metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise UserError(f"{prefix}.{key}", f"{value!r} is not one of {list(choices)}")
+        values[key] = value
+    return options_cls(**values)
+
+
+def options_dict(options: Any) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(options):
+        v = getattr(options, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+# --------------------------------------------------------------------------- quantizers
+
+def decode(codes: torch.Tensor, levels: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Weights from an export: ``levels[codes] * scale``.
+
+    levels: [L] (one level set per layer) or [C_out, L] (one per output channel, LQ-Net).
+    scale: a 0-d tensor or [C_out] (per output channel). The deployed forward of every
+    method and the model rebuilt from deployed.pt both go through this function, so the two
+    agree bit for bit.
+    """
+    idx = codes.long()
+    if levels.dim() == 1:
+        w = levels[idx]
+    else:
+        flat = idx.reshape(idx.shape[0], -1)
+        w = torch.gather(levels, 1, flat).reshape(idx.shape)
+    if scale.dim() == 0:
+        return w * scale
+    return w * scale.reshape(-1, *([1] * (w.dim() - 1)))
+
+
+def code_dtype(n_levels: int) -> torch.dtype:
+    return torch.uint8 if n_levels <= 256 else torch.int32
+
+
+class WeightQuantizer(nn.Module):
+    """Owns one layer's weight parametrization (a method's per-layer state).
+
+    ``forward()`` returns the weight used in training forwards; ``export()`` returns the
+    discrete deployed form as codes/levels/scale (or None for a full-precision layer).
+    Class attributes tell the trainer how to treat the module's parameters:
+    ``latent``: names of parameters that stand for the layer's weights (weight decay as for
+    weights); every other parameter is a quantizer parameter (scale, clip, step size).
+    ``self_updated``: parameters the method updates itself (never given to the optimizer).
+    """
+
+    latent: ClassVar[tuple[str, ...]] = ("weight",)
+    self_updated: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, weight: torch.Tensor, bits: int):
+        super().__init__()
+        self.shape = tuple(weight.shape)
+        self.bits = bits
+
+    def forward(self) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def export(self) -> dict[str, torch.Tensor] | None:
+        """{"codes": int tensor of weight.shape, "levels": [L] or [C_out, L], "scale": 0-d or
+        [C_out]}; None when the layer keeps full-precision weights."""
+        return None
+
+    def deployed_weight(self) -> torch.Tensor:
+        e = self.export()
+        if e is None:
+            return self.forward().detach()
+        return decode(e["codes"], e["levels"], e["scale"])
+
+
+class QLayer(nn.Module):
+    """A conv or linear layer whose input goes through the recipe's activation quantizer and
+    whose weight comes from a method's WeightQuantizer (``wq``).
+
+    In the deployed state (``deployed=True``) the weight is the cached discrete weight,
+    computed once when the state is entered (see :func:`set_deployed`).
+    """
+
+    def __init__(self, layer: nn.Module, wq: WeightQuantizer, act: nn.Module):
+        super().__init__()
+        if isinstance(layer, nn.Conv2d):
+            self.kind = "conv"
+            self.conv_args = dict(stride=layer.stride, padding=layer.padding,
+                                  dilation=layer.dilation, groups=layer.groups)
+        elif isinstance(layer, nn.Linear):
+            self.kind = "linear"
+            self.conv_args = {}
+        else:
+            raise TypeError(f"cannot quantize {type(layer).__name__}")
+        self.in_features = layer.weight.shape[1]
+        self.out_features = layer.weight.shape[0]
+        self.act = act
+        self.wq = wq
+        self.bias = layer.bias
+        self.deployed = False
+        self._deployed_weight: torch.Tensor | None = None
+
+    @property
+    def weight(self) -> torch.Tensor:
+        if self.deployed:
+            return self._deployed_weight
+        return self.wq()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(x)
+        w = self.weight
+        if self.kind == "conv":
+            return F.conv2d(x, w, self.bias, **self.conv_args)
+        return F.linear(x, w, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.kind}, {self.in_features}->{self.out_features}, deployed={self.deployed}"
+
+
+def quant_layers(model: nn.Module) -> Iterator[tuple[str, QLayer]]:
+    for name, m in model.named_modules():
+        if isinstance(m, QLayer):
+            yield name, m
+
+
+@torch.no_grad()
+def set_deployed(model: nn.Module, on: bool) -> None:
+    for _, layer in quant_layers(model):
+        layer._deployed_weight = layer.wq.deployed_weight().detach() if on else None
+        layer.deployed = on
+
+
+# --------------------------------------------------------------------------- the method
+
+@dataclass
+class Progress:
+    """Where training stands; ``step`` counts optimizer steps from 0 over the whole run."""
+
+    epoch: int
+    epochs: int
+    step: int
+    steps_per_epoch: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def fraction(self) -> float:
+        """Fraction of training done at this step (0 at the first step)."""
+        return self.step / max(1, self.total_steps)
+
+
+class Method:
+    """Base class: override what the method needs; every hook defaults to doing nothing."""
+
+    name: ClassVar[str] = ""
+    bits: ClassVar[frozenset[int]] = frozenset()
+    default_bits: ClassVar[int] = 1
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any, w_bits: int):
+        self.opt = options
+        self.w_bits = w_bits
+
+    # --- construction
+    @classmethod
+    def parse_options(cls, raw: dict[str, Any]) -> Any:
+        """Validate ``method.<option>`` values; extend for checks across options."""
+        return parse_options(cls.Options, raw, "method")
+
+    @classmethod
+    def check_bits(cls, w_bits: int) -> None:
+        if w_bits not in cls.bits:
+            raise UserError("w_bits", f"method {cls.name!r} supports weight bits "
+                            f"{sorted(cls.bits)}, not {w_bits}; pass --w-bits with one of them")
+
+    def make_quantizer(self, layer: nn.Module, name: str) -> WeightQuantizer:
+        raise NotImplementedError
+
+    def prepare(self, model: nn.Module, ctx: Any) -> None:
+        """Called once after the quantized layers are installed (e.g. swap BN modules)."""
+
+    def param_groups(self, model: nn.Module, groups: list[dict]) -> list[dict]:
+        """Adjust the recipe optimizer's parameter groups (default: unchanged)."""
+        return groups
+
+    # --- training hooks
+    def loss(self, model: nn.Module) -> torch.Tensor | None:
+        """An extra loss term added to the task loss (default: none)."""
+        return None
+
+    def on_epoch_start(self, model: nn.Module, progress: Progress) -> None:
+        pass
+
+    def before_step(self, model: nn.Module, progress: Progress) -> None:
+        pass
+
+    def after_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   progress: Progress) -> None:
+        pass
+
+    def after_epoch(self, model: nn.Module, ctx: Any) -> None:
+        pass
+
+    def after_training(self, model: nn.Module, ctx: Any) -> None:
+        pass
+
+    # --- deployment and reporting
+    @contextlib.contextmanager
+    def deployed(self, model: nn.Module) -> Iterator[None]:
+        """The discrete network: every QLayer uses its deployed weight."""
+        set_deployed(model, True)
+        try:
+            yield
+        finally:
+            set_deployed(model, False)
+
+    def scalars(self, model: nn.Module, ctx: Any) -> dict[str, float]:
+        """Extra per-epoch metrics (become metrics.csv columns, same set every epoch)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass

@@ -1,0 +1,91 @@
+"""dorefa: DoReFa-Net weight quantization (Zhou et al. 2016, arXiv 1606.06160).
+
+Reference code: tensorpack examples/DoReFa-Net/dorefa.py (``fw``).
+
+quantize_k(x) = round((2^k - 1) x) / (2^k - 1), x in [0, 1]; straight-through (eq. 5).
+
+k-bit weights, k > 1 (eq. 9):
+    t   = tanh(W)
+    x   = t / (2 max|t|) + 1/2           (max over the whole tensor)
+    W_q = 2 quantize_k(x) - 1            levels {-1, -1 + 2/(2^k-1), ..., 1}
+  Backward: only the rounding is straight-through; tanh and the max normalisation are
+  differentiated normally (including the gradient through max|t|, as in tensorpack, where
+  nothing is stopped).
+1-bit weights (eq. 7 and tensorpack ``fw`` for bitW == 1):
+    E   = mean|W| over the whole tensor (detached)
+    W_b = sign(W) * E, sign(0) = +1
+  Backward: identity, dW_b/dW = 1 (tensorpack overrides Sign's gradient with Identity).
+Export: codes = round((2^k-1) x) (0 .. 2^k-1) with levels linspace(-1, 1, 2^k) and scale 1;
+at 1 bit codes 0/1, levels [-1, 1], scale E. No deviation from the paper's weight path.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from methods.base import Method, WeightQuantizer, register
+
+
+class _RoundSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+class _SignIdentity(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w):
+        return torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w))
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def _normalised(w: torch.Tensor) -> torch.Tensor:
+    t = torch.tanh(w)
+    return t / (2 * t.abs().max()) + 0.5
+
+
+def dorefa_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """DoReFa k-bit weights with the paper's gradient; see the module docstring."""
+    if bits == 1:
+        e = w.detach().abs().mean()
+        return _SignIdentity.apply(w) * e
+    n = 2 ** bits - 1
+    return 2 * (_RoundSTE.apply(_normalised(w) * n) / n) - 1
+
+
+class DorefaWeight(WeightQuantizer):
+    def __init__(self, weight: torch.Tensor, bits: int):
+        super().__init__(weight, bits)
+        self.weight = nn.Parameter(weight.detach().clone())
+
+    def forward(self) -> torch.Tensor:
+        return dorefa_weight(self.weight, self.bits)
+
+    @torch.no_grad()
+    def export(self):
+        w = self.weight
+        if self.bits == 1:
+            return {"codes": (w >= 0).to(torch.uint8),
+                    "levels": torch.tensor([-1.0, 1.0], dtype=w.dtype, device=w.device),
+                    "scale": w.abs().mean()}
+        n = 2 ** self.bits - 1
+        codes = torch.round(_normalised(w) * n).to(torch.uint8)
+        return {"codes": codes,
+                "levels": torch.linspace(-1, 1, n + 1, dtype=w.dtype, device=w.device),
+                "scale": torch.ones((), dtype=w.dtype, device=w.device)}
+
+
+@register
+class Dorefa(Method):
+    name = "dorefa"
+    bits = frozenset(range(1, 9))
+
+    def make_quantizer(self, layer, name):
+        return DorefaWeight(layer.weight, self.w_bits)

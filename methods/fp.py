@@ -1,0 +1,32 @@
+"""fp: the full-precision reference.
+
+Forward: the layer's own float weight W. Backward: the ordinary gradient. No deviation from
+plain training; the layer still receives the recipe's activation quantizer, so "fp" at
+a_bits < 32 means full-precision weights with quantized activations.
+Export: a full-precision layer has no codes; deployed.pt stores its float weight.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from methods.base import Method, WeightQuantizer, register
+
+
+class FullPrecisionWeight(WeightQuantizer):
+    def __init__(self, weight: torch.Tensor, bits: int):
+        super().__init__(weight, bits)
+        self.weight = nn.Parameter(weight.detach().clone())
+
+    def forward(self) -> torch.Tensor:
+        return self.weight
+
+
+@register
+class FullPrecision(Method):
+    name = "fp"
+    bits = frozenset({32})
+    default_bits = 32
+
+    def make_quantizer(self, layer, name):
+        return FullPrecisionWeight(layer.weight, self.w_bits)

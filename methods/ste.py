@@ -1,0 +1,110 @@
+"""ste: binary weights with the straight-through estimator (BinaryConnect / BNN / BWN / XNOR).
+
+Papers: Courbariaux et al., "BinaryConnect", NeurIPS 2015 (eqs. 1-2, deterministic
+binarization); Hubara et al., "Binarized Neural Networks", NeurIPS 2016 (sec. 1.3, the
+clipped STE "hardtanh" gradient, eq. 4); Rastegari et al., "XNOR-Net", ECCV 2016 (eq. 4:
+alpha = mean |W| per output filter, BWN).
+
+Forward (:func:`sign_ste`):
+    q = alpha * sign(w),  sign(0) = +1 (larq's convention)
+    alpha = 1                                  scaling="none"   (BinaryConnect/BNN)
+    alpha = mean(|W|) over the whole tensor    scaling="layer"
+    alpha_c = mean(|W_c|) over filter c        scaling="channel" (BWN/XNOR)
+  alpha is detached (no gradient flows into it), as in the common BWN/XNOR ports.
+Backward:
+    dq/dw = alpha * 1[|w| <= 1]   clip=True  (clipped STE, BNN eq. 4)
+    dq/dw = alpha                 clip=False (identity STE)
+Latent weights are clipped to [-1, 1] after every optimizer step when ``latent_clip`` is on
+(BinaryConnect, Algorithm 1). Export: codes 0/1 for -1/+1, levels [-1, 1], scale alpha.
+
+Deviation: XNOR-Net's gradient also carries a term through alpha (d alpha / dw); like most
+reimplementations we detach alpha. Activations are quantized by the recipe, not here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from methods.base import Method, WeightQuantizer, register
+
+SCALINGS = ("none", "layer", "channel")
+
+
+def binary_scale(w: torch.Tensor, scaling: str) -> torch.Tensor:
+    """alpha for sign weights: 1, mean|W|, or mean|W| per output channel (shape [C_out])."""
+    if scaling == "none":
+        return torch.ones((), dtype=w.dtype, device=w.device)
+    if scaling == "layer":
+        return w.detach().abs().mean()
+    return w.detach().abs().reshape(w.shape[0], -1).mean(dim=1)
+
+
+def _broadcast(alpha: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return alpha if alpha.dim() == 0 else alpha.reshape(-1, *([1] * (w.dim() - 1)))
+
+
+class _SignSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w, clip):
+        ctx.clip = clip
+        if clip:
+            ctx.save_for_backward(w)
+        return torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w))
+
+    @staticmethod
+    def backward(ctx, g):
+        if ctx.clip:
+            (w,) = ctx.saved_tensors
+            g = g * (w.abs() <= 1).to(g.dtype)
+        return g, None
+
+
+def sign_ste(w: torch.Tensor, scaling: str = "none", clip: bool = True) -> torch.Tensor:
+    """alpha * sign(w) with a straight-through gradient; see the module docstring."""
+    if scaling not in SCALINGS:
+        raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
+    alpha = binary_scale(w, scaling)
+    return _SignSTE.apply(w, clip) * _broadcast(alpha, w)
+
+
+@dataclass(frozen=True)
+class SteOptions:
+    scaling: str = field(default="none", metadata={"choices": SCALINGS})
+    clip: bool = True          # clipped STE 1[|w|<=1]; False = identity gradient
+    latent_clip: bool = True   # clip latent weights to [-1, 1] after each step
+
+
+class SignWeight(WeightQuantizer):
+    def __init__(self, weight: torch.Tensor, bits: int, opt: SteOptions):
+        super().__init__(weight, bits)
+        self.opt = opt
+        self.weight = nn.Parameter(weight.detach().clone())
+
+    def forward(self) -> torch.Tensor:
+        return sign_ste(self.weight, self.opt.scaling, self.opt.clip)
+
+    @torch.no_grad()
+    def export(self):
+        w = self.weight
+        return {"codes": (w >= 0).to(torch.uint8),
+                "levels": torch.tensor([-1.0, 1.0], dtype=w.dtype, device=w.device),
+                "scale": binary_scale(w, self.opt.scaling)}
+
+
+@register
+class Ste(Method):
+    name = "ste"
+    bits = frozenset({1})
+    Options = SteOptions
+
+    def make_quantizer(self, layer, name):
+        return SignWeight(layer.weight, self.w_bits, self.opt)
+
+    @torch.no_grad()
+    def after_step(self, model, x, y, progress):
+        if self.opt.latent_clip:
+            for m in model.modules():
+                if isinstance(m, SignWeight):
+                    m.weight.clamp_(-1.0, 1.0)
