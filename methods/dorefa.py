@@ -4,14 +4,14 @@ Reference code: tensorpack examples/DoReFa-Net/dorefa.py (``fw``).
 
 quantize_k(x) = round((2^k - 1) x) / (2^k - 1), x in [0, 1]; straight-through (eq. 5).
 
-k-bit weights, k > 1 (eq. 9):
+Forward, k-bit weights, k > 1 (eq. 9):
     t   = tanh(W)
     x   = t / (2 max|t|) + 1/2           (max over the whole tensor)
     W_q = 2 quantize_k(x) - 1            levels {-1, -1 + 2/(2^k-1), ..., 1}
   Backward: only the rounding is straight-through; tanh and the max normalisation are
   differentiated normally (including the gradient through max|t|, as in tensorpack, where
   nothing is stopped).
-1-bit weights (eq. 7 and tensorpack ``fw`` for bitW == 1):
+Forward, 1-bit weights (eq. 7 and tensorpack ``fw`` for bitW == 1):
     E   = mean|W| over the whole tensor (detached)
     W_b = sign(W) * E, sign(0) = +1
   Backward: identity, dW_b/dW = 1 (tensorpack overrides Sign's gradient with Identity).

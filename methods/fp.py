@@ -1,6 +1,7 @@
-"""fp: the full-precision reference.
+"""fp: the full-precision reference (no paper; the float network every method is compared to).
 
-Forward: the layer's own float weight W. Backward: the ordinary gradient. No deviation from
+Forward: y = conv(x, W) with the layer's own float weight W (no quantization, no scale).
+Backward: the ordinary gradient dL/dW; the recipe's optimizer updates W. No deviation from
 plain training; the layer still receives the recipe's activation quantizer, so "fp" at
 a_bits < 32 means full-precision weights with quantized activations.
 Export: a full-precision layer has no codes; deployed.pt stores its float weight.

@@ -1,0 +1,34 @@
+# The README's two commands: `make demo` (set up, run the demo study, report) and `make test`.
+# Both create .venv when missing and install the project into it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: setup system-deps demo test bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Debian packages the tests use: SLURM (+ munge, slurmdbd, MariaDB for sacct) and real
+# Fashion-MNIST. Installed only when missing; needs root (CI and these machines are root).
+system-deps:
+	bash slurm/install.sh
+
+demo: setup
+	$(PY) -m harness sweep studies/demo.toml --executor local
+	$(PY) -m harness report results/demo
+
+test: setup system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m harness bench
+
+clean-venv:
+	rm -rf $(VENV)

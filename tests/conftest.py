@@ -1,0 +1,62 @@
+"""Shared test helpers: tiny configs, short runs, the shared CIFAR-10 JPEG copy."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from harness import config as C
+from harness import records
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+CIFAR_JPEG = SHARED / "data" / "cifar10-jpeg"
+
+# tests never write the user's image cache
+os.environ.setdefault("SLBENCH_CACHE", "off")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def tiny_cfg(method: str = "fp", sets: list[str] | None = None, **flags) -> C.RunConfig:
+    """A config that trains in about a second: small_cnn at width 0.25 on 300 digits."""
+    base = {"method": method, "epochs": 2, "batch_size": 64, "progress": "none",
+            "data.subset_train": 300, "data.subset_test": 200, "model.width": 0.25,
+            "optim.lr": 0.05}
+    base.update(flags)
+    return C.build(flags=base, sets=sets or [])
+
+
+def metrics_without_timing(run_dir: Path) -> pd.DataFrame:
+    df = pd.read_csv(Path(run_dir) / "metrics.csv")
+    return df.drop(columns=records.TIMING_COLUMNS)
+
+
+@pytest.fixture
+def cifar_jpeg() -> Path:
+    if not (CIFAR_JPEG / "train").is_dir():
+        pytest.skip(f"{CIFAR_JPEG} not present")
+    return CIFAR_JPEG
+
+
+class Interrupt(BaseException):
+    """Raised inside training to simulate a kill between two epochs."""
+
+
+def run_interrupted(cfg: C.RunConfig, run_dir: Path, stop_before_epoch: int, monkeypatch) -> None:
+    """Train until ``stop_before_epoch`` (0-based) starts, then die as a killed job would."""
+    from harness import train
+
+    original = train.Trainer.epoch
+
+    def epoch(self, e):
+        if e == stop_before_epoch:
+            raise Interrupt()
+        return original(self, e)
+
+    with monkeypatch.context() as m:
+        m.setattr(train.Trainer, "epoch", epoch)
+        with pytest.raises(Interrupt):
+            train.run(cfg, run_dir, echo=lambda s: None)
