@@ -54,8 +54,9 @@ def _normalised(w: torch.Tensor) -> torch.Tensor:
 def dorefa_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
     """DoReFa k-bit weights with the paper's gradient; see the module docstring."""
     if bits == 1:
-        e = w.detach().abs().mean()
-        return _SignIdentity.apply(w) * e
+        # sign(w / E) * E as in tensorpack: the identity gradient of sign then gives dW_b/dW = 1
+        e = w.detach().abs().mean().clamp_min(torch.finfo(w.dtype).tiny)
+        return _SignIdentity.apply(w / e) * e
     n = 2 ** bits - 1
     return 2 * (_RoundSTE.apply(_normalised(w) * n) / n) - 1
 
