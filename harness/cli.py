@@ -57,7 +57,7 @@ def cmd_run(args) -> int:
     cfg = C.build(args.config, flags, args.set)
     summary = train.run(cfg, Path(args.out))
     status = summary.get("status")
-    if status == "completed":
+    if status == "completed" and train.Dist.from_env().main:
         print(f"{args.out}: completed, final deployed test accuracy "
               f"{summary['final_test_acc']:.2f}%")
         return 0

@@ -225,6 +225,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
     w_bits = cfg.w_bits or method_cls.default_bits
     method_cls.check_bits(w_bits)
     options = method_cls.parse_options(dict(cfg.method_options))
+    method_cls.check_options(options, w_bits)
     _check(cfg.a_bits in A_BITS, "a_bits", f"{cfg.a_bits} is not supported; use one of {list(A_BITS)}")
     _check(cfg.a_quant in A_QUANT, "a_quant", f"{cfg.a_quant!r} unknown; use one of {list(A_QUANT)}")
     _check(cfg.pact_init > 0, "pact_init", "must be > 0")

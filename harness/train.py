@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import sys
 import time
@@ -92,6 +93,41 @@ def optimizer_state_bytes(opt: torch.optim.Optimizer, params=None) -> int:
                if ids is None or id(p) in ids)
 
 
+# --------------------------------------------------------------------------- distributed
+
+@dataclass(frozen=True)
+class Dist:
+    """torch.distributed placement from the usual env vars (torchrun, or submitit's
+    TorchDistributedEnvironment for multi-task jobs). world == 1: plain single process.
+
+    The global batch is ``batch_size``; rank r trains on rows r, r+world, ... of every batch
+    (each rank draws the same permutation and augmentation, so no sampler state can drift).
+    Only rank 0 writes records and checkpoints.
+    """
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @staticmethod
+    def from_env() -> "Dist":
+        env = os.environ
+        return Dist(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)),
+                    int(env.get("LOCAL_RANK", 0)))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, *tensors: torch.Tensor) -> None:
+        if self.world > 1:
+            for t in tensors:
+                torch.distributed.all_reduce(t)
+
+    def shard(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.world == 1 else x[self.rank::self.world]
+
+
 # --------------------------------------------------------------------------- loop pieces
 
 @dataclass
@@ -125,14 +161,19 @@ def autocast(cfg: C.RunConfig, device: torch.device):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data, cfg: C.RunConfig, device: torch.device) -> tuple[float, float]:
-    """(mean loss, accuracy %) on the test set, in the model's current (deployed or not) state."""
+def evaluate(model: nn.Module, data, cfg: C.RunConfig, device: torch.device,
+             dist: Dist = Dist()) -> tuple[float, float]:
+    """(mean loss, accuracy %) on the test set, in the model's current (deployed or not) state.
+
+    With several ranks each evaluates every world-th batch and the sums are all-reduced."""
     was_training = model.training
     model.eval()
     loss = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
-    n = 0
-    for x, y in data.test_batches(cfg.data.eval_batch_size):
+    n = torch.zeros((), device=device, dtype=torch.int64)
+    for i, (x, y) in enumerate(data.test_batches(cfg.data.eval_batch_size)):
+        if i % dist.world != dist.rank:
+            continue
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(cfg, device):
@@ -140,19 +181,21 @@ def evaluate(model: nn.Module, data, cfg: C.RunConfig, device: torch.device) -> 
         loss += F.cross_entropy(out.float(), y, reduction="sum").double()
         correct += (out.argmax(1) == y).sum()
         n += len(y)
+    dist.all_sum(loss, correct, n)
     model.train(was_training)
-    return float(loss) / n, 100.0 * int(correct) / n
+    return float(loss) / int(n), 100.0 * int(correct) / int(n)
 
 
 def train_one_epoch(model, forward, method, optimizer, scheduler, data, gen, cfg, device,
-                    epoch: int, step: int) -> tuple[dict[str, float], int]:
+                    epoch: int, step: int, dist: Dist = Dist()) -> tuple[dict[str, float], int]:
     model.train()
     spe = data.steps_per_epoch(cfg.batch_size)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     total_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
-    n = 0
+    n = torch.zeros((), device=device, dtype=torch.int64)
     for x, y in data.train_batches(cfg.batch_size, gen):
+        x, y = dist.shard(x), dist.shard(y)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         prog = Progress(epoch, cfg.epochs, step, spe)
@@ -172,7 +215,8 @@ def train_one_epoch(model, forward, method, optimizer, scheduler, data, gen, cfg
         correct += (out.detach().argmax(1) == y).sum()
         n += len(y)
         step += 1
-    stats = {"train_loss": float(loss_sum) / n, "train_acc": 100.0 * int(correct) / n,
+    dist.all_sum(loss_sum, total_sum, correct, n)
+    stats = {"train_loss": float(loss_sum) / int(n), "train_acc": 100.0 * int(correct) / int(n),
              "finite": bool(torch.isfinite(total_sum))}
     return stats, step
 
@@ -240,10 +284,14 @@ def prepare_run_dir(run_dir: Path, cfg: C.RunConfig) -> str:
 class Trainer:
     def __init__(self, cfg: C.RunConfig, run_dir: Path, echo: Callable[[str], None] = print):
         self.cfg, self.run_dir, self.echo = cfg, Path(run_dir), echo
+        self.dist = Dist.from_env()
         self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda" and self.dist.world > 1:
+            self.device = torch.device("cuda", self.dist.local_rank % torch.cuda.device_count())
 
     def log(self, line: str) -> None:
-        records.append_log(self.run_dir, f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}")
+        if self.dist.main:
+            records.append_log(self.run_dir, f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}")
 
     # --- set-up
     def setup(self) -> None:
@@ -257,7 +305,8 @@ class Trainer:
         self.model = models.build(cfg, self.data.num_classes, self.data.in_channels,
                                   self.data.image_size, self.method).to(self.device)
         self.ctx = RunContext(cfg, self.device, self.data,
-                              lambda m: evaluate(m, self.data, cfg, self.device), self.log)
+                              lambda m: evaluate(m, self.data, cfg, self.device, self.dist),
+                              self.log)
         self.method.prepare(self.model, self.ctx)
         self.model.to(self.device)
         if cfg.channels_last:
@@ -267,7 +316,14 @@ class Trainer:
         self.spe = self.data.steps_per_epoch(cfg.batch_size)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.spe, cfg.epochs, cfg.optim))
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.forward = self.model
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.compile:
+            self.forward = torch.compile(self.forward)
         self.rows: list[dict[str, Any]] = []
         self.start_epoch, self.step, self.wall, self.final_done = 0, 0, 0.0, False
 
@@ -277,6 +333,8 @@ class Trainer:
 
     # --- checkpoints
     def save_checkpoint(self, final_done: bool = False) -> None:
+        if not self.dist.main:
+            return
         records.atomic_torch_save(self.run_dir / "checkpoint.pt", {
             "epoch": self.start_epoch, "step": self.step, "wall_time_s": self.wall,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -323,6 +381,8 @@ class Trainer:
         return s
 
     def write_records(self, status: str, final_acc: float | None = None, error: str = "") -> None:
+        if not self.dist.main:
+            return
         records.write_metrics(self.run_dir, self.rows)
         records.atomic_write_json(self.run_dir / "summary.json",
                                   self.summary(status, final_acc, error))
@@ -337,7 +397,7 @@ class Trainer:
         self.method.on_epoch_start(self.model, Progress(epoch, cfg.epochs, self.step, self.spe))
         stats, self.step = train_one_epoch(self.model, self.forward, self.method, self.optimizer,
                                            self.scheduler, self.data, self.gen, cfg,
-                                           self.device, epoch, self.step)
+                                           self.device, epoch, self.step, self.dist)
         if not stats.pop("finite"):
             raise Diverged(f"non-finite loss in epoch {epoch + 1}")
         self.method.after_epoch(self.model, self.ctx)
@@ -367,6 +427,18 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
+        if self.dist.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group(
+                "nccl" if self.device.type == "cuda" else "gloo",
+                rank=self.dist.rank, world_size=self.dist.world)
+        try:
+            return self._run()
+        finally:
+            if self.dist.world > 1 and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+
+    def _run(self) -> dict[str, Any]:
+        cfg = self.cfg
         self.setup()
         resumed = self.load_checkpoint()
         self.log(("resumed at epoch %d" % self.start_epoch) if resumed else
@@ -374,7 +446,7 @@ class Trainer:
                  f"{cfg.data.name} ({self.data.num_train} train images), device {self.device}")
         reset_peak_memory(self.device)
         self.write_records("running")
-        bar = _progress(cfg, self.start_epoch)
+        bar = _progress(cfg, self.start_epoch) if self.dist.main else (lambda line: None)
         try:
             for epoch in range(self.start_epoch, cfg.epochs):
                 row = self.epoch(epoch)
@@ -435,6 +507,11 @@ def _progress(cfg: C.RunConfig, start: int) -> Callable[[str | None], None]:
 def run(cfg: C.RunConfig, run_dir: Path, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Train (or resume, or do nothing if finished) one run into ``run_dir``."""
     data_mod.check_root(cfg.data)
+    if not Dist.from_env().main:  # rank 0 owns (checks, writes) the run directory
+        summary = Path(run_dir) / "summary.json"
+        if summary.exists() and records.read_json(summary).get("status") in ("completed", "diverged"):
+            return records.read_json(summary)
+        return Trainer(cfg, run_dir, echo).run()
     state = prepare_run_dir(run_dir, cfg)
     if state in ("completed", "diverged"):
         echo(f"{run_dir}: already {state}; nothing to do")

@@ -304,6 +304,10 @@ class Method:
         return parse_options(cls.Options, raw, "method")
 
     @classmethod
+    def check_options(cls, options: Any, w_bits: int) -> None:
+        """Checks that need both the parsed options and the weight bits (default: none)."""
+
+    @classmethod
     def check_bits(cls, w_bits: int) -> None:
         if w_bits not in cls.bits:
             raise UserError("w_bits", f"method {cls.name!r} supports weight bits "
