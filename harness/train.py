@@ -186,6 +186,24 @@ def evaluate(model: nn.Module, data, cfg: C.RunConfig, device: torch.device,
     return float(loss) / int(n), 100.0 * int(correct) / int(n)
 
 
+def train_step(model, forward, method, optimizer, scheduler, x, y, cfg, device,
+               prog: Progress) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimizer step through every method hook. Returns (task loss, total loss, logits),
+    detached and still on the device (no host sync)."""
+    method.before_step(model, prog)
+    with autocast(cfg, device):
+        out = forward(x)
+        loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.optim.label_smoothing)
+        extra = method.loss(model)
+        total = loss if extra is None else loss + extra
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    scheduler.step()
+    method.after_step(model, x, y, prog)
+    return loss.detach(), total.detach(), out.detach()
+
+
 def train_one_epoch(model, forward, method, optimizer, scheduler, data, gen, cfg, device,
                     epoch: int, step: int, dist: Dist = Dist()) -> tuple[dict[str, float], int]:
     model.train()
@@ -198,21 +216,11 @@ def train_one_epoch(model, forward, method, optimizer, scheduler, data, gen, cfg
         x, y = dist.shard(x), dist.shard(y)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        prog = Progress(epoch, cfg.epochs, step, spe)
-        method.before_step(model, prog)
-        with autocast(cfg, device):
-            out = forward(x)
-            loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.optim.label_smoothing)
-            extra = method.loss(model)
-            total = loss if extra is None else loss + extra
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        scheduler.step()
-        method.after_step(model, x, y, prog)
-        loss_sum += loss.detach().double() * len(y)
-        total_sum += total.detach().double()
-        correct += (out.detach().argmax(1) == y).sum()
+        loss, total, out = train_step(model, forward, method, optimizer, scheduler, x, y, cfg,
+                                      device, Progress(epoch, cfg.epochs, step, spe))
+        loss_sum += loss.double() * len(y)
+        total_sum += total.double()
+        correct += (out.argmax(1) == y).sum()
         n += len(y)
         step += 1
     dist.all_sum(loss_sum, total_sum, correct, n)
@@ -294,13 +302,14 @@ class Trainer:
             records.append_log(self.run_dir, f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}")
 
     # --- set-up
-    def setup(self) -> None:
+    def setup(self, data=None) -> None:
+        """Build everything a run needs; ``data`` replaces the configured dataset (bench)."""
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.data = data_mod.load(cfg.data, self.device)
+        self.data = data if data is not None else data_mod.load(cfg.data, self.device)
         self.method = make_method(cfg)
         self.model = models.build(cfg, self.data.num_classes, self.data.in_channels,
                                   self.data.image_size, self.method).to(self.device)

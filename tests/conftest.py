@@ -11,6 +11,8 @@ import torch
 from harness import config as C
 from harness import records
 
+pytest_plugins = ["slurm_fixture"]
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 CIFAR_JPEG = SHARED / "data" / "cifar10-jpeg"
