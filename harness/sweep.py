@@ -138,8 +138,11 @@ def _known(table: dict, allowed: set[str], where: str, errors: list[str]) -> Non
             errors.append(f"{where}.{key}: unknown key; allowed: {', '.join(sorted(allowed))}")
 
 
-def load_spec(path: str | Path, scale: str | None = None) -> Study:
-    """Parse and expand a study spec; raises SpecErrors listing every problem at once."""
+def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None = None) -> Study:
+    """Parse and expand a study spec; raises SpecErrors listing every problem at once.
+
+    ``sets`` ("key=value", as for `run --set`) override the shared recipe for every run, so
+    the comparison stays matched (e.g. --set data.root=/data/cifar on another machine)."""
     path = Path(path)
     where = str(path)
     if not path.is_file():
@@ -169,6 +172,15 @@ def load_spec(path: str | Path, scale: str | None = None) -> Study:
         scale_t = {**BUILTIN_SCALES["full"], **scales[scale]}
 
     recipe = C.flatten(raw.get("recipe", {}))
+    try:
+        overrides = C.parse_sets(sets or [])
+    except UserError as e:
+        errors.append(f"{where}: {e}")
+        overrides = {}
+    for key, value in overrides.items():
+        if key == "data.root" and isinstance(value, str) and value and not os.path.isabs(value):
+            value = str(Path(value).resolve())  # --set paths are relative to the caller
+        recipe[key] = value
     for key in recipe:
         if key in GRID_KEYS or key.startswith("method.") or key.startswith("meta."):
             errors.append(f"{where}: recipe.{key}: set by the grid or a variant, not the shared "
@@ -184,6 +196,10 @@ def load_spec(path: str | Path, scale: str | None = None) -> Study:
         seeds = seeds[: scale_t["max_seeds"]]
     div, lo = scale_t.get("epochs_divisor", 1), scale_t.get("min_epochs", 1)
     budget_map = {e: max(lo, int(round(e / div))) for e in budgets}
+    if len(set(budget_map.values())) < len(budget_map):
+        errors.append(f"{where}: --scale {scale} maps the budgets {budgets} to "
+                      f"{[budget_map[e] for e in budgets]} epochs, which collide; use larger "
+                      "budgets or a scale with a smaller epochs_divisor")
 
     variants = _variants(raw.get("variants", {}), where, errors, allow_unmatched, path.parent)
     chosen = grid.get("variants")
@@ -236,10 +252,12 @@ def load_spec(path: str | Path, scale: str | None = None) -> Study:
                         tuple((k, json.dumps(res[k])) for k in RESOURCE_KEYS)))
     _check_data_roots(study, where, errors)
     _check_matched(study, where, errors)
-    ids = [r.run_id for r in study.runs]
-    if len(ids) != len(set(ids)):
-        errors.append(f"{where}: two variants expand to identical runs; give them different "
-                      "options")
+    seen: dict[str, str] = {}
+    for r in study.runs:
+        other = seen.setdefault(r.run_id, r.variant)
+        if other != r.variant:
+            errors.append(f"{where}: variants.{r.variant} and variants.{other} expand to "
+                          "identical runs; give them different options")
     if not study.runs and not errors:
         errors.append(f"{where}: the grid expands to no runs; check grid and variants")
     if errors:
@@ -317,7 +335,8 @@ def _check_data_roots(study: Study, where: str, errors: list[str]) -> None:
         try:
             data_mod.check_root(r.cfg.data)
         except UserError as e:
-            errors.append(f"{where}: recipe.{e}")
+            errors.append(f"{where}: recipe.{e} (in a study: set [recipe] data.root, the "
+                          "variable it names, or pass --set data.root=DIR)")
 
 
 def _check_matched(study: Study, where: str, errors: list[str]) -> None:
@@ -544,13 +563,18 @@ class RunJob(submitit.helpers.Checkpointable):
     queue of runs so the interpreter and torch start once per worker, not once per run.
     """
 
-    def __init__(self, run_dirs: str | list[str]):
+    def __init__(self, run_dirs: str | list[str], threads: int = 0):
         self.run_dirs = [str(run_dirs)] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
+        self.threads = threads
 
     def __call__(self) -> str:
+        import torch
+
         from harness import records, train
 
         _setup_distributed()
+        if self.threads > 0:  # one job per cpus_per_task: don't oversubscribe the cores
+            torch.set_num_threads(self.threads)
         out = []
         for run_dir in self.run_dirs:
             cfg = C.resolve(C.from_dict(records.read_json(Path(run_dir) / "config.json")))
@@ -563,7 +587,7 @@ class RunJob(submitit.helpers.Checkpointable):
         return ",".join(out)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
-        return submitit.helpers.DelayedSubmission(RunJob(self.run_dirs))
+        return submitit.helpers.DelayedSubmission(RunJob(self.run_dirs, self.threads))
 
 
 def _setup_distributed() -> None:
@@ -617,9 +641,9 @@ def submit(study: Study, sdir: Path, runs: list[Run], kind: str, echo=print) -> 
         ex = make_executor(kind, sdir / "submitit", res, study.executor)
         if kind == "local":
             jobs += _run_local_waves(ex, group, sdir, int(study.executor["local_concurrency"]),
-                                     echo)
+                                     int(res["cpus_per_task"]), echo)
             continue
-        fns = [RunJob(str(sdir / "runs" / r.run_id)) for r in group]
+        fns = [RunJob(str(sdir / "runs" / r.run_id), int(res["cpus_per_task"])) for r in group]
         with ex.batch():
             batch = [ex.submit(fn) for fn in fns]
         entries = [{"run_id": r.run_id, "job_id": str(j.job_id), "executor": kind,
@@ -635,13 +659,14 @@ def _shape_str(res: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in res.items() if v not in ("", 0, None))
 
 
-def _run_local_waves(ex, group: list[Run], sdir: Path, concurrency: int, echo) -> list:
+def _run_local_waves(ex, group: list[Run], sdir: Path, concurrency: int, threads: int,
+                     echo) -> list:
     """Local worker processes (at most ``concurrency``), each working through its share of
     the runs; blocks until all finish."""
     n = max(1, min(concurrency, len(group)))
     shares = [group[i::n] for i in range(n)]
     with ex.batch():
-        jobs = [ex.submit(RunJob([str(sdir / "runs" / r.run_id) for r in share]))
+        jobs = [ex.submit(RunJob([str(sdir / "runs" / r.run_id) for r in share], threads))
                 for share in shares]
     append_submissions(sdir, [{"run_id": r.run_id, "job_id": str(job.job_id), "executor": "local",
                                "pid": int(job.job_id), "host": os.uname().nodename,
@@ -702,7 +727,7 @@ def prepare_records(runs: list[Run], sdir: Path) -> None:
 
 def cmd_sweep(args) -> int:
     try:
-        study = load_spec(args.spec, args.scale)
+        study = load_spec(args.spec, args.scale, args.set)
     except SpecErrors as e:
         for line in e.errors:
             print(f"error: {line}", file=sys.stderr)
@@ -840,6 +865,8 @@ def add_commands(sub) -> None:
     p.add_argument("--retry-failed", action="store_true", help="also resubmit failed runs")
     p.add_argument("--wait", action="store_true", help="slurm: block until the jobs finish")
     p.add_argument("--results", default="results", help="parent of the study directory")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a shared recipe key for every run, e.g. data.root=DIR")
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("status", help="states of a study's runs, failures and job ids")
     p.add_argument("study_dir", metavar="STUDY_DIR")

@@ -292,6 +292,8 @@ class Method:
     bits: ClassVar[frozenset[int]] = frozenset()
     default_bits: ClassVar[int] = 1
     Options: ClassVar[type] = NoOptions
+    # option sets `python -m harness bench` times separately, by label ("" = defaults)
+    bench_variants: ClassVar[dict[str, dict[str, Any]]] = {"": {}}
 
     def __init__(self, options: Any, w_bits: int):
         self.opt = options

@@ -1,0 +1,361 @@
+"""Speed and memory of every method against a bare PyTorch loop (the floor).
+
+    python -m harness bench [--model resnet20] [--methods ...] [--bits 1 2 4] [--device cpu]
+                            [--batch-size 128] [--width 1.0] [--rounds 6] [--steps 3]
+                            [--out results/bench] [--report-runs 1000]
+
+Timing: every variant is built first; then, round after round, each variant runs ``steps``
+training steps through the real code path (harness.train.train_step with all method hooks;
+the bare loop is plain nn.Conv2d/SGD/cross-entropy on the same batches), in an order that
+rotates every round so drift (thermal, other load) spreads evenly. We report the median step
+time and ratios to the bare loop and to the harness ``fp``. CUDA steps are timed with CUDA
+events.
+
+Memory (one variant at a time, nothing else alive): CUDA reports torch's peak allocated
+bytes over two steps. On the CPU, where torch keeps no allocator statistics, we count what
+training holds at its peak: parameters, gradients, optimizer state and buffers, plus the
+tensors autograd saves for backward during one step (torch.autograd.graph
+saved_tensors_hooks, deduplicated by storage; transient workspace is not included).
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+# (variant prefix, ratio denominator, limit): targets of issue 7, checked on every bench run
+TARGETS = [
+    ("fp", "bare", 1.05), ("ste", "fp", 1.10), ("dorefa", "fp", 1.10), ("lsq", "fp", 1.10),
+    ("lqnet", "fp", 1.20), ("slb[bn=none]", "fp", 1.15), ("slb[bn=recal_epoch]", "fp", 1.15),
+    ("slb[bn=recal_end]", "fp", 1.15), ("slb[bn=sbn]", "fp", 1.35),
+]
+MEMORY_TARGET = ("slb[bn=none]-w4", "ste-w1", 1.25)
+FULL_EPOCH_STEPS = 391  # CIFAR-10 at batch 128: amortises per-epoch hooks (recalibration)
+
+
+@dataclass
+class Variant:
+    name: str
+    method: str
+    bits: int
+    options: dict[str, Any]
+    step: Callable[[], Any] | None = None
+    epoch_hook: Callable[[], Any] | None = None
+    times: list[float] = dataclasses.field(default_factory=list)
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _synthetic(n: int, image: int, device):
+    import numpy as np
+
+    from harness import data as D
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, 3, image, image), dtype=np.uint8)
+    y = (np.arange(n) % 10).astype(np.int64)
+    return D.InMemoryData(D.Arrays(x, y, x[:256], y[:256], [str(i) for i in range(10)]),
+                          device, augment=True)
+
+
+def _cfg(args, method: str, bits: int, options: dict[str, Any]):
+    from harness import config as C
+
+    flat = {"method": method, "w_bits": bits, "a_bits": 32, "model.name": args.model,
+            "model.width": args.width, "batch_size": args.batch_size, "device": args.device,
+            "epochs": 10, "progress": "none", "channels_last": args.channels_last,
+            "amp": args.amp, "compile": args.compile,
+            **{f"method.{k}": v for k, v in options.items()}}
+    return C.resolve(C.from_flat(flat))
+
+
+def variants(args) -> list[Variant]:
+    from methods.base import load_all
+
+    registry = load_all()
+    out = [Variant("bare", "", 32, {}), Variant("fp", "fp", 32, {})]
+    for name in args.methods or sorted(registry):
+        cls = registry[name]
+        if name == "fp":
+            continue
+        for bits in sorted(cls.bits & set(args.bits)):
+            for label, options in cls.bench_variants.items():
+                tag = f"{name}[{label}]" if label else name
+                out.append(Variant(f"{tag}-w{bits}", name, bits, dict(options)))
+    return out
+
+
+def _build(args, v: Variant, data, device) -> None:
+    """Attach a step function (and the per-epoch hook, if any) to a variant."""
+    import torch
+    import torch.nn.functional as F
+
+    from harness import models, train
+    from methods.base import Progress
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    if v.name == "bare":
+        cfg = _cfg(args, "fp", 32, {})
+        model = models.build(cfg, 10, 3, data.image_size, method=None).to(device)
+        if args.channels_last:
+            model.to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+        xf = data.normalize(data.x_train)
+        yt = data.y_train
+
+        def step():
+            idx = torch.randint(0, len(yt), (args.batch_size,), generator=gen).to(device)
+            x = xf[idx]
+            if args.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            loss = F.cross_entropy(model(x), yt[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        v.step = step
+        v.info = {"model": model, "optimizer": opt}
+        return
+    cfg = _cfg(args, v.method, v.bits, v.options)
+    t = train.Trainer(cfg, Path("/nonexistent-bench-run"))
+    t.setup(data=data)
+    batches = iter(())
+    counter = {"step": 0}
+
+    def step():
+        nonlocal batches
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = data.train_batches(cfg.batch_size, gen)
+            x, y = next(batches)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        prog = Progress(0, cfg.epochs, counter["step"], t.spe)
+        train.train_step(t.model, t.forward, t.method, t.optimizer, t.scheduler, x, y, cfg,
+                         device, prog)
+        counter["step"] += 1
+
+    def epoch_hook():
+        t.method.after_epoch(t.model, t.ctx)
+    v.step, v.epoch_hook = step, epoch_hook
+    v.info = {"model": t.model, "optimizer": t.optimizer, "trainer": t}
+
+
+def _time_step(v: Variant, device) -> float:
+    import torch
+
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        v.step()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000.0
+    t0 = time.perf_counter()
+    v.step()
+    return time.perf_counter() - t0
+
+
+def _bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _memory(args, v: Variant, data, device) -> dict[str, float]:
+    """Peak training memory of one variant (see the module docstring), in MB."""
+    import torch
+
+    from harness.train import optimizer_state_bytes
+    from methods.base import WeightQuantizer
+
+    _build(args, v, data, device)
+    model, opt = v.info["model"], v.info["optimizer"]
+    v.step()  # optimizer state exists from here on
+    mparams = [p for m in model.modules() if isinstance(m, WeightQuantizer) for p in m.parameters()]
+    info = {"method_param_mb": _bytes(mparams) / 2**20,
+            "method_opt_state_mb": optimizer_state_bytes(opt, mparams) / 2**20}
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        v.step()
+        v.step()
+        torch.cuda.synchronize()
+        info["peak_train_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        info["persistent_mb"] = base / 2**20
+        return info
+    persistent = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                  for t in list(model.parameters()) + list(model.buffers())}
+    for p in model.parameters():
+        if p.grad is not None:
+            persistent[p.grad.untyped_storage().data_ptr()] = p.grad.untyped_storage().nbytes()
+    for state in opt.state.values():
+        for t in state.values():
+            if torch.is_tensor(t):
+                persistent[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in persistent:
+            saved[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        v.step()
+    info["persistent_mb"] = sum(persistent.values()) / 2**20
+    info["saved_for_backward_mb"] = sum(saved.values()) / 2**20
+    info["peak_train_mb"] = info["persistent_mb"] + info["saved_for_backward_mb"]
+    return info
+
+
+def run_bench(args, echo=print) -> tuple[Any, list[str]]:
+    import pandas as pd
+    import torch
+
+    from harness.env import device_name, resolve_device
+
+    device = resolve_device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads or torch.get_num_threads())
+    data = _synthetic(max(1024, args.batch_size * 8), 32, device)
+    vs = variants(args)
+    echo(f"bench: {len(vs)} variants, {args.model} width {args.width}, batch {args.batch_size}, "
+         f"{device_name(device)}, torch {torch.__version__}")
+    mem = {}
+    for v in vs:  # memory first, one variant alive at a time
+        mem[v.name] = _memory(args, v, data, device)
+        v.info.clear()
+        v.step = v.epoch_hook = None
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    for v in vs:
+        _build(args, v, data, device)
+        for _ in range(args.warmup):
+            v.step()
+    t_all = time.time()
+    for r in range(args.rounds):
+        order = vs[r % len(vs):] + vs[: r % len(vs)]
+        for v in order:
+            for _ in range(args.steps):
+                v.times.append(_time_step(v, device))
+    epoch_hook_s = {}
+    for v in vs:
+        if v.epoch_hook is not None:
+            t0 = time.perf_counter()
+            v.epoch_hook()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            epoch_hook_s[v.name] = time.perf_counter() - t0
+    rows = []
+    med = {v.name: statistics.median(v.times) for v in vs}
+    for v in vs:
+        m = med[v.name]
+        hook = epoch_hook_s.get(v.name, 0.0)
+        rows.append({"variant": v.name, "method": v.method or "bare", "w_bits": v.bits,
+                     "median_step_s": m, "p10_step_s": _quantile(v.times, 0.1),
+                     "p90_step_s": _quantile(v.times, 0.9), "n_steps": len(v.times),
+                     "vs_bare": m / med["bare"], "vs_fp": m / med["fp"],
+                     "epoch_hook_s": hook,
+                     "vs_fp_with_epoch_hook": (m + hook / FULL_EPOCH_STEPS) / med["fp"],
+                     **mem[v.name]})
+    df = pd.DataFrame(rows)
+    ste = df[df.variant == MEMORY_TARGET[1]]
+    df["mem_vs_ste_w1"] = df["peak_train_mb"] / float(ste["peak_train_mb"].iloc[0]) \
+        if len(ste) else float("nan")
+    echo(f"timed {args.rounds} rounds x {args.steps} steps per variant in "
+         f"{time.time() - t_all:.0f}s")
+    return df, check_targets(df)
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def check_targets(df) -> list[str]:
+    lines = []
+    for prefix, denom, limit in TARGETS:
+        col = "vs_bare" if denom == "bare" else "vs_fp"
+        sel = df[df.variant.str.startswith(prefix + "-w") | (df.variant == prefix)]
+        for _, r in sel.iterrows():
+            ok = r[col] <= limit
+            lines.append(f"{'PASS' if ok else 'MISS'} {r.variant}: {r[col]:.3f} x {denom} "
+                         f"(target <= {limit})")
+    a, b, limit = MEMORY_TARGET
+    ra, rb = df[df.variant == a], df[df.variant == b]
+    if len(ra) and len(rb):
+        ratio = float(ra.peak_train_mb.iloc[0]) / float(rb.peak_train_mb.iloc[0])
+        lines.append(f"{'PASS' if ratio <= limit else 'MISS'} peak memory {a} / {b}: "
+                     f"{ratio:.3f} (target <= {limit})")
+    return lines
+
+
+def write(df, lines: list[str], out: Path, meta: str) -> None:
+    from harness import records
+
+    out.mkdir(parents=True, exist_ok=True)
+    records.atomic_write_text(out / "bench.csv", df.to_csv(index=False))
+    cols = ["variant", "median_step_s", "vs_bare", "vs_fp", "vs_fp_with_epoch_hook",
+            "peak_train_mb", "mem_vs_ste_w1", "method_param_mb", "method_opt_state_mb"]
+    table = df[cols]
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
+    body = ["| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |"
+            for r in table.itertuples(index=False)]
+    md = [f"# Benchmark\n\n{meta}\n", head, *body,
+          "\n## Targets\n", *[f"- {l}" for l in lines], ""]
+    records.atomic_write_text(out / "bench.md", "\n".join(md))
+
+
+def cmd_bench(args) -> int:
+    from harness.env import environment, resolve_device
+
+    if args.what in ("report", "all"):
+        from harness.report import bench_report
+
+        secs = bench_report(args.report_runs)
+        print(f"report over {args.report_runs} synthetic runs: {secs:.1f}s (target < 15 s)")
+        if args.what == "report":
+            return 0
+    df, lines = run_bench(args)
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(df[["variant", "median_step_s", "vs_bare", "vs_fp", "vs_fp_with_epoch_hook",
+                  "peak_train_mb", "mem_vs_ste_w1", "method_param_mb",
+                  "method_opt_state_mb"]].round(3).to_string(index=False))
+    for line in lines:
+        print(line)
+    env = environment(resolve_device(args.device))
+    meta = (f"{args.model} width {args.width}, batch {args.batch_size}, device "
+            f"{env['device_name']}, torch {env['torch']}, commit {env['harness_commit']}, "
+            f"{args.rounds} rounds x {args.steps} steps, {time.strftime('%Y-%m-%d %H:%M')}")
+    out = Path(args.out)
+    write(df, lines, out, meta)
+    print(f"wrote {out / 'bench.csv'} and {out / 'bench.md'}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("bench", help="time and memory of every method vs a bare PyTorch loop")
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--methods", nargs="*", default=None, help="default: every registered one")
+    p.add_argument("--bits", nargs="*", type=int, default=[1, 2, 4])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--what", choices=("train", "report", "all"), default="train")
+    p.add_argument("--report-runs", type=int, default=1000)
+    p.add_argument("--out", default="results/bench")
+    p.set_defaults(func=cmd_bench)
