@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from methods.base import UserError
+from methods.errors import UserError
 
 
 class Parser(argparse.ArgumentParser):

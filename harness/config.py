@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from methods.base import UserError, _coerce, get as get_method, options_dict
+from methods.errors import UserError
+from methods.options import _coerce, options_dict
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "step", "constant")
@@ -220,6 +221,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
     """Fill defaults that depend on other fields and validate everything (no I/O)."""
     from harness import data as data_mod
     from harness import models as models_mod
+    from methods.base import get as get_method
 
     method_cls = get_method(cfg.method)
     w_bits = cfg.w_bits or method_cls.default_bits
@@ -262,6 +264,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
 
 
 def method_options(cfg: RunConfig) -> Any:
+    from methods.base import get as get_method
+
     return get_method(cfg.method).parse_options(dict(cfg.method_options))
 
 

@@ -86,8 +86,15 @@ def metrics_csv(rows: list[dict[str, Any]]) -> str:
     w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS + extra, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+        w.writerow({k: _cell(v) for k, v in r.items()})
     return buf.getvalue()
+
+
+def _cell(v: Any) -> Any:
+    """Floats (numpy and torch scalars included) at full precision; others as they are."""
+    if hasattr(v, "item") and callable(v.item):
+        v = v.item()
+    return repr(float(v)) if isinstance(v, float) else v
 
 
 def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:

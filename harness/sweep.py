@@ -34,7 +34,7 @@ from typing import Any, Iterator
 import submitit
 
 from harness import config as C
-from methods.base import UserError
+from methods.errors import UserError
 
 EXECUTORS = ("slurm", "local", "debug")
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING",

@@ -37,19 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class UserError(ValueError):
-    """A mistake in what the user asked for. The CLI prints it as one line and exits 2."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
+from methods.errors import UserError  # noqa: F401  (re-exported)
+from methods.options import NoOptions, _coerce, options_dict, parse_options  # noqa: F401
 
 
 # --------------------------------------------------------------------------- registry
 
 REGISTRY: dict[str, type["Method"]] = {}
-_NOT_METHODS = {"base", "act"}
+_NOT_METHODS = {"base", "act", "errors", "options"}
 
 
 def register(cls: type["Method"]) -> type["Method"]:
@@ -75,77 +70,6 @@ def get(name: str) -> type["Method"]:
     if name not in REGISTRY:
         raise UserError("method", f"unknown method {name!r}; choose one of {sorted(REGISTRY)}")
     return REGISTRY[name]
-
-
-# --------------------------------------------------------------------------- options
-
-@dataclass(frozen=True)
-class NoOptions:
-    pass
-
-
-def _coerce(value: Any, annotation: Any, field: str) -> Any:
-    """Convert a TOML/--set value to the annotated option type, or raise a UserError."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], field)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise UserError(field, f"expected a list like [1, 2], got {value!r}")
-        return tuple(_coerce(v, args[0], field) for v in value)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise UserError(field, f"expected true or false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise UserError(field, f"expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(field, f"expected a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise UserError(field, f"expected a string, got {value!r}")
-        return value
-    return value
-
-
-def parse_options(options_cls: type, raw: dict[str, Any], prefix: str) -> Any:
-    """Build a frozen options dataclass from a dict; unknown keys and bad types are errors.
-
-    Fields may declare ``metadata={"choices": (...)}``; values outside are errors too.
-    """
-    fields = {f.name: f for f in dataclasses.fields(options_cls)}
-    hints = typing.get_type_hints(options_cls)
-    values = {}
-    for key, value in raw.items():
-        if key not in fields:
-            known = ", ".join(sorted(fields)) or "none"
-            raise UserError(f"{prefix}.{key}", f"unknown option; known options: {known}")
-        value = _coerce(value, hints[key], f"{prefix}.{key}")
-        choices = fields[key].metadata.get("choices")
-        if choices is not None and value not in choices:
-            raise UserError(f"{prefix}.{key}", f"{value!r} is not one of {list(choices)}")
-        values[key] = value
-    return options_cls(**values)
-
-
-def options_dict(options: Any) -> dict[str, Any]:
-    out = {}
-    for f in dataclasses.fields(options):
-        v = getattr(options, f.name)
-        out[f.name] = list(v) if isinstance(v, tuple) else v
-    return out
 
 
 # --------------------------------------------------------------------------- quantizers

@@ -1,0 +1,404 @@
+"""`python -m harness report` over hand-written run records with known answers.
+
+Records are written here as the trainer writes them (harness/records.py's atomic writers,
+config.json from harness.config.to_dict), so the report is tested against the contract and
+not against its own synthetic-data helper.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import config as C
+from harness import records
+from harness import report as R
+from harness import stats as S
+from harness.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_REF = ROOT.parent / "shared" / "reference" / "slb_reported.csv"
+
+
+def write_run(root: Path, run_id: str, *, method: str, acc: float | None, w: int = 1,
+              a: int = 32, epochs: int = 4, seed: int = 0, variant: str = "",
+              options: dict | None = None, status: str = "completed", rows: int | None = None,
+              unmatched: bool = False, epoch_time: float = 1.0, slb_scalars: bool = False,
+              model: str = "resnet20", dataset: str = "cifar10", error: str = "",
+              manifest: list | None = None) -> Path:
+    cfg = C.RunConfig(method=method, method_options=dict(options or {}), w_bits=w, a_bits=a,
+                      epochs=epochs, seed=seed, model=C.ModelConfig(name=model),
+                      data=C.DataConfig(name=dataset),
+                      meta=C.MetaConfig(study="t", variant=variant, scale="test",
+                                        unmatched=unmatched))
+    d = C.to_dict(cfg)
+    d["config_hash"] = C.config_hash(cfg)
+    run = root / "runs" / run_id
+    records.atomic_write_json(run / "config.json", d)
+    n = epochs if rows is None else rows
+    final = acc if acc is not None else 50.0
+    metric_rows = []
+    for e in range(1, n + 1):
+        r = {"epoch": e, "train_loss": 1.0 / e, "train_acc": 50.0, "test_loss": 1.0 / e,
+             "test_acc": final - 2.0 * (epochs - e), "lr": 0.1, "epoch_time_s": epoch_time,
+             "samples_per_s": 1000.0 / epoch_time}
+        if slb_scalars:
+            r.update({"inv_temperature": 1.05 ** e, "temperature": 1.05 ** -e,
+                      "quant_gap": 1.0 / e, "flip_ratio": 0.01, "entropy": 0.5,
+                      "test_acc_continuous": r["test_acc"] + 1.0})
+        metric_rows.append(r)
+    records.write_metrics(run, metric_rows)
+    summ = {"status": status, "final_test_acc": acc if status == "completed" else None,
+            "best_test_acc": final, "epochs_completed": n, "epochs": epochs,
+            "wall_time_s": epoch_time * n, "mean_epoch_time_s": epoch_time,
+            "peak_mem_mb": 500.0, "peak_mem_kind": "cpu_max_rss", "param_bytes": 4000,
+            "method_param_bytes": 2000 * (2 if method == "slb" else 1),
+            "optimizer_state_bytes": 4000,
+            "method_optimizer_state_bytes": 2000 * (2 if method == "slb" else 1),
+            "config_hash": d["config_hash"],
+            "env": {"python": "3.11.7", "torch": "2.14.1", "device": "cpu",
+                    "device_name": "cpu: test (2 threads)", "harness_commit": "abc1234",
+                    "hostname": "h"}}
+    if error:
+        summ["error"] = error
+    records.atomic_write_json(run / "summary.json", summ)
+    if manifest is not None:
+        manifest.append({"run_id": run_id, "variant": variant or method, "method": method,
+                         "w_bits": w, "a_bits": a, "epochs": epochs, "seed": seed,
+                         "unmatched": unmatched})
+    return run
+
+
+OFFSETS = [0.1, -0.1, 0.2, -0.2, 0.0]  # mean 0, sample std sqrt(0.025)
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> Path:
+    """slb 91 vs dorefa 89 (5 seeds) at W1/A32, ste with 3 good runs plus failed, diverged,
+    corrupt, partial, unmatched and missing runs, a single-seed row, fp at W32/A32."""
+    root = tmp_path_factory.mktemp("mixed") / "mixed"
+    man: list = []
+    for s, off in enumerate(OFFSETS):
+        write_run(root, f"slb{s}", method="slb", acc=91.0 + off, seed=s, slb_scalars=True,
+                  epoch_time=2.0, manifest=man)
+        write_run(root, f"dorefa{s}", method="dorefa", acc=89.0 + off, seed=s, manifest=man)
+    for s in range(3):
+        write_run(root, f"ste{s}", method="ste", acc=88.0 + s * 0.1, seed=s, manifest=man)
+    write_run(root, "fp0", method="fp", w=32, acc=93.0, manifest=man)
+    write_run(root, "fp1", method="fp", w=32, acc=93.2, seed=1, manifest=man)
+    write_run(root, "lonely0", method="ste", variant="ste-clip", acc=87.0, manifest=man)
+    write_run(root, "failed0", method="ste", acc=None, seed=3, status="failed", rows=2,
+              error="Traceback ...\nRuntimeError: CUDA out of memory", manifest=man)
+    write_run(root, "diverged0", method="ste", acc=None, seed=4, status="diverged", rows=1,
+              error="non-finite loss in epoch 2", manifest=man)
+    bad = write_run(root, "corrupt0", method="dorefa", acc=89.0, seed=5, manifest=man)
+    records.atomic_write_text(bad / "summary.json", '{"status": "completed", "final_te')
+    write_run(root, "partial0", method="dorefa", acc=10.0, seed=6, rows=2, manifest=man)
+    write_run(root, "unmatched0", method="dorefa", acc=10.0, seed=7, unmatched=True,
+              manifest=man)
+    man.append({"run_id": "missing0", "variant": "slb", "method": "slb", "w_bits": 1,
+                "a_bits": 32, "epochs": 4, "seed": 9, "unmatched": False})
+    # from an earlier version of the spec: a record that no longer belongs, a run never made
+    write_run(root, "stale0", method="slb", acc=10.0, seed=8, manifest=man)
+    man[-1]["current"] = False
+    man.append({"run_id": "gone0", "variant": "slb", "method": "slb", "w_bits": 1,
+                "a_bits": 32, "epochs": 4, "seed": 10, "unmatched": False, "current": False})
+    ref = root.parent / "reported.csv"
+    ref.write_text("# reported numbers, not measured\nmethod,dataset,model,w_bits,a_bits,top1,"
+                   "source\nslb,cifar10,resnet20,1,32,90.6,paper table 1\n"
+                   "slb,cifar10,vgg_small,1,32,93.8,paper table 1\n")
+    records.atomic_write_json(root / "manifest.json", {
+        "study": "mixed", "scale": "test", "runs": man,
+        "excluded": [{"variant": "bop", "w_bits": 2, "a_bits": 32, "epochs": 4,
+                      "reason": "bop is binary only"}]})
+    records.atomic_write_text(root / "study.toml",
+                              'name = "mixed"\n[report]\nreference = "../reported.csv"\n')
+    return root
+
+
+@pytest.fixture(scope="module")
+def mixed_report(mixed) -> Path:
+    return R.write_report(mixed, jobs=1)
+
+
+def read_csv(report: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(report.parent / "tables" / f"{name}.csv")
+
+
+def test_cli_prints_report_path(mixed, tmp_path, capsys):
+    assert main(["report", str(mixed), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert f"report: {tmp_path / 'out' / 'report.md'}" in out
+    assert (tmp_path / "out" / "report.md").is_file()
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.startswith("error: study:")
+
+
+def test_excluded_runs_listed_and_left_out(mixed_report):
+    md = mixed_report.read_text()
+    section = md[md.index("## Runs excluded from the numbers"):]
+    for run_id, status in [("failed0", "failed"), ("diverged0", "diverged"),
+                           ("corrupt0", "corrupt"), ("partial0", "corrupt"),
+                           ("missing0", "missing"), ("unmatched0", "unmatched"),
+                           ("stale0", "stale")]:
+        assert re.search(rf"\| {run_id} \|[^\n]*\| {status} \|", section), run_id
+    assert "CUDA out of memory" in section and "summary.json unreadable" in section
+    assert "bop is binary only" in section
+    main_csv = read_csv(mixed_report, "main_cifar10_resnet20")
+    m = main_csv[main_csv["kind"] == "measured"].set_index(["row", "w_bits"])
+    assert m.loc[("dorefa", 1), "n"] == 5  # corrupt, partial and unmatched runs left out
+    assert m.loc[("dorefa", 1), "mean"] == pytest.approx(89.0)
+    assert m.loc[("slb", 1), "n"] == 5 and m.loc[("slb", 1), "mean"] == pytest.approx(91.0)
+    assert m.loc[("ste", 1), "n"] == 3
+    assert m.loc[("slb", 1), "std"] == pytest.approx(np.std(OFFSETS, ddof=1))
+    assert "gone0" not in md  # dropped from the spec and never run: not missing
+    assert "In the numbers:** 16 of 23 runs" in md
+
+
+def test_header_states_provenance(mixed_report):
+    head = mixed_report.read_text().split("## Reviewer questions")[0]
+    for text in ("cpu: test (2 threads)", "2.14.1", "**Scale:** test", "`abc1234`",
+                 "cifar10 / resnet20"):
+        assert text in head
+
+
+def test_main_table_bold_reported_and_single_seed(mixed_report):
+    md = (mixed_report.parent / "tables" / "main_cifar10_resnet20.md").read_text()
+    slb_row = next(line for line in md.splitlines() if line.startswith("| slb |"))
+    assert "**91.00 ± 0.16 (5)**" in slb_row  # CIs do not overlap dorefa's
+    assert "W1/A32 reported†" in md and "| 90.6 |" in slb_row
+    assert "reported, not measured" in md
+    lonely = next(line for line in md.splitlines() if line.startswith("| ste-clip |"))
+    assert "87.00 (1)*" in lonely and "no error bar" in md
+    assert "excl." not in slb_row  # slb's missing run does not hide its 5 good ones
+
+
+def test_no_bold_when_intervals_overlap(tmp_path):
+    root = tmp_path / "close"
+    for s, off in enumerate(OFFSETS):
+        write_run(root, f"a{s}", method="slb", acc=90.0 + off, seed=s)
+        write_run(root, f"b{s}", method="ste", acc=90.05 + off, seed=s)
+    md = (R.write_report(root, jobs=1).parent / "tables" / "main_cifar10_resnet20.md")
+    assert "**" not in md.read_text().split("\n\n")[1]
+
+
+def test_comparisons_known_answer(mixed_report):
+    df = read_csv(mixed_report, "comparisons_cifar10_resnet20").set_index("baseline")
+    row = df.loc["dorefa"]
+    assert row["diff"] == pytest.approx(2.0)
+    expected = S.compare([91.0 + o for o in OFFSETS], [89.0 + o for o in OFFSETS])
+    assert row["p_welch"] == pytest.approx(expected.p)
+    assert row["ci_low"] == pytest.approx(expected.ci[0])
+    assert row["p_ours_greater"] == 1.0 and row["verdict"] == "slb higher"
+    assert S.TOO_SMALL in df.loc["ste-clip", "verdict"]
+
+
+def test_figures_and_tables_written(mixed_report):
+    figs = mixed_report.parent / "figures"
+    for name in ("convergence_cifar10_resnet20", "internals_cifar10_resnet20",
+                 "seeds_cifar10_resnet20"):
+        for ext in ("png", "pdf"):
+            assert (figs / f"{name}.{ext}").stat().st_size > 1000, name
+    md = mixed_report.read_text()
+    assert "![convergence_cifar10_resnet20](figures/convergence_cifar10_resnet20.png)" in md
+    tables = mixed_report.parent / "tables"
+    for name in ("main", "uncertainty", "comparisons", "cost"):
+        for ext in ("md", "tex", "csv"):
+            assert (tables / f"{name}_cifar10_resnet20.{ext}").is_file()
+
+
+def _strip_escapes(line: str) -> str:
+    return re.sub(r"\\[{}&%$#_]", "", line)
+
+
+def test_latex_tables_are_well_formed(mixed_report):
+    texs = sorted((mixed_report.parent / "tables").glob("*.tex"))
+    assert len(texs) >= 5
+    for tex in texs:
+        text = tex.read_text()
+        body = _strip_escapes(text)
+        assert body.count("{") == body.count("}"), tex.name
+        for env in ("table", "tabular"):
+            assert body.count(rf"\begin{{{env}}}") == body.count(rf"\end{{{env}}}") == 1
+        for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
+            assert body.count(rule) == 1, (tex.name, rule)
+        spec = re.search(r"\\begin\{tabular\}\{([lr]+)\}", body).group(1)
+        lines = body.split(r"\toprule")[1].split(r"\bottomrule")[0].splitlines()
+        rows = [ln for ln in lines if ln.strip().endswith(r"\\")]
+        assert rows, tex.name
+        for ln in rows:
+            assert ln.count("&") == len(spec) - 1, (tex.name, ln)
+        assert r"\pm" in text or "main" not in tex.name
+        assert text.isascii(), tex.name  # unicode symbols written as LaTeX
+
+
+def test_reference_flag_and_shared_format(mixed, tmp_path):
+    if not SHARED_REF.is_file():
+        pytest.skip(f"{SHARED_REF} not present")
+    out = R.write_report(mixed, out=tmp_path / "r", reference=str(SHARED_REF), jobs=1)
+    main_csv = read_csv(out, "main_cifar10_resnet20")
+    rep = main_csv[main_csv["kind"].str.startswith("reported")]
+    assert rep.set_index(["row", "w_bits", "a_bits"]).loc[("slb", 1, 32), "mean"] == 90.6
+    with pytest.raises(Exception, match="reference"):
+        R.write_report(mixed, out=tmp_path / "r2", reference=str(tmp_path / "none.csv"))
+
+
+def test_reference_dataset_label(tmp_path):
+    root = tmp_path / "folder"
+    for s in range(2):
+        write_run(root, f"a{s}", method="slb", acc=80.0 + s, seed=s, dataset="imagefolder")
+    ref = tmp_path / "ref.csv"
+    ref.write_text("method,dataset,model,w_bits,a_bits,top1\nslb,cifar10,resnet20,1,32,90.6\n")
+    plain = R.write_report(root, out=tmp_path / "p", reference=str(ref), jobs=1)
+    assert "reported†" not in (plain.parent / "tables" / "main_imagefolder_resnet20.md").read_text()
+    matched = R.write_report(root, out=tmp_path / "m", reference=str(ref),
+                             reference_dataset="cifar10", jobs=1)
+    assert "90.6" in (matched.parent / "tables" / "main_imagefolder_resnet20.md").read_text()
+
+
+# --------------------------------------------------------------------------- answers
+
+@pytest.fixture(scope="module")
+def answered(tmp_path_factory) -> Path:
+    """slb is 2 points above dorefa at 4 and 8 epochs (4 seeds); slb-recal_end (bn option)
+    is 1.5 below slb; fp is twice as fast per epoch as slb; no schedule/candidate/bop runs."""
+    root = tmp_path_factory.mktemp("answers") / "answers"
+    offs = [0.1, -0.1, 0.05, -0.05]
+    for e, gain in ((4, 0.0), (8, 0.5)):
+        for s, off in enumerate(offs):
+            write_run(root, f"slb{e}_{s}", method="slb", options={"bn": "sbn"}, acc=91 + gain + off,
+                      epochs=e, seed=s, epoch_time=2.0, slb_scalars=True)
+            write_run(root, f"dorefa{e}_{s}", method="dorefa", acc=89 + gain + off, epochs=e,
+                      seed=s)
+    for s, off in enumerate(offs):
+        write_run(root, f"recal{s}", method="slb", variant="slb-recal_end",
+                  options={"bn": "recal_end"}, acc=89.5 + off, epochs=4, seed=s,
+                  epoch_time=1.5, slb_scalars=True)
+        write_run(root, f"fp{s}", method="fp", w=32, acc=93 + off, epochs=4, seed=s)
+    return root
+
+
+@pytest.fixture(scope="module")
+def answers(answered):
+    st = R.load_study(answered)
+    return {a["key"]: a for a in R.reviewer_answers(st)}
+
+
+def test_budget_answer(answers):
+    a = answers["budget"]
+    assert a["answered"]
+    assert "over 2 cell×budget comparisons slb is significantly higher (p < 0.05) in 2" in a["text"]
+    bullet = a["bullets"][0]
+    assert bullet.startswith("W1/A32: at 4 epochs slb 91.00 ± 0.09 (n=4) vs dorefa 89.00")
+    assert "at 8 epochs slb 91.50" in bullet and "+2.00 [" in bullet
+    assert "slb at 8 minus 4 epochs: +0.50" in bullet
+
+
+def test_bn_answer(answers):
+    a = answers["bn"]
+    assert a["answered"]
+    assert "the default is significantly higher in 1" in a["text"]
+    assert "slb-recal_end [bn=recal_end]" in a["bullets"][0]
+    assert "vs slb [bn=sbn]" in a["bullets"][0] and ": -1.50 [" in a["bullets"][0]
+
+
+def test_unanswered_questions_say_so(answers):
+    for key in ("schedule", "candidates", "bop"):
+        assert answers[key]["text"].startswith("Not answered by this study"), key
+        assert not answers[key]["answered"]
+    assert "no bop runs" in answers["bop"]["text"]
+
+
+def test_seed_and_cost_answers(answers):
+    seeds = answers["seeds"]["text"]
+    assert seeds.startswith("Over 6 method×cell groups with n ≥ 2")
+    assert f"median {np.std([0.1, -0.1, 0.05, -0.05], ddof=1):.2f} points" in seeds
+    cost = answers["cost"]["bullets"][0]
+    assert "slb takes 2.00 s per epoch" in cost and "×2.00 fp's epoch time" in cost
+    assert "method parameters ×2.00" in cost and "×2.00 dorefa" in cost
+
+
+def test_single_budget_study_does_not_answer_budget(mixed):
+    st = R.load_study(mixed)
+    text = R.answer_budget(st)[0]
+    assert text.startswith("Not answered by this study") and "4 epochs" in text
+
+
+def test_answers_and_budget_in_report(answered, tmp_path):
+    md = R.write_report(answered, out=tmp_path / "r", jobs=1).read_text()
+    assert "## Reviewer questions" in md and "**SBN vs recalibration.**" in md
+    assert "read off the curve)†" in md  # budget table: 4-epoch accuracy of the 8-epoch runs
+    budget = pd.read_csv(tmp_path / "r" / "tables" / "budget_cifar10_resnet20.csv")
+    ro = budget[(budget["source"] == "readoff") & (budget["row"] == "slb")]
+    # epoch 4 of an 8-epoch run: final - 2 * (8 - 4) points, by write_run's curve
+    assert ro["mean"].iloc[0] == pytest.approx(91.5 - 8.0)
+    assert (tmp_path / "r" / "figures" / "budget_cifar10_resnet20.pdf").is_file()
+    abl = pd.read_csv(tmp_path / "r" / "tables" / "ablation_slb_cifar10_resnet20.csv")
+    assert abl.set_index("variant").loc["slb-recal_end", "diff_vs_default"] == pytest.approx(-1.5)
+
+
+# --------------------------------------------------------------------------- plumbing
+
+def test_recipe_difference_inside_a_cell_is_reported(tmp_path):
+    root = tmp_path / "mm"
+    for s in range(2):
+        write_run(root, f"a{s}", method="slb", acc=90.0, seed=s)
+        run = write_run(root, f"b{s}", method="ste", acc=89.0, seed=s)
+    cfg = records.read_json(run / "config.json")
+    cfg["optim"]["lr"] = 0.5
+    records.atomic_write_json(run / "config.json", cfg)
+    md = R.write_report(root, jobs=1).read_text()
+    section = md[md.index("Recipe differences inside a cell"):]
+    assert "`optim.lr` = 0.1 (slb, ste); 0.5 (ste)" in section.splitlines()[2]
+
+
+def test_load_record_agrees_with_load_run(mixed, tmp_path):
+    bad_cols = write_run(tmp_path, "nocols", method="ste", acc=80.0)
+    (bad_cols / "metrics.csv").write_text("epoch,test_acc\n1,1\n2,2\n3,3\n4,4\n")
+    dirs = sorted((mixed / "runs").iterdir()) + [bad_cols]
+    for d in dirs:
+        a, b = records.load_run(d), R.load_record(d)
+        assert (a.status, a.problem) == (b.status, b.problem), d.name
+
+
+def test_rerun_removes_stale_outputs(tmp_path):
+    root = tmp_path / "s"
+    for s in range(2):
+        write_run(root, f"a{s}", method="slb", acc=90.0 + s, seed=s)
+        write_run(root, f"b{s}", method="slb", acc=90.0 + s, seed=s, model="vgg_small")
+    out = R.write_report(root, jobs=1).parent
+    assert (out / "figures" / "convergence_cifar10_vgg_small.png").exists()
+    import shutil
+
+    shutil.rmtree(root / "runs" / "b0")
+    shutil.rmtree(root / "runs" / "b1")
+    R.write_report(root, jobs=1)
+    assert not (out / "figures" / "convergence_cifar10_vgg_small.png").exists()
+    assert not (out / "tables" / "main_cifar10_vgg_small.tex").exists()
+    assert (out / "figures" / "convergence_cifar10_resnet20.png").exists()
+
+
+def test_import_is_cheap():
+    code = ("import sys, harness.report; heavy = [m for m in ('pandas', 'matplotlib', "
+            "'scipy', 'torch') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_non_semantic_keys_mirror_config():
+    # the report groups settings without these keys; they must stay those of the hash
+    assert set(C.NON_SEMANTIC) >= {"device", "data.root"}
+
+
+@pytest.mark.slow
+def test_bench_report_runs():
+    assert R.bench_report(40) > 0

@@ -1,0 +1,136 @@
+"""harness/stats.py on hand-made numbers with known answers."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from harness import stats as S
+
+A = [90.1, 90.3, 89.9, 90.4, 90.2]
+B = [89.5, 89.8, 89.4, 89.9, 89.6]
+
+
+def welch_by_hand(a, b):
+    """Welch's t-test from its formula (Welch 1947): t, Welch-Satterthwaite df, p, 95% CI."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    t = (a.mean() - b.mean()) / se
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    p = 2 * sps.t.sf(abs(t), df)
+    half = sps.t.ppf(0.975, df) * se
+    return t, df, p, (a.mean() - b.mean() - half, a.mean() - b.mean() + half)
+
+
+def test_t_interval_matches_formula():
+    x = [1.0, 2.0, 3.0, 4.0, 5.0]
+    half = sps.t.ppf(0.975, 4) * math.sqrt(2.5) / math.sqrt(5)  # sd = sqrt(2.5)
+    lo, hi = S.t_interval(x)
+    assert lo == pytest.approx(3 - half) and hi == pytest.approx(3 + half)
+    assert lo < 3 < hi
+
+
+def test_t_interval_covers_true_mean_about_95_percent():
+    rng = np.random.default_rng(0)
+    true_mean, hits, trials = 90.0, 0, 400
+    for _ in range(trials):
+        lo, hi = S.t_interval(rng.normal(true_mean, 0.5, size=5))
+        hits += lo <= true_mean <= hi
+    assert 0.92 <= hits / trials <= 0.98
+
+
+def test_describe_fields():
+    s = S.describe([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert s.n == 5 and s.mean == pytest.approx(22.0)
+    assert s.std == pytest.approx(np.std([1, 2, 3, 4, 100], ddof=1))
+    assert s.median == 3.0
+    assert s.iqm == pytest.approx(3.0)  # 25% cut each side: mean of 2, 3, 4
+    assert s.boot is not None and s.boot[0] <= s.mean <= s.boot[1]
+    assert (s.min, s.max) == (1.0, 100.0)
+
+
+def test_bootstrap_only_from_five_seeds_and_contains_mean():
+    assert S.describe(A[:4]).boot is None
+    s = S.describe(A)
+    assert s.boot[0] < s.mean < s.boot[1]
+    assert S.describe(A).boot == s.boot  # fixed seed: reproducible
+
+
+def test_single_seed_has_no_error_bar():
+    s = S.describe([91.0])
+    assert s.n == 1 and math.isnan(s.std) and s.ci is None and s.boot is None
+    assert not s.has_error_bar
+    assert "no error bar" in S.fmt_summary(s)
+    assert S.describe([]).n == 0
+
+
+def test_welch_p_value_and_ci_by_hand():
+    _, df, p, ci = welch_by_hand(A, B)
+    c = S.compare(A, B)
+    assert c.diff == pytest.approx(np.mean(A) - np.mean(B))
+    assert c.df == pytest.approx(df)
+    assert c.p == pytest.approx(p, rel=1e-9)
+    assert c.ci[0] == pytest.approx(ci[0]) and c.ci[1] == pytest.approx(ci[1])
+    assert c.p < 0.05 and c.verdict("slb", "dorefa") == "slb higher"
+    assert S.compare(B, A).verdict("slb", "dorefa") == "dorefa higher"
+
+
+def test_probability_a_beats_b_over_seed_pairs():
+    # pairs (a, b): 1 beats only 0; 2 ties both 2s and beats 0; 3 beats all: (1 + 2 + 3) / 9
+    assert S.compare([1, 2, 3], [2, 2, 0]).p_a_greater == pytest.approx(6 / 9)
+    assert S.compare(A, B).p_a_greater == pytest.approx(  # one tie: 89.9 in both
+        np.mean([(x > y) + 0.5 * (x == y) for x in A for y in B]))
+
+
+def test_too_few_seeds_are_not_concluded():
+    one = S.compare([91.0], [89.0, 88.0, 89.5])
+    assert one.ci is None and math.isnan(one.p)
+    assert S.TOO_SMALL in one.verdict() and not one.conclusive
+    assert S.TOO_SMALL in S.fmt_comparison(one)
+    two = S.compare([91.0, 91.2], [89.0, 89.3])  # computable, but below MIN_N_CONCLUDE
+    assert two.ci is not None and S.TOO_SMALL in two.verdict()
+
+
+def test_no_variance_and_identical_samples():
+    same = S.compare([1.0, 1.0, 1.0], [1.0, 1.0, 1.0])
+    assert same.ci is None and same.verdict() == "identical on every seed"
+    assert "undefined" in S.compare([2.0] * 3, [1.0] * 3).verdict()
+
+
+def test_not_significant_when_ci_contains_zero():
+    c = S.compare([90.0, 91.0, 89.0], [90.5, 89.5, 90.2])
+    assert c.ci[0] < 0 < c.ci[1] and c.p > 0.05
+    assert c.verdict().startswith("no significant difference")
+
+
+def test_interval_overlap():
+    assert S.intervals_overlap((1, 2), (1.5, 3))
+    assert not S.intervals_overlap((1, 2), (2.1, 3))
+    assert S.intervals_overlap(None, (0, 1))
+
+
+def test_adjusted_pvalues_keep_nan():
+    adj = S.adjust_pvalues([0.01, float("nan"), 0.04, 0.03])
+    assert math.isnan(adj[1])
+    # BH by hand: sorted 0.01, 0.03, 0.04 -> 0.01*3/1, min(0.03*3/2, 0.04*3/3), 0.04*3/3
+    assert adj[0] == pytest.approx(0.03)
+    assert adj[2] == pytest.approx(0.04) and adj[3] == pytest.approx(0.04)
+
+
+def test_curve_band():
+    m = np.array([[1.0, 2.0, 3.0], [3.0, 4.0, 5.0]])
+    mean, lo, hi = S.curve_band(m)
+    assert list(mean) == [2.0, 3.0, 4.0]
+    half = sps.t.ppf(0.975, 1) * 1.0  # sem of two values 1 apart from the mean = 1
+    assert lo[0] == pytest.approx(2 - half) and hi[0] == pytest.approx(2 + half)
+    assert S.curve_band(m[:1])[1] is None
+
+
+def test_formatting():
+    assert S.fmt_p(0.0004) == "< 0.001" and S.fmt_p(0.004) == "0.004"
+    assert S.fmt_p(0.2345) == "0.23" and S.fmt_p(float("nan")) == "n/a"
+    assert S.fmt_interval((-0.5, 1.25), signed=True) == "[-0.50, +1.25]"
+    assert S.fmt_summary(S.describe([1.0, 3.0])) == "2.00 ± 1.41 (n=2)"
