@@ -196,7 +196,7 @@ def train_step(model, forward, method, optimizer, scheduler, x, y, cfg, device,
         loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.optim.label_smoothing)
         extra = method.loss(model)
         total = loss if extra is None else loss + extra
-    optimizer.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)  # all parameters, also those a method updates itself
     total.backward()
     optimizer.step()
     scheduler.step()
