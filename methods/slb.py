@@ -1,0 +1,541 @@
+"""slb: Searching for Low-Bit weights, every weight a learned distribution over a candidate set.
+
+Paper: Yang, Wang, Han, Xu, Xu, Tao, Xu, "Searching for Low-Bit Weights in Quantized Neural
+Networks", NeurIPS 2020, arXiv 2009.08695. Official code: huawei-noah/Binary-Neural-Networks
+SLB/ (README recipe); re-implementation: MindSpore. Facts and their sources:
+../shared/notes/methods.md and ../shared/reference/recipes.md. The paper's equation numbers
+could not be checked against the PDF offline, so the equations are numbered (1)-(7) here and
+the code cites these numbers.
+
+Candidates (1): V = (v_1 < ... < v_n), default linspace(-1, 1, 2^b) ({-1, +1} at 1 bit;
+    -1, -1/3, 1/3, 1 at 2 bits; no zero), or any sorted list ``method.candidates``. No scale.
+Logits: A, one per candidate per weight, shape weight.shape + (n,) (the last axis is V;
+    stored flattened as (weight.numel(), n), see :class:`SlbWeight`).
+Forward, training (2), no STE anywhere:
+    P = softmax(T * A) over the last axis,  W_c = sum_i P_i v_i = P @ V      (:func:`slb_weight`)
+  with T the inverse temperature (the paper divides by tau and lowers tau; the official code
+  multiplies by T = 1/tau and raises T; same function).
+Backward (3): the exact gradient of (2), by autograd:
+    dL/dA_i = T * P_i * (v_i - W_c) * dL/dW_c
+Forward, deployed (4): W_q = v_{argmax_i A_i} (ties: the first index)    (:func:`slb_deploy`)
+  Export: codes = argmax_i A_i, levels = V, scale = 1; the deployed weight is
+  ``decode(codes, V, 1)`` (the base class), equal to (4) bit for bit.
+Temperature (5), T from t0 to t1 over [start, end] of training, position p in epochs
+  (``granularity=epoch``: p = e, the 0-based epoch; s = floor(start E), e_end = floor(end E), as
+  the official code) or in steps (``granularity=step``: p = step, s = start N, e_end = end N):
+    r = clamp((p - s) / (e_end - s), 0, 1)
+    exp     T = t0 (t1/t0)^r; with ``factor`` f: the official T = t0 f^(min(max(p,s),e_end) - s)
+            (f per epoch also at step granularity; t1 is then not used)
+    linear  T = t0 + (t1 - t0) r
+    cos     T = t0 + (t1 - t0) (1 - cos(pi r)) / 2
+    sgdr    [s, e_end] split into cycles of length c_k = sgdr_cycle (e_end - s) sgdr_mult^k; a
+            cycle is added only while the next one still fits, the last cycle absorbs the rest,
+            so it ends at e_end with T = t1. Within a cycle T = t0 (t1/t0)^r_k (r_k the position in
+            the cycle): T climbs to t1 and restarts at t0.
+  All schedules span the same range, so they can be compared. T is set per epoch (before its
+  first step) or per step (before each step); metrics log the last T used (inv_temperature)
+  and 1/T (temperature).
+State batch normalization (6), ``method.bn``; every BatchNorm2d becomes a :class:`StateBN` with
+  a second set of running statistics (``*_q``) sharing gamma/beta (except ``bn=none``):
+    sbn          the paper: training forwards use and update the continuous set; after every
+                 ``sbn_every``-th optimizer step a no-grad forward of the same batch with W_q
+                 (train mode, batch statistics) updates the quantized set; evaluation of the
+                 deployed network uses W_q with the quantized set.
+    recal_epoch  official README: after each epoch the quantized set is recomputed as the plain
+                 average (momentum None, torch.optim.swa_utils.update_bn) over
+                 ``recal_batches`` augmented training batches in the deployed state.
+    recal_end    a reviewer: the same recomputation once, after training; until then the
+                 deployed network is evaluated with the continuous set.
+    none         the deployed network uses the continuous statistics (the gap SBN closes).
+  Inside :meth:`Slb.deployed` each StateBN's running_mean/running_var/num_batches_tracked hold
+  the quantized set (the exporter reads them by attribute); outside, the continuous set.
+Logit init: ``random`` A ~ N(0, init_std^2) (MindSpore: He-normal over the 5-D logits, std
+  about 0.04-0.08 for these layers); ``from_fp`` (ours) A_i = -(alpha w - v_i)^2 / d^2 with w the
+  layer's full-precision weight (``init_from``: a checkpoint or state dict; empty: the layer's
+  own fresh init), alpha = mean|V| / mean|w| and d the smallest gap of V, so the nearest
+  candidate of the rescaled weight gets the largest logit.
+Per-epoch metrics (7): quant_gap = mean over layers of ||W_c - W_q|| / ||W_q||; flip_ratio =
+  fraction of all quantized weights whose argmax changed during the epoch; entropy = mean over
+  layers of the mean softmax entropy of P (nats); test_acc_continuous = test accuracy with W_c
+  and the continuous statistics; inv_temperature, temperature.
+Cost: A holds n = |V| floats per weight (n times the weight memory, 16x at 4 bits), the
+  optimizer's momentum as much again (summary.json: method_param_bytes,
+  method_optimizer_state_bytes); for backward autograd keeps one (..., n) tensor per layer (P),
+  T*A is a temporary. bn=sbn adds one no-grad forward every sbn_every steps; recal_* add
+  recal_batches forwards per recalibration. Default bn=sbn (the paper), not the official
+  README's recal_epoch.
+
+Deviations from the paper, plainly:
+- Defaults are for short CPU runs, not the paper's 500 epochs: t1 = 1e5 (the official exp
+  schedule reaches ~1.6e3-7e3 after 500 epochs; over a handful of epochs T must climb much higher
+  before W_c is close enough to W_q), start 0.3 and end 0.9 (official: 0.3 VGG, 0.4 ResNet, 0.9),
+  epoch granularity (official; the paper updates per step). ``factor`` gives the official form.
+- linear, cos and sgdr: the paper's linear and cos formulas were not available, and sgdr is a
+  reviewer's suggestion; the forms above are ours, all on T over the same range.
+- The paper's logit initialisation could not be verified; both inits here are documented
+  choices. The logits take the recipe's weight decay (the weight group), like latent weights.
+- Every BatchNorm2d gets two sets, also BNs whose input does not depend on a quantized layer
+  (the one after the full-precision first conv): their sets then only differ by update timing.
+  The extra SBN forward runs in the default precision (no autocast).
+- Recalibration averages batch statistics in train mode (MindSpore's eval-mode pass that never
+  resets its flag is avoided). recal_end evaluates with continuous statistics before the end.
+- MindSpore's switch to one-hot argmax weights after e_end is not done (quant_gap shows how
+  close W_c is to W_q instead).
+- A candidate list may have fewer than 2^b values with ``allow_any_count=true`` (e.g. ternary
+  at 2 bits); more than 2^b values are refused (they do not fit in b bits).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from methods.base import (Method, Progress, UserError, WeightQuantizer, code_dtype,
+                          parse_options, quant_layers, register, set_deployed)
+
+INITS = ("random", "from_fp")
+SCHEDULES = ("exp", "linear", "cos", "sgdr")
+GRANULARITIES = ("epoch", "step")
+BN_MODES = ("sbn", "recal_epoch", "recal_end", "none")
+
+
+# --------------------------------------------------------------------------- pure functions
+
+def slb_weight(logits: torch.Tensor, candidates: torch.Tensor,
+               inv_temperature: float | torch.Tensor) -> torch.Tensor:
+    """W_c = softmax(T A) @ V over the last axis of ``logits`` (eq. 2); gradient eq. 3.
+
+    Autograd keeps one (..., n) tensor for backward (the softmax output, shared with the
+    matmul); T A is a temporary.
+    """
+    return torch.softmax(logits * inv_temperature, dim=-1) @ candidates.to(logits.dtype)
+
+
+def slb_deploy(logits: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """W_q = V[argmax A] (eq. 4)."""
+    return candidates.to(logits.dtype)[logits.argmax(dim=-1)]
+
+
+def softmax_entropy(logits: torch.Tensor, inv_temperature: float | torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of softmax(T A) over the last axis, one value per weight."""
+    return torch.special.entr(torch.softmax(logits * inv_temperature, dim=-1)).sum(-1)
+
+
+def default_candidates(bits: int) -> torch.Tensor:
+    return torch.linspace(-1.0, 1.0, 2 ** bits)
+
+
+def fp_logits(weight: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """``from_fp`` init: A_i = -(alpha w - v_i)^2 / d^2, alpha = mean|V| / mean|w|, d = min gap."""
+    v = candidates.to(weight.dtype)
+    alpha = v.abs().mean() / weight.abs().mean().clamp_min(torch.finfo(weight.dtype).tiny)
+    d = (v[1:] - v[:-1]).min()
+    return -((weight * alpha).unsqueeze(-1) - v).square() / d.square()
+
+
+def _ramp(p: float, s: float, e: float) -> float:
+    if p >= e:
+        return 1.0
+    if p <= s:
+        return 0.0
+    return (p - s) / (e - s)
+
+
+def _sgdr_cycle(p: float, s: float, e: float, first: float, mult: float) -> tuple[float, float]:
+    """(start, end) of the sgdr cycle holding position p inside [s, e] (see eq. 5)."""
+    span = e - s
+    eps = 1e-9 * max(1.0, span)
+    b, c = s, first * span
+    while b + c + c * mult <= e + eps and p >= b + c:
+        b, c = b + c, c * mult
+    if b + c + c * mult > e + eps:  # the last cycle absorbs what is left
+        c = e - b
+    return b, b + c
+
+
+def schedule_position(opt: "SlbOptions", progress: Progress) -> tuple[float, float, float, float]:
+    """(p, s, e_end, units per epoch) of eq. 5 in epochs or steps."""
+    if opt.granularity == "epoch":
+        n = progress.epochs
+        return (float(progress.epoch), float(math.floor(opt.start * n + 1e-9)),
+                float(math.floor(opt.end * n + 1e-9)), 1.0)
+    n = progress.total_steps
+    return float(progress.step), opt.start * n, opt.end * n, float(progress.steps_per_epoch)
+
+
+def inv_temperature(opt: "SlbOptions", progress: Progress) -> float:
+    """The inverse temperature T of eq. 5 at ``progress``."""
+    p, s, e, per_epoch = schedule_position(opt, progress)
+    t0, t1 = opt.t0, opt.t1
+    if opt.schedule == "exp" and opt.factor is not None:
+        return t0 * opt.factor ** ((min(max(p, s), e) - s) / per_epoch)
+    if opt.schedule == "sgdr" and s < p < e:
+        s, e = _sgdr_cycle(p, s, e, opt.sgdr_cycle, opt.sgdr_mult)
+    r = _ramp(p, s, e)
+    if opt.schedule in ("exp", "sgdr"):
+        return t0 * (t1 / t0) ** r
+    if opt.schedule == "linear":
+        return t0 + (t1 - t0) * r
+    return t0 + (t1 - t0) * (1.0 - math.cos(math.pi * r)) / 2.0
+
+
+# --------------------------------------------------------------------------- options
+
+@dataclass(frozen=True)
+class SlbOptions:
+    candidates: tuple[float, ...] = ()   # V, sorted; empty = linspace(-1, 1, 2^b)
+    allow_any_count: bool = False        # accept fewer than 2^b candidates
+    init: str = field(default="random", metadata={"choices": INITS})
+    init_std: float = 0.05               # std of the random logits
+    init_from: str = ""                  # from_fp: checkpoint / state dict; "" = layer's own init
+    schedule: str = field(default="exp", metadata={"choices": SCHEDULES})
+    t0: float = 1.0                      # inverse temperature at `start`
+    t1: float = 1e5                      # inverse temperature reached at `end`
+    start: float = 0.3                   # fraction of training where T starts to climb
+    end: float = 0.9                     # fraction of training where T reaches t1
+    factor: float | None = None          # exp only: official per-epoch factor (t1 then unused)
+    sgdr_cycle: float = 0.25             # sgdr: first cycle, fraction of [start, end]
+    sgdr_mult: float = 1.0               # sgdr: cycle length multiplier
+    granularity: str = field(default="epoch", metadata={"choices": GRANULARITIES})
+    bn: str = field(default="sbn", metadata={"choices": BN_MODES})
+    sbn_every: int = 1                   # sbn: quantized-statistics pass every k steps
+    recal_batches: int = 0               # recal_*: training batches; 0 = as many as the test set
+
+
+def _need(cond: bool, option: str, message: str) -> None:
+    if not cond:
+        raise UserError(f"method.{option}", message)
+
+
+def validate_options(o: SlbOptions) -> None:
+    """Checks across options (types and choices are checked by parse_options)."""
+    c = o.candidates
+    if c:
+        _need(len(c) >= 2, "candidates", f"give at least 2 values, got {list(c)}")
+        _need(all(math.isfinite(v) for v in c), "candidates", f"values must be finite: {list(c)}")
+        _need(all(a < b for a, b in zip(c, c[1:])), "candidates",
+              f"values must be sorted and distinct, e.g. {sorted(set(c))}")
+    _need(o.init_std > 0, "init_std", f"must be > 0, got {o.init_std}")
+    if o.init_from:
+        _need(o.init == "from_fp", "init_from",
+              "is only read with method.init=from_fp; add --set method.init=from_fp or drop it")
+        _need(Path(o.init_from).is_file(), "init_from",
+              f"file {o.init_from!r} not found; pass a checkpoint.pt or state-dict file")
+    _need(o.t0 > 0 and math.isfinite(o.t0), "t0", f"must be a positive number, got {o.t0}")
+    _need(o.t1 >= o.t0 and math.isfinite(o.t1), "t1",
+          f"must be finite and >= method.t0 ({o.t0}), got {o.t1}")
+    _need(0.0 <= o.start <= 1.0, "start", f"must be a fraction in [0, 1], got {o.start}")
+    _need(o.start <= o.end <= 1.0, "end", f"must be in [method.start, 1] = [{o.start}, 1], "
+          f"got {o.end}")
+    if o.factor is not None:
+        _need(o.schedule == "exp", "factor",
+              f"only used by method.schedule=exp (got {o.schedule!r}); drop it")
+        _need(o.factor >= 1 and math.isfinite(o.factor), "factor",
+              f"must be >= 1 (T rises), got {o.factor}; official values 1.03-1.06")
+    _need(0 < o.sgdr_cycle <= 1, "sgdr_cycle", f"must be in (0, 1], got {o.sgdr_cycle}")
+    _need(o.sgdr_mult >= 1 and math.isfinite(o.sgdr_mult), "sgdr_mult",
+          f"must be >= 1, got {o.sgdr_mult}")
+    _need(o.sbn_every >= 1, "sbn_every", f"must be >= 1, got {o.sbn_every}")
+    _need(o.recal_batches >= 0, "recal_batches",
+          f"must be >= 0 (0 = as many as the test set), got {o.recal_batches}")
+
+
+def check_candidate_count(o: SlbOptions, w_bits: int) -> None:
+    n, cap = len(o.candidates), 2 ** w_bits
+    if not n or n == cap:
+        return
+    _need(n < cap, "candidates", f"{n} values do not fit in {w_bits} bit(s) (at most {cap}); "
+          f"pass --w-bits {math.ceil(math.log2(n))} or fewer values")
+    _need(o.allow_any_count, "candidates", f"{n} values at {w_bits} bit(s), expected {cap}; "
+          f"give {cap} values, change --w-bits, or set method.allow_any_count=true")
+
+
+# --------------------------------------------------------------------------- state BN
+
+_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+class StateBN(nn.BatchNorm2d):
+    """BatchNorm2d with a second set of running statistics (``*_q``) for the quantized state.
+
+    gamma/beta are shared. ``use_quantized(True)`` swaps the two sets, so the ordinary
+    BatchNorm forward and every reader of ``running_mean``/``running_var`` see the quantized
+    set; the state dict is always written in the canonical (unswapped) layout.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        for name in _STATS:
+            self.register_buffer(name + "_q", getattr(self, name).clone())
+        self.quantized = False
+
+    @classmethod
+    def from_bn(cls, bn: nn.BatchNorm2d) -> "StateBN":
+        new = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
+                  device=bn.running_mean.device, dtype=bn.running_mean.dtype)
+        missing = new.load_state_dict(bn.state_dict(), strict=False).missing_keys
+        assert sorted(missing) == sorted(n + "_q" for n in _STATS), missing
+        for name in _STATS:
+            getattr(new, name + "_q").copy_(getattr(new, name))
+        return new.train(bn.training)
+
+    def use_quantized(self, on: bool) -> None:
+        if on != self.quantized:
+            b = self._buffers
+            for name in _STATS:
+                b[name], b[name + "_q"] = b[name + "_q"], b[name]
+            self.quantized = on
+
+    @contextlib.contextmanager
+    def _canonical(self) -> Iterator[None]:
+        was = self.quantized
+        self.use_quantized(False)
+        try:
+            yield
+        finally:
+            self.use_quantized(was)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        with self._canonical():
+            super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        with self._canonical():
+            super()._load_from_state_dict(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", quantized={self.quantized}"
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def install_state_bn(model: nn.Module) -> None:
+    """Replace every BatchNorm2d with running statistics by a StateBN (same gamma/beta)."""
+    for name, m in list(model.named_modules()):
+        if type(m) is nn.BatchNorm2d and m.track_running_stats:
+            _set_module(model, name, StateBN.from_bn(m))
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            _need(isinstance(m, StateBN), "bn", f"{name} is a {type(m).__name__}, which has no "
+                  "state-BN variant; use --set method.bn=none")
+
+
+def set_bn_state(model: nn.Module, quantized: bool) -> None:
+    for m in model.modules():
+        if isinstance(m, StateBN):
+            m.use_quantized(quantized)
+
+
+# --------------------------------------------------------------------------- the layer state
+
+class SlbWeight(WeightQuantizer):
+    """One layer's logits A, the candidate set V and the current T.
+
+    A is stored flattened, shape (weight.numel(), n), so that
+    ``Module.to(memory_format=torch.channels_last)`` (which refuses 5-D tensors) leaves it
+    alone; :meth:`logits_view` gives it as weight.shape + (n,) without a copy.
+    """
+
+    latent = ("logits",)
+
+    def __init__(self, weight: torch.Tensor, bits: int, candidates: torch.Tensor,
+                 logits: torch.Tensor):
+        super().__init__(weight, bits)
+        self.logits = nn.Parameter(logits.reshape(-1, logits.shape[-1]))
+        self.register_buffer("candidates", candidates.to(logits))
+        # T as a buffer, not a Python float: torch.compile does not recompile when it changes
+        self.register_buffer("inv_temperature", torch.ones((), dtype=logits.dtype),
+                             persistent=False)
+        self.register_buffer("prev_codes", self.codes())  # for flip_ratio; survives a resume
+
+    def logits_view(self) -> torch.Tensor:
+        return self.logits.view(*self.shape, self.logits.shape[-1])
+
+    def forward(self) -> torch.Tensor:
+        return slb_weight(self.logits, self.candidates, self.inv_temperature).view(self.shape)
+
+    @torch.no_grad()
+    def codes(self) -> torch.Tensor:
+        return self.logits.argmax(dim=-1).view(self.shape).to(code_dtype(self.logits.shape[-1]))
+
+    @torch.no_grad()
+    def export(self) -> dict[str, torch.Tensor]:
+        return {"codes": self.codes(), "levels": self.candidates.clone(),
+                "scale": torch.ones((), dtype=self.candidates.dtype,
+                                    device=self.candidates.device)}
+
+
+def slb_layers(model: nn.Module) -> Iterator[SlbWeight]:
+    for _, layer in quant_layers(model):
+        if isinstance(layer.wq, SlbWeight):
+            yield layer.wq
+
+
+# --------------------------------------------------------------------------- the method
+
+@register
+class Slb(Method):
+    name = "slb"
+    bits = frozenset(range(1, 9))
+    default_bits = 1
+    Options = SlbOptions
+    bench_variants = {f"bn={m}": {"bn": m} for m in BN_MODES} | {
+        "bn=sbn,every=4": {"bn": "sbn", "sbn_every": 4}}
+
+    def __init__(self, options: SlbOptions, w_bits: int):
+        super().__init__(options, w_bits)
+        check_candidate_count(options, w_bits)
+        self.candidates = (torch.tensor(options.candidates) if options.candidates
+                           else default_candidates(w_bits))
+        self.inv_temperature = options.t0
+        self.calibrated = False       # quantized BN statistics hold a recalibration
+        self.flip_ratio = 0.0
+        self._fp_state: dict[str, torch.Tensor] | None = None
+
+    # --- construction
+    @classmethod
+    def parse_options(cls, raw: dict[str, Any]) -> SlbOptions:
+        options = parse_options(SlbOptions, raw, "method")
+        validate_options(options)
+        return options
+
+    @classmethod
+    def check_options(cls, options: SlbOptions, w_bits: int) -> None:
+        check_candidate_count(options, w_bits)
+
+    def make_quantizer(self, layer: nn.Module, name: str) -> SlbWeight:
+        w = layer.weight.detach()
+        v = self.candidates.to(device=w.device, dtype=w.dtype)
+        if self.opt.init == "from_fp":
+            logits = fp_logits(self._fp_weight(name, w), v)
+        else:
+            logits = torch.randn(*w.shape, len(v), dtype=w.dtype, device=w.device)
+            logits.mul_(self.opt.init_std)
+        return SlbWeight(w, self.w_bits, v, logits)
+
+    def _fp_weight(self, name: str, w: torch.Tensor) -> torch.Tensor:
+        if not self.opt.init_from:
+            return w
+        if self._fp_state is None:
+            self._fp_state = load_fp_state(self.opt.init_from)
+        keys = (f"{name}.wq.weight", f"{name}.weight")
+        found = next((self._fp_state[k] for k in keys if k in self._fp_state), None)
+        _need(found is not None, "init_from", f"{self.opt.init_from} has no weight for layer "
+              f"{name!r} (looked for {list(keys)}); give a checkpoint of the same model")
+        _need(tuple(found.shape) == tuple(w.shape), "init_from",
+              f"{self.opt.init_from}: {name} has shape {tuple(found.shape)}, the model "
+              f"{tuple(w.shape)}; give a checkpoint of the same model and width")
+        return found.to(w)
+
+    def prepare(self, model: nn.Module, ctx: Any) -> None:
+        self._fp_state = None
+        if self.opt.bn != "none":
+            install_state_bn(model)
+
+    # --- temperature
+    def _set_temperature(self, model: nn.Module, progress: Progress) -> None:
+        self.inv_temperature = inv_temperature(self.opt, progress)
+        for wq in slb_layers(model):
+            wq.inv_temperature.fill_(self.inv_temperature)
+
+    def on_epoch_start(self, model: nn.Module, progress: Progress) -> None:
+        self._set_temperature(model, progress)
+
+    def before_step(self, model: nn.Module, progress: Progress) -> None:
+        if self.opt.granularity == "step":
+            self._set_temperature(model, progress)
+
+    # --- batch normalization
+    @contextlib.contextmanager
+    def _discrete(self, model: nn.Module, quantized_bn: bool) -> Iterator[None]:
+        set_deployed(model, True)
+        set_bn_state(model, quantized_bn)
+        try:
+            yield
+        finally:
+            set_bn_state(model, False)
+            set_deployed(model, False)
+
+    @torch.no_grad()
+    def after_step(self, model, x, y, progress) -> None:
+        if self.opt.bn == "sbn" and (progress.step + 1) % self.opt.sbn_every == 0:
+            with self._discrete(model, quantized_bn=True):
+                model(x)  # train mode: updates the quantized statistics only
+
+    @torch.no_grad()
+    def recalibrate(self, model: nn.Module, ctx: Any) -> None:
+        """Recompute the quantized statistics as the average over training batches (W_q)."""
+        n = self.opt.recal_batches or max(1, math.ceil(ctx.data.num_test / ctx.cfg.batch_size))
+        with self._discrete(model, quantized_bn=True):
+            torch.optim.swa_utils.update_bn(ctx.train_batches(n), model)
+        self.calibrated = True
+
+    def after_epoch(self, model: nn.Module, ctx: Any) -> None:
+        flips = total = 0
+        for wq in slb_layers(model):
+            codes = wq.codes()
+            flips += int((codes != wq.prev_codes).sum())
+            total += codes.numel()
+            wq.prev_codes.copy_(codes)
+        self.flip_ratio = flips / max(1, total)
+        if self.opt.bn == "recal_epoch":
+            self.recalibrate(model, ctx)
+
+    def after_training(self, model: nn.Module, ctx: Any) -> None:
+        if self.opt.bn == "recal_end":
+            self.recalibrate(model, ctx)
+
+    # --- deployment and reporting
+    @contextlib.contextmanager
+    def deployed(self, model: nn.Module) -> Iterator[None]:
+        with self._discrete(model, quantized_bn=self.opt.bn == "sbn" or self.calibrated):
+            yield
+
+    @torch.no_grad()
+    def scalars(self, model: nn.Module, ctx: Any) -> dict[str, float]:
+        gaps, entropies = [], []
+        for wq in slb_layers(model):
+            w_c, w_q = wq(), wq.deployed_weight()
+            tiny = torch.finfo(w_q.dtype).tiny
+            gaps.append(float(torch.linalg.vector_norm(w_c - w_q)
+                              / torch.linalg.vector_norm(w_q).clamp_min(tiny)))
+            entropies.append(float(softmax_entropy(wq.logits, wq.inv_temperature).mean()))
+        _, acc_continuous = ctx.evaluate(model)
+        return {"inv_temperature": self.inv_temperature,
+                "temperature": 1.0 / self.inv_temperature,
+                "quant_gap": sum(gaps) / max(1, len(gaps)),
+                "flip_ratio": self.flip_ratio,
+                "entropy": sum(entropies) / max(1, len(entropies)),
+                "test_acc_continuous": acc_continuous}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"calibrated": self.calibrated}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.calibrated = bool(state.get("calibrated", False))
+
+
+def load_fp_state(path: str) -> dict[str, torch.Tensor]:
+    """Float weights by parameter name from a harness checkpoint, a deployed.pt or a state dict."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # any unreadable file is the user's to fix
+        raise UserError("method.init_from", f"cannot read {path!r} ({type(e).__name__}); "
+                        "pass a checkpoint.pt or a saved state dict") from None
+    if isinstance(blob, dict) and isinstance(blob.get("model"), dict):
+        blob = blob["model"]
+    elif isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict):
+        blob = blob["state_dict"]
+    elif isinstance(blob, dict) and isinstance(blob.get("layers"), dict):
+        blob = {f"{k}.weight": v["weight"] for k, v in blob["layers"].items() if "weight" in v}
+    _need(isinstance(blob, dict), "init_from", f"{path!r} holds no state dict; pass a "
+          "checkpoint.pt or a saved state dict")
+    return {k: v for k, v in blob.items() if torch.is_tensor(v)}

@@ -1,0 +1,388 @@
+"""SLB: hand-computed golden values, schedules, state BN, recalibration, export, options.
+
+Expected numbers are computed here from the formulas (math.exp, math.cos), never by the code
+under test. The registry-driven tests in test_methods_common.py cover training, resume and
+determinism with the default options.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from conftest import tiny_cfg
+from harness import config as C
+from harness import train
+from harness.cli import main
+from harness.export import export_and_check
+from methods.base import Progress, UserError, quant_layers
+from methods.slb import (SlbOptions, SlbWeight, StateBN, fp_logits, inv_temperature,
+                         slb_deploy, slb_weight)
+
+LOGITS = [[[0.3, -0.2], [1.0, 1.5]],
+          [[-0.7, 0.1], [0.0, 0.0]]]                     # 2x2 weights, 1 bit (n = 2)
+LOGITS2 = [[[0.3, -0.2, 0.5, 0.1], [1.0, 1.5, -1.0, 0.0]],
+           [[-0.7, 0.1, 0.2, 0.9], [0.0, 0.0, 0.0, 0.0]]]  # 2x2 weights, 2 bits (n = 4)
+V2 = [-1.0, -1.0 / 3.0, 1.0 / 3.0, 1.0]
+
+
+def _expected(logits, values, t):
+    """sum_i softmax(t a)_i v_i, by hand."""
+    out = []
+    for row in logits:
+        out_row = []
+        for a in row:
+            e = [math.exp(t * ai) for ai in a]
+            out_row.append(sum(ei * vi for ei, vi in zip(e, values)) / sum(e))
+        out.append(out_row)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+# --------------------------------------------------------------------------- eqs. 2-4
+
+@pytest.mark.parametrize("logits,values,t", [(LOGITS, [-1.0, 1.0], 2.0), (LOGITS2, V2, 0.5),
+                                             (LOGITS2, V2, 3.0)])
+def test_golden_w_c_2x2(logits, values, t):
+    a = torch.tensor(logits, dtype=torch.float64)
+    got = slb_weight(a, torch.tensor(values, dtype=torch.float64), t)
+    assert got.shape == (2, 2)
+    torch.testing.assert_close(got, _expected(logits, values, t), rtol=1e-12, atol=1e-12)
+    # the all-zero logits of the last weight give the mean of V
+    assert got[1, 1].item() == pytest.approx(sum(values) / len(values), abs=1e-12)
+
+
+def test_golden_w_q_and_w_c_approaches_w_q_as_t_grows():
+    a = torch.tensor(LOGITS2)
+    a[1, 1] = torch.tensor([0.0, 0.0, 0.1, 0.0])       # no ties
+    v = torch.tensor(V2)
+    w_q = slb_deploy(a, v)
+    torch.testing.assert_close(w_q, torch.tensor([[V2[2], V2[1]], [V2[3], V2[2]]]))
+    gaps = [float((slb_weight(a, v, t) - w_q).norm()) for t in (1.0, 10.0, 100.0, 1e4)]
+    assert all(g1 > g2 for g1, g2 in zip(gaps, gaps[1:])), gaps
+    assert gaps[-1] < 1e-6
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_gradcheck_w_c_wrt_logits(n):
+    g = torch.Generator().manual_seed(n)
+    a = torch.randn(3, 2, n, dtype=torch.float64, generator=g, requires_grad=True)
+    v = torch.linspace(-1, 1, n, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda x: slb_weight(x, v, 1.7), (a,))
+
+
+def test_backward_keeps_one_copy_of_the_logit_sized_tensor():
+    a = torch.randn(8, 4, 3, 3, 4, requires_grad=True)
+    v = torch.linspace(-1, 1, 4)
+    big = set()
+
+    def pack(t):
+        if t.numel() == a.numel() and t.data_ptr() != a.data_ptr():
+            big.add(t.data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        w = slb_weight(a, v, torch.tensor(5.0))
+    w.sum().backward()
+    assert len(big) == 1
+
+
+def test_from_fp_init_puts_the_largest_logit_on_the_nearest_level():
+    w = torch.tensor([0.1, -0.2, 0.05, 0.3, -0.02])
+    v = torch.tensor(V2)
+    alpha = (sum(abs(x) for x in V2) / 4) / (sum(abs(x) for x in w.tolist()) / 5)
+    nearest = [min(range(4), key=lambda i: abs(alpha * x - V2[i])) for x in w.tolist()]
+    assert fp_logits(w, v).argmax(-1).tolist() == nearest
+    assert fp_logits(w, torch.tensor([-1.0, 1.0])).argmax(-1).tolist() == [1, 0, 1, 1, 0]
+
+
+# --------------------------------------------------------------------------- eq. 5
+
+def _opt(**kw):
+    return SlbOptions(**{"t0": 2.0, "t1": 2000.0, **kw})
+
+
+def _t(opt, epoch, epochs=10, step=0, spe=7):
+    return inv_temperature(opt, Progress(epoch, epochs, step, spe))
+
+
+def test_exp_schedule_per_epoch():
+    o = _opt(start=0.3, end=0.9)                       # s = 3, e_end = 9
+    for e in (0, 2, 3):
+        assert _t(o, e) == pytest.approx(2.0)
+    assert _t(o, 6) == pytest.approx(2.0 * 1000.0 ** (3 / 6))
+    assert _t(o, 9) == pytest.approx(2000.0)
+    f = _opt(start=0.3, end=0.9, factor=1.05)          # official: T0 f^(min(e, e_end) - e_start)
+    assert _t(f, 3) == pytest.approx(2.0) and _t(f, 1) == pytest.approx(2.0)
+    assert _t(f, 5) == pytest.approx(2.0 * 1.05 ** 2)
+    assert _t(f, 9) == pytest.approx(2.0 * 1.05 ** 6)
+    assert _t(f, 20, epochs=22) == pytest.approx(2.0 * 1.05 ** (19 - 6))  # capped at 19
+
+
+def test_linear_cos_and_step_granularity():
+    lin, cos = _opt(schedule="linear"), _opt(schedule="cos")
+    assert _t(lin, 5) == pytest.approx(2.0 + 1998.0 * 2 / 6)
+    assert _t(cos, 5) == pytest.approx(2.0 + 1998.0 * (1 - math.cos(math.pi * 2 / 6)) / 2)
+    assert _t(cos, 6) == pytest.approx(1001.0)
+    step = _opt(granularity="step")                    # N = 70: s = 21, e_end = 63
+    assert _t(step, 6, step=42) == pytest.approx(2.0 * 1000.0 ** 0.5)
+    assert _t(step, 6, step=21) == pytest.approx(2.0)
+    assert _t(step, 9, step=63) == pytest.approx(2000.0)
+    fstep = _opt(granularity="step", factor=1.05)      # f per epoch, also per step
+    assert _t(fstep, 5, step=35) == pytest.approx(2.0 * 1.05 ** 2)
+
+
+def test_sgdr_cycles_restart_and_the_last_ends_at_t1():
+    o = _opt(schedule="sgdr", start=0.0, end=1.0, sgdr_cycle=0.25)   # [0,5] [5,10] [10,15] [15,20]
+    assert _t(o, 7, epochs=20) == pytest.approx(2.0 * 1000.0 ** (2 / 5))
+    assert _t(o, 5, epochs=20) == pytest.approx(2.0)                  # restart
+    assert _t(o, 4, epochs=20) == pytest.approx(2.0 * 1000.0 ** (4 / 5))
+    assert _t(o, 19, epochs=20) == pytest.approx(2.0 * 1000.0 ** (4 / 5))
+    assert _t(o, 20, epochs=20) == pytest.approx(2000.0)
+    m = _opt(schedule="sgdr", start=0.0, end=1.0, sgdr_cycle=1 / 7, sgdr_mult=2.0)
+    b = 60 / 7                                                        # cycles 20/7, 40/7, 80/7
+    assert _t(m, 10, epochs=20) == pytest.approx(2.0 * 1000.0 ** ((10 - b) / (20 - b)))
+    rest = _opt(schedule="sgdr", start=0.0, end=1.0, sgdr_cycle=0.3)  # [0,6] [6,12] [12,20]
+    assert _t(rest, 16, epochs=20) == pytest.approx(2.0 * 1000.0 ** 0.5)
+    steps = _opt(schedule="sgdr", granularity="step", start=0.0, end=1.0)
+    ts = [_t(steps, 0, epochs=2, step=k, spe=10) for k in range(21)]
+    assert ts[20] == pytest.approx(2000.0) and ts[19] < 2000.0 and ts[5] == pytest.approx(2.0)
+
+
+def test_method_sets_t_in_every_layer_and_logs_it(tmp_path):
+    t = _trainer(tmp_path, ["method.t1=50", "method.start=0", "method.end=1"], epochs=4)
+    t.method.on_epoch_start(t.model, Progress(2, 4, 2 * t.spe, t.spe))
+    want = 1.0 * 50.0 ** (2 / 4)
+    assert t.method.inv_temperature == pytest.approx(want)
+    for wq in _slb(t.model):
+        assert wq.inv_temperature.item() == pytest.approx(want, rel=1e-6)
+    s = t.method.scalars(t.model, t.ctx)
+    assert s["inv_temperature"] == pytest.approx(want)
+    assert s["temperature"] == pytest.approx(1 / want)
+
+
+# --------------------------------------------------------------------------- eq. 6: state BN
+
+def _trainer(tmp_path, sets=(), **flags):
+    t = train.Trainer(tiny_cfg("slb", sets=list(sets), **flags), tmp_path)
+    t.setup()
+    return t
+
+
+def _slb(model):
+    return [layer.wq for _, layer in quant_layers(model) if isinstance(layer.wq, SlbWeight)]
+
+
+def _bns(model):
+    return [m for m in model.modules() if isinstance(m, StateBN)]
+
+
+def _epoch(t):
+    train.train_one_epoch(t.model, t.forward, t.method, t.optimizer, t.scheduler, t.data,
+                          t.gen, t.cfg, t.device, 0, 0)
+
+
+def _snapshot(t):
+    return {k: v.clone() for k, v in t.model.state_dict().items()}
+
+
+def _changed(a, b):
+    return {k for k in a if not torch.equal(a[k], b[k])}
+
+
+def _logits(t, x):
+    with torch.no_grad():
+        return t.model.eval()(x)
+
+
+def test_sbn_keeps_two_statistic_sets_and_evaluation_uses_the_quantized_one(tmp_path):
+    t = _trainer(tmp_path, ["method.bn=sbn"])
+    bns = _bns(t.model)
+    assert len(bns) == 4 and not any(type(m) is torch.nn.BatchNorm2d for m in t.model.modules())
+    _epoch(t)
+    for bn in bns[1:]:   # after a quantized layer, the two sets differ
+        assert not torch.allclose(bn.running_mean, bn.running_mean_q)
+        assert bn.num_batches_tracked.item() == bn.num_batches_tracked_q.item() == t.spe
+    x = next(t.data.test_batches(50))[0]
+    with t.method.deployed(t.model):
+        for bn in bns:   # the contract harness/export.py relies on
+            assert bn.running_mean is bn._buffers["running_mean"]
+            assert torch.equal(bn.running_var, t.model.state_dict()[_key(t, bn, "running_var_q")])
+        before = _logits(t, x)
+    continuous = _logits(t, x)
+    kept = bns[2].running_mean_q.clone()
+    with torch.no_grad():
+        bns[2].running_mean_q.add_(5.0)   # disturb the quantized set only
+    with t.method.deployed(t.model):
+        assert not torch.allclose(_logits(t, x), before)
+    torch.testing.assert_close(_logits(t, x), continuous, rtol=0, atol=0)
+    with torch.no_grad():
+        bns[2].running_mean_q.copy_(kept)
+        bns[2].running_mean.add_(5.0)     # disturb the continuous set only
+    with t.method.deployed(t.model):
+        torch.testing.assert_close(_logits(t, x), before, rtol=0, atol=0)
+
+
+def _key(t, module, attr):
+    name = next(n for n, m in t.model.named_modules() if m is module)
+    return f"{name}.{attr}"
+
+
+def test_sbn_pass_updates_only_the_quantized_set_and_state_dict_is_canonical(tmp_path):
+    t = _trainer(tmp_path, ["method.bn=sbn", "method.sbn_every=2"])
+    x, y = next(t.data.train_batches(64, torch.Generator().manual_seed(0)))
+    t.model.train()
+    before = _snapshot(t)
+    t.method.after_step(t.model, x, y, Progress(0, 2, 0, t.spe))   # step 1 of 2: no pass
+    assert not _changed(before, _snapshot(t))
+    t.method.after_step(t.model, x, y, Progress(0, 2, 1, t.spe))
+    changed = _changed(before, _snapshot(t))
+    assert changed and all(k.endswith("_q") for k in changed), changed
+    with t.method.deployed(t.model):
+        inside = _snapshot(t)
+    assert not _changed(inside, _snapshot(t))
+
+
+@pytest.mark.parametrize("mode", ["recal_epoch", "recal_end"])
+def test_recalibration_changes_exactly_the_quantized_statistics(mode, tmp_path):
+    t = _trainer(tmp_path, [f"method.bn={mode}", "method.recal_batches=3"])
+    init = _snapshot(t)
+    _epoch(t)
+    trained = _snapshot(t)
+    assert not any(k.endswith("_q") for k in _changed(init, trained)), "no training update of *_q"
+    t.method.after_epoch(t.model, t.ctx)
+    epoch_end = _snapshot(t)
+    changed = _changed(trained, epoch_end) - {k for k in trained if k.endswith("prev_codes")}
+    t.method.after_training(t.model, t.ctx)
+    final = _snapshot(t)
+    if mode == "recal_epoch":
+        assert changed == {k for k in trained if k.endswith(("_mean_q", "_var_q", "tracked_q"))}
+        assert not _changed(epoch_end, final)
+    else:
+        assert not changed
+        assert _changed(epoch_end, final) == {
+            k for k in trained if k.endswith(("_mean_q", "_var_q", "tracked_q"))}
+    assert all(v.item() == 3 for k, v in final.items() if k.endswith("tracked_q"))
+    assert t.method.calibrated and t.method.state_dict() == {"calibrated": True}
+
+
+def test_recal_end_evaluates_with_continuous_statistics_until_calibrated(tmp_path):
+    t = _trainer(tmp_path, ["method.bn=recal_end", "method.recal_batches=2"])
+    _epoch(t)
+    bn = _bns(t.model)[1]
+    with t.method.deployed(t.model):
+        assert torch.equal(bn.running_mean, _snapshot(t)[_key(t, bn, "running_mean")])
+    t.method.after_training(t.model, t.ctx)
+    with t.method.deployed(t.model):
+        assert torch.equal(bn.running_mean, _snapshot(t)[_key(t, bn, "running_mean_q")])
+    fresh = _trainer(tmp_path / "b", ["method.bn=recal_end"])
+    fresh.method.load_state_dict(t.method.state_dict())
+    assert fresh.method.calibrated
+
+
+def test_bn_none_keeps_plain_batchnorm(tmp_path):
+    t = _trainer(tmp_path, ["method.bn=none"])
+    assert not _bns(t.model) and any(type(m) is torch.nn.BatchNorm2d for m in t.model.modules())
+
+
+# --------------------------------------------------------------------------- deploy, export
+
+@pytest.mark.parametrize("bits,sets", [(3, []),
+                                       (2, ["method.candidates=[-1, 0, 0.5]",
+                                            "method.allow_any_count=true"])])
+def test_deployed_values_are_a_subset_of_v(bits, sets, tmp_path):
+    t = _trainer(tmp_path, sets, w_bits=bits, channels_last=True)
+    _epoch(t)
+    v = t.method.candidates
+    with t.method.deployed(t.model):
+        for _, layer in quant_layers(t.model):
+            w = layer.weight
+            assert set(w.unique().tolist()) <= set(v.tolist())
+            assert torch.equal(w, slb_deploy(layer.wq.logits_view().detach(), v))
+
+
+@pytest.mark.parametrize("sets", [["method.bn=recal_end", "method.recal_batches=2"],
+                                  ["method.candidates=[-1, -0.25, 0.25, 1]"]])
+def test_export_round_trip(sets, tmp_path):
+    cfg = tiny_cfg("slb", sets=sets, w_bits=2, epochs=1)
+    assert train.run(cfg, tmp_path, echo=lambda s: None)["status"] == "completed"
+    acc, want = export_and_check(tmp_path, echo=lambda s: None)
+    assert acc == want
+    blob = torch.load(tmp_path / "deployed.pt", weights_only=False)
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]
+    v = torch.tensor(cfg.method_options["candidates"] or torch.linspace(-1, 1, 4).tolist())
+    for name, e in blob["layers"].items():
+        assert torch.equal(e["levels"], v) and e["scale"].item() == 1.0 and e["bits"] == 2
+        codes = ck[f"{name}.wq.logits"].argmax(-1).view(e["codes"].shape)
+        assert torch.equal(e["codes"].long(), codes)
+    for key, value in blob["state"].items():
+        if key.endswith(("running_mean", "running_var")):
+            assert torch.equal(value, ck[key + "_q"]), key   # the quantized statistics
+
+
+def test_from_fp_reads_a_state_dict(tmp_path):
+    fp = train.Trainer(tiny_cfg("fp"), tmp_path / "fp")
+    fp.setup()
+    torch.save(fp.model.state_dict(), tmp_path / "fp.pt")
+    t = _trainer(tmp_path / "s", ["method.init=from_fp",
+                                  f"method.init_from={str(tmp_path / 'fp.pt')!r}"])
+    for name, layer in quant_layers(t.model):
+        w = fp.model.state_dict()[f"{name}.wq.weight"]
+        assert torch.equal(layer.wq.logits_view().argmax(-1), (w >= 0).long())
+    torch.save({"nothing": torch.zeros(1)}, tmp_path / "bad.pt")
+    with pytest.raises(UserError, match="method.init_from"):
+        _trainer(tmp_path / "t", ["method.init=from_fp",
+                                  f"method.init_from={str(tmp_path / 'bad.pt')!r}"])
+
+
+# --------------------------------------------------------------------------- options
+
+BAD = [  # (--set values, w_bits, field)
+    (["method.candidates=[1, -1]"], 1, "method.candidates"),
+    (["method.candidates=[0.5]"], 1, "method.candidates"),
+    (["method.candidates=[-1, 0, 0, 1]"], 2, "method.candidates"),
+    (["method.candidates=[-1, 0, 1]"], 2, "method.candidates"),          # 3 != 2^2
+    (["method.candidates=[-1, 0, 1]", "method.allow_any_count=true"], 1, "method.candidates"),
+    (["method.schedule=fast"], 1, "method.schedule"),
+    (["method.granularity=batch"], 1, "method.granularity"),
+    (["method.bn=sync"], 1, "method.bn"),
+    (["method.init=zeros"], 1, "method.init"),
+    (["method.t0=0"], 1, "method.t0"),
+    (["method.t1=0.5"], 1, "method.t1"),
+    (["method.start=1.5"], 1, "method.start"),
+    (["method.end=0.1"], 1, "method.end"),
+    (["method.factor=0.9"], 1, "method.factor"),
+    (["method.factor=1.05", "method.schedule=cos"], 1, "method.factor"),
+    (["method.init_std=0"], 1, "method.init_std"),
+    (["method.init_from='/nonexistent.pt'", "method.init=from_fp"], 1, "method.init_from"),
+    (["method.init_from='/nonexistent.pt'"], 1, "method.init_from"),
+    (["method.sgdr_cycle=0"], 1, "method.sgdr_cycle"),
+    (["method.sgdr_mult=0.5"], 1, "method.sgdr_mult"),
+    (["method.sbn_every=0"], 1, "method.sbn_every"),
+    (["method.recal_batches=-1"], 1, "method.recal_batches"),
+    (["method.tau=1"], 1, "method.tau"),
+    (["method.t1=big"], 1, "method.t1"),
+]
+
+
+@pytest.mark.parametrize("sets,bits,field", BAD)
+def test_bad_options_are_user_errors(sets, bits, field):
+    with pytest.raises(UserError) as e:
+        C.build(flags={"method": "slb", "w_bits": bits}, sets=sets)
+    assert e.value.field == field and "\n" not in str(e.value)
+
+
+def test_good_options_resolve():
+    cfg = C.build(flags={"method": "slb", "w_bits": 2},
+                  sets=["method.candidates=[-1, 0, 1]", "method.allow_any_count=true",
+                        "method.schedule=sgdr", "method.granularity=step", "method.bn=recal_end"])
+    assert cfg.method_options["candidates"] == [-1.0, 0.0, 1.0]
+    assert cfg.method_options["factor"] is None
+
+
+def test_cli_reports_a_bad_option_in_one_line_before_creating_a_run(tmp_path, capsys):
+    rc = main(["run", "--out", str(tmp_path / "r"), "--method", "slb", "--w-bits", "2",
+               "--set", "method.candidates=[-1, 1]"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error: method.candidates:") and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
