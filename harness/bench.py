@@ -6,7 +6,8 @@
 
 Timing: every variant is built first; then, round after round, each variant runs ``steps``
 training steps through the real code path (harness.train.train_step with all method hooks;
-the bare loop is plain nn.Conv2d/SGD/cross-entropy on the same batches), in an order that
+the bare loop is plain nn.Conv2d/SGD/cross-entropy on the same augmented batches, so both
+see the same memory layout: the batched crop makes them channels-last), in an order that
 rotates every round so drift (thermal, other load) spreads evenly. We report the median step
 time and ratios to the bare loop and to the harness ``fp``. CUDA steps are timed with CUDA
 events.
@@ -104,15 +105,18 @@ def _build(args, v: Variant, data, device) -> None:
         if args.channels_last:
             model.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-        xf = data.normalize(data.x_train)
-        yt = data.y_train
+        batches = iter(())
 
-        def step():
-            idx = torch.randint(0, len(yt), (args.batch_size,), generator=gen).to(device)
-            x = xf[idx]
+        def step():  # the same batches (and memory layout) as the harness variants get
+            nonlocal batches
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                batches = data.train_batches(args.batch_size, gen)
+                x, y = next(batches)
             if args.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            loss = F.cross_entropy(model(x), yt[idx])
+            loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -331,7 +335,11 @@ def cmd_bench(args) -> int:
     for line in lines:
         print(line)
     env = environment(resolve_device(args.device))
-    meta = (f"{args.model} width {args.width}, batch {args.batch_size}, device "
+    import os
+
+    load = os.getloadavg()[0]
+    meta = (f"load average {load:.2f} at the end (other work on the machine skews ratios), "
+            f"{args.model} width {args.width}, batch {args.batch_size}, device "
             f"{env['device_name']}, torch {env['torch']}, commit {env['harness_commit']}, "
             f"{args.rounds} rounds x {args.steps} steps, {time.strftime('%Y-%m-%d %H:%M')}")
     out = Path(args.out)
@@ -348,8 +356,8 @@ def add_commands(sub) -> None:
     p.add_argument("--bits", nargs="*", type=int, default=[1, 2, 4])
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--steps", type=int, default=2)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--channels-last", action="store_true")

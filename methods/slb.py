@@ -60,8 +60,8 @@ Per-epoch metrics (7): quant_gap = mean over layers of ||W_c - W_q|| / ||W_q||; 
   and the continuous statistics; inv_temperature, temperature.
 Cost: A holds n = |V| floats per weight (n times the weight memory, 16x at 4 bits), the
   optimizer's momentum as much again (summary.json: method_param_bytes,
-  method_optimizer_state_bytes); for backward autograd keeps one (..., n) tensor per layer (P),
-  T*A is a temporary. bn=sbn adds one no-grad forward every sbn_every steps; recal_* add
+  method_optimizer_state_bytes); nothing of size (..., n) is kept from forward to backward: the
+  backward recomputes P from A (one extra softmax per step), T*A and P are temporaries. bn=sbn adds one no-grad forward every sbn_every steps; recal_* add
   recal_batches forwards per recalibration. Default bn=sbn (the paper), not the official
   README's recal_epoch.
 
@@ -106,14 +106,39 @@ BN_MODES = ("sbn", "recal_epoch", "recal_end", "none")
 
 # --------------------------------------------------------------------------- pure functions
 
+class _SlbWeight(torch.autograd.Function):
+    """W_c = softmax(T A) @ V with the exact gradient of eq. 3, recomputing P in backward.
+
+    Saving P for backward would keep an (..., n) tensor per layer alive from the forward to the
+    backward pass (n times the weight memory: 16x at 4 bits). We keep only A, which is the
+    parameter itself (no copy), and recompute P = softmax(T A) when its gradient is needed:
+    one extra softmax over A per step, a few milliseconds, for the memory of one copy of A.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, candidates, inv_temperature):
+        p = torch.softmax(logits * inv_temperature, dim=-1)
+        w = p @ candidates
+        ctx.save_for_backward(logits, candidates, inv_temperature, w)
+        return w
+
+    @staticmethod
+    def backward(ctx, g):
+        logits, candidates, t, w = ctx.saved_tensors
+        p = torch.softmax(logits * t, dim=-1)
+        # dL/dA_i = T P_i (v_i - W_c) dL/dW_c   (eq. 3), in place on the recomputed P
+        p.mul_(candidates - w.unsqueeze(-1)).mul_((g * t).unsqueeze(-1))
+        return p, None, None
+
+
 def slb_weight(logits: torch.Tensor, candidates: torch.Tensor,
                inv_temperature: float | torch.Tensor) -> torch.Tensor:
     """W_c = softmax(T A) @ V over the last axis of ``logits`` (eq. 2); gradient eq. 3.
 
-    Autograd keeps one (..., n) tensor for backward (the softmax output, shared with the
-    matmul); T A is a temporary.
+    For backward only A itself (no copy), V, T and W_c are kept; P is recomputed.
     """
-    return torch.softmax(logits * inv_temperature, dim=-1) @ candidates.to(logits.dtype)
+    t = torch.as_tensor(inv_temperature, dtype=logits.dtype, device=logits.device)
+    return _SlbWeight.apply(logits, candidates.to(logits.dtype), t)
 
 
 def slb_deploy(logits: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
