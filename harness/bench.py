@@ -89,6 +89,15 @@ def variants(args) -> list[Variant]:
     return out
 
 
+def _endless(data, batch_size: int, gen, channels_last: bool):
+    """Training batches, epoch after epoch, as the trainer makes them."""
+    import torch
+
+    while True:
+        for x, y in data.train_batches(batch_size, gen):
+            yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
+
+
 def _build(args, v: Variant, data, device) -> None:
     """Attach a step function (and the per-epoch hook, if any) to a variant."""
     import torch
@@ -105,17 +114,10 @@ def _build(args, v: Variant, data, device) -> None:
         if args.channels_last:
             model.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-        batches = iter(())
+        batches = _endless(data, args.batch_size, gen, args.channels_last)
 
         def step():  # the same batches (and memory layout) as the harness variants get
-            nonlocal batches
-            try:
-                x, y = next(batches)
-            except StopIteration:
-                batches = data.train_batches(args.batch_size, gen)
-                x, y = next(batches)
-            if args.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x, y = next(batches)
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -126,18 +128,11 @@ def _build(args, v: Variant, data, device) -> None:
     cfg = _cfg(args, v.method, v.bits, v.options)
     t = train.Trainer(cfg, Path("/nonexistent-bench-run"))
     t.setup(data=data)
-    batches = iter(())
+    batches = _endless(data, cfg.batch_size, gen, cfg.channels_last)
     counter = {"step": 0}
 
     def step():
-        nonlocal batches
-        try:
-            x, y = next(batches)
-        except StopIteration:
-            batches = data.train_batches(cfg.batch_size, gen)
-            x, y = next(batches)
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x, y = next(batches)
         prog = Progress(0, cfg.epochs, counter["step"], t.spe)
         train.train_step(t.model, t.forward, t.method, t.optimizer, t.scheduler, x, y, cfg,
                          device, prog)
