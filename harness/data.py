@@ -307,10 +307,12 @@ class InMemoryData:
         return (x.float() / 255.0 - self.mean) / self.std
 
     def _crop_flip(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Random 4-pixel-padded crop and horizontal flip, for the whole batch at once."""
+        """Random 4-pixel-padded crop and horizontal flip, for the whole batch at once.
+
+        ``gen`` lives on x's device (see train_batches), so no host round trip per batch."""
         b, _, h, w = x.shape
-        shift = torch.randint(0, 9, (b, 2), generator=gen).to(x.device)
-        flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+        shift = torch.randint(0, 9, (b, 2), generator=gen, device=gen.device).to(x.device)
+        flip = (torch.rand(b, generator=gen, device=gen.device) < 0.5).to(x.device)
         padded = F.pad(x, (4, 4, 4, 4))
         rows = shift[:, :1] + torch.arange(h, device=x.device)
         cols = shift[:, 1:] + torch.arange(w, device=x.device)
@@ -321,7 +323,12 @@ class InMemoryData:
     def train_batches(self, batch_size: int, gen: torch.Generator,
                       augment: bool | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         augment = self.augment if augment is None else augment
-        perm = torch.randperm(self.num_train, generator=gen).to(self.device)
+        if self.device.type != "cpu" and gen.device.type == "cpu":
+            # draw on the device from a generator seeded by the run's CPU generator: the step
+            # loop never waits for the host, and the checkpointed CPU state still fixes it all
+            seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+            gen = torch.Generator(self.device).manual_seed(seed)
+        perm = torch.randperm(self.num_train, generator=gen, device=gen.device).to(self.device)
         for i in range(self.steps_per_epoch(batch_size)):
             idx = perm[i * batch_size: (i + 1) * batch_size]
             x = self.x_train[idx]
@@ -381,6 +388,8 @@ class StreamingData:
     def train_batches(self, batch_size, gen, augment=None):
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
         loader_gen = torch.Generator().manual_seed(seed)
+        if self.workers == 0:  # transforms then draw from the global RNG: seed it per epoch
+            torch.manual_seed(seed)
         for i, (x, y) in enumerate(self._loader(self.train_set, self.train_idx, batch_size,
                                                 loader_gen)):
             if i >= self.steps_per_epoch(batch_size):

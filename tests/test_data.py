@@ -144,3 +144,24 @@ def test_subset_does_not_depend_on_the_run_seed():
     torch.manual_seed(99)
     b = D.load(tiny_data, torch.device("cpu"))
     assert torch.equal(a.x_train, b.x_train)
+
+
+def test_imagenet_size_folders_stream_through_a_dataloader(tmp_path):
+    """Images larger than 64 px are not held in memory: a DataLoader with the usual ResNet
+    transforms (random-resized crop 224 + flip; resize 256 + centre crop 224) streams them."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 2)):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                arr = rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)
+                Image.fromarray(arr).save(tmp_path / split / c / f"{i}.png")
+    d = D.load(dcfg(name="imagefolder", root=str(tmp_path), augment=True, workers=0,
+                    subset_train=8), torch.device("cpu"))
+    assert d.streamed and d.num_train == 8 and d.num_test == 4 and d.classes == ["a", "b"]
+    batches = list(d.train_batches(4, torch.Generator().manual_seed(0)))
+    assert len(batches) == 2 and batches[0][0].shape == (4, 3, 224, 224)
+    again = list(d.train_batches(4, torch.Generator().manual_seed(0)))
+    assert torch.equal(batches[0][0], again[0][0])           # seeded: reproducible
+    (x, y), = list(d.test_batches(4))
+    assert x.shape == (4, 3, 224, 224) and y.tolist() == [0, 0, 1, 1]
