@@ -57,9 +57,10 @@ def cmd_run(args) -> int:
     cfg = C.build(args.config, flags, args.set)
     summary = train.run(cfg, Path(args.out))
     status = summary.get("status")
-    if status == "completed" and train.Dist.from_env().main:
-        print(f"{args.out}: completed, final deployed test accuracy "
-              f"{summary['final_test_acc']:.2f}%")
+    if status == "completed":
+        if train.Dist.from_env().main:
+            print(f"{args.out}: completed, final deployed test accuracy "
+                  f"{summary['final_test_acc']:.2f}%")
         return 0
     return 3 if status == "diverged" else 1
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -227,7 +228,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
     w_bits = cfg.w_bits or method_cls.default_bits
     method_cls.check_bits(w_bits)
     options = method_cls.parse_options(dict(cfg.method_options))
-    method_cls.check_options(options, w_bits)
+    method_cls.check_options(options, w_bits, cfg.a_bits)
     _check(cfg.a_bits in A_BITS, "a_bits", f"{cfg.a_bits} is not supported; use one of {list(A_BITS)}")
     _check(cfg.a_quant in A_QUANT, "a_quant", f"{cfg.a_quant!r} unknown; use one of {list(A_QUANT)}")
     _check(cfg.pact_init > 0, "pact_init", "must be > 0")
@@ -236,13 +237,14 @@ def resolve(cfg: RunConfig) -> RunConfig:
     _check(cfg.progress in ("auto", "bar", "line", "none"), "progress",
            "use one of auto, bar, line, none")
     dev = cfg.device
-    _check(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "device",
+    _check(dev in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", dev) is not None, "device",
            f"{dev!r} unknown; use auto, cpu, cuda or cuda:N")
     models_mod.check(cfg.model)
     data_mod.check_name(cfg.data.name)
     _check(cfg.data.subset_train >= 0, "data.subset_train", "must be >= 0 (0 = all)")
     _check(cfg.data.subset_test >= 0, "data.subset_test", "must be >= 0 (0 = all)")
     _check(cfg.data.eval_batch_size > 0, "data.eval_batch_size", "must be > 0")
+    _check(cfg.data.workers >= 0, "data.workers", "must be >= 0 (0 = load in the main process)")
     o = cfg.optim
     _check(o.name in OPTIMIZERS, "optim.name", f"{o.name!r} unknown; use one of {list(OPTIMIZERS)}")
     _check(o.schedule in SCHEDULES, "optim.schedule",
@@ -251,7 +253,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
     _check(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
     _check(0 <= o.momentum < 1, "optim.momentum", "must be in [0, 1)")
     _check(len(o.betas) == 2, "optim.betas", "give two values, e.g. [0.9, 0.999]")
-    _check(o.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0")
+    _check(0 <= o.warmup_epochs < cfg.epochs, "optim.warmup_epochs",
+           f"must be >= 0 and below the {cfg.epochs} training epochs")
     _check(0 <= o.label_smoothing < 1, "optim.label_smoothing", "must be in [0, 1)")
     _check(list(o.milestones) == sorted(o.milestones), "optim.milestones",
            "must be increasing epochs, e.g. [100, 150]")

@@ -10,6 +10,7 @@ seed, so every method and seed of a study sees the same images.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -402,9 +403,34 @@ class StreamingData:
 
 
 def load_arrays(dcfg) -> Arrays:
-    """The selected (subset of the) dataset as numpy arrays."""
+    """The selected (subset of the) dataset as numpy arrays.
+
+    Unreadable files (truncated pickles or idx files, images PIL cannot open) are user
+    errors naming data.root, not tracebacks."""
     check_name(dcfg.name)
     check_root(dcfg)
+    with _readable(dcfg):
+        return _load_arrays(dcfg)
+
+
+@contextlib.contextmanager
+def _readable(dcfg) -> Iterator[None]:
+    """Turn unreadable data (truncated pickle/idx files, files PIL cannot open) into a
+    one-line user error naming data.root."""
+    try:
+        yield
+    except UserError:
+        raise
+    except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+            pickle.UnpicklingError) as e:  # PIL's UnidentifiedImageError is an OSError
+        detail = str(e).splitlines()[0] if str(e) else "malformed file"
+        raise UserError("data.root", f"cannot read the {dcfg.name} data under "
+                        f"{dcfg.root or 'the default location'!r} ({type(e).__name__}: "
+                        f"{detail}); check the files or point --data-root at an intact copy"
+                        ) from None
+
+
+def _load_arrays(dcfg) -> Arrays:
     if dcfg.name == "imagefolder":
         root = Path(dcfg.root)
         train, test = _imagefolder_splits(root)
@@ -425,6 +451,7 @@ def load(dcfg, device: torch.device):
     """InMemoryData (or StreamingData for ImageNet-size folders) for a DataConfig."""
     if dcfg.name == "imagefolder":
         check_root(dcfg)
-        if is_streamed(dcfg.name, dcfg.root):
-            return StreamingData(Path(dcfg.root), dcfg, device)
+        with _readable(dcfg):
+            if is_streamed(dcfg.name, dcfg.root):
+                return StreamingData(Path(dcfg.root), dcfg, device)
     return InMemoryData(load_arrays(dcfg), device, bool(dcfg.augment))

@@ -67,12 +67,29 @@ def environment(device: torch.device) -> dict[str, str]:
 
 
 def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak: CUDA allocator statistics, or the process's peak resident set
+    (Linux: writing 5 to /proc/self/clear_refs resets VmHWM), so a worker process that
+    trains several runs in turn reports each run's own peak."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """CUDA: peak allocated by torch. CPU: the process's peak resident set (ru_maxrss)."""
+    """CUDA: peak allocated by torch. CPU: the peak resident set since the last reset
+    (VmHWM; the process-lifetime ru_maxrss where /proc is missing)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -9,7 +9,8 @@ RUN_DIR/
   deployed.pt      written by `python -m harness export`
 
 Every file is replaced atomically (write a temp file in the same folder, fsync, rename), so
-a killed process leaves either the old or the new file, never half of one.
+a killed process leaves either the old or the new file, never half of one. log.txt is an
+append-only log (a torn last line at worst).
 """
 from __future__ import annotations
 
@@ -31,11 +32,21 @@ TIMING_COLUMNS = ["epoch_time_s", "samples_per_s"]  # the only columns that vary
 STATUSES = ("running", "completed", "failed", "diverged")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone makes files 0600
+
+
 def _atomic(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -132,6 +132,54 @@ def _int_list(value: Any, where: str, errors: list[str]) -> list[int]:
     return list(value)
 
 
+EXECUTOR_TYPES = {  # key: (type check, what to write)
+    "timeout_min": (lambda v: _int(v) and v > 0, "a positive number of minutes"),
+    "gpus_per_task": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "cpus_per_task": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "mem_gb": (lambda v: _num(v) and v > 0, "a positive number of GB"),
+    "tasks_per_node": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "nodes": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "array_parallelism": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "local_concurrency": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "setup": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+              'a list of shell lines, e.g. ["module load cuda"]'),
+    "sbatch": (lambda v: isinstance(v, dict), 'a table, e.g. { exclusive = "" }'),
+    **{k: (lambda v: isinstance(v, str), "a string") for k in
+       ("partition", "account", "qos", "constraint")},
+}
+SCALE_TYPES = {
+    "epochs_divisor": (lambda v: _num(v) and v > 0, "a number > 0"),
+    "min_epochs": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "max_seeds": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0 = all)"),
+    "set": (lambda v: isinstance(v, dict), 'a table of recipe keys, e.g. { "model.width" = 0.5 }'),
+}
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _typed(table: Any, types: dict, where: str, errors: list[str]) -> dict:
+    """Unknown keys and values of the wrong type are errors; returns the valid part."""
+    if not isinstance(table, dict):
+        errors.append(f"{where}: expected a table")
+        return {}
+    _known(table, set(types), where, errors)
+    ok = {}
+    for key, value in table.items():
+        if key in types:
+            check, want = types[key]
+            if check(value):
+                ok[key] = value
+            else:
+                errors.append(f"{where}.{key}: expected {want}, got {value!r}")
+    return ok
+
+
 def _known(table: dict, allowed: set[str], where: str, errors: list[str]) -> None:
     for key in table:
         if key not in allowed:
@@ -162,7 +210,12 @@ def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None
            f"{where}: study", errors)
     allow_unmatched = bool(study_t.get("allow_unmatched", False))
 
-    scales = {**BUILTIN_SCALES, **raw.get("scales", {})}
+    spec_scales = raw.get("scales", {})
+    if not isinstance(spec_scales, dict):
+        errors.append(f"{where}: scales: expected [scales.NAME] tables")
+        spec_scales = {}
+    scales = {**BUILTIN_SCALES, **{k: _typed(v, SCALE_TYPES, f"{where}: scales.{k}", errors)
+                                   for k, v in spec_scales.items()}}
     scale = scale or "full"
     if scale not in scales:
         errors.append(f"{where}: --scale {scale!r} is not defined; use one of {sorted(scales)} "
@@ -209,16 +262,11 @@ def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None
             errors.append(f"{where}: grid.variants: {unknown} not defined under [variants]")
         variants = {k: v for k, v in variants.items() if k in chosen}
 
-    executor = {**EXECUTOR_DEFAULTS}
-    ex_t = raw.get("executor", {})
-    _known(ex_t, set(EXECUTOR_DEFAULTS), f"{where}: executor", errors)
-    executor.update(ex_t)
+    executor = {**EXECUTOR_DEFAULTS,
+                **_typed(raw.get("executor", {}), EXECUTOR_TYPES, f"{where}: executor", errors)}
 
     study = Study(path, str(name), raw, scale, executor=executor)
-    excludes = grid.get("exclude", [])
-    if not isinstance(excludes, list):
-        errors.append(f"{where}: grid.exclude: expected a list of tables")
-        excludes = []
+    excludes = _exclude_list(grid.get("exclude", []), f"{where}: grid.exclude", errors)
     scale_set = C.flatten(scale_t.get("set", {}))
     for v in variants.values():
         cells = v.bits or ([(32, 32)] if v.reference else bits)
@@ -254,10 +302,14 @@ def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None
     _check_matched(study, where, errors)
     seen: dict[str, str] = {}
     for r in study.runs:
-        other = seen.setdefault(r.run_id, r.variant)
+        key = json.dumps([r.method, r.cfg.method_options, C.flatten(C.to_dict(r.cfg))["w_bits"],
+                          C.cell_key(r.cfg)], sort_keys=True, default=str)
+        other = seen.setdefault(key, r.variant)
         if other != r.variant:
-            errors.append(f"{where}: variants.{r.variant} and variants.{other} expand to "
-                          "identical runs; give them different options")
+            msg = (f"{where}: variants.{r.variant} and variants.{other} are the same method with "
+                   "the same options; give them different options or drop one")
+            if msg not in errors:
+                errors.append(msg)
     if not study.runs and not errors:
         errors.append(f"{where}: the grid expands to no runs; check grid and variants")
     if errors:
@@ -280,6 +332,10 @@ def _variants(table: dict, where: str, errors: list[str], allow_unmatched: bool,
         if "method" not in t:
             errors.append(f"{w}.method: missing; name the method, e.g. method = \"slb\"")
             continue
+        for key in ("options", "recipe", "executor"):
+            if not isinstance(t.get(key, {}), dict):
+                errors.append(f"{w}.{key}: expected a table, e.g. {key} = {{ ... }}")
+                t = {**t, key: {}}
         recipe = C.flatten(t.get("recipe", {}))
         unmatched = bool(t.get("unmatched", False))
         if recipe and not unmatched:
@@ -294,10 +350,32 @@ def _variants(table: dict, where: str, errors: list[str], allow_unmatched: bool,
                 errors.append(f"{w}.recipe.{key}: not a recipe key; use options or the grid")
         _fix_root(recipe, spec_dir)
         bits = _pairs(t["bits"], f"{w}.bits", errors) if "bits" in t else None
-        ex = t.get("executor", {})
-        _known(ex, set(RESOURCE_KEYS), f"{w}.executor", errors)
+        ex = _typed(t.get("executor", {}), {k: EXECUTOR_TYPES[k] for k in RESOURCE_KEYS},
+                    f"{w}.executor", errors)
         out[name] = Variant(name, t["method"], dict(t.get("options", {})), recipe, unmatched,
                             bool(t.get("reference", False)), bits, dict(ex))
+    return out
+
+
+def _exclude_list(value: Any, where: str, errors: list[str]) -> list[dict]:
+    types = {"variant": (lambda v: isinstance(v, str), "a variant name"),
+             "bits": (lambda v: isinstance(v, list) and len(v) == 2 and all(_int(b) for b in v),
+                      "a W/A pair like [2, 32]"),
+             "epochs": (lambda v: _int(v), "an epoch budget of the grid"),
+             "reason": (lambda v: isinstance(v, str), "a string")}
+    if not isinstance(value, list):
+        errors.append(f"{where}: expected a list of tables like "
+                      '[{ variant = "bop", bits = [2, 32], reason = "..." }]')
+        return []
+    out = []
+    for i, entry in enumerate(value):
+        n = len(errors)
+        ok = _typed(entry, types, f"{where}[{i}]", errors)
+        if len(errors) == n:
+            if not set(ok) - {"reason"}:
+                errors.append(f"{where}[{i}]: name at least one of variant, bits, epochs")
+            else:
+                out.append(ok)
     return out
 
 
@@ -463,29 +541,49 @@ def _expand_array_id(jid: str) -> list[str]:
     return out
 
 
+class JobQueryError(RuntimeError):
+    pass
+
+
+def _query(cmd: list[str]) -> str:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise JobQueryError(f"{cmd[0]}: {e}") from None
+    if p.returncode != 0:
+        raise JobQueryError(f"{cmd[0]} exited {p.returncode}: "
+                            f"{(p.stderr or p.stdout).strip()[:200]}")
+    return p.stdout
+
+
 def slurm_states(job_ids: list[str]) -> dict[str, str]:
-    """JOBID -> SLURM state from squeue (live) and sacct (finished)."""
-    if not job_ids or shutil.which("squeue") is None:
+    """JOBID -> SLURM state from sacct (finished) and squeue (live).
+
+    Raises JobQueryError when SLURM cannot be asked: then nobody can tell whether a job still
+    runs, and the sweep refuses to resubmit rather than start a second copy."""
+    if not job_ids:
         return {}
+    if shutil.which("squeue") is None or shutil.which("sacct") is None:
+        raise JobQueryError("squeue/sacct not on PATH")
     states: dict[str, str] = {}
     bases = sorted({j.split("_")[0] for j in job_ids})
+    out = _query(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(bases)])
+    for line in out.splitlines():
+        if "|" in line:
+            jid, st = line.split("|", 1)
+            for j in _expand_array_id(jid.strip()):
+                states[j] = st.split()[0] if st.strip() else "UNKNOWN"
+    # squeue exits non-zero when every listed job has left its memory: that is fine
     try:
-        out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(bases)],
-                             capture_output=True, text=True, timeout=30).stdout
-        for line in out.splitlines():
-            if "|" in line:
-                jid, st = line.split("|", 1)
-                for j in _expand_array_id(jid.strip()):
-                    states[j] = st.split()[0] if st.strip() else "UNKNOWN"
-        out = subprocess.run(["squeue", "-h", "-o", "%i|%T", "-j", ",".join(bases)],
-                             capture_output=True, text=True, timeout=30).stdout
-        for line in out.splitlines():
-            if "|" in line:
-                jid, st = line.split("|", 1)
-                for j in _expand_array_id(jid.strip()):
-                    states[j] = st.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
+        p = subprocess.run(["squeue", "-h", "-o", "%i|%T", "-j", ",".join(bases)],
+                           capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise JobQueryError(f"squeue: {e}") from None
+    for line in p.stdout.splitlines():
+        if "|" in line:
+            jid, st = line.split("|", 1)
+            for j in _expand_array_id(jid.strip()):
+                states[j] = st.strip()
     return states
 
 
@@ -504,11 +602,22 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def job_states(subs: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """run_id -> state of its last job (SLURM state names; local: RUNNING or GONE)."""
+def job_states(subs: dict[str, dict[str, Any]], strict: bool = True) -> dict[str, str]:
+    """run_id -> state of its last job (SLURM state names; local: RUNNING or GONE).
+
+    strict=False: when SLURM cannot be queried, its jobs are reported as UNKNOWN."""
     out = {}
     slurm_ids = [s["job_id"] for s in subs.values() if s.get("executor") == "slurm"]
-    states = slurm_states(slurm_ids)
+    try:
+        states = slurm_states(slurm_ids)
+    except JobQueryError as e:
+        if strict:
+            raise UserError("--executor", f"cannot ask SLURM about this study's earlier jobs "
+                            f"({e}); nothing was submitted, since they may still be running; "
+                            "fix SLURM access (e.g. SLURM_CONF) and sweep again") from None
+        print(f"warning: cannot query SLURM ({e}); job states shown as UNKNOWN",
+              file=sys.stderr)
+        states = {}
     for rid, s in subs.items():
         if s.get("executor") == "slurm":
             out[rid] = states.get(s["job_id"], "UNKNOWN")
@@ -644,8 +753,14 @@ def submit(study: Study, sdir: Path, runs: list[Run], kind: str, echo=print) -> 
                                      int(res["cpus_per_task"]), echo)
             continue
         fns = [RunJob(str(sdir / "runs" / r.run_id), int(res["cpus_per_task"])) for r in group]
-        with ex.batch():
-            batch = [ex.submit(fn) for fn in fns]
+        try:
+            with ex.batch():
+                batch = [ex.submit(fn) for fn in fns]
+        except Exception as e:  # sbatch refused (partition, account, limits, ...)
+            text = str(e).strip().splitlines()
+            raise UserError("executor", f"the scheduler refused the jobs "
+                            f"({text[-1][:300] if text else type(e).__name__}); check "
+                            "[executor] partition/account/qos/resources") from None
         entries = [{"run_id": r.run_id, "job_id": str(j.job_id), "executor": kind,
                     "time": time.time()} for r, j in zip(group, batch)]
         append_submissions(sdir, entries)
@@ -697,9 +812,10 @@ def _job_outcome(job) -> str:
 
 # --------------------------------------------------------------------------- commands
 
-def plan_runs(study: Study, sdir: Path, retry_failed: bool) -> tuple[list[Run], dict[str, int]]:
+def plan_runs(study: Study, sdir: Path, retry_failed: bool,
+              strict: bool = True) -> tuple[list[Run], dict[str, int]]:
     subs = read_submissions(sdir)
-    jstates = job_states(subs)
+    jstates = job_states(subs, strict)
     todo, skipped = [], {}
     for r in study.runs:
         state, _ = run_state(sdir / "runs" / r.run_id, jstates.get(r.run_id))
@@ -713,15 +829,22 @@ def plan_runs(study: Study, sdir: Path, retry_failed: bool) -> tuple[list[Run], 
 
 
 def prepare_records(runs: list[Run], sdir: Path) -> None:
-    from harness import train
+    """Write each run's config.json. A run that exists keeps its id (same hash) but takes the
+    new values of the keys left out of the hash (data.root, device), so `--set data.root=...`
+    on another machine reaches resumed and retried runs too."""
+    from harness import records, train
 
     for r in runs:
         run_dir = sdir / "runs" / r.run_id
-        if (run_dir / "config.json").exists():
+        path = run_dir / "config.json"
+        want = {**C.to_dict(r.cfg), "config_hash": C.config_hash(r.cfg)}
+        if path.exists():
             try:
-                json.loads((run_dir / "config.json").read_text())
+                have = json.loads(path.read_text())
             except ValueError:
-                (run_dir / "config.json").unlink()  # corrupt: rewritten from the spec
+                have = None  # corrupt: rewritten from the spec
+            if have is None or (have.get("config_hash") == want["config_hash"] and have != want):
+                records.atomic_write_json(path, want)
         train.prepare_run_dir(run_dir, r.cfg)
 
 
@@ -739,13 +862,22 @@ def cmd_sweep(args) -> int:
                         "start the local cluster (python slurm/cluster.py start)")
     sdir = study_dir(Path(args.results), study)
     print_plan(study)
+    if args.dry_run:  # writes nothing, not even the study directory
+        todo, skipped = plan_runs(study, sdir, args.retry_failed, strict=False)
+        _print_todo(todo, skipped)
+        print("dry run: nothing submitted")
+        return 0
+    try:
+        sdir.mkdir(parents=True, exist_ok=True)
+        probe = sdir / ".write-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError("--results", f"cannot write to {str(sdir)!r} ({e.strerror}); pass a "
+                        "writable --results directory") from None
     with locked(sdir):
         todo, skipped = plan_runs(study, sdir, args.retry_failed)
-        msg = ", ".join(f"{n} {s}" for s, n in sorted(skipped.items()))
-        print(f"to submit: {len(todo)} runs" + (f" (skipping {msg})" if msg else ""))
-        if args.dry_run:
-            print("dry run: nothing submitted")
-            return 0
+        _print_todo(todo, skipped)
         freeze_spec(study, sdir)
         write_manifest(study, sdir)
         if not todo:
@@ -762,17 +894,27 @@ def cmd_sweep(args) -> int:
     return summarize_exit(sdir)
 
 
+def _print_todo(todo: list, skipped: dict[str, int]) -> None:
+    msg = ", ".join(f"{n} {s}" for s, n in sorted(skipped.items()))
+    print(f"to submit: {len(todo)} runs" + (f" (skipping {msg})" if msg else ""))
+
+
 def summarize_exit(sdir: Path) -> int:
+    """1 when a run of the study failed, diverged or is corrupt (so scripts notice)."""
     counts = status_counts(sdir)[0]
     print("states: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
-    return 0
+    bad = counts["failed"] + counts["diverged"] + counts["corrupt"]
+    if bad:
+        print(f"{bad} run(s) failed, diverged or are corrupt: "
+              f"python -m harness status {sdir}", file=sys.stderr)
+    return 1 if bad else 0
 
 
 def wait_for(sdir: Path, poll_s: float = 2.0, timeout_s: float = 1e9) -> None:
     t0 = time.time()
     while time.time() - t0 < timeout_s:
         subs = read_submissions(sdir)
-        jstates = job_states(subs)
+        jstates = job_states(subs, strict=False)
         if not any(st in ACTIVE for st in jstates.values()):
             return
         time.sleep(poll_s)
@@ -785,11 +927,16 @@ def status_counts(sdir: Path) -> tuple[dict[str, int], list[dict[str, Any]]]:
     if not manifest_path.exists():
         raise UserError("STUDY_DIR", f"{str(sdir)!r} has no manifest.json; pass a study "
                         "directory made by `python -m harness sweep`")
-    manifest = records.read_json(manifest_path)
+    try:
+        manifest = records.read_json(manifest_path)
+        runs = list(manifest["runs"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError("STUDY_DIR", f"{manifest_path} is corrupt ({e}); re-run the sweep "
+                        "command (with --dry-run to write nothing but the plan)") from None
     subs = read_submissions(sdir)
-    jstates = job_states(subs)
+    jstates = job_states(subs, strict=False)
     rows = []
-    for r in manifest["runs"]:
+    for r in runs:
         if not r.get("current", True):
             continue
         state, detail = run_state(sdir / "runs" / r["run_id"], jstates.get(r["run_id"]))

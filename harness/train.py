@@ -7,6 +7,7 @@ training hook -> final deployed evaluation -> summary.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import math
 import os
 import random
@@ -336,6 +337,11 @@ class Trainer:
         self.rows: list[dict[str, Any]] = []
         self.start_epoch, self.step, self.wall, self.final_done = 0, 0, 0.0, False
 
+    def _state_buffers(self) -> int:
+        """Bytes of buffers a method keeps as optimizer-like state (e.g. Bop's m)."""
+        return tensor_bytes(getattr(m, n) for m in self.model.modules()
+                            if isinstance(m, WeightQuantizer) for n in m.state_buffers)
+
     def method_params(self) -> list[torch.Tensor]:
         return [p for m in self.model.modules() if isinstance(m, WeightQuantizer)
                 for p in m.parameters()]
@@ -379,11 +385,12 @@ class Trainer:
              "epochs_completed": len(self.rows), "epochs": self.cfg.epochs,
              "wall_time_s": self.wall, "mean_epoch_time_s": float(np.mean(times)) if times else None,
              "peak_mem_mb": peak_memory_mb(self.device), "peak_mem_kind":
-                 "cuda_max_allocated" if self.device.type == "cuda" else "cpu_max_rss",
+                 "cuda_max_allocated" if self.device.type == "cuda" else "cpu_peak_rss",
              "param_bytes": tensor_bytes(self.model.parameters()),
              "method_param_bytes": tensor_bytes(mparams),
-             "optimizer_state_bytes": optimizer_state_bytes(self.optimizer),
-             "method_optimizer_state_bytes": optimizer_state_bytes(self.optimizer, mparams),
+             "optimizer_state_bytes": optimizer_state_bytes(self.optimizer) + self._state_buffers(),
+             "method_optimizer_state_bytes": optimizer_state_bytes(self.optimizer, mparams)
+                 + self._state_buffers(),
              "config_hash": C.config_hash(self.cfg), "env": environment(self.device)}
         if error:
             s["error"] = error
@@ -446,10 +453,29 @@ class Trainer:
             if self.dist.world > 1 and torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
 
+    def _record_setup_failure(self, error: str) -> None:
+        """A run that cannot even start is recorded as failed (never left 'missing')."""
+        if not self.dist.main:
+            return
+        path = self.run_dir / "summary.json"
+        try:
+            old = records.read_json(path) if path.exists() else {}
+        except ValueError:
+            old = {}
+        records.atomic_write_json(path, {
+            "epochs_completed": 0, "epochs": self.cfg.epochs, **old, "status": "failed",
+            "error": error, "config_hash": C.config_hash(self.cfg),
+            "env": environment(self.device)})
+
     def _run(self) -> dict[str, Any]:
         cfg = self.cfg
-        self.setup()
-        resumed = self.load_checkpoint()
+        try:
+            self.setup()
+            resumed = self.load_checkpoint()
+        except Exception as e:
+            self.log("failed during set-up:\n" + traceback.format_exc())
+            self._record_setup_failure(f"{type(e).__name__}: {e}".splitlines()[0])
+            raise
         self.log(("resumed at epoch %d" % self.start_epoch) if resumed else
                  f"start {cfg.method} W{cfg.w_bits}/A{cfg.a_bits} {cfg.model.name} on "
                  f"{cfg.data.name} ({self.data.num_train} train images), device {self.device}")
@@ -514,9 +540,12 @@ def _progress(cfg: C.RunConfig, start: int) -> Callable[[str | None], None]:
 
 
 def run(cfg: C.RunConfig, run_dir: Path, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train (or resume, or do nothing if finished) one run into ``run_dir``."""
+    """Train (or resume, or do nothing if finished) one run into ``run_dir``.
+
+    An exclusive lock on RUN_DIR/.lock makes a second process on the same run (a duplicate
+    job, a user re-running the command) stop at once instead of interleaving records."""
     data_mod.check_root(cfg.data)
-    if not Dist.from_env().main:  # rank 0 owns (checks, writes) the run directory
+    if not Dist.from_env().main:  # rank 0 owns (checks, locks, writes) the run directory
         summary = Path(run_dir) / "summary.json"
         if summary.exists() and records.read_json(summary).get("status") in ("completed", "diverged"):
             return records.read_json(summary)
@@ -525,4 +554,14 @@ def run(cfg: C.RunConfig, run_dir: Path, echo: Callable[[str], None] = print) ->
     if state in ("completed", "diverged"):
         echo(f"{run_dir}: already {state}; nothing to do")
         return records.read_json(Path(run_dir) / "summary.json")
-    return Trainer(cfg, run_dir, echo).run()
+    with open(Path(run_dir) / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            echo(f"{run_dir}: another process is training this run; nothing to do")
+            return {"status": "running", "error": "run directory locked by another process"}
+        state = prepare_run_dir(run_dir, cfg)  # it may have finished while we waited
+        if state in ("completed", "diverged"):
+            echo(f"{run_dir}: already {state}; nothing to do")
+            return records.read_json(Path(run_dir) / "summary.json")
+        return Trainer(cfg, run_dir, echo).run()

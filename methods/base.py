@@ -106,10 +106,14 @@ class WeightQuantizer(nn.Module):
     ``latent``: names of parameters that stand for the layer's weights (weight decay as for
     weights); every other parameter is a quantizer parameter (scale, clip, step size).
     ``self_updated``: parameters the method updates itself (never given to the optimizer).
+    ``state_buffers``: buffers that are optimizer-like state (reported as such).
     """
 
     latent: ClassVar[tuple[str, ...]] = ("weight",)
     self_updated: ClassVar[tuple[str, ...]] = ()
+    # buffers that play the role of optimizer state (e.g. Bop's gradient average), counted
+    # with the optimizer state in the run summary's cost figures
+    state_buffers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, weight: torch.Tensor, bits: int):
         super().__init__()
@@ -230,8 +234,8 @@ class Method:
         return parse_options(cls.Options, raw, "method")
 
     @classmethod
-    def check_options(cls, options: Any, w_bits: int) -> None:
-        """Checks that need both the parsed options and the weight bits (default: none)."""
+    def check_options(cls, options: Any, w_bits: int, a_bits: int) -> None:
+        """Checks that need the parsed options and the bit widths (default: none)."""
 
     @classmethod
     def check_bits(cls, w_bits: int) -> None:

@@ -77,6 +77,7 @@ class BopOptions:
 class BopWeight(WeightQuantizer):
     latent = ()
     self_updated = ("weight",)
+    state_buffers = ("m",)
 
     def __init__(self, weight: torch.Tensor, bits: int, scaling: str):
         super().__init__(weight, bits)

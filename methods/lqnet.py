@@ -267,14 +267,17 @@ class LqNet(Method):
     def make_quantizer(self, layer, name):
         return LqWeight(layer.weight, self.w_bits, self.opt.delta)
 
+    @classmethod
+    def check_options(cls, options, w_bits, a_bits):
+        if options.act_quant == "lqnet" and not 2 <= a_bits <= 8:
+            raise UserError("method.act_quant", f"lqnet activations need --a-bits in 2..8 "
+                            f"(ReLU networks), got {a_bits}; pass e.g. --a-bits 2 or drop "
+                            "method.act_quant=lqnet")
+
     def prepare(self, model, ctx):
         if self.opt.act_quant != "lqnet":
             return
         a_bits = ctx.cfg.a_bits
-        if not 2 <= a_bits <= 8:
-            raise UserError("method.act_quant", f"lqnet activations need --a-bits in 2..8 "
-                            f"(ReLU networks), got {a_bits}; pass e.g. --a-bits 2 or drop "
-                            "method.act_quant=lqnet")
         for _, layer in quant_layers(model):
             layer.act = LqAct(a_bits, self.opt.delta).to(layer.wq.weight.device)
 

@@ -433,7 +433,7 @@ class Slb(Method):
         return options
 
     @classmethod
-    def check_options(cls, options: SlbOptions, w_bits: int) -> None:
+    def check_options(cls, options: SlbOptions, w_bits: int, a_bits: int) -> None:
         check_candidate_count(options, w_bits)
 
     def make_quantizer(self, layer: nn.Module, name: str) -> SlbWeight:

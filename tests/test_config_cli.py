@@ -10,6 +10,7 @@ import pytest
 from conftest import ROOT, tiny_cfg
 from harness import config as C
 from harness.cli import main
+from harness import records
 from methods.base import UserError
 
 
@@ -70,7 +71,7 @@ BAD = [  # (extra CLI args, field named in the message)
 def test_bad_input_is_one_line_exit_2(args, field, tmp_path, capsys):
     rc = main(["run", "--out", str(tmp_path / "r"), "--set", "progress=none", *args])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 or rc is None
+    assert rc == 2
     assert len(err.splitlines()) == 1 and err.startswith("error:"), err
     assert field in err
     assert not (tmp_path / "r" / "summary.json").exists()
@@ -109,3 +110,21 @@ def test_real_process_prints_no_traceback(tmp_path):
     assert p.returncode == 2
     assert p.stderr.strip().splitlines() == [p.stderr.strip()]
     assert "Traceback" not in p.stderr and "w_bits" in p.stderr
+
+
+def test_malformed_data_is_a_one_line_user_error(tmp_path, capsys):
+    cifar = tmp_path / "cifar" / "cifar-10-batches-py"
+    cifar.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (cifar / name).write_bytes(b"")                      # truncated files
+    folder = tmp_path / "folder"
+    for split in ("train", "test"):
+        (folder / split / "a").mkdir(parents=True)
+        (folder / split / "a" / "0.jpg").write_text("not an image")
+    for args in (["--dataset", "cifar10", "--data-root", str(tmp_path / "cifar")],
+                 ["--dataset", "imagefolder", "--data-root", str(folder)]):
+        rc = main(["run", "--out", str(tmp_path / "r" / args[1]), "--set", "progress=none", *args])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and "data.root" in err, err
+        summary = records.read_json(tmp_path / "r" / args[1] / "summary.json")
+        assert summary["status"] == "failed" and "data.root" in summary["error"]

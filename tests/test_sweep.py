@@ -196,3 +196,101 @@ def test_two_concurrent_sweeps_never_submit_the_same_run(tmp_path):
     assert len(subs) == 5 and len({s["run_id"] for s in subs}) == 5
     counts, _ = sweep.status_counts(res / "s")
     assert counts["completed"] == 5
+
+
+TYPO_SPEC = """
+[study]
+name = "typo"
+[recipe]
+data = { name = "digits" }
+[grid]
+bits = [[1, 32]]
+epochs = [1]
+seeds = [0]
+exclude = [{ bit = [1, 32] }, "ste", { variant = "ste", bits = 1 }]
+[variants.ste]
+method = "ste"
+options = "scaling=channel"
+[variants.ste2]
+method = "ste"
+[executor]
+setup = "module load cuda"
+timeout_min = "1h"
+[scales.tiny]
+epochs_divisor = 0
+"""
+
+
+def test_mistyped_tables_are_spec_errors_not_tracebacks(tmp_path, capsys):
+    spec = tmp_path / "typo.toml"
+    spec.write_text(TYPO_SPEC)
+    rc = main(["sweep", str(spec), "--executor", "debug", "--scale", "tiny",
+               "--results", str(tmp_path / "res")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    for needle in ("grid.exclude[0].bit", "grid.exclude[1]", "grid.exclude[2].bits",
+                   "variants.ste.options", "executor.setup", "executor.timeout_min",
+                   "scales.tiny.epochs_divisor", "variants.ste2 and variants.ste"):
+        assert needle in err, (needle, err)
+    assert not (tmp_path / "res").exists()
+
+
+def test_dry_run_writes_nothing_and_unwritable_results_is_a_user_error(tmp_path, capsys):
+    spec = write_spec(tmp_path)
+    assert main(["sweep", str(spec), "--executor", "debug", "--dry-run",
+                 "--results", str(tmp_path / "res")]) == 0
+    assert not (tmp_path / "res").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    capsys.readouterr()
+    assert main(["sweep", str(spec), "--executor", "debug", "--results", str(blocker)]) == 2
+    assert "--results" in capsys.readouterr().err
+
+
+def test_set_data_root_reaches_existing_runs_and_failed_runs_exit_nonzero(tmp_path, capsys):
+    text = SPEC.replace("epochs = [1, 2]", "epochs = [1]").replace("seeds = [0, 1]", "seeds = [0]")
+    spec = write_spec(tmp_path, text=text)
+    study = sweep.load_spec(spec, sets=["data.root=/tmp"])
+    sdir = tmp_path / "res" / "s"
+    sweep.prepare_records(study.runs[:1], sdir)
+    run_dir = sdir / "runs" / study.runs[0].run_id
+    assert records.read_json(run_dir / "config.json")["data"]["root"] == "/tmp"
+    moved = sweep.load_spec(spec, sets=["data.root=/var"])
+    assert moved.runs[0].run_id == study.runs[0].run_id          # same run, same id
+    sweep.prepare_records(moved.runs[:1], sdir)
+    assert records.read_json(run_dir / "config.json")["data"]["root"] == "/var"
+
+
+def test_a_second_process_on_a_running_run_stops_at_once(tmp_path):
+    import fcntl
+
+    from conftest import tiny_cfg
+    from harness import train
+
+    cfg = tiny_cfg("ste")
+    train.prepare_run_dir(tmp_path, cfg)
+    with open(tmp_path / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        out = train.run(cfg, tmp_path, echo=lambda s: None)
+    assert out["status"] == "running" and not (tmp_path / "metrics.csv").exists()
+    assert train.run(cfg, tmp_path, echo=lambda s: None)["status"] == "completed"
+
+
+def test_a_run_that_cannot_start_is_recorded_failed_with_its_error(tmp_path, capsys):
+    folder = tmp_path / "images"
+    for split in ("train", "test"):
+        (folder / split / "a").mkdir(parents=True)
+        (folder / split / "a" / "0.jpg").write_text("not an image")  # passes the root check
+    text = SPEC.replace("epochs = [1, 2]", "epochs = [1]").replace("seeds = [0, 1]", "seeds = [0]")
+    text = text.replace('data = { name = "digits", subset_train = 200, subset_test = 100 }',
+                        f'data = {{ name = "imagefolder", root = "{folder}" }}')
+    spec = write_spec(tmp_path, text=text)
+    res = tmp_path / "res"
+    assert main(["sweep", str(spec), "--executor", "debug", "--results", str(res)]) == 1
+    counts, rows = sweep.status_counts(res / "s")
+    assert counts["failed"] == len(rows) == 5                 # recorded, never 'missing'
+    capsys.readouterr()
+    main(["status", str(res / "s")])
+    assert "cannot read the imagefolder data" in capsys.readouterr().out
+    main(["sweep", str(spec), "--executor", "debug", "--results", str(res)])
+    assert "to submit: 0 runs (skipping 5 failed)" in capsys.readouterr().out
