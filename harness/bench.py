@@ -13,15 +13,21 @@ time and ratios to the bare loop and to the harness ``fp``. CUDA steps are timed
 events.
 
 Memory (one variant at a time, nothing else alive): CUDA reports torch's peak allocated
-bytes over two steps. On the CPU, where torch keeps no allocator statistics, we count what
-training holds at its peak: parameters, gradients, optimizer state and buffers, plus the
-tensors autograd saves for backward during one step (torch.autograd.graph
-saved_tensors_hooks, deduplicated by storage; transient workspace is not included).
+bytes over two steps. On the CPU torch keeps no allocator statistics, so ``peak_train_mb``
+is ``held_mb``: what training holds at its peak by construction, i.e. parameters, gradients,
+optimizer state and buffers plus the tensors autograd saves for backward during a step
+(saved_tensors_hooks, deduplicated by storage). It leaves out transient workspace (for SLB:
+the softmax its backward recomputes, one layer at a time, at most a few MB). ``--memory rss``
+also measures each variant's peak resident-set growth in a fresh interpreter (VmHWM reset
+through /proc/self/clear_refs); at CIFAR sizes oneDNN, OpenMP and allocator overheads of a
+few hundred MB swamp the differences between methods there, which is why it is not the
+default.
 """
 from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -163,6 +169,35 @@ def _bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def _rss_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _memory_in_fresh_process(args, v: Variant) -> dict[str, float]:
+    """Runs in a new interpreter (spawn): the growth of the peak resident set over the
+    process's state before the model is built measures everything training holds, transient
+    workspace included, with no other variant's memory or allocator cache in the way."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cpu")
+    data = _synthetic(max(1024, args.batch_size * 8), 32, device)
+    import gc as _gc
+
+    _gc.collect()
+    base = _rss_mb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # VmHWM := VmRSS
+    info = _memory(args, v, data, device)
+    info["peak_rss_growth_mb"] = _rss_mb("VmHWM") - base
+    return info
+
+
 def _memory(args, v: Variant, data, device) -> dict[str, float]:
     """Peak training memory of one variant (see the module docstring), in MB."""
     import torch
@@ -185,6 +220,7 @@ def _memory(args, v: Variant, data, device) -> dict[str, float]:
         torch.cuda.synchronize()
         info["peak_train_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         info["persistent_mb"] = base / 2**20
+        info["held_mb"] = float("nan")
         return info
     persistent = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
                   for t in list(model.parameters()) + list(model.buffers())}
@@ -207,7 +243,7 @@ def _memory(args, v: Variant, data, device) -> dict[str, float]:
         v.step()
     info["persistent_mb"] = sum(persistent.values()) / 2**20
     info["saved_for_backward_mb"] = sum(saved.values()) / 2**20
-    info["peak_train_mb"] = info["persistent_mb"] + info["saved_for_backward_mb"]
+    info["held_mb"] = info["persistent_mb"] + info["saved_for_backward_mb"]
     return info
 
 
@@ -225,13 +261,24 @@ def run_bench(args, echo=print) -> tuple[Any, list[str]]:
     echo(f"bench: {len(vs)} variants, {args.model} width {args.width}, batch {args.batch_size}, "
          f"{device_name(device)}, torch {torch.__version__}")
     mem = {}
-    for v in vs:  # memory first, one variant alive at a time
-        mem[v.name] = _memory(args, v, data, device)
-        v.info.clear()
-        v.step = v.epoch_hook = None
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    if device.type == "cpu" and args.memory == "rss" and os.path.exists("/proc/self/clear_refs"):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                 max_tasks_per_child=1) as pool:
+            for v in vs:
+                mem[v.name] = pool.submit(_memory_in_fresh_process, args, v).result()
+                mem[v.name]["peak_train_mb"] = mem[v.name]["held_mb"]
+    else:
+        for v in vs:  # memory first, one variant alive at a time
+            mem[v.name] = _memory(args, v, data, device)
+            mem[v.name].setdefault("peak_train_mb", mem[v.name].get("held_mb", float("nan")))
+            v.info.clear()
+            v.step = v.epoch_hook = None
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     for v in vs:
         _build(args, v, data, device)
         for _ in range(args.warmup):
@@ -300,7 +347,7 @@ def write(df, lines: list[str], out: Path, meta: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     records.atomic_write_text(out / "bench.csv", df.to_csv(index=False))
     cols = ["variant", "median_step_s", "vs_bare", "vs_fp", "vs_fp_with_epoch_hook",
-            "peak_train_mb", "mem_vs_ste_w1", "method_param_mb", "method_opt_state_mb"]
+            "peak_train_mb", "held_mb", "mem_vs_ste_w1", "method_param_mb", "method_opt_state_mb"]
     table = df[cols]
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
     body = ["| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |"
@@ -325,7 +372,7 @@ def cmd_bench(args) -> int:
 
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(df[["variant", "median_step_s", "vs_bare", "vs_fp", "vs_fp_with_epoch_hook",
-                  "peak_train_mb", "mem_vs_ste_w1", "method_param_mb",
+                  "peak_train_mb", "held_mb", "mem_vs_ste_w1", "method_param_mb",
                   "method_opt_state_mb"]].round(3).to_string(index=False))
     for line in lines:
         print(line)
@@ -358,6 +405,11 @@ def add_commands(sub) -> None:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--memory", choices=("held", "rss"), default="held",
+                   help="CPU peak memory: what training holds (parameters, grads, optimizer "
+                        "state, buffers, tensors saved for backward), or also the peak RSS "
+                        "growth in a fresh process per variant (slow; allocator and thread "
+                        "overheads of ~250 MB dominate it at CIFAR sizes)")
     p.add_argument("--what", choices=("train", "report", "all"), default="train")
     p.add_argument("--report-runs", type=int, default=1000)
     p.add_argument("--out", default="results/bench")

@@ -11,6 +11,7 @@ from methods.base import load_all
 def test_bench_times_every_variant_and_writes_tables(tmp_path, capsys):
     rc = main(["bench", "--model", "small_cnn", "--width", "0.125", "--batch-size", "16",
                "--bits", "1", "2", "--rounds", "1", "--steps", "1", "--warmup", "0",
+               "--memory", "held",
                "--out", str(tmp_path)])
     assert rc == 0
     df = pd.read_csv(tmp_path / "bench.csv")
