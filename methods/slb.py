@@ -107,7 +107,8 @@ BN_MODES = ("sbn", "recal_epoch", "recal_end", "none")
 # --------------------------------------------------------------------------- pure functions
 
 class _SlbWeight(torch.autograd.Function):
-    """W_c = softmax(T A) @ V with the exact gradient of eq. 3, recomputing P in backward.
+    """W_c = softmax(T A) . V along axis ``dim`` (0 or -1) with the exact gradient of eq. 3,
+    recomputing P in backward.
 
     Saving P for backward would keep an (..., n) tensor per layer alive from the forward to the
     backward pass (n times the weight memory: 16x at 4 bits). We keep only A, which is the
@@ -116,19 +117,23 @@ class _SlbWeight(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits, candidates, inv_temperature):
-        p = torch.softmax(logits * inv_temperature, dim=-1)
-        w = p @ candidates
+    def forward(ctx, logits, candidates, inv_temperature, dim):
+        p = torch.softmax(logits * inv_temperature, dim=dim)
+        w = candidates @ p if dim == 0 else p @ candidates
+        ctx.dim = dim
         ctx.save_for_backward(logits, candidates, inv_temperature, w)
         return w
 
     @staticmethod
     def backward(ctx, g):
         logits, candidates, t, w = ctx.saved_tensors
-        p = torch.softmax(logits * t, dim=-1)
+        p = torch.softmax(logits * t, dim=ctx.dim)
         # dL/dA_i = T P_i (v_i - W_c) dL/dW_c   (eq. 3), in place on the recomputed P
-        p.mul_(candidates - w.unsqueeze(-1)).mul_((g * t).unsqueeze(-1))
-        return p, None, None
+        if ctx.dim == 0:
+            p.mul_(candidates.unsqueeze(1) - w).mul_(g * t)
+        else:
+            p.mul_(candidates - w.unsqueeze(-1)).mul_((g * t).unsqueeze(-1))
+        return p, None, None, None
 
 
 def slb_weight(logits: torch.Tensor, candidates: torch.Tensor,
@@ -138,7 +143,16 @@ def slb_weight(logits: torch.Tensor, candidates: torch.Tensor,
     For backward only A itself (no copy), V, T and W_c are kept; P is recomputed.
     """
     t = torch.as_tensor(inv_temperature, dtype=logits.dtype, device=logits.device)
-    return _SlbWeight.apply(logits, candidates.to(logits.dtype), t)
+    return _SlbWeight.apply(logits, candidates.to(logits.dtype), t, -1)
+
+
+def slb_weight_candidates_first(logits: torch.Tensor, candidates: torch.Tensor,
+                                inv_temperature: torch.Tensor) -> torch.Tensor:
+    """:func:`slb_weight` for logits stored candidates-first, shape (n, N): the same numbers,
+    but the softmax runs over n contiguous rows of N values instead of N rows of n values,
+    which is ~20x faster on the CPU for n = 2 or 4 (torch's softmax over a tiny last axis
+    does not vectorise)."""
+    return _SlbWeight.apply(logits, candidates.to(logits.dtype), inv_temperature, 0)
 
 
 def slb_deploy(logits: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -146,9 +160,10 @@ def slb_deploy(logits: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     return candidates.to(logits.dtype)[logits.argmax(dim=-1)]
 
 
-def softmax_entropy(logits: torch.Tensor, inv_temperature: float | torch.Tensor) -> torch.Tensor:
-    """Entropy (nats) of softmax(T A) over the last axis, one value per weight."""
-    return torch.special.entr(torch.softmax(logits * inv_temperature, dim=-1)).sum(-1)
+def softmax_entropy(logits: torch.Tensor, inv_temperature: float | torch.Tensor,
+                    dim: int = -1) -> torch.Tensor:
+    """Entropy (nats) of softmax(T A) over the candidate axis, one value per weight."""
+    return torch.special.entr(torch.softmax(logits * inv_temperature, dim=dim)).sum(dim)
 
 
 def default_candidates(bits: int) -> torch.Tensor:
@@ -364,9 +379,11 @@ def set_bn_state(model: nn.Module, quantized: bool) -> None:
 class SlbWeight(WeightQuantizer):
     """One layer's logits A, the candidate set V and the current T.
 
-    A is stored flattened, shape (weight.numel(), n), so that
-    ``Module.to(memory_format=torch.channels_last)`` (which refuses 5-D tensors) leaves it
-    alone; :meth:`logits_view` gives it as weight.shape + (n,) without a copy.
+    A is stored candidates-first and flattened, shape (n, weight.numel()): the softmax over
+    the candidates is then ~20x faster on the CPU for small n (see
+    :func:`slb_weight_candidates_first`), and ``Module.to(memory_format=torch.channels_last)``
+    (which refuses 5-D tensors) leaves it alone. :meth:`logits_view` gives it as
+    weight.shape + (n,), the layout of :func:`slb_weight`, without a copy.
     """
 
     latent = ("logits",)
@@ -374,7 +391,7 @@ class SlbWeight(WeightQuantizer):
     def __init__(self, weight: torch.Tensor, bits: int, candidates: torch.Tensor,
                  logits: torch.Tensor):
         super().__init__(weight, bits)
-        self.logits = nn.Parameter(logits.reshape(-1, logits.shape[-1]))
+        self.logits = nn.Parameter(logits.reshape(-1, logits.shape[-1]).t().contiguous())
         self.register_buffer("candidates", candidates.to(logits))
         # T as a buffer, not a Python float: torch.compile does not recompile when it changes
         self.register_buffer("inv_temperature", torch.ones((), dtype=logits.dtype),
@@ -382,14 +399,15 @@ class SlbWeight(WeightQuantizer):
         self.register_buffer("prev_codes", self.codes())  # for flip_ratio; survives a resume
 
     def logits_view(self) -> torch.Tensor:
-        return self.logits.view(*self.shape, self.logits.shape[-1])
+        return self.logits.t().view(*self.shape, self.logits.shape[0])
 
     def forward(self) -> torch.Tensor:
-        return slb_weight(self.logits, self.candidates, self.inv_temperature).view(self.shape)
+        return slb_weight_candidates_first(self.logits, self.candidates,
+                                           self.inv_temperature).view(self.shape)
 
     @torch.no_grad()
     def codes(self) -> torch.Tensor:
-        return self.logits.argmax(dim=-1).view(self.shape).to(code_dtype(self.logits.shape[-1]))
+        return self.logits.argmax(dim=0).view(self.shape).to(code_dtype(self.logits.shape[0]))
 
     @torch.no_grad()
     def export(self) -> dict[str, torch.Tensor]:
@@ -532,7 +550,7 @@ class Slb(Method):
             tiny = torch.finfo(w_q.dtype).tiny
             gaps.append(float(torch.linalg.vector_norm(w_c - w_q)
                               / torch.linalg.vector_norm(w_q).clamp_min(tiny)))
-            entropies.append(float(softmax_entropy(wq.logits, wq.inv_temperature).mean()))
+            entropies.append(float(softmax_entropy(wq.logits, wq.inv_temperature, 0).mean()))
         _, acc_continuous = ctx.evaluate(model)
         return {"inv_temperature": self.inv_temperature,
                 "temperature": 1.0 / self.inv_temperature,

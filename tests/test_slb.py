@@ -313,7 +313,7 @@ def test_export_round_trip(sets, tmp_path):
     v = torch.tensor(cfg.method_options["candidates"] or torch.linspace(-1, 1, 4).tolist())
     for name, e in blob["layers"].items():
         assert torch.equal(e["levels"], v) and e["scale"].item() == 1.0 and e["bits"] == 2
-        codes = ck[f"{name}.wq.logits"].argmax(-1).view(e["codes"].shape)
+        codes = ck[f"{name}.wq.logits"].argmax(0).view(e["codes"].shape)
         assert torch.equal(e["codes"].long(), codes)
     for key, value in blob["state"].items():
         if key.endswith(("running_mean", "running_var")):
@@ -386,3 +386,22 @@ def test_cli_reports_a_bad_option_in_one_line_before_creating_a_run(tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error: method.candidates:") and len(err.splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_candidates_first_layout_gives_the_same_weights_and_gradients():
+    from methods.slb import slb_weight_candidates_first
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(5, 3, 4, dtype=torch.float64, generator=g)
+    v = torch.linspace(-1, 1, 4, dtype=torch.float64)
+    t = torch.tensor(2.5, dtype=torch.float64)
+    a1 = a.clone().requires_grad_()
+    a2 = a.reshape(-1, 4).t().contiguous().requires_grad_()
+    w1 = slb_weight(a1, v, t)
+    w2 = slb_weight_candidates_first(a2, v, t).view(5, 3)
+    torch.testing.assert_close(w1, w2)
+    up = torch.randn(5, 3, dtype=torch.float64, generator=g)
+    (w1 * up).sum().backward()
+    (w2 * up).sum().backward()
+    torch.testing.assert_close(a1.grad.reshape(-1, 4).t(), a2.grad)
+    assert torch.autograd.gradcheck(lambda x: slb_weight_candidates_first(x, v, t), (a2.detach().requires_grad_(),))
