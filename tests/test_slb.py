@@ -405,3 +405,12 @@ def test_candidates_first_layout_gives_the_same_weights_and_gradients():
     (w2 * up).sum().backward()
     torch.testing.assert_close(a1.grad.reshape(-1, 4).t(), a2.grad)
     assert torch.autograd.gradcheck(lambda x: slb_weight_candidates_first(x, v, t), (a2.detach().requires_grad_(),))
+
+
+@pytest.mark.parametrize("n", [2, 4, 16, 64])
+def test_argmax_rows_matches_torch_argmax_including_ties(n):
+    from methods.slb import argmax_rows
+
+    g = torch.Generator().manual_seed(n)
+    a = torch.randint(0, 3, (n, 500), generator=g).float()   # many ties
+    assert torch.equal(argmax_rows(a), a.argmax(0))
