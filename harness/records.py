@@ -112,6 +112,22 @@ def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(Path(run_dir) / "metrics.csv", metrics_csv(rows))
 
 
+def ensure_writable_dir(path: Path, field: str, fix: str) -> None:
+    """Create ``path`` and check a file can be written there, or raise a UserError."""
+    from methods.errors import UserError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(field, f"{str(path)!r} is a file; {fix}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(field, f"cannot write to {str(path)!r} ({e.strerror}); {fix}") from None
+
+
 def append_log(run_dir: Path, line: str) -> None:
     with open(Path(run_dir) / "log.txt", "a") as f:
         f.write(line.rstrip("\n") + "\n")

@@ -867,14 +867,9 @@ def cmd_sweep(args) -> int:
         _print_todo(todo, skipped)
         print("dry run: nothing submitted")
         return 0
-    try:
-        sdir.mkdir(parents=True, exist_ok=True)
-        probe = sdir / ".write-probe"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UserError("--results", f"cannot write to {str(sdir)!r} ({e.strerror}); pass a "
-                        "writable --results directory") from None
+    from harness import records
+
+    records.ensure_writable_dir(sdir, "--results", "pass a writable --results directory")
     with locked(sdir):
         todo, skipped = plan_runs(study, sdir, args.retry_failed)
         _print_todo(todo, skipped)

@@ -256,16 +256,7 @@ def _set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
 def prepare_run_dir(run_dir: Path, cfg: C.RunConfig) -> str:
     """Create or check RUN_DIR. Returns its state: 'new', 'resume' or the finished status."""
     run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError("--out", f"{str(run_dir)!r} is a file; pass a directory")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-probe"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UserError("--out", f"cannot write to {str(run_dir)!r} ({e.strerror}); "
-                        "choose a writable directory") from None
+    records.ensure_writable_dir(run_dir, "--out", "choose a writable directory")
     cfg_path = run_dir / "config.json"
     want = C.config_hash(cfg)
     if not cfg_path.exists():
