@@ -24,7 +24,7 @@ from harness import models, records
 from harness.env import resolve_device
 from harness.train import Trainer, evaluate
 from methods.act import make_act_quantizer
-from methods.base import QLayer, UserError, WeightQuantizer, decode, quant_layers
+from methods.base import QLayer, UserError, WeightQuantizer, decode, quant_layers, set_module
 
 FORMAT = "slbench-deployed/1"
 
@@ -96,10 +96,8 @@ def rebuild_model(cfg: C.RunConfig, num_classes: int, in_channels: int, image_si
             bits = int(entry["bits"])
         else:
             w, bits = entry["weight"], 32
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
         act = make_act_quantizer(cfg.a_bits, cfg.a_quant, cfg.pact_init)
-        setattr(parent, child, QLayer(layer, FixedWeight(w.clone(), bits), act))
+        set_module(model, name, QLayer(layer, FixedWeight(w.clone(), bits), act))
     if state is not None:
         full = dict(state)
         for name, m in quant_layers(model):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from methods.act import make_act_quantizer, nonlinearity
-from methods.base import QLayer, UserError
+from methods.base import QLayer, UserError, set_module
 
 
 def _c(channels: int, width: float) -> int:
@@ -160,12 +160,6 @@ def policy_layers(model: nn.Module, mcfg) -> list[str]:
     return chosen
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
-
-
 def build(cfg, num_classes: int, in_channels: int, image_size: tuple[int, int],
           method=None) -> nn.Module:
     """The float network, with the policy's layers replaced by QLayers of ``method``.
@@ -179,6 +173,6 @@ def build(cfg, num_classes: int, in_channels: int, image_size: tuple[int, int],
     for name in policy_layers(model, cfg.model):
         layer = model.get_submodule(name)
         wq = method.make_quantizer(layer, name)
-        _set_module(model, name, QLayer(layer, wq, make_act_quantizer(
+        set_module(model, name, QLayer(layer, wq, make_act_quantizer(
             cfg.a_bits, cfg.a_quant, cfg.pact_init)))
     return model

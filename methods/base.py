@@ -93,6 +93,19 @@ def decode(codes: torch.Tensor, levels: torch.Tensor, scale: torch.Tensor) -> to
     return w * scale.reshape(-1, *([1] * (w.dim() - 1)))
 
 
+def binary_export(w: torch.Tensor, scale: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The export of sign weights: codes 0/1 for -1/+1 (sign(0) = +1), levels [-1, 1]."""
+    return {"codes": (w >= 0).to(torch.uint8),
+            "levels": torch.tensor([-1.0, 1.0], dtype=w.dtype, device=w.device),
+            "scale": scale}
+
+
+def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Replace the submodule at dotted path ``name``."""
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
 def code_dtype(n_levels: int) -> torch.dtype:
     return torch.uint8 if n_levels <= 256 else torch.int32
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from methods.base import Method, Progress, UserError, WeightQuantizer, register
+from methods.base import Method, Progress, UserError, WeightQuantizer, binary_export, register
 from methods.ste import binary_scale
 
 SCALINGS = ("none", "channel")
@@ -113,10 +113,7 @@ class BopWeight(WeightQuantizer):
 
     @torch.no_grad()
     def export(self):
-        w = self.weight
-        return {"codes": (w > 0).to(torch.uint8),
-                "levels": torch.tensor([-1.0, 1.0], dtype=w.dtype, device=w.device),
-                "scale": self._scale().detach().clone()}
+        return binary_export(self.weight, self._scale().detach().clone())  # w is +-1
 
 
 @register

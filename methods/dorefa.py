@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from methods.base import Method, WeightQuantizer, register
+from methods.base import Method, WeightQuantizer, binary_export, register
 
 
 class _RoundSTE(torch.autograd.Function):
@@ -73,9 +73,7 @@ class DorefaWeight(WeightQuantizer):
     def export(self):
         w = self.weight
         if self.bits == 1:
-            return {"codes": (w >= 0).to(torch.uint8),
-                    "levels": torch.tensor([-1.0, 1.0], dtype=w.dtype, device=w.device),
-                    "scale": w.abs().mean()}
+            return binary_export(w, w.abs().mean())
         n = 2 ** self.bits - 1
         codes = torch.round(_normalised(w) * n).to(torch.uint8)
         return {"codes": codes,

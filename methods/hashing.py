@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import Method, UserError, WeightQuantizer, register
+from methods.base import Method, UserError, WeightQuantizer, binary_export, register
 from methods.ste import binary_scale, sign_ste
 
 ALPHAS = ("mean", "learned")
@@ -103,10 +103,7 @@ class HashWeight(WeightQuantizer):
 
     @torch.no_grad()
     def export(self):
-        w = self.weight
-        return {"codes": (w >= 0).to(torch.uint8),
-                "levels": torch.tensor([-1.0, 1.0], dtype=w.dtype, device=w.device),
-                "scale": self.scale().detach().clone()}
+        return binary_export(self.weight, self.scale().detach().clone())
 
 
 @register

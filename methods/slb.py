@@ -96,7 +96,7 @@ import torch
 from torch import nn
 
 from methods.base import (Method, Progress, UserError, WeightQuantizer, code_dtype,
-                          parse_options, quant_layers, register, set_deployed)
+                          parse_options, quant_layers, register, set_deployed, set_module)
 
 INITS = ("random", "from_fp")
 SCHEDULES = ("exp", "linear", "cos", "sgdr")
@@ -368,16 +368,11 @@ class StateBN(nn.BatchNorm2d):
         return super().extra_repr() + f", quantized={self.quantized}"
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
-
-
 def install_state_bn(model: nn.Module) -> None:
     """Replace every BatchNorm2d with running statistics by a StateBN (same gamma/beta)."""
     for name, m in list(model.named_modules()):
         if type(m) is nn.BatchNorm2d and m.track_running_stats:
-            _set_module(model, name, StateBN.from_bn(m))
+            set_module(model, name, StateBN.from_bn(m))
     for name, m in model.named_modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
             _need(isinstance(m, StateBN), "bn", f"{name} is a {type(m).__name__}, which has no "

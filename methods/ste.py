@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from methods.base import Method, WeightQuantizer, register
+from methods.base import Method, WeightQuantizer, binary_export, register
 
 SCALINGS = ("none", "layer", "channel")
 
@@ -87,10 +87,7 @@ class SignWeight(WeightQuantizer):
 
     @torch.no_grad()
     def export(self):
-        w = self.weight
-        return {"codes": (w >= 0).to(torch.uint8),
-                "levels": torch.tensor([-1.0, 1.0], dtype=w.dtype, device=w.device),
-                "scale": binary_scale(w, self.opt.scaling)}
+        return binary_export(self.weight, binary_scale(self.weight, self.opt.scaling))
 
 
 @register
