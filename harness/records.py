@@ -3,7 +3,7 @@
 RUN_DIR/
   config.json      fully resolved config + config_hash
   metrics.csv      one row per epoch: METRIC_COLUMNS, then the method's scalars
-  summary.json     status running|completed|failed|diverged, accuracies, timings, env, costs
+  summary.json     RunSummary: status, accuracies, timings, env, costs
   checkpoint.pt    model, optimizer, scheduler, method state, RNG states, epoch, metric rows
   log.txt          human-readable log (appended)
   deployed.pt      written by `python -m harness export`
@@ -20,6 +20,7 @@ import json
 import math
 import os
 import tempfile
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ import numpy as np
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr",
                   "epoch_time_s", "samples_per_s"]
 TIMING_COLUMNS = ["epoch_time_s", "samples_per_s"]  # the only columns that vary run to run
-STATUSES = ("running", "completed", "failed", "diverged")
+STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
+PEAK_MEM_KINDS = ("cuda_max_allocated", "cpu_peak_rss")
 
 
 def _umask() -> int:
@@ -138,6 +140,74 @@ def read_json(path: Path) -> dict[str, Any]:
         return json.load(f)
 
 
+# --------------------------------------------------------------------------- summary.json
+
+@dataclass
+class RunSummary:
+    """summary.json: the one schema every writer (trainer, tests, the report's benchmark)
+    and every reader (status, sweep, report, export) goes through.
+
+    ``status``: running (being trained, or killed without a last word), completed, failed
+    (an exception; ``error`` says which), diverged (non-finite loss), interrupted (stopped
+    by a signal after writing its last checkpoint: a re-run resumes it).
+    Accuracies are percentages of the deployed network; times in seconds; memory in MiB
+    (``peak_mem_kind`` says what was measured); sizes in bytes. ``env`` describes where and
+    with which code the run ran (harness.env.environment). Keys this version does not know
+    are kept in ``extra`` and written back unchanged.
+    """
+
+    status: str
+    epochs: int
+    epochs_completed: int = 0
+    final_test_acc: float | None = None
+    best_test_acc: float | None = None
+    wall_time_s: float = 0.0
+    mean_epoch_time_s: float | None = None
+    peak_mem_mb: float | None = None
+    peak_mem_kind: str = ""
+    param_bytes: int | None = None
+    method_param_bytes: int | None = None
+    optimizer_state_bytes: int | None = None
+    method_optimizer_state_bytes: int | None = None
+    config_hash: str = ""
+    env: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+             if f.name != "extra"}
+        if not d["error"]:
+            del d["error"]
+        return {**self.extra, **d}
+
+    @classmethod
+    def from_json(cls, d: Any) -> "RunSummary":
+        """Parse a summary.json object; ValueError names what is wrong."""
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object, got {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        if d.get("status") not in STATUSES:
+            raise ValueError(f"unknown status {d.get('status')!r}")
+        if not isinstance(d.get("epochs"), int) or isinstance(d.get("epochs"), bool):
+            raise ValueError(f"epochs is {d.get('epochs')!r}, not an integer")
+        known = {k: v for k, v in d.items() if k in names}
+        if not isinstance(known.get("env", {}), dict):
+            raise ValueError("env is not an object")
+        if known.get("error") is None:
+            known.pop("error", None)
+        return cls(**known, extra={k: v for k, v in d.items() if k not in names})
+
+
+def write_summary(run_dir: Path, summary: RunSummary) -> None:
+    atomic_write_json(Path(run_dir) / "summary.json", summary.to_json())
+
+
+def read_summary(run_dir: Path) -> RunSummary:
+    """RUN_DIR/summary.json as a RunSummary (OSError/ValueError when unreadable)."""
+    return RunSummary.from_json(read_json(Path(run_dir) / "summary.json"))
+
+
 # --------------------------------------------------------------------------- loading records
 
 @dataclass
@@ -146,7 +216,7 @@ class RunRecord:
 
     path: Path
     config: dict[str, Any] | None = None
-    summary: dict[str, Any] | None = None
+    summary: RunSummary | None = None
     metrics: Any = None  # pandas.DataFrame
     problem: str = ""
 
@@ -156,7 +226,7 @@ class RunRecord:
             return "corrupt"
         if self.summary is None:
             return "pending"
-        return self.summary.get("status", "corrupt")
+        return self.summary.status
 
 
 def load_run(run_dir: Path, with_metrics: bool = True) -> RunRecord:
@@ -177,12 +247,9 @@ def load_run(run_dir: Path, with_metrics: bool = True) -> RunRecord:
     if not sum_path.exists():
         return rec
     try:
-        rec.summary = read_json(sum_path)
-    except (OSError, ValueError) as e:
+        rec.summary = RunSummary.from_json(read_json(sum_path))
+    except (OSError, ValueError, TypeError) as e:
         rec.problem = f"summary.json unreadable: {e}"
-        return rec
-    if rec.summary.get("status") not in STATUSES:
-        rec.problem = f"summary.json has unknown status {rec.summary.get('status')!r}"
         return rec
     if with_metrics and met_path.exists():
         try:
@@ -194,14 +261,14 @@ def load_run(run_dir: Path, with_metrics: bool = True) -> RunRecord:
         if missing:
             rec.problem = f"metrics.csv lacks columns {missing}"
             return rec
-    if rec.summary.get("status") == "completed":
-        done = rec.summary.get("epochs_completed")
+    if rec.summary.status == "completed":
+        done = rec.summary.epochs_completed
         want = (rec.config or {}).get("epochs")
         if done != want:
             rec.problem = f"completed with {done} of {want} epochs"
         elif with_metrics and (rec.metrics is None or len(rec.metrics) != want):
             n = 0 if rec.metrics is None else len(rec.metrics)
             rec.problem = f"metrics.csv has {n} rows for {want} epochs"
-        elif rec.summary.get("final_test_acc") is None:
+        elif rec.summary.final_test_acc is None:
             rec.problem = "completed without final_test_acc"
     return rec

@@ -178,7 +178,7 @@ def _run_row(run_id: str, rec, man: dict[str, Any], non_semantic: tuple) -> dict
     mname = method.get("name") if isinstance(method, dict) else method
     options = {k: v for k, v in method.items() if k != "name"} if isinstance(method, dict) else {}
     meta = cfg.get("meta") or {}
-    summ = rec.summary or {}
+    summ = rec.summary.to_json() if rec.summary is not None else {}
     env = summ.get("env") or {}
     flat = _flatten({k: v for k, v in cfg.items() if k != "config_hash"}) if cfg else {}
     ident = {k: v for k, v in flat.items() if k.split(".")[0] in ("data", "model")

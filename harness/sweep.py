@@ -648,15 +648,16 @@ def run_state(run_dir: Path, job_state: str | None) -> tuple[str, str]:
         return ("running", "") if active else ("corrupt", rec.problem)
     status = rec.status
     if status in ("completed", "diverged"):
-        return status, (rec.summary or {}).get("error", "")
+        return status, rec.summary.error
     if status == "failed" and not active:
-        return "failed", (rec.summary or {}).get("error", "")
+        return "failed", rec.summary.error
     if active:
         return ("running" if job_state != "PENDING" and status is not None
                 and status != "pending" else "pending"), ""
     if status == "pending":
         return "missing", "submitted but never started" if job_state else ""
-    return "interrupted", f"stopped at epoch {(rec.summary or {}).get('epochs_completed', 0)}" + (
+    done = rec.summary.epochs_completed if rec.summary is not None else 0
+    return "interrupted", f"stopped at epoch {done}" + (
         f" (last job {job_state})" if job_state else "")
 
 
