@@ -56,11 +56,11 @@ def cmd_run(args) -> int:
     flags["data.download"] = getattr(args, "data.download")
     cfg = C.build(args.config, flags, args.set)
     summary = train.run(cfg, Path(args.out))
-    status = summary.get("status")
+    status = summary.status
     if status == "completed":
         if train.Dist.from_env().main:
             print(f"{args.out}: completed, final deployed test accuracy "
-                  f"{summary['final_test_acc']:.2f}%")
+                  f"{summary.final_test_acc:.2f}%")
         return 0
     return 3 if status == "diverged" else 1
 

@@ -171,6 +171,9 @@ class RunSummary:
     method_optimizer_state_bytes: int | None = None
     config_hash: str = ""
     env: dict[str, Any] = field(default_factory=dict)
+    # the method's self-description for reports: {"display_name": str, "internal_metrics":
+    # {column: [title, [low, high] or null]}} (methods.base.Method.display_name, ...)
+    method_info: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 

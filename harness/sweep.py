@@ -689,7 +689,7 @@ class RunJob(submitit.helpers.Checkpointable):
         for run_dir in self.run_dirs:
             cfg = C.resolve(C.from_dict(records.read_json(Path(run_dir) / "config.json")))
             try:
-                out.append(str(train.run(cfg, Path(run_dir)).get("status")))
+                out.append(train.run(cfg, Path(run_dir)).status)
             except Exception:  # recorded as failed in the run's summary; go on with the queue
                 if len(self.run_dirs) == 1:
                     raise

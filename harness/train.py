@@ -367,32 +367,30 @@ class Trainer:
         return True
 
     # --- records
-    def summary(self, status: str, final_acc: float | None = None, error: str = "") -> dict:
+    def summary(self, status: str, final_acc: float | None = None,
+                error: str = "") -> records.RunSummary:
         accs = [r["test_acc"] for r in self.rows] + ([final_acc] if final_acc is not None else [])
         times = [r["epoch_time_s"] for r in self.rows]
         mparams = self.method_params()
-        s = {"status": status, "final_test_acc": final_acc,
-             "best_test_acc": max(accs) if accs else None,
-             "epochs_completed": len(self.rows), "epochs": self.cfg.epochs,
-             "wall_time_s": self.wall, "mean_epoch_time_s": float(np.mean(times)) if times else None,
-             "peak_mem_mb": peak_memory_mb(self.device), "peak_mem_kind":
-                 "cuda_max_allocated" if self.device.type == "cuda" else "cpu_peak_rss",
-             "param_bytes": tensor_bytes(self.model.parameters()),
-             "method_param_bytes": tensor_bytes(mparams),
-             "optimizer_state_bytes": optimizer_state_bytes(self.optimizer) + self._state_buffers(),
-             "method_optimizer_state_bytes": optimizer_state_bytes(self.optimizer, mparams)
-                 + self._state_buffers(),
-             "config_hash": C.config_hash(self.cfg), "env": environment(self.device)}
-        if error:
-            s["error"] = error
-        return s
+        return records.RunSummary(
+            status=status, epochs=self.cfg.epochs, epochs_completed=len(self.rows),
+            final_test_acc=final_acc, best_test_acc=max(accs) if accs else None,
+            wall_time_s=self.wall, mean_epoch_time_s=float(np.mean(times)) if times else None,
+            peak_mem_mb=peak_memory_mb(self.device),
+            peak_mem_kind="cuda_max_allocated" if self.device.type == "cuda" else "cpu_peak_rss",
+            param_bytes=tensor_bytes(self.model.parameters()),
+            method_param_bytes=tensor_bytes(mparams),
+            optimizer_state_bytes=optimizer_state_bytes(self.optimizer) + self._state_buffers(),
+            method_optimizer_state_bytes=optimizer_state_bytes(self.optimizer, mparams)
+            + self._state_buffers(),
+            config_hash=C.config_hash(self.cfg), env=environment(self.device),
+            method_info=type(self.method).info(), error=error)
 
     def write_records(self, status: str, final_acc: float | None = None, error: str = "") -> None:
         if not self.dist.main:
             return
         records.write_metrics(self.run_dir, self.rows)
-        records.atomic_write_json(self.run_dir / "summary.json",
-                                  self.summary(status, final_acc, error))
+        records.write_summary(self.run_dir, self.summary(status, final_acc, error))
 
     # --- epochs
     def epoch(self, epoch: int) -> dict[str, Any]:
@@ -454,7 +452,7 @@ class Trainer:
         except ValueError:
             old = {}
         records.atomic_write_json(path, {
-            "epochs_completed": 0, "epochs": self.cfg.epochs, **old, "status": "failed",
+            "epochs_completed": 0, **old, "epochs": self.cfg.epochs, "status": "failed",
             "error": error, "config_hash": C.config_hash(self.cfg),
             "env": environment(self.device)})
 
@@ -530,7 +528,7 @@ def _progress(cfg: C.RunConfig, start: int) -> Callable[[str | None], None]:
     return update
 
 
-def run(cfg: C.RunConfig, run_dir: Path, echo: Callable[[str], None] = print) -> dict[str, Any]:
+def run(cfg: C.RunConfig, run_dir: Path, echo: Callable[[str], None] = print) -> records.RunSummary:
     """Train (or resume, or do nothing if finished) one run into ``run_dir``.
 
     An exclusive lock on RUN_DIR/.lock makes a second process on the same run (a duplicate
@@ -539,20 +537,21 @@ def run(cfg: C.RunConfig, run_dir: Path, echo: Callable[[str], None] = print) ->
     if not Dist.from_env().main:  # rank 0 owns (checks, locks, writes) the run directory
         summary = Path(run_dir) / "summary.json"
         if summary.exists() and records.read_json(summary).get("status") in ("completed", "diverged"):
-            return records.read_json(summary)
+            return records.read_summary(run_dir)
         return Trainer(cfg, run_dir, echo).run()
     state = prepare_run_dir(run_dir, cfg)
     if state in ("completed", "diverged"):
         echo(f"{run_dir}: already {state}; nothing to do")
-        return records.read_json(Path(run_dir) / "summary.json")
+        return records.read_summary(run_dir)
     with open(Path(run_dir) / ".lock", "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             echo(f"{run_dir}: another process is training this run; nothing to do")
-            return {"status": "running", "error": "run directory locked by another process"}
+            return records.RunSummary(status="running", epochs=cfg.epochs,
+                                      error="run directory locked by another process")
         state = prepare_run_dir(run_dir, cfg)  # it may have finished while we waited
         if state in ("completed", "diverged"):
             echo(f"{run_dir}: already {state}; nothing to do")
-            return records.read_json(Path(run_dir) / "summary.json")
+            return records.read_summary(run_dir)
         return Trainer(cfg, run_dir, echo).run()

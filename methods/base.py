@@ -230,6 +230,10 @@ class Method:
     """Base class: override what the method needs; every hook defaults to doing nothing."""
 
     name: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""  # how reports name it ("DoReFa-Net"); "" = ``name``
+    # metrics.csv columns the method adds that reports draw as companion panels:
+    # column -> (title, (lower bound, upper bound) or None); the trainer records this
+    internal_metrics: ClassVar[dict[str, tuple[str, tuple[float | None, float | None] | None]]] = {}
     bits: ClassVar[frozenset[int]] = frozenset()
     default_bits: ClassVar[int] = 1
     Options: ClassVar[type] = NoOptions
@@ -239,6 +243,13 @@ class Method:
     def __init__(self, options: Any, w_bits: int):
         self.opt = options
         self.w_bits = w_bits
+
+    @classmethod
+    def info(cls) -> dict[str, Any]:
+        """What a run records about its method for reports (summary.json ``method_info``)."""
+        return {"display_name": cls.display_name or cls.name,
+                "internal_metrics": {k: [t, list(b) if b else None]
+                                     for k, (t, b) in cls.internal_metrics.items()}}
 
     # --- construction
     @classmethod

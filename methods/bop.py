@@ -119,6 +119,7 @@ class BopWeight(WeightQuantizer):
 @register
 class Bop(Method):
     name = "bop"
+    display_name = "Bop"
     bits = frozenset({1})
     Options = BopOptions
 

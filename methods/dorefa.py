@@ -84,6 +84,7 @@ class DorefaWeight(WeightQuantizer):
 @register
 class Dorefa(Method):
     name = "dorefa"
+    display_name = "DoReFa-Net"
     bits = frozenset(range(1, 9))
 
     def make_quantizer(self, layer, name):

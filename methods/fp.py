@@ -26,6 +26,7 @@ class FullPrecisionWeight(WeightQuantizer):
 @register
 class FullPrecision(Method):
     name = "fp"
+    display_name = "FP (32-bit)"
     bits = frozenset({32})
     default_bits = 32
 

@@ -109,6 +109,7 @@ class HashWeight(WeightQuantizer):
 @register
 class Hashing(Method):
     name = "hashing"
+    display_name = "Hashing + quant. loss"
     bits = frozenset({1})
     Options = HashingOptions
 

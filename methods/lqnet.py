@@ -252,6 +252,7 @@ class LqOptions:
 @register
 class LqNet(Method):
     name = "lqnet"
+    display_name = "LQ-Net"
     bits = frozenset({1, 2, 3, 4})
     Options = LqOptions
 

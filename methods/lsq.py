@@ -132,6 +132,7 @@ class LsqWeight(WeightQuantizer):
 @register
 class Lsq(Method):
     name = "lsq"
+    display_name = "LSQ"
     bits = frozenset(range(2, 9))
     default_bits = 2
     Options = LsqOptions

@@ -438,6 +438,12 @@ def slb_layers(model: nn.Module) -> Iterator[SlbWeight]:
 @register
 class Slb(Method):
     name = "slb"
+    display_name = "SLB"
+    internal_metrics = {
+        "test_acc_continuous": ("continuous-state test acc (%)", (0.0, 100.0)),
+        "temperature": ("temperature tau", (0.0, None)),
+        "quant_gap": ("quant_gap", (0.0, None)),
+    }
     bits = frozenset(range(1, 9))
     default_bits = 1
     Options = SlbOptions

@@ -93,6 +93,7 @@ class SignWeight(WeightQuantizer):
 @register
 class Ste(Method):
     name = "ste"
+    display_name = "STE sign (BNN/BWN)"
     bits = frozenset({1})
     Options = SteOptions
 

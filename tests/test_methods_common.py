@@ -78,7 +78,7 @@ def test_same_seed_same_metrics_and_export_round_trip(name, bits, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     sa = train.run(tiny_cfg(name, w_bits=bits), a, echo=lambda s: None)
     train.run(tiny_cfg(name, w_bits=bits), b, echo=lambda s: None)
-    assert sa["status"] == "completed"
+    assert sa.status == "completed"
     assert metrics_without_timing(a).equals(metrics_without_timing(b))
     acc, want = export_and_check(a, echo=lambda s: None)
     assert acc == want

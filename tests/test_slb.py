@@ -305,7 +305,7 @@ def test_deployed_values_are_a_subset_of_v(bits, sets, tmp_path):
                                   ["method.candidates=[-1, -0.25, 0.25, 1]"]])
 def test_export_round_trip(sets, tmp_path):
     cfg = tiny_cfg("slb", sets=sets, w_bits=2, epochs=1)
-    assert train.run(cfg, tmp_path, echo=lambda s: None)["status"] == "completed"
+    assert train.run(cfg, tmp_path, echo=lambda s: None).status == "completed"
     acc, want = export_and_check(tmp_path, echo=lambda s: None)
     assert acc == want
     blob = torch.load(tmp_path / "deployed.pt", weights_only=False)

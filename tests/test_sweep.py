@@ -272,8 +272,8 @@ def test_a_second_process_on_a_running_run_stops_at_once(tmp_path):
     with open(tmp_path / ".lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         out = train.run(cfg, tmp_path, echo=lambda s: None)
-    assert out["status"] == "running" and not (tmp_path / "metrics.csv").exists()
-    assert train.run(cfg, tmp_path, echo=lambda s: None)["status"] == "completed"
+    assert out.status == "running" and not (tmp_path / "metrics.csv").exists()
+    assert train.run(cfg, tmp_path, echo=lambda s: None).status == "completed"
 
 
 def test_a_run_that_cannot_start_is_recorded_failed_with_its_error(tmp_path, capsys):

@@ -48,7 +48,7 @@ def test_weight_decay_groups_exclude_bn_and_quantizer_params(tmp_path):
 def test_records_contract(tmp_path):
     s = train.run(tiny_cfg("ste"), tmp_path, echo=lambda m: None)
     summary = records.read_json(tmp_path / "summary.json")
-    assert summary["status"] == "completed" == s["status"]
+    assert summary["status"] == "completed" == s.status
     for key in ("final_test_acc", "best_test_acc", "epochs_completed", "wall_time_s",
                 "peak_mem_mb", "method_param_bytes", "optimizer_state_bytes"):
         assert summary[key] is not None, key
@@ -64,7 +64,7 @@ def test_records_contract(tmp_path):
 def test_nan_loss_stops_the_run_as_diverged(tmp_path, monkeypatch):
     monkeypatch.setattr(Method, "loss", lambda self, model: torch.tensor(float("nan")))
     s = train.run(tiny_cfg("fp", epochs=3), tmp_path, echo=lambda m: None)
-    assert s["status"] == "diverged"
+    assert s.status == "diverged"
     assert records.read_json(tmp_path / "summary.json")["status"] == "diverged"
     assert records.load_run(tmp_path).status == "diverged"
 
@@ -102,5 +102,5 @@ def test_short_real_run_on_cifar10_jpeg_learns(cifar_jpeg, tmp_path):
                          "data.subset_test": 500, "model.width": 0.5, "epochs": 4,
                          "batch_size": 64, "optim.lr": 0.05, "progress": "none"})
     s = train.run(cfg, tmp_path, echo=lambda m: None)
-    assert s["status"] == "completed"
-    assert s["final_test_acc"] > 20.0, s["final_test_acc"]   # chance is 10%
+    assert s.status == "completed"
+    assert s.final_test_acc > 20.0, s.final_test_acc   # chance is 10%
