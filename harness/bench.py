@@ -5,7 +5,7 @@
                             [--out results/bench] [--report-runs 1000]
 
 Timing: every variant is built first; then, round after round, each variant runs ``steps``
-training steps through the real code path (harness.train.train_step with all method hooks;
+training steps through the real code path (harness.train.Trainer.train_step with all method hooks;
 the bare loop is plain nn.Conv2d/SGD/cross-entropy on the same augmented batches, so both
 see the same memory layout: the batched crop makes them channels-last), in an order that
 rotates every round so drift (thermal, other load) spreads evenly. We report the median step
@@ -140,12 +140,11 @@ def _build(args, v: Variant, data, device) -> None:
     def step():
         x, y = next(batches)
         prog = Progress(0, cfg.epochs, counter["step"], t.spe)
-        train.train_step(t.model, t.forward, t.method, t.optimizer, t.scheduler, x, y, cfg,
-                         device, prog)
+        t.train_step(x, y, prog)
         counter["step"] += 1
 
     def epoch_hook():
-        t.method.after_epoch(t.model, t.ctx)
+        t.method.after_epoch(t.model, t.run)
     v.step, v.epoch_hook = step, epoch_hook
     v.info = {"model": t.model, "optimizer": t.optimizer, "trainer": t}
 
@@ -202,7 +201,7 @@ def _memory(args, v: Variant, data, device) -> dict[str, float]:
     """Peak training memory of one variant (see the module docstring), in MB."""
     import torch
 
-    from harness.train import optimizer_state_bytes
+    from harness.cost import optimizer_state_bytes
     from methods.base import WeightQuantizer
 
     _build(args, v, data, device)

@@ -107,7 +107,7 @@ def rebuild_model(cfg: C.RunConfig, num_classes: int, in_channels: int, image_si
 
 
 def load_deployed(path: Path, device: torch.device) -> tuple[C.RunConfig, nn.Module]:
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob = records.load_tensors(path)
     if blob.get("format") != FORMAT:
         raise UserError("deployed.pt", f"{path} is not a {FORMAT} file")
     cfg = C.resolve(C.from_dict(blob["config"]))

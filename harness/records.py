@@ -87,6 +87,15 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
     _atomic(path, lambda f: torch.save(obj, f))
 
 
+def load_tensors(path: Path, device: Any = "cpu") -> Any:
+    """torch.load that can never run code: ``weights_only=True`` accepts tensors and plain
+    Python containers and numbers only, so a crafted checkpoint.pt or deployed.pt shared by
+    someone else raises instead of executing (checkpoints are written to fit this)."""
+    import torch
+
+    return torch.load(path, map_location=device, weights_only=True)
+
+
 def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
     _atomic(path, lambda f: np.save(f, arr))
 
@@ -202,8 +211,33 @@ class RunSummary:
         return cls(**known, extra={k: v for k, v in d.items() if k not in names})
 
 
+    @classmethod
+    def from_rows(cls, status: str, rows: list[dict[str, Any]], epochs: int,
+                  final_test_acc: float | None = None, **fields: Any) -> "RunSummary":
+        """The summary of a run whose metrics.csv holds ``rows`` (best accuracy and mean
+        epoch time come from them); ``fields`` fill the rest (costs, env, ...)."""
+        accs = [r["test_acc"] for r in rows] + ([final_test_acc] if final_test_acc is not None
+                                                 else [])
+        times = [r["epoch_time_s"] for r in rows]
+        return cls(status=status, epochs=epochs, epochs_completed=len(rows),
+                   final_test_acc=final_test_acc, best_test_acc=max(accs) if accs else None,
+                   mean_epoch_time_s=sum(times) / len(times) if times else None, **fields)
+
+
 def write_summary(run_dir: Path, summary: RunSummary) -> None:
     atomic_write_json(Path(run_dir) / "summary.json", summary.to_json())
+
+
+def record_failure(run_dir: Path, status: str, error: str, epochs: int, config_hash: str,
+                   env: dict[str, Any]) -> None:
+    """Mark a run failed (or interrupted) when the trainer has no state to summarise (it
+    could not even start): what an earlier summary said (epochs done, times) is kept."""
+    try:
+        old = read_summary(run_dir)
+    except (OSError, ValueError, TypeError):
+        old = RunSummary(status=status, epochs=epochs)
+    write_summary(run_dir, dataclasses.replace(old, status=status, error=error, epochs=epochs,
+                                               config_hash=config_hash, env=env))
 
 
 def read_summary(run_dir: Path) -> RunSummary:

@@ -1,8 +1,10 @@
 """The shared training core: one loop drives every method through the hooks of methods/base.py.
 
-Pipeline order: set-up (seed, data, model, method, optimizer) -> resume -> epochs (train,
-method epoch hook, deployed evaluation, method scalars, checkpoint, records) -> end of
-training hook -> final deployed evaluation -> summary.
+Read :meth:`Trainer.fit` first: set-up (seed, data, model, method, optimizer) -> resume ->
+epochs (method epoch hook, training steps, method epoch-end hook, deployed evaluation, method
+scalars, checkpoint, records) -> end-of-training hook -> final deployed evaluation -> summary.
+:meth:`Trainer.run_guarded` records every way a run can end (completed, diverged, failed,
+interrupted); :func:`run` adds the run-directory checks and the lock.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import random
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -26,6 +28,7 @@ from torch import nn
 from harness import config as C
 from harness import data as data_mod
 from harness import models, records
+from harness.cost import memory_costs
 from harness.env import environment, peak_memory_mb, reset_peak_memory, resolve_device
 from methods.act import PactAct
 from methods.base import Method, Progress, UserError, WeightQuantizer, get as get_method
@@ -84,16 +87,6 @@ def lr_factor(step: int, steps_per_epoch: int, epochs: int, ocfg: C.OptimConfig)
     return 1.0
 
 
-def tensor_bytes(tensors) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors if torch.is_tensor(t))
-
-
-def optimizer_state_bytes(opt: torch.optim.Optimizer, params=None) -> int:
-    ids = None if params is None else {id(p) for p in params}
-    return sum(tensor_bytes(s.values()) for p, s in opt.state.items()
-               if ids is None or id(p) in ids)
-
-
 # --------------------------------------------------------------------------- distributed
 
 @dataclass(frozen=True)
@@ -142,7 +135,8 @@ class RunContext:
     log: Callable[[str], None]
     epoch: int = 0
 
-    def train_batches(self, n: int, seed_offset: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(self, n: int,
+                      seed_offset: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """n training batches (the recipe's augmentation) from a generator of their own, so
         using them never shifts the training stream (recalibration passes)."""
         gen = torch.Generator().manual_seed(self.cfg.seed * 100003 + self.epoch * 101 + seed_offset)
@@ -187,58 +181,73 @@ def evaluate(model: nn.Module, data, cfg: C.RunConfig, device: torch.device,
     return float(loss) / int(n), 100.0 * int(correct) / int(n)
 
 
-def train_step(model, forward, method, optimizer, scheduler, x, y, cfg, device,
-               prog: Progress) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One optimizer step through every method hook. Returns (task loss, total loss, logits),
-    detached and still on the device (no host sync)."""
-    method.before_step(model, prog)
-    with autocast(cfg, device):
-        out = forward(x)
-        loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.optim.label_smoothing)
-        extra = method.loss(model)
-        total = loss if extra is None else loss + extra
-    model.zero_grad(set_to_none=True)  # all parameters, also those a method updates itself
-    total.backward()
-    optimizer.step()
-    scheduler.step()
-    method.after_step(model, x, y, prog)
-    return loss.detach(), total.detach(), out.detach()
-
-
-def train_one_epoch(model, forward, method, optimizer, scheduler, data, gen, cfg, device,
-                    epoch: int, step: int, dist: Dist = Dist()) -> tuple[dict[str, float], int]:
-    model.train()
-    spe = data.steps_per_epoch(cfg.batch_size)
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    total_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    n = torch.zeros((), device=device, dtype=torch.int64)
-    for x, y in data.train_batches(cfg.batch_size, gen):
-        x, y = dist.shard(x), dist.shard(y)
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        loss, total, out = train_step(model, forward, method, optimizer, scheduler, x, y, cfg,
-                                      device, Progress(epoch, cfg.epochs, step, spe))
-        loss_sum += loss.double() * len(y)
-        total_sum += total.double()
-        correct += (out.argmax(1) == y).sum()
-        n += len(y)
-        step += 1
-    dist.all_sum(loss_sum, total_sum, correct, n)
-    stats = {"train_loss": float(loss_sum) / int(n), "train_acc": 100.0 * int(correct) / int(n),
-             "finite": bool(torch.isfinite(total_sum))}
-    return stats, step
-
-
-# --------------------------------------------------------------------------- the run
+# --------------------------------------------------------------------------- signals and holds
 
 class Diverged(Exception):
     pass
 
 
+class Interrupted(BaseException):
+    """Raised by the SIGTERM handler of `run` and of local workers: the run ends as
+    ``interrupted`` with its last epoch checkpoint, and a re-run resumes it. A BaseException,
+    so no ``except Exception`` on the way mistakes it for a failure."""
+
+
+def raise_on_sigterm() -> None:
+    """Turn SIGTERM into :class:`Interrupted` in this process (the main thread)."""
+    import signal
+
+    def handler(signum, frame):
+        raise Interrupted(f"signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def hold_point(run_dir: Path, epoch: int) -> None:
+    """A pause for tests, at an epoch boundary after a checkpoint (off unless SLBENCH_HOLD_DIR
+    is set): before epoch SLBENCH_HOLD_AT_EPOCH (0-based, default 1), a run waits while
+    HOLD_DIR/hold-all or HOLD_DIR/hold-<run directory name> exists, after writing
+    HOLD_DIR/<run directory name>.held. A test then acts on a run at a known point (a
+    signal, a requeue, a cancel) on a machine of any speed, and releases it by deleting the
+    hold file."""
+    hold_dir = os.environ.get("SLBENCH_HOLD_DIR")
+    if not hold_dir or epoch != int(os.environ.get("SLBENCH_HOLD_AT_EPOCH", "1")):
+        return
+    d, name = Path(hold_dir), Path(run_dir).name
+    held = False
+    while (d / "hold-all").exists() or (d / f"hold-{name}").exists():
+        if not held:
+            records.atomic_write_text(d / f"{name}.held", f"{os.getpid()}\n")
+            held = True
+        time.sleep(0.05)
+
+
+def safe_echo(echo: Callable[[str], None]) -> Callable[[str], None]:
+    """``echo`` that goes quiet instead of failing once its reader has gone (`run | head`):
+    a closed stdout never fails training."""
+    state = {"open": True}
+
+    def say(line: str) -> None:
+        if not state["open"]:
+            return
+        try:
+            echo(line)
+        except (BrokenPipeError, ValueError):  # ValueError: print to a closed file
+            state["open"] = False
+            with contextlib.suppress(OSError):  # nothing left for the exit-time flush
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return say
+
+
+# --------------------------------------------------------------------------- checkpoints
+
 def _rng_state(gen: torch.Generator) -> dict[str, Any]:
+    """Every RNG a run draws from, as tensors and plain values (loadable weights-only)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": np.random.get_state(), "data": gen.get_state()}
+             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                       float(gauss)],
+             "data": gen.get_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -247,51 +256,65 @@ def _rng_state(gen: torch.Generator) -> dict[str, Any]:
 def _set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     gen.set_state(state["data"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def prepare_run_dir(run_dir: Path, cfg: C.RunConfig) -> str:
-    """Create or check RUN_DIR. Returns its state: 'new', 'resume' or the finished status."""
-    run_dir = Path(run_dir)
-    records.ensure_writable_dir(run_dir, "--out", "choose a writable directory")
-    cfg_path = run_dir / "config.json"
-    want = C.config_hash(cfg)
-    if not cfg_path.exists():
-        records.atomic_write_json(cfg_path, {**C.to_dict(cfg), "config_hash": want})
-        return "new"
-    try:
-        have = records.read_json(cfg_path).get("config_hash")
-    except ValueError:
-        raise UserError("--out", f"{cfg_path} is corrupt; delete {str(run_dir)!r} or choose "
-                        "another --out") from None
-    if have != want:
-        raise UserError("--out", f"{str(run_dir)!r} holds a run with a different config "
-                        f"(hash {have}, this one {want}); choose another --out or delete it")
-    summary = run_dir / "summary.json"
-    if summary.exists():
-        try:
-            status = records.read_json(summary).get("status")
-        except ValueError:
-            status = None
-        if status in ("completed", "diverged"):
-            return status
-    return "resume"
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """A metrics row as Python numbers (numpy/torch scalars would not load weights-only)."""
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
 
+
+# --------------------------------------------------------------------------- the run
 
 class Trainer:
+    """One run. ``fit()`` is the whole story, top to bottom; everything it needs is on self.
+
+    Only rank 0 of a distributed run writes records and checkpoints."""
+
     def __init__(self, cfg: C.RunConfig, run_dir: Path, echo: Callable[[str], None] = print):
-        self.cfg, self.run_dir, self.echo = cfg, Path(run_dir), echo
+        self.cfg, self.run_dir, self.echo = cfg, Path(run_dir), safe_echo(echo)
         self.dist = Dist.from_env()
         self.device = resolve_device(cfg.device)
         if self.device.type == "cuda" and self.dist.world > 1:
             self.device = torch.device("cuda", self.dist.local_rank % torch.cuda.device_count())
+        self.rows: list[dict[str, Any]] = []
+        self.epoch, self.step_count, self.wall, self.final_done = 0, 0, 0.0, False
 
-    def log(self, line: str) -> None:
-        if self.dist.main:
-            records.append_log(self.run_dir, f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}")
+    # --- the whole run
+    def fit(self) -> records.RunSummary:
+        """Train (or resume) to the end, in the order of the hooks in methods/base.py."""
+        cfg = self.cfg
+        self.setup()                                      # seed, data, model, method.prepare
+        self.resume()                                     # the last checkpoint, if any
+        method, model = self.method, self.model
+        self.write_records("running")
+        for epoch in range(self.epoch, cfg.epochs):
+            hold_point(self.run_dir, epoch)               # tests only (SLBENCH_HOLD_DIR)
+            self.run.epoch = epoch
+            t0 = self.clock()
+            method.on_epoch_start(model, self.progress(epoch))
+            train_stats = self.train_epoch(epoch)         # before_step, loss, after_step
+            method.after_epoch(model, self.run)           # recalibration, bookkeeping
+            train_time = self.clock() - t0
+            test_loss, test_acc = self.evaluate_deployed()
+            row = {"epoch": epoch + 1, **train_stats, "test_loss": test_loss,
+                   "test_acc": test_acc, "lr": self.lr_at_epoch_start, "epoch_time_s": train_time,
+                   "samples_per_s": self.data.num_train / train_time,
+                   **method.scalars(model, self.run)}
+            self.end_epoch(row, t0)                       # checkpoint, records, progress line
+        if not self.final_done:                           # once, also across a resume
+            self.run.epoch = cfg.epochs
+            method.after_training(model, self.run)
+            self.final_done = True
+            self.save_checkpoint()
+        final = self.evaluate_deployed()[1]
+        self.write_records("completed", final)
+        self.log(f"completed: final deployed test acc {final:.2f}%")
+        return self.summary("completed", final)
 
     # --- set-up
     def setup(self, data=None) -> None:
@@ -305,10 +328,10 @@ class Trainer:
         self.method = make_method(cfg)
         self.model = models.build(cfg, self.data.num_classes, self.data.in_channels,
                                   self.data.image_size, self.method).to(self.device)
-        self.ctx = RunContext(cfg, self.device, self.data,
+        self.run = RunContext(cfg, self.device, self.data,
                               lambda m: evaluate(m, self.data, cfg, self.device, self.dist),
                               self.log)
-        self.method.prepare(self.model, self.ctx)
+        self.method.prepare(self.model, self.run)
         self.model.to(self.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -325,66 +348,137 @@ class Trainer:
             self.forward = DistributedDataParallel(self.model, device_ids=ids)
         if cfg.compile:
             self.forward = torch.compile(self.forward)
-        self.rows: list[dict[str, Any]] = []
-        self.start_epoch, self.step, self.wall, self.final_done = 0, 0, 0.0, False
 
-    def _state_buffers(self) -> int:
-        """Bytes of buffers a method keeps as optimizer-like state (e.g. Bop's m)."""
-        return tensor_bytes(getattr(m, n) for m in self.model.modules()
-                            if isinstance(m, WeightQuantizer) for n in m.state_buffers)
+    def progress(self, epoch: int) -> Progress:
+        return Progress(epoch, self.cfg.epochs, self.step_count, self.spe)
 
-    def method_params(self) -> list[torch.Tensor]:
-        return [p for m in self.model.modules() if isinstance(m, WeightQuantizer)
-                for p in m.parameters()]
+    # --- one epoch, one step
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training set; train loss and accuracy (summed on the device,
+        one host sync at the end). A non-finite loss raises Diverged."""
+        cfg, dev = self.cfg, self.device
+        self.model.train()
+        self.lr_at_epoch_start = self.optimizer.param_groups[0]["lr"]
+        loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
+        total_sum = torch.zeros((), device=dev, dtype=torch.float64)
+        correct = torch.zeros((), device=dev, dtype=torch.int64)
+        n = torch.zeros((), device=dev, dtype=torch.int64)
+        for x, y in self.data.train_batches(cfg.batch_size, self.gen):
+            x, y = self.dist.shard(x), self.dist.shard(y)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            loss, total, out = self.train_step(x, y, Progress(epoch, cfg.epochs,
+                                                              self.step_count, self.spe))
+            loss_sum += loss.double() * len(y)
+            total_sum += total.double()
+            correct += (out.argmax(1) == y).sum()
+            n += len(y)
+            self.step_count += 1
+        self.dist.all_sum(loss_sum, total_sum, correct, n)
+        if not bool(torch.isfinite(total_sum)):
+            raise Diverged(f"non-finite loss in epoch {epoch + 1}")
+        return {"train_loss": float(loss_sum) / int(n), "train_acc": 100.0 * int(correct) / int(n)}
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor,
+                   prog: Progress) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimizer step through every method hook. Returns (task loss, total loss,
+        logits), detached and still on the device (no host sync)."""
+        method, model = self.method, self.model
+        method.before_step(model, prog)
+        with autocast(self.cfg, self.device):
+            out = self.forward(x)
+            loss = F.cross_entropy(out.float(), y, label_smoothing=self.cfg.optim.label_smoothing)
+            extra = method.loss(model)
+            total = loss if extra is None else loss + extra
+        model.zero_grad(set_to_none=True)  # all parameters, also those a method updates itself
+        total.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        method.after_step(model, x, y, prog)
+        return loss.detach(), total.detach(), out.detach()
+
+    def evaluate_deployed(self) -> tuple[float, float]:
+        """(test loss, test accuracy %) of the discrete, deployable network."""
+        with self.method.deployed(self.model):
+            return self.run.evaluate(self.model)
+
+    def clock(self) -> float:
+        """Seconds, after the device has finished its queued work."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def end_epoch(self, row: dict[str, Any], t0: float) -> None:
+        self.wall += time.perf_counter() - t0
+        self.rows.append(_plain(row))
+        self.epoch = row["epoch"]
+        self.save_checkpoint()
+        self.write_records("running")
+        line = _epoch_line(row, self.cfg.epochs)
+        self.log(line)
+        self.bar(line)
 
     # --- checkpoints
-    def save_checkpoint(self, final_done: bool = False) -> None:
+    def save_checkpoint(self) -> None:
         if not self.dist.main:
             return
         records.atomic_torch_save(self.run_dir / "checkpoint.pt", {
-            "epoch": self.start_epoch, "step": self.step, "wall_time_s": self.wall,
+            "epoch": self.epoch, "step": self.step_count, "wall_time_s": self.wall,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "method": self.method.state_dict(),
-            "rng": _rng_state(self.gen), "rows": self.rows, "final_done": final_done,
+            "rng": _rng_state(self.gen), "rows": self.rows, "final_done": self.final_done,
             "config_hash": C.config_hash(self.cfg)})
 
     def load_checkpoint(self) -> bool:
+        """Restore the last checkpoint; False (and the run starts over, saying why) when there
+        is none, it is unreadable, or it belongs to another config."""
         path = self.run_dir / "checkpoint.pt"
         if not path.exists():
             return False
         try:
-            ck = torch.load(path, map_location=self.device, weights_only=False)
-        except Exception as e:  # a corrupt checkpoint is reported and the run starts over
-            self.log(f"checkpoint unreadable ({e}); starting from scratch")
+            ck = records.load_tensors(path, self.device)
+        except Exception as e:  # unreadable, or not weights-only: start over, never execute it
+            self.log(f"checkpoint unreadable ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+                     "; starting from scratch")
+            return False
+        want = C.config_hash(self.cfg)
+        if not isinstance(ck, dict) or ck.get("config_hash") != want:
+            have = ck.get("config_hash") if isinstance(ck, dict) else None
+            self.echo(f"{self.run_dir}: checkpoint.pt belongs to config {have}, not this run's "
+                      f"{want}; ignoring it and starting from scratch")
+            self.log(f"checkpoint.pt has config hash {have}, not {want}; starting from scratch")
             return False
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         self.method.load_state_dict(ck["method"])
         _set_rng_state(ck["rng"], self.gen)
-        self.start_epoch, self.step, self.wall = ck["epoch"], ck["step"], ck["wall_time_s"]
+        self.epoch, self.step_count, self.wall = ck["epoch"], ck["step"], ck["wall_time_s"]
         self.rows, self.final_done = ck["rows"], ck.get("final_done", False)
         return True
 
+    def resume(self) -> None:
+        resumed = self.load_checkpoint()
+        cfg = self.cfg
+        self.log(f"resumed at epoch {self.epoch}" if resumed else
+                 f"start {cfg.method} W{cfg.w_bits}/A{cfg.a_bits} {cfg.model.name} on "
+                 f"{cfg.data.name} ({self.data.num_train} train images), device {self.device}")
+        reset_peak_memory(self.device)
+        self.bar = _progress(cfg, self.epoch, self.echo) if self.dist.main else (lambda s: None)
+
     # --- records
+    def log(self, line: str) -> None:
+        if self.dist.main:
+            records.append_log(self.run_dir, f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}")
+
     def summary(self, status: str, final_acc: float | None = None,
                 error: str = "") -> records.RunSummary:
-        accs = [r["test_acc"] for r in self.rows] + ([final_acc] if final_acc is not None else [])
-        times = [r["epoch_time_s"] for r in self.rows]
-        mparams = self.method_params()
-        return records.RunSummary(
-            status=status, epochs=self.cfg.epochs, epochs_completed=len(self.rows),
-            final_test_acc=final_acc, best_test_acc=max(accs) if accs else None,
-            wall_time_s=self.wall, mean_epoch_time_s=float(np.mean(times)) if times else None,
+        return records.RunSummary.from_rows(
+            status, self.rows, self.cfg.epochs, final_acc, wall_time_s=self.wall,
             peak_mem_mb=peak_memory_mb(self.device),
             peak_mem_kind="cuda_max_allocated" if self.device.type == "cuda" else "cpu_peak_rss",
-            param_bytes=tensor_bytes(self.model.parameters()),
-            method_param_bytes=tensor_bytes(mparams),
-            optimizer_state_bytes=optimizer_state_bytes(self.optimizer) + self._state_buffers(),
-            method_optimizer_state_bytes=optimizer_state_bytes(self.optimizer, mparams)
-            + self._state_buffers(),
-            config_hash=C.config_hash(self.cfg), env=environment(self.device),
-            method_info=type(self.method).info(), error=error)
+            **memory_costs(self.model, self.optimizer), config_hash=C.config_hash(self.cfg),
+            env=environment(self.device), method_info=type(self.method).info(), error=error)
 
     def write_records(self, status: str, final_acc: float | None = None, error: str = "") -> None:
         if not self.dist.main:
@@ -392,110 +486,41 @@ class Trainer:
         records.write_metrics(self.run_dir, self.rows)
         records.write_summary(self.run_dir, self.summary(status, final_acc, error))
 
-    # --- epochs
-    def epoch(self, epoch: int) -> dict[str, Any]:
-        cfg, sync = self.cfg, self._sync
-        self.ctx.epoch = epoch
-        lr = self.optimizer.param_groups[0]["lr"]
-        sync()
-        t0 = time.perf_counter()
-        self.method.on_epoch_start(self.model, Progress(epoch, cfg.epochs, self.step, self.spe))
-        stats, self.step = train_one_epoch(self.model, self.forward, self.method, self.optimizer,
-                                           self.scheduler, self.data, self.gen, cfg,
-                                           self.device, epoch, self.step, self.dist)
-        if not stats.pop("finite"):
-            raise Diverged(f"non-finite loss in epoch {epoch + 1}")
-        self.method.after_epoch(self.model, self.ctx)
-        sync()
-        dt = time.perf_counter() - t0
-        with self.method.deployed(self.model):
-            test_loss, test_acc = self.ctx.evaluate(self.model)
-        row = {"epoch": epoch + 1, **stats, "test_loss": test_loss, "test_acc": test_acc,
-               "lr": lr, "epoch_time_s": dt, "samples_per_s": self.data.num_train / dt}
-        row.update(self.method.scalars(self.model, self.ctx))
-        self.wall += time.perf_counter() - t0
-        return row
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def finish(self) -> float:
-        """End-of-training hook (once) and the final deployed evaluation."""
-        if not self.final_done:
-            self.ctx.epoch = self.cfg.epochs
-            self.method.after_training(self.model, self.ctx)
-            self.final_done = True
-            self.save_checkpoint(final_done=True)
-        with self.method.deployed(self.model):
-            return self.ctx.evaluate(self.model)[1]
-
-    def run(self) -> dict[str, Any]:
-        cfg = self.cfg
+    # --- the guarded run: every way it can end is recorded
+    def run_guarded(self) -> records.RunSummary:
         if self.dist.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group(
                 "nccl" if self.device.type == "cuda" else "gloo",
                 rank=self.dist.rank, world_size=self.dist.world)
+        self.bar = lambda line: None
         try:
-            return self._run()
+            return self.fit()
+        except Diverged as e:
+            return self._ended("diverged", str(e))
+        except (Interrupted, KeyboardInterrupt) as e:
+            self._ended("interrupted", f"interrupted ({e or 'Ctrl-C'}) after epoch {self.epoch}; "
+                                       "re-run to resume from its checkpoint")
+            raise
+        except Exception as e:
+            self.log("failed:\n" + traceback.format_exc())
+            self._ended("failed", f"{type(e).__name__}: {e}".splitlines()[0])
+            raise
         finally:
+            self.bar(None)
             if self.dist.world > 1 and torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
 
-    def _record_setup_failure(self, error: str) -> None:
-        """A run that cannot even start is recorded as failed (never left 'missing')."""
-        if not self.dist.main:
-            return
-        path = self.run_dir / "summary.json"
-        try:
-            old = records.read_json(path) if path.exists() else {}
-        except ValueError:
-            old = {}
-        records.atomic_write_json(path, {
-            "epochs_completed": 0, **old, "epochs": self.cfg.epochs, "status": "failed",
-            "error": error, "config_hash": C.config_hash(self.cfg),
-            "env": environment(self.device)})
-
-    def _run(self) -> dict[str, Any]:
-        cfg = self.cfg
-        try:
-            self.setup()
-            resumed = self.load_checkpoint()
-        except Exception as e:
-            self.log("failed during set-up:\n" + traceback.format_exc())
-            self._record_setup_failure(f"{type(e).__name__}: {e}".splitlines()[0])
-            raise
-        self.log(("resumed at epoch %d" % self.start_epoch) if resumed else
-                 f"start {cfg.method} W{cfg.w_bits}/A{cfg.a_bits} {cfg.model.name} on "
-                 f"{cfg.data.name} ({self.data.num_train} train images), device {self.device}")
-        reset_peak_memory(self.device)
-        self.write_records("running")
-        bar = _progress(cfg, self.start_epoch) if self.dist.main else (lambda line: None)
-        try:
-            for epoch in range(self.start_epoch, cfg.epochs):
-                row = self.epoch(epoch)
-                self.rows.append(row)
-                self.start_epoch = epoch + 1
-                self.save_checkpoint()
-                self.write_records("running")
-                line = _epoch_line(row, cfg.epochs)
-                self.log(line)
-                bar(line)
-            final = self.finish()
-        except Diverged as e:
-            self.log(f"diverged: {e}")
-            self.write_records("diverged", error=str(e))
-            self.echo(f"diverged: {e}")
-            return self.summary("diverged", error=str(e))
-        except Exception as e:
-            self.log("failed:\n" + traceback.format_exc())
-            self.write_records("failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
-            raise
-        finally:
-            bar(None)
-        self.write_records("completed", final)
-        self.log(f"completed: final deployed test acc {final:.2f}%")
-        return self.summary("completed", final)
+    def _ended(self, status: str, error: str) -> records.RunSummary:
+        self.log(f"{status}: {error}")
+        if status != "failed":
+            self.echo(f"{status}: {error}")
+        if not hasattr(self, "optimizer"):  # it never got going: nothing to summarise
+            if self.dist.main:
+                records.record_failure(self.run_dir, status, error, self.cfg.epochs,
+                                       C.config_hash(self.cfg), environment(self.device))
+            return records.RunSummary(status=status, epochs=self.cfg.epochs, error=error)
+        self.write_records(status, error=error)
+        return self.summary(status, error=error)
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:
@@ -506,7 +531,7 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
             f"{row['epoch_time_s']:.1f}s {extra}").rstrip()
 
 
-def _progress(cfg: C.RunConfig, start: int) -> Callable[[str | None], None]:
+def _progress(cfg: C.RunConfig, start: int, echo) -> Callable[[str | None], None]:
     """A tqdm bar on a TTY, one line per epoch otherwise (``progress`` can force either)."""
     mode = cfg.progress
     if mode == "auto":
@@ -514,7 +539,7 @@ def _progress(cfg: C.RunConfig, start: int) -> Callable[[str | None], None]:
     if mode == "none":
         return lambda line: None
     if mode == "line":
-        return lambda line: line is not None and print(line, flush=True)
+        return lambda line: line is not None and echo(line)
     from tqdm import tqdm
 
     bar = tqdm(total=cfg.epochs, initial=start, unit="epoch", dynamic_ncols=True)
@@ -528,22 +553,48 @@ def _progress(cfg: C.RunConfig, start: int) -> Callable[[str | None], None]:
     return update
 
 
-def run(cfg: C.RunConfig, run_dir: Path, echo: Callable[[str], None] = print) -> records.RunSummary:
+def prepare_run_dir(run_dir: Path, cfg: C.RunConfig) -> str:
+    """Create or check RUN_DIR. Returns its state: 'new', 'resume' or the finished status."""
+    run_dir = Path(run_dir)
+    records.ensure_writable_dir(run_dir, "--out", "choose a writable directory")
+    cfg_path = run_dir / "config.json"
+    want = C.config_hash(cfg)
+    if not cfg_path.exists():
+        records.atomic_write_json(cfg_path, {**C.to_dict(cfg), "config_hash": want})
+        return "new"
+    try:
+        have = records.read_json(cfg_path).get("config_hash")
+    except (ValueError, AttributeError):
+        raise UserError("--out", f"{cfg_path} is corrupt; delete {str(run_dir)!r} or choose "
+                        "another --out") from None
+    if have != want:
+        raise UserError("--out", f"{str(run_dir)!r} holds a run with a different config "
+                        f"(hash {have}, this one {want}); choose another --out or delete it")
+    try:
+        status = records.read_summary(run_dir).status
+    except (OSError, ValueError, TypeError):
+        status = None
+    return status if status in ("completed", "diverged") else "resume"
+
+
+def run(cfg: C.RunConfig, run_dir: Path,
+        echo: Callable[[str], None] = print) -> records.RunSummary:
     """Train (or resume, or do nothing if finished) one run into ``run_dir``.
 
     An exclusive lock on RUN_DIR/.lock makes a second process on the same run (a duplicate
     job, a user re-running the command) stop at once instead of interleaving records."""
+    run_dir = Path(run_dir)
     data_mod.check_root(cfg.data)
     if not Dist.from_env().main:  # rank 0 owns (checks, locks, writes) the run directory
-        summary = Path(run_dir) / "summary.json"
-        if summary.exists() and records.read_json(summary).get("status") in ("completed", "diverged"):
+        if prepare_state(run_dir) in ("completed", "diverged"):
             return records.read_summary(run_dir)
-        return Trainer(cfg, run_dir, echo).run()
+        return Trainer(cfg, run_dir, echo).run_guarded()
+    echo = safe_echo(echo)
     state = prepare_run_dir(run_dir, cfg)
     if state in ("completed", "diverged"):
         echo(f"{run_dir}: already {state}; nothing to do")
         return records.read_summary(run_dir)
-    with open(Path(run_dir) / ".lock", "w") as lock:
+    with open(run_dir / ".lock", "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -554,4 +605,28 @@ def run(cfg: C.RunConfig, run_dir: Path, echo: Callable[[str], None] = print) ->
         if state in ("completed", "diverged"):
             echo(f"{run_dir}: already {state}; nothing to do")
             return records.read_summary(run_dir)
-        return Trainer(cfg, run_dir, echo).run()
+        with owner_file(run_dir):
+            return Trainer(cfg, run_dir, echo).run_guarded()
+
+
+def prepare_state(run_dir: Path) -> str | None:
+    """The finished status recorded in RUN_DIR/summary.json, if readable."""
+    try:
+        return records.read_summary(run_dir).status
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+@contextlib.contextmanager
+def owner_file(run_dir: Path) -> Iterator[None]:
+    """RUN_DIR/.owner names the process training the run (pid + start token + host) while
+    it does: `status` calls a run running only while this process lives."""
+    from harness import procs
+
+    path = run_dir / ".owner"
+    records.atomic_write_json(path, procs.identity(os.getpid()))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()

@@ -586,7 +586,7 @@ class Slb(Method):
 def load_fp_state(path: str) -> dict[str, torch.Tensor]:
     """Float weights by parameter name from a harness checkpoint, a deployed.pt or a state dict."""
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        blob = torch.load(path, map_location="cpu", weights_only=True)  # never runs code
     except Exception as e:  # any unreadable file is the user's to fix
         raise UserError("method.init_from", f"cannot read {path!r} ({type(e).__name__}); "
                         "pass a checkpoint.pt or a saved state dict") from None

@@ -51,14 +51,14 @@ def run_interrupted(cfg: C.RunConfig, run_dir: Path, stop_before_epoch: int, mon
     """Train until ``stop_before_epoch`` (0-based) starts, then die as a killed job would."""
     from harness import train
 
-    original = train.Trainer.epoch
+    original = train.Trainer.train_epoch
 
-    def epoch(self, e):
+    def train_epoch(self, e):
         if e == stop_before_epoch:
             raise Interrupt()
         return original(self, e)
 
     with monkeypatch.context() as m:
-        m.setattr(train.Trainer, "epoch", epoch)
+        m.setattr(train.Trainer, "train_epoch", train_epoch)
         with pytest.raises(Interrupt):
             train.run(cfg, run_dir, echo=lambda s: None)

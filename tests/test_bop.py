@@ -66,8 +66,7 @@ def test_binary_weights_never_reach_the_recipe_optimizer(tmp_path):
     for m in wqs:
         assert id(m.weight) not in in_opt
         assert in_opt[id(m.scale)] == "quant"
-    train.train_one_epoch(t.model, t.forward, t.method, t.optimizer, t.scheduler, t.data,
-                          t.gen, t.cfg, t.device, 0, 0)
+    t.train_epoch(0)
     for m in wqs:
         assert set(m.weight.unique().tolist()) <= {-1.0, 1.0} and m.weight.grad is None
 

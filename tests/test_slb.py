@@ -156,7 +156,7 @@ def test_method_sets_t_in_every_layer_and_logs_it(tmp_path):
     assert t.method.inv_temperature == pytest.approx(want)
     for wq in _slb(t.model):
         assert wq.inv_temperature.item() == pytest.approx(want, rel=1e-6)
-    s = t.method.scalars(t.model, t.ctx)
+    s = t.method.scalars(t.model, t.run)
     assert s["inv_temperature"] == pytest.approx(want)
     assert s["temperature"] == pytest.approx(1 / want)
 
@@ -178,8 +178,7 @@ def _bns(model):
 
 
 def _epoch(t):
-    train.train_one_epoch(t.model, t.forward, t.method, t.optimizer, t.scheduler, t.data,
-                          t.gen, t.cfg, t.device, 0, 0)
+    t.train_epoch(0)
 
 
 def _snapshot(t):
@@ -250,10 +249,10 @@ def test_recalibration_changes_exactly_the_quantized_statistics(mode, tmp_path):
     _epoch(t)
     trained = _snapshot(t)
     assert not any(k.endswith("_q") for k in _changed(init, trained)), "no training update of *_q"
-    t.method.after_epoch(t.model, t.ctx)
+    t.method.after_epoch(t.model, t.run)
     epoch_end = _snapshot(t)
     changed = _changed(trained, epoch_end) - {k for k in trained if k.endswith("prev_codes")}
-    t.method.after_training(t.model, t.ctx)
+    t.method.after_training(t.model, t.run)
     final = _snapshot(t)
     if mode == "recal_epoch":
         assert changed == {k for k in trained if k.endswith(("_mean_q", "_var_q", "tracked_q"))}
@@ -272,7 +271,7 @@ def test_recal_end_evaluates_with_continuous_statistics_until_calibrated(tmp_pat
     bn = _bns(t.model)[1]
     with t.method.deployed(t.model):
         assert torch.equal(bn.running_mean, _snapshot(t)[_key(t, bn, "running_mean")])
-    t.method.after_training(t.model, t.ctx)
+    t.method.after_training(t.model, t.run)
     with t.method.deployed(t.model):
         assert torch.equal(bn.running_mean, _snapshot(t)[_key(t, bn, "running_mean_q")])
     fresh = _trainer(tmp_path / "b", ["method.bn=recal_end"])
@@ -308,8 +307,8 @@ def test_export_round_trip(sets, tmp_path):
     assert train.run(cfg, tmp_path, echo=lambda s: None).status == "completed"
     acc, want = export_and_check(tmp_path, echo=lambda s: None)
     assert acc == want
-    blob = torch.load(tmp_path / "deployed.pt", weights_only=False)
-    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]
+    blob = torch.load(tmp_path / "deployed.pt", weights_only=True)
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"]
     v = torch.tensor(cfg.method_options["candidates"] or torch.linspace(-1, 1, 4).tolist())
     for name, e in blob["layers"].items():
         assert torch.equal(e["levels"], v) and e["scale"].item() == 1.0 and e["bits"] == 2
