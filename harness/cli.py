@@ -55,7 +55,12 @@ def cmd_run(args) -> int:
     flags = {key: getattr(args, key) for _, key, _, _ in RUN_FLAGS}
     flags["data.download"] = getattr(args, "data.download")
     cfg = C.build(args.config, flags, args.set)
-    summary = train.run(cfg, Path(args.out))
+    train.raise_on_sigterm()  # SIGTERM: the run ends interrupted with its last checkpoint
+    try:
+        summary = train.run(cfg, Path(args.out))
+    except train.Interrupted:
+        print(f"{args.out}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 143
     status = summary.status
     if status == "completed":
         if train.Dist.from_env().main:
@@ -92,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM in a command that handles it
+        print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()

@@ -1,20 +1,19 @@
 """Where a run ran: device, versions, commit, memory."""
 from __future__ import annotations
 
-import functools
+import importlib.metadata
 import os
 import platform
 import resource
 import socket
-import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from harness import source
 from methods.base import UserError
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def resolve_device(name: str) -> torch.device:
@@ -26,24 +25,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-@functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    """HEAD of the harness checkout, with '-dirty' when tracked files differ; 'unknown'
-    outside git. SLBENCH_COMMIT overrides (jobs running from a copied tree)."""
-    if os.environ.get("SLBENCH_COMMIT"):
-        return os.environ["SLBENCH_COMMIT"]
-    try:
-        proc = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", "-q", "HEAD"],
-                              capture_output=True, text=True, timeout=10)
-        head = proc.stdout.strip()
-        if proc.returncode != 0 or not head:
-            return "unknown"
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain",
-                                "--untracked-files=no"], capture_output=True, text=True,
-                               timeout=10).stdout.strip()
-        return head + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    """The harness commit, with '-dirty' when tracked or untracked source differs (see
+    harness.source); 'unknown' outside git."""
+    return source.state().label
 
 
 def device_name(device: torch.device) -> str:
@@ -60,10 +45,35 @@ def device_name(device: torch.device) -> str:
     return f"cpu: {cpu} ({torch.get_num_threads()} threads)"
 
 
-def environment(device: torch.device) -> dict[str, str]:
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def determinism() -> dict[str, Any]:
+    """The switches that decide whether a rerun gives the same numbers."""
+    return {"deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG", ""),
+            "torch_threads": torch.get_num_threads()}
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Where and with what a run ran: versions, device, code (commit, snapshot), command
+    line and the determinism switches."""
+    src = source.state()
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {"python": sys.version.split()[0], "torch": torch.__version__,
+            "torchvision": _version("torchvision"), "numpy": _version("numpy"),
+            "scipy": _version("scipy"), "submitit": _version("submitit"),
+            "cuda": torch.version.cuda or "none", "cudnn": str(cudnn) if cudnn else "none",
             "device": str(device), "device_name": device_name(device),
-            "harness_commit": git_commit(), "hostname": socket.gethostname()}
+            "harness_commit": src.label, "source_snapshot": src.snapshot,
+            "hostname": socket.gethostname(), "argv": list(sys.argv),
+            "determinism": determinism()}
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -27,7 +27,7 @@ from torch import nn
 
 from harness import config as C
 from harness import data as data_mod
-from harness import models, records
+from harness import models, records, source
 from harness.cost import memory_costs
 from harness.env import environment, peak_memory_mb, reset_peak_memory, resolve_device
 from methods.act import PactAct
@@ -465,6 +465,9 @@ class Trainer:
                  f"{cfg.data.name} ({self.data.num_train} train images), device {self.device}")
         reset_peak_memory(self.device)
         self.bar = _progress(cfg, self.epoch, self.echo) if self.dist.main else (lambda s: None)
+        src = source.state()
+        if src.dirty and self.dist.main:  # the uncommitted code this run used, kept with it
+            records.atomic_write_text(self.run_dir / "source.diff", src.diff)
 
     # --- records
     def log(self, line: str) -> None:

@@ -262,6 +262,12 @@ class Method:
         """Checks that need the parsed options and the bit widths (default: none)."""
 
     @classmethod
+    def recipe_changes(cls, options: Any) -> list[str]:
+        """What these options change of the shared recipe (e.g. a method's own activation
+        quantizer); a study accepts such a variant only when it is marked unmatched."""
+        return []
+
+    @classmethod
     def check_bits(cls, w_bits: int) -> None:
         if w_bits not in cls.bits:
             raise UserError("w_bits", f"method {cls.name!r} supports weight bits "

@@ -275,6 +275,12 @@ class LqNet(Method):
                             f"(ReLU networks), got {a_bits}; pass e.g. --a-bits 2 or drop "
                             "method.act_quant=lqnet")
 
+    @classmethod
+    def recipe_changes(cls, options):
+        if options.act_quant == "lqnet":
+            return ["act_quant = \"lqnet\" replaces the recipe's activation quantizer"]
+        return []
+
     def prepare(self, model, ctx):
         if self.opt.act_quant != "lqnet":
             return

@@ -43,6 +43,7 @@ from pathlib import Path
 DEFAULT_DIR = "/tmp/slbench-slurm"
 CLUSTER_NAME = "slbench"
 PARTITION = "debug"
+MAX_ARRAY_SIZE = 5  # see the MaxArraySize line of the generated slurm.conf
 CTLD_PORT, SLURMD_PORT, DBD_PORT = 6817, 6818, 6819
 DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd")  # start order
 
@@ -285,6 +286,9 @@ AccountingStoragePort={DBD_PORT}
 AccountingStoragePass={paths.munge_sock}
 JobCompType=jobcomp/none
 KillWait=5
+# deliberately small (SLURM's default is 1001) so the tests exercise splitting big studies
+# into several job arrays
+MaxArraySize={MAX_ARRAY_SIZE}
 InactiveLimit=0
 Waittime=0
 MinJobAge=300

@@ -46,9 +46,11 @@ def final_state(job, timeout: float = 20.0) -> str:
 
 
 class Counter(Checkpointable):
-    """Counts to ``total``, slowly in its first attempt (so the test can preempt it) and fast
-    afterwards. Its state (steps done, where each attempt started) is what submitit pickles at
-    checkpoint time, so a resumed attempt continues from it instead of from scratch."""
+    """Counts to ``total``. The first attempt stops after 3 steps and waits there until the
+    test preempts it (a known point: no race with the clock on fast or slow machines); later
+    attempts count to the end. Its state (steps done, where each attempt started) is what
+    submitit pickles at checkpoint time, so a resumed attempt continues from it instead of
+    from scratch."""
 
     def __init__(self):
         self.done = 0
@@ -57,9 +59,10 @@ class Counter(Checkpointable):
     def __call__(self, progress: str, total: int):
         self.starts.append(self.done)
         Path(progress).with_suffix(f".start{len(self.starts)}").write_text(str(time.time()))
-        step_s = 0.2 if len(self.starts) == 1 else 0.001
         while self.done < total:
-            time.sleep(step_s)
+            if len(self.starts) == 1 and self.done >= 3:
+                time.sleep(0.05)  # held until the preemption lands (or the test times out)
+                continue
             self.done += 1
             Path(progress).write_text(str(self.done))
         return {"starts": self.starts, "done": self.done,

@@ -1,20 +1,29 @@
 """Sweeps against the real single-node SLURM cluster (tests/slurm_fixture.py starts it).
 
-Covered: a study submitted as one job array completes; a preempted job (submitit's interrupt)
-requeues and resumes; an external `scontrol requeue` restarts the job and the run resumes
-from its checkpoint; a job killed mid-run is resubmitted by the next sweep and resumes; a
-completed study submits nothing; a spec with errors submits nothing; a 2-task DDP job (gloo).
+Covered: a study submitted as one job array completes; a study larger than the cluster's
+MaxArraySize is split into several arrays; a preempted job (submitit's interrupt) requeues
+and resumes; an external `scontrol requeue` restarts the job and the run resumes from its
+checkpoint; a job killed mid-run is resubmitted by the next sweep and resumes; queued jobs
+run the code of their submission even when the checkout is broken afterwards; a completed
+study submits nothing; a spec with errors submits nothing; a 2-task DDP job (gloo).
+
+No test races the clock: a run under test is held at an epoch boundary (after its first
+epoch's checkpoint) by the trainer's test hold point (SLBENCH_HOLD_DIR, harness.train), the
+test acts on it there, and releases it by deleting the hold file.
 """
 from __future__ import annotations
 
-import json
+import os
+import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from harness import records, sweep
+from conftest import ROOT
+from harness import jobs, records, spec as spec_mod, sweep
 from harness.cli import main
 
 pytestmark = pytest.mark.slurm
@@ -57,10 +66,11 @@ def spec(tmp_path: Path, name: str, n: int = 200, epochs: int = 1, seeds: str = 
     return p
 
 
-EPOCHS = 20
+EPOCHS = 3
 
 
-def wait_until(pred, timeout: float = 240, every: float = 0.25, what: str = "") -> None:
+def wait_until(pred, timeout: float = 300, every: float = 0.1, what: str = "") -> None:
+    """Waits for a state (never for time to pass); the timeout only bounds a broken run."""
     t0 = time.time()
     while time.time() - t0 < timeout:
         if pred():
@@ -74,20 +84,43 @@ def rows(run_dir: Path) -> int:
     return max(0, len(path.read_text().splitlines()) - 1) if path.exists() else 0
 
 
-def submit_one(tmp_path: Path, name: str, epochs: int = EPOCHS):
-    """One slow-ish run (~0.5 s per epoch here) so a signal lands mid-run."""
-    study = sweep.load_spec(spec(tmp_path, name, n=0, epochs=epochs, variants="ste", batch=16))
+@pytest.fixture
+def hold(tmp_path, monkeypatch) -> Path:
+    """Every run submitted in this test stops before its second epoch until released."""
+    d = tmp_path / "hold"
+    d.mkdir()
+    (d / "hold-all").write_text("")
+    monkeypatch.setenv("SLBENCH_HOLD_DIR", str(d))   # sbatch exports it to the jobs
+    monkeypatch.setenv("SLBENCH_HOLD_AT_EPOCH", "1")
+    return d
+
+
+def submit_one(tmp_path: Path, name: str):
+    """One run of EPOCHS epochs, submitted to SLURM as the sweep command does."""
+    study = spec_mod.load_spec(spec(tmp_path, name, epochs=EPOCHS, variants="ste"))
     sdir = sweep.study_dir(tmp_path / "res", study)
     sdir.mkdir(parents=True)
     sweep.freeze_spec(study, sdir)
     sweep.write_manifest(study, sdir)
     sweep.prepare_records(study.runs, sdir)
-    job = sweep.submit(study, sdir, study.runs, "slurm")[0]
-    return study, sdir, sdir / "runs" / study.runs[0].run_id, job
+    jobs.SlurmBackend().submit(jobs.Submit(sdir, study.executor), study.runs)
+    job_id = next(iter(jobs.read_submissions(sdir).values()))["job_id"]
+    return study, sdir, sdir / "runs" / study.runs[0].run_id, job_id
+
+
+def held(hold: Path, run_dir: Path) -> Path:
+    return hold / f"{run_dir.name}.held"
 
 
 def slurm_state(job_id: str) -> str:
-    return sweep.slurm_states([job_id]).get(job_id, "UNKNOWN")
+    return jobs.slurm_states([job_id]).get(job_id, "UNKNOWN")
+
+
+def finish(hold: Path, run_dir: Path) -> None:
+    (hold / "hold-all").unlink(missing_ok=True)
+    wait_until(lambda: records.load_run(run_dir).status == "completed", what="the run to finish")
+    assert rows(run_dir) == EPOCHS
+    assert records.load_run(run_dir).metrics["epoch"].tolist() == list(range(1, EPOCHS + 1))
 
 
 def test_small_study_runs_as_one_array_then_resubmits_nothing(slurm_cluster, tmp_path, capsys):
@@ -97,7 +130,7 @@ def test_small_study_runs_as_one_array_then_resubmits_nothing(slurm_cluster, tmp
     assert main(["sweep", str(p), "--executor", "slurm", "--results", str(res), "--wait"]) == 0
     elapsed = time.time() - t0
     sdir = res / "arr"
-    subs = sweep.read_submissions(sdir)
+    subs = jobs.read_submissions(sdir)
     assert len(subs) == 4
     assert len({s["job_id"].split("_")[0] for s in subs.values()}) == 1   # one array
     counts, rows_ = sweep.status_counts(sdir)
@@ -111,46 +144,105 @@ def test_small_study_runs_as_one_array_then_resubmits_nothing(slurm_cluster, tmp
     print(f"4-run array study end to end: {elapsed:.1f}s")
 
 
-def test_preempted_job_requeues_and_resumes_from_its_checkpoint(slurm_cluster, tmp_path):
-    _, sdir, run_dir, job = submit_one(tmp_path, "pre")
-    wait_until(lambda: 1 <= rows(run_dir) <= 5, what="the run to be mid-way")
-    before = rows(run_dir)
-    job._interrupt()                        # SIGTERM + USR2: submitit checkpoints and requeues
-    wait_until(lambda: records.load_run(run_dir).status == "completed", timeout=300,
-               what="the requeued job to finish")
+def test_study_larger_than_max_array_size_is_split(slurm_cluster, tmp_path, capsys):
+    limit = jobs.max_array_size()
+    assert limit == slurm_cluster.module.MAX_ARRAY_SIZE == 5  # the test cluster's small limit
+    p = spec(tmp_path, "big", n=100, seeds="[0, 1, 2, 3]")   # 8 runs
+    res = tmp_path / "res"
+    assert main(["sweep", str(p), "--executor", "slurm", "--results", str(res), "--wait"]) == 0
+    subs = jobs.read_submissions(res / "big")
+    arrays: dict[str, list[int]] = {}
+    for s in subs.values():
+        base, index = s["job_id"].split("_")
+        arrays.setdefault(base, []).append(int(index))
+    assert sorted(len(v) for v in arrays.values()) == [3, 5], arrays
+    assert all(max(v) < limit for v in arrays.values())
+    assert sweep.status_counts(res / "big")[0]["completed"] == 8
+    assert capsys.readouterr().out.count("submitted ") == 2
+
+
+def test_preempted_job_requeues_and_resumes_from_its_checkpoint(slurm_cluster, tmp_path, hold):
+    _, sdir, run_dir, job_id = submit_one(tmp_path, "pre")
+    wait_until(lambda: held(hold, run_dir).exists(), what="the run to reach its hold point")
+    assert rows(run_dir) == 1
+    held(hold, run_dir).unlink()
+    # preemption as SLURM does it (submitit's _interrupt): SIGTERM, which submitit ignores,
+    # then USR2: the job checkpoints and requeues itself
+    subprocess.run(["scancel", job_id, "--signal", "SIGTERM"], check=True)
+    subprocess.run(["scancel", job_id, "--signal", "USR2"], check=True)
+    wait_until(lambda: held(hold, run_dir).exists(), what="the requeued job to resume")
     log = (run_dir / "log.txt").read_text()
-    assert "resumed at epoch" in log
-    resumed_at = int(log.split("resumed at epoch")[1].split()[0])
-    assert resumed_at >= before              # no more than the current epoch was lost
-    assert rows(run_dir) == EPOCHS
-    m = records.load_run(run_dir).metrics
-    assert m["epoch"].tolist() == list(range(1, EPOCHS + 1))
+    assert "resumed at epoch 1" in log, log
+    finish(hold, run_dir)
 
 
-def test_external_requeue_restarts_the_job_and_the_run_resumes(slurm_cluster, tmp_path):
-    _, sdir, run_dir, job = submit_one(tmp_path, "req")
-    wait_until(lambda: 1 <= rows(run_dir) <= 5, what="the run to be mid-way")
-    subprocess.run(["scontrol", "requeue", str(job.job_id)], check=True)
-    wait_until(lambda: records.load_run(run_dir).status == "completed", timeout=300,
-               what="the requeued job to finish")
-    assert "resumed at epoch" in (run_dir / "log.txt").read_text()
-    assert rows(run_dir) == EPOCHS
+def test_external_requeue_restarts_the_job_and_the_run_resumes(slurm_cluster, tmp_path, hold):
+    _, sdir, run_dir, job_id = submit_one(tmp_path, "req")
+    wait_until(lambda: held(hold, run_dir).exists(), what="the run to reach its hold point")
+    held(hold, run_dir).unlink()
+    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    wait_until(lambda: held(hold, run_dir).exists(), what="the requeued job to resume")
+    assert "resumed at epoch 1" in (run_dir / "log.txt").read_text()
+    finish(hold, run_dir)
 
 
-def test_killed_job_is_resubmitted_by_the_next_sweep_and_resumes(slurm_cluster, tmp_path, capsys):
-    study, sdir, run_dir, job = submit_one(tmp_path, "kill")
-    wait_until(lambda: 1 <= rows(run_dir) <= 5, what="the run to be mid-way")
-    subprocess.run(["scancel", "--signal=KILL", "--full", str(job.job_id)], check=True)
-    wait_until(lambda: slurm_state(str(job.job_id)) not in sweep.ACTIVE, timeout=60,
-               what="the job to die")
+def test_killed_job_is_resubmitted_by_the_next_sweep_and_resumes(slurm_cluster, tmp_path, hold,
+                                                                  capsys):
+    study, sdir, run_dir, job_id = submit_one(tmp_path, "kill")
+    wait_until(lambda: held(hold, run_dir).exists(), what="the run to reach its hold point")
+    subprocess.run(["scancel", "--signal=KILL", "--full", job_id], check=True)
+    wait_until(lambda: slurm_state(job_id) not in jobs.ACTIVE, timeout=60, what="the job to die")
     counts, _ = sweep.status_counts(sdir)
     assert counts["interrupted"] == 1
+    (hold / "hold-all").unlink()
     capsys.readouterr()
     assert main(["sweep", str(study.path), "--executor", "slurm", "--results",
                  str(tmp_path / "res"), "--wait"]) == 0
     assert "to submit: 1 runs" in capsys.readouterr().out
     assert records.load_run(run_dir).status == "completed"
-    assert "resumed at epoch" in (run_dir / "log.txt").read_text()
+    assert "resumed at epoch 1" in (run_dir / "log.txt").read_text()
+
+
+def _node() -> str:
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True,
+                         check=True).stdout
+    return out.split()[0]
+
+
+def test_queued_jobs_run_the_code_of_their_submission(slurm_cluster, tmp_path):
+    """Drain the node, submit from a checkout, break that checkout, resume the node: every
+    run completes with the code snapshot taken at submission."""
+    checkout = tmp_path / "checkout"
+    for name in ("harness", "methods"):
+        shutil.copytree(ROOT / name, checkout / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(ROOT / "pyproject.toml", checkout / "pyproject.toml")
+    p = spec(tmp_path, "snap", seeds="[0, 1]")
+    res = tmp_path / "res"
+    node = _node()
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=drain", "reason=test"],
+                   check=True)
+    try:
+        out = subprocess.run([sys.executable, "-m", "harness", "sweep", str(p), "--executor",
+                              "slurm", "--results", str(res)], cwd=checkout, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+        subs = jobs.read_submissions(res / "snap")
+        assert len(subs) == 4
+        assert {slurm_state(s["job_id"]) for s in subs.values()} == {"PENDING"}
+        (checkout / "harness" / "train.py").write_text(
+            "raise RuntimeError('the checkout was broken after submission')\n")
+    finally:
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=True)
+    sweep.wait_for(res / "snap", poll_s=0.5)
+    counts, rows_ = sweep.status_counts(res / "snap")
+    assert counts["completed"] == 4, rows_
+    snap = {s["snapshot"] for s in subs.values()}
+    assert len(snap) == 1 and (res / "snap" / "snapshots" / snap.pop()).is_dir()
+    for run_dir in (res / "snap" / "runs").iterdir():
+        env_ = records.read_summary(run_dir).env
+        assert env_["source_snapshot"] == next(iter(subs.values()))["snapshot"]
 
 
 def test_spec_with_errors_submits_nothing(slurm_cluster, tmp_path, capsys):

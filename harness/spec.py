@@ -1,0 +1,516 @@
+"""Study specs: a TOML file -> validated, expanded runs (one resolved RunConfig each).
+
+    [study]      name, description, question, gpu_hours, allow_unmatched
+    [recipe]     the shared recipe: every config key but the grid's (see `run --help`)
+    [grid]       bits = [[W, A], ...], epochs = [...], seeds = [...], exclude, variants
+    [variants.NAME]  method, options, recipe (unmatched only), unmatched, reference, bits,
+                 executor, description
+    [executor]   resources and where to run (see EXECUTOR_TYPES)
+    [scales.NAME]  epochs_divisor, min_epochs, max_seeds, set (e.g. `--scale smoke`)
+    [report]     read by the report only
+
+:func:`load_spec` reads a spec in small named steps (study table, scale, recipe, grid,
+variants, executor, expansion, whole-study checks), collecting every problem before it
+raises :class:`SpecErrors`, so a user fixes a broken spec in one pass.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import config as C
+from methods.errors import UserError
+
+# keys a run gets from the grid or the variant, never from the shared recipe
+GRID_KEYS = ("method", "w_bits", "a_bits", "epochs", "seed")
+BUILTIN_SCALES = {
+    # CPU trial of any spec: small subsets and width, budgets divided by 50 (500 -> 10)
+    "smoke": {"epochs_divisor": 50, "min_epochs": 1, "max_seeds": 0,
+              "set": {"data.subset_train": 1000, "data.subset_test": 500, "model.width": 0.25}},
+    "full": {"epochs_divisor": 1, "min_epochs": 1, "max_seeds": 0, "set": {}},
+}
+EXECUTOR_DEFAULTS = {
+    "partition": "", "account": "", "qos": "", "constraint": "", "timeout_min": 240,
+    "gpus_per_task": 0, "cpus_per_task": 2, "mem_gb": 8, "tasks_per_node": 1, "nodes": 1,
+    "array_parallelism": 16, "setup": [], "sbatch": {}, "local_concurrency": 2,
+}
+# the executor keys that shape one job (runs with equal shapes share a job array)
+RESOURCE_KEYS = ("timeout_min", "gpus_per_task", "cpus_per_task", "mem_gb", "tasks_per_node",
+                 "nodes", "partition", "constraint", "qos", "account")
+SECTIONS = ("study", "recipe", "grid", "variants", "executor", "scales", "report")
+STUDY_KEYS = ("name", "description", "allow_unmatched", "question", "gpu_hours")
+VARIANT_KEYS = ("method", "options", "recipe", "unmatched", "reference", "bits", "executor",
+                "description")
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+EXECUTOR_TYPES = {  # key: (type check, what to write)
+    "timeout_min": (lambda v: _int(v) and v > 0, "a positive number of minutes"),
+    "gpus_per_task": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "cpus_per_task": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "mem_gb": (lambda v: _num(v) and v > 0, "a positive number of GB"),
+    "tasks_per_node": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "nodes": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "array_parallelism": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "local_concurrency": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "setup": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+              'a list of shell lines, e.g. ["module load cuda"]'),
+    "sbatch": (lambda v: isinstance(v, dict), 'a table, e.g. { exclusive = "" }'),
+    **{k: (lambda v: isinstance(v, str), "a string") for k in
+       ("partition", "account", "qos", "constraint")},
+}
+SCALE_TYPES = {
+    "epochs_divisor": (lambda v: _num(v) and v > 0, "a number > 0"),
+    "min_epochs": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "max_seeds": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0 = all)"),
+    "set": (lambda v: isinstance(v, dict), 'a table of recipe keys, e.g. { "model.width" = 0.5 }'),
+}
+EXCLUDE_TYPES = {
+    "variant": (lambda v: isinstance(v, str), "a variant name"),
+    "bits": (lambda v: isinstance(v, list) and len(v) == 2 and all(_int(b) for b in v),
+             "a W/A pair like [2, 32]"),
+    "epochs": (_int, "an epoch budget of the grid"),
+    "reason": (lambda v: isinstance(v, str), "a string"),
+}
+
+
+# --------------------------------------------------------------------------- what a spec becomes
+
+@dataclass
+class Variant:
+    name: str
+    method: str
+    options: dict[str, Any]
+    recipe: dict[str, Any]          # unmatched overrides of the shared recipe (flat keys)
+    unmatched: bool
+    reference: bool
+    bits: list[tuple[int, int]] | None
+    executor: dict[str, Any]
+
+
+@dataclass
+class Run:
+    run_id: str
+    variant: str
+    method: str
+    cfg: C.RunConfig
+    w_bits: int
+    a_bits: int
+    epochs: int
+    seed: int
+    unmatched: bool
+    shape: tuple
+
+    def manifest(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "variant": self.variant, "method": self.method,
+                "w_bits": self.w_bits, "a_bits": self.a_bits, "epochs": self.epochs,
+                "seed": self.seed, "unmatched": self.unmatched}
+
+
+@dataclass
+class Study:
+    path: Path
+    name: str
+    raw: dict[str, Any]
+    scale: str
+    runs: list[Run] = field(default_factory=list)
+    excluded: list[dict[str, Any]] = field(default_factory=list)
+    executor: dict[str, Any] = field(default_factory=dict)
+
+
+class SpecErrors(Exception):
+    def __init__(self, errors: list[str]):
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+class Problems:
+    """Every problem of a spec, each once, prefixed with the spec's path."""
+
+    def __init__(self, where: str):
+        self.where, self.items = where, []
+
+    def add(self, message: str) -> None:
+        line = f"{self.where}: {message}"
+        if line not in self.items:
+            self.items.append(line)
+
+    def typed(self, table: Any, types: dict, section: str) -> dict:
+        """The valid part of ``table``; unknown keys and wrong types are problems."""
+        if not isinstance(table, dict):
+            self.add(f"{section}: expected a table")
+            return {}
+        self.known(table, types, section)
+        ok = {}
+        for key, value in table.items():
+            if key in types:
+                check, want = types[key]
+                if check(value):
+                    ok[key] = value
+                else:
+                    self.add(f"{section}.{key}: expected {want}, got {value!r}")
+        return ok
+
+    def known(self, table: dict, allowed, section: str) -> None:
+        for key in table:
+            if key not in allowed:
+                self.add(f"{section}.{key}: unknown key; allowed: {', '.join(sorted(allowed))}")
+
+
+# --------------------------------------------------------------------------- reading, step by step
+
+def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None = None) -> Study:
+    """Parse, validate and expand a study spec; raises SpecErrors listing every problem.
+
+    ``sets`` ("key=value", as for `run --set`) override the shared recipe for every run, so
+    the comparison stays matched (e.g. --set data.root=/data/cifar on another machine)."""
+    path = Path(path)
+    raw = _read_toml(path)
+    p = Problems(str(path))
+    p.known(raw, SECTIONS, "spec")
+    name, allow_unmatched = _study_table(raw, path, p)
+    scale = scale or "full"
+    scale_t = _scale(raw, scale, p)
+    recipe = _recipe(raw, sets, path.parent, p)
+    bits, budget_map, seeds, excludes = _grid(raw, scale, scale_t, p)
+    variants = _variants(raw, allow_unmatched, path.parent, p)
+    executor = {**EXECUTOR_DEFAULTS, **p.typed(raw.get("executor", {}), EXECUTOR_TYPES,
+                                               "executor")}
+    study = Study(path, str(name), raw, scale, executor=executor)
+    _expand(study, recipe, C.flatten(scale_t.get("set", {})), variants, bits, budget_map, seeds,
+            excludes, p)
+    _check_data_roots(study, p)
+    _check_recipe_shared(study, p)
+    _check_distinct_variants(study, p)
+    if not study.runs and not p.items:
+        p.add("the grid expands to no runs; check grid and variants")
+    if p.items:
+        raise SpecErrors(p.items)
+    return study
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SpecErrors([f"{path}: no such study file; pass a path like studies/demo.toml"])
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise SpecErrors([f"{path}: not valid TOML ({e}); fix the syntax"]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecErrors([f"{path}: cannot be read ({e}); pass a TOML study spec"]) from None
+
+
+def _study_table(raw: dict, path: Path, p: Problems) -> tuple[str, bool]:
+    study_t = raw.get("study", {})
+    if not isinstance(study_t, dict):
+        p.add("study: expected a table, e.g. [study] name = \"mine\"")
+        study_t = {}
+    p.known(study_t, STUDY_KEYS, "study")
+    name = study_t.get("name", path.stem)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(name)):
+        p.add(f"study.name: {name!r} must be letters, digits, '-', '_', '.'")
+    return str(name), bool(study_t.get("allow_unmatched", False))
+
+
+def _scale(raw: dict, scale: str, p: Problems) -> dict[str, Any]:
+    spec_scales = raw.get("scales", {})
+    if not isinstance(spec_scales, dict):
+        p.add("scales: expected [scales.NAME] tables")
+        spec_scales = {}
+    scales = {**BUILTIN_SCALES, **{k: p.typed(v, SCALE_TYPES, f"scales.{k}")
+                                   for k, v in spec_scales.items()}}
+    if scale not in scales:
+        p.add(f"--scale {scale!r} is not defined; use one of {sorted(scales)} or add a "
+              "[scales.NAME] table")
+        return BUILTIN_SCALES["full"]
+    return {**BUILTIN_SCALES["full"], **scales[scale]}
+
+
+def _fix_root(flat: dict[str, Any], spec_dir: Path) -> None:
+    """data.root: ${VARS} and ~ expanded; relative paths are relative to the spec file."""
+    root = flat.get("data.root")
+    if isinstance(root, str) and root:
+        root = os.path.expanduser(os.path.expandvars(root))
+        flat["data.root"] = str((spec_dir / root).resolve()) if not os.path.isabs(root) else root
+
+
+def _recipe(raw: dict, sets: list[str] | None, spec_dir: Path, p: Problems) -> dict[str, Any]:
+    table = raw.get("recipe", {})
+    if not isinstance(table, dict):
+        p.add("recipe: expected a table of config keys")
+        table = {}
+    recipe = C.flatten(table)
+    try:
+        overrides = C.parse_sets(sets or [])
+    except UserError as e:
+        p.add(str(e))
+        overrides = {}
+    for key, value in overrides.items():
+        if key == "data.root" and isinstance(value, str) and value and not os.path.isabs(value):
+            value = str(Path(value).resolve())  # --set paths are relative to the caller
+        recipe[key] = value
+    for key in recipe:
+        if key in GRID_KEYS or key.startswith(("method.", "meta.")):
+            p.add(f"recipe.{key}: set by the grid or a variant, not the shared recipe; move it "
+                  "to [grid] or [variants.NAME]")
+    _fix_root(recipe, spec_dir)
+    return recipe
+
+
+def _pairs(value: Any, where: str, p: Problems) -> list[tuple[int, int]]:
+    ok = isinstance(value, list) and value and all(
+        isinstance(x, list) and len(x) == 2 and all(_int(b) for b in x) for x in value)
+    if not ok:
+        p.add(f"{where}: expected W/A pairs like [[1, 32], [2, 2]], got {value!r}")
+        return []
+    return [tuple(x) for x in value]
+
+
+def _int_list(value: Any, where: str, p: Problems) -> list[int]:
+    if not (isinstance(value, list) and value and all(_int(v) for v in value)):
+        p.add(f"{where}: expected a non-empty list of integers, got {value!r}")
+        return []
+    return list(value)
+
+
+def _grid(raw: dict, scale: str, scale_t: dict, p: Problems):
+    """(W/A pairs, {budget: epochs at this scale}, seeds, exclusions)."""
+    grid = raw.get("grid", {})
+    if not isinstance(grid, dict):
+        p.add("grid: expected a table with bits, epochs and seeds")
+        grid = {}
+    p.known(grid, {"bits", "epochs", "seeds", "exclude", "variants"}, "grid")
+    bits = _pairs(grid.get("bits"), "grid.bits", p)
+    budgets = _int_list(grid.get("epochs"), "grid.epochs", p)
+    seeds = _int_list(grid.get("seeds"), "grid.seeds", p)
+    if scale_t.get("max_seeds"):
+        seeds = seeds[: scale_t["max_seeds"]]
+    div, lo = scale_t.get("epochs_divisor", 1), scale_t.get("min_epochs", 1)
+    budget_map = {e: max(lo, int(round(e / div))) for e in budgets}
+    if len(set(budget_map.values())) < len(budget_map):
+        p.add(f"--scale {scale} maps the budgets {budgets} to "
+              f"{[budget_map[e] for e in budgets]} epochs, which collide; use larger budgets or "
+              "a scale with a smaller epochs_divisor")
+    excludes = _exclude_list(grid.get("exclude", []), p)
+    chosen = grid.get("variants")
+    return bits, budget_map, seeds, (excludes, chosen)
+
+
+def _exclude_list(value: Any, p: Problems) -> list[dict]:
+    if not isinstance(value, list):
+        p.add("grid.exclude: expected a list of tables like "
+              '[{ variant = "bop", bits = [2, 32], reason = "..." }]')
+        return []
+    out = []
+    for i, entry in enumerate(value):
+        n = len(p.items)
+        ok = p.typed(entry, EXCLUDE_TYPES, f"grid.exclude[{i}]")
+        if len(p.items) == n:
+            if not set(ok) - {"reason"}:
+                p.add(f"grid.exclude[{i}]: name at least one of variant, bits, epochs")
+            else:
+                out.append(ok)
+    return out
+
+
+def _variants(raw: dict, allow_unmatched: bool, spec_dir: Path, p: Problems) -> dict[str, Variant]:
+    table = raw.get("variants", {})
+    if not isinstance(table, dict) or not table:
+        p.add("variants: define at least one [variants.NAME] with a method")
+        return {}
+    out = {}
+    for name, t in table.items():
+        v = _variant(name, t, allow_unmatched, spec_dir, p)
+        if v is not None:
+            out[name] = v
+    return out
+
+
+def _variant(name: str, t: Any, allow_unmatched: bool, spec_dir: Path,
+             p: Problems) -> Variant | None:
+    w = f"variants.{name}"
+    if not isinstance(t, dict):
+        p.add(f"{w}: expected a table")
+        return None
+    p.known(t, VARIANT_KEYS, w)
+    if "method" not in t:
+        p.add(f"{w}.method: missing; name the method, e.g. method = \"slb\"")
+        return None
+    for key in ("options", "recipe", "executor"):
+        if not isinstance(t.get(key, {}), dict):
+            p.add(f"{w}.{key}: expected a table, e.g. {key} = {{ ... }}")
+            t = {**t, key: {}}
+    recipe = C.flatten(t.get("recipe", {}))
+    unmatched = bool(t.get("unmatched", False))
+    fix = ("set unmatched = true on the variant (and study.allow_unmatched = true) for a "
+           "deliberately unmatched comparison")
+    if recipe and not unmatched:
+        p.add(f"{w}.recipe: changes the shared recipe; {fix}")
+    for change in _method_recipe_changes(t["method"], dict(t.get("options", {}))):
+        if not unmatched:
+            p.add(f"{w}.options: {change}, so the variant does not share the recipe; {fix}")
+    if unmatched and not allow_unmatched:
+        p.add(f"{w}.unmatched: set study.allow_unmatched = true to allow unmatched comparisons "
+              "in this study")
+    for key in recipe:
+        if key in GRID_KEYS or key.startswith(("method.", "meta.")):
+            p.add(f"{w}.recipe.{key}: not a recipe key; use options or the grid")
+    _fix_root(recipe, spec_dir)
+    bits = _pairs(t["bits"], f"{w}.bits", p) if "bits" in t else None
+    ex = p.typed(t.get("executor", {}), {k: EXECUTOR_TYPES[k] for k in RESOURCE_KEYS},
+                 f"{w}.executor")
+    return Variant(name, t["method"], dict(t.get("options", {})), recipe, unmatched,
+                   bool(t.get("reference", False)), bits, dict(ex))
+
+
+def _method_recipe_changes(method: str, options: dict[str, Any]) -> list[str]:
+    """What a method's options change of the shared recipe (e.g. its own activation
+    quantizer); such a variant is not a matched comparison."""
+    from methods.base import REGISTRY, load_all
+
+    load_all()
+    cls = REGISTRY.get(method)
+    if cls is None:
+        return []  # reported when the runs are resolved
+    try:
+        return cls.recipe_changes(cls.parse_options(options))
+    except UserError:
+        return []  # reported when the runs are resolved
+
+
+# --------------------------------------------------------------------------- expansion
+
+def _expand(study: Study, recipe: dict, scale_set: dict, variants: dict[str, Variant],
+            bits: list, budget_map: dict, seeds: list, excl, p: Problems) -> None:
+    excludes, chosen = excl
+    if chosen is not None:
+        unknown = [v for v in chosen if v not in variants]
+        if unknown:
+            p.add(f"grid.variants: {unknown} not defined under [variants]")
+        variants = {k: v for k, v in variants.items() if k in chosen}
+    for v in variants.values():
+        for w, a in v.bits or ([(32, 32)] if v.reference else bits):
+            for e in budget_map:
+                reason = _excluded(excludes, v.name, w, a, e) or _unsupported(v.method, w)
+                if reason is not None:
+                    study.excluded.append({"variant": v.name, "w_bits": w, "a_bits": a,
+                                           "epochs": budget_map[e], "reason": reason})
+                    continue
+                for s in seeds:
+                    run = _one_run(study, v, recipe, scale_set, w, a, budget_map[e], s, p)
+                    if run is not None:
+                        study.runs.append(run)
+
+
+def _one_run(study: Study, v: Variant, recipe: dict, scale_set: dict, w: int, a: int,
+             epochs: int, seed: int, p: Problems) -> Run | None:
+    flat = {**recipe, **v.recipe, **scale_set, "method": v.method,
+            **{f"method.{k}": val for k, val in v.options.items()},
+            "w_bits": w, "a_bits": a, "epochs": epochs, "seed": seed, "progress": "line",
+            "meta.study": study.name, "meta.variant": v.name, "meta.scale": study.scale,
+            "meta.unmatched": v.unmatched}
+    try:
+        cfg = C.resolve(C.from_flat(flat))
+    except UserError as err:
+        p.add(f"variants.{v.name}: {err}")
+        return None
+    res = {**study.executor, **v.executor}
+    h = C.config_hash(cfg)
+    return Run(f"{v.name}_w{w}a{a}_e{epochs}_s{seed}_{h[:8]}", v.name, v.method, cfg, w, a,
+               epochs, seed, v.unmatched, tuple((k, json.dumps(res[k])) for k in RESOURCE_KEYS))
+
+
+def _excluded(excludes: list[dict], variant: str, w: int, a: int, e: int) -> str | None:
+    for ex in excludes:
+        if ex.get("variant", variant) != variant:
+            continue
+        if "bits" in ex and list(ex["bits"]) != [w, a]:
+            continue
+        if "epochs" in ex and ex["epochs"] != e:
+            continue
+        return "excluded by the spec" + (f": {ex['reason']}" if ex.get("reason") else "")
+    return None
+
+
+def _unsupported(method: str, w_bits: int) -> str | None:
+    from methods.base import REGISTRY, load_all
+
+    load_all()
+    cls = REGISTRY.get(method)
+    if cls is not None and w_bits not in cls.bits:
+        return f"{method} cannot run {w_bits}-bit weights (supports {sorted(cls.bits)})"
+    return None
+
+
+# --------------------------------------------------------------------------- whole-study checks
+
+def _check_data_roots(study: Study, p: Problems) -> None:
+    from harness import data as data_mod
+
+    seen = set()
+    for r in study.runs:
+        key = (r.cfg.data.name, r.cfg.data.root, r.cfg.data.download)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            data_mod.check_root(r.cfg.data)
+        except UserError as e:
+            p.add(f"recipe.{e} (in a study: set [recipe] data.root, the variable it names, or "
+                  "pass --set data.root=DIR)")
+
+
+def _check_recipe_shared(study: Study, p: Problems) -> None:
+    """Every matched run of a (bits, budget, seed) cell shares the recipe exactly."""
+    cells: dict[tuple, dict] = {}
+    for r in study.runs:
+        if r.unmatched:
+            continue
+        key = C.cell_key(r.cfg)
+        ref = cells.setdefault((r.w_bits, r.a_bits, r.epochs, r.seed), key)
+        if key != ref:  # pragma: no cover - guards the expansion itself
+            diff = sorted(k for k in set(key) | set(ref) if key.get(k) != ref.get(k))
+            p.add(f"variants.{r.variant}: recipe differs from the cell's on {diff}")
+
+
+def _check_distinct_variants(study: Study, p: Problems) -> None:
+    seen: dict[str, str] = {}
+    for r in study.runs:
+        key = json.dumps([r.method, r.cfg.method_options, r.cfg.w_bits, C.cell_key(r.cfg)],
+                         sort_keys=True, default=str)
+        other = seen.setdefault(key, r.variant)
+        if other != r.variant:
+            p.add(f"variants.{r.variant} and variants.{other} are the same method with the same "
+                  "options; give them different options or drop one")
+
+
+def print_plan(study: Study, echo=print) -> None:
+    import collections
+
+    counts = collections.Counter((r.variant, f"W{r.w_bits}/A{r.a_bits}", r.epochs)
+                                 for r in study.runs)
+    cells = sorted({(c[1], c[2]) for c in counts}, key=lambda c: (c[1], c[0]))
+    names = list(dict.fromkeys(r.variant for r in study.runs))
+    head = ["variant"] + [f"{b} e{e}" for b, e in cells]
+    widths = [max(len(h), 8) for h in head]
+    widths[0] = max([len("variant")] + [len(n) for n in names])
+    echo(f"study {study.name} (scale {study.scale}): {len(study.runs)} runs")
+    echo("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    for n in names:
+        row = [n] + [str(counts.get((n, b, e), "-")) for b, e in cells]
+        echo("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    for ex in study.excluded:
+        echo(f"excluded: {ex['variant']} W{ex['w_bits']}/A{ex['a_bits']} e{ex['epochs']}: "
+             f"{ex['reason']}")
