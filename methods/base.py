@@ -26,10 +26,8 @@ Every hook has a do-nothing default, so a simple method overrides two or three o
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib
 import pkgutil
-import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
 
@@ -37,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from methods._ops import per_channel, sign
 from methods.errors import UserError  # noqa: F401  (re-exported)
 from methods.options import NoOptions, _coerce, options_dict, parse_options  # noqa: F401
-
 
 # --------------------------------------------------------------------------- registry
 
@@ -56,7 +54,8 @@ def register(cls: type["Method"]) -> type["Method"]:
 
 
 def load_all() -> dict[str, type["Method"]]:
-    """Import every module of the methods package so each registers itself."""
+    """Import every module of the methods package so each registers itself (not the shared
+    modules in ``_NOT_METHODS``, nor private ones such as ``_ops``)."""
     import methods
 
     for info in pkgutil.iter_modules(methods.__path__):
@@ -88,14 +87,13 @@ def decode(codes: torch.Tensor, levels: torch.Tensor, scale: torch.Tensor) -> to
     else:
         flat = idx.reshape(idx.shape[0], -1)
         w = torch.gather(levels, 1, flat).reshape(idx.shape)
-    if scale.dim() == 0:
-        return w * scale
-    return w * scale.reshape(-1, *([1] * (w.dim() - 1)))
+    return w * per_channel(scale, w)
 
 
 def binary_export(w: torch.Tensor, scale: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The export of sign weights: codes 0/1 for -1/+1 (sign(0) = +1), levels [-1, 1]."""
-    return {"codes": (w >= 0).to(torch.uint8),
+    """The export of sign weights: codes 0/1 for -1/+1 (methods._ops.sign, sign(0) = +1),
+    levels [-1, 1]."""
+    return {"codes": (sign(w) > 0).to(torch.uint8),
             "levels": torch.tensor([-1.0, 1.0], dtype=w.dtype, device=w.device),
             "scale": scale}
 

@@ -26,7 +26,7 @@ Schedules of gamma and tau (per step, from the epoch fraction t done):
     constant: gamma, tau
     step:     gamma * gamma_decay^(#milestones <= t), tau * tau_decay^(#milestones <= t)
   (the paper's CIFAR runs: gamma 1e-4 decayed x0.1 every 100 epochs, tau 1e-8 constant).
-Init: w = sign(W_float) of the layer's initialisation, sign(0) = +1; m = 0.
+Init: w = sign(W_float) of the layer's initialisation, sign(0) = +1 (methods._ops.sign); m = 0.
 Logged per epoch: ``flip_ratio``, the mean over the epoch's steps of the fraction of binary
 weights flipped at that step (larq's FlipRatio metric, averaged over an epoch).
 Export: codes 0/1 for -1/+1, levels [-1, 1], scale 1 or s [C_out].
@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from methods._ops import per_channel, sign
 from methods.base import Method, Progress, UserError, WeightQuantizer, binary_export, register
 from methods.ste import binary_scale
 
@@ -82,7 +83,7 @@ class BopWeight(WeightQuantizer):
     def __init__(self, weight: torch.Tensor, bits: int, scaling: str):
         super().__init__(weight, bits)
         w = weight.detach()
-        self.weight = nn.Parameter(torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w)))
+        self.weight = nn.Parameter(sign(w))
         self.register_buffer("m", torch.zeros_like(w))
         self.scaling = scaling
         if scaling == "channel":
@@ -95,7 +96,7 @@ class BopWeight(WeightQuantizer):
 
     def forward(self) -> torch.Tensor:
         if self.scaling == "channel":
-            return self.weight * self.scale.reshape(-1, *([1] * (self.weight.dim() - 1)))
+            return self.weight * per_channel(self.scale, self.weight)
         return self.weight
 
     @torch.no_grad()
