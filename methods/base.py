@@ -22,6 +22,9 @@ asks which method it holds:
     state_dict()/load_state_dict()                     # what a resume needs beyond the model
 
 Every hook has a do-nothing default, so a simple method overrides two or three of them.
+
+Shared quantizer primitives (sign with sign(0) = +1, per-channel reshapes, straight-through
+sign and round) live in ``methods._ops``; option checks use ``methods.errors.require``.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods._ops import per_channel, sign
-from methods.errors import UserError  # noqa: F401  (re-exported)
+from methods.errors import UserError, require  # noqa: F401  (re-exported)
 from methods.options import NoOptions, _coerce, options_dict, parse_options  # noqa: F401
 
 # --------------------------------------------------------------------------- registry
@@ -66,8 +69,8 @@ def load_all() -> dict[str, type["Method"]]:
 
 def get(name: str) -> type["Method"]:
     load_all()
-    if name not in REGISTRY:
-        raise UserError("method", f"unknown method {name!r}; choose one of {sorted(REGISTRY)}")
+    require(name in REGISTRY, "method",
+            f"unknown method {name!r}; choose one of {sorted(REGISTRY)}")
     return REGISTRY[name]
 
 
@@ -261,9 +264,8 @@ class Method:
 
     @classmethod
     def check_bits(cls, w_bits: int) -> None:
-        if w_bits not in cls.bits:
-            raise UserError("w_bits", f"method {cls.name!r} supports weight bits "
-                            f"{sorted(cls.bits)}, not {w_bits}; pass --w-bits with one of them")
+        require(w_bits in cls.bits, "w_bits", f"method {cls.name!r} supports weight bits "
+                f"{sorted(cls.bits)}, not {w_bits}; pass --w-bits with one of them")
 
     def make_quantizer(self, layer: nn.Module, name: str) -> WeightQuantizer:
         raise NotImplementedError

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from methods._ops import per_channel, sign
-from methods.base import Method, Progress, UserError, WeightQuantizer, binary_export, register
+from methods.base import Method, Progress, WeightQuantizer, binary_export, register, require
 from methods.ste import binary_scale
 
 SCALINGS = ("none", "channel")
@@ -132,22 +132,20 @@ class Bop(Method):
     @classmethod
     def parse_options(cls, raw):
         o = super().parse_options(raw)
-        if not 0 < o.gamma <= 1:
-            raise UserError("method.gamma", f"must be in (0, 1] (larq: 1e-4), got {o.gamma}")
-        if o.tau < 0:
-            raise UserError("method.tau", f"must be >= 0 (larq: 1e-8), got {o.tau}")
-        if o.schedule == "step" and not o.milestones:
-            raise UserError("method.milestones", "method.schedule=step needs epochs, e.g. "
-                            "--set method.milestones=[100,200]; or use method.schedule=constant")
-        if o.schedule == "constant" and o.milestones:
-            raise UserError("method.milestones", "only used with method.schedule=step; add "
-                            "--set method.schedule=step or drop method.milestones")
-        if list(o.milestones) != sorted(o.milestones):
-            raise UserError("method.milestones", "must be increasing epochs, e.g. [100, 200]")
-        if not 0 < o.gamma_decay <= 1:
-            raise UserError("method.gamma_decay", f"must be in (0, 1], got {o.gamma_decay}")
-        if not o.tau_decay > 0:
-            raise UserError("method.tau_decay", f"must be > 0, got {o.tau_decay}")
+        require(0 < o.gamma <= 1, "method.gamma", f"must be in (0, 1] (larq: 1e-4), got {o.gamma}")
+        # "not <" keeps the check as it was: a NaN value is not refused
+        require(not o.tau < 0, "method.tau", f"must be >= 0 (larq: 1e-8), got {o.tau}")
+        require(o.schedule != "step" or o.milestones, "method.milestones",
+                "method.schedule=step needs epochs, e.g. --set method.milestones=[100,200]; "
+                "or use method.schedule=constant")
+        require(o.schedule != "constant" or not o.milestones, "method.milestones",
+                "only used with method.schedule=step; add --set method.schedule=step or drop "
+                "method.milestones")
+        require(list(o.milestones) == sorted(o.milestones), "method.milestones",
+                "must be increasing epochs, e.g. [100, 200]")
+        require(0 < o.gamma_decay <= 1, "method.gamma_decay",
+                f"must be in (0, 1], got {o.gamma_decay}")
+        require(o.tau_decay > 0, "method.tau_decay", f"must be > 0, got {o.tau_decay}")
         return o
 
     def make_quantizer(self, layer, name):

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods._ops import per_channel, sign, ste_sign
-from methods.base import Method, UserError, WeightQuantizer, binary_export, register
+from methods.base import Method, WeightQuantizer, binary_export, register, require
 from methods.ste import binary_scale
 
 ALPHAS = ("mean", "learned")
@@ -112,12 +112,12 @@ class Hashing(Method):
     @classmethod
     def parse_options(cls, raw):
         opt = super().parse_options(raw)
-        if opt.lam < 0:
-            raise UserError("method.lam", f"must be >= 0 (0 = no quantization loss), got {opt.lam}")
-        if opt.entropy < 0:
-            raise UserError("method.entropy", f"must be >= 0 (0 = off), got {opt.entropy}")
-        if opt.entropy_temp <= 0:
-            raise UserError("method.entropy_temp", f"must be > 0, got {opt.entropy_temp}")
+        # "not <" keeps the check as it was: a NaN value is not refused
+        require(not opt.lam < 0, "method.lam",
+                f"must be >= 0 (0 = no quantization loss), got {opt.lam}")
+        require(not opt.entropy < 0, "method.entropy", f"must be >= 0 (0 = off), got {opt.entropy}")
+        require(not opt.entropy_temp <= 0, "method.entropy_temp",
+                f"must be > 0, got {opt.entropy_temp}")
         return opt
 
     def make_quantizer(self, layer, name):
