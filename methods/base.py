@@ -7,7 +7,7 @@ asks which method it holds:
     method = get("slb")(options, w_bits)
     for each layer chosen by the quantization policy:
         QLayer(layer, method.make_quantizer(layer, name), activation_quantizer)
-    method.prepare(model, ctx)                         # once, before the optimizer is built
+    method.prepare(model, run)                         # once, before the optimizer is built
     groups = method.param_groups(model, default_groups)
     per epoch:
         method.on_epoch_start(model, progress)
@@ -15,13 +15,16 @@ asks which method it holds:
             method.before_step(model, progress)
             loss = CE + method.loss(model); loss.backward(); optimizer.step()
             method.after_step(model, x, y, progress)   # gradients are still in .grad here
-        method.after_epoch(model, ctx)
+        method.after_epoch(model, run)
         with method.deployed(model): evaluate        # the discrete, deployable network
-        method.scalars(model, ctx) -> metrics.csv columns
-    method.after_training(model, ctx)                  # before the final evaluation
+        method.scalars(model, run) -> metrics.csv columns
+    method.after_training(model, run)                  # before the final evaluation
     state_dict()/load_state_dict()                     # what a resume needs beyond the model
 
-Every hook has a do-nothing default, so a simple method overrides two or three of them.
+``run`` is the trainer's RunContext (harness/train.py): the config (``run.cfg``), the data
+(``run.data``), ``run.evaluate(model)``, ``run.train_batches(n)`` and ``run.log``. The trainer
+passes it positionally. Every hook has a do-nothing default, so a simple method overrides two
+or three of them.
 
 Shared quantizer primitives (sign with sign(0) = +1, per-channel reshapes, straight-through
 sign and round) live in ``methods._ops``; option checks use ``methods.errors.require``.
@@ -270,7 +273,7 @@ class Method:
     def make_quantizer(self, layer: nn.Module, name: str) -> WeightQuantizer:
         raise NotImplementedError
 
-    def prepare(self, model: nn.Module, ctx: Any) -> None:
+    def prepare(self, model: nn.Module, run: Any) -> None:
         """Called once after the quantized layers are installed (e.g. swap BN modules)."""
 
     def param_groups(self, model: nn.Module, groups: list[dict]) -> list[dict]:
@@ -292,10 +295,10 @@ class Method:
                    progress: Progress) -> None:
         pass
 
-    def after_epoch(self, model: nn.Module, ctx: Any) -> None:
+    def after_epoch(self, model: nn.Module, run: Any) -> None:
         pass
 
-    def after_training(self, model: nn.Module, ctx: Any) -> None:
+    def after_training(self, model: nn.Module, run: Any) -> None:
         pass
 
     # --- deployment and reporting
@@ -308,7 +311,7 @@ class Method:
         finally:
             set_deployed(model, False)
 
-    def scalars(self, model: nn.Module, ctx: Any) -> dict[str, float]:
+    def scalars(self, model: nn.Module, run: Any) -> dict[str, float]:
         """Extra per-epoch metrics (become metrics.csv columns, same set every epoch)."""
         return {}
 

@@ -174,7 +174,7 @@ class Bop(Method):
             self._flips = self._flips + flips / total  # tensor sum: no device sync per step
             self._flip_steps += 1
 
-    def scalars(self, model, ctx):
+    def scalars(self, model, run):
         if not self._flip_steps:
             return {"flip_ratio": float("nan")}
         return {"flip_ratio": float(self._flips) / self._flip_steps}

@@ -146,7 +146,7 @@ class Hashing(Method):
         self._steps += 1
         return total
 
-    def scalars(self, model, ctx):
+    def scalars(self, model, run):
         names = ["quant_loss"] + (["entropy_loss"] if self.opt.entropy > 0 else [])
         return {k: float(self._sums[k]) / self._steps if self._steps and k in self._sums
                 else float("nan") for k in names}

@@ -272,10 +272,10 @@ class LqNet(Method):
                 f"lqnet activations need --a-bits in 2..8 (ReLU networks), got {a_bits}; "
                 "pass e.g. --a-bits 2 or drop method.act_quant=lqnet")
 
-    def prepare(self, model, ctx):
+    def prepare(self, model, run):
         if self.opt.act_quant != "lqnet":
             return
-        a_bits = ctx.cfg.a_bits
+        a_bits = run.cfg.a_bits
         for _, layer in quant_layers(model):
             layer.act = LqAct(a_bits, self.opt.delta).to(layer.wq.weight.device)
 

@@ -509,7 +509,7 @@ class Slb(Method):
                 f"{tuple(w.shape)}; give a checkpoint of the same model and width")
         return found.to(w)
 
-    def prepare(self, model: nn.Module, ctx: Any) -> None:
+    def prepare(self, model: nn.Module, run: Any) -> None:
         self._fp_state = None
         if self.opt.bn != "none":
             install_state_bn(model)
@@ -545,14 +545,14 @@ class Slb(Method):
                 model(x)  # train mode: updates the quantized statistics only
 
     @torch.no_grad()
-    def recalibrate(self, model: nn.Module, ctx: Any) -> None:
+    def recalibrate(self, model: nn.Module, run: Any) -> None:
         """Recompute the quantized statistics as the average over training batches (W_q)."""
-        n = self.opt.recal_batches or max(1, math.ceil(ctx.data.num_test / ctx.cfg.batch_size))
+        n = self.opt.recal_batches or max(1, math.ceil(run.data.num_test / run.cfg.batch_size))
         with self._discrete(model, quantized_bn=True):
-            torch.optim.swa_utils.update_bn(ctx.train_batches(n), model)
+            torch.optim.swa_utils.update_bn(run.train_batches(n), model)
         self.calibrated = True
 
-    def after_epoch(self, model: nn.Module, ctx: Any) -> None:
+    def after_epoch(self, model: nn.Module, run: Any) -> None:
         flips = total = 0
         for wq in slb_layers(model):
             codes = wq.codes()
@@ -561,11 +561,11 @@ class Slb(Method):
             wq.prev_codes.copy_(codes)
         self.flip_ratio = flips / max(1, total)
         if self.opt.bn == "recal_epoch":
-            self.recalibrate(model, ctx)
+            self.recalibrate(model, run)
 
-    def after_training(self, model: nn.Module, ctx: Any) -> None:
+    def after_training(self, model: nn.Module, run: Any) -> None:
         if self.opt.bn == "recal_end":
-            self.recalibrate(model, ctx)
+            self.recalibrate(model, run)
 
     # --- deployment and reporting
     @contextlib.contextmanager
@@ -574,7 +574,7 @@ class Slb(Method):
             yield
 
     @torch.no_grad()
-    def scalars(self, model: nn.Module, ctx: Any) -> dict[str, float]:
+    def scalars(self, model: nn.Module, run: Any) -> dict[str, float]:
         gaps, entropies = [], []
         for wq in slb_layers(model):
             w_c, w_q = wq(), wq.deployed_weight()
@@ -582,7 +582,7 @@ class Slb(Method):
             gaps.append(float(torch.linalg.vector_norm(w_c - w_q)
                               / torch.linalg.vector_norm(w_q).clamp_min(tiny)))
             entropies.append(float(softmax_entropy(wq.logits, wq.inv_temperature, 0).mean()))
-        _, acc_continuous = ctx.evaluate(model)
+        _, acc_continuous = run.evaluate(model)
         return {"inv_temperature": self.inv_temperature,
                 "temperature": 1.0 / self.inv_temperature,
                 "quant_gap": sum(gaps) / max(1, len(gaps)),
