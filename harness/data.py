@@ -7,6 +7,10 @@ through a DataLoader instead (:class:`StreamingData`).
 
 Subsets are class-balanced and chosen with a fixed generator that does not depend on the run
 seed, so every method and seed of a study sees the same images.
+
+Every dataset is one :class:`Dataset` entry of ``DATASETS`` (name, one-line description, loader,
+default augmentation, data root, root check); :func:`check_name`, :func:`default_augment`,
+:func:`check_root`, :func:`load` and :func:`describe_datasets` read only that registry.
 """
 from __future__ import annotations
 
@@ -19,15 +23,15 @@ import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from methods.base import UserError
+from methods.errors import UserError, require
 
-SUBSET_SEED = 20201 # fixed: subsets never depend on the run seed
+SUBSET_SEED = 20201  # fixed: subsets never depend on the run seed
 FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"
 SMALL_IMAGE_MAX = 64  # imagefolder images up to this size are held in memory
 
@@ -63,7 +67,7 @@ def balanced_subset(labels: np.ndarray, n: int, num_classes: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- loaders
 
-def _load_digits(root: str, download: bool) -> Arrays:
+def _load_digits() -> Arrays:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -93,9 +97,9 @@ def _unpickle(path: Path) -> dict:
         return pickle.load(f, encoding="bytes")
 
 
-def _load_cifar(root: str, download: bool, cifar100: bool) -> Arrays:
+def _load_cifar(root: Path, download: bool, cifar100: bool) -> Arrays:
     folder = "cifar-100-python" if cifar100 else "cifar-10-batches-py"
-    d = _cifar_dir(Path(root), folder, download, cifar100)
+    d = _cifar_dir(root, folder, download, cifar100)
     key = b"fine_labels" if cifar100 else b"labels"
     if cifar100:
         train, test = [_unpickle(d / "train")], [_unpickle(d / "test")]
@@ -120,8 +124,7 @@ def _read_idx(path: Path) -> np.ndarray:
     with opener(path, "rb") as f:
         data = f.read()
     zero, dtype, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype != 0x08:
-        raise UserError("data.root", f"{path} is not a uint8 idx file")
+    require(zero == 0 and dtype == 0x08, "data.root", f"{path} is not a uint8 idx file")
     dims = struct.unpack(">" + "I" * ndim, data[4: 4 + 4 * ndim])
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
@@ -135,12 +138,11 @@ def _find_idx(root: Path, stem: str, name: str) -> Path:
                     f"at the folder holding the {name} idx files")
 
 
-def _load_idx_dataset(root: str, name: str) -> Arrays:
-    r = Path(root or (FASHION_MNIST_DEBIAN if name == "fashion-mnist" else ""))
+def _load_idx_dataset(root: Path, name: str) -> Arrays:
     parts = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
-        x = _read_idx(_find_idx(r, f"{prefix}-images-idx3-ubyte", name))
-        y = _read_idx(_find_idx(r, f"{prefix}-labels-idx1-ubyte", name))
+        x = _read_idx(_find_idx(root, f"{prefix}-images-idx3-ubyte", name))
+        y = _read_idx(_find_idx(root, f"{prefix}-labels-idx1-ubyte", name))
         parts[split] = (x[:, None].copy(), y.astype(np.int64))
     return Arrays(*parts["train"], *parts["test"], [str(i) for i in range(10)])
 
@@ -148,28 +150,27 @@ def _load_idx_dataset(root: str, name: str) -> Arrays:
 def _imagefolder_splits(root: Path) -> tuple[Path, Path]:
     train = root / "train"
     test = next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
-    if not train.is_dir() or test is None:
-        raise UserError("data.root", f"{str(root)!r} needs train/ and test/ (or val/) "
-                        "subfolders with one folder per class; point --data-root at it")
+    require(train.is_dir() and test is not None, "data.root",
+            f"{str(root)!r} needs train/ and test/ (or val/) subfolders with one folder per "
+            "class; point --data-root at it")
     return train, test
 
 
 IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 
 
-def _list_images(split: Path, classes: list[str] | None) -> tuple[list[Path], np.ndarray, list[str]]:
+def _list_images(split: Path,
+                 classes: list[str] | None) -> tuple[list[Path], np.ndarray, list[str]]:
     found = sorted(d.name for d in split.iterdir() if d.is_dir())
     classes = classes or found
-    if found != classes:
-        raise UserError("data.root", f"{split} has classes {found[:5]}... which differ from "
-                        "train/; both splits need the same class folders")
+    require(found == classes, "data.root", f"{split} has classes {found[:5]}... which differ "
+            "from train/; both splits need the same class folders")
     files, labels = [], []
     for i, c in enumerate(classes):
         fs = sorted(p for p in (split / c).iterdir() if p.suffix.lower() in IMG_EXT)
         files += fs
         labels += [i] * len(fs)
-    if not files:
-        raise UserError("data.root", f"no images under {split}; expected {split}/<class>/*.jpg")
+    require(files, "data.root", f"no images under {split}; expected {split}/<class>/*.jpg")
     return files, np.asarray(labels, dtype=np.int64), classes
 
 
@@ -197,9 +198,8 @@ def _decode(files: list[Path]) -> np.ndarray:
     with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
         imgs = list(pool.map(one, files))
     shapes = {im.shape for im in imgs}
-    if len(shapes) != 1:
-        raise UserError("data.root", f"images have different sizes {sorted(shapes)[:3]}; "
-                        "in-memory imagefolder needs one size")
+    require(len(shapes) == 1, "data.root", f"images have different sizes {sorted(shapes)[:3]}; "
+            "in-memory imagefolder needs one size")
     x = np.stack(imgs).transpose(0, 3, 1, 2).copy()
     if path is not None:
         from harness.records import atomic_save_npy
@@ -220,54 +220,148 @@ def _image_size(root: Path) -> tuple[int, int]:
         return im.size
 
 
-def is_streamed(name: str, root: str) -> bool:
-    return name == "imagefolder" and max(_image_size(Path(root))) > SMALL_IMAGE_MAX
+def _is_large(root: str) -> bool:
+    """Whether an image folder's images are too large to hold in memory (ImageNet-size)."""
+    return max(_image_size(Path(root))) > SMALL_IMAGE_MAX
+
+
+# --------------------------------------------------------------------------- root checks
+
+_IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _check_cifar(root: Path, dcfg) -> None:
+    if not dcfg.download:
+        cifar100 = dcfg.name == "cifar100"
+        _cifar_dir(root, "cifar-100-python" if cifar100 else "cifar-10-batches-py", False,
+                   cifar100)
+
+
+def _check_idx(root: Path, dcfg) -> None:
+    for stem in _IDX_STEMS:
+        _find_idx(root, stem, dcfg.name)
+
+
+def _check_imagefolder(root: Path, dcfg) -> None:
+    train, _ = _imagefolder_splits(root)
+    _list_images(train, None)
+
+
+# --------------------------------------------------------------------------- loaders by config
+
+def _subsets(a: Arrays, dcfg) -> Arrays:
+    """The class-balanced train/test subsets of ``dcfg`` (all of a split when its size is 0)."""
+    k = len(a.classes)
+    itr = balanced_subset(a.y_train, dcfg.subset_train, k)
+    ite = balanced_subset(a.y_test, dcfg.subset_test, k)
+    return Arrays(a.x_train[itr], a.y_train[itr], a.x_test[ite], a.y_test[ite], a.classes)
+
+
+def _load_imagefolder(root: Path, dcfg) -> Arrays:
+    """Decodes only the selected subset of the image files."""
+    train, test = _imagefolder_splits(root)
+    ftr, ytr, classes = _list_images(train, None)
+    fte, yte, _ = _list_images(test, classes)
+    itr = balanced_subset(ytr, dcfg.subset_train, len(classes))
+    ite = balanced_subset(yte, dcfg.subset_test, len(classes))
+    return Arrays(_decode([ftr[i] for i in itr]), ytr[itr],
+                  _decode([fte[i] for i in ite]), yte[ite], classes)
 
 
 # --------------------------------------------------------------------------- registry
 
-LOADERS: dict[str, Callable[[str, bool], Arrays]] = {
-    "digits": _load_digits,
-    "cifar10": lambda root, dl: _load_cifar(root, dl, cifar100=False),
-    "cifar100": lambda root, dl: _load_cifar(root, dl, cifar100=True),
-    "mnist": lambda root, dl: _load_idx_dataset(root, "mnist"),
-    "fashion-mnist": lambda root, dl: _load_idx_dataset(root, "fashion-mnist"),
-    "imagefolder": None,  # handled by load(): decodes only the selected subset
-}
-NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "mnist": 10, "fashion-mnist": 10}
-PHOTOS = ("cifar10", "cifar100", "imagefolder")
+@dataclass(frozen=True)
+class Dataset:
+    """Everything the harness knows about one dataset.
+
+    ``load(root, dcfg)`` returns the subsets ``dcfg`` selects; ``root`` is ``dcfg.root`` or,
+    when that is empty, ``default_root`` (already checked by :func:`check_root`).
+    ``data_root``: whether ``--data-root`` is "required", "optional" (``default_root`` is used
+    without it) or "unused". ``check_files(root, dcfg)`` fails fast on a root without the
+    dataset's files. ``stream(root)``: whether to stream the data through a DataLoader
+    (:class:`StreamingData`) instead of holding it on the device.
+    """
+
+    name: str
+    description: str                          # one line, for the CLI's help
+    load: Callable[[Path, Any], Arrays]
+    photo: bool = False                       # natural photos: crop+flip unless data.augment set
+    data_root: str = "required"
+    default_root: str = ""
+    check_files: Callable[[Path, Any], None] | None = None
+    stream: Callable[[str], bool] | None = None
+
+
+DATASETS: dict[str, Dataset] = {d.name: d for d in (
+    Dataset(
+        "digits", "scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes), built in",
+        load=lambda root, dcfg: _subsets(_load_digits(), dcfg),
+        data_root="unused"),
+    Dataset(
+        "cifar10", "CIFAR-10: 32x32 colour photos, 10 classes (official python version; "
+        "--download fetches it)",
+        load=lambda root, dcfg: _subsets(_load_cifar(root, dcfg.download, False), dcfg),
+        photo=True, check_files=_check_cifar),
+    Dataset(
+        "cifar100", "CIFAR-100: 32x32 colour photos, 100 classes (official python version; "
+        "--download fetches it)",
+        load=lambda root, dcfg: _subsets(_load_cifar(root, dcfg.download, True), dcfg),
+        photo=True, check_files=_check_cifar),
+    Dataset(
+        "mnist", "MNIST: 28x28 handwritten digits, 10 classes (the four idx files, .gz or not)",
+        load=lambda root, dcfg: _subsets(_load_idx_dataset(root, "mnist"), dcfg),
+        check_files=_check_idx),
+    Dataset(
+        "fashion-mnist", "Fashion-MNIST: 28x28 clothing, 10 classes (idx files; default "
+        f"{FASHION_MNIST_DEBIAN})",
+        load=lambda root, dcfg: _subsets(_load_idx_dataset(root, "fashion-mnist"), dcfg),
+        data_root="optional", default_root=FASHION_MNIST_DEBIAN, check_files=_check_idx),
+    Dataset(
+        "imagefolder", "train/ and test/ (or val/), a folder per class; images over "
+        f"{SMALL_IMAGE_MAX} px are streamed at 224 px",
+        load=_load_imagefolder,
+        photo=True, check_files=_check_imagefolder, stream=_is_large),
+)}
+
+
+def describe_datasets() -> dict[str, str]:
+    """Dataset name -> its one-line description (for help texts)."""
+    return {name: d.description for name, d in DATASETS.items()}
 
 
 def check_name(name: str) -> None:
-    if name not in LOADERS:
-        raise UserError("data.name", f"unknown dataset {name!r}; choose one of {sorted(LOADERS)}")
+    require(name in DATASETS, "data.name",
+            f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
 
 
 def default_augment(name: str) -> bool:
-    return name in PHOTOS
+    """Crop+flip by default for photo datasets (when ``data.augment`` is not set)."""
+    return name in DATASETS and DATASETS[name].photo
+
+
+def _root(dcfg) -> Path:
+    return Path(dcfg.root or DATASETS[dcfg.name].default_root)
+
+
+def is_streamed(name: str, root: str) -> bool:
+    """Whether ``load`` streams this dataset through a DataLoader (ImageNet-size folders)."""
+    d = DATASETS.get(name)
+    return d is not None and d.stream is not None and d.stream(root)
 
 
 def check_root(dcfg) -> None:
     """Fail fast (before any work is submitted) on a missing or malformed data root."""
-    name, root = dcfg.name, dcfg.root
-    if name == "digits":
+    check_name(dcfg.name)
+    d, root = DATASETS[dcfg.name], dcfg.root
+    if d.data_root == "unused":
         return
-    if name in ("cifar10", "cifar100", "mnist", "imagefolder") and not root:
-        raise UserError("data.root", f"dataset {name} needs a data root; pass --data-root DIR")
-    if root and not Path(root).is_dir():
-        raise UserError("data.root", f"{root!r} is not a directory; pass --data-root DIR")
-    if name in ("cifar10", "cifar100"):
-        folder = "cifar-100-python" if name == "cifar100" else "cifar-10-batches-py"
-        if not dcfg.download:
-            _cifar_dir(Path(root), folder, False, name == "cifar100")
-    elif name in ("mnist", "fashion-mnist"):
-        r = Path(root or FASHION_MNIST_DEBIAN)
-        for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
-            _find_idx(r, stem, name)
-    elif name == "imagefolder":
-        train, test = _imagefolder_splits(Path(root))
-        _list_images(train, None)
+    require(root or d.data_root != "required", "data.root",
+            f"dataset {d.name} needs a data root; pass --data-root DIR")
+    require(not root or Path(root).is_dir(), "data.root",
+            f"{root!r} is not a directory; pass --data-root DIR")
+    if d.check_files is not None:
+        d.check_files(_root(dcfg), dcfg)
 
 
 # --------------------------------------------------------------------------- on the device
@@ -431,25 +525,13 @@ def _readable(dcfg) -> Iterator[None]:
 
 
 def _load_arrays(dcfg) -> Arrays:
-    if dcfg.name == "imagefolder":
-        root = Path(dcfg.root)
-        train, test = _imagefolder_splits(root)
-        ftr, ytr, classes = _list_images(train, None)
-        fte, yte, _ = _list_images(test, classes)
-        itr = balanced_subset(ytr, dcfg.subset_train, len(classes))
-        ite = balanced_subset(yte, dcfg.subset_test, len(classes))
-        return Arrays(_decode([ftr[i] for i in itr]), ytr[itr],
-                      _decode([fte[i] for i in ite]), yte[ite], classes)
-    a = LOADERS[dcfg.name](dcfg.root, dcfg.download)
-    k = len(a.classes)
-    itr = balanced_subset(a.y_train, dcfg.subset_train, k)
-    ite = balanced_subset(a.y_test, dcfg.subset_test, k)
-    return Arrays(a.x_train[itr], a.y_train[itr], a.x_test[ite], a.y_test[ite], a.classes)
+    return DATASETS[dcfg.name].load(_root(dcfg), dcfg)
 
 
 def load(dcfg, device: torch.device):
     """InMemoryData (or StreamingData for ImageNet-size folders) for a DataConfig."""
-    if dcfg.name == "imagefolder":
+    d = DATASETS.get(dcfg.name)
+    if d is not None and d.stream is not None:
         check_root(dcfg)
         with _readable(dcfg):
             if is_streamed(dcfg.name, dcfg.root):

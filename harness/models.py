@@ -4,16 +4,20 @@ A factory builds a plain float network from (num_classes, in_channels, image_siz
 act). The quantization policy, shared by every method of a study, then picks the layers a
 method takes over: by default every conv/linear except the first conv and the last linear;
 1x1 (shortcut/downsample) convs are included unless ``model.quantize_shortcut=false``.
+
+Every model is one :class:`Model` entry of ``MODELS`` (name, one-line description, factory);
+``MODELS[name](...)`` builds it and :func:`describe_models` lists them.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
 from methods.act import make_act_quantizer, nonlinearity
-from methods.base import QLayer, UserError, set_module
+from methods.base import QLayer, require, set_module
 
 
 def _c(channels: int, width: float) -> int:
@@ -93,8 +97,8 @@ def vgg_small(num_classes, in_channels, image_size, width, act):
         layers += [nn.BatchNorm2d(cout), act()]
         cin = cout
     h, w = (s // 8 for s in image_size)
-    if h < 1 or w < 1:
-        raise UserError("model.name", f"vgg_small needs images of at least 8x8, got {image_size}")
+    require(h >= 1 and w >= 1, "model.name",
+            f"vgg_small needs images of at least 8x8, got {image_size}")
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(cin * h * w, num_classes))
 
 
@@ -128,17 +132,45 @@ def resnet18(num_classes, in_channels, image_size, width, act):
     return model
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "resnet20": resnet20, "vgg_small": vgg_small, "resnet18": resnet18, "small_cnn": small_cnn}
+# --------------------------------------------------------------------------- registry
+
+@dataclass(frozen=True)
+class Model:
+    """One registry entry. Calling it builds the float network:
+    ``factory(num_classes, in_channels, image_size, width, act)``."""
+
+    name: str
+    description: str                       # one line, for the CLI's help
+    factory: Callable[..., nn.Module]
+
+    def __call__(self, num_classes: int, in_channels: int, image_size: tuple[int, int],
+                 width: float, act: type[nn.Module]) -> nn.Module:
+        return self.factory(num_classes, in_channels, image_size, width, act)
+
+
+MODELS: dict[str, Model] = {m.name: m for m in (
+    Model("resnet20", "CIFAR ResNet-20 (He et al. 2016), widths 16-32-64 x model.width",
+          resnet20),
+    Model("vgg_small", "VGG-Small of LQ-Nets/SLB: 128-128-M-256-256-M-512-512-M-FC, "
+          "images of at least 8x8", vgg_small),
+    Model("resnet18", "torchvision's ImageNet ResNet-18 (width 1.0 only)", resnet18),
+    Model("small_cnn", "a four-conv network for digits/MNIST-sized inputs (tests and the demo)",
+          small_cnn),
+)}
+
+
+def describe_models() -> dict[str, str]:
+    """Model name -> its one-line description (for help texts)."""
+    return {name: m.description for name, m in MODELS.items()}
 
 
 def check(mcfg) -> None:
-    if mcfg.name not in MODELS:
-        raise UserError("model.name", f"unknown model {mcfg.name!r}; choose one of {sorted(MODELS)}")
-    if mcfg.width <= 0:
-        raise UserError("model.width", f"must be > 0, got {mcfg.width}")
-    if mcfg.name == "resnet18" and mcfg.width != 1.0:
-        raise UserError("model.width", "resnet18 (torchvision) supports only width 1.0")
+    require(mcfg.name in MODELS, "model.name",
+            f"unknown model {mcfg.name!r}; choose one of {sorted(MODELS)}")
+    # "not <=" keeps the check as it was: a NaN width is not refused here
+    require(not mcfg.width <= 0, "model.width", f"must be > 0, got {mcfg.width}")
+    require(mcfg.name != "resnet18" or mcfg.width == 1.0, "model.width",
+            "resnet18 (torchvision) supports only width 1.0")
 
 
 # --------------------------------------------------------------------------- policy

@@ -5,7 +5,8 @@ method sees the same activation quantizer.
 
 a_bits = 32: no quantization.
 
-a_bits = 1: sign with clipped STE (BNN, Courbariaux et al. 2016, eq. 4; Hubara et al. 2016):
+a_bits = 1: sign with clipped STE (BNN, Courbariaux et al. 2016, eq. 4; Hubara et al. 2016),
+  methods._ops.ste_sign(x, clip=True):
     forward  q = sign(x), sign(0) = +1 (larq's convention);
     backward dq/dx = 1[|x| <= 1].
   The network's nonlinearity is then Hardtanh instead of ReLU (see :func:`nonlinearity`):
@@ -27,24 +28,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from methods._ops import ste_sign
+
 A_QUANT = ("pact", "dorefa")
 
 
-class _SignAct(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * (x.abs() <= 1).to(g.dtype)
-
-
 def sign_act(x: torch.Tensor) -> torch.Tensor:
-    """sign(x) with sign(0)=+1; gradient 1[|x| <= 1] (clipped STE)."""
-    return _SignAct.apply(x)
+    """sign(x) with sign(0)=+1; gradient 1[|x| <= 1] (clipped STE, methods._ops.ste_sign)."""
+    return ste_sign(x, clip=True)
 
 
 class _Pact(torch.autograd.Function):

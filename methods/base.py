@@ -7,7 +7,7 @@ asks which method it holds:
     method = get("slb")(options, w_bits)
     for each layer chosen by the quantization policy:
         QLayer(layer, method.make_quantizer(layer, name), activation_quantizer)
-    method.prepare(model, ctx)                         # once, before the optimizer is built
+    method.prepare(model, run)                         # once, before the optimizer is built
     groups = method.param_groups(model, default_groups)
     per epoch:
         method.on_epoch_start(model, progress)
@@ -15,21 +15,25 @@ asks which method it holds:
             method.before_step(model, progress)
             loss = CE + method.loss(model); loss.backward(); optimizer.step()
             method.after_step(model, x, y, progress)   # gradients are still in .grad here
-        method.after_epoch(model, ctx)
+        method.after_epoch(model, run)
         with method.deployed(model): evaluate        # the discrete, deployable network
-        method.scalars(model, ctx) -> metrics.csv columns
-    method.after_training(model, ctx)                  # before the final evaluation
+        method.scalars(model, run) -> metrics.csv columns
+    method.after_training(model, run)                  # before the final evaluation
     state_dict()/load_state_dict()                     # what a resume needs beyond the model
 
-Every hook has a do-nothing default, so a simple method overrides two or three of them.
+``run`` is the trainer's RunContext (harness/train.py): the config (``run.cfg``), the data
+(``run.data``), ``run.evaluate(model)``, ``run.train_batches(n)`` and ``run.log``. The trainer
+passes it positionally. Every hook has a do-nothing default, so a simple method overrides two
+or three of them.
+
+Shared quantizer primitives (sign with sign(0) = +1, per-channel reshapes, straight-through
+sign and round) live in ``methods._ops``; option checks use ``methods.errors.require``.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib
 import pkgutil
-import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
 
@@ -37,9 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.errors import UserError  # noqa: F401  (re-exported)
+from methods._ops import per_channel, sign
+from methods.errors import UserError, require  # noqa: F401  (re-exported)
 from methods.options import NoOptions, _coerce, options_dict, parse_options  # noqa: F401
-
 
 # --------------------------------------------------------------------------- registry
 
@@ -56,7 +60,8 @@ def register(cls: type["Method"]) -> type["Method"]:
 
 
 def load_all() -> dict[str, type["Method"]]:
-    """Import every module of the methods package so each registers itself."""
+    """Import every module of the methods package so each registers itself (not the shared
+    modules in ``_NOT_METHODS``, nor private ones such as ``_ops``)."""
     import methods
 
     for info in pkgutil.iter_modules(methods.__path__):
@@ -67,8 +72,8 @@ def load_all() -> dict[str, type["Method"]]:
 
 def get(name: str) -> type["Method"]:
     load_all()
-    if name not in REGISTRY:
-        raise UserError("method", f"unknown method {name!r}; choose one of {sorted(REGISTRY)}")
+    require(name in REGISTRY, "method",
+            f"unknown method {name!r}; choose one of {sorted(REGISTRY)}")
     return REGISTRY[name]
 
 
@@ -88,14 +93,13 @@ def decode(codes: torch.Tensor, levels: torch.Tensor, scale: torch.Tensor) -> to
     else:
         flat = idx.reshape(idx.shape[0], -1)
         w = torch.gather(levels, 1, flat).reshape(idx.shape)
-    if scale.dim() == 0:
-        return w * scale
-    return w * scale.reshape(-1, *([1] * (w.dim() - 1)))
+    return w * per_channel(scale, w)
 
 
 def binary_export(w: torch.Tensor, scale: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The export of sign weights: codes 0/1 for -1/+1 (sign(0) = +1), levels [-1, 1]."""
-    return {"codes": (w >= 0).to(torch.uint8),
+    """The export of sign weights: codes 0/1 for -1/+1 (methods._ops.sign, sign(0) = +1),
+    levels [-1, 1]."""
+    return {"codes": (sign(w) > 0).to(torch.uint8),
             "levels": torch.tensor([-1.0, 1.0], dtype=w.dtype, device=w.device),
             "scale": scale}
 
@@ -269,14 +273,13 @@ class Method:
 
     @classmethod
     def check_bits(cls, w_bits: int) -> None:
-        if w_bits not in cls.bits:
-            raise UserError("w_bits", f"method {cls.name!r} supports weight bits "
-                            f"{sorted(cls.bits)}, not {w_bits}; pass --w-bits with one of them")
+        require(w_bits in cls.bits, "w_bits", f"method {cls.name!r} supports weight bits "
+                f"{sorted(cls.bits)}, not {w_bits}; pass --w-bits with one of them")
 
     def make_quantizer(self, layer: nn.Module, name: str) -> WeightQuantizer:
         raise NotImplementedError
 
-    def prepare(self, model: nn.Module, ctx: Any) -> None:
+    def prepare(self, model: nn.Module, run: Any) -> None:
         """Called once after the quantized layers are installed (e.g. swap BN modules)."""
 
     def param_groups(self, model: nn.Module, groups: list[dict]) -> list[dict]:
@@ -298,10 +301,10 @@ class Method:
                    progress: Progress) -> None:
         pass
 
-    def after_epoch(self, model: nn.Module, ctx: Any) -> None:
+    def after_epoch(self, model: nn.Module, run: Any) -> None:
         pass
 
-    def after_training(self, model: nn.Module, ctx: Any) -> None:
+    def after_training(self, model: nn.Module, run: Any) -> None:
         pass
 
     # --- deployment and reporting
@@ -314,7 +317,7 @@ class Method:
         finally:
             set_deployed(model, False)
 
-    def scalars(self, model: nn.Module, ctx: Any) -> dict[str, float]:
+    def scalars(self, model: nn.Module, run: Any) -> dict[str, float]:
         """Extra per-epoch metrics (become metrics.csv columns, same set every epoch)."""
         return {}
 

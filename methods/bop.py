@@ -26,7 +26,7 @@ Schedules of gamma and tau (per step, from the epoch fraction t done):
     constant: gamma, tau
     step:     gamma * gamma_decay^(#milestones <= t), tau * tau_decay^(#milestones <= t)
   (the paper's CIFAR runs: gamma 1e-4 decayed x0.1 every 100 epochs, tau 1e-8 constant).
-Init: w = sign(W_float) of the layer's initialisation, sign(0) = +1; m = 0.
+Init: w = sign(W_float) of the layer's initialisation, sign(0) = +1 (methods._ops.sign); m = 0.
 Logged per epoch: ``flip_ratio``, the mean over the epoch's steps of the fraction of binary
 weights flipped at that step (larq's FlipRatio metric, averaged over an epoch).
 Export: codes 0/1 for -1/+1, levels [-1, 1], scale 1 or s [C_out].
@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from methods.base import Method, Progress, UserError, WeightQuantizer, binary_export, register
+from methods._ops import per_channel, sign
+from methods.base import Method, Progress, WeightQuantizer, binary_export, register, require
 from methods.ste import binary_scale
 
 SCALINGS = ("none", "channel")
@@ -82,7 +83,7 @@ class BopWeight(WeightQuantizer):
     def __init__(self, weight: torch.Tensor, bits: int, scaling: str):
         super().__init__(weight, bits)
         w = weight.detach()
-        self.weight = nn.Parameter(torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w)))
+        self.weight = nn.Parameter(sign(w))
         self.register_buffer("m", torch.zeros_like(w))
         self.scaling = scaling
         if scaling == "channel":
@@ -95,7 +96,7 @@ class BopWeight(WeightQuantizer):
 
     def forward(self) -> torch.Tensor:
         if self.scaling == "channel":
-            return self.weight * self.scale.reshape(-1, *([1] * (self.weight.dim() - 1)))
+            return self.weight * per_channel(self.scale, self.weight)
         return self.weight
 
     @torch.no_grad()
@@ -131,22 +132,20 @@ class Bop(Method):
     @classmethod
     def parse_options(cls, raw):
         o = super().parse_options(raw)
-        if not 0 < o.gamma <= 1:
-            raise UserError("method.gamma", f"must be in (0, 1] (larq: 1e-4), got {o.gamma}")
-        if o.tau < 0:
-            raise UserError("method.tau", f"must be >= 0 (larq: 1e-8), got {o.tau}")
-        if o.schedule == "step" and not o.milestones:
-            raise UserError("method.milestones", "method.schedule=step needs epochs, e.g. "
-                            "--set method.milestones=[100,200]; or use method.schedule=constant")
-        if o.schedule == "constant" and o.milestones:
-            raise UserError("method.milestones", "only used with method.schedule=step; add "
-                            "--set method.schedule=step or drop method.milestones")
-        if list(o.milestones) != sorted(o.milestones):
-            raise UserError("method.milestones", "must be increasing epochs, e.g. [100, 200]")
-        if not 0 < o.gamma_decay <= 1:
-            raise UserError("method.gamma_decay", f"must be in (0, 1], got {o.gamma_decay}")
-        if not o.tau_decay > 0:
-            raise UserError("method.tau_decay", f"must be > 0, got {o.tau_decay}")
+        require(0 < o.gamma <= 1, "method.gamma", f"must be in (0, 1] (larq: 1e-4), got {o.gamma}")
+        # "not <" keeps the check as it was: a NaN value is not refused
+        require(not o.tau < 0, "method.tau", f"must be >= 0 (larq: 1e-8), got {o.tau}")
+        require(o.schedule != "step" or o.milestones, "method.milestones",
+                "method.schedule=step needs epochs, e.g. --set method.milestones=[100,200]; "
+                "or use method.schedule=constant")
+        require(o.schedule != "constant" or not o.milestones, "method.milestones",
+                "only used with method.schedule=step; add --set method.schedule=step or drop "
+                "method.milestones")
+        require(list(o.milestones) == sorted(o.milestones), "method.milestones",
+                "must be increasing epochs, e.g. [100, 200]")
+        require(0 < o.gamma_decay <= 1, "method.gamma_decay",
+                f"must be in (0, 1], got {o.gamma_decay}")
+        require(o.tau_decay > 0, "method.tau_decay", f"must be > 0, got {o.tau_decay}")
         return o
 
     def make_quantizer(self, layer, name):
@@ -175,7 +174,7 @@ class Bop(Method):
             self._flips = self._flips + flips / total  # tensor sum: no device sync per step
             self._flip_steps += 1
 
-    def scalars(self, model, ctx):
+    def scalars(self, model, run):
         if not self._flip_steps:
             return {"flip_ratio": float("nan")}
         return {"flip_ratio": float(self._flips) / self._flip_steps}

@@ -2,7 +2,8 @@
 
 Reference code: tensorpack examples/DoReFa-Net/dorefa.py (``fw``).
 
-quantize_k(x) = round((2^k - 1) x) / (2^k - 1), x in [0, 1]; straight-through (eq. 5).
+quantize_k(x) = round((2^k - 1) x) / (2^k - 1), x in [0, 1]; straight-through (eq. 5):
+the rounding is methods._ops.ste_round (identity gradient).
 
 Forward, k-bit weights, k > 1 (eq. 9):
     t   = tanh(W)
@@ -13,8 +14,9 @@ Forward, k-bit weights, k > 1 (eq. 9):
   nothing is stopped).
 Forward, 1-bit weights (eq. 7 and tensorpack ``fw`` for bitW == 1):
     E   = mean|W| over the whole tensor (detached)
-    W_b = sign(W) * E, sign(0) = +1
-  Backward: identity, dW_b/dW = 1 (tensorpack overrides Sign's gradient with Identity).
+    W_b = sign(W) * E, sign(0) = +1 (methods._ops.sign)
+  Backward: identity, dW_b/dW = 1 (tensorpack overrides Sign's gradient with Identity):
+  methods._ops.ste_sign with clip=False.
 Export: codes = round((2^k-1) x) (0 .. 2^k-1) with levels linspace(-1, 1, 2^k) and scale 1;
 at 1 bit codes 0/1, levels [-1, 1], scale E. No deviation from the paper's weight path.
 """
@@ -23,27 +25,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from methods._ops import ste_round, ste_sign
 from methods.base import Method, WeightQuantizer, binary_export, register
-
-
-class _RoundSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return torch.round(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g
-
-
-class _SignIdentity(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, w):
-        return torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w))
-
-    @staticmethod
-    def backward(ctx, g):
-        return g
 
 
 def _normalised(w: torch.Tensor) -> torch.Tensor:
@@ -56,9 +39,9 @@ def dorefa_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
     if bits == 1:
         # sign(w / E) * E as in tensorpack: the identity gradient of sign then gives dW_b/dW = 1
         e = w.detach().abs().mean().clamp_min(torch.finfo(w.dtype).tiny)
-        return _SignIdentity.apply(w / e) * e
+        return ste_sign(w / e, clip=False) * e
     n = 2 ** bits - 1
-    return 2 * (_RoundSTE.apply(_normalised(w) * n) / n) - 1
+    return 2 * (ste_round(_normalised(w) * n) / n) - 1
 
 
 class DorefaWeight(WeightQuantizer):

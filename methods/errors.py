@@ -1,6 +1,8 @@
 """UserError: a mistake in what the user asked for (kept free of torch so the CLI starts fast).
 
-The CLI prints it as one line `error: <field>: <message>` and exits with code 2.
+The CLI prints it as one line `error: <field>: <message>` and exits with code 2. Checks are
+written ``require(cond, field, message)``: the field names what to change (``method.<opt>``,
+``w_bits``, ``data.root``), the message what is wrong and how to fix it.
 """
 from __future__ import annotations
 
@@ -9,3 +11,9 @@ class UserError(ValueError):
     def __init__(self, field: str, message: str):
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+def require(cond: object, field: str, message: str) -> None:
+    """Raise ``UserError(field, message)`` unless ``cond`` is true."""
+    if not cond:
+        raise UserError(field, message)

@@ -8,11 +8,11 @@ SGD can be used, quantization losses on weights and activations). No equation nu
 cited. What follows is our reading, built from that abstract and the BWN/BNN rules of
 methods/ste.py; every term is configurable. Numbers from this method are not the paper's.
 
-Forward (per quantized layer l, output channel c; sign(0) = +1 as in larq):
+Forward (per quantized layer l, output channel c; sign(0) = +1 as in larq, methods._ops.sign):
     W_b = alpha_c * sign(W)
     alpha_c = mean |W_c| over the filter, detached          alpha="mean" (BWN/XNOR)
     alpha_c = a learned parameter, initialised to mean|W_c|  alpha="learned"
-Backward:
+Backward (methods._ops.ste_sign):
     dW_b/dW = alpha_c * 1[|W| <= 1]       clipped STE (BNN hardtanh gradient), clip=True
     dW_b/dW = alpha_c                     identity STE, clip=False
     dW_b/dalpha_c = sign(W)               alpha="learned" only
@@ -44,25 +44,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import Method, UserError, WeightQuantizer, binary_export, register
-from methods.ste import binary_scale, sign_ste
+from methods._ops import per_channel, sign, ste_sign
+from methods.base import Method, WeightQuantizer, binary_export, register, require
+from methods.ste import binary_scale
 
 ALPHAS = ("mean", "learned")
-
-
-def _per_channel(alpha: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    return alpha.reshape(-1, *([1] * (w.dim() - 1)))
-
-
-def _sign(w: torch.Tensor) -> torch.Tensor:
-    return torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w))
 
 
 def quantization_loss(w: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """||w - alpha sign(w)||^2 summed over all entries; alpha is per output channel [C_out]
     (or a 0-d tensor). sign(0) = +1; sign() is a constant for autograd, alpha is not."""
-    a = alpha if alpha.dim() == 0 else _per_channel(alpha, w)
-    return (w - a * _sign(w).detach()).pow(2).sum()
+    return (w - per_channel(alpha, w) * sign(w)).pow(2).sum()
 
 
 def binary_entropy(w: torch.Tensor, t: float) -> torch.Tensor:
@@ -95,8 +87,7 @@ class HashWeight(WeightQuantizer):
         return binary_scale(self.weight, "channel")
 
     def forward(self) -> torch.Tensor:
-        return sign_ste(self.weight, "none", self.opt.clip) * _per_channel(self.scale(),
-                                                                            self.weight)
+        return ste_sign(self.weight, self.opt.clip) * per_channel(self.scale(), self.weight)
 
     def quantization_loss(self) -> torch.Tensor:
         return quantization_loss(self.weight, self.scale())
@@ -121,12 +112,12 @@ class Hashing(Method):
     @classmethod
     def parse_options(cls, raw):
         opt = super().parse_options(raw)
-        if opt.lam < 0:
-            raise UserError("method.lam", f"must be >= 0 (0 = no quantization loss), got {opt.lam}")
-        if opt.entropy < 0:
-            raise UserError("method.entropy", f"must be >= 0 (0 = off), got {opt.entropy}")
-        if opt.entropy_temp <= 0:
-            raise UserError("method.entropy_temp", f"must be > 0, got {opt.entropy_temp}")
+        # "not <" keeps the check as it was: a NaN value is not refused
+        require(not opt.lam < 0, "method.lam",
+                f"must be >= 0 (0 = no quantization loss), got {opt.lam}")
+        require(not opt.entropy < 0, "method.entropy", f"must be >= 0 (0 = off), got {opt.entropy}")
+        require(not opt.entropy_temp <= 0, "method.entropy_temp",
+                f"must be > 0, got {opt.entropy_temp}")
         return opt
 
     def make_quantizer(self, layer, name):
@@ -155,7 +146,7 @@ class Hashing(Method):
         self._steps += 1
         return total
 
-    def scalars(self, model, ctx):
+    def scalars(self, model, run):
         names = ["quant_loss"] + (["entropy_loss"] if self.opt.entropy > 0 else [])
         return {k: float(self._sums[k]) / self._steps if self._steps and k in self._sums
                 else float("nan") for k in names}

@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from methods.base import Method, UserError, WeightQuantizer, quant_layers, register
+from methods.base import Method, WeightQuantizer, quant_layers, register, require
 
 NORM_PPF_0_75 = 0.6745  # 0.75 quantile of N(0, 1), as in the official code
 ACT_QUANT = ("recipe", "lqnet")
@@ -259,10 +259,8 @@ class LqNet(Method):
     @classmethod
     def parse_options(cls, raw):
         opt = super().parse_options(raw)
-        if not opt.delta >= 0:
-            raise UserError("method.delta", f"must be >= 0 (paper: 1e-4), got {opt.delta}")
-        if not 0 <= opt.ema < 1:
-            raise UserError("method.ema", f"must be in [0, 1) (paper: 0.9), got {opt.ema}")
+        require(opt.delta >= 0, "method.delta", f"must be >= 0 (paper: 1e-4), got {opt.delta}")
+        require(0 <= opt.ema < 1, "method.ema", f"must be in [0, 1) (paper: 0.9), got {opt.ema}")
         return opt
 
     def make_quantizer(self, layer, name):
@@ -270,10 +268,9 @@ class LqNet(Method):
 
     @classmethod
     def check_options(cls, options, w_bits, a_bits):
-        if options.act_quant == "lqnet" and not 2 <= a_bits <= 8:
-            raise UserError("method.act_quant", f"lqnet activations need --a-bits in 2..8 "
-                            f"(ReLU networks), got {a_bits}; pass e.g. --a-bits 2 or drop "
-                            "method.act_quant=lqnet")
+        require(options.act_quant != "lqnet" or 2 <= a_bits <= 8, "method.act_quant",
+                f"lqnet activations need --a-bits in 2..8 (ReLU networks), got {a_bits}; "
+                "pass e.g. --a-bits 2 or drop method.act_quant=lqnet")
 
     @classmethod
     def recipe_changes(cls, options):
@@ -281,10 +278,10 @@ class LqNet(Method):
             return ["act_quant = \"lqnet\" replaces the recipe's activation quantizer"]
         return []
 
-    def prepare(self, model, ctx):
+    def prepare(self, model, run):
         if self.opt.act_quant != "lqnet":
             return
-        a_bits = ctx.cfg.a_bits
+        a_bits = run.cfg.a_bits
         for _, layer in quant_layers(model):
             layer.act = LqAct(a_bits, self.opt.delta).to(layer.wq.weight.device)
 

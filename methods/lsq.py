@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from methods._ops import per_channel
 from methods.base import Method, WeightQuantizer, code_dtype, register
 
 GRANULARITIES = ("layer", "channel")
@@ -51,14 +52,10 @@ def lsq_range(bits: int, signed: bool = True) -> tuple[int, int]:
     return 0, 2 ** bits - 1
 
 
-def _shaped(step: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return step if step.dim() == 0 else step.reshape(-1, *([1] * (v.dim() - 1)))
-
-
 class _Lsq(torch.autograd.Function):
     @staticmethod
     def forward(ctx, v, step, qn, qp, g):
-        s = _shaped(step, v)
+        s = per_channel(step, v)
         x = v / s
         q = torch.round(torch.clamp(x, -qn, qp))
         ctx.save_for_backward(x, q)
@@ -123,7 +120,7 @@ class LsqWeight(WeightQuantizer):
     def export(self):
         qn, qp = lsq_range(self.bits)
         w, s = self.weight, self.step
-        q = torch.round(torch.clamp(w / _shaped(s, w), -qn, qp))
+        q = torch.round(torch.clamp(w / per_channel(s, w), -qn, qp))
         return {"codes": (q + qn).to(code_dtype(qn + qp + 1)),
                 "levels": torch.arange(-qn, qp + 1, dtype=w.dtype, device=w.device),
                 "scale": s.detach().clone()}

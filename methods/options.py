@@ -10,7 +10,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from methods.errors import UserError
+from methods.errors import UserError, require
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,8 @@ def _coerce(value: Any, annotation: Any, field: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], field)
     if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise UserError(field, f"expected a list like [1, 2], got {value!r}")
+        require(isinstance(value, (list, tuple)), field,
+                f"expected a list like [1, 2], got {value!r}")
         return tuple(_coerce(v, args[0], field) for v in value)
     if annotation is bool:
         if isinstance(value, bool):
@@ -44,12 +44,11 @@ def _coerce(value: Any, annotation: Any, field: str) -> Any:
             raise UserError(field, f"expected an integer, got {value!r}")
         return value
     if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(field, f"expected a number, got {value!r}")
+        require(not isinstance(value, bool) and isinstance(value, (int, float)), field,
+                f"expected a number, got {value!r}")
         return float(value)
     if annotation is str:
-        if not isinstance(value, str):
-            raise UserError(field, f"expected a string, got {value!r}")
+        require(isinstance(value, str), field, f"expected a string, got {value!r}")
         return value
     return value
 
@@ -61,15 +60,14 @@ def parse_options(options_cls: type, raw: dict[str, Any], prefix: str) -> Any:
     """
     fields = {f.name: f for f in dataclasses.fields(options_cls)}
     hints = typing.get_type_hints(options_cls)
+    known = ", ".join(sorted(fields)) or "none"
     values = {}
     for key, value in raw.items():
-        if key not in fields:
-            known = ", ".join(sorted(fields)) or "none"
-            raise UserError(f"{prefix}.{key}", f"unknown option; known options: {known}")
+        require(key in fields, f"{prefix}.{key}", f"unknown option; known options: {known}")
         value = _coerce(value, hints[key], f"{prefix}.{key}")
         choices = fields[key].metadata.get("choices")
-        if choices is not None and value not in choices:
-            raise UserError(f"{prefix}.{key}", f"{value!r} is not one of {list(choices)}")
+        require(choices is None or value in choices, f"{prefix}.{key}",
+                f"{value!r} is not one of {list(choices or ())}")
         values[key] = value
     return options_cls(**values)
 
@@ -80,5 +78,3 @@ def options_dict(options: Any) -> dict[str, Any]:
         v = getattr(options, f.name)
         out[f.name] = list(v) if isinstance(v, tuple) else v
     return out
-
-

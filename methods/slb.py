@@ -61,9 +61,9 @@ Per-epoch metrics (7): quant_gap = mean over layers of ||W_c - W_q|| / ||W_q||; 
 Cost: A holds n = |V| floats per weight (n times the weight memory, 16x at 4 bits), the
   optimizer's momentum as much again (summary.json: method_param_bytes,
   method_optimizer_state_bytes); nothing of size (..., n) is kept from forward to backward: the
-  backward recomputes P from A (one extra softmax per step), T*A and P are temporaries. bn=sbn adds one no-grad forward every sbn_every steps; recal_* add
-  recal_batches forwards per recalibration. Default bn=sbn (the paper), not the official
-  README's recal_epoch.
+  backward recomputes P from A (one extra softmax per step), T*A and P are temporaries.
+  bn=sbn adds one no-grad forward every sbn_every steps; recal_* add recal_batches forwards per
+  recalibration. Default bn=sbn (the paper), not the official README's recal_epoch.
 
 Deviations from the paper, plainly:
 - Defaults are for short CPU runs, not the paper's 500 epochs: t1 = 1e5 (the official exp
@@ -95,8 +95,19 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from methods.base import (Method, Progress, UserError, WeightQuantizer, code_dtype,
-                          parse_options, quant_layers, register, set_deployed, set_module)
+from methods.base import (
+    Method,
+    Progress,
+    UserError,
+    WeightQuantizer,
+    code_dtype,
+    parse_options,
+    quant_layers,
+    register,
+    require,
+    set_deployed,
+    set_module,
+)
 
 INITS = ("random", "from_fp")
 SCHEDULES = ("exp", "linear", "cos", "sgdr")
@@ -263,52 +274,53 @@ class SlbOptions:
     recal_batches: int = 0               # recal_*: training batches; 0 = as many as the test set
 
 
-def _need(cond: bool, option: str, message: str) -> None:
-    if not cond:
-        raise UserError(f"method.{option}", message)
-
-
 def validate_options(o: SlbOptions) -> None:
     """Checks across options (types and choices are checked by parse_options)."""
     c = o.candidates
     if c:
-        _need(len(c) >= 2, "candidates", f"give at least 2 values, got {list(c)}")
-        _need(all(math.isfinite(v) for v in c), "candidates", f"values must be finite: {list(c)}")
-        _need(all(a < b for a, b in zip(c, c[1:])), "candidates",
-              f"values must be sorted and distinct, e.g. {sorted(set(c))}")
-    _need(o.init_std > 0, "init_std", f"must be > 0, got {o.init_std}")
+        require(len(c) >= 2, "method.candidates", f"give at least 2 values, got {list(c)}")
+        require(all(math.isfinite(v) for v in c), "method.candidates",
+                f"values must be finite: {list(c)}")
+        require(all(a < b for a, b in zip(c, c[1:])), "method.candidates",
+                f"values must be sorted and distinct, e.g. {sorted(set(c))}")
+    require(o.init_std > 0, "method.init_std", f"must be > 0, got {o.init_std}")
     if o.init_from:
-        _need(o.init == "from_fp", "init_from",
-              "is only read with method.init=from_fp; add --set method.init=from_fp or drop it")
-        _need(Path(o.init_from).is_file(), "init_from",
-              f"file {o.init_from!r} not found; pass a checkpoint.pt or state-dict file")
-    _need(o.t0 > 0 and math.isfinite(o.t0), "t0", f"must be a positive number, got {o.t0}")
-    _need(o.t1 >= o.t0 and math.isfinite(o.t1), "t1",
-          f"must be finite and >= method.t0 ({o.t0}), got {o.t1}")
-    _need(0.0 <= o.start <= 1.0, "start", f"must be a fraction in [0, 1], got {o.start}")
-    _need(o.start <= o.end <= 1.0, "end", f"must be in [method.start, 1] = [{o.start}, 1], "
-          f"got {o.end}")
+        require(o.init == "from_fp", "method.init_from",
+                "is only read with method.init=from_fp; add --set method.init=from_fp or drop it")
+        require(Path(o.init_from).is_file(), "method.init_from",
+                f"file {o.init_from!r} not found; pass a checkpoint.pt or state-dict file")
+    require(o.t0 > 0 and math.isfinite(o.t0), "method.t0",
+            f"must be a positive number, got {o.t0}")
+    require(o.t1 >= o.t0 and math.isfinite(o.t1), "method.t1",
+            f"must be finite and >= method.t0 ({o.t0}), got {o.t1}")
+    require(0.0 <= o.start <= 1.0, "method.start",
+            f"must be a fraction in [0, 1], got {o.start}")
+    require(o.start <= o.end <= 1.0, "method.end",
+            f"must be in [method.start, 1] = [{o.start}, 1], got {o.end}")
     if o.factor is not None:
-        _need(o.schedule == "exp", "factor",
-              f"only used by method.schedule=exp (got {o.schedule!r}); drop it")
-        _need(o.factor >= 1 and math.isfinite(o.factor), "factor",
-              f"must be >= 1 (T rises), got {o.factor}; official values 1.03-1.06")
-    _need(0 < o.sgdr_cycle <= 1, "sgdr_cycle", f"must be in (0, 1], got {o.sgdr_cycle}")
-    _need(o.sgdr_mult >= 1 and math.isfinite(o.sgdr_mult), "sgdr_mult",
-          f"must be >= 1, got {o.sgdr_mult}")
-    _need(o.sbn_every >= 1, "sbn_every", f"must be >= 1, got {o.sbn_every}")
-    _need(o.recal_batches >= 0, "recal_batches",
-          f"must be >= 0 (0 = as many as the test set), got {o.recal_batches}")
+        require(o.schedule == "exp", "method.factor",
+                f"only used by method.schedule=exp (got {o.schedule!r}); drop it")
+        require(o.factor >= 1 and math.isfinite(o.factor), "method.factor",
+                f"must be >= 1 (T rises), got {o.factor}; official values 1.03-1.06")
+    require(0 < o.sgdr_cycle <= 1, "method.sgdr_cycle",
+            f"must be in (0, 1], got {o.sgdr_cycle}")
+    require(o.sgdr_mult >= 1 and math.isfinite(o.sgdr_mult), "method.sgdr_mult",
+            f"must be >= 1, got {o.sgdr_mult}")
+    require(o.sbn_every >= 1, "method.sbn_every", f"must be >= 1, got {o.sbn_every}")
+    require(o.recal_batches >= 0, "method.recal_batches",
+            f"must be >= 0 (0 = as many as the test set), got {o.recal_batches}")
 
 
 def check_candidate_count(o: SlbOptions, w_bits: int) -> None:
     n, cap = len(o.candidates), 2 ** w_bits
     if not n or n == cap:
         return
-    _need(n < cap, "candidates", f"{n} values do not fit in {w_bits} bit(s) (at most {cap}); "
-          f"pass --w-bits {math.ceil(math.log2(n))} or fewer values")
-    _need(o.allow_any_count, "candidates", f"{n} values at {w_bits} bit(s), expected {cap}; "
-          f"give {cap} values, change --w-bits, or set method.allow_any_count=true")
+    require(n < cap, "method.candidates",
+            f"{n} values do not fit in {w_bits} bit(s) (at most {cap}); "
+            f"pass --w-bits {math.ceil(math.log2(n))} or fewer values")
+    require(o.allow_any_count, "method.candidates",
+            f"{n} values at {w_bits} bit(s), expected {cap}; "
+            f"give {cap} values, change --w-bits, or set method.allow_any_count=true")
 
 
 # --------------------------------------------------------------------------- state BN
@@ -375,8 +387,9 @@ def install_state_bn(model: nn.Module) -> None:
             set_module(model, name, StateBN.from_bn(m))
     for name, m in model.named_modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-            _need(isinstance(m, StateBN), "bn", f"{name} is a {type(m).__name__}, which has no "
-                  "state-BN variant; use --set method.bn=none")
+            require(isinstance(m, StateBN), "method.bn",
+                    f"{name} is a {type(m).__name__}, which has no state-BN variant; "
+                    "use --set method.bn=none")
 
 
 def set_bn_state(model: nn.Module, quantized: bool) -> None:
@@ -488,14 +501,15 @@ class Slb(Method):
             self._fp_state = load_fp_state(self.opt.init_from)
         keys = (f"{name}.wq.weight", f"{name}.weight")
         found = next((self._fp_state[k] for k in keys if k in self._fp_state), None)
-        _need(found is not None, "init_from", f"{self.opt.init_from} has no weight for layer "
-              f"{name!r} (looked for {list(keys)}); give a checkpoint of the same model")
-        _need(tuple(found.shape) == tuple(w.shape), "init_from",
-              f"{self.opt.init_from}: {name} has shape {tuple(found.shape)}, the model "
-              f"{tuple(w.shape)}; give a checkpoint of the same model and width")
+        require(found is not None, "method.init_from",
+                f"{self.opt.init_from} has no weight for layer {name!r} (looked for "
+                f"{list(keys)}); give a checkpoint of the same model")
+        require(tuple(found.shape) == tuple(w.shape), "method.init_from",
+                f"{self.opt.init_from}: {name} has shape {tuple(found.shape)}, the model "
+                f"{tuple(w.shape)}; give a checkpoint of the same model and width")
         return found.to(w)
 
-    def prepare(self, model: nn.Module, ctx: Any) -> None:
+    def prepare(self, model: nn.Module, run: Any) -> None:
         self._fp_state = None
         if self.opt.bn != "none":
             install_state_bn(model)
@@ -531,14 +545,14 @@ class Slb(Method):
                 model(x)  # train mode: updates the quantized statistics only
 
     @torch.no_grad()
-    def recalibrate(self, model: nn.Module, ctx: Any) -> None:
+    def recalibrate(self, model: nn.Module, run: Any) -> None:
         """Recompute the quantized statistics as the average over training batches (W_q)."""
-        n = self.opt.recal_batches or max(1, math.ceil(ctx.data.num_test / ctx.cfg.batch_size))
+        n = self.opt.recal_batches or max(1, math.ceil(run.data.num_test / run.cfg.batch_size))
         with self._discrete(model, quantized_bn=True):
-            torch.optim.swa_utils.update_bn(ctx.train_batches(n), model)
+            torch.optim.swa_utils.update_bn(run.train_batches(n), model)
         self.calibrated = True
 
-    def after_epoch(self, model: nn.Module, ctx: Any) -> None:
+    def after_epoch(self, model: nn.Module, run: Any) -> None:
         flips = total = 0
         for wq in slb_layers(model):
             codes = wq.codes()
@@ -547,11 +561,11 @@ class Slb(Method):
             wq.prev_codes.copy_(codes)
         self.flip_ratio = flips / max(1, total)
         if self.opt.bn == "recal_epoch":
-            self.recalibrate(model, ctx)
+            self.recalibrate(model, run)
 
-    def after_training(self, model: nn.Module, ctx: Any) -> None:
+    def after_training(self, model: nn.Module, run: Any) -> None:
         if self.opt.bn == "recal_end":
-            self.recalibrate(model, ctx)
+            self.recalibrate(model, run)
 
     # --- deployment and reporting
     @contextlib.contextmanager
@@ -560,7 +574,7 @@ class Slb(Method):
             yield
 
     @torch.no_grad()
-    def scalars(self, model: nn.Module, ctx: Any) -> dict[str, float]:
+    def scalars(self, model: nn.Module, run: Any) -> dict[str, float]:
         gaps, entropies = [], []
         for wq in slb_layers(model):
             w_c, w_q = wq(), wq.deployed_weight()
@@ -568,7 +582,7 @@ class Slb(Method):
             gaps.append(float(torch.linalg.vector_norm(w_c - w_q)
                               / torch.linalg.vector_norm(w_q).clamp_min(tiny)))
             entropies.append(float(softmax_entropy(wq.logits, wq.inv_temperature, 0).mean()))
-        _, acc_continuous = ctx.evaluate(model)
+        _, acc_continuous = run.evaluate(model)
         return {"inv_temperature": self.inv_temperature,
                 "temperature": 1.0 / self.inv_temperature,
                 "quant_gap": sum(gaps) / max(1, len(gaps)),
@@ -596,6 +610,6 @@ def load_fp_state(path: str) -> dict[str, torch.Tensor]:
         blob = blob["state_dict"]
     elif isinstance(blob, dict) and isinstance(blob.get("layers"), dict):
         blob = {f"{k}.weight": v["weight"] for k, v in blob["layers"].items() if "weight" in v}
-    _need(isinstance(blob, dict), "init_from", f"{path!r} holds no state dict; pass a "
-          "checkpoint.pt or a saved state dict")
+    require(isinstance(blob, dict), "method.init_from",
+            f"{path!r} holds no state dict; pass a checkpoint.pt or a saved state dict")
     return {k: v for k, v in blob.items() if torch.is_tensor(v)}

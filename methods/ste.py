@@ -5,8 +5,8 @@ binarization); Hubara et al., "Binarized Neural Networks", NeurIPS 2016 (sec. 1.
 clipped STE "hardtanh" gradient, eq. 4); Rastegari et al., "XNOR-Net", ECCV 2016 (eq. 4:
 alpha = mean |W| per output filter, BWN).
 
-Forward (:func:`sign_ste`):
-    q = alpha * sign(w),  sign(0) = +1 (larq's convention)
+Forward (:func:`sign_ste`, built on methods._ops.ste_sign):
+    q = alpha * sign(w),  sign(0) = +1 (methods._ops.sign, larq's convention)
     alpha = 1                                  scaling="none"   (BinaryConnect/BNN)
     alpha = mean(|W|) over the whole tensor    scaling="layer"
     alpha_c = mean(|W_c|) over filter c        scaling="channel" (BWN/XNOR)
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from methods._ops import per_channel, ste_sign
 from methods.base import Method, WeightQuantizer, binary_export, register
 
 SCALINGS = ("none", "layer", "channel")
@@ -41,32 +42,14 @@ def binary_scale(w: torch.Tensor, scaling: str) -> torch.Tensor:
     return w.detach().abs().reshape(w.shape[0], -1).mean(dim=1)
 
 
-def _broadcast(alpha: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    return alpha if alpha.dim() == 0 else alpha.reshape(-1, *([1] * (w.dim() - 1)))
-
-
-class _SignSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, w, clip):
-        ctx.clip = clip
-        if clip:
-            ctx.save_for_backward(w)
-        return torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w))
-
-    @staticmethod
-    def backward(ctx, g):
-        if ctx.clip:
-            (w,) = ctx.saved_tensors
-            g = g * (w.abs() <= 1).to(g.dtype)
-        return g, None
-
-
 def sign_ste(w: torch.Tensor, scaling: str = "none", clip: bool = True) -> torch.Tensor:
-    """alpha * sign(w) with a straight-through gradient; see the module docstring."""
+    """alpha * methods._ops.ste_sign(w, clip): sign weights scaled by the detached alpha of
+    ``scaling``, with the clipped (or identity) straight-through gradient; see the module
+    docstring."""
     if scaling not in SCALINGS:
         raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
     alpha = binary_scale(w, scaling)
-    return _SignSTE.apply(w, clip) * _broadcast(alpha, w)
+    return ste_sign(w, clip) * per_channel(alpha, w)
 
 
 @dataclass(frozen=True)
