@@ -362,7 +362,7 @@ def cmd_bench(args) -> int:
     from harness.env import environment, resolve_device
 
     if args.what in ("report", "all"):
-        from harness.report import bench_report
+        from harness.bench_records import bench_report
 
         secs = bench_report(args.report_runs)
         print(f"report over {args.report_runs} synthetic runs: {secs:.1f}s (target < 15 s)")
