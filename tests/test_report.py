@@ -328,7 +328,7 @@ def test_seed_and_cost_answers(answers):
 
 def test_single_budget_study_does_not_answer_budget(mixed):
     st = R.load_study(mixed)
-    text = R.answer_budget(st)[0]
+    text = R.question("budget").ask(st)["text"]
     assert text.startswith("Not answered by this study") and "4 epochs" in text
 
 
