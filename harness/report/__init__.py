@@ -70,7 +70,7 @@ def add_commands(sub) -> None:
                         "data is the imagefolder copy)")
     p.add_argument("--ours", metavar="METHOD",
                    help="method compared with every baseline (default: study.toml [report] "
-                        "ours, else slb)")
+                        "ours; with neither, the report says so and makes no comparisons)")
     p.add_argument("--jobs", type=int, default=0,
                    help="processes reading records and drawing figures (0 = one per core, "
                         "at most 4; 1 = none)")

@@ -19,7 +19,7 @@ import numpy as np
 
 from harness import plots
 from harness import stats as S
-from harness.report.load import INTERNALS, StudyRecords
+from harness.report.load import StudyRecords, is_percentage
 from harness.report.tables import budget_rows, cell_name, slug
 
 # Colours per row, stable across figures (matplotlib's tab10 then tab20 odd shades).
@@ -28,6 +28,12 @@ COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
           "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5")
 BUDGET_STYLES = ("-", "--", ":", "-.")  # longest budget solid, then shorter ones
 LINE_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2)))
+# Internal metrics annealed over orders of magnitude: log y-axis when they span over 20x.
+LOG_SCALE_COLUMNS = ("temperature",)
+# The one derived companion panel: a declared continuous-state (not deployable) accuracy
+# minus the deployed one, drawn right after that accuracy.
+CONTINUOUS_ACC = "test_acc_continuous"
+GAP_PANEL = ("gap", "continuous − deployed acc (points)")
 
 
 @dataclass
@@ -127,31 +133,67 @@ def _convergence(st: StudyRecords, setting: str) -> Figure:
 
 
 def _internals(st: StudyRecords, setting: str) -> Figure | None:
-    """Companion panels (continuous-state accuracy, its gap to the deployed one, temperature,
-    quant_gap): one line per (variant, cell, budget) that logs them; colour = cell, line style
-    = variant (and budget)."""
+    """Companion panels of the internal metrics the methods declare (summary.json
+    method_info; ``st.internal_metrics``): one line per (variant, cell, budget) that logs
+    them; colour = cell, line style = variant (and budget)."""
     sl = st.setting_labels[setting]
     budgets = _budgets(st, setting)
     spec = _internals_spec(st, setting, st.labels(setting), budgets, f"internals_{slug(sl)}",
                            sl)
     if spec is None:
         return None
-    caption = (f"Companion panels ({sl}) for the rows that log them: "
-               "continuous-state (not deployable) test accuracy, its gap to "
-               "the deployed accuracy, temperature tau and quant_gap per "
-               "epoch; colour: W/A cell, line style: variant"
+    titles = [p["title"] for p in spec["panels"]]
+    shown = ", ".join(titles[:-1]) + " and " + titles[-1] if len(titles) > 1 else titles[0]
+    gap = (f" The gap panel ({GAP_PANEL[1]}) is the continuous-state (not deployable) "
+           "accuracy minus the deployed one." if GAP_PANEL[1] in titles else "")
+    caption = (f"Companion panels ({sl}): the internal metrics the methods declare, per "
+               f"epoch, for the rows that log them: {shown}; colour: W/A cell, line style: "
+               "variant"
                + (" and budget" if len(budgets) > 1 else "")
-               + "; mean over seeds with a 95% CI band." + _thinning_note(st, setting))
+               + "; mean over seeds with a 95% CI band." + gap + _thinning_note(st, setting))
     return Figure(spec["name"], spec, caption)
+
+
+def _panel_defs(st: StudyRecords, has_col) -> list[tuple[str, str, bool]]:
+    """(column, title, percentage) per companion panel, in ``st.internal_metrics``' order,
+    the derived gap panel right after the continuous-state accuracy when it is logged."""
+    defs = []
+    for col, (title, bounds) in st.internal_metrics.items():
+        defs.append((col, title, is_percentage(bounds)))
+        if col == CONTINUOUS_ACC and has_col(col):
+            defs.append((GAP_PANEL[0], GAP_PANEL[1], False))
+    return defs
+
+
+def _internal_panel(st: StudyRecords, setting: str, keys, col: str, title: str,
+                    percent: bool, color, styles, has) -> dict | None:
+    """One companion panel: a line per (variant, cell) whose runs log ``col``."""
+    lines = []
+    for lab, c in keys:
+        src = CONTINUOUS_ACC if col == GAP_PANEL[0] else col
+        if not has(lab, c, src):
+            continue
+        if col == GAP_PANEL[0]:
+            cur = _gap_curve(st, setting, lab, c)
+        else:
+            cur = _curves(st, setting, lab, c, col)
+        lines.append({**cur, "color": color[c[:2]], "ls": styles[(lab, c[2])]})
+    if not lines:
+        return None
+    vals = np.concatenate([np.asarray(ln["mean"], float) for ln in lines])
+    vals = vals[np.isfinite(vals)]
+    logy = bool(col in LOG_SCALE_COLUMNS and len(vals) and vals.min() > 0
+                and vals.max() / vals.min() > 20)
+    return {"title": title, "lines": lines, "logy": logy,
+            "ylim": _zoom(lines) if percent else None}
 
 
 def _internals_spec(st: StudyRecords, setting: str, labels, budgets, name: str, title: str):
     def has(lab, c, col):
         return any(col in st.metrics[r] for r in st.group(setting, lab, c)["run_ids"])
 
-    cols = [col for col, _ in INTERNALS]
     keys = [(lab, c) for lab in labels for c in st.cells(setting, True)
-            if any(has(lab, c, k) for k in cols)]
+            if any(has(lab, c, k) for k in st.internal_metrics)]
     if not keys:
         return None
     combos = sorted({(lab, c[2]) for lab, c in keys},
@@ -159,29 +201,12 @@ def _internals_spec(st: StudyRecords, setting: str, labels, budgets, name: str, 
     pairs = list(dict.fromkeys(c[:2] for _, c in keys))
     color = {p: COLORS[i % len(COLORS)] for i, p in enumerate(pairs)}
     styles = {k: LINE_STYLES[i % len(LINE_STYLES)] for i, k in enumerate(combos)}
-    panel_defs = [(c, t) for c, t in INTERNALS]
-    if any(has(lab, c, "test_acc_continuous") for lab, c in keys):
-        panel_defs.insert(1, ("gap", "continuous − deployed acc (points)"))
+    panel_defs = _panel_defs(st, lambda col: any(has(lab, c, col) for lab, c in keys))
     panels = []
-    for col, ptitle in panel_defs:
-        lines = []
-        for lab, c in keys:
-            src = "test_acc_continuous" if col == "gap" else col
-            if not has(lab, c, src):
-                continue
-            if col == "gap":
-                cur = _gap_curve(st, setting, lab, c)
-            else:
-                cur = _curves(st, setting, lab, c, col)
-            lines.append({**cur, "color": color[c[:2]], "ls": styles[(lab, c[2])]})
-        if not lines:
-            continue
-        vals = np.concatenate([np.asarray(ln["mean"], float) for ln in lines])
-        vals = vals[np.isfinite(vals)]
-        logy = bool(col == "temperature" and len(vals) and vals.min() > 0
-                    and vals.max() / vals.min() > 20)
-        panels.append({"title": ptitle, "lines": lines, "logy": logy,
-                       "ylim": _zoom(lines) if col == "test_acc_continuous" else None})
+    for col, ptitle, percent in panel_defs:
+        panel = _internal_panel(st, setting, keys, col, ptitle, percent, color, styles, has)
+        if panel is not None:
+            panels.append(panel)
     legend = [{"label": cell_name(*p), "color": color[p]} for p in pairs]
     legend += [{"label": lab + (f", {e} ep" if len(budgets) > 1 else ""), "color": "0.3",
                 "ls": styles[(lab, e)]} for lab, e in combos]
@@ -193,8 +218,8 @@ def _internals_spec(st: StudyRecords, setting: str, labels, budgets, name: str, 
 def _gap_curve(st: StudyRecords, setting: str, label: str, cell) -> dict[str, Any]:
     """Continuous-state minus deployed test accuracy per epoch, mean and band over seeds."""
     g = st.group(setting, label, cell)
-    runs = [r for r in g["run_ids"] if "test_acc_continuous" in st.metrics[r]]
-    mats = [st.metrics[r]["test_acc_continuous"] - st.metrics[r]["test_acc"] for r in runs]
+    runs = [r for r in g["run_ids"] if CONTINUOUS_ACC in st.metrics[r]]
+    mats = [st.metrics[r][CONTINUOUS_ACC] - st.metrics[r]["test_acc"] for r in runs]
     n = min(len(m) for m in mats)
     mean, lo, hi = S.curve_band(np.stack([m[:n] for m in mats]))
     return {"x": list(range(1, n + 1)), "mean": mean, "lo": lo, "hi": hi}

@@ -8,11 +8,13 @@ uses). It builds
 - ``runs``: a DataFrame with one row per run, present or missing (``_run_row``,
   ``_missing_row``): status, why it is excluded, method, variant label, options, cell
   (w_bits, a_bits, epochs), seed, setting (data/model identity), recipe, costs, env;
-- ``metrics``: run id -> {column: array} for the included runs;
+- ``metrics``: run id -> {column: array} for the included runs: the deployed test accuracy
+  and the internal metrics its method declares (summary.json ``method_info``, see
+  ``methods.base.Method.info``), described study-wide in ``internal_metrics``;
 - ``groups``: (setting, row label, w_bits, a_bits, epochs) -> the seeds' final accuracies
   and their ``harness.stats`` summary;
-- the display order of the rows, the reported reference numbers, the recipe differences
-  inside a cell.
+- the display order of the rows, "ours" (study.toml [report] ours, or --ours; None when
+  neither names one), the reported reference numbers, the recipe differences inside a cell.
 
 Tables (tables.py), figures (figures.py) and reviewer answers (questions.py) only read a
 ``StudyRecords``; what they compute per setting is memoised on it (``cached_per_setting``).
@@ -31,11 +33,10 @@ import pandas as pd
 from harness import stats as S
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_OURS = "slb"
-# Columns SLB adds to metrics.csv that get companion panels: (column, panel title).
-INTERNALS = (("test_acc_continuous", "continuous-state test acc (%)"),
-             ("temperature", "temperature tau"),
-             ("quant_gap", "quant_gap"))
+# What comparisons and answers that need "ours" say when the study names none.
+OURS_NOT_SET = ("no `[report] ours` is set, so no method is compared with the others; name "
+                "one with `ours = \"METHOD\"` in the [report] table of study.toml, or pass "
+                "`--ours METHOD`")
 
 
 def user_error(field_: str, message: str) -> Exception:
@@ -70,7 +71,7 @@ class StudyRecords:
     manifest: dict[str, Any] | None
     runs: Any                         # DataFrame: one row per run (present or missing)
     metrics: dict[str, Any]           # run_id -> {column: array}, included runs only
-    ours: str
+    ours: str | None                  # the method compared with every other; None: not set
     setting_labels: dict[str, str]    # setting id -> "cifar10 / resnet20"
     reference: Any = None             # DataFrame of reported numbers, or None
     reference_path: str = ""
@@ -81,6 +82,9 @@ class StudyRecords:
     order: list[str] = field(default_factory=list)   # row labels, display order
     method_of: dict[str, str] = field(default_factory=dict)
     options_of: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # metrics.csv column -> (panel title, [low, high] or None) of the internal metrics the
+    # included runs' methods declare and log; percentages (bounds [0, 100]) first
+    internal_metrics: dict[str, tuple[str, Any]] = field(default_factory=dict)
     _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -162,6 +166,29 @@ def _read_manifest(study_dir: Path, notes: list[str]) -> dict[str, Any] | None:
     return m if isinstance(m, dict) else None
 
 
+def declared_metrics(info: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A method_info's internal metrics {column: [title, bounds]}; None for a record
+    without method_info (written before runs recorded it)."""
+    if not info:
+        return None
+    return dict(info.get("internal_metrics") or {})
+
+
+def _metric_columns(rec, header: list[str]) -> list[str]:
+    """The metrics.csv columns the report reads: epoch, the deployed test accuracy and the
+    internal metrics the run's method declares; for a record without method_info, every
+    column its method added (which of them are internal metrics is decided once the study
+    is loaded: ``_resolve_internal_metrics``)."""
+    from harness.records import METRIC_COLUMNS
+
+    declared = declared_metrics(rec.summary.method_info if rec.summary else None)
+    if declared is None:
+        extra = [c for c in header if c not in METRIC_COLUMNS]
+    else:
+        extra = [c for c in header if c in declared]
+    return ["epoch", "test_acc"] + extra
+
+
 def load_record(run_dir: Path):
     """harness.records.load_run, reading only the metrics columns the report uses.
 
@@ -185,8 +212,7 @@ def load_record(run_dir: Path):
         if missing:
             rec.problem = f"metrics.csv lacks columns {missing}"
             return rec
-        use = ["epoch", "test_acc"] + [c for c, _ in INTERNALS if c in header]
-        rec.metrics = pd.read_csv(path, usecols=use)
+        rec.metrics = pd.read_csv(path, usecols=_metric_columns(rec, header))
     except FileNotFoundError:
         rec.metrics = None
     except (OSError, ValueError) as e:
@@ -273,7 +299,9 @@ def _summary_columns(summ: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_row(run_id: str, rec, man: dict[str, Any], non_semantic: tuple) -> dict[str, Any]:
-    """One row of the runs table from a loaded record (and its manifest entry)."""
+    """One row of the runs table from a loaded record (and its manifest entry).
+
+    ``display_name`` is filled in by ``_resolve_method_info``."""
     cfg = rec.config or {}
     method = cfg.get("method", {})
     mname = method.get("name") if isinstance(method, dict) else method
@@ -286,7 +314,8 @@ def _run_row(run_id: str, rec, man: dict[str, Any], non_semantic: tuple) -> dict
     unmatched = bool(meta.get("unmatched") or man.get("unmatched"))
     row = {
         "run_id": run_id, "status": rec.status, "problem": rec.problem, "label": label,
-        "method": mname, "options": json.dumps(options, sort_keys=True, default=str),
+        "method": mname, "display_name": None,
+        "options": json.dumps(options, sort_keys=True, default=str),
         "w_bits": cfg.get("w_bits", man.get("w_bits")),
         "a_bits": cfg.get("a_bits", man.get("a_bits")),
         "epochs": cfg.get("epochs", man.get("epochs")), "seed": cfg.get("seed", man.get("seed")),
@@ -327,16 +356,17 @@ class _NoRecord:
 def _missing_row(entry: dict[str, Any]) -> dict[str, Any]:
     row = {"run_id": entry.get("run_id", "?"), "status": "missing", "problem": "",
            "label": entry.get("variant") or entry.get("method"), "method": entry.get("method"),
-           "options": "{}", "w_bits": entry.get("w_bits"), "a_bits": entry.get("a_bits"),
-           "epochs": entry.get("epochs"), "seed": entry.get("seed"), "setting": None,
+           "display_name": None, "options": "{}", "w_bits": entry.get("w_bits"),
+           "a_bits": entry.get("a_bits"), "epochs": entry.get("epochs"), "seed": entry.get("seed"),
+           "setting": None,
            "recipe": "", "unmatched": bool(entry.get("unmatched")), "stale": False,
            "included": False, "reason": "listed in manifest.json, no run directory"}
     return row
 
 
 def _runs_table(study_dir: Path, manifest: dict[str, Any] | None, jobs: int):
-    """(runs DataFrame, metrics of the included runs) from every run directory and the
-    manifest's runs that have none."""
+    """(runs DataFrame, metrics of the included runs, method_info of every record) from
+    every run directory and the manifest's runs that have none."""
     from harness.config import NON_SEMANTIC
 
     runs_dir = study_dir / "runs"
@@ -346,11 +376,12 @@ def _runs_table(study_dir: Path, manifest: dict[str, Any] | None, jobs: int):
                          "manifest.json; run the sweep first")
     man_runs = {r.get("run_id"): r for r in (manifest or {}).get("runs", []) if isinstance(r, dict)}
     recs = _load_all(dirs, jobs)
-    rows, metrics = [], {}
+    rows, metrics, infos = [], {}, {}
     for d, rec in zip(dirs, recs):
         row = _run_row(d.name, rec, man_runs.get(d.name, {}), NON_SEMANTIC)
         row["in_manifest"] = d.name in man_runs if manifest else True
         rows.append(row)
+        infos[d.name] = (rec.summary.method_info if rec.summary else None) or {}
         if row["included"]:
             metrics[d.name] = rec.metrics
     present = {d.name for d in dirs}
@@ -363,7 +394,61 @@ def _runs_table(study_dir: Path, manifest: dict[str, Any] | None, jobs: int):
             runs[col] = None
     runs["included"] = runs["included"].astype(bool)
     runs["unmatched"] = runs["unmatched"].astype(bool)
-    return runs, metrics
+    return runs, metrics, infos
+
+
+# --------------------------------------------------------------------------- method_info
+
+@functools.lru_cache(maxsize=None)
+def _current_info(method: str) -> dict[str, Any]:
+    """The method's declaration in today's code (methods.base.Method.info()): what records
+    written before runs recorded method_info fall back on. Imports torch, so it is asked
+    only for such records; {} for a method the code no longer has."""
+    try:
+        from methods.base import get
+
+        return get(method).info()
+    except Exception:  # noqa: BLE001 - unknown or unimportable method: no declaration
+        return {}
+
+
+def _resolve_method_info(st: StudyRecords, infos: dict[str, dict[str, Any]]) -> None:
+    """Per run: its method's display name (runs table ``display_name``) and internal
+    metrics; keeps in ``st.metrics`` only the declared ones and describes them in
+    ``st.internal_metrics``.
+
+    A run without method_info takes that of another record of its method; when none has
+    one, the method id as display name and, for its metrics columns, the method's current
+    declaration (``_current_info``)."""
+    by_method: dict[str, dict[str, Any]] = {}
+    for run_id, method in zip(st.runs["run_id"], st.runs["method"]):
+        if infos.get(run_id):
+            by_method.setdefault(method, infos[run_id])
+    st.runs["display_name"] = [
+        (infos.get(r) or by_method.get(m) or {}).get("display_name") or m
+        for r, m in zip(st.runs["run_id"], st.runs["method"])]
+    found: dict[str, tuple[str, Any]] = {}
+    for run_id, method in zip(st.runs["run_id"], st.runs["method"]):
+        cols = st.metrics.get(run_id)
+        if cols is None:
+            continue
+        info = infos.get(run_id) or by_method.get(method)
+        if info is None and set(cols) - {"epoch", "test_acc"}:
+            info = _current_info(str(method))
+        declared = declared_metrics(info) or {}
+        st.metrics[run_id] = {c: v for c, v in cols.items()
+                              if c in ("epoch", "test_acc") or c in declared}
+        for c in st.metrics[run_id]:
+            if c in declared and c not in found:
+                title, bounds = declared[c]
+                found[c] = (str(title), bounds)
+    percent = [c for c, (_, b) in found.items() if is_percentage(b)]
+    st.internal_metrics = {c: found[c] for c in percent + [c for c in found if c not in percent]}
+
+
+def is_percentage(bounds) -> bool:
+    """Declared on [0, 100]: drawn like the deployed accuracy (first, y-axis zoomed)."""
+    return bounds is not None and list(bounds) == [0, 100]
 
 
 # --------------------------------------------------------------------------- load_study
@@ -381,12 +466,13 @@ def load_study(study_dir: Path, reference: str | None = None,
     notes: list[str] = []
     spec = _read_spec(study_dir)
     manifest = _read_manifest(study_dir, notes)
-    runs, metrics = _runs_table(study_dir, manifest, jobs)
+    runs, metrics, infos = _runs_table(study_dir, manifest, jobs)
     rep = spec.get("report") or {}
     st = StudyRecords(name=(manifest or {}).get("study") or spec.get("name") or study_dir.name,
                       dir=study_dir, spec=spec, manifest=manifest, runs=runs, metrics=metrics,
-                      ours=ours or rep.get("ours") or DEFAULT_OURS, setting_labels={},
+                      ours=ours or rep.get("ours") or None, setting_labels={},
                       notes=notes)
+    _resolve_method_info(st, infos)
     _label_settings(st)
     _order_rows(st)
     _recipe_mismatches(st)

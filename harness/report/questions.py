@@ -5,7 +5,8 @@ order): a key, a title, the question as a reviewer would ask it, ``needs`` (whic
 can answer it, in a few words) and ``answer(study, question) -> (text, bullets)``. An
 answer that the study cannot give starts with ``NOT_ANSWERED`` and says why. Questions
 about method options (``answer_option``) name the options they are about in ``options``;
-questions about one baseline (``answer_versus``) name it in ``baseline``.
+questions about one baseline (``answer_versus``) name it in ``baseline``; questions that
+compare "ours" with the others set ``needs_ours`` (without a [report] ours they say so).
 
 Data flow: answers read the ``StudyRecords`` (load.py) and the memoised per-setting rows of
 tables.py (``comparisons``, ``ablations``, ``cost_rows``), so they agree with the tables;
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from harness import stats as S
-from harness.report.load import StudyRecords
+from harness.report.load import OURS_NOT_SET, StudyRecords
 from harness.report.tables import ablations, cell_name, comparisons, cost_rows, fmt_opts, where
 
 NOT_ANSWERED = "Not answered by this study"
@@ -39,9 +40,13 @@ class Question:
     answer: Callable[[StudyRecords, "Question"], Answer]
     options: tuple[str, ...] = ()                # answer_option: the method options it is about
     baseline: str = ""                           # answer_versus: the method compared with ours
+    needs_ours: bool = False                     # compares "ours" ([report] ours) with others
 
     def ask(self, st: StudyRecords) -> dict[str, Any]:
-        text, bullets = self.answer(st, self)
+        if self.needs_ours and not st.ours:
+            text, bullets = f"{NOT_ANSWERED}: {OURS_NOT_SET}.", []
+        else:
+            text, bullets = self.answer(st, self)
         return {"key": self.key, "title": self.title, "question": self.text,
                 "needs": self.needs, "text": text, "bullets": bullets,
                 "answered": not text.startswith(NOT_ANSWERED)}
@@ -315,14 +320,15 @@ QUESTIONS: tuple[Question, ...] = (
     Question("budget", "Epochs and budget",
              "Does the comparison hold at matched epoch budgets, and at longer ones (200 vs 500 "
              "epochs)?",
-             needs="ours and baselines at several epoch budgets", answer=answer_budget),
+             needs="ours and baselines at several epoch budgets", answer=answer_budget,
+             needs_ours=True),
     Question("seeds", "Seed variance",
              "How large is the seed-to-seed variation next to the differences between methods?",
              needs="two or more seeds per row and cell", answer=answer_seeds),
     Question("bn", "SBN vs recalibration",
              "Does State BN matter, or does recalibrating the BN statistics do as well?",
              needs="variants of one method differing in a bn option", answer=answer_option,
-             options=("bn", "sbn_every")),
+             options=("bn", "sbn_every", "recal_batches")),
     Question("schedule", "Temperature schedule",
              "How sensitive is the result to the temperature schedule (exp, linear, cos, SGDR)?",
              needs="variants of one method differing in the schedule option",
@@ -333,10 +339,11 @@ QUESTIONS: tuple[Question, ...] = (
     Question("cost", "Cost", "What does the method cost in time and memory, relative to fp and "
                              "to the baselines?",
              needs="completed runs of ours (and of fp on the same hardware for ratios)",
-             answer=answer_cost),
+             answer=answer_cost, needs_ours=True),
     Question("bop", "Bop", "How does it compare with Bop, which trains binary weights without "
                            "latent weights?",
-             needs="ours and bop in the same cells", answer=answer_versus, baseline="bop"),
+             needs="ours and bop in the same cells", answer=answer_versus, baseline="bop",
+             needs_ours=True),
 )
 
 

@@ -29,7 +29,14 @@ from harness import stats as S
 from harness.report import figures as F
 from harness.report import tables as T
 from harness.report.figures import Figure
-from harness.report.load import StudyRecords, add_bootstraps, is_known, load_study, rel_path
+from harness.report.load import (
+    OURS_NOT_SET,
+    StudyRecords,
+    add_bootstraps,
+    is_known,
+    load_study,
+    rel_path,
+)
 from harness.report.questions import reviewer_answers
 from harness.report.tables import Table, cell_name, md_escape, where
 
@@ -115,11 +122,20 @@ def _excluded_counts(st: StudyRecords) -> str:
     return ", ".join(f"{v} {k}" for k, v in exc.items()) or "none"
 
 
+def _ours_line(st: StudyRecords) -> str:
+    labels = st.order
+    if not st.ours:
+        return (f"- **Ours:** not set (name it with `ours = \"METHOD\"` in the [report] table "
+                f"of study.toml, or pass `--ours METHOD`); rows: {', '.join(labels) or 'none'}")
+    ours = [lab for lab in labels if st.method_of[lab] == st.ours]
+    return (f"- **Ours:** {st.ours}" + (f" (rows: {', '.join(ours)})" if ours else
+                                        " (no runs of it in this study)")
+            + f"; other rows: {', '.join(lab for lab in labels if lab not in ours) or 'none'}")
+
+
 def _header(st: StudyRecords) -> list[str]:
     runs = st.runs
     p = _provenance(st)
-    labels = st.order
-    ours = [lab for lab in labels if st.method_of[lab] == st.ours]
     lines = [f"# Study report: {st.name}", "",
              f"- **Records:** `{rel_path(st.dir)}` ({int((runs['status'] != 'missing').sum())} "
              f"run directories" + (f"; manifest.json lists {len(st.manifest.get('runs', []))} "
@@ -130,9 +146,7 @@ def _header(st: StudyRecords) -> list[str]:
              f"- **torch:** {p['torch']}; **Python:** {p['python']}",
              f"- **Harness commit:** {p['commit']}",
              "- **Settings:** " + "; ".join(st.setting_labels[s] for s in st.settings()),
-             f"- **Ours:** {st.ours}" + (f" (rows: {', '.join(ours)})" if ours else
-                                         " (no runs of it in this study)")
-             + f"; other rows: {', '.join(lab for lab in labels if lab not in ours) or 'none'}",
+             _ours_line(st),
              "- **Reported numbers:** " + (f"`{rel_path(st.reference_path)}` (reported "
                                             "elsewhere, not measured here; marked †)"
                                             if st.reference_path else "none"),
@@ -223,13 +237,20 @@ def statistics_blocks(st: StudyRecords) -> list[Block]:
 # --------------------------------------------------------------------------- the sections
 
 def _comparisons_title(st: StudyRecords) -> str:
-    return f"Comparisons: {st.ours} minus each baseline"
+    return f"Comparisons: {st.ours} minus each baseline" if st.ours else "Comparisons"
+
+
+def comparison_blocks(st: StudyRecords) -> list[Block]:
+    """Ours minus each baseline, per setting; without ours, why there are none."""
+    if not st.ours:
+        return [f"None: {OURS_NOT_SET}.", ""]
+    return per_setting(T.comparison_tables)(st)
 
 
 SECTIONS: tuple[Section, ...] = (
     Section("Reviewer questions", "questions", answer_blocks),
     Section("Main results", "main", per_setting(T.main_tables)),
-    Section(_comparisons_title, "comparisons", per_setting(T.comparison_tables)),
+    Section(_comparisons_title, "comparisons", comparison_blocks),
     Section("Convergence", "convergence", per_setting(F.convergence_figures), figures=True),
     Section("Per-seed final accuracy", "seeds", per_setting(F.seed_figures), figures=True),
     Section("Budget study", "budget", per_setting(T.budget_tables)),
