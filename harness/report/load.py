@@ -166,12 +166,20 @@ def _read_manifest(study_dir: Path, notes: list[str]) -> dict[str, Any] | None:
     return m if isinstance(m, dict) else None
 
 
-def declared_metrics(info: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A method_info's internal metrics {column: [title, bounds]}; None for a record
-    without method_info (written before runs recorded it)."""
+def declared_metrics(info: dict[str, Any] | None) -> dict[str, tuple[str, Any]] | None:
+    """A method_info's internal metrics as {column: (panel title, [low, high] or None)};
+    None for a record without method_info (written before runs recorded it)."""
     if not info:
         return None
-    return dict(info.get("internal_metrics") or {})
+    declared = info.get("internal_metrics")
+    if not isinstance(declared, dict):
+        return {}
+    out = {}
+    for col, entry in declared.items():
+        entry = list(entry) if isinstance(entry, (list, tuple)) else [entry]
+        out[str(col)] = (str(entry[0] if entry and entry[0] else col),
+                         entry[1] if len(entry) > 1 else None)
+    return out
 
 
 def _metric_columns(rec, header: list[str]) -> list[str]:
@@ -440,15 +448,14 @@ def _resolve_method_info(st: StudyRecords, infos: dict[str, dict[str, Any]]) -> 
                               if c in ("epoch", "test_acc") or c in declared}
         for c in st.metrics[run_id]:
             if c in declared and c not in found:
-                title, bounds = declared[c]
-                found[c] = (str(title), bounds)
+                found[c] = declared[c]
     percent = [c for c, (_, b) in found.items() if is_percentage(b)]
     st.internal_metrics = {c: found[c] for c in percent + [c for c in found if c not in percent]}
 
 
 def is_percentage(bounds) -> bool:
     """Declared on [0, 100]: drawn like the deployed accuracy (first, y-axis zoomed)."""
-    return bounds is not None and list(bounds) == [0, 100]
+    return isinstance(bounds, (list, tuple)) and list(bounds) == [0, 100]
 
 
 # --------------------------------------------------------------------------- load_study

@@ -33,6 +33,8 @@ Answer = tuple[str, list[str]]  # (paragraph, bullets)
 
 @dataclass(frozen=True)
 class Question:
+    """One reviewer question and the function that answers it from a study's records."""
+
     key: str
     title: str
     text: str                                    # the question, as a reviewer asks it
@@ -345,6 +347,7 @@ QUESTIONS: tuple[Question, ...] = (
              needs="ours and bop in the same cells", answer=answer_versus, baseline="bop",
              needs_ours=True),
 )
+assert len({q.key for q in QUESTIONS}) == len(QUESTIONS), "question keys must be unique"
 
 
 def question(key: str) -> Question:

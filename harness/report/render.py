@@ -23,7 +23,6 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 from harness import stats as S
 from harness.report import figures as F
@@ -40,12 +39,14 @@ from harness.report.load import (
 from harness.report.questions import reviewer_answers
 from harness.report.tables import Table, cell_name, md_escape, where
 
-Block = Union[Table, Figure, str]
+Block = Table | Figure | str
 TABLES_DIR, FIGURES_DIR = "tables", "figures"   # under the report folder, linked relatively
 
 
 @dataclass(frozen=True)
 class Section:
+    """One "## title" part of report.md and how to build what it shows."""
+
     title: str | Callable[[StudyRecords], str]   # "## title" (a function when it varies)
     key: str                                     # names the section (build_report's result)
     build: Callable[[StudyRecords], list[Block]]
@@ -263,6 +264,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("Runs excluded from the numbers", "excluded", excluded_blocks),
     Section("Statistical methods", "statistics", statistics_blocks),
 )
+assert len({s.key for s in SECTIONS}) == len(SECTIONS), "section keys must be unique"
 
 
 # --------------------------------------------------------------------------- build
