@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-# (variant prefix, ratio denominator, limit): targets of issue 7, checked on every bench run
+# Step-time targets, checked on every bench run: (variant prefix, ratio denominator, limit),
+# i.e. a variant's median step time may be at most ``limit`` times the bare loop's or fp's.
 TARGETS = [
     ("fp", "bare", 1.05), ("ste", "fp", 1.10), ("dorefa", "fp", 1.10), ("lsq", "fp", 1.10),
     ("lqnet", "fp", 1.20), ("slb[bn=none]", "fp", 1.15), ("slb[bn=recal_epoch]", "fp", 1.15),
@@ -45,7 +46,7 @@ FULL_EPOCH_STEPS = 391  # CIFAR-10 at batch 128: amortises per-epoch hooks (reca
 
 
 @dataclass
-class Variant:
+class BenchVariant:
     name: str
     method: str
     bits: int
@@ -79,11 +80,11 @@ def _cfg(args, method: str, bits: int, options: dict[str, Any]):
     return C.resolve(C.from_flat(flat))
 
 
-def variants(args) -> list[Variant]:
+def variants(args) -> list[BenchVariant]:
     from methods.base import load_all
 
     registry = load_all()
-    out = [Variant("bare", "", 32, {}), Variant("fp", "fp", 32, {})]
+    out = [BenchVariant("bare", "", 32, {}), BenchVariant("fp", "fp", 32, {})]
     for name in args.methods or sorted(registry):
         cls = registry[name]
         if name == "fp":
@@ -91,7 +92,7 @@ def variants(args) -> list[Variant]:
         for bits in sorted(cls.bits & set(args.bits)):
             for label, options in cls.bench_variants.items():
                 tag = f"{name}[{label}]" if label else name
-                out.append(Variant(f"{tag}-w{bits}", name, bits, dict(options)))
+                out.append(BenchVariant(f"{tag}-w{bits}", name, bits, dict(options)))
     return out
 
 
@@ -104,7 +105,7 @@ def _endless(data, batch_size: int, gen, channels_last: bool):
             yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
 
 
-def _build(args, v: Variant, data, device) -> None:
+def _build(args, v: BenchVariant, data, device) -> None:
     """Attach a step function (and the per-epoch hook, if any) to a variant."""
     import torch
     import torch.nn.functional as F
@@ -149,7 +150,7 @@ def _build(args, v: Variant, data, device) -> None:
     v.info = {"model": t.model, "optimizer": t.optimizer, "trainer": t}
 
 
-def _time_step(v: Variant, device) -> float:
+def _time_step(v: BenchVariant, device) -> float:
     import torch
 
     if device.type == "cuda":
@@ -176,7 +177,7 @@ def _rss_mb(field: str) -> float:
     return float("nan")
 
 
-def _memory_in_fresh_process(args, v: Variant) -> dict[str, float]:
+def _memory_in_fresh_process(args, v: BenchVariant) -> dict[str, float]:
     """Runs in a new interpreter (spawn): the growth of the peak resident set over the
     process's state before the model is built measures everything training holds, transient
     workspace included, with no other variant's memory or allocator cache in the way."""
@@ -197,7 +198,7 @@ def _memory_in_fresh_process(args, v: Variant) -> dict[str, float]:
     return info
 
 
-def _memory(args, v: Variant, data, device) -> dict[str, float]:
+def _memory(args, v: BenchVariant, data, device) -> dict[str, float]:
     """Peak training memory of one variant (see the module docstring), in MB."""
     import torch
 
@@ -352,7 +353,7 @@ def write(df, lines: list[str], out: Path, meta: str) -> None:
     body = ["| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |"
             for r in table.itertuples(index=False)]
     md = [f"# Benchmark\n\n{meta}\n", head, *body,
-          "\n## Targets\n", *[f"- {l}" for l in lines], ""]
+          "\n## Targets\n", *[f"- {line}" for line in lines], ""]
     records.atomic_write_text(out / "bench.md", "\n".join(md))
 
 
@@ -360,7 +361,7 @@ def cmd_bench(args) -> int:
     from harness.env import environment, resolve_device
 
     if args.what in ("report", "all"):
-        from harness.report import bench_report
+        from harness.bench_records import bench_report
 
         secs = bench_report(args.report_runs)
         print(f"report over {args.report_runs} synthetic runs: {secs:.1f}s (target < 15 s)")

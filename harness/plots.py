@@ -1,7 +1,8 @@
 """Figures for the report, drawn with matplotlib (Agg) from plain-data figure specs.
 
-harness/report.py computes every number and hands this module specs (dicts of lists and
-arrays, titles, colours); this module only draws them and writes NAME.png and NAME.pdf.
+harness/report/ computes every number and hands this module specs (built in
+harness/report/figures.py: dicts of lists and arrays, titles, colours); this module only
+draws them and writes NAME.png and NAME.pdf.
 Plain-data specs let forked processes draw while the report computes its tables.
 
 matplotlib spends most of its time per artist and per axis (ticks, text layout), so each
@@ -167,7 +168,8 @@ def draw_curves(plt, spec: Spec, out_dir: Path) -> list[Path]:
         if lines:
             ax.add_collection(LineCollection(
                 [np.column_stack([ln["x"], ln["mean"]]) for ln in lines],
-                colors=[ln["color"] for ln in lines], linestyles=[ln.get("ls", "-") for ln in lines],
+                colors=[ln["color"] for ln in lines],
+                linestyles=[ln.get("ls", "-") for ln in lines],
                 linewidths=[ln.get("lw", 1.1) for ln in lines]))
             ax.autoscale_view()
         _style(ax, panel)

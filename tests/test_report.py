@@ -1,8 +1,8 @@
 """`python -m harness report` over hand-written run records with known answers.
 
-Records are written here as the trainer writes them (harness/records.py's atomic writers,
-config.json from harness.config.to_dict), so the report is tested against the contract and
-not against its own synthetic-data helper.
+Records are written here as the trainer writes them (harness/records.py's writers and
+RunSummary, config.json from harness.config.to_dict), so the report is tested against the
+contract and not against the benchmark's synthetic-data helper.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from harness import records
 from harness import report as R
 from harness import stats as S
 from harness.cli import main
+from methods.base import get as get_method
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_REF = ROOT.parent / "shared" / "reference" / "slb_reported.csv"
@@ -30,7 +31,9 @@ def write_run(root: Path, run_id: str, *, method: str, acc: float | None, w: int
               options: dict | None = None, status: str = "completed", rows: int | None = None,
               unmatched: bool = False, epoch_time: float = 1.0, slb_scalars: bool = False,
               model: str = "resnet20", dataset: str = "cifar10", error: str = "",
-              manifest: list | None = None) -> Path:
+              manifest: list | None = None, method_info: dict | None = None) -> Path:
+    """One run record. ``method_info`` defaults to the method's own declaration for slb runs
+    with ``slb_scalars`` and to none otherwise (as records written before runs had it)."""
     cfg = C.RunConfig(method=method, method_options=dict(options or {}), w_bits=w, a_bits=a,
                       epochs=epochs, seed=seed, model=C.ModelConfig(name=model),
                       data=C.DataConfig(name=dataset),
@@ -53,20 +56,22 @@ def write_run(root: Path, run_id: str, *, method: str, acc: float | None, w: int
                       "test_acc_continuous": r["test_acc"] + 1.0})
         metric_rows.append(r)
     records.write_metrics(run, metric_rows)
-    summ = {"status": status, "final_test_acc": acc if status == "completed" else None,
-            "best_test_acc": final, "epochs_completed": n, "epochs": epochs,
-            "wall_time_s": epoch_time * n, "mean_epoch_time_s": epoch_time,
-            "peak_mem_mb": 500.0, "peak_mem_kind": "cpu_max_rss", "param_bytes": 4000,
-            "method_param_bytes": 2000 * (2 if method == "slb" else 1),
-            "optimizer_state_bytes": 4000,
-            "method_optimizer_state_bytes": 2000 * (2 if method == "slb" else 1),
-            "config_hash": d["config_hash"],
-            "env": {"python": "3.11.7", "torch": "2.14.1", "device": "cpu",
-                    "device_name": "cpu: test (2 threads)", "harness_commit": "abc1234",
-                    "hostname": "h"}}
-    if error:
-        summ["error"] = error
-    records.atomic_write_json(run / "summary.json", summ)
+    if method_info is None and slb_scalars:
+        method_info = get_method(method).info()
+    summ = records.RunSummary(
+        status=status, final_test_acc=acc if status == "completed" else None,
+        best_test_acc=final, epochs_completed=n, epochs=epochs,
+        wall_time_s=epoch_time * n, mean_epoch_time_s=epoch_time,
+        peak_mem_mb=500.0, peak_mem_kind="cpu_peak_rss", param_bytes=4000,
+        method_param_bytes=2000 * (2 if method == "slb" else 1),
+        optimizer_state_bytes=4000,
+        method_optimizer_state_bytes=2000 * (2 if method == "slb" else 1),
+        config_hash=d["config_hash"],
+        env={"python": "3.11.7", "torch": "2.14.1", "device": "cpu",
+             "device_name": "cpu: test (2 threads)", "harness_commit": "abc1234",
+             "hostname": "h"},
+        method_info=method_info or {}, error=error)
+    records.write_summary(run, summ)
     if manifest is not None:
         manifest.append({"run_id": run_id, "variant": variant or method, "method": method,
                          "w_bits": w, "a_bits": a, "epochs": epochs, "seed": seed,
@@ -116,8 +121,8 @@ def mixed(tmp_path_factory) -> Path:
         "study": "mixed", "scale": "test", "runs": man,
         "excluded": [{"variant": "bop", "w_bits": 2, "a_bits": 32, "epochs": 4,
                       "reason": "bop is binary only"}]})
-    records.atomic_write_text(root / "study.toml",
-                              'name = "mixed"\n[report]\nreference = "../reported.csv"\n')
+    records.atomic_write_text(root / "study.toml", 'name = "mixed"\n[report]\n'
+                              'reference = "../reported.csv"\nours = "slb"\n')
     return root
 
 
@@ -283,6 +288,7 @@ def answered(tmp_path_factory) -> Path:
                   options={"bn": "recal_end"}, acc=89.5 + off, epochs=4, seed=s,
                   epoch_time=1.5, slb_scalars=True)
         write_run(root, f"fp{s}", method="fp", w=32, acc=93 + off, epochs=4, seed=s)
+    records.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n')
     return root
 
 
@@ -328,7 +334,7 @@ def test_seed_and_cost_answers(answers):
 
 def test_single_budget_study_does_not_answer_budget(mixed):
     st = R.load_study(mixed)
-    text = R.answer_budget(st)[0]
+    text = R.question("budget").ask(st)["text"]
     assert text.startswith("Not answered by this study") and "4 epochs" in text
 
 
@@ -343,6 +349,80 @@ def test_answers_and_budget_in_report(answered, tmp_path):
     assert (tmp_path / "r" / "figures" / "budget_cifar10_resnet20.pdf").is_file()
     abl = pd.read_csv(tmp_path / "r" / "tables" / "ablation_slb_cifar10_resnet20.csv")
     assert abl.set_index("variant").loc["slb-recal_end", "diff_vs_default"] == pytest.approx(-1.5)
+
+
+def test_option_questions_match_declared_options(tmp_path):
+    # recal_batches is one of the bn question's options: a variant differing only in it
+    root = tmp_path / "recal"
+    for s, off in enumerate(OFFSETS[:3]):
+        write_run(root, f"a{s}", method="slb", acc=90.0 + off, seed=s)
+        write_run(root, f"b{s}", method="slb", variant="slb-few", acc=89.0 + off, seed=s,
+                  options={"recal_batches": 5})
+    st = R.load_study(root, ours="slb")
+    assert "recal_batches" in R.question("bn").options
+    bn = R.question("bn").ask(st)
+    assert bn["answered"] and "slb-few [recal_batches=5]" in bn["bullets"][0]
+    assert not R.question("schedule").ask(st)["answered"]
+
+
+# --------------------------------------------------------------------------- ours
+
+def test_report_without_ours_says_how_to_set_it(tmp_path):
+    root = tmp_path / "noours"
+    for s, off in enumerate(OFFSETS[:3]):
+        write_run(root, f"a{s}", method="slb", acc=90.0 + off, seed=s)
+        write_run(root, f"b{s}", method="dorefa", acc=89.0 + off, seed=s)
+    out = R.write_report(root, jobs=1)
+    md = out.read_text()
+    assert "**Ours:** not set" in md and "--ours METHOD" in md
+    section = md[md.index("## Comparisons"):md.index("## Convergence")]
+    assert "no `[report] ours` is set" in section and "ours = \"METHOD\"" in section
+    answers = {a["key"]: a for a in R.reviewer_answers(R.load_study(root))}
+    for key in ("budget", "cost", "bop"):
+        assert not answers[key]["answered"]
+        assert "no `[report] ours` is set" in answers[key]["text"], key
+    assert answers["seeds"]["answered"]
+    assert not (out.parent / "tables" / "comparisons_cifar10_resnet20.csv").exists()
+    assert (out.parent / "tables" / "main_cifar10_resnet20.csv").exists()
+    # --ours names it without a study.toml
+    st = R.load_study(root, ours="slb")
+    assert st.ours == "slb" and R.question("cost").ask(st)["answered"]
+
+
+# --------------------------------------------------------------------------- method_info
+
+def test_internal_metrics_and_display_name_come_from_method_info(tmp_path):
+    root = tmp_path / "info"
+    info = {"display_name": "My Method",
+            "internal_metrics": {"temperature": ["my temperature", [0.0, None]]}}
+    for s in range(2):
+        write_run(root, f"m{s}", method="ste", acc=88.0 + s, seed=s, slb_scalars=True,
+                  method_info=info)
+        write_run(root, f"d{s}", method="dorefa", acc=89.0 + s, seed=s)
+    st = R.load_study(root)
+    assert st.internal_metrics == {"temperature": ("my temperature", [0.0, None])}
+    assert set(st.metrics["m0"]) == {"epoch", "test_acc", "temperature"}  # declared only
+    names = st.runs.set_index("run_id")["display_name"]
+    assert names["m0"] == "My Method" and names["d0"] == "dorefa"  # default: the method id
+    md = R.write_report(root, jobs=1).read_text()
+    assert "the internal metrics the methods declare" in md and "my temperature" in md
+    assert "gap panel" not in md  # no continuous-state accuracy declared
+
+
+def test_records_without_method_info_use_the_methods_declaration(mixed, tmp_path):
+    root = tmp_path / "old"
+    for s in range(2):
+        run = write_run(root, f"s{s}", method="slb", acc=90.0 + s, seed=s, slb_scalars=True)
+        summ = records.read_summary(run)
+        summ.method_info = {}
+        records.write_summary(run, summ)
+    st = R.load_study(root)
+    assert list(st.internal_metrics) == ["test_acc_continuous", "temperature", "quant_gap"]
+    assert "flip_ratio" not in st.metrics["s0"]  # logged, not declared
+    assert set(st.runs["display_name"]) == {"slb"}
+    with_info = R.load_study(mixed)  # its slb runs record method_info
+    assert list(with_info.internal_metrics) == list(st.internal_metrics)
+    assert with_info.runs.set_index("run_id").loc["slb0", "display_name"] == "SLB"
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -401,4 +481,6 @@ def test_non_semantic_keys_mirror_config():
 
 @pytest.mark.slow
 def test_bench_report_runs():
-    assert R.bench_report(40) > 0
+    from harness.bench_records import bench_report
+
+    assert bench_report(40) > 0

@@ -1,0 +1,87 @@
+"""python -m harness report results/<study>: run records -> tables, figures and answers.
+
+Reads only what a study leaves behind: runs/<id>/{config,summary}.json and metrics.csv (via
+harness.records), study.toml (its optional [report] table: reference, reference_dataset,
+ours) and manifest.json (the expected runs, so runs without a directory are reported as
+missing). Writes, under OUT (default results/<study>/report):
+
+  report.md                 the narrative, tables and figures embedded
+  tables/NAME.{md,tex,csv}  markdown, booktabs LaTeX (paste-ready), numbers as CSV
+  figures/NAME.{png,pdf}
+
+Every number is computed from the records (statistics in harness/stats.py, drawing in
+harness/plots.py). Runs that failed, diverged, are corrupt, missing, still running or
+flagged unmatched are listed and left out of every number.
+
+The package, in the order data flows through it:
+
+  load.py       records -> StudyRecords (runs table, metrics, groups per setting/row/cell)
+  tables.py     the Table class (md, tex, csv) and every table builder
+  figures.py    figure specs (plain data) for harness/plots.py, with their captions
+  questions.py  QUESTIONS: the reviewer questions, each with the function that answers it
+  render.py     SECTIONS: report.md's sections in order; build_report, write_report
+
+Add a report section: one ``Section`` in ``render.SECTIONS``. Add a reviewer question: one
+``Question`` in ``questions.QUESTIONS``.
+
+This module holds the CLI and the public names; the CLI imports it at start-up for every
+command, so it imports no submodule (they import pandas, numpy, scipy) until one of the
+names below is used.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+# public name -> the submodule defining it, imported on first use
+_EXPORTS = {
+    "write_report": "render", "build_report": "render", "SECTIONS": "render",
+    "Section": "render", "per_setting": "render",
+    "load_study": "load", "load_record": "load", "StudyRecords": "load",
+    "add_bootstraps": "load",
+    "Table": "tables", "Figure": "figures",
+    "QUESTIONS": "questions", "Question": "questions", "question": "questions",
+    "reviewer_answers": "questions", "NOT_ANSWERED": "questions",
+}
+__all__ = ["add_commands", "cmd_report", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("report", help="tables, figures and reviewer answers from a study's "
+                                      "run records")
+    p.add_argument("study_dir", metavar="STUDY_DIR", help="results/<study>")
+    p.add_argument("--out", metavar="DIR", help="output folder (default STUDY_DIR/report)")
+    p.add_argument("--reference", metavar="CSV",
+                   help="reported numbers (method,dataset,model,w_bits,a_bits,top1[,source]); "
+                        "default: study.toml [report] reference")
+    p.add_argument("--reference-dataset", metavar="NAME",
+                   help="dataset label to match in the reference CSV (e.g. cifar10 when the "
+                        "data is the imagefolder copy)")
+    p.add_argument("--ours", metavar="METHOD",
+                   help="method compared with every baseline (default: study.toml [report] "
+                        "ours; with neither, the report says so and makes no comparisons)")
+    p.add_argument("--jobs", type=int, default=0,
+                   help="processes reading records and drawing figures (0 = one per core, "
+                        "at most 4; 1 = none)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    from harness.report.render import write_report
+
+    path = write_report(Path(args.study_dir), out=args.out and Path(args.out),
+                        reference=args.reference, reference_dataset=args.reference_dataset,
+                        ours=args.ours, jobs=args.jobs)
+    print(f"report: {path}")
+    return 0

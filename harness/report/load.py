@@ -1,0 +1,634 @@
+"""Run records -> StudyRecords: the one object every table, figure and answer reads.
+
+Data flow: ``load_study(STUDY_DIR)`` reads study.toml (its optional [report] table),
+manifest.json (the expected runs) and every runs/<id>/ directory through
+``harness.records.load_run`` (``load_record`` reads only the metrics.csv columns the report
+uses). It builds
+
+- ``runs``: a DataFrame with one row per run, present or missing (``_run_row``,
+  ``_missing_row``): status, why it is excluded, method, variant label, options, cell
+  (w_bits, a_bits, epochs), seed, setting (data/model identity), recipe, costs, env;
+- ``metrics``: run id -> {column: array} for the included runs: the deployed test accuracy
+  and the internal metrics its method declares (summary.json ``method_info``, see
+  ``methods.base.Method.info``), described study-wide in ``internal_metrics``;
+- ``groups``: (setting, row label, w_bits, a_bits, epochs) -> the seeds' final accuracies
+  and their ``harness.stats`` summary;
+- the display order of the rows, "ours" (study.toml [report] ours, or --ours; None when
+  neither names one), the reported reference numbers, the recipe differences inside a cell.
+
+Tables (tables.py), figures (figures.py) and reviewer answers (questions.py) only read a
+``StudyRecords``; what they compute per setting is memoised on it (``cached_per_setting``).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness import stats as S
+
+REPO = Path(__file__).resolve().parents[2]
+# What comparisons and answers that need "ours" say when the study names none.
+OURS_NOT_SET = ("no `[report] ours` is set, so no method is compared with the others; name "
+                "one with `ours = \"METHOD\"` in the [report] table of study.toml, or pass "
+                "`--ours METHOD`")
+
+
+def user_error(field_: str, message: str) -> Exception:
+    from methods.errors import UserError
+
+    return UserError(field_, message)
+
+
+def is_known(v) -> bool:
+    """Neither None nor NaN."""
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def rel_path(path) -> str:
+    """A path relative to the working directory when it lies below it."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
+# --------------------------------------------------------------------------- the study
+
+@dataclass
+class StudyRecords:
+    """Everything the report knows about a study, read from its records."""
+
+    name: str
+    dir: Path
+    spec: dict[str, Any]
+    manifest: dict[str, Any] | None
+    runs: Any                         # DataFrame: one row per run (present or missing)
+    metrics: dict[str, Any]           # run_id -> {column: array}, included runs only
+    ours: str | None                  # the method compared with every other; None: not set
+    setting_labels: dict[str, str]    # setting id -> "cifar10 / resnet20"
+    reference: Any = None             # DataFrame of reported numbers, or None
+    reference_path: str = ""
+    reference_dataset: str = ""       # label matched in the CSV instead of data.name
+    notes: list[str] = field(default_factory=list)   # warnings for the header
+    mismatches: list[dict[str, Any]] = field(default_factory=list)
+    groups: dict[tuple, dict[str, Any]] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)   # row labels, display order
+    method_of: dict[str, str] = field(default_factory=dict)
+    options_of: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # metrics.csv column -> (panel title, [low, high] or None) of the internal metrics the
+    # included runs' methods declare and log; percentages (bounds [0, 100]) first
+    internal_metrics: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def included(self):
+        if "included" not in self._cache:
+            self._cache["included"] = self.runs[self.runs["included"]]
+        return self._cache["included"]
+
+    def settings(self) -> list[str]:
+        ids = self.runs["setting"].dropna().unique().tolist()
+        return sorted(ids, key=lambda s: self.setting_labels.get(s, s))
+
+    def labels(self, setting: str) -> list[str]:
+        key = ("labels", setting)
+        if key not in self._cache:
+            have = set(self.runs.loc[self.runs["setting"] == setting, "label"])
+            self._cache[key] = [lab for lab in self.order if lab in have]
+        return self._cache[key]
+
+    def default_variant(self, method: str, labels: list[str]) -> str | None:
+        """The variant named exactly like the method, else the first in display order."""
+        mine = [lab for lab in labels if self.method_of.get(lab) == method]
+        if not mine:
+            return None
+        return method if method in mine else mine[0]
+
+    def cells(self, setting: str, included_only: bool = False) -> list[tuple[int, int, int]]:
+        key = ("cells", setting, included_only)
+        if key not in self._cache:
+            df = self.included if included_only else self.runs
+            df = df[(df["setting"] == setting) & df["w_bits"].notna() & df["epochs"].notna()]
+            self._cache[key] = sorted({(int(w), int(a), int(e)) for w, a, e in
+                                       zip(df["w_bits"], df["a_bits"], df["epochs"])})
+        return self._cache[key]
+
+    def group(self, setting: str, label: str, cell: tuple[int, int, int]) -> dict[str, Any]:
+        return self.groups.get((setting, label, *cell), _EMPTY_GROUP)
+
+
+_EMPTY_GROUP = {"acc": [], "seeds": [], "run_ids": [], "summary": S.EMPTY}
+
+
+def cached_per_setting(fn):
+    """Memoise a (study, setting) -> rows function on the study (tables and answers share)."""
+
+    @functools.wraps(fn)
+    def wrapper(st: StudyRecords, setting: str):
+        key = (fn.__name__, setting)
+        if key not in st._cache:
+            st._cache[key] = fn(st, setting)
+        return st._cache[key]
+
+    return wrapper
+
+
+# --------------------------------------------------------------------------- reading files
+
+def _read_spec(study_dir: Path) -> dict[str, Any]:
+    import tomllib
+
+    path = study_dir / "study.toml"
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise user_error("study.toml", f"{path} is not valid TOML ({e}); fix or remove it")
+
+
+def _read_manifest(study_dir: Path, notes: list[str]) -> dict[str, Any] | None:
+    path = study_dir / "manifest.json"
+    if not path.exists():
+        return None
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        notes.append(f"manifest.json unreadable ({e}): missing runs cannot be detected")
+        return None
+    return m if isinstance(m, dict) else None
+
+
+def declared_metrics(info: dict[str, Any] | None) -> dict[str, tuple[str, Any]] | None:
+    """A method_info's internal metrics as {column: (panel title, [low, high] or None)};
+    None for a record without method_info (written before runs recorded it)."""
+    if not info:
+        return None
+    declared = info.get("internal_metrics")
+    if not isinstance(declared, dict):
+        return {}
+    out = {}
+    for col, entry in declared.items():
+        entry = list(entry) if isinstance(entry, (list, tuple)) else [entry]
+        out[str(col)] = (str(entry[0] if entry and entry[0] else col),
+                         entry[1] if len(entry) > 1 else None)
+    return out
+
+
+def _metric_columns(rec, header: list[str]) -> list[str]:
+    """The metrics.csv columns the report reads: epoch, the deployed test accuracy and the
+    internal metrics the run's method declares; for a record without method_info, every
+    column its method added (which of them are internal metrics is decided once the study
+    is loaded: ``_resolve_internal_metrics``)."""
+    from harness.records import METRIC_COLUMNS
+
+    declared = declared_metrics(rec.summary.method_info if rec.summary else None)
+    if declared is None:
+        extra = [c for c in header if c not in METRIC_COLUMNS]
+    else:
+        extra = [c for c in header if c in declared]
+    return ["epoch", "test_acc"] + extra
+
+
+def load_record(run_dir: Path):
+    """harness.records.load_run, reading only the metrics columns the report uses.
+
+    load_run(with_metrics=True) parses every column of every metrics.csv, most of the time
+    of a 1,000-run report; this applies load_run's metrics checks (readable, the standard
+    columns, one row per epoch of a completed run) to a column subset instead.
+    """
+    import csv
+
+    from harness.records import METRIC_COLUMNS, load_run
+
+    rec = load_run(run_dir, with_metrics=False)
+    if rec.problem or rec.status != "completed":
+        return rec
+    path = rec.path / "metrics.csv"
+    want = (rec.config or {}).get("epochs")
+    try:
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), [])
+        missing = [c for c in METRIC_COLUMNS if c not in header]
+        if missing:
+            rec.problem = f"metrics.csv lacks columns {missing}"
+            return rec
+        rec.metrics = pd.read_csv(path, usecols=_metric_columns(rec, header))
+    except FileNotFoundError:
+        rec.metrics = None
+    except (OSError, ValueError) as e:
+        rec.problem = f"metrics.csv unreadable: {e}"
+        return rec
+    n = 0 if rec.metrics is None else len(rec.metrics)
+    if n != want:
+        rec.problem = f"metrics.csv has {n} rows for {want} epochs"
+    return rec
+
+
+def _load_one(run_dir: Path):
+    rec = load_record(run_dir)
+    if rec.metrics is not None:
+        rec.metrics = _columns(rec.metrics)
+    return rec
+
+
+def _load_all(dirs: list[Path], jobs: int = 0) -> list:
+    """load_record over every run directory; big studies in forked processes (parsing a
+    thousand metrics.csv files is a good part of a report's time)."""
+    from harness import plots
+
+    jobs = min(jobs or plots.default_jobs(), len(dirs) // 100)
+    if jobs <= 1:
+        return [_load_one(d) for d in dirs]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as pool:
+            return list(pool.map(_load_one, dirs, chunksize=max(1, len(dirs) // (4 * jobs))))
+    except OSError:  # no processes to be had: read them here
+        return [_load_one(d) for d in dirs]
+
+
+def _columns(df) -> dict[str, Any]:
+    """metrics as {column: float array}; text that is not a number becomes nan."""
+    out = {}
+    for c in df.columns:
+        col = df[c]
+        if col.dtype == object:
+            col = pd.to_numeric(col, errors="coerce")
+        out[c] = col.to_numpy(dtype=float)
+    return out
+
+
+# --------------------------------------------------------------------------- the runs table
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    from harness.config import flatten
+
+    return flatten(d, prefix)
+
+
+def _identity_and_recipe(cfg: dict[str, Any], non_semantic: tuple) -> tuple[dict, dict]:
+    """(data/model keys: the setting, every other training key: the recipe) of a config."""
+    flat = _flatten({k: v for k, v in cfg.items() if k != "config_hash"}) if cfg else {}
+    ident = {k: v for k, v in flat.items() if k.split(".")[0] in ("data", "model")
+             and k not in non_semantic}
+    recipe = {k: v for k, v in flat.items() if not k.startswith(("method.", "meta."))
+              and k not in non_semantic and k not in ("seed", "w_bits", "a_bits", "epochs")}
+    return ident, recipe
+
+
+def _summary_columns(summ: dict[str, Any]) -> dict[str, Any]:
+    """The runs-table columns that come from summary.json."""
+    env = summ.get("env") or {}
+    return {
+        "final_acc": summ.get("final_test_acc"), "best_acc": summ.get("best_test_acc"),
+        "epochs_completed": summ.get("epochs_completed"),
+        "wall_time_s": summ.get("wall_time_s"),
+        "mean_epoch_time_s": summ.get("mean_epoch_time_s"),
+        "peak_mem_mb": summ.get("peak_mem_mb"), "peak_mem_kind": summ.get("peak_mem_kind", ""),
+        "param_bytes": summ.get("param_bytes"),
+        "method_param_bytes": summ.get("method_param_bytes"),
+        "optimizer_state_bytes": summ.get("optimizer_state_bytes"),
+        "method_optimizer_state_bytes": summ.get("method_optimizer_state_bytes"),
+        "device": env.get("device", ""), "device_name": env.get("device_name", ""),
+        "torch": env.get("torch", ""), "python": env.get("python", ""),
+        "commit": env.get("harness_commit", ""), "hostname": env.get("hostname", ""),
+        "error": summ.get("error", ""),
+    }
+
+
+def _run_row(run_id: str, rec, man: dict[str, Any], non_semantic: tuple) -> dict[str, Any]:
+    """One row of the runs table from a loaded record (and its manifest entry).
+
+    ``display_name`` is filled in by ``_resolve_method_info``."""
+    cfg = rec.config or {}
+    method = cfg.get("method", {})
+    mname = method.get("name") if isinstance(method, dict) else method
+    options = {k: v for k, v in method.items() if k != "name"} if isinstance(method, dict) else {}
+    meta = cfg.get("meta") or {}
+    summ = rec.summary.to_json() if rec.summary is not None else {}
+    ident, recipe = _identity_and_recipe(cfg, non_semantic)
+    mname = mname or man.get("method")
+    label = meta.get("variant") or man.get("variant") or mname
+    unmatched = bool(meta.get("unmatched") or man.get("unmatched"))
+    row = {
+        "run_id": run_id, "status": rec.status, "problem": rec.problem, "label": label,
+        "method": mname, "display_name": None,
+        "options": json.dumps(options, sort_keys=True, default=str),
+        "w_bits": cfg.get("w_bits", man.get("w_bits")),
+        "a_bits": cfg.get("a_bits", man.get("a_bits")),
+        "epochs": cfg.get("epochs", man.get("epochs")), "seed": cfg.get("seed", man.get("seed")),
+        "setting": json.dumps(sorted(ident.items()), default=str) if ident else None,
+        "recipe": json.dumps(sorted(recipe.items()), default=str),
+        "unmatched": unmatched, "scale": meta.get("scale", ""), **_summary_columns(summ),
+    }
+    row["stale"] = man.get("current") is False
+    row["included"] = rec.status == "completed" and not unmatched and not row["stale"]
+    row["reason"] = _exclusion_reason(row)
+    return row
+
+
+def _exclusion_reason(row: dict[str, Any]) -> str:
+    status = row["status"]
+    if status == "corrupt":
+        return row["problem"]
+    if status == "pending":
+        return "no summary.json (not started, or killed before its first summary)"
+    if status == "running":
+        return "status running (still running, or killed without a final summary)"
+    if status in ("failed", "diverged"):
+        return (row["error"] or status).strip().splitlines()[-1][:160]
+    if status == "completed" and row["unmatched"]:
+        return "flagged unmatched (meta.unmatched): its recipe differs from the study's"
+    if status == "completed" and row["stale"]:
+        return "not in the current study spec (manifest.json: current = false)"
+    return ""
+
+
+class _NoRecord:
+    """Stands in for a RunRecord when only the column names of a runs row are wanted."""
+    config = summary = None
+    problem = ""
+    status = "missing"
+
+
+def _missing_row(entry: dict[str, Any]) -> dict[str, Any]:
+    row = {"run_id": entry.get("run_id", "?"), "status": "missing", "problem": "",
+           "label": entry.get("variant") or entry.get("method"), "method": entry.get("method"),
+           "display_name": None, "options": "{}", "w_bits": entry.get("w_bits"),
+           "a_bits": entry.get("a_bits"), "epochs": entry.get("epochs"), "seed": entry.get("seed"),
+           "setting": None,
+           "recipe": "", "unmatched": bool(entry.get("unmatched")), "stale": False,
+           "included": False, "reason": "listed in manifest.json, no run directory"}
+    return row
+
+
+def _runs_table(study_dir: Path, manifest: dict[str, Any] | None, jobs: int):
+    """(runs DataFrame, metrics of the included runs, method_info of every record) from
+    every run directory and the manifest's runs that have none."""
+    from harness.config import NON_SEMANTIC
+
+    runs_dir = study_dir / "runs"
+    dirs = sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
+    if not dirs and not (manifest or {}).get("runs"):
+        raise user_error("study", f"{study_dir} has no runs/ folder with run records and no "
+                         "manifest.json; run the sweep first")
+    man_runs = {r.get("run_id"): r for r in (manifest or {}).get("runs", []) if isinstance(r, dict)}
+    recs = _load_all(dirs, jobs)
+    rows, metrics, infos = [], {}, {}
+    for d, rec in zip(dirs, recs):
+        row = _run_row(d.name, rec, man_runs.get(d.name, {}), NON_SEMANTIC)
+        row["in_manifest"] = d.name in man_runs if manifest else True
+        rows.append(row)
+        infos[d.name] = (rec.summary.method_info if rec.summary else None) or {}
+        if row["included"]:
+            metrics[d.name] = rec.metrics
+    present = {d.name for d in dirs}
+    for run_id, entry in man_runs.items():
+        if run_id not in present and entry.get("current") is not False:
+            rows.append({**_missing_row(entry), "in_manifest": True})
+    runs = pd.DataFrame(rows)
+    for col in _run_row("", _NoRecord(), {}, NON_SEMANTIC):  # every column, even if no run
+        if col not in runs.columns:  # directory exists (only missing runs)
+            runs[col] = None
+    runs["included"] = runs["included"].astype(bool)
+    runs["unmatched"] = runs["unmatched"].astype(bool)
+    return runs, metrics, infos
+
+
+# --------------------------------------------------------------------------- method_info
+
+@functools.lru_cache(maxsize=None)
+def _current_info(method: str) -> dict[str, Any]:
+    """The method's declaration in today's code (methods.base.Method.info()): what records
+    written before runs recorded method_info fall back on. Imports torch, so it is asked
+    only for such records; {} for a method the code no longer has."""
+    try:
+        from methods.base import get
+
+        return get(method).info()
+    except Exception:  # noqa: BLE001 - unknown or unimportable method: no declaration
+        return {}
+
+
+def _resolve_method_info(st: StudyRecords, infos: dict[str, dict[str, Any]]) -> None:
+    """Per run: its method's display name (runs table ``display_name``) and internal
+    metrics; keeps in ``st.metrics`` only the declared ones and describes them in
+    ``st.internal_metrics``.
+
+    A run without method_info takes that of another record of its method; when none has
+    one, the method id as display name and, for its metrics columns, the method's current
+    declaration (``_current_info``)."""
+    by_method: dict[str, dict[str, Any]] = {}
+    for run_id, method in zip(st.runs["run_id"], st.runs["method"]):
+        if infos.get(run_id):
+            by_method.setdefault(method, infos[run_id])
+    st.runs["display_name"] = [
+        (infos.get(r) or by_method.get(m) or {}).get("display_name") or m
+        for r, m in zip(st.runs["run_id"], st.runs["method"])]
+    found: dict[str, tuple[str, Any]] = {}
+    for run_id, method in zip(st.runs["run_id"], st.runs["method"]):
+        cols = st.metrics.get(run_id)
+        if cols is None:
+            continue
+        info = infos.get(run_id) or by_method.get(method)
+        if info is None and set(cols) - {"epoch", "test_acc"}:
+            info = _current_info(str(method))
+        declared = declared_metrics(info) or {}
+        st.metrics[run_id] = {c: v for c, v in cols.items()
+                              if c in ("epoch", "test_acc") or c in declared}
+        for c in st.metrics[run_id]:
+            if c in declared and c not in found:
+                found[c] = declared[c]
+    percent = [c for c, (_, b) in found.items() if is_percentage(b)]
+    st.internal_metrics = {c: found[c] for c in percent + [c for c in found if c not in percent]}
+
+
+def is_percentage(bounds) -> bool:
+    """Declared on [0, 100]: drawn like the deployed accuracy (first, y-axis zoomed)."""
+    return isinstance(bounds, (list, tuple)) and list(bounds) == [0, 100]
+
+
+# --------------------------------------------------------------------------- load_study
+
+def load_study(study_dir: Path, reference: str | None = None,
+               reference_dataset: str | None = None, ours: str | None = None,
+               jobs: int = 0, bootstrap: bool = True) -> StudyRecords:
+    """Every record of a study, grouped by (setting, row, cell) with summaries.
+
+    ``bootstrap=False`` defers the bootstrap intervals (see add_bootstraps): build_report
+    computes them while the figures are being drawn."""
+    study_dir = Path(study_dir)
+    if not study_dir.is_dir():
+        raise user_error("study", f"{study_dir} is not a folder; pass results/<study>")
+    notes: list[str] = []
+    spec = _read_spec(study_dir)
+    manifest = _read_manifest(study_dir, notes)
+    runs, metrics, infos = _runs_table(study_dir, manifest, jobs)
+    rep = spec.get("report") or {}
+    st = StudyRecords(name=(manifest or {}).get("study") or spec.get("name") or study_dir.name,
+                      dir=study_dir, spec=spec, manifest=manifest, runs=runs, metrics=metrics,
+                      ours=ours or rep.get("ours") or None, setting_labels={},
+                      notes=notes)
+    _resolve_method_info(st, infos)
+    _label_settings(st)
+    _order_rows(st)
+    _recipe_mismatches(st)
+    _build_groups(st, bootstrap)
+    ref = reference or rep.get("reference")
+    if ref:
+        st.reference, st.reference_path = _load_reference(st, ref, explicit=bool(reference))
+    st.reference_dataset = reference_dataset or rep.get("reference_dataset") or ""
+    return st
+
+
+def _label_settings(st: StudyRecords) -> None:
+    """'cifar10 / resnet20', plus any other data/model key that differs between settings."""
+    ids = st.runs["setting"].dropna().unique().tolist()
+    dicts = {s: dict(json.loads(s)) for s in ids}
+    varying = sorted({k for d in dicts.values() for k in d
+                      if len({json.dumps(x.get(k)) for x in dicts.values()}) > 1}
+                     - {"data.name", "model.name"})
+    for s, d in dicts.items():
+        extra = ", ".join(f"{k}={d.get(k)}" for k in varying)
+        st.setting_labels[s] = f"{d.get('data.name')} / {d.get('model.name')}" + (
+            f" ({extra})" if extra else "")
+    # runs without a readable config (missing, corrupt) join their variant's only setting
+    known = st.runs.dropna(subset=["setting"])
+    for i in st.runs.index[st.runs["setting"].isna()]:
+        opts = known.loc[known["label"] == st.runs.at[i, "label"], "setting"].unique()
+        if len(opts) == 1:
+            st.runs.at[i, "setting"] = opts[0]
+
+
+def _order_rows(st: StudyRecords) -> None:
+    """fp first, then the baselines, then ours; variants of a method together, the default
+    variant first; within those, the manifest's order (else alphabetical)."""
+    runs = st.runs.dropna(subset=["label"])
+    first_seen: dict[str, int] = {}
+    for entry in (st.manifest or {}).get("runs", []):
+        for k in (entry.get("variant") or entry.get("method"), entry.get("method")):
+            if k:
+                first_seen.setdefault(k, len(first_seen))
+    for lab, m in zip(runs["label"], runs["method"]):
+        st.method_of.setdefault(lab, m or lab)
+    for lab, opts, inc in zip(runs["label"], runs["options"], runs["included"]):
+        if inc or lab not in st.options_of:
+            st.options_of[lab] = json.loads(opts) if opts else {}
+    labels = sorted(st.method_of)
+
+    def rank(name: str) -> tuple:
+        return (first_seen.get(name, len(first_seen)), name)
+
+    def key(lab: str) -> tuple:
+        m = st.method_of[lab]
+        tier = 0 if m == "fp" else 2 if m == st.ours else 1
+        return (tier, rank(m), lab != m, rank(lab))
+
+    st.order = sorted(labels, key=key)
+
+
+def _recipe_mismatches(st: StudyRecords) -> None:
+    """Inside one cell every included run should share the recipe: list keys that differ."""
+    inc = st.included
+    for (setting, w, a, e), df in inc.groupby(["setting", "w_bits", "a_bits", "epochs"]):
+        if df["recipe"].nunique() <= 1:
+            continue
+        dicts = [dict(json.loads(r)) for r in df["recipe"]]
+        keys = sorted({k for d in dicts for k in d
+                       if len({json.dumps(x.get(k)) for x in dicts}) > 1})
+        for k in keys:
+            by_value: dict[str, set] = {}
+            for d, lab in zip(dicts, df["label"]):
+                by_value.setdefault(json.dumps(d.get(k)), set()).add(lab)
+            st.mismatches.append({"setting": setting, "cell": (int(w), int(a), int(e)), "key": k,
+                                  "values": {v: sorted(ls) for v, ls in by_value.items()}})
+
+
+def add_bootstraps(st: StudyRecords) -> None:
+    for g in st.groups.values():
+        if g["summary"].boot is None:
+            g["summary"] = S.with_bootstrap(g["summary"], g["acc"])
+
+
+def _build_groups(st: StudyRecords, bootstrap: bool = True) -> None:
+    inc = st.included
+    for key, df in inc.groupby(["setting", "label", "w_bits", "a_bits", "epochs"]):
+        df = df.sort_values("seed")
+        acc = [float(x) for x in df["final_acc"]]
+        st.groups[(key[0], key[1], int(key[2]), int(key[3]), int(key[4]))] = {
+            "acc": acc, "seeds": df["seed"].tolist(), "run_ids": df["run_id"].tolist(),
+            "summary": S.describe(acc, bootstrap)}
+
+
+# --------------------------------------------------------------------------- reported numbers
+
+def _resolve_reference(st: StudyRecords, ref: str) -> Path | None:
+    p = Path(ref).expanduser()
+    if p.is_absolute():
+        return p if p.exists() else None
+    spec_src = (st.manifest or {}).get("spec_path") or (st.manifest or {}).get("spec")
+    bases = ([Path(spec_src).parent] if spec_src else []) + [
+        REPO / "studies", st.dir, Path.cwd(), REPO]
+    for base in bases:
+        if (base / p).exists():
+            return (base / p).resolve()
+    return None
+
+
+def _load_reference(st: StudyRecords, ref: str, explicit: bool):
+    """Reported numbers: a CSV with method, w_bits, a_bits and top1 (or acc/accuracy),
+    optionally dataset, model, source; '#' lines are comments."""
+    path = _resolve_reference(st, ref)
+    if path is None:
+        if explicit:
+            raise user_error("--reference", f"{ref!r} not found; pass an existing CSV")
+        st.notes.append(f"reference CSV {ref!r} from study.toml not found (looked next to the "
+                        "spec in studies/, the study folder, the working directory and the "
+                        "repository); reported numbers are left out")
+        return None, ""
+    try:
+        df = pd.read_csv(path, comment="#", skipinitialspace=True)
+    except (OSError, ValueError) as e:
+        raise user_error("reference", f"{path} is not a readable CSV: {e}")
+    df.columns = [c.strip().lower() for c in df.columns]
+    acc = next((c for c in ("top1", "acc", "accuracy", "top1_acc") if c in df.columns), None)
+    need = [c for c in ("method", "w_bits", "a_bits") if c not in df.columns]
+    if need or acc is None:
+        raise user_error("reference", f"{path} needs columns method, w_bits, a_bits and top1 "
+                         f"(missing: {need + ([] if acc else ['top1'])})")
+    df = df.rename(columns={acc: "top1"})
+    df["top1"] = pd.to_numeric(df["top1"], errors="coerce")
+    return df.dropna(subset=["top1"]), str(path)
+
+
+def reported(st: StudyRecords, setting: str, label: str, w: int,
+             a: int) -> tuple[float, str] | None:
+    """The reported number for a default-variant row, or None."""
+    ref = st.reference
+    if ref is None:
+        return None
+    method = st.method_of.get(label)
+    if st.default_variant(method, st.labels(setting)) != label:
+        return None
+    ident = dict(json.loads(setting))
+    dataset = st.reference_dataset or ident.get("data.name")
+    m = ref[(ref["method"].astype(str).str.lower() == str(method).lower())
+            & (ref["w_bits"] == w) & (ref["a_bits"] == a)]
+    if "dataset" in m.columns:
+        m = m[m["dataset"].astype(str).str.lower() == str(dataset).lower()]
+    if "model" in m.columns:
+        m = m[m["model"].astype(str).str.lower() == str(ident.get("model.name")).lower()]
+    if m.empty:
+        return None
+    src = str(m["source"].iloc[0]) if "source" in m.columns else ""
+    return float(m["top1"].iloc[0]), src

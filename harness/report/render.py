@@ -1,0 +1,351 @@
+"""report.md assembly: ``SECTIONS`` is the report's table of contents.
+
+Data flow: ``write_report(STUDY_DIR)`` = ``load_study`` (load.py) then ``build_report``,
+which
+
+1. builds every figure section (figures.py specs) and starts drawing them in forked
+   processes (harness/plots.py);
+2. builds every other section in ``SECTIONS`` order: tables (tables.py), reviewer answers
+   (questions.py) and the text sections below;
+3. writes tables/NAME.{md,tex,csv}, report.md (the header, then each section that has
+   something to show) and waits for the figures; files an earlier report wrote and this one
+   did not are removed.
+
+To add a section, add one ``Section`` to ``SECTIONS``, where report.md should show it. Its
+``build(study)`` returns blocks: ``Table`` (written under tables/ and shown), ``Figure``
+(drawn under figures/ and shown) or ``str`` (a markdown line). ``per_setting(fn)`` turns a
+(study, setting) -> blocks builder into one over every setting. A section whose build
+returns nothing (or only tables without rows) is left out.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import stats as S
+from harness.report import figures as F
+from harness.report import tables as T
+from harness.report.figures import Figure
+from harness.report.load import (
+    OURS_NOT_SET,
+    StudyRecords,
+    add_bootstraps,
+    is_known,
+    load_study,
+    rel_path,
+)
+from harness.report.questions import reviewer_answers
+from harness.report.tables import Table, cell_name, md_escape, where
+
+Block = Table | Figure | str
+TABLES_DIR, FIGURES_DIR = "tables", "figures"   # under the report folder, linked relatively
+
+
+@dataclass(frozen=True)
+class Section:
+    """One "## title" part of report.md and how to build what it shows."""
+
+    title: str | Callable[[StudyRecords], str]   # "## title" (a function when it varies)
+    key: str                                     # names the section (build_report's result)
+    build: Callable[[StudyRecords], list[Block]]
+    intro: str = ""                              # a paragraph under the title
+    figures: bool = False                        # built first, drawn while the rest is built
+
+    def heading(self, st: StudyRecords) -> str:
+        return self.title(st) if callable(self.title) else self.title
+
+
+def per_setting(fn: Callable[[StudyRecords, str], list[Block]]
+                ) -> Callable[[StudyRecords], list[Block]]:
+    """A (study, setting) builder run over every setting, in the settings' order."""
+    def build(st: StudyRecords) -> list[Block]:
+        return [b for s in st.settings() for b in fn(st, s)]
+
+    build.__name__ = f"per_setting({fn.__name__})"
+    return build
+
+
+# --------------------------------------------------------------------------- markdown pieces
+
+def _table_md(t: Table, rel: str) -> list[str]:
+    out = [f"**{md_escape(t.caption)}** ([md]({rel}/{t.name}.md) · [tex]({rel}/{t.name}.tex) "
+           f"· [csv]({rel}/{t.name}.csv))", "", t.markdown(), ""]
+    out += [f"<sub>{md_escape(n)}</sub>" + "\n" for n in t.notes]
+    return out
+
+
+def _figure_md(f: Figure, rel: str) -> list[str]:
+    return [f"![{f.name}]({rel}/{f.name}.png)", "",
+            f"*{md_escape(f.caption)}* ([pdf]({rel}/{f.name}.pdf))", ""]
+
+
+def _block_md(b: Block) -> list[str]:
+    if isinstance(b, Table):
+        return _table_md(b, TABLES_DIR)
+    if isinstance(b, Figure):
+        return _figure_md(b, FIGURES_DIR)
+    return [b]
+
+
+# --------------------------------------------------------------------------- header
+
+def _provenance(st: StudyRecords) -> dict[str, str]:
+    """Hardware, software, commits and scale of the records, for the header."""
+    runs = st.runs
+    withsum = runs[runs["device_name"].fillna("") != ""]
+    basis = st.included if not st.included.empty else withsum
+
+    def counts(col: str) -> str:
+        vc = basis[col].replace("", "unknown").value_counts()
+        return "; ".join(f"{k} ({v} runs)" for k, v in vc.items()) or "unknown (no summaries)"
+
+    scale = sorted({str(x) for x in runs.get("scale", []) if is_known(x) and x}) or \
+        ([str(st.manifest["scale"])] if st.manifest and st.manifest.get("scale") else [])
+    commits = sorted({c for c in basis["commit"] if c})
+    commit = ((", ".join(f"`{c}`" for c in commits) or "unknown")
+              + (" (records come from more than one commit)" if len(commits) > 1 else "")
+              + (" (some runs had uncommitted changes: -dirty)"
+                 if any(c.endswith("-dirty") for c in commits) else ""))
+    return {"scale": ", ".join(scale) or "not recorded", "hardware": counts("device_name"),
+            "torch": counts("torch"), "python": counts("python"), "commit": commit}
+
+
+def _excluded_counts(st: StudyRecords) -> str:
+    """'2 failed, 1 missing' over the runs left out of the numbers."""
+    runs = st.runs
+    done = runs["status"].eq("completed")
+    status = runs["status"].where(~(done & runs["unmatched"]), "unmatched")
+    status = status.where(~(done & ~runs["unmatched"] & runs["stale"].fillna(False).astype(bool)),
+                          "stale")
+    exc = status[~runs["included"]].value_counts()
+    return ", ".join(f"{v} {k}" for k, v in exc.items()) or "none"
+
+
+def _ours_line(st: StudyRecords) -> str:
+    labels = st.order
+    if not st.ours:
+        return (f"- **Ours:** not set (name it with `ours = \"METHOD\"` in the [report] table "
+                f"of study.toml, or pass `--ours METHOD`); rows: {', '.join(labels) or 'none'}")
+    ours = [lab for lab in labels if st.method_of[lab] == st.ours]
+    return (f"- **Ours:** {st.ours}" + (f" (rows: {', '.join(ours)})" if ours else
+                                        " (no runs of it in this study)")
+            + f"; other rows: {', '.join(lab for lab in labels if lab not in ours) or 'none'}")
+
+
+def _header(st: StudyRecords) -> list[str]:
+    runs = st.runs
+    p = _provenance(st)
+    lines = [f"# Study report: {st.name}", "",
+             f"- **Records:** `{rel_path(st.dir)}` ({int((runs['status'] != 'missing').sum())} "
+             f"run directories" + (f"; manifest.json lists {len(st.manifest.get('runs', []))} "
+                                   "runs" if st.manifest else "; no manifest.json, so missing "
+                                   "runs cannot be detected") + ")",
+             f"- **Scale:** {p['scale']}",
+             f"- **Hardware:** {p['hardware']}",
+             f"- **torch:** {p['torch']}; **Python:** {p['python']}",
+             f"- **Harness commit:** {p['commit']}",
+             "- **Settings:** " + "; ".join(st.setting_labels[s] for s in st.settings()),
+             _ours_line(st),
+             "- **Reported numbers:** " + (f"`{rel_path(st.reference_path)}` (reported "
+                                            "elsewhere, not measured here; marked †)"
+                                            if st.reference_path else "none"),
+             f"- **In the numbers:** {int(runs['included'].sum())} of {len(runs)} runs; "
+             f"excluded: {_excluded_counts(st)} (listed in [Runs excluded from the numbers]"
+             f"(#runs-excluded-from-the-numbers))", ""]
+    lines += [f"> Note: {n}" for n in st.notes] + ([""] if st.notes else [])
+    lines += ["Every number is the final deployed test accuracy (%) over seeds unless stated "
+              "otherwise: mean ± sample std (n), 95% t-intervals, Welch's t-test for "
+              "differences. Cells with n < 2 have no error bar and are marked. See "
+              "[Statistical methods](#statistical-methods).", ""]
+    return lines
+
+
+# --------------------------------------------------------------------------- text sections
+
+def answer_blocks(st: StudyRecords) -> list[Block]:
+    """Every reviewer question (questions.QUESTIONS) with its answer."""
+    md: list[Block] = []
+    for a in reviewer_answers(st):
+        md += [f"**{a['title']}.** *{a['question']}* {a['text']}", ""]
+        md += [f"- {b}" for b in a["bullets"]] + ([""] if a["bullets"] else [])
+    return md
+
+
+def _spec_exclusions(st: StudyRecords) -> list[str]:
+    """Combinations the study spec leaves out (manifest.json "excluded")."""
+    excluded = (st.manifest or {}).get("excluded", [])
+    if not excluded:
+        return []
+    out = ["Combinations the study spec excludes (not run):", ""]
+    for e in excluded:
+        cell = cell_name(e.get("w_bits"), e.get("a_bits"), e.get("epochs"))
+        out.append(f"- {e.get('variant', '?')} {cell}: {e.get('reason', '')}")
+    return out + [""]
+
+
+def _mismatch_lines(st: StudyRecords) -> list[str]:
+    if not st.mismatches:
+        return []
+    out = ["Recipe differences inside a cell (these comparisons are not matched):", ""]
+    for m in st.mismatches:
+        vals = "; ".join(f"{v} ({', '.join(ls)})" for v, ls in m["values"].items())
+        out.append(f"- {where(st, m['setting'], m['cell'])}: `{m['key']}` = {vals}")
+    return out + [""]
+
+
+def excluded_blocks(st: StudyRecords) -> list[Block]:
+    """The runs left out of every number, and why; spec exclusions, recipe differences,
+    single-seed cells and run directories the manifest does not list."""
+    t = T.excluded_table(st)
+    out: list[Block] = (["These runs are not in any table, figure or answer above.", "", t]
+                        if t.rows else
+                        ["None: every run record found is completed and matched.", ""])
+    out += _spec_exclusions(st) + _mismatch_lines(st)
+    small = [(k, g["summary"].n) for k, g in st.groups.items() if g["summary"].n < 2]
+    if small:
+        out += ["Cells with a single seed (shown without error bars, not compared): "
+                + ", ".join(f"{k[1]} at {where(st, k[0], k[2:])}" for k, _ in sorted(small))
+                + ".", ""]
+    if st.manifest and "in_manifest" in st.runs and not st.runs["in_manifest"].all():
+        extra = st.runs.loc[~st.runs["in_manifest"], "run_id"].tolist()
+        out += [f"Run directories not in manifest.json (still used when completed): "
+                f"{', '.join(extra[:20])}" + (" …" if len(extra) > 20 else "") + ".", ""]
+    return out
+
+
+def statistics_blocks(st: StudyRecords) -> list[Block]:
+    """How every number is computed (the constants come from harness/stats.py)."""
+    return [f"- Per method and cell: mean, sample std (ddof = 1), 95% t-interval of the mean "
+            f"(`scipy.stats.t.interval` with `scipy.stats.sem`), median and interquartile mean "
+            f"(`scipy.stats.trim_mean`, 25% cut); a BCa bootstrap interval "
+            f"(`scipy.stats.bootstrap`, {S.BOOTSTRAP_RESAMPLES} resamples, seed "
+            f"{S.BOOTSTRAP_SEED}) when n ≥ {S.BOOTSTRAP_MIN_N}.",
+            "- Differences: Welch's t-test (`scipy.stats.ttest_ind(equal_var=False)`) and its "
+            "95% interval of the difference; P(A > B) is the Mann-Whitney U statistic over all "
+            "seed pairs divided by n_A·n_B (ties ½); Benjamini-Hochberg adjusted p-values "
+            "(`scipy.stats.false_discovery_control`) over each comparison table. p-values "
+            "elsewhere are unadjusted.",
+            f"- Fewer than {S.MIN_N_CONCLUDE} seeds on a side: the difference is shown but "
+            f"marked \"{S.TOO_SMALL}\"; with one seed there is no interval and no test.",
+            "- Bold in the main tables only when the best mean's 95% interval does not overlap "
+            "the runner-up's.",
+            "- Curves: per-epoch mean with a 95% t-interval band over seeds (none for n = 1).",
+            ""]
+
+
+# --------------------------------------------------------------------------- the sections
+
+def _comparisons_title(st: StudyRecords) -> str:
+    return f"Comparisons: {st.ours} minus each baseline" if st.ours else "Comparisons"
+
+
+def comparison_blocks(st: StudyRecords) -> list[Block]:
+    """Ours minus each baseline, per setting; without ours, why there are none."""
+    if not st.ours:
+        return [f"None: {OURS_NOT_SET}.", ""]
+    return per_setting(T.comparison_tables)(st)
+
+
+SECTIONS: tuple[Section, ...] = (
+    Section("Reviewer questions", "questions", answer_blocks),
+    Section("Main results", "main", per_setting(T.main_tables)),
+    Section(_comparisons_title, "comparisons", comparison_blocks),
+    Section("Convergence", "convergence", per_setting(F.convergence_figures), figures=True),
+    Section("Per-seed final accuracy", "seeds", per_setting(F.seed_figures), figures=True),
+    Section("Budget study", "budget", per_setting(T.budget_tables)),
+    Section("Budget figures", "budget_figures", per_setting(F.budget_figures), figures=True),
+    Section("Ablations", "ablations", per_setting(T.ablation_tables),
+            intro="Named variants of one method against its default variant (the variant "
+                  "named like the method, else the first)."),
+    Section("Cost", "cost", per_setting(T.cost_tables)),
+    Section("Uncertainty details", "uncertainty", per_setting(T.uncertainty_tables)),
+    Section("Runs excluded from the numbers", "excluded", excluded_blocks),
+    Section("Statistical methods", "statistics", statistics_blocks),
+)
+assert len({s.key for s in SECTIONS}) == len(SECTIONS), "section keys must be unique"
+
+
+# --------------------------------------------------------------------------- build
+
+def _shown(blocks: list[Block]) -> list[Block]:
+    """Tables without rows are neither written nor shown."""
+    return [b for b in blocks if not (isinstance(b, Table) and not b.rows)]
+
+
+def build_sections(st: StudyRecords, fdir: Path, jobs: int = 0
+                   ) -> tuple[dict[str, list[Block]], Callable[[], list[str]]]:
+    """Every section's blocks, by key; figure sections first, so their drawing (started
+    here, in other processes) overlaps the rest. Returns (blocks, wait for the figures)."""
+    from harness import plots
+
+    built: dict[str, list[Block]] = {}
+    for sec in SECTIONS:
+        if sec.figures:
+            built[sec.key] = _shown(sec.build(st))
+    specs = [b.spec for blocks in built.values() for b in blocks if isinstance(b, Figure)]
+    wait_figures = plots.start_render(specs, fdir, jobs)
+    add_bootstraps(st)  # figures do not need them; the uncertainty tables do
+    for sec in SECTIONS:
+        if not sec.figures:
+            built[sec.key] = _shown(sec.build(st))
+    return built, wait_figures
+
+
+def report_markdown(st: StudyRecords, built: dict[str, list[Block]]) -> str:
+    md = _header(st)
+    for sec in SECTIONS:
+        blocks = built[sec.key]
+        if not blocks:
+            continue
+        md += [f"## {sec.heading(st)}", ""] + ([sec.intro, ""] if sec.intro else [])
+        for b in blocks:
+            md += _block_md(b)
+    return "\n".join(md).rstrip() + "\n"
+
+
+def build_report(st: StudyRecords, out: Path, jobs: int = 0) -> Path:
+    """Write every table, figure and report.md for a loaded study; returns report.md."""
+    from harness.records import atomic_write_text
+
+    tdir, fdir = out / TABLES_DIR, out / FIGURES_DIR
+    tdir.mkdir(parents=True, exist_ok=True)
+    built, wait_figures = build_sections(st, fdir, jobs)
+    tables = {b.name: b for blocks in built.values() for b in blocks if isinstance(b, Table)}
+    for t in tables.values():
+        t.write(tdir)
+    md = report_markdown(st, built)
+    written = wait_figures()
+    report = out / "report.md"
+    atomic_write_text(report, md)
+    _prune_stale(out, [report] + [Path(p) for p in written]
+                 + [tdir / f"{n}.{x}" for n in tables for x in ("md", "tex", "csv")])
+    return report
+
+
+def _prune_stale(out: Path, files: list[Path]) -> None:
+    """Remove outputs an earlier report wrote and this one did not (a removed cell's
+    figure, say); only files listed in our own index are ever removed."""
+    from harness.records import atomic_write_json
+
+    index = out / ".report-files.json"
+    now = sorted(str(Path(f).resolve().relative_to(out.resolve())) for f in files)
+    try:
+        before = json.loads(index.read_text())
+    except (OSError, ValueError):
+        before = []
+    for rel in set(before) - set(now):
+        p = out / rel
+        if p.is_file() and ".." not in Path(rel).parts:
+            p.unlink()
+    atomic_write_json(index, now)
+
+
+def write_report(study_dir: Path, out: Path | None = None, reference: str | None = None,
+                 reference_dataset: str | None = None, ours: str | None = None,
+                 jobs: int = 0) -> Path:
+    """Load a study's records and write its report (default STUDY_DIR/report)."""
+    st = load_study(Path(study_dir), reference, reference_dataset, ours, jobs, bootstrap=False)
+    return build_report(st, Path(out) if out else Path(study_dir) / "report", jobs)
+
