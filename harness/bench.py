@@ -388,29 +388,3 @@ def cmd_bench(args) -> int:
     write(df, lines, out, meta)
     print(f"wrote {out / 'bench.csv'} and {out / 'bench.md'}")
     return 0
-
-
-def add_commands(sub) -> None:
-    p = sub.add_parser("bench", help="time and memory of every method vs a bare PyTorch loop")
-    p.add_argument("--model", default="resnet20")
-    p.add_argument("--width", type=float, default=1.0)
-    p.add_argument("--methods", nargs="*", default=None, help="default: every registered one")
-    p.add_argument("--bits", nargs="*", type=int, default=[1, 2, 4])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--steps", type=int, default=2)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--memory", choices=("held", "rss"), default="held",
-                   help="CPU peak memory: what training holds (parameters, grads, optimizer "
-                        "state, buffers, tensors saved for backward), or also the peak RSS "
-                        "growth in a fresh process per variant (slow; allocator and thread "
-                        "overheads of ~250 MB dominate it at CIFAR sizes)")
-    p.add_argument("--what", choices=("train", "report", "all"), default="train")
-    p.add_argument("--report-runs", type=int, default=1000)
-    p.add_argument("--out", default="results/bench")
-    p.set_defaults(func=cmd_bench)

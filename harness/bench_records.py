@@ -14,9 +14,16 @@ and ``bench_report`` times ``harness.report.write_report`` over it.
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from harness import config as C
+from harness import records
+from harness.records import atomic_write_json, atomic_write_text
 
 BENCH_CELLS = ((1, 1), (1, 2), (1, 4), (1, 32), (2, 2), (2, 32), (4, 4), (4, 32))
 # (method, variant, options, weight bits allowed, accuracy offset in points)
@@ -39,9 +46,6 @@ def _write_config(run_dir: Path, *, method: str, options: dict[str, Any] | None,
                   variant: str, w_bits: int, a_bits: int, epochs: int, seed: int, model: str,
                   dataset: str, study: str, scale: str, unmatched: bool) -> str:
     """config.json as the trainer writes it; returns its config_hash."""
-    from harness import config as C
-    from harness import records
-
     cfg = C.RunConfig(method=method, method_options=dict(options or {}), w_bits=w_bits,
                       a_bits=a_bits, epochs=epochs, seed=seed,
                       model=C.ModelConfig(name=model), data=C.DataConfig(name=dataset),
@@ -80,7 +84,6 @@ def synthetic_run(run_dir: Path, *, method: str, options: dict[str, Any] | None 
 
     ``extra``: the method's own metrics.csv columns; ``info``: summary.json ``method_info``
     (default: the method's declaration, as the trainer records it)."""
-    from harness import records
 
     run_dir = Path(run_dir)
     config_hash = _write_config(run_dir, method=method, options=options, variant=variant,
@@ -127,8 +130,6 @@ def _bench_groups(epochs: tuple[int, ...]) -> list[tuple]:
 
 def _slb_scalars(rng, curve, e: int) -> dict[str, list[float]]:
     """SLB-like metrics.csv columns: temperature, quant_gap, continuous accuracy, ..."""
-    import numpy as np
-
     t = np.minimum(np.maximum(np.arange(e) - 0.4 * e, 0), 0.5 * e)
     temp = list(1.04 ** t)
     return {"inv_temperature": temp, "temperature": [1 / x for x in temp],
@@ -144,9 +145,7 @@ def synthesize_study(root: Path, n_runs: int = 1000, epochs: tuple[int, ...] = (
     """A realistic study of ``n_runs`` records: two CIFAR-10 models, the paper's W/A grid,
     fp + five baselines + SLB and two SLB variants, two budgets, seeds until n_runs; about
     1% failed, 0.5% diverged, 0.5% corrupt; a manifest listing a few missing runs."""
-    import numpy as np
 
-    from harness.records import atomic_write_json, atomic_write_text
 
     rng = np.random.default_rng(seed)
     root = Path(root)
@@ -194,8 +193,6 @@ def synthesize_study(root: Path, n_runs: int = 1000, epochs: tuple[int, ...] = (
 
 def bench_report(n_runs: int = 1000) -> float:
     """Seconds for `report` over ``n_runs`` synthetic records (written first, not timed)."""
-    import tempfile
-
     from harness.report import write_report
 
     with tempfile.TemporaryDirectory(prefix="slbench-report-") as tmp:

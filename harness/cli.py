@@ -1,32 +1,67 @@
 """python -m harness {run, export, sweep, status, cancel, report, bench}.
 
-User mistakes (UserError) print one line `error: <field>: <what and the fix>` and exit 2.
+Every subcommand's options are declared here; its implementation lives in its own module
+and is imported only when that subcommand runs (``COMMANDS``), so `status` never waits for
+torch and each module imports what it needs at its top. User mistakes (UserError) print one
+line `error: <field>: <what and the fix>` and exit 2.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from pathlib import Path
 
 from methods.errors import UserError
+
+# subcommand -> (module, function, one-line help)
+COMMANDS = {
+    "run": ("harness.train", "cmd_run", "train one run into RUN_DIR (resumes if interrupted)"),
+    "export": ("harness.export", "cmd_export",
+               "write RUN_DIR/deployed.pt and check it rebuilds the network exactly"),
+    "sweep": ("harness.sweep", "cmd_sweep",
+              "expand a study spec and submit the runs not yet completed"),
+    "status": ("harness.sweep", "cmd_status", "states of a study's runs, failures and job ids"),
+    "cancel": ("harness.sweep", "cmd_cancel", "cancel a study's queued and running jobs"),
+    "report": ("harness.report", "cmd_report",
+               "tables, figures and reviewer answers from a study's run records"),
+    "bench": ("harness.bench", "cmd_bench",
+              "time and memory of every method vs a bare PyTorch loop"),
+}
 
 
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line and exit code 2."""
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):
-        sys.stderr.write(f"error: {message} (see `python -m harness {self.prog.split()[-1]} "
-                         f"--help`)\n")
+        name = self.prog.removeprefix("python -m harness").strip()
+        see = f"python -m harness {name} --help" if name else "python -m harness --help"
+        sys.stderr.write(f"error: {message} (see `{see}`)\n")
         sys.exit(2)
 
 
+def _registries(wanted: bool) -> dict[str, str]:
+    """Choices for the help text, read from the registries (only when help is shown: the
+    registries import torch)."""
+    if not wanted:
+        return {"method": "(registry)", "model": "(registry)", "dataset": "(registry)"}
+    from harness import data, models
+    from methods.base import load_all
+
+    return {"method": ", ".join(sorted(load_all())),
+            "model": ", ".join(sorted(models.describe_models())),
+            "dataset": ", ".join(sorted(data.describe_datasets()))}
+
+
 RUN_FLAGS = [  # (flag, config key, type, help)
-    ("--method", "method", str, "weight method: fp, ste, dorefa, ... (registry)"),
+    ("--method", "method", str, "weight method: {method}"),
     ("--w-bits", "w_bits", int, "weight bits (default: the method's)"),
     ("--a-bits", "a_bits", int, "activation bits; 32 = no quantization"),
-    ("--model", "model.name", str, "resnet20 | vgg_small | resnet18 | small_cnn"),
-    ("--dataset", "data.name", str, "digits | cifar10 | cifar100 | imagefolder | mnist | "
-                                    "fashion-mnist"),
+    ("--model", "model.name", str, "model: {model}"),
+    ("--dataset", "data.name", str, "dataset: {dataset}"),
     ("--data-root", "data.root", str, "dataset folder"),
     ("--epochs", "epochs", int, "training epochs"),
     ("--seed", "seed", int, "run seed"),
@@ -36,10 +71,12 @@ RUN_FLAGS = [  # (flag, config key, type, help)
 ]
 
 
-def _add_run(sub) -> None:
-    p = sub.add_parser("run", help="train one run into RUN_DIR (resumes if interrupted)")
+def _add_run(sub, names: dict[str, str]) -> None:
+    p = sub.add_parser("run", help=COMMANDS["run"][2], description=COMMANDS["run"][2]
+                       + ". Flags left out take the config defaults (`--set KEY=VALUE` reaches "
+                       "every key).")
     for flag, key, typ, help_ in RUN_FLAGS:
-        p.add_argument(flag, dest=key, type=typ, default=None, help=help_)
+        p.add_argument(flag, dest=key, type=typ, default=None, help=help_.format(**names))
     p.add_argument("--download", dest="data.download", action="store_const", const=True,
                    default=None, help="cifar10/100: download with torchvision if missing")
     p.add_argument("--config", help="TOML/JSON file with config keys")
@@ -48,52 +85,95 @@ def _add_run(sub) -> None:
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
 
 
-def cmd_run(args) -> int:
-    from harness import config as C
-    from harness import train
-
-    flags = {key: getattr(args, key) for _, key, _, _ in RUN_FLAGS}
-    flags["data.download"] = getattr(args, "data.download")
-    cfg = C.build(args.config, flags, args.set)
-    train.raise_on_sigterm()  # SIGTERM: the run ends interrupted with its last checkpoint
-    try:
-        summary = train.run(cfg, Path(args.out))
-    except train.Interrupted:
-        print(f"{args.out}: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 143
-    status = summary.status
-    if status == "completed":
-        if train.Dist.from_env().main:
-            print(f"{args.out}: completed, final deployed test accuracy "
-                  f"{summary.final_test_acc:.2f}%")
-        return 0
-    return 3 if status == "diverged" else 1
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help=COMMANDS["export"][2])
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a completed run's directory")
+    p.add_argument("--device", default=None, help="device for the check (default: the run's)")
 
 
-def cmd_export(args) -> int:
-    from harness.export import export_and_check
+def _add_sweep(sub, executors: tuple[str, ...]) -> None:
+    p = sub.add_parser("sweep", help=COMMANDS["sweep"][2])
+    p.add_argument("spec", metavar="STUDY.toml", help="the study spec (see studies/)")
+    p.add_argument("--executor", choices=executors, default="slurm",
+                   help="where runs execute: SLURM job arrays, local worker processes, or "
+                        "this process (debug)")
+    p.add_argument("--scale", default=None, help="scale profile, e.g. smoke (default: full)")
+    p.add_argument("--dry-run", action="store_true", help="validate and print; submit nothing")
+    p.add_argument("--retry-failed", action="store_true", help="also resubmit failed runs")
+    p.add_argument("--wait", action="store_true", help="slurm: block until the jobs finish")
+    p.add_argument("--results", default="results", help="parent of the study directory")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a shared recipe key for every run, e.g. data.root=DIR")
+    for name in ("status", "cancel"):
+        q = sub.add_parser(name, help=COMMANDS[name][2])
+        q.add_argument("study_dir", metavar="STUDY_DIR", help="results/<study>")
 
-    acc, want = export_and_check(Path(args.run_dir), args.device)
-    if acc != want:
-        print(f"error: rebuilt network scores {acc!r}% but summary.json says {want!r}%",
-              file=sys.stderr)
-        return 1
-    return 0
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help=COMMANDS["report"][2])
+    p.add_argument("study_dir", metavar="STUDY_DIR", help="results/<study>")
+    p.add_argument("--out", metavar="DIR", help="output folder (default STUDY_DIR/report)")
+    p.add_argument("--reference", metavar="CSV",
+                   help="reported numbers (method,dataset,model,w_bits,a_bits,top1[,source]); "
+                        "default: study.toml [report] reference")
+    p.add_argument("--reference-dataset", metavar="NAME",
+                   help="dataset label to match in the reference CSV (e.g. cifar10 when the "
+                        "data is the imagefolder copy)")
+    p.add_argument("--ours", metavar="METHOD",
+                   help="method compared with every baseline (default: study.toml [report] "
+                        "ours; with neither, the report says so and makes no comparisons)")
+    p.add_argument("--jobs", type=int, default=0,
+                   help="processes reading records and drawing figures (0 = one per core, "
+                        "at most 4; 1 = none)")
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help=COMMANDS["bench"][2])
+    p.add_argument("--model", default="resnet20", help="model to time")
+    p.add_argument("--width", type=float, default=1.0, help="model width multiplier")
+    p.add_argument("--methods", nargs="*", default=None, help="default: every registered one")
+    p.add_argument("--bits", nargs="*", type=int, default=[1, 2, 4], help="weight bit widths")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--batch-size", type=int, default=128, help="training batch size")
+    p.add_argument("--rounds", type=int, default=10,
+                   help="rounds; each round times every variant once, in a rotating order")
+    p.add_argument("--steps", type=int, default=2, help="timed steps per variant and round")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--memory", choices=("held", "rss"), default="held",
+                   help="CPU peak memory: what training holds (parameters, grads, optimizer "
+                        "state, buffers, tensors saved for backward), or also the peak RSS "
+                        "growth in a fresh process per variant (slow; allocator and thread "
+                        "overheads of ~250 MB dominate it at CIFAR sizes)")
+    p.add_argument("--what", choices=("train", "report", "all"), default="train",
+                   help="time training steps, the report over synthetic records, or both")
+    p.add_argument("--report-runs", type=int, default=1000,
+                   help="synthetic run records for --what report")
+    p.add_argument("--out", default="results/bench", help="folder for bench.csv and bench.md")
+
+
+def build_parser(help_wanted: bool = True) -> Parser:
+    parser = Parser(prog="python -m harness",
+                    description="slbench: matched-budget low-bit quantization benchmarks")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser,
+                                metavar="COMMAND")
+    _add_run(sub, _registries(help_wanted))
+    _add_export(sub)
+    _add_sweep(sub, ("slurm", "local", "debug"))
+    _add_report(sub)
+    _add_bench(sub)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = Parser(prog="python -m harness",
-                    description="slbench: matched-budget low-bit quantization benchmarks")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    _add_run(sub)
-    p = sub.add_parser("export", help="write RUN_DIR/deployed.pt and check it rebuilds exactly")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--device", default=None)
-    for extra in _extra_commands():
-        extra(sub)
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(help_wanted=any(a in ("-h", "--help") for a in argv)).parse_args(argv)
+    module, function, _ = COMMANDS[args.command]
     try:
-        return args.func(args) if hasattr(args, "func") else COMMANDS[args.command](args)
+        return getattr(importlib.import_module(module), function)(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -103,20 +183,3 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
-
-
-COMMANDS = {"run": cmd_run, "export": cmd_export}
-
-
-def _extra_commands():
-    """Sub-commands living in their own modules (sweep, report, bench) register here."""
-    found = []
-    for modname in ("harness.sweep", "harness.report", "harness.bench"):
-        try:
-            mod = __import__(modname, fromlist=["add_commands"])
-        except ModuleNotFoundError as e:
-            if e.name == modname:
-                continue
-            raise
-        found.append(mod.add_commands)
-    return found

@@ -6,6 +6,7 @@ computed from. Every user mistake raises :class:`UserError` naming the key and t
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import re
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from methods.errors import UserError
+from methods.errors import UserError, require
 from methods.options import _coerce, options_dict
 
 OPTIMIZERS = ("sgd", "adam")
@@ -130,7 +131,6 @@ def _known_keys() -> set[str]:
 
 
 def _suggest(key: str) -> str:
-    import difflib
 
     close = difflib.get_close_matches(key, sorted(_known_keys()), n=1)
     return f"; did you mean {close[0]!r}?" if close else "; see `python -m harness run --help`"
@@ -173,7 +173,8 @@ def parse_sets(sets: list[str]) -> dict[str, Any]:
     out = {}
     for item in sets:
         if "=" not in item:
-            raise UserError("--set", f"expected key=value, got {item!r}; e.g. --set model.width=0.5")
+            raise UserError("--set", f"expected key=value, got {item!r}; "
+                            "e.g. --set model.width=0.5")
         key, text = item.split("=", 1)
         out[key.strip()] = parse_value(text.strip())
     return out
@@ -213,11 +214,6 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
 
 # --------------------------------------------------------------------------- validation
 
-def _check(cond: bool, field_: str, message: str) -> None:
-    if not cond:
-        raise UserError(field_, message)
-
-
 def resolve(cfg: RunConfig) -> RunConfig:
     """Fill defaults that depend on other fields and validate everything (no I/O)."""
     from harness import data as data_mod
@@ -229,35 +225,38 @@ def resolve(cfg: RunConfig) -> RunConfig:
     method_cls.check_bits(w_bits)
     options = method_cls.parse_options(dict(cfg.method_options))
     method_cls.check_options(options, w_bits, cfg.a_bits)
-    _check(cfg.a_bits in A_BITS, "a_bits", f"{cfg.a_bits} is not supported; use one of {list(A_BITS)}")
-    _check(cfg.a_quant in A_QUANT, "a_quant", f"{cfg.a_quant!r} unknown; use one of {list(A_QUANT)}")
-    _check(cfg.pact_init > 0, "pact_init", "must be > 0")
-    _check(cfg.epochs > 0, "epochs", f"must be > 0, got {cfg.epochs}; pass --epochs N with N >= 1")
-    _check(cfg.batch_size > 0, "batch_size", f"must be > 0, got {cfg.batch_size}")
-    _check(cfg.progress in ("auto", "bar", "line", "none"), "progress",
-           "use one of auto, bar, line, none")
+    require(cfg.a_bits in A_BITS, "a_bits",
+            f"{cfg.a_bits} is not supported; use one of {list(A_BITS)}")
+    require(cfg.a_quant in A_QUANT, "a_quant",
+            f"{cfg.a_quant!r} unknown; use one of {list(A_QUANT)}")
+    require(cfg.pact_init > 0, "pact_init", "must be > 0")
+    require(cfg.epochs > 0, "epochs", f"must be > 0, got {cfg.epochs}; pass --epochs N with N >= 1")
+    require(cfg.batch_size > 0, "batch_size", f"must be > 0, got {cfg.batch_size}")
+    require(cfg.progress in ("auto", "bar", "line", "none"), "progress",
+            "use one of auto, bar, line, none")
     dev = cfg.device
-    _check(dev in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", dev) is not None, "device",
-           f"{dev!r} unknown; use auto, cpu, cuda or cuda:N")
+    require(dev in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", dev) is not None, "device",
+            f"{dev!r} unknown; use auto, cpu, cuda or cuda:N")
     models_mod.check(cfg.model)
     data_mod.check_name(cfg.data.name)
-    _check(cfg.data.subset_train >= 0, "data.subset_train", "must be >= 0 (0 = all)")
-    _check(cfg.data.subset_test >= 0, "data.subset_test", "must be >= 0 (0 = all)")
-    _check(cfg.data.eval_batch_size > 0, "data.eval_batch_size", "must be > 0")
-    _check(cfg.data.workers >= 0, "data.workers", "must be >= 0 (0 = load in the main process)")
+    require(cfg.data.subset_train >= 0, "data.subset_train", "must be >= 0 (0 = all)")
+    require(cfg.data.subset_test >= 0, "data.subset_test", "must be >= 0 (0 = all)")
+    require(cfg.data.eval_batch_size > 0, "data.eval_batch_size", "must be > 0")
+    require(cfg.data.workers >= 0, "data.workers", "must be >= 0 (0 = load in the main process)")
     o = cfg.optim
-    _check(o.name in OPTIMIZERS, "optim.name", f"{o.name!r} unknown; use one of {list(OPTIMIZERS)}")
-    _check(o.schedule in SCHEDULES, "optim.schedule",
-           f"{o.schedule!r} unknown; use one of {list(SCHEDULES)}")
-    _check(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}; pass --lr")
-    _check(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
-    _check(0 <= o.momentum < 1, "optim.momentum", "must be in [0, 1)")
-    _check(len(o.betas) == 2, "optim.betas", "give two values, e.g. [0.9, 0.999]")
-    _check(0 <= o.warmup_epochs < cfg.epochs, "optim.warmup_epochs",
-           f"must be >= 0 and below the {cfg.epochs} training epochs")
-    _check(0 <= o.label_smoothing < 1, "optim.label_smoothing", "must be in [0, 1)")
-    _check(list(o.milestones) == sorted(o.milestones), "optim.milestones",
-           "must be increasing epochs, e.g. [100, 150]")
+    require(o.name in OPTIMIZERS, "optim.name",
+            f"{o.name!r} unknown; use one of {list(OPTIMIZERS)}")
+    require(o.schedule in SCHEDULES, "optim.schedule",
+            f"{o.schedule!r} unknown; use one of {list(SCHEDULES)}")
+    require(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}; pass --lr")
+    require(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+    require(0 <= o.momentum < 1, "optim.momentum", "must be in [0, 1)")
+    require(len(o.betas) == 2, "optim.betas", "give two values, e.g. [0.9, 0.999]")
+    require(0 <= o.warmup_epochs < cfg.epochs, "optim.warmup_epochs",
+            f"must be >= 0 and below the {cfg.epochs} training epochs")
+    require(0 <= o.label_smoothing < 1, "optim.label_smoothing", "must be in [0, 1)")
+    require(list(o.milestones) == sorted(o.milestones), "optim.milestones",
+            "must be increasing epochs, e.g. [100, 150]")
     augment = cfg.data.augment
     if augment is None:
         augment = data_mod.default_augment(cfg.data.name)

@@ -28,7 +28,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from harness.records import atomic_save_npy
 from methods.errors import UserError, require
 
 SUBSET_SEED = 20201  # fixed: subsets never depend on the run seed
@@ -183,8 +185,6 @@ def _cache_dir() -> Path | None:
 
 def _decode(files: list[Path]) -> np.ndarray:
     """Decode images to one uint8 [N, C, H, W] array (cached on disk by file list)."""
-    from PIL import Image
-
     key = hashlib.sha1("\n".join(str(f.resolve()) for f in files).encode()).hexdigest()[:20]
     cache = _cache_dir()
     path = cache / f"images-{key}.npy" if cache else None
@@ -202,7 +202,6 @@ def _decode(files: list[Path]) -> np.ndarray:
             "in-memory imagefolder needs one size")
     x = np.stack(imgs).transpose(0, 3, 1, 2).copy()
     if path is not None:
-        from harness.records import atomic_save_npy
 
         try:
             atomic_save_npy(path, x)
@@ -212,7 +211,6 @@ def _decode(files: list[Path]) -> np.ndarray:
 
 
 def _image_size(root: Path) -> tuple[int, int]:
-    from PIL import Image
 
     train, _ = _imagefolder_splits(root)
     files, _, _ = _list_images(train, None)
@@ -368,7 +366,6 @@ def check_root(dcfg) -> None:
 
 class InMemoryData:
     """A whole (subset of a) dataset as uint8 on the device, augmented batch-wise there."""
-
     streamed = False
 
     def __init__(self, arrays: Arrays, device: torch.device, augment: bool):
@@ -438,7 +435,6 @@ class InMemoryData:
 
 class StreamingData:
     """ImageNet-size image folders: a DataLoader with the usual ResNet transforms."""
-
     streamed = True
 
     def __init__(self, root: Path, dcfg, device: torch.device):

@@ -12,6 +12,7 @@ deployed.pt = {
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +41,18 @@ class FixedWeight(WeightQuantizer):
         return self.weight
 
 
-def _load_finished(run_dir: Path) -> tuple[C.RunConfig, dict[str, Any]]:
-    cfg_path, sum_path = run_dir / "config.json", run_dir / "summary.json"
+def _load_finished(run_dir: Path) -> tuple[C.RunConfig, records.RunSummary]:
+    cfg_path = run_dir / "config.json"
     if not cfg_path.exists():
         raise UserError("RUN_DIR", f"{str(run_dir)!r} has no config.json; pass a run directory")
-    summary = records.read_json(sum_path) if sum_path.exists() else {}
-    if summary.get("status") != "completed":
-        raise UserError("RUN_DIR", f"run in {str(run_dir)!r} is {summary.get('status', 'not started')}"
-                        "; finish it first with `python -m harness run --out RUN_DIR ...`")
+    try:
+        summary = records.read_summary(run_dir)
+        status = summary.status
+    except (OSError, ValueError, TypeError):
+        summary, status = None, "not started"
+    if status != "completed":
+        raise UserError("RUN_DIR", f"run in {str(run_dir)!r} is {status}; finish it first with "
+                        "`python -m harness run --out RUN_DIR ...`")
     return C.resolve(C.from_dict(records.read_json(cfg_path))), summary
 
 
@@ -126,7 +131,8 @@ def export_and_check(run_dir: Path, device: str | None = None,
     _, summary = _load_finished(run_dir)
     blob = export(run_dir, device)
     records.atomic_torch_save(run_dir / "deployed.pt", blob)
-    cfg, model = load_deployed(run_dir / "deployed.pt", resolve_device(device or blob["config"]["device"]))
+    cfg, model = load_deployed(run_dir / "deployed.pt",
+                               resolve_device(device or blob["config"]["device"]))
     dev = next(model.parameters()).device
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -135,6 +141,15 @@ def export_and_check(run_dir: Path, device: str | None = None,
     blob["test_acc"] = acc
     records.atomic_torch_save(run_dir / "deployed.pt", blob)
     n_q = sum(1 for e in blob["layers"].values() if "codes" in e)
-    echo(f"wrote {run_dir / 'deployed.pt'}: {n_q} quantized layers; "
-         f"rebuilt test accuracy {acc:.2f}% (summary final_test_acc {summary['final_test_acc']:.2f}%)")
-    return acc, summary["final_test_acc"]
+    echo(f"wrote {run_dir / 'deployed.pt'}: {n_q} quantized layers; rebuilt test accuracy "
+         f"{acc:.2f}% (summary final_test_acc {summary.final_test_acc:.2f}%)")
+    return acc, summary.final_test_acc
+
+
+def cmd_export(args) -> int:
+    acc, want = export_and_check(Path(args.run_dir), args.device)
+    if acc != want:
+        print(f"error: rebuilt network scores {acc!r}% but summary.json says {want!r}%",
+              file=sys.stderr)
+        return 1
+    return 0

@@ -22,10 +22,16 @@ mfc}], "ncols", "xlabel", "ylabel"):
 from __future__ import annotations
 
 import io
+import multiprocessing as mp
 import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from harness.records import _atomic
 
 Spec = dict[str, Any]
 PANEL_W, PANEL_H = 3.2, 2.4   # inches per panel
@@ -41,8 +47,6 @@ def stride(n: int) -> int:
 
 def _thin(arr, k: int):
     """Every k-th point, always keeping the last one."""
-    import numpy as np
-
     a = np.asarray(arr, dtype=float)
     if k <= 1 or len(a) < 2:
         return a
@@ -113,7 +117,6 @@ def _style(ax, panel: Spec, int_x: bool = True) -> None:
 
 def _finish(fig, spec: Spec, spare, out_dir: Path, bottom_in: float = 0.6,
             hspace: float = 0.45) -> list[Path]:
-    from harness.records import _atomic  # the records' atomic write (temp file + rename)
 
     w, h = fig.get_figwidth(), fig.get_figheight()
     fig.suptitle(spec["title"], fontsize=10)
@@ -149,7 +152,6 @@ def _finish(fig, spec: Spec, spare, out_dir: Path, bottom_in: float = 0.6,
 
 
 def draw_curves(plt, spec: Spec, out_dir: Path) -> list[Path]:
-    import numpy as np
     from matplotlib.collections import LineCollection, PolyCollection
 
     fig, axes, spare = _grid(plt, len(spec["panels"]), spec.get("ncols"), sharex=True)
@@ -177,7 +179,6 @@ def draw_curves(plt, spec: Spec, out_dir: Path) -> list[Path]:
 
 
 def draw_points(plt, spec: Spec, out_dir: Path) -> list[Path]:
-    import numpy as np
 
     fig, axes, spare = _grid(plt, len(spec["panels"]), spec.get("ncols"), sharex=False)
     for ax, panel in zip(axes, spec["panels"]):
@@ -286,8 +287,6 @@ def start_render(specs: list[Spec], out_dir: Path, jobs: int = 0) -> Callable[[]
     jobs = min(jobs or default_jobs(), len(specs))
     if jobs <= 1:
         return lambda: [p for s in specs for p in render(s, out_dir)]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
 
     _pyplot()  # imported once here, inherited by the forked workers
     try:

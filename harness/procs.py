@@ -9,6 +9,7 @@ and nothing is called alive unless the token still matches.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -94,7 +95,6 @@ def terminate(idents: list[dict[str, Any]], grace_s: float = 10.0) -> int:
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
     """Linux: have the kernel send ``sig`` to this process when its parent dies, so a
     killed sweep leaves no worker training on its own (PR_SET_PDEATHSIG)."""
-    import ctypes
 
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)

@@ -15,12 +15,12 @@ append-only log (a torn last line at worst).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
 import os
 import tempfile
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

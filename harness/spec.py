@@ -15,6 +15,7 @@ raises :class:`SpecErrors`, so a user fixes a broken spec in one pass.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import config as C
+from harness import data as data_mod
 from methods.errors import UserError
 
 # keys a run gets from the grid or the variant, never from the shared recipe
@@ -138,7 +140,6 @@ class SpecErrors(Exception):
 
 class Problems:
     """Every problem of a spec, each once, prefixed with the spec's path."""
-
     def __init__(self, where: str):
         self.where, self.items = where, []
 
@@ -457,7 +458,6 @@ def _unsupported(method: str, w_bits: int) -> str | None:
 # --------------------------------------------------------------------------- whole-study checks
 
 def _check_data_roots(study: Study, p: Problems) -> None:
-    from harness import data as data_mod
 
     seen = set()
     for r in study.runs:
@@ -497,7 +497,6 @@ def _check_distinct_variants(study: Study, p: Problems) -> None:
 
 
 def print_plan(study: Study, echo=print) -> None:
-    import collections
 
     counts = collections.Counter((r.variant, f"W{r.w_bits}/A{r.a_bits}", r.epochs)
                                  for r in study.runs)

@@ -9,16 +9,17 @@
   n_a * n_b, ties counted one half), and a verdict that says "n too small to conclude"
   below MIN_N_CONCLUDE seeds on either side;
 - Benjamini-Hochberg adjusted p-values across a table (scipy.stats.false_discovery_control).
-
-Imports of numpy/scipy stay inside functions: harness.report is imported by the CLI for
-every command, and this module is imported by it.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
 
 CONF = 0.95
 BOOTSTRAP_MIN_N = 5        # the issue: bootstrap intervals when n >= 5
@@ -33,7 +34,6 @@ NAN = float("nan")
 
 
 def _array(values: Sequence[float]):
-    import numpy as np
 
     x = np.asarray([v for v in values if v is not None], dtype=float)
     return x[np.isfinite(x)]
@@ -42,7 +42,6 @@ def _array(values: Sequence[float]):
 @dataclass(frozen=True)
 class Summary:
     """Final accuracies of one row in one cell, over seeds."""
-
     n: int
     mean: float
     std: float                # sample std (ddof=1); nan when n < 2
@@ -63,8 +62,6 @@ EMPTY = Summary(0, NAN, NAN, None, NAN, NAN, None, NAN, NAN)
 
 def t_interval(values: Sequence[float], conf: float = CONF) -> Interval | None:
     """t-interval of the mean; None when n < 2; (mean, mean) when all values agree."""
-    from scipy import stats
-
     x = _array(values)
     if len(x) < 2:
         return None
@@ -77,9 +74,6 @@ def t_interval(values: Sequence[float], conf: float = CONF) -> Interval | None:
 
 def bootstrap_interval(values: Sequence[float], conf: float = CONF) -> Interval | None:
     """BCa bootstrap interval of the mean (scipy.stats.bootstrap); None when n < 5."""
-    import numpy as np
-    from scipy import stats
-
     x = _array(values)
     if len(x) < BOOTSTRAP_MIN_N:
         return None
@@ -96,8 +90,6 @@ def bootstrap_interval(values: Sequence[float], conf: float = CONF) -> Interval 
 
 def describe(values: Sequence[float], bootstrap: bool = True) -> Summary:
     """Every field; ``bootstrap=False`` leaves ``boot`` None (see with_bootstrap)."""
-    from scipy import stats
-
     x = _array(values)
     n = len(x)
     if n == 0:
@@ -111,8 +103,6 @@ def describe(values: Sequence[float], bootstrap: bool = True) -> Summary:
 
 def with_bootstrap(s: Summary, values: Sequence[float]) -> Summary:
     """``s`` with its bootstrap interval filled in (the costly part of describe)."""
-    import dataclasses
-
     return dataclasses.replace(s, boot=bootstrap_interval(values))
 
 
@@ -128,7 +118,6 @@ def intervals_overlap(a: Interval | None, b: Interval | None) -> bool:
 @dataclass(frozen=True)
 class Comparison:
     """A minus B over seeds (A = ours, B = a baseline)."""
-
     n_a: int
     n_b: int
     mean_a: float
@@ -155,8 +144,6 @@ class Comparison:
 
 
 def compare(a: Sequence[float], b: Sequence[float], conf: float = CONF) -> Comparison:
-    import numpy as np
-    from scipy import stats
 
     xa, xb = _array(a), _array(b)
     na, nb = len(xa), len(xb)
@@ -177,9 +164,6 @@ def compare(a: Sequence[float], b: Sequence[float], conf: float = CONF) -> Compa
 
 def adjust_pvalues(pvalues: Sequence[float]) -> list[float]:
     """Benjamini-Hochberg adjustment over the finite p-values; nan stays nan."""
-    import numpy as np
-    from scipy import stats
-
     p = np.asarray(pvalues, dtype=float)
     out = np.full(p.shape, np.nan)
     ok = np.isfinite(p)
@@ -195,8 +179,6 @@ def curve_band(matrix, conf: float = CONF):
 
     Returns (mean, low, high); low/high are None when there are fewer than 2 seeds.
     """
-    import numpy as np
-    from scipy import stats
 
     m = np.asarray(matrix, dtype=float)
     mean = m.mean(axis=0)

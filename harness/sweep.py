@@ -297,23 +297,3 @@ def cmd_cancel(args) -> int:
             lines.append(backend().cancel(sdir, mine))
     print("; ".join(lines) if lines else "nothing was submitted for this study")
     return 0
-
-
-def add_commands(sub) -> None:
-    p = sub.add_parser("sweep", help="expand a study spec and submit the runs not yet completed")
-    p.add_argument("spec", metavar="STUDY.toml")
-    p.add_argument("--executor", choices=EXECUTORS, default="slurm")
-    p.add_argument("--scale", default=None, help="scale profile, e.g. smoke (default: full)")
-    p.add_argument("--dry-run", action="store_true", help="validate and print; submit nothing")
-    p.add_argument("--retry-failed", action="store_true", help="also resubmit failed runs")
-    p.add_argument("--wait", action="store_true", help="slurm: block until the jobs finish")
-    p.add_argument("--results", default="results", help="parent of the study directory")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a shared recipe key for every run, e.g. data.root=DIR")
-    p.set_defaults(func=cmd_sweep)
-    p = sub.add_parser("status", help="states of a study's runs, failures and job ids")
-    p.add_argument("study_dir", metavar="STUDY_DIR")
-    p.set_defaults(func=cmd_status)
-    p = sub.add_parser("cancel", help="cancel a study's queued and running jobs")
-    p.add_argument("study_dir", metavar="STUDY_DIR")
-    p.set_defaults(func=cmd_cancel)

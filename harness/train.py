@@ -13,6 +13,7 @@ import fcntl
 import math
 import os
 import random
+import signal
 import sys
 import time
 import traceback
@@ -24,15 +25,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from harness import config as C
 from harness import data as data_mod
-from harness import models, records, source
+from harness import models, procs, records, source
 from harness.cost import memory_costs
 from harness.env import environment, peak_memory_mb, reset_peak_memory, resolve_device
 from methods.act import PactAct
-from methods.base import Method, Progress, UserError, WeightQuantizer, get as get_method
-
+from methods.base import Method, Progress, UserError, WeightQuantizer
+from methods.base import get as get_method
 
 # --------------------------------------------------------------------------- set-up
 
@@ -127,7 +130,6 @@ class Dist:
 @dataclass
 class RunContext:
     """What hooks may use besides the model: data, evaluation and logging."""
-
     cfg: C.RunConfig
     device: torch.device
     data: Any
@@ -195,8 +197,6 @@ class Interrupted(BaseException):
 
 def raise_on_sigterm() -> None:
     """Turn SIGTERM into :class:`Interrupted` in this process (the main thread)."""
-    import signal
-
     def handler(signum, frame):
         raise Interrupted(f"signal {signal.Signals(signum).name}")
 
@@ -342,7 +342,6 @@ class Trainer:
             self.optimizer, lambda s: lr_factor(s, self.spe, cfg.epochs, cfg.optim))
         self.forward = self.model
         if self.dist.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.forward = DistributedDataParallel(self.model, device_ids=ids)
@@ -543,7 +542,6 @@ def _progress(cfg: C.RunConfig, start: int, echo) -> Callable[[str | None], None
         return lambda line: None
     if mode == "line":
         return lambda line: line is not None and echo(line)
-    from tqdm import tqdm
 
     bar = tqdm(total=cfg.epochs, initial=start, unit="epoch", dynamic_ncols=True)
 
@@ -624,7 +622,6 @@ def prepare_state(run_dir: Path) -> str | None:
 def owner_file(run_dir: Path) -> Iterator[None]:
     """RUN_DIR/.owner names the process training the run (pid + start token + host) while
     it does: `status` calls a run running only while this process lives."""
-    from harness import procs
 
     path = run_dir / ".owner"
     records.atomic_write_json(path, procs.identity(os.getpid()))
@@ -633,3 +630,26 @@ def owner_file(run_dir: Path) -> Iterator[None]:
     finally:
         with contextlib.suppress(OSError):
             path.unlink()
+
+
+# --------------------------------------------------------------------------- the command
+
+def cmd_run(args) -> int:
+    """`python -m harness run`: exit 0 completed, 1 failed, 3 diverged, 143 interrupted."""
+    from harness.cli import RUN_FLAGS
+
+    flags = {key: getattr(args, key) for _, key, _, _ in RUN_FLAGS}
+    flags["data.download"] = getattr(args, "data.download")
+    cfg = C.build(args.config, flags, args.set)
+    raise_on_sigterm()  # SIGTERM: the run ends interrupted with its last checkpoint
+    try:
+        summary = run(cfg, Path(args.out))
+    except Interrupted:
+        print(f"{args.out}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 143
+    if summary.status == "completed":
+        if Dist.from_env().main:
+            print(f"{args.out}: completed, final deployed test accuracy "
+                  f"{summary.final_test_acc:.2f}%")
+        return 0
+    return 3 if summary.status == "diverged" else 1

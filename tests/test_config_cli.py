@@ -6,12 +6,11 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, tiny_cfg
+
 from harness import config as C
-from harness.cli import main
 from harness import records
-from methods.base import UserError
+from harness.cli import main
 
 
 def test_set_values_are_typed_and_method_options_validated():

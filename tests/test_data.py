@@ -48,7 +48,8 @@ def _write_cifar(root: Path, cifar100: bool) -> np.ndarray:
     folder.mkdir(parents=True)
     key = b"fine_labels" if cifar100 else b"labels"
     k = 100 if cifar100 else 10
-    names = ["train", "test"] if cifar100 else [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    names = (["train", "test"] if cifar100
+             else [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"])
     first = None
     for n in names:
         data = rng.integers(0, 256, (20, 3072), dtype=np.uint8)

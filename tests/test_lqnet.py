@@ -5,12 +5,21 @@ import math
 
 import pytest
 import torch
-
 from conftest import tiny_cfg
+
 from harness import train
 from methods.base import UserError, decode, quant_layers
-from methods.lqnet import (LqAct, LqWeight, act_basis_init, code_table, lq_act_quantize,
-                           lq_levels, lq_qem, lq_quantize, weight_basis_init)
+from methods.lqnet import (
+    LqAct,
+    LqWeight,
+    act_basis_init,
+    code_table,
+    lq_act_quantize,
+    lq_levels,
+    lq_qem,
+    lq_quantize,
+    weight_basis_init,
+)
 
 DELTA = 1e-4
 # two output channels, K = 2; column c is channel c's basis (v_1, v_2)

@@ -10,15 +10,22 @@ import math
 
 import pytest
 import torch
-
 from conftest import tiny_cfg
+
 from harness import config as C
 from harness import train
 from harness.cli import main
 from harness.export import export_and_check
 from methods.base import Progress, UserError, quant_layers
-from methods.slb import (SlbOptions, SlbWeight, StateBN, fp_logits, inv_temperature,
-                         slb_deploy, slb_weight)
+from methods.slb import (
+    SlbOptions,
+    SlbWeight,
+    StateBN,
+    fp_logits,
+    inv_temperature,
+    slb_deploy,
+    slb_weight,
+)
 
 LOGITS = [[[0.3, -0.2], [1.0, 1.5]],
           [[-0.7, 0.1], [0.0, 0.0]]]                     # 2x2 weights, 1 bit (n = 2)
@@ -403,7 +410,8 @@ def test_candidates_first_layout_gives_the_same_weights_and_gradients():
     (w1 * up).sum().backward()
     (w2 * up).sum().backward()
     torch.testing.assert_close(a1.grad.reshape(-1, 4).t(), a2.grad)
-    assert torch.autograd.gradcheck(lambda x: slb_weight_candidates_first(x, v, t), (a2.detach().requires_grad_(),))
+    assert torch.autograd.gradcheck(lambda x: slb_weight_candidates_first(x, v, t),
+                                    (a2.detach().requires_grad_(),))
 
 
 @pytest.mark.parametrize("n", [2, 4, 16, 64])

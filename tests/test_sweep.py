@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
+
 from harness import records, sweep
 from harness.cli import main
 
@@ -192,7 +191,7 @@ def test_two_concurrent_sweeps_never_submit_the_same_run(tmp_path):
                               text=True) for _ in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
-    subs = [json.loads(l) for l in (res / "s" / "submissions.jsonl").read_text().splitlines()]
+    subs = [json.loads(ln) for ln in (res / "s" / "submissions.jsonl").read_text().splitlines()]
     assert len(subs) == 5 and len({s["run_id"] for s in subs}) == 5
     counts, _ = sweep.status_counts(res / "s")
     assert counts["completed"] == 5
@@ -265,6 +264,7 @@ def test_a_second_process_on_a_running_run_stops_at_once(tmp_path):
     import fcntl
 
     from conftest import tiny_cfg
+
     from harness import train
 
     cfg = tiny_cfg("ste")

@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
-from harness import jobs, records, spec as spec_mod, sweep
+
+from harness import jobs, records, sweep
+from harness import spec as spec_mod
 from harness.cli import main
 
 pytestmark = pytest.mark.slurm

@@ -1,9 +1,9 @@
-"""The training core: schedules, parameter groups, records, divergence, kill-and-resume, a real run."""
+"""The training core: schedules, parameter groups, records, divergence, kill-and-resume, and
+a real run."""
 from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -11,8 +11,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import ROOT, metrics_without_timing, tiny_cfg
+
 from harness import config as C
 from harness import records, train
 from methods.base import Method

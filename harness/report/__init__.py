@@ -24,9 +24,8 @@ The package, in the order data flows through it:
 Add a report section: one ``Section`` in ``render.SECTIONS``. Add a reviewer question: one
 ``Question`` in ``questions.QUESTIONS``.
 
-This module holds the CLI and the public names; the CLI imports it at start-up for every
-command, so it imports no submodule (they import pandas, numpy, scipy) until one of the
-names below is used.
+This module holds the command and the public names, importing a submodule (pandas, numpy,
+scipy) only when one of its names is used.
 """
 from __future__ import annotations
 
@@ -44,7 +43,7 @@ _EXPORTS = {
     "QUESTIONS": "questions", "Question": "questions", "question": "questions",
     "reviewer_answers": "questions", "NOT_ANSWERED": "questions",
 }
-__all__ = ["add_commands", "cmd_report", *_EXPORTS]
+__all__ = ["cmd_report", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
@@ -55,26 +54,6 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
-
-
-def add_commands(sub) -> None:
-    p = sub.add_parser("report", help="tables, figures and reviewer answers from a study's "
-                                      "run records")
-    p.add_argument("study_dir", metavar="STUDY_DIR", help="results/<study>")
-    p.add_argument("--out", metavar="DIR", help="output folder (default STUDY_DIR/report)")
-    p.add_argument("--reference", metavar="CSV",
-                   help="reported numbers (method,dataset,model,w_bits,a_bits,top1[,source]); "
-                        "default: study.toml [report] reference")
-    p.add_argument("--reference-dataset", metavar="NAME",
-                   help="dataset label to match in the reference CSV (e.g. cifar10 when the "
-                        "data is the imagefolder copy)")
-    p.add_argument("--ours", metavar="METHOD",
-                   help="method compared with every baseline (default: study.toml [report] "
-                        "ours; with neither, the report says so and makes no comparisons)")
-    p.add_argument("--jobs", type=int, default=0,
-                   help="processes reading records and drawing figures (0 = one per core, "
-                        "at most 4; 1 = none)")
-    p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args) -> int:

@@ -21,16 +21,24 @@ Tables (tables.py), figures (figures.py) and reviewer answers (questions.py) onl
 """
 from __future__ import annotations
 
+import csv
 import functools
 import json
 import math
+import multiprocessing as mp
+import tomllib
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from harness import plots
 from harness import stats as S
+from harness.config import NON_SEMANTIC, flatten
+from harness.records import METRIC_COLUMNS, load_run
+from methods.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 # What comparisons and answers that need "ours" say when the study names none.
@@ -40,7 +48,6 @@ OURS_NOT_SET = ("no `[report] ours` is set, so no method is compared with the ot
 
 
 def user_error(field_: str, message: str) -> Exception:
-    from methods.errors import UserError
 
     return UserError(field_, message)
 
@@ -64,7 +71,6 @@ def rel_path(path) -> str:
 @dataclass
 class StudyRecords:
     """Everything the report knows about a study, read from its records."""
-
     name: str
     dir: Path
     spec: dict[str, Any]
@@ -129,7 +135,6 @@ _EMPTY_GROUP = {"acc": [], "seeds": [], "run_ids": [], "summary": S.EMPTY}
 
 def cached_per_setting(fn):
     """Memoise a (study, setting) -> rows function on the study (tables and answers share)."""
-
     @functools.wraps(fn)
     def wrapper(st: StudyRecords, setting: str):
         key = (fn.__name__, setting)
@@ -143,7 +148,6 @@ def cached_per_setting(fn):
 # --------------------------------------------------------------------------- reading files
 
 def _read_spec(study_dir: Path) -> dict[str, Any]:
-    import tomllib
 
     path = study_dir / "study.toml"
     if not path.exists():
@@ -187,7 +191,6 @@ def _metric_columns(rec, header: list[str]) -> list[str]:
     internal metrics the run's method declares; for a record without method_info, every
     column its method added (which of them are internal metrics is decided once the study
     is loaded: ``_resolve_internal_metrics``)."""
-    from harness.records import METRIC_COLUMNS
 
     declared = declared_metrics(rec.summary.method_info if rec.summary else None)
     if declared is None:
@@ -204,9 +207,7 @@ def load_record(run_dir: Path):
     of a 1,000-run report; this applies load_run's metrics checks (readable, the standard
     columns, one row per epoch of a completed run) to a column subset instead.
     """
-    import csv
 
-    from harness.records import METRIC_COLUMNS, load_run
 
     rec = load_run(run_dir, with_metrics=False)
     if rec.problem or rec.status != "completed":
@@ -242,13 +243,10 @@ def _load_one(run_dir: Path):
 def _load_all(dirs: list[Path], jobs: int = 0) -> list:
     """load_record over every run directory; big studies in forked processes (parsing a
     thousand metrics.csv files is a good part of a report's time)."""
-    from harness import plots
 
     jobs = min(jobs or plots.default_jobs(), len(dirs) // 100)
     if jobs <= 1:
         return [_load_one(d) for d in dirs]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
 
     try:
         with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as pool:
@@ -271,7 +269,6 @@ def _columns(df) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the runs table
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    from harness.config import flatten
 
     return flatten(d, prefix)
 
@@ -375,7 +372,6 @@ def _missing_row(entry: dict[str, Any]) -> dict[str, Any]:
 def _runs_table(study_dir: Path, manifest: dict[str, Any] | None, jobs: int):
     """(runs DataFrame, metrics of the included runs, method_info of every record) from
     every run directory and the manifest's runs that have none."""
-    from harness.config import NON_SEMANTIC
 
     runs_dir = study_dir / "runs"
     dirs = sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []

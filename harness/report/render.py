@@ -24,7 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import plots
 from harness import stats as S
+from harness.records import atomic_write_json, atomic_write_text
 from harness.report import figures as F
 from harness.report import tables as T
 from harness.report.figures import Figure
@@ -46,7 +48,6 @@ TABLES_DIR, FIGURES_DIR = "tables", "figures"   # under the report folder, linke
 @dataclass(frozen=True)
 class Section:
     """One "## title" part of report.md and how to build what it shows."""
-
     title: str | Callable[[StudyRecords], str]   # "## title" (a function when it varies)
     key: str                                     # names the section (build_report's result)
     build: Callable[[StudyRecords], list[Block]]
@@ -278,7 +279,6 @@ def build_sections(st: StudyRecords, fdir: Path, jobs: int = 0
                    ) -> tuple[dict[str, list[Block]], Callable[[], list[str]]]:
     """Every section's blocks, by key; figure sections first, so their drawing (started
     here, in other processes) overlaps the rest. Returns (blocks, wait for the figures)."""
-    from harness import plots
 
     built: dict[str, list[Block]] = {}
     for sec in SECTIONS:
@@ -307,8 +307,6 @@ def report_markdown(st: StudyRecords, built: dict[str, list[Block]]) -> str:
 
 def build_report(st: StudyRecords, out: Path, jobs: int = 0) -> Path:
     """Write every table, figure and report.md for a loaded study; returns report.md."""
-    from harness.records import atomic_write_text
-
     tdir, fdir = out / TABLES_DIR, out / FIGURES_DIR
     tdir.mkdir(parents=True, exist_ok=True)
     built, wait_figures = build_sections(st, fdir, jobs)
@@ -327,7 +325,6 @@ def build_report(st: StudyRecords, out: Path, jobs: int = 0) -> Path:
 def _prune_stale(out: Path, files: list[Path]) -> None:
     """Remove outputs an earlier report wrote and this one did not (a removed cell's
     figure, say); only files listed in our own index are ever removed."""
-    from harness.records import atomic_write_json
 
     index = out / ".report-files.json"
     now = sorted(str(Path(f).resolve().relative_to(out.resolve())) for f in files)

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from harness import stats as S
+from harness.records import atomic_write_text
 from harness.report.load import StudyRecords, cached_per_setting, is_known, rel_path, reported
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
@@ -95,7 +96,6 @@ class Table:
         return df.to_csv(index=False)
 
     def write(self, folder: Path) -> None:
-        from harness.records import atomic_write_text
 
         caption = f"**{md_escape(self.caption)}**\n\n"
         notes = "".join(f"\n\n{md_escape(n)}" for n in self.notes)
