@@ -22,7 +22,7 @@ import numpy as np
 from scipy import stats
 
 CONF = 0.95
-BOOTSTRAP_MIN_N = 5        # the issue: bootstrap intervals when n >= 5
+BOOTSTRAP_MIN_N = 5        # fewer seeds give BCa intervals that are not worth printing
 BOOTSTRAP_RESAMPLES = 9999  # scipy's default
 BOOTSTRAP_SEED = 0
 MIN_N_CONCLUDE = 3         # with 2 seeds a side Welch has ~1-2 degrees of freedom: too few
