@@ -45,6 +45,29 @@ class Arrays:
     x_test: np.ndarray
     y_test: np.ndarray
     classes: list[str]
+    files: tuple = ()                 # the files the data came from (for the fingerprint)
+    indices: tuple | None = None      # (train, test) subset indices into those splits
+
+
+def _sha(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str(a.shape).encode() + str(a.dtype).encode())
+        h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()[:16]
+
+
+def fingerprint(a: Arrays) -> dict[str, Any]:
+    """What identifies the data a run trained on: the source files (count, total bytes, a
+    hash of their names and sizes), the subset indices, and a hash of the pixels and labels
+    themselves. Two runs with equal ``content`` saw the same images."""
+    sizes = [(str(f), f.stat().st_size) for f in a.files]
+    return {"n_train": int(len(a.y_train)), "n_test": int(len(a.y_test)),
+            "classes": len(a.classes), "source_files": len(sizes),
+            "source_bytes": int(sum(n for _, n in sizes)),
+            "source_list": hashlib.sha256(repr(sizes).encode()).hexdigest()[:16],
+            "subset": _sha(*a.indices) if a.indices is not None else "all",
+            "content": _sha(a.x_train, a.y_train, a.x_test, a.y_test)}
 
 
 # --------------------------------------------------------------------------- subsets
@@ -118,7 +141,10 @@ def _load_cifar(root: Path, download: bool, cifar100: bool) -> Arrays:
 
     xtr, ytr = stack(train)
     xte, yte = stack(test)
-    return Arrays(xtr, ytr, xte, yte, [m.decode() for m in meta])
+    files = ((d / "train", d / "test", d / "meta") if cifar100 else
+             tuple(d / f"data_batch_{i}" for i in range(1, 6)) + (d / "test_batch",
+                                                                     d / "batches.meta"))
+    return Arrays(xtr, ytr, xte, yte, [m.decode() for m in meta], files)
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -141,12 +167,13 @@ def _find_idx(root: Path, stem: str, name: str) -> Path:
 
 
 def _load_idx_dataset(root: Path, name: str) -> Arrays:
-    parts = {}
+    parts, files = {}, []
     for split, prefix in (("train", "train"), ("test", "t10k")):
-        x = _read_idx(_find_idx(root, f"{prefix}-images-idx3-ubyte", name))
-        y = _read_idx(_find_idx(root, f"{prefix}-labels-idx1-ubyte", name))
-        parts[split] = (x[:, None].copy(), y.astype(np.int64))
-    return Arrays(*parts["train"], *parts["test"], [str(i) for i in range(10)])
+        fx = _find_idx(root, f"{prefix}-images-idx3-ubyte", name)
+        fy = _find_idx(root, f"{prefix}-labels-idx1-ubyte", name)
+        files += [fx, fy]
+        parts[split] = (_read_idx(fx)[:, None].copy(), _read_idx(fy).astype(np.int64))
+    return Arrays(*parts["train"], *parts["test"], [str(i) for i in range(10)], tuple(files))
 
 
 def _imagefolder_splits(root: Path) -> tuple[Path, Path]:
@@ -253,7 +280,8 @@ def _subsets(a: Arrays, dcfg) -> Arrays:
     k = len(a.classes)
     itr = balanced_subset(a.y_train, dcfg.subset_train, k)
     ite = balanced_subset(a.y_test, dcfg.subset_test, k)
-    return Arrays(a.x_train[itr], a.y_train[itr], a.x_test[ite], a.y_test[ite], a.classes)
+    return Arrays(a.x_train[itr], a.y_train[itr], a.x_test[ite], a.y_test[ite], a.classes,
+                  a.files, (itr, ite))
 
 
 def _load_imagefolder(root: Path, dcfg) -> Arrays:
@@ -264,7 +292,7 @@ def _load_imagefolder(root: Path, dcfg) -> Arrays:
     itr = balanced_subset(ytr, dcfg.subset_train, len(classes))
     ite = balanced_subset(yte, dcfg.subset_test, len(classes))
     return Arrays(_decode([ftr[i] for i in itr]), ytr[itr],
-                  _decode([fte[i] for i in ite]), yte[ite], classes)
+                  _decode([fte[i] for i in ite]), yte[ite], classes, tuple(ftr + fte), (itr, ite))
 
 
 # --------------------------------------------------------------------------- registry
@@ -369,6 +397,7 @@ class InMemoryData:
     streamed = False
 
     def __init__(self, arrays: Arrays, device: torch.device, augment: bool):
+        self.fingerprint = fingerprint(arrays)
         self.classes = arrays.classes
         self.num_classes = len(arrays.classes)
         self.x_train = torch.from_numpy(arrays.x_train).to(device)
@@ -454,6 +483,12 @@ class StreamingData:
         yte = np.asarray(self.test_set.targets)
         self.train_idx = balanced_subset(ytr, dcfg.subset_train, self.num_classes)
         self.test_idx = balanced_subset(yte, dcfg.subset_test, self.num_classes)
+        files = tuple(Path(p) for p, _ in self.train_set.samples + self.test_set.samples)
+        empty = np.zeros((0,), np.uint8)
+        self.fingerprint = {**fingerprint(Arrays(empty, ytr[self.train_idx], empty,
+                                                 yte[self.test_idx], self.classes, files,
+                                                 (self.train_idx, self.test_idx))),
+                            "content": "not hashed (streamed)"}
         self.in_channels, self.image_size = 3, (224, 224)
         self.device, self.workers = device, dcfg.workers
 

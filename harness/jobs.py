@@ -330,7 +330,7 @@ class LocalBackend:
 
     def submit(self, ctx: Submit, runs: list) -> None:
         snap = source.snapshot(ctx.sdir / "snapshots")
-        me = procs.identity(os.getpid())
+        me = procs.identity(os.getpid(), group=False)
         ctx.append([{"run_id": r.run_id, "job_id": f"local-{os.getpid()}", "executor": self.name,
                      "sweep": me, "snapshot": snap.id, "time": time.time()} for r in runs])
         n = max(1, min(int(ctx.executor["local_concurrency"]), len(runs)))
@@ -370,16 +370,19 @@ class LocalBackend:
         return out
 
     def cancel(self, sdir: Path, subs: dict[str, dict[str, Any]]) -> str:
+        """Stop the sweep processes (each ends its workers, whose runs end interrupted), then
+        any trainer still alive; count only processes that were really running."""
         sweeps = {json.dumps(s["sweep"], sort_keys=True): s["sweep"] for s in subs.values()
                   if procs.alive(s.get("sweep"))}
-        owners = []
+        trainers = []
         for r in subs:
             with contextlib.suppress(OSError, ValueError):
                 ident = records.read_json(Path(sdir) / "runs" / r / ".owner")
                 if procs.alive(ident):
-                    owners.append(ident)
-        n_workers = procs.terminate(owners)
-        n_sweeps = procs.terminate(list(sweeps.values()))
+                    trainers.append(ident)
+        n_sweeps = procs.terminate(list(sweeps.values()), grace_s=60)
+        procs.terminate([t for t in trainers if procs.alive(t)])
+        n_workers = sum(not procs.alive(t) for t in trainers)
         return (f"stopped {n_workers} local worker process(es) (their runs end interrupted) "
                 f"and {n_sweeps} sweep process(es)")
 

@@ -41,12 +41,17 @@ def start_token(pid: int) -> str | None:
     return f"{_boot_id()}:{fields[19]}"  # field 22 of stat: start time since boot (ticks)
 
 
-def identity(pid: int) -> dict[str, Any]:
-    """What a record keeps to find this process again, and only this process."""
-    try:
-        pgid = os.getpgid(pid)
-    except OSError:
-        pgid = pid
+def identity(pid: int, group: bool = True) -> dict[str, Any]:
+    """What a record keeps to find this process again, and only this process. ``group``:
+    signals go to its whole process group (a worker started in a session of its own, with
+    its DataLoader children); otherwise to the process alone (a sweep started from a shell,
+    whose group may hold the user's other commands)."""
+    pgid = None
+    if group:
+        try:
+            pgid = os.getpgid(pid)
+        except OSError:
+            pgid = pid
     return {"pid": pid, "pgid": pgid, "token": start_token(pid), "host": socket.gethostname()}
 
 
@@ -69,9 +74,9 @@ def signal_group(ident: dict[str, Any], sig: int) -> bool:
     group ID was not reused)."""
     if not alive(ident):
         return False
-    pgid = ident.get("pgid", ident["pid"])
+    pgid = ident.get("pgid")
     try:
-        if pgid == os.getpgid(0):  # never our own group: signal just the process
+        if pgid is None or pgid == os.getpgid(0):  # never our own group
             os.kill(ident["pid"], sig)
         else:
             os.killpg(pgid, sig)

@@ -183,6 +183,9 @@ class RunSummary:
     # the method's self-description for reports: {"display_name": str, "internal_metrics":
     # {column: [title, [low, high] or null]}} (methods.base.Method.display_name, ...)
     method_info: dict[str, Any] = field(default_factory=dict)
+    # what identifies the training data: source files, subset indices, content hash
+    # (harness.data.fingerprint)
+    data_fingerprint: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -480,7 +480,8 @@ class Trainer:
             peak_mem_mb=peak_memory_mb(self.device),
             peak_mem_kind="cuda_max_allocated" if self.device.type == "cuda" else "cpu_peak_rss",
             **memory_costs(self.model, self.optimizer), config_hash=C.config_hash(self.cfg),
-            env=environment(self.device), method_info=type(self.method).info(), error=error)
+            env=environment(self.device), method_info=type(self.method).info(),
+            data_fingerprint=getattr(self.data, "fingerprint", {}), error=error)
 
     def write_records(self, status: str, final_acc: float | None = None, error: str = "") -> None:
         if not self.dist.main:

@@ -1,0 +1,326 @@
+"""Execution under control: the local queue, cancel (real counts, no trainer left, a reused
+PID left alone), a killed sweep leaves no orphan, Ctrl-C, SIGTERM on `run`, a closed stdout,
+provenance in every run, code snapshots for local sweeps, the matched check on options that
+change the recipe.
+
+Runs under test are held at an epoch boundary by the trainer's test hold point
+(SLBENCH_HOLD_DIR, see harness.train.hold_point) and checked by state, never by sleeping, so
+these tests pass on machines of any speed.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from harness import jobs, procs, records, spec, sweep
+from harness.cli import main
+
+SPEC = """
+[study]
+name = "__NAME__"
+[recipe]
+model = { name = "small_cnn", width = 0.25 }
+data = { name = "digits", subset_train = 200, subset_test = 100 }
+optim = { lr = 0.05 }
+batch_size = 50
+[grid]
+bits = [[1, 32]]
+epochs = [3]
+seeds = __SEEDS__
+[variants.ste]
+method = "ste"
+[variants.dorefa]
+method = "dorefa"
+[executor]
+local_concurrency = 2
+cpus_per_task = 1
+"""
+
+
+def write_spec(tmp_path: Path, name: str, seeds: str = "[0]") -> Path:
+    p = tmp_path / f"{name}.toml"
+    p.write_text(SPEC.replace("__NAME__", name).replace("__SEEDS__", seeds))
+    return p
+
+
+def wait_until(pred, timeout: float = 180, what: str = "") -> None:
+    """Waits for a state; the timeout only bounds a broken test."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def hold_env(tmp_path: Path, everything: bool = True) -> tuple[Path, dict[str, str]]:
+    d = tmp_path / "hold"
+    d.mkdir(exist_ok=True)
+    if everything:
+        (d / "hold-all").write_text("")
+    return d, {**os.environ, "SLBENCH_HOLD_DIR": str(d), "SLBENCH_HOLD_AT_EPOCH": "1",
+               "PYTHONPATH": str(ROOT)}
+
+
+def start_sweep(spec_path: Path, res: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "harness", "sweep", str(spec_path),
+                             "--executor", "local", "--results", str(res)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def held_runs(hold: Path) -> set[str]:
+    return {p.name.removesuffix(".held") for p in hold.glob("*.held")}
+
+
+def owners(sdir: Path) -> list[dict]:
+    out = []
+    for run in (sdir / "runs").iterdir():
+        try:
+            out.append(records.read_json(run / ".owner"))
+        except OSError:
+            pass
+    return out
+
+
+def test_local_workers_pull_from_one_queue(tmp_path):
+    """Four runs, two workers, one run held: the other worker takes the remaining three in
+    turn (with runs dealt out in advance it would finish only its own share)."""
+    p = write_spec(tmp_path, "queue", seeds="[0, 1]")
+    hold, env = hold_env(tmp_path, everything=False)
+    study = spec.load_spec(p)
+    first = sorted(r.run_id for r in study.runs)[0]
+    (hold / f"hold-{first}").write_text("")
+    proc = start_sweep(p, tmp_path / "res", env)
+    sdir = tmp_path / "res" / "queue"
+    try:
+        wait_until(lambda: first in held_runs(hold), what="the first run to be held")
+        wait_until(lambda: sweep.status_counts(sdir)[0]["completed"] == 3,
+                   what="the other worker to finish the three other runs")
+        assert sweep.status_counts(sdir)[0]["running"] == 1
+        (hold / f"hold-{first}").unlink()
+        out, err = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert sweep.status_counts(sdir)[0]["completed"] == 4
+    assert out.count("[") >= 4 and "[4/4]" in out and "ETA" in out   # one line per run
+    subs = jobs.read_submissions(sdir)
+    snap = {s["snapshot"] for s in subs.values()}
+    assert len(snap) == 1 and (sdir / "snapshots" / next(iter(snap)) / "harness").is_dir()
+    for run in (sdir / "runs").iterdir():
+        assert records.read_summary(run).env["source_snapshot"] == next(iter(snap))
+
+
+def test_cancel_stops_every_worker_and_counts_them(tmp_path):
+    p = write_spec(tmp_path, "cancel")
+    hold, env = hold_env(tmp_path)
+    proc = start_sweep(p, tmp_path / "res", env)
+    sdir = tmp_path / "res" / "cancel"
+    try:
+        wait_until(lambda: len(held_runs(hold)) == 2, what="both runs to be held")
+        counts, rows = sweep.status_counts(sdir)
+        assert counts["running"] == 2, rows
+        trainers = owners(sdir)
+        assert len(trainers) == 2 and all(procs.alive(t) for t in trainers)
+        out = subprocess.run([sys.executable, "-m", "harness", "cancel", str(sdir)], cwd=ROOT,
+                             env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "stopped 2 local worker process(es)" in out.stdout
+        assert "1 sweep process(es)" in out.stdout
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert not any(procs.alive(t) for t in trainers)          # no trainer left
+    assert proc.returncode == 130
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+    counts, _ = sweep.status_counts(sdir)
+    assert counts["interrupted"] == 2 and counts["running"] == 0
+    for run in (sdir / "runs").iterdir():
+        s = records.read_summary(run)
+        assert s.status == "interrupted" and s.epochs_completed == 1
+    # the same command resumes both runs from their checkpoints
+    (hold / "hold-all").unlink()
+    rerun = start_sweep(p, tmp_path / "res", env)
+    out, err = rerun.communicate(timeout=180)
+    assert rerun.returncode == 0, err
+    for run in (sdir / "runs").iterdir():
+        assert "resumed at epoch 1" in (run / "log.txt").read_text()
+
+
+def test_cancel_leaves_a_process_with_a_reused_pid_alone(tmp_path, capsys):
+    """A record names PID X; X now belongs to an unrelated process: not killed, not running."""
+    p = write_spec(tmp_path, "reuse")
+    study = spec.load_spec(p)
+    sdir = tmp_path / "res" / "reuse"
+    (sdir / "runs").mkdir(parents=True)
+    sweep.write_manifest(study, sdir)
+    sweep.prepare_records(study.runs, sdir)
+    stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        fake = {"pid": stranger.pid, "pgid": stranger.pid, "token": "0:1",
+                "host": socket.gethostname()}
+        jobs.append_submissions(sdir, [{"run_id": r.run_id, "job_id": "local-1",
+                                        "executor": "local", "sweep": fake} for r in study.runs])
+        records.atomic_write_json(sdir / "runs" / study.runs[0].run_id / ".owner", fake)
+        assert not procs.alive(fake) and procs.alive(procs.identity(stranger.pid))
+        counts, _ = sweep.status_counts(sdir)
+        assert counts["running"] == 0 and counts["pending"] == 0
+        assert main(["cancel", str(sdir)]) == 0
+        assert "stopped 0 local worker process(es)" in capsys.readouterr().out
+        assert stranger.poll() is None                                # still alive
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_killed_sweep_leaves_no_orphan_and_ctrl_c_is_one_line(tmp_path):
+    p = write_spec(tmp_path, "orphan")
+    hold, env = hold_env(tmp_path)
+    sdir = tmp_path / "res" / "orphan"
+    proc = start_sweep(p, tmp_path / "res", env)
+    try:
+        wait_until(lambda: len(held_runs(hold)) == 2, what="both runs to be held")
+        trainers = owners(sdir)
+        proc.kill()                                   # SIGKILL: no chance to clean up
+        proc.wait()
+        wait_until(lambda: not any(procs.alive(t) for t in trainers), timeout=60,
+                   what="the workers to die with the sweep")
+    finally:
+        proc.kill()
+    counts, _ = sweep.status_counts(sdir)
+    assert counts["running"] == 0 and counts["interrupted"] == 2
+    # Ctrl-C on a sweep: one line, exit 130, workers gone
+    for f in hold.glob("*.held"):
+        f.unlink()
+    proc = start_sweep(p, tmp_path / "res", env)
+    try:
+        wait_until(lambda: len(held_runs(hold)) == 2, what="both runs to be held again")
+        trainers = owners(sdir)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert err.strip().startswith("interrupted:") and "Traceback" not in err, err
+    assert not any(procs.alive(t) for t in trainers)
+
+
+RUN = [sys.executable, "-m", "harness", "run", "--method", "ste", "--epochs", "3",
+       "--set", "data.subset_train=200", "--set", "data.subset_test=100",
+       "--set", "model.width=0.25", "--set", "progress=line", "--batch-size", "50"]
+
+
+def test_sigterm_ends_a_run_interrupted_and_it_resumes(tmp_path):
+    hold, env = hold_env(tmp_path)
+    out = tmp_path / "run"
+    proc = subprocess.Popen(RUN + ["--out", str(out)], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: len(held_runs(hold)) == 1, what="the run to be held")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    s = records.read_summary(out)
+    assert s.status == "interrupted" and s.epochs_completed == 1
+    assert (out / "checkpoint.pt").exists() and not (out / ".owner").exists()
+    (hold / "hold-all").unlink()
+    again = subprocess.run(RUN + ["--out", str(out)], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=180)
+    assert again.returncode == 0, again.stderr
+    assert records.read_summary(out).status == "completed"
+    assert "resumed at epoch 1" in (out / "log.txt").read_text()
+
+
+def test_a_closed_stdout_never_fails_training(tmp_path):
+    out = tmp_path / "run"
+    cmd = " ".join(f"'{a}'" for a in RUN + ["--out", str(out)])
+    p = subprocess.run(["bash", "-c", f"{cmd} | head -c 1 >/dev/null; echo ${{PIPESTATUS[0]}}"],
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                       capture_output=True, text=True, timeout=180)
+    assert p.stdout.strip() == "0", p.stderr
+    assert records.read_summary(out).status == "completed"
+
+
+def _repo_copy(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    for name in ("harness", "methods"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(ROOT / "pyproject.toml", repo / "pyproject.toml")
+    (repo / ".gitignore").write_text("__pycache__/\nruns/\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-qm", "base"], check=True)
+    return repo
+
+
+def test_provenance_names_versions_flags_data_and_uncommitted_code(tmp_path):
+    repo = _repo_copy(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    clean = subprocess.run(RUN + ["--out", str(repo / "runs" / "clean"), "--epochs", "1"],
+                           cwd=repo, env=env, capture_output=True, text=True, timeout=180)
+    assert clean.returncode == 0, clean.stderr
+    s = records.read_summary(repo / "runs" / "clean")
+    assert s.env["harness_commit"] == head
+    assert not (repo / "runs" / "clean" / "source.diff").exists()
+    for key in ("python", "torch", "torchvision", "numpy", "scipy", "submitit", "cuda", "cudnn",
+                "device_name", "hostname"):
+        assert s.env[key], key
+    assert s.env["argv"][1:3] == ["run", "--method"]
+    assert set(s.env["determinism"]) >= {"deterministic_algorithms", "cudnn_benchmark",
+                                         "cudnn_deterministic"}
+    fp = s.data_fingerprint
+    assert fp["n_train"] == 200 and fp["n_test"] == 100 and len(fp["content"]) == 16
+    # an untracked method file makes the run -dirty, and the saved diff shows it
+    (repo / "methods" / "mynew.py").write_text('"""not committed"""\nVALUE = 1\n')
+    dirty = subprocess.run(RUN + ["--out", str(repo / "runs" / "dirty"), "--epochs", "1"],
+                           cwd=repo, env=env, capture_output=True, text=True, timeout=180)
+    assert dirty.returncode == 0, dirty.stderr
+    s2 = records.read_summary(repo / "runs" / "dirty")
+    assert s2.env["harness_commit"] == head + "-dirty"
+    diff = (repo / "runs" / "dirty" / "source.diff").read_text()
+    assert "methods/mynew.py" in diff and "VALUE = 1" in diff
+    assert s2.data_fingerprint["content"] == fp["content"]     # same images, same hash
+
+
+def test_options_that_change_the_recipe_make_a_variant_unmatched(tmp_path):
+    text = SPEC.replace("__NAME__", "lq").replace("__SEEDS__", "[0]").replace(
+        "bits = [[1, 32]]", "bits = [[2, 2]]")
+    text += '[variants.lq]\nmethod = "lqnet"\noptions = { act_quant = "lqnet" }\n'
+    p = tmp_path / "lq.toml"
+    p.write_text(text)
+    with pytest.raises(spec.SpecErrors, match=r"variants\.lq\.options: act_quant"):
+        spec.load_spec(p)
+    p.write_text(text.replace("[study]\n", "[study]\nallow_unmatched = true\n").replace(
+        'options = { act_quant = "lqnet" }', 'options = { act_quant = "lqnet" }\nunmatched = true'))
+    study = spec.load_spec(p)
+    assert all(r.unmatched for r in study.runs if r.variant == "lq")
+
+
+def test_submitit_parameters_use_submitits_own_names():
+    shape = {"timeout_min": 60, "cpus_per_task": 4, "mem_gb": 8, "tasks_per_node": 2,
+             "nodes": 1, "gpus_per_task": 1, "partition": "gpu", "account": "", "qos": "",
+             "constraint": ""}
+    params = jobs.submitit_parameters(shape, {"array_parallelism": 8, "setup": [],
+                                              "sbatch": {"exclusive": ""}})
+    assert params == {"timeout_min": 60, "cpus_per_task": 4, "mem_gb": 8, "tasks_per_node": 2,
+                      "nodes": 1, "slurm_partition": "gpu", "slurm_array_parallelism": 8,
+                      "slurm_additional_parameters": {"exclusive": ""}, "gpus_per_node": 2,
+                      "name": "slbench"}
+    import submitit
+
+    ex = submitit.AutoExecutor(folder="/tmp/slbench-params-check", cluster="slurm")
+    ex.update_parameters(**params)                     # submitit accepts every name
