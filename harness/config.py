@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import re
 import tomllib
 import typing
@@ -19,81 +20,113 @@ from typing import Any
 from methods.errors import UserError, require
 from methods.options import _coerce, options_dict
 
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 A_QUANT = ("pact", "dorefa")
 A_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 32)
+PROGRESS = ("auto", "bar", "line", "none")
+LOGGERS = ("tensorboard",)
+SEED_LIMIT = 2**32
+BIG = 10**9  # an upper bound for counts that only guards against typos (1e7 for 1e3)
 # Keys that do not change what is computed; left out of the config hash (the run id).
-NON_SEMANTIC = ("device", "data.root", "data.download", "data.workers", "progress")
+NON_SEMANTIC = ("device", "data.root", "data.download", "data.workers", "progress", "loggers")
+# Keys added after records existed: left out of the hash while at their default, so older
+# run ids stay valid.
+LATER_KEYS = {"optim.quant_lr_scale": 1.0}
+
+
+def opt(default: Any, help: str, *, choices: tuple | None = None, lo: float | None = None,
+        hi: float | None = None, lo_open: bool = False, hi_open: bool = False,
+        factory: Any = None) -> Any:
+    """A config field: its default, one line of help and what values are allowed (checked by
+    :func:`check_fields`, listed by `python -m harness config`)."""
+    meta = {"help": help, "choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open,
+            "hi_open": hi_open}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "digits"
-    root: str = ""
-    subset_train: int = 0          # images per split kept (class balanced); 0 = all
-    subset_test: int = 0
-    augment: bool | None = None    # None = the dataset's default (crop+flip for photos)
-    download: bool = False         # cifar10/100 only: fetch with torchvision when missing
-    eval_batch_size: int = 500
-    workers: int = 4               # DataLoader workers for streamed (ImageNet-size) folders
+    name: str = opt("digits", "dataset (see `python -m harness config`)")
+    root: str = opt("", "dataset folder (not part of the run id)")
+    subset_train: int = opt(0, "training images kept, class balanced and the same for every "
+                               "seed; 0 = all (else at least 2)", lo=0, hi=BIG)
+    subset_test: int = opt(0, "test images kept, class balanced; 0 = all", lo=0, hi=BIG)
+    augment: bool | None = opt(None, "random crop+flip; unset = the dataset's default "
+                                     "(on for photos)")
+    download: bool = opt(False, "cifar10/100 only: fetch with torchvision when missing")
+    eval_batch_size: int = opt(500, "batch size of evaluation", lo=1, hi=10**6)
+    workers: int = opt(4, "DataLoader workers for streamed (ImageNet-size) folders", lo=0,
+                       hi=256)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "small_cnn"
-    width: float = 1.0             # channel multiplier (CPU tests use < 1)
-    quantize_first: bool = False   # quantization policy, shared by every method of a study
-    quantize_last: bool = False
-    quantize_shortcut: bool = True
+    name: str = opt("small_cnn", "model (see `python -m harness config`)")
+    width: float = opt(1.0, "channel multiplier (CPU tests use < 1)", lo=0, hi=64, lo_open=True)
+    quantize_first: bool = opt(False, "quantize the first conv too (policy shared by every "
+                                      "method of a study)")
+    quantize_last: bool = opt(False, "quantize the last linear layer too")
+    quantize_shortcut: bool = opt(True, "quantize 1x1 shortcut convs")
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    betas: tuple[float, ...] = (0.9, 0.999)
-    weight_decay: float = 5e-4
-    wd_exclude_bn: bool = False     # no decay on BN parameters and biases
-    wd_exclude_quant: bool = False  # no decay on quantizer parameters (scales, PACT clip)
-    schedule: str = "cosine"
-    milestones: tuple[float, ...] = ()  # epochs at which the step schedule multiplies by gamma
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0      # linear warm-up from 0, before the schedule
-    label_smoothing: float = 0.0
+    name: str = opt("sgd", "optimizer", choices=OPTIMIZERS)
+    lr: float = opt(0.1, "base learning rate", lo=0, hi=1e3, lo_open=True)
+    momentum: float = opt(0.9, "SGD momentum", lo=0, hi=1, hi_open=True)
+    nesterov: bool = opt(False, "Nesterov momentum (SGD)")
+    betas: tuple[float, ...] = opt((0.9, 0.999), "Adam/AdamW betas, two values in [0, 1)")
+    weight_decay: float = opt(5e-4, "weight decay (decoupled for adamw)", lo=0, hi=1)
+    wd_exclude_bn: bool = opt(False, "no decay on BN parameters and biases")
+    wd_exclude_quant: bool = opt(False, "no decay on quantizer parameters (scales, PACT clip)")
+    schedule: str = opt("cosine", "learning-rate schedule", choices=SCHEDULES)
+    milestones: tuple[float, ...] = opt((), "epochs at which the step schedule multiplies the "
+                                            "LR by gamma")
+    gamma: float = opt(0.1, "step-schedule factor", lo=0, hi=1e3, lo_open=True)
+    warmup_epochs: float = opt(0.0, "linear warm-up from 0, in epochs, before the schedule",
+                               lo=0, hi=BIG)
+    label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy", lo=0, hi=1,
+                                 hi_open=True)
+    quant_lr_scale: float = opt(1.0, "LR multiplier for quantizer parameters (step sizes, "
+                                     "scales, PACT clips)", lo=0, hi=1e3, lo_open=True)
 
 
 @dataclass(frozen=True)
 class MetaConfig:
     """Bookkeeping from the sweep; part of the record, and of the hash."""
-    study: str = ""
-    variant: str = ""
-    scale: str = ""
-    unmatched: bool = False
+    study: str = opt("", "study name (set by the sweep)")
+    variant: str = opt("", "variant name (set by the sweep)")
+    scale: str = opt("", "scale profile (set by the sweep)")
+    unmatched: bool = opt(False, "the variant changes the shared recipe (set by the sweep)")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    method: str = "fp"
-    method_options: dict = field(default_factory=dict)
-    w_bits: int = 0                # 0 = the method's default
-    a_bits: int = 32
-    a_quant: str = "pact"
-    pact_init: float = 10.0
-    model: ModelConfig = ModelConfig()
-    data: DataConfig = DataConfig()
-    optim: OptimConfig = OptimConfig()
-    epochs: int = 10
-    seed: int = 0
-    batch_size: int = 128
-    device: str = "auto"           # auto | cpu | cuda | cuda:N
-    channels_last: bool = False
-    amp: bool = False              # bf16 autocast (CUDA)
-    compile: bool = False          # torch.compile the model
-    progress: str = "auto"         # auto | bar | line | none
-    meta: MetaConfig = MetaConfig()
+    method: str = opt("fp", "weight quantization method (see `python -m harness config`)")
+    method_options: dict = opt(None, "method.<option>: see `python -m harness config "
+                                     "--method NAME`", factory=dict)
+    w_bits: int = opt(0, "weight bits; 0 = the method's default", lo=0, hi=32)
+    a_bits: int = opt(32, "activation bits; 32 = not quantized", choices=A_BITS)
+    a_quant: str = opt("pact", "activation quantizer for 2-8 bits", choices=A_QUANT)
+    pact_init: float = opt(10.0, "initial PACT clip value", lo=0, hi=1e6, lo_open=True)
+    model: ModelConfig = opt(None, "model section", factory=ModelConfig)
+    data: DataConfig = opt(None, "data section", factory=DataConfig)
+    optim: OptimConfig = opt(None, "optimizer section", factory=OptimConfig)
+    epochs: int = opt(10, "training epochs", lo=1, hi=10**6)
+    seed: int = opt(0, "run seed", lo=0, hi=SEED_LIMIT, hi_open=True)
+    batch_size: int = opt(128, "training batch size", lo=1, hi=10**6)
+    device: str = opt("auto", "auto | cpu | cuda | cuda:N (not part of the run id)")
+    channels_last: bool = opt(False, "channels-last memory format")
+    amp: bool = opt(False, "bf16 autocast (CUDA)")
+    compile: bool = opt(False, "torch.compile the model")
+    progress: str = opt("auto", "terminal output: a bar on a terminal, lines otherwise",
+                        choices=PROGRESS)
+    loggers: tuple[str, ...] = opt((), "extra logging sinks, e.g. [\"tensorboard\"] "
+                                       "(metrics.csv is always written)")
+    meta: MetaConfig = opt(None, "sweep bookkeeping", factory=MetaConfig)
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "meta": MetaConfig}
@@ -105,10 +138,10 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
     d = dataclasses.asdict(cfg)
     options = d.pop("method_options")
     d["method"] = {"name": cfg.method, **options}
-    for sec in SECTIONS:
-        for k, v in d[sec].items():
+    for table in [d] + [d[sec] for sec in SECTIONS]:
+        for k, v in table.items():
             if isinstance(v, tuple):
-                d[sec][k] = list(v)
+                table[k] = list(v)
     return d
 
 
@@ -131,7 +164,6 @@ def _known_keys() -> set[str]:
 
 
 def _suggest(key: str) -> str:
-
     close = difflib.get_close_matches(key, sorted(_known_keys()), n=1)
     return f"; did you mean {close[0]!r}?" if close else "; see `python -m harness run --help`"
 
@@ -149,6 +181,10 @@ def from_flat(flat: dict[str, Any]) -> RunConfig:
             continue
         if key == "method.name":
             key = "method"
+        if key in SECTIONS:
+            raise UserError(key, f"expected a table of {key} keys, e.g. [{key}] or "
+                            f"{key}.{dataclasses.fields(SECTIONS[key])[0].name} = ..., got "
+                            f"{value!r}")
         if key not in known and key != "method":
             raise UserError(key, f"unknown config key{_suggest(key)}")
         if "." in key:
@@ -184,14 +220,18 @@ def load_file(path: str | Path) -> dict[str, Any]:
     """A TOML or JSON config file as dotted keys. ``method = "ste"`` or ``[method] name=``."""
     p = Path(path)
     if not p.is_file():
-        raise UserError("--config", f"file {str(p)!r} not found; pass an existing .toml/.json file")
+        raise UserError("--config", f"file {str(p)!r} not found; pass an existing .toml/.json "
+                        "file")
+    kind = "json" if p.suffix == ".json" else "toml"
     try:
-        if p.suffix == ".json":
-            d = json.loads(p.read_text())
-        else:
-            d = tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-        raise UserError("--config", f"{p} is not valid {p.suffix[1:] or 'toml'}: {e}") from None
+        text = p.read_text()
+        d = json.loads(text) if kind == "json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError("--config", f"{p} is not valid {kind}: "
+                        f"{str(e).splitlines()[0][:160]}") from None
+    if not isinstance(d, dict):
+        raise UserError("--config", f"{p} holds a JSON {type(d).__name__}, not an object of "
+                        "config keys; pass a run's config.json or a TOML file")
     d = {k: v for k, v in d.items() if k not in ("config_hash",)}
     return flatten(d)
 
@@ -214,8 +254,38 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
 
 # --------------------------------------------------------------------------- validation
 
+def check_fields(obj: Any, prefix: str = "") -> None:
+    """Every field of a config dataclass within what its ``opt`` declares: numbers finite and
+    inside their range, strings among their choices."""
+    for f in dataclasses.fields(obj):
+        value, meta, key = getattr(obj, f.name), f.metadata, prefix + f.name
+        if dataclasses.is_dataclass(value):
+            check_fields(value, key + ".")
+            continue
+        if meta.get("choices") is not None:
+            require(value in meta["choices"], key,
+                    f"{value!r} is not one of {list(meta['choices'])}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            _check_range(key, value, meta)
+
+
+def _check_range(key: str, value: float, meta: dict) -> None:
+    lo, hi = meta.get("lo"), meta.get("hi")
+    require(math.isfinite(value), key, f"must be a finite number, got {value}")
+    if lo is not None:
+        ok = value > lo if meta["lo_open"] else value >= lo
+        require(ok, key, f"must be {'>' if meta['lo_open'] else '>='} {lo:g}, got {value:g}")
+    if hi is not None:
+        ok = value < hi if meta["hi_open"] else value <= hi
+        require(ok, key, f"must be {'<' if meta['hi_open'] else '<='} {hi:g}, got {value:g}"
+                + ("; is it a typo?" if hi >= 64 else ""))
+
+
 def resolve(cfg: RunConfig) -> RunConfig:
-    """Fill defaults that depend on other fields and validate everything (no I/O)."""
+    """Fill defaults that depend on other fields and validate everything (no I/O).
+
+    The method, model and dataset registries import torch: imported here, not at the top,
+    so the report and `status` (which read configs but never resolve them) stay light."""
     from harness import data as data_mod
     from harness import models as models_mod
     from methods.base import get as get_method
@@ -225,38 +295,24 @@ def resolve(cfg: RunConfig) -> RunConfig:
     method_cls.check_bits(w_bits)
     options = method_cls.parse_options(dict(cfg.method_options))
     method_cls.check_options(options, w_bits, cfg.a_bits)
-    require(cfg.a_bits in A_BITS, "a_bits",
-            f"{cfg.a_bits} is not supported; use one of {list(A_BITS)}")
-    require(cfg.a_quant in A_QUANT, "a_quant",
-            f"{cfg.a_quant!r} unknown; use one of {list(A_QUANT)}")
-    require(cfg.pact_init > 0, "pact_init", "must be > 0")
-    require(cfg.epochs > 0, "epochs", f"must be > 0, got {cfg.epochs}; pass --epochs N with N >= 1")
-    require(cfg.batch_size > 0, "batch_size", f"must be > 0, got {cfg.batch_size}")
-    require(cfg.progress in ("auto", "bar", "line", "none"), "progress",
-            "use one of auto, bar, line, none")
+    check_fields(cfg)
     dev = cfg.device
-    require(dev in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", dev) is not None, "device",
-            f"{dev!r} unknown; use auto, cpu, cuda or cuda:N")
+    require(dev in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", dev) is not None,
+            "device", f"{dev!r} unknown; use auto, cpu, cuda or cuda:N")
+    for name in cfg.loggers:
+        require(name in LOGGERS, "loggers", f"{name!r} unknown; use some of {list(LOGGERS)}")
     models_mod.check(cfg.model)
     data_mod.check_name(cfg.data.name)
-    require(cfg.data.subset_train >= 0, "data.subset_train", "must be >= 0 (0 = all)")
-    require(cfg.data.subset_test >= 0, "data.subset_test", "must be >= 0 (0 = all)")
-    require(cfg.data.eval_batch_size > 0, "data.eval_batch_size", "must be > 0")
-    require(cfg.data.workers >= 0, "data.workers", "must be >= 0 (0 = load in the main process)")
+    require(cfg.data.subset_train != 1, "data.subset_train",
+            "1 image makes no training step (a 1-image batch is dropped); use 0 (all) or >= 2")
     o = cfg.optim
-    require(o.name in OPTIMIZERS, "optim.name",
-            f"{o.name!r} unknown; use one of {list(OPTIMIZERS)}")
-    require(o.schedule in SCHEDULES, "optim.schedule",
-            f"{o.schedule!r} unknown; use one of {list(SCHEDULES)}")
-    require(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}; pass --lr")
-    require(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
-    require(0 <= o.momentum < 1, "optim.momentum", "must be in [0, 1)")
-    require(len(o.betas) == 2, "optim.betas", "give two values, e.g. [0.9, 0.999]")
-    require(0 <= o.warmup_epochs < cfg.epochs, "optim.warmup_epochs",
-            f"must be >= 0 and below the {cfg.epochs} training epochs")
-    require(0 <= o.label_smoothing < 1, "optim.label_smoothing", "must be in [0, 1)")
-    require(list(o.milestones) == sorted(o.milestones), "optim.milestones",
-            "must be increasing epochs, e.g. [100, 150]")
+    require(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas",
+            "give two values in [0, 1), e.g. [0.9, 0.999]")
+    require(o.warmup_epochs < cfg.epochs, "optim.warmup_epochs",
+            f"must be below the {cfg.epochs} training epochs")
+    require(all(math.isfinite(m) and m >= 0 for m in o.milestones) and
+            list(o.milestones) == sorted(o.milestones), "optim.milestones",
+            "must be increasing epochs >= 0, e.g. [100, 150]")
     augment = cfg.data.augment
     if augment is None:
         augment = data_mod.default_augment(cfg.data.name)
@@ -272,10 +328,15 @@ def method_options(cfg: RunConfig) -> Any:
 
 
 def config_hash(cfg: RunConfig) -> str:
-    """sha256 (16 hex) of the resolved config without the keys in NON_SEMANTIC."""
+    """sha256 (16 hex) of the resolved config without the keys in NON_SEMANTIC, and without
+    the LATER_KEYS that hold their default (so run ids made before they existed still
+    match)."""
     flat = flatten(to_dict(cfg))
     for k in NON_SEMANTIC:
         flat.pop(k, None)
+    for k, default in LATER_KEYS.items():
+        if flat.get(k) == default:
+            flat.pop(k)
     blob = json.dumps(flat, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -285,5 +346,7 @@ def cell_key(cfg: RunConfig) -> dict[str, Any]:
     flat = flatten(to_dict(cfg))
     for k in list(flat):
         if k.startswith("method.") or k in NON_SEMANTIC or k in ("meta.variant",):
+            flat.pop(k)
+        elif k in LATER_KEYS and flat[k] == LATER_KEYS[k]:
             flat.pop(k)
     return flat

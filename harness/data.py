@@ -200,23 +200,48 @@ def _list_images(split: Path,
         files += fs
         labels += [i] * len(fs)
     require(files, "data.root", f"no images under {split}; expected {split}/<class>/*.jpg")
+    require(len(classes) >= 2, "data.root", f"{split} has {len(classes)} class folder(s); a "
+            "classification needs at least two (one folder per class)")
     return files, np.asarray(labels, dtype=np.int64), classes
 
 
 def _cache_dir() -> Path | None:
+    """Where decoded image folders are cached: $SLBENCH_CACHE, default ~/.cache/slbench;
+    SLBENCH_CACHE=off turns the cache off."""
     env = os.environ.get("SLBENCH_CACHE", "")
     if env.lower() == "off":
         return None
     return Path(env) if env else Path.home() / ".cache" / "slbench"
 
 
+def _cache_key(files: list[Path]) -> str:
+    """The cache key of a list of images: every file's path, size and modification time, so
+    an image that changes (or is replaced by garbage) is decoded again, never served stale."""
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def _cached(path: Path | None, n: int) -> np.ndarray | None:
+    """A cache entry, or None when there is none or it is unreadable or of the wrong size."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        x = np.load(path)  # .npy without pickles: allow_pickle stays False
+    except (OSError, ValueError, EOFError):
+        return None
+    return x if x.ndim == 4 and x.shape[0] == n and x.dtype == np.uint8 else None
+
+
 def _decode(files: list[Path]) -> np.ndarray:
-    """Decode images to one uint8 [N, C, H, W] array (cached on disk by file list)."""
-    key = hashlib.sha1("\n".join(str(f.resolve()) for f in files).encode()).hexdigest()[:20]
+    """Decode images to one uint8 [N, C, H, W] array (cached on disk, see _cache_key)."""
     cache = _cache_dir()
-    path = cache / f"images-{key}.npy" if cache else None
-    if path is not None and path.is_file():
-        return np.load(path)
+    path = cache / f"images-{_cache_key(files)}.npy" if cache else None
+    hit = _cached(path, len(files))
+    if hit is not None:
+        return hit
 
     def one(f: Path) -> np.ndarray:
         with Image.open(f) as im:
@@ -229,7 +254,6 @@ def _decode(files: list[Path]) -> np.ndarray:
             "in-memory imagefolder needs one size")
     x = np.stack(imgs).transpose(0, 3, 1, 2).copy()
     if path is not None:
-
         try:
             atomic_save_npy(path, x)
         except OSError:
@@ -238,7 +262,6 @@ def _decode(files: list[Path]) -> np.ndarray:
 
 
 def _image_size(root: Path) -> tuple[int, int]:
-
     train, _ = _imagefolder_splits(root)
     files, _, _ = _list_images(train, None)
     with Image.open(files[0]) as im:

@@ -14,6 +14,7 @@ append-only log (a torn last line at worst).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -23,7 +24,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -60,6 +61,17 @@ def _atomic(path: Path, write) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the temp files a killed atomic write left behind (``.NAME.*.tmp``); call it only
+    while holding the folder's lock, so no live write loses its file."""
+    gone = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            gone.append(tmp)
+    return gone
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -207,8 +219,9 @@ class RunSummary:
         if not isinstance(d.get("epochs"), int) or isinstance(d.get("epochs"), bool):
             raise ValueError(f"epochs is {d.get('epochs')!r}, not an integer")
         known = {k: v for k, v in d.items() if k in names}
-        if not isinstance(known.get("env", {}), dict):
-            raise ValueError("env is not an object")
+        for f in dataclasses.fields(cls):
+            if f.name in known and f.name != "extra":
+                _check_type(f.name, known[f.name], f.type)
         if known.get("error") is None:
             known.pop("error", None)
         return cls(**known, extra={k: v for k, v in d.items() if k not in names})
@@ -225,6 +238,25 @@ class RunSummary:
         return cls(status=status, epochs=epochs, epochs_completed=len(rows),
                    final_test_acc=final_test_acc, best_test_acc=max(accs) if accs else None,
                    mean_epoch_time_s=sum(times) / len(times) if times else None, **fields)
+
+
+def _check_type(name: str, value: Any, annotation: str) -> None:
+    """summary.json values must have their field's type (numbers finite)."""
+    if value is None and "None" in annotation:
+        return
+    if annotation.startswith("dict"):
+        ok = isinstance(value, dict)
+    elif annotation.startswith("str"):
+        ok = isinstance(value, str)
+    elif annotation.startswith("int"):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif annotation.startswith("float"):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            math.isfinite(value)
+    else:
+        ok = True
+    if not ok:
+        raise ValueError(f"{name} is {value!r}, not a {annotation.split(' ')[0]}")
 
 
 def write_summary(run_dir: Path, summary: RunSummary) -> None:
@@ -252,12 +284,12 @@ def read_summary(run_dir: Path) -> RunSummary:
 
 @dataclass
 class RunRecord:
-    """One run as the report and the sweep see it. ``problem`` is set when it is unusable."""
+    """One run as status, sweep and report see it. ``problem`` is set when it is unusable."""
 
     path: Path
     config: dict[str, Any] | None = None
     summary: RunSummary | None = None
-    metrics: Any = None  # pandas.DataFrame
+    metrics: Any = None  # pandas.DataFrame of the columns asked for (completed runs)
     problem: str = ""
 
     @property
@@ -269,46 +301,102 @@ class RunRecord:
         return self.summary.status
 
 
-def load_run(run_dir: Path, with_metrics: bool = True) -> RunRecord:
-    """Read a run directory; corrupt or partial files become ``problem``, never an exception."""
-    import pandas as pd
+Columns = Callable[["RunRecord", list[str]], list[str]] | list[str] | None
 
+
+def load_run(run_dir: Path, with_metrics: bool = True, columns: Columns = None) -> RunRecord:
+    """Read and validate a run directory: the one validator behind `status`, `sweep` and
+    `report`. Corrupt or partial files become ``problem`` (the run is then "corrupt", shown
+    with that reason, repaired by the next sweep and never counted), never an exception.
+
+    A run is completed only when its three records agree: config.json is an object with a
+    config hash; summary.json parses as a RunSummary with the same hash, epochs_completed
+    equal to the config's epochs, a final accuracy in [0, 100] and a best accuracy equal to
+    the best of the epochs and the final one; metrics.csv has the standard columns, one row
+    per epoch numbered 1..n, and finite numbers in every column it is asked for.
+    ``columns``: the metrics columns to load and check (a list, or a function of the record
+    and the CSV header); None = all. ``with_metrics=False`` still validates the standard
+    columns but keeps no DataFrame."""
     rec = RunRecord(Path(run_dir))
-    cfg_path, sum_path, met_path = (rec.path / n for n in ("config.json", "summary.json",
-                                                           "metrics.csv"))
-    if not cfg_path.exists():
-        rec.problem = "no config.json"
+    rec.problem = _read_config(rec) or _read_summary(rec)
+    if rec.problem or rec.summary is None:
         return rec
-    try:
-        rec.config = read_json(cfg_path)
-    except (OSError, ValueError) as e:
-        rec.problem = f"config.json unreadable: {e}"
-        return rec
-    if not sum_path.exists():
-        return rec
-    try:
-        rec.summary = RunSummary.from_json(read_json(sum_path))
-    except (OSError, ValueError, TypeError) as e:
-        rec.problem = f"summary.json unreadable: {e}"
-        return rec
-    if with_metrics and met_path.exists():
-        try:
-            rec.metrics = pd.read_csv(met_path)
-        except (OSError, ValueError) as e:
-            rec.problem = f"metrics.csv unreadable: {e}"
-            return rec
-        missing = [c for c in METRIC_COLUMNS if c not in rec.metrics.columns]
-        if missing:
-            rec.problem = f"metrics.csv lacks columns {missing}"
-            return rec
     if rec.summary.status == "completed":
-        done = rec.summary.epochs_completed
-        want = (rec.config or {}).get("epochs")
-        if done != want:
-            rec.problem = f"completed with {done} of {want} epochs"
-        elif with_metrics and (rec.metrics is None or len(rec.metrics) != want):
-            n = 0 if rec.metrics is None else len(rec.metrics)
-            rec.problem = f"metrics.csv has {n} rows for {want} epochs"
-        elif rec.summary.final_test_acc is None:
-            rec.problem = "completed without final_test_acc"
+        rec.problem = _check_completed(rec, with_metrics, columns)
     return rec
+
+
+def _read_config(rec: RunRecord) -> str:
+    path = rec.path / "config.json"
+    if not path.exists():
+        return "no config.json"
+    try:
+        rec.config = read_json(path)
+    except (OSError, ValueError) as e:
+        return f"config.json unreadable: {e}"
+    if not isinstance(rec.config, dict) or not isinstance(rec.config.get("config_hash"), str):
+        rec.config = None
+        return "config.json is not a run config (no config_hash)"
+    epochs = rec.config.get("epochs")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        return f"config.json has epochs = {epochs!r}"
+    return ""
+
+
+def _read_summary(rec: RunRecord) -> str:
+    path = rec.path / "summary.json"
+    if not path.exists():
+        return ""
+    try:
+        rec.summary = RunSummary.from_json(read_json(path))
+    except (OSError, ValueError, TypeError) as e:
+        return f"summary.json unreadable: {e}"
+    if rec.summary.config_hash and rec.summary.config_hash != rec.config["config_hash"]:
+        return (f"summary.json belongs to config {rec.summary.config_hash}, config.json is "
+                f"{rec.config['config_hash']}")
+    return ""
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _check_completed(rec: RunRecord, with_metrics: bool, columns: Columns) -> str:
+    import pandas as pd  # only here: status of a study without completed runs needs none
+
+    s, want = rec.summary, rec.config["epochs"]
+    if s.epochs_completed != want:
+        return f"completed with {s.epochs_completed} of {want} epochs"
+    final, best = _number(s.final_test_acc), _number(s.best_test_acc)
+    if final is None or not 0.0 <= final <= 100.0:
+        return f"final_test_acc is {s.final_test_acc!r}, not an accuracy in [0, 100]"
+    path = rec.path / "metrics.csv"
+    try:
+        header = pd.read_csv(path, nrows=0).columns.tolist()
+        missing = [c for c in METRIC_COLUMNS if c not in header]
+        if missing:
+            return f"metrics.csv lacks columns {missing}"
+        wanted = header if columns is None else \
+            columns(rec, header) if callable(columns) else [c for c in columns if c in header]
+        use = list(dict.fromkeys(METRIC_COLUMNS + [c for c in wanted if c in header]))
+        df = pd.read_csv(path, usecols=use)[use]
+    except FileNotFoundError:
+        return "metrics.csv is missing"
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        return f"metrics.csv unreadable: {str(e).splitlines()[0][:160]}"
+    if len(df) != want:
+        return f"metrics.csv has {len(df)} rows for {want} epochs"
+    numeric = df.apply(pd.to_numeric, errors="coerce")
+    for c in METRIC_COLUMNS:  # the method's own columns may hold nan (nothing to report)
+        bad = numeric[c].isna() | ~numeric[c].abs().lt(float("inf"))
+        if bad.any():
+            i = int(bad.to_numpy().argmax())
+            return f"metrics.csv row {i + 1}: {c} = {df[c].iloc[i]!r} is not a finite number"
+    if numeric["epoch"].tolist() != list(range(1, want + 1)):
+        return "metrics.csv epochs are not numbered 1..n"
+    top = max(numeric["test_acc"].max(), final)
+    if best is None or abs(best - top) > 1e-6 * max(1.0, abs(top)):
+        return f"best_test_acc {s.best_test_acc!r} disagrees with the metrics ({top!r})"
+    if with_metrics:
+        rec.metrics = numeric[[c for c in use if c in wanted or c in ("epoch", "test_acc")]]
+    return ""

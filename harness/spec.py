@@ -50,6 +50,11 @@ VARIANT_KEYS = ("method", "options", "recipe", "unmatched", "reference", "bits",
                 "description")
 
 
+# names that become paths (study, variant; run ids are built from them): no separators, no
+# leading dot, so nothing a spec says can leave the study directory
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
 def _int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -181,6 +186,10 @@ def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None
     raw = _read_toml(path)
     p = Problems(str(path))
     p.known(raw, SECTIONS, "spec")
+    for section in ("study", "recipe", "grid", "variants", "executor", "scales", "report"):
+        if section in raw and not isinstance(raw[section], dict):
+            p.add(f"{section}: expected a table ([{section}] ...), got {raw[section]!r}")
+            raw = {**raw, section: {}}
     name, allow_unmatched = _study_table(raw, path, p)
     scale = scale or "full"
     scale_t = _scale(raw, scale, p)
@@ -220,8 +229,9 @@ def _study_table(raw: dict, path: Path, p: Problems) -> tuple[str, bool]:
         study_t = {}
     p.known(study_t, STUDY_KEYS, "study")
     name = study_t.get("name", path.stem)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(name)):
-        p.add(f"study.name: {name!r} must be letters, digits, '-', '_', '.'")
+    if not SAFE_NAME.fullmatch(str(name)):
+        p.add(f"study.name: {name!r} must be letters, digits, '-', '_', '.' (not first), at "
+              "most 100 characters")
     return str(name), bool(study_t.get("allow_unmatched", False))
 
 
@@ -296,6 +306,14 @@ def _grid(raw: dict, scale: str, scale_t: dict, p: Problems):
     bits = _pairs(grid.get("bits"), "grid.bits", p)
     budgets = _int_list(grid.get("epochs"), "grid.epochs", p)
     seeds = _int_list(grid.get("seeds"), "grid.seeds", p)
+    if any(e < 1 for e in budgets):
+        p.add(f"grid.epochs: budgets must be >= 1 epoch, got {budgets}")
+        budgets = [e for e in budgets if e >= 1]
+    if any(not 0 <= s < C.SEED_LIMIT for s in seeds):
+        p.add(f"grid.seeds: seeds must be in [0, 2^32), got {seeds}")
+        seeds = [s for s in seeds if 0 <= s < C.SEED_LIMIT]
+    if len(set(seeds)) < len(seeds) or len(set(budgets)) < len(budgets):
+        p.add("grid: seeds and epoch budgets must not repeat")
     if scale_t.get("max_seeds"):
         seeds = seeds[: scale_t["max_seeds"]]
     div, lo = scale_t.get("epochs_divisor", 1), scale_t.get("min_epochs", 1)
@@ -342,6 +360,10 @@ def _variants(raw: dict, allow_unmatched: bool, spec_dir: Path, p: Problems) -> 
 def _variant(name: str, t: Any, allow_unmatched: bool, spec_dir: Path,
              p: Problems) -> Variant | None:
     w = f"variants.{name}"
+    if not SAFE_NAME.fullmatch(name):
+        p.add(f"{w}: the name becomes a folder name: use letters, digits, '-', '_', '.' (not "
+              "first), at most 100 characters")
+        return None
     if not isinstance(t, dict):
         p.add(f"{w}: expected a table")
         return None

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 from harness import config as C
 from harness import jobs, records, train
 from harness.jobs import ACTIVE, BACKENDS, job_states, read_submissions
-from harness.spec import Run, SpecErrors, Study, load_spec, print_plan
+from harness.spec import SAFE_NAME, Run, SpecErrors, Study, load_spec, print_plan
 from methods.errors import UserError
 
 EXECUTORS = tuple(BACKENDS)
@@ -71,10 +71,22 @@ def freeze_spec(study: Study, sdir: Path, echo=print) -> None:
     records.atomic_write_text(frozen, text)
 
 
-def write_manifest(study: Study, sdir: Path) -> None:
+def write_manifest(study: Study, sdir: Path, echo=print) -> None:
+    """manifest.json: every run of the spec (current) and of earlier versions of it (not
+    current). A manifest that cannot be read is kept aside as manifest.json.corrupt-N and
+    rebuilt from the spec (earlier versions' runs are then no longer listed)."""
     path = sdir / "manifest.json"
-    old = records.read_json(path) if path.exists() else {}
-    runs = {r["run_id"]: r for r in old.get("runs", [])}
+    try:
+        old = records.read_json(path) if path.exists() else {}
+        runs = {r["run_id"]: r for r in old.get("runs", []) if isinstance(r.get("run_id"), str)}
+    except (OSError, ValueError, AttributeError, TypeError):
+        n = 1
+        while (sdir / f"manifest.json.corrupt-{n}").exists():
+            n += 1
+        shutil.copy2(path, sdir / f"manifest.json.corrupt-{n}")
+        echo(f"note: manifest.json was unreadable; kept as manifest.json.corrupt-{n} and "
+             "rebuilt from the spec")
+        runs = {}
     runs.update({r.run_id: r.manifest() for r in study.runs})
     current = {r.run_id for r in study.runs}
     for rid, r in runs.items():
@@ -131,12 +143,20 @@ def plan_runs(study: Study, sdir: Path, retry_failed: bool,
     return todo, skipped
 
 
+def run_dir_of(sdir: Path, run_id: str) -> Path:
+    """RUN_DIR of a run id, verified to lie inside the study directory."""
+    path = (Path(sdir) / "runs" / run_id).resolve()
+    if not path.is_relative_to(Path(sdir).resolve() / "runs"):
+        raise UserError("run_id", f"{run_id!r} would leave the study directory; use plain names")
+    return path
+
+
 def prepare_records(runs: list[Run], sdir: Path) -> None:
     """Write each run's config.json. A run that exists keeps its id (same hash) but takes the
     new values of the keys left out of the hash (data.root, device), so `--set data.root=...`
     on another machine reaches resumed and retried runs too."""
     for r in runs:
-        run_dir = sdir / "runs" / r.run_id
+        run_dir = run_dir_of(sdir, r.run_id)
         path = run_dir / "config.json"
         want = {**C.to_dict(r.cfg), "config_hash": C.config_hash(r.cfg)}
         if path.exists():
@@ -235,12 +255,13 @@ def status_counts(sdir: Path) -> tuple[dict[str, int], list[dict[str, Any]]]:
         runs = list(manifest["runs"])
     except (ValueError, KeyError, TypeError) as e:
         raise UserError("STUDY_DIR", f"{manifest_path} is corrupt ({e}); re-run the sweep "
-                        "command (with --dry-run to write nothing but the plan)") from None
+                        "command: it rebuilds the manifest from the spec") from None
     subs = read_submissions(sdir)
     jstates = job_states(sdir, subs, strict=False)
     rows = []
     for r in runs:
-        if not r.get("current", True):
+        if not isinstance(r, dict) or not isinstance(r.get("run_id"), str) or \
+                not SAFE_NAME.fullmatch(r["run_id"]) or not r.get("current", True):
             continue
         state, detail = run_state(sdir / "runs" / r["run_id"], jstates.get(r["run_id"]))
         sub = subs.get(r["run_id"], {})

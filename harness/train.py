@@ -9,6 +9,7 @@ interrupted); :func:`run` adds the run-directory checks and the lock.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import math
 import os
@@ -36,6 +37,7 @@ from harness.env import environment, peak_memory_mb, reset_peak_memory, resolve_
 from methods.act import PactAct
 from methods.base import Method, Progress, UserError, WeightQuantizer
 from methods.base import get as get_method
+from methods.errors import require
 
 # --------------------------------------------------------------------------- set-up
 
@@ -66,13 +68,17 @@ def default_param_groups(model: nn.Module, ocfg: C.OptimConfig) -> list[dict]:
     wd = {"weight": ocfg.weight_decay,
           "bn": 0.0 if ocfg.wd_exclude_bn else ocfg.weight_decay,
           "quant": 0.0 if ocfg.wd_exclude_quant else ocfg.weight_decay}
-    return [{"params": ps, "weight_decay": wd[k], "kind": k} for k, ps in groups.items() if ps]
+    lr = {"weight": ocfg.lr, "bn": ocfg.lr, "quant": ocfg.lr * ocfg.quant_lr_scale}
+    return [{"params": ps, "weight_decay": wd[k], "lr": lr[k], "kind": k}
+            for k, ps in groups.items() if ps]
 
 
 def make_optimizer(groups: list[dict], ocfg: C.OptimConfig) -> torch.optim.Optimizer:
     if ocfg.name == "sgd":
         return torch.optim.SGD(groups, lr=ocfg.lr, momentum=ocfg.momentum,
                                nesterov=ocfg.nesterov and ocfg.momentum > 0)
+    if ocfg.name == "adamw":  # decoupled weight decay (Loshchilov & Hutter)
+        return torch.optim.AdamW(groups, lr=ocfg.lr, betas=tuple(ocfg.betas))
     return torch.optim.Adam(groups, lr=ocfg.lr, betas=tuple(ocfg.betas))
 
 
@@ -301,6 +307,7 @@ class Trainer:
             method.after_epoch(model, self.run)           # recalibration, bookkeeping
             train_time = self.clock() - t0
             test_loss, test_acc = self.evaluate_deployed()
+            self.check_finite(epoch, test_loss)           # else the run ends diverged
             row = {"epoch": epoch + 1, **train_stats, "test_loss": test_loss,
                    "test_acc": test_acc, "lr": self.lr_at_epoch_start, "epoch_time_s": train_time,
                    "samples_per_s": self.data.num_train / train_time,
@@ -401,6 +408,13 @@ class Trainer:
         with self.method.deployed(self.model):
             return self.run.evaluate(self.model)
 
+    def check_finite(self, epoch: int, test_loss: float) -> None:
+        if not math.isfinite(test_loss):
+            raise Diverged(f"non-finite test loss after epoch {epoch + 1}")
+        finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()])
+        if not bool(finite.all()):
+            raise Diverged(f"non-finite parameters after epoch {epoch + 1}")
+
     def clock(self) -> float:
         """Seconds, after the device has finished its queued work."""
         if self.device.type == "cuda":
@@ -500,18 +514,29 @@ class Trainer:
             return self.fit()
         except Diverged as e:
             return self._ended("diverged", str(e))
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                self._failed(e)
+                raise
+            raise UserError("--out", f"no space left on the device while writing "
+                            f"{e.filename or self.run_dir}; the last good records and "
+                            "checkpoint are kept: free space and re-run the same command to "
+                            "resume") from None
         except (Interrupted, KeyboardInterrupt) as e:
             self._ended("interrupted", f"interrupted ({e or 'Ctrl-C'}) after epoch {self.epoch}; "
                                        "re-run to resume from its checkpoint")
             raise
         except Exception as e:
-            self.log("failed:\n" + traceback.format_exc())
-            self._ended("failed", f"{type(e).__name__}: {e}".splitlines()[0])
+            self._failed(e)
             raise
         finally:
             self.bar(None)
             if self.dist.world > 1 and torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
+
+    def _failed(self, e: Exception) -> None:
+        self.log("failed:\n" + traceback.format_exc())
+        self._ended("failed", f"{type(e).__name__}: {e}".splitlines()[0])
 
     def _ended(self, status: str, error: str) -> records.RunSummary:
         self.log(f"{status}: {error}")
@@ -556,7 +581,10 @@ def _progress(cfg: C.RunConfig, start: int, echo) -> Callable[[str | None], None
 
 
 def prepare_run_dir(run_dir: Path, cfg: C.RunConfig) -> str:
-    """Create or check RUN_DIR. Returns its state: 'new', 'resume' or the finished status."""
+    """Create or check RUN_DIR. Returns its state: 'new', 'resume' or the finished status.
+
+    A run whose records say completed but do not agree (records.load_run) is resumed: its
+    checkpoint rewrites them (or, without one, it starts over)."""
     run_dir = Path(run_dir)
     records.ensure_writable_dir(run_dir, "--out", "choose a writable directory")
     cfg_path = run_dir / "config.json"
@@ -566,17 +594,14 @@ def prepare_run_dir(run_dir: Path, cfg: C.RunConfig) -> str:
         return "new"
     try:
         have = records.read_json(cfg_path).get("config_hash")
-    except (ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError):
         raise UserError("--out", f"{cfg_path} is corrupt; delete {str(run_dir)!r} or choose "
                         "another --out") from None
     if have != want:
         raise UserError("--out", f"{str(run_dir)!r} holds a run with a different config "
                         f"(hash {have}, this one {want}); choose another --out or delete it")
-    try:
-        status = records.read_summary(run_dir).status
-    except (OSError, ValueError, TypeError):
-        status = None
-    return status if status in ("completed", "diverged") else "resume"
+    rec = records.load_run(run_dir, with_metrics=False)
+    return rec.status if rec.status in ("completed", "diverged") else "resume"
 
 
 def run(cfg: C.RunConfig, run_dir: Path,
@@ -607,6 +632,10 @@ def run(cfg: C.RunConfig, run_dir: Path,
         if state in ("completed", "diverged"):
             echo(f"{run_dir}: already {state}; nothing to do")
             return records.read_summary(run_dir)
+        records.remove_stale_temp_files(run_dir)  # ours alone now: we hold the lock
+        problem = records.load_run(run_dir, with_metrics=False).problem
+        if problem and problem != "no config.json":
+            echo(f"{run_dir}: records are corrupt ({problem}); repairing from the checkpoint")
         with owner_file(run_dir):
             return Trainer(cfg, run_dir, echo).run_guarded()
 
@@ -639,15 +668,18 @@ def cmd_run(args) -> int:
     """`python -m harness run`: exit 0 completed, 1 failed, 3 diverged, 143 interrupted."""
     from harness.cli import RUN_FLAGS
 
+    require(args.out.strip(), "--out", "give a run directory, e.g. --out results/runs/mine")
     flags = {key: getattr(args, key) for _, key, _, _ in RUN_FLAGS}
     flags["data.download"] = getattr(args, "data.download")
     cfg = C.build(args.config, flags, args.set)
-    raise_on_sigterm()  # SIGTERM: the run ends interrupted with its last checkpoint
+    before = raise_on_sigterm()  # SIGTERM: the run ends interrupted with its last checkpoint
     try:
         summary = run(cfg, Path(args.out))
     except Interrupted:
         print(f"{args.out}: interrupted; re-run the same command to resume", file=sys.stderr)
         return 143
+    finally:
+        signal.signal(signal.SIGTERM, before)
     if summary.status == "completed":
         if Dist.from_env().main:
             print(f"{args.out}: completed, final deployed test accuracy "

@@ -118,8 +118,9 @@ def test_malformed_data_is_a_one_line_user_error(tmp_path, capsys):
         (cifar / name).write_bytes(b"")                      # truncated files
     folder = tmp_path / "folder"
     for split in ("train", "test"):
-        (folder / split / "a").mkdir(parents=True)
-        (folder / split / "a" / "0.jpg").write_text("not an image")
+        for c in ("a", "b"):
+            (folder / split / c).mkdir(parents=True)
+            (folder / split / c / "0.jpg").write_text("not an image")
     for args in (["--dataset", "cifar10", "--data-root", str(tmp_path / "cifar")],
                  ["--dataset", "imagefolder", "--data-root", str(folder)]):
         rc = main(["run", "--out", str(tmp_path / "r" / args[1]), "--set", "progress=none", *args])

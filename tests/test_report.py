@@ -37,7 +37,7 @@ def write_run(root: Path, run_id: str, *, method: str, acc: float | None, w: int
     cfg = C.RunConfig(method=method, method_options=dict(options or {}), w_bits=w, a_bits=a,
                       epochs=epochs, seed=seed, model=C.ModelConfig(name=model),
                       data=C.DataConfig(name=dataset),
-                      meta=C.MetaConfig(study="t", variant=variant, scale="test",
+                      meta=C.MetaConfig(study=root.name, variant=variant, scale="test",
                                         unmatched=unmatched))
     d = C.to_dict(cfg)
     d["config_hash"] = C.config_hash(cfg)

@@ -279,8 +279,9 @@ def test_a_second_process_on_a_running_run_stops_at_once(tmp_path):
 def test_a_run_that_cannot_start_is_recorded_failed_with_its_error(tmp_path, capsys):
     folder = tmp_path / "images"
     for split in ("train", "test"):
-        (folder / split / "a").mkdir(parents=True)
-        (folder / split / "a" / "0.jpg").write_text("not an image")  # passes the root check
+        for c in ("a", "b"):
+            (folder / split / c).mkdir(parents=True)
+            (folder / split / c / "0.jpg").write_text("not an image")  # passes the root check
     text = SPEC.replace("epochs = [1, 2]", "epochs = [1]").replace("seeds = [0, 1]", "seeds = [0]")
     text = text.replace('data = { name = "digits", subset_train = 200, subset_test = 100 }',
                         f'data = {{ name = "imagefolder", root = "{folder}" }}')

@@ -21,7 +21,6 @@ Tables (tables.py), figures (figures.py) and reviewer answers (questions.py) onl
 """
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import math
@@ -201,36 +200,10 @@ def _metric_columns(rec, header: list[str]) -> list[str]:
 
 
 def load_record(run_dir: Path):
-    """harness.records.load_run, reading only the metrics columns the report uses.
-
-    load_run(with_metrics=True) parses every column of every metrics.csv, most of the time
-    of a 1,000-run report; this applies load_run's metrics checks (readable, the standard
-    columns, one row per epoch of a completed run) to a column subset instead.
-    """
-
-
-    rec = load_run(run_dir, with_metrics=False)
-    if rec.problem or rec.status != "completed":
-        return rec
-    path = rec.path / "metrics.csv"
-    want = (rec.config or {}).get("epochs")
-    try:
-        with open(path, newline="") as f:
-            header = next(csv.reader(f), [])
-        missing = [c for c in METRIC_COLUMNS if c not in header]
-        if missing:
-            rec.problem = f"metrics.csv lacks columns {missing}"
-            return rec
-        rec.metrics = pd.read_csv(path, usecols=_metric_columns(rec, header))
-    except FileNotFoundError:
-        rec.metrics = None
-    except (OSError, ValueError) as e:
-        rec.problem = f"metrics.csv unreadable: {e}"
-        return rec
-    n = 0 if rec.metrics is None else len(rec.metrics)
-    if n != want:
-        rec.problem = f"metrics.csv has {n} rows for {want} epochs"
-    return rec
+    """harness.records.load_run (the one record validator), loading only the metrics columns
+    the report uses (parsing every column of a thousand metrics.csv files would dominate a
+    report's time)."""
+    return load_run(run_dir, columns=_metric_columns)
 
 
 def _load_one(run_dir: Path):
@@ -369,6 +342,27 @@ def _missing_row(entry: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _foreign(run_id: str, rec, manifest: dict[str, Any] | None, man_runs: dict,
+             seen: dict[str, str]) -> str:
+    """Why a completed run directory does not belong in this study's numbers, or "": only
+    runs the manifest lists count, once each, and only when the record is the run the
+    directory name says (a copied seed or a run of another study is excluded, with why)."""
+    if manifest is not None and run_id not in man_runs:
+        return "not listed in manifest.json (a copied or foreign run directory)"
+    cfg = rec.config or {}
+    h = str(cfg.get("config_hash", ""))
+    suffix = run_id.rsplit("_", 1)[-1]
+    if len(suffix) == 8 and h and not h.startswith(suffix):
+        return f"its config (hash {h[:8]}) is not the run its name says ({suffix}): a copy"
+    study = (cfg.get("meta") or {}).get("study")
+    if manifest is not None and study and manifest.get("study") and study != manifest["study"]:
+        return f"a run of study {study!r}, not {manifest['study']!r}"
+    if h in seen:
+        return f"duplicate of {seen[h]} (same config)"
+    seen[h] = run_id
+    return ""
+
+
 def _runs_table(study_dir: Path, manifest: dict[str, Any] | None, jobs: int):
     """(runs DataFrame, metrics of the included runs, method_info of every record) from
     every run directory and the manifest's runs that have none."""
@@ -380,10 +374,13 @@ def _runs_table(study_dir: Path, manifest: dict[str, Any] | None, jobs: int):
                          "manifest.json; run the sweep first")
     man_runs = {r.get("run_id"): r for r in (manifest or {}).get("runs", []) if isinstance(r, dict)}
     recs = _load_all(dirs, jobs)
-    rows, metrics, infos = [], {}, {}
+    rows, metrics, infos, seen = [], {}, {}, {}
     for d, rec in zip(dirs, recs):
         row = _run_row(d.name, rec, man_runs.get(d.name, {}), NON_SEMANTIC)
         row["in_manifest"] = d.name in man_runs if manifest else True
+        foreign = _foreign(d.name, rec, manifest, man_runs, seen)
+        if foreign and row["included"]:
+            row["included"], row["reason"] = False, foreign
         rows.append(row)
         infos[d.name] = (rec.summary.method_info if rec.summary else None) or {}
         if row["included"]:

@@ -211,7 +211,7 @@ def excluded_blocks(st: StudyRecords) -> list[Block]:
                 + ".", ""]
     if st.manifest and "in_manifest" in st.runs and not st.runs["in_manifest"].all():
         extra = st.runs.loc[~st.runs["in_manifest"], "run_id"].tolist()
-        out += [f"Run directories not in manifest.json (still used when completed): "
+        out += [f"Run directories not in manifest.json (excluded from every number): "
                 f"{', '.join(extra[:20])}" + (" …" if len(extra) > 20 else "") + ".", ""]
     return out
 
