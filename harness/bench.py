@@ -34,8 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-# Step-time targets, checked on every bench run: (variant prefix, ratio denominator, limit),
-# i.e. a variant's median step time may be at most ``limit`` times the bare loop's or fp's.
+# Step-time targets: (variant prefix, ratio denominator, limit), i.e. a variant's median step
+# time may be at most ``limit`` times the bare loop's or fp's. They were set for ResNet-20 at
+# batch 128 (TARGET_MODEL); other models get the ratios without PASS/MISS.
+TARGET_MODEL = "resnet20"
 TARGETS = [
     ("fp", "bare", 1.05), ("ste", "fp", 1.10), ("dorefa", "fp", 1.10), ("lsq", "fp", 1.10),
     ("lqnet", "fp", 1.20), ("slb[bn=none]", "fp", 1.15), ("slb[bn=recal_epoch]", "fp", 1.15),
@@ -315,6 +317,9 @@ def run_bench(args, echo=print) -> tuple[Any, list[str]]:
         if len(ste) else float("nan")
     echo(f"timed {args.rounds} rounds x {args.steps} steps per variant in "
          f"{time.time() - t_all:.0f}s")
+    if args.model != TARGET_MODEL:
+        return df, [f"targets are set for {TARGET_MODEL}; {args.model}: ratios only, no "
+                    "PASS/MISS"]
     return df, check_targets(df)
 
 

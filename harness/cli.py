@@ -26,6 +26,9 @@ COMMANDS = {
                "tables, figures and reviewer answers from a study's run records"),
     "bench": ("harness.bench", "cmd_bench",
               "time and memory of every method vs a bare PyTorch loop"),
+    "config": ("harness.describe", "cmd_config",
+               "every config key with its type, default, allowed values and meaning"),
+    "show": ("harness.describe", "cmd_show", "a run's state, code, config and last metrics"),
 }
 
 
@@ -82,7 +85,11 @@ def _add_run(sub, names: dict[str, str]) -> None:
     p.add_argument("--config", help="TOML/JSON file with config keys")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config key, e.g. --set model.width=0.5 --set method.scaling=channel")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (re-running the same "
+                   "command resumes it)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="resume (or repair) the run in RUN_DIR "
+                   "with its own config.json; --set may change only keys outside the run id "
+                   "(device, data.root, progress, loggers)")
 
 
 def _add_export(sub) -> None:
@@ -94,9 +101,10 @@ def _add_export(sub) -> None:
 def _add_sweep(sub, executors: tuple[str, ...]) -> None:
     p = sub.add_parser("sweep", help=COMMANDS["sweep"][2])
     p.add_argument("spec", metavar="STUDY.toml", help="the study spec (see studies/)")
-    p.add_argument("--executor", choices=executors, default="slurm",
+    p.add_argument("--executor", choices=("auto",) + executors, default="auto",
                    help="where runs execute: SLURM job arrays, local worker processes, or "
-                        "this process (debug)")
+                        "this process (debug); auto = slurm when a SLURM controller answers, "
+                        "else local")
     p.add_argument("--scale", default=None, help="scale profile, e.g. smoke (default: full)")
     p.add_argument("--dry-run", action="store_true", help="validate and print; submit nothing")
     p.add_argument("--retry-failed", action="store_true", help="also resubmit failed runs")
@@ -155,6 +163,14 @@ def _add_bench(sub) -> None:
     p.add_argument("--out", default="results/bench", help="folder for bench.csv and bench.md")
 
 
+def _add_inspect(sub) -> None:
+    p = sub.add_parser("config", help=COMMANDS["config"][2])
+    p.add_argument("--method", default=None,
+                   help="list this method's options (method.<option> keys) instead")
+    p = sub.add_parser("show", help=COMMANDS["show"][2])
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory")
+
+
 def build_parser(help_wanted: bool = True) -> Parser:
     parser = Parser(prog="python -m harness",
                     description="slbench: matched-budget low-bit quantization benchmarks")
@@ -165,12 +181,17 @@ def build_parser(help_wanted: bool = True) -> Parser:
     _add_sweep(sub, ("slurm", "local", "debug"))
     _add_report(sub)
     _add_bench(sub)
+    _add_inspect(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(help_wanted=any(a in ("-h", "--help") for a in argv)).parse_args(argv)
+    parser = build_parser(help_wanted=any(a in ("-h", "--help") for a in argv))
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the subcommand's own parser, so the hint points at its --help
+        parser._subparsers._group_actions[0].choices[args.command].error(
+            f"unrecognized arguments: {' '.join(extra)}")
     module, function, _ = COMMANDS[args.command]
     try:
         return getattr(importlib.import_module(module), function)(args)

@@ -165,7 +165,8 @@ def _known_keys() -> set[str]:
 
 def _suggest(key: str) -> str:
     close = difflib.get_close_matches(key, sorted(_known_keys()), n=1)
-    return f"; did you mean {close[0]!r}?" if close else "; see `python -m harness run --help`"
+    return (f"; did you mean {close[0]!r}?" if close
+            else "; see `python -m harness config` for every key")
 
 
 def from_flat(flat: dict[str, Any]) -> RunConfig:
@@ -339,6 +340,21 @@ def config_hash(cfg: RunConfig) -> str:
             flat.pop(k)
     blob = json.dumps(flat, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def describe_diff(old: dict[str, Any], new: RunConfig) -> list[str]:
+    """The keys that make two configs different runs, each with both values
+    ("optim.lr = 0.1 there, 0.05 here"); keys left out of the hash are ignored."""
+    a = flatten({k: v for k, v in old.items() if k != "config_hash"})
+    b = flatten(to_dict(new))
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if k in NON_SEMANTIC or (k in LATER_KEYS and a.get(k, LATER_KEYS[k]) ==
+                                 b.get(k, LATER_KEYS[k])):
+            continue
+        if a.get(k) != b.get(k):
+            out.append(f"{k} = {a.get(k)!r} there, {b.get(k)!r} here")
+    return out
 
 
 def cell_key(cfg: RunConfig) -> dict[str, Any]:

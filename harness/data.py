@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from harness.records import atomic_save_npy
-from methods.errors import UserError, require
+from methods.errors import UserError, did_you_mean, require
 
 SUBSET_SEED = 20201  # fixed: subsets never depend on the run seed
 FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"
@@ -381,7 +381,7 @@ def describe_datasets() -> dict[str, str]:
 
 def check_name(name: str) -> None:
     require(name in DATASETS, "data.name",
-            f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+            f"unknown dataset {name!r}{did_you_mean(name, DATASETS)}")
 
 
 def default_augment(name: str) -> bool:

@@ -211,6 +211,17 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
     return states
 
 
+def slurm_answers() -> bool:
+    """True when a SLURM controller responds (`scontrol ping`)."""
+    if shutil.which("scontrol") is None:
+        return False
+    try:
+        p = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return p.returncode == 0 and "UP" in p.stdout
+
+
 def max_array_size() -> int:
     """The cluster's MaxArraySize (`scontrol show config`), the default when unknown."""
     try:

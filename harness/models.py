@@ -18,6 +18,7 @@ from torch import nn
 
 from methods.act import make_act_quantizer, nonlinearity
 from methods.base import QLayer, require, set_module
+from methods.errors import did_you_mean
 
 
 def _c(channels: int, width: float) -> int:
@@ -166,7 +167,7 @@ def describe_models() -> dict[str, str]:
 
 def check(mcfg) -> None:
     require(mcfg.name in MODELS, "model.name",
-            f"unknown model {mcfg.name!r}; choose one of {sorted(MODELS)}")
+            f"unknown model {mcfg.name!r}{did_you_mean(mcfg.name, MODELS)}")
     # "not <=" keeps the check as it was: a NaN width is not refused here
     require(not mcfg.width <= 0, "model.width", f"must be > 0, got {mcfg.width}")
     require(mcfg.name != "resnet18" or mcfg.width == 1.0, "model.width",

@@ -16,6 +16,7 @@ raises :class:`SpecErrors`, so a user fixes a broken spec in one pass.
 from __future__ import annotations
 
 import collections
+import difflib
 import json
 import os
 import re
@@ -172,7 +173,10 @@ class Problems:
     def known(self, table: dict, allowed, section: str) -> None:
         for key in table:
             if key not in allowed:
-                self.add(f"{section}.{key}: unknown key; allowed: {', '.join(sorted(allowed))}")
+                close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                self.add(f"{section}.{key}: unknown key; {hint}allowed: "
+                         f"{', '.join(sorted(allowed))}")
 
 
 # --------------------------------------------------------------------------- reading, step by step
@@ -194,6 +198,8 @@ def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None
     scale = scale or "full"
     scale_t = _scale(raw, scale, p)
     recipe = _recipe(raw, sets, path.parent, p)
+    for key in _bad_recipe_keys(recipe, p):
+        del recipe[key]  # reported once here, not again for every run
     bits, budget_map, seeds, excludes = _grid(raw, scale, scale_t, p)
     variants = _variants(raw, allow_unmatched, path.parent, p)
     executor = {**EXECUTOR_DEFAULTS, **p.typed(raw.get("executor", {}), EXECUTOR_TYPES,
@@ -278,6 +284,19 @@ def _recipe(raw: dict, sets: list[str] | None, spec_dir: Path, p: Problems) -> d
                   "to [grid] or [variants.NAME]")
     _fix_root(recipe, spec_dir)
     return recipe
+
+
+def _bad_recipe_keys(recipe: dict[str, Any], p: Problems) -> list[str]:
+    """Check each shared recipe key on its own (unknown keys, wrong types), so every bad key
+    is reported once, with a "did you mean" for misspelled names."""
+    bad = []
+    for key, value in recipe.items():
+        try:
+            C.from_flat({key: value})
+        except UserError as e:
+            p.add(f"recipe.{e}")
+            bad.append(key)
+    return bad
 
 
 def _pairs(value: Any, where: str, p: Problems) -> list[tuple[int, int]]:
@@ -447,7 +466,8 @@ def _one_run(study: Study, v: Variant, recipe: dict, scale_set: dict, w: int, a:
     try:
         cfg = C.resolve(C.from_flat(flat))
     except UserError as err:
-        p.add(f"variants.{v.name}: {err}")
+        shared = err.field in recipe and err.field not in v.recipe
+        p.add(f"recipe.{err}" if shared else f"variants.{v.name}: {err}")
         return None
     res = {**study.executor, **v.executor}
     h = C.config_hash(cfg)

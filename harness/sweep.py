@@ -178,6 +178,11 @@ def cmd_sweep(args) -> int:
         print(f"error: {len(e.errors)} problem(s) in {args.spec}; nothing was submitted",
               file=sys.stderr)
         return 2
+    if args.executor == "auto":
+        up = jobs.slurm_answers()
+        args.executor = "slurm" if up else "local"
+        why = "a SLURM controller answers" if up else "no SLURM controller answers"
+        print(f"executor: {args.executor} (auto: {why}; choose with --executor)")
     if args.executor == "slurm" and shutil.which("sbatch") is None:
         raise UserError("--executor", "slurm needs sbatch on PATH; use --executor local or "
                         "start the local cluster (python slurm/cluster.py start)")
@@ -289,7 +294,9 @@ def _last_error_line(sdir: Path, row: dict[str, Any]) -> tuple[str, str]:
 def cmd_status(args) -> int:
     sdir = Path(args.study_dir)
     counts, rows = status_counts(sdir)
-    print(f"{sdir}: {len(rows)} runs: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
+    done = sum(counts[k] for k in ("completed", "failed", "diverged"))
+    print(f"{sdir}: {done}/{len(rows)} runs done: "
+          + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
     per = collections.defaultdict(collections.Counter)
     for r in rows:
         per[(r["variant"], f"W{r['w_bits']}/A{r['a_bits']}", r["epochs"])][r["state"]] += 1

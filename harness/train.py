@@ -34,6 +34,7 @@ from harness import data as data_mod
 from harness import models, procs, records, source
 from harness.cost import memory_costs
 from harness.env import environment, peak_memory_mb, reset_peak_memory, resolve_device
+from harness.loggers import SINKS
 from methods.act import PactAct
 from methods.base import Method, Progress, UserError, WeightQuantizer
 from methods.base import get as get_method
@@ -289,6 +290,8 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank % torch.cuda.device_count())
         self.rows: list[dict[str, Any]] = []
         self.epoch, self.step_count, self.wall, self.final_done = 0, 0, 0.0, False
+        self.display = Display(cfg, self.echo, 0, main=False)
+        self.sinks: list = []
 
     # --- the whole run
     def fit(self) -> records.RunSummary:
@@ -302,6 +305,7 @@ class Trainer:
             hold_point(self.run_dir, epoch)               # tests only (SLBENCH_HOLD_DIR)
             self.run.epoch = epoch
             t0 = self.clock()
+            self.display.epoch_start(epoch)
             method.on_epoch_start(model, self.progress(epoch))
             train_stats = self.train_epoch(epoch)         # before_step, loss, after_step
             method.after_epoch(model, self.run)           # recalibration, bookkeeping
@@ -345,6 +349,7 @@ class Trainer:
         groups = self.method.param_groups(self.model, default_param_groups(self.model, cfg.optim))
         self.optimizer = make_optimizer(groups, cfg.optim)
         self.spe = self.data.steps_per_epoch(cfg.batch_size)
+        self.display = Display(cfg, self.echo, self.spe, self.dist.main)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.spe, cfg.epochs, cfg.optim))
         self.forward = self.model
@@ -380,6 +385,7 @@ class Trainer:
             correct += (out.argmax(1) == y).sum()
             n += len(y)
             self.step_count += 1
+            self.display.step()
         self.dist.all_sum(loss_sum, total_sum, correct, n)
         if not bool(torch.isfinite(total_sum)):
             raise Diverged(f"non-finite loss in epoch {epoch + 1}")
@@ -429,7 +435,9 @@ class Trainer:
         self.write_records("running")
         line = _epoch_line(row, self.cfg.epochs)
         self.log(line)
-        self.bar(line)
+        self.display.epoch_end(line)
+        for sink in self.sinks:
+            sink.log(self.rows[-1])
 
     # --- checkpoints
     def save_checkpoint(self) -> None:
@@ -471,13 +479,21 @@ class Trainer:
         return True
 
     def resume(self) -> None:
+        """Restore the last checkpoint (if any), say where the run starts, open the sinks."""
         resumed = self.load_checkpoint()
         cfg = self.cfg
-        self.log(f"resumed at epoch {self.epoch}" if resumed else
-                 f"start {cfg.method} W{cfg.w_bits}/A{cfg.a_bits} {cfg.model.name} on "
-                 f"{cfg.data.name} ({self.data.num_train} train images), device {self.device}")
+        n_params = sum(p.numel() for p in self.model.parameters())
+        line = (f"resumed at epoch {self.epoch} of {cfg.epochs}" if resumed else
+                f"start {cfg.method} W{cfg.w_bits}/A{cfg.a_bits} {cfg.model.name} on "
+                f"{cfg.data.name} ({self.data.num_train} train images, {self.spe} steps per "
+                f"epoch), {n_params:,} parameters, device {self.device}")
+        self.log(line)
+        self.display.say(f"{self.run_dir}: {line}")
         reset_peak_memory(self.device)
-        self.bar = _progress(cfg, self.epoch, self.echo) if self.dist.main else (lambda s: None)
+        if self.dist.main:
+            self.sinks = [SINKS[name]() for name in cfg.loggers]
+            for sink in self.sinks:
+                sink.start(self.run_dir, C.to_dict(cfg), self.rows)
         src = source.state()
         if src.dirty and self.dist.main:  # the uncommitted code this run used, kept with it
             records.atomic_write_text(self.run_dir / "source.diff", src.diff)
@@ -509,7 +525,6 @@ class Trainer:
             torch.distributed.init_process_group(
                 "nccl" if self.device.type == "cuda" else "gloo",
                 rank=self.dist.rank, world_size=self.dist.world)
-        self.bar = lambda line: None
         try:
             return self.fit()
         except Diverged as e:
@@ -530,9 +545,16 @@ class Trainer:
             self._failed(e)
             raise
         finally:
-            self.bar(None)
+            self.close_outputs()
             if self.dist.world > 1 and torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
+
+    def close_outputs(self) -> None:
+        self.display.close()
+        for sink in self.sinks:
+            with contextlib.suppress(Exception):  # a sink never turns a result into a failure
+                sink.close()
+        self.sinks = []
 
     def _failed(self, e: Exception) -> None:
         self.log("failed:\n" + traceback.format_exc())
@@ -559,25 +581,40 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
             f"{row['epoch_time_s']:.1f}s {extra}").rstrip()
 
 
-def _progress(cfg: C.RunConfig, start: int, echo) -> Callable[[str | None], None]:
-    """A tqdm bar on a TTY, one line per epoch otherwise (``progress`` can force either)."""
-    mode = cfg.progress
-    if mode == "auto":
-        mode = "bar" if sys.stderr.isatty() else "line"
-    if mode == "none":
-        return lambda line: None
-    if mode == "line":
-        return lambda line: line is not None and echo(line)
+class Display:
+    """What the terminal shows of a run. ``bar`` (the default on a terminal): a tqdm bar over
+    the steps of the current epoch, with each finished epoch's line left above it; ``line``
+    (the default otherwise: logs, pipes, jobs): one line per epoch; ``none``. Only rank 0
+    of a distributed run shows anything."""
 
-    bar = tqdm(total=cfg.epochs, initial=start, unit="epoch", dynamic_ncols=True)
+    def __init__(self, cfg: C.RunConfig, echo: Callable[[str], None], steps: int, main: bool):
+        mode = cfg.progress
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "line"
+        self.mode = mode if main else "none"
+        self.echo, self.steps, self.epochs, self.bar = echo, steps, cfg.epochs, None
 
-    def update(line):
-        if line is None:
-            bar.close()
-        else:
-            bar.set_postfix_str(line.split(" ", 2)[2][:80])
-            bar.update(1)
-    return update
+    def say(self, line: str) -> None:
+        if self.mode != "none":
+            tqdm.write(line) if self.mode == "bar" else self.echo(line)
+
+    def epoch_start(self, epoch: int) -> None:
+        if self.mode == "bar":
+            self.bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{self.epochs}",
+                            unit="step", leave=False, dynamic_ncols=True)
+
+    def step(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def epoch_end(self, line: str) -> None:
+        self.close()
+        self.say(line)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def prepare_run_dir(run_dir: Path, cfg: C.RunConfig) -> str:
@@ -598,8 +635,11 @@ def prepare_run_dir(run_dir: Path, cfg: C.RunConfig) -> str:
         raise UserError("--out", f"{cfg_path} is corrupt; delete {str(run_dir)!r} or choose "
                         "another --out") from None
     if have != want:
-        raise UserError("--out", f"{str(run_dir)!r} holds a run with a different config "
-                        f"(hash {have}, this one {want}); choose another --out or delete it")
+        diff = C.describe_diff(records.read_json(cfg_path), cfg)
+        raise UserError("--out", f"{str(run_dir)!r} holds a run with a different config ("
+                        f"{'; '.join(diff[:6]) or f'hash {have}, this one {want}'}"
+                        f"{'; ...' if len(diff) > 6 else ''}); resume it as it was with "
+                        f"`python -m harness run --resume {run_dir}`, or choose another --out")
     rec = records.load_run(run_dir, with_metrics=False)
     return rec.status if rec.status in ("completed", "diverged") else "resume"
 
@@ -668,7 +708,15 @@ def cmd_run(args) -> int:
     """`python -m harness run`: exit 0 completed, 1 failed, 3 diverged, 143 interrupted."""
     from harness.cli import RUN_FLAGS
 
-    require(args.out.strip(), "--out", "give a run directory, e.g. --out results/runs/mine")
+    if args.resume:  # the run's own config; flags and --set may change what is not semantic
+        require(not args.config and (not args.out or Path(args.out) == Path(args.resume)),
+                "--resume", "takes the run's own config.json and directory; drop --config and "
+                "--out")
+        require((Path(args.resume) / "config.json").is_file(), "--resume",
+                f"{args.resume!r} has no config.json; pass a run directory")
+        args.config, args.out = str(Path(args.resume) / "config.json"), args.resume
+    require(bool(args.out and args.out.strip()), "--out",
+            "give a run directory, e.g. --out results/runs/mine (or --resume RUN_DIR)")
     flags = {key: getattr(args, key) for _, key, _, _ in RUN_FLAGS}
     flags["data.download"] = getattr(args, "data.download")
     cfg = C.build(args.config, flags, args.set)
@@ -679,7 +727,7 @@ def cmd_run(args) -> int:
         print(f"{args.out}: interrupted; re-run the same command to resume", file=sys.stderr)
         return 143
     finally:
-        signal.signal(signal.SIGTERM, before)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
     if summary.status == "completed":
         if Dist.from_env().main:
             print(f"{args.out}: completed, final deployed test accuracy "

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods._ops import per_channel, sign
-from methods.errors import UserError, require  # noqa: F401  (re-exported)
+from methods.errors import UserError, did_you_mean, require  # noqa: F401  (re-exported)
 from methods.options import NoOptions, _coerce, options_dict, parse_options  # noqa: F401
 
 # --------------------------------------------------------------------------- registry
@@ -72,8 +72,7 @@ def load_all() -> dict[str, type["Method"]]:
 
 def get(name: str) -> type["Method"]:
     load_all()
-    require(name in REGISTRY, "method",
-            f"unknown method {name!r}; choose one of {sorted(REGISTRY)}")
+    require(name in REGISTRY, "method", f"unknown method {name!r}{did_you_mean(name, REGISTRY)}")
     return REGISTRY[name]
 
 

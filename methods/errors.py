@@ -17,3 +17,12 @@ def require(cond: object, field: str, message: str) -> None:
     """Raise ``UserError(field, message)`` unless ``cond`` is true."""
     if not cond:
         raise UserError(field, message)
+
+
+def did_you_mean(name: str, choices) -> str:
+    """"; did you mean 'x'?" for the closest of ``choices``, else the full list."""
+    import difflib
+
+    options = sorted(str(c) for c in choices)
+    close = difflib.get_close_matches(str(name), options, n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; choose one of {options}"

@@ -10,7 +10,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from methods.errors import UserError, require
+from methods.errors import UserError, did_you_mean, require
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,10 @@ def parse_options(options_cls: type, raw: dict[str, Any], prefix: str) -> Any:
     known = ", ".join(sorted(fields)) or "none"
     values = {}
     for key, value in raw.items():
-        require(key in fields, f"{prefix}.{key}", f"unknown option; known options: {known}")
+        hint = did_you_mean(key, fields).removeprefix("; ") if fields else ""
+        require(key in fields, f"{prefix}.{key}",
+                f"unknown option{f' ({hint})' if 'did you mean' in hint else ''}; known "
+                f"options: {known}")
         value = _coerce(value, hints[key], f"{prefix}.{key}")
         choices = fields[key].metadata.get("choices")
         require(choices is None or value in choices, f"{prefix}.{key}",

@@ -47,7 +47,8 @@ class Interrupt(BaseException):
     """Raised inside training to simulate a kill between two epochs."""
 
 
-def run_interrupted(cfg: C.RunConfig, run_dir: Path, stop_before_epoch: int, monkeypatch) -> None:
+def run_interrupted(cfg: C.RunConfig, run_dir: Path, stop_before_epoch: int, monkeypatch,
+                    echo=lambda s: None) -> None:
     """Train until ``stop_before_epoch`` (0-based) starts, then die as a killed job would."""
     from harness import train
 
@@ -61,4 +62,4 @@ def run_interrupted(cfg: C.RunConfig, run_dir: Path, stop_before_epoch: int, mon
     with monkeypatch.context() as m:
         m.setattr(train.Trainer, "train_epoch", train_epoch)
         with pytest.raises(Interrupt):
-            train.run(cfg, run_dir, echo=lambda s: None)
+            train.run(cfg, run_dir, echo=echo)

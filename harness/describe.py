@@ -1,0 +1,145 @@
+"""`python -m harness config` (every config key, from the dataclasses the parser uses) and
+`python -m harness show RUN_DIR` (a run's config, state and last metrics)."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any
+
+from harness import config as C
+from harness import data, models, records
+from methods.base import get, load_all
+from methods.errors import require
+
+
+def config_keys() -> list[dict[str, Any]]:
+    """One entry per config key: key, type, default, allowed values, help."""
+    out = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name == "method_options":
+                continue
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], f"{prefix}{f.name}.")
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            out.append({"key": prefix + f.name, "type": _type_name(hints[f.name]),
+                        "default": default, "allowed": _allowed(prefix + f.name, f.metadata),
+                        "help": f.metadata.get("help", "")})
+    walk(C.RunConfig, "")
+    return out
+
+
+def _type_name(t: Any) -> str:
+    return str(t).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def _allowed(key: str, meta: dict) -> str:
+    if meta.get("choices") is not None:
+        return " | ".join(str(c) for c in meta["choices"])
+    registries = {"method": lambda: sorted(load_all()), "model.name": lambda: sorted(
+        models.describe_models()), "data.name": lambda: sorted(data.describe_datasets())}
+    if key in registries:
+        return " | ".join(registries[key]())
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is None and hi is None:
+        return ""
+    left = "(" if meta.get("lo_open") else "["
+    right = ")" if meta.get("hi_open") else "]"
+    return f"{left}{'' if lo is None else f'{lo:g}'}, {'' if hi is None else f'{hi:g}'}{right}"
+
+
+def method_options(name: str) -> list[dict[str, Any]]:
+    """A method's ``method.<option>`` keys with type, default and choices."""
+    cls = get(name)
+    hints = typing.get_type_hints(cls.Options)
+    return [{"key": f"method.{f.name}", "type": _type_name(hints[f.name]),
+             "default": f.default if f.default is not dataclasses.MISSING else f.default_factory(),
+             "allowed": " | ".join(map(str, f.metadata.get("choices") or ())),
+             "help": f.metadata.get("help", "")} for f in dataclasses.fields(cls.Options)]
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    cols = ("key", "type", "default", "allowed")
+    width = {c: max(len(c), *(len(repr(r[c]) if c == "default" else str(r[c])) for r in rows))
+             for c in cols}
+    lines = ["  ".join(c.ljust(width[c]) for c in cols) + "  help"]
+    for r in rows:
+        cells = [repr(r[c]) if c == "default" else str(r[c]) for c in cols]
+        lines.append("  ".join(v.ljust(width[c]) for v, c in zip(cells, cols)) + "  " + r["help"])
+    return lines
+
+
+def cmd_config(args) -> int:
+    if args.method:
+        cls = get(args.method)
+        print(f"method {cls.name} ({cls.display_name or cls.name}): weight bits "
+              f"{sorted(cls.bits)}, default {cls.default_bits}")
+        rows = method_options(args.method)
+        print("\n".join(_table(rows)) if rows else "no options")
+        return 0
+    print("\n".join(_table(config_keys())))
+    print("\nmethods (method.<option>: python -m harness config --method NAME):")
+    for name, cls in sorted(load_all().items()):
+        print(f"  {name:<10} {cls.display_name or name}, weight bits {sorted(cls.bits)}")
+    print("models:")
+    for name, desc in sorted(models.describe_models().items()):
+        print(f"  {name:<12} {desc}")
+    print("datasets:")
+    for name, desc in sorted(data.describe_datasets().items()):
+        print(f"  {name:<14} {desc}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    run_dir = Path(args.run_dir)
+    require((run_dir / "config.json").is_file(), "RUN_DIR",
+            f"{str(run_dir)!r} has no config.json; pass a run directory")
+    rec = records.load_run(run_dir)
+    cfg = rec.config or {}
+    flat = C.flatten({k: v for k, v in cfg.items() if k != "config_hash"})
+    if "method.name" in flat:
+        flat = {"method": flat.pop("method.name"), **flat}
+    defaults = {r["key"]: r["default"] for r in config_keys()}
+    print(f"{run_dir}: {rec.status}" + (f" ({rec.problem})" if rec.problem else ""))
+    s = rec.summary
+    if s is not None:
+        print(f"  epochs {s.epochs_completed}/{s.epochs}, wall {s.wall_time_s:.1f}s"
+              + (f", final deployed test acc {s.final_test_acc:.2f}%"
+                 if s.final_test_acc is not None else "")
+              + (f", error: {s.error}" if s.error else ""))
+        env = s.env
+        print(f"  code {env.get('harness_commit', '?')}"
+              + (f" (snapshot {env['source_snapshot']})" if env.get("source_snapshot") else "")
+              + f", torch {env.get('torch', '?')}, {env.get('device_name', '?')}")
+    print(f"  config (hash {cfg.get('config_hash', '?')}; * = not the default):")
+    for k, v in flat.items():
+        mark = "*" if k in defaults and _norm(defaults[k]) != _norm(v) else " "
+        print(f"   {mark} {k} = {v!r}")
+    rows = _last_rows(run_dir)
+    if rows:
+        print("  last epoch: " + ", ".join(f"{k} {_fmt(v)}" for k, v in rows[-1].items()))
+    return 0
+
+
+def _norm(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _fmt(v: str) -> str:
+    try:
+        return f"{float(v):.4g}"
+    except ValueError:
+        return v
+
+
+def _last_rows(run_dir: Path) -> list[dict[str, str]]:
+    try:
+        with open(run_dir / "metrics.csv", newline="") as f:
+            return list(csv.DictReader(f))
+    except (OSError, csv.Error):
+        return []

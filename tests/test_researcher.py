@@ -1,0 +1,245 @@
+"""The researcher's day: progress lines, resume without recalling the command, a mismatch
+that names its keys, `config` and `show`, help on every option, one-pass spec validation,
+TensorBoard logs equal to metrics.csv (also across a kill and resume), AdamW, the executor
+chosen automatically."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import ROOT, run_interrupted, tiny_cfg
+
+from harness import cli, describe, jobs, sweep, train
+from harness import config as C
+from harness.cli import main
+
+RUN = ["run", "--method", "ste", "--epochs", "3", "--set", "data.subset_train=200",
+       "--set", "data.subset_test=100", "--set", "model.width=0.25", "--batch-size", "50"]
+
+
+def test_run_prints_a_start_line_epoch_lines_and_where_it_resumed(tmp_path, capsys,
+                                                                  monkeypatch):
+    out = tmp_path / "r"
+    cfg = C.build(flags={"method": "ste", "epochs": 3, "data.subset_train": 200,
+                         "data.subset_test": 100, "model.width": 0.25, "batch_size": 50,
+                         "progress": "line"})
+    run_interrupted(cfg, out, 2, monkeypatch, echo=print)
+    said = capsys.readouterr().out
+    assert re.search(r"start ste W1/A32 small_cnn on digits \(200 train images, 4 steps per "
+                     r"epoch\), [\d,]+ parameters, device cpu", said), said
+    assert "epoch 1/3" in said and "epoch 2/3" in said and "epoch 3/3" not in said
+    assert main(["run", "--resume", str(out), "--set", "progress=line"]) == 0
+    said = capsys.readouterr().out
+    assert "resumed at epoch 2 of 3" in said and "epoch 3/3" in said and "completed" in said
+
+
+def test_a_config_mismatch_names_the_keys_and_resume_needs_no_command(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(RUN + ["--lr", "0.05", "--out", str(out), "--set", "progress=none"]) == 0
+    capsys.readouterr()
+    assert main(RUN + ["--lr", "0.1", "--epochs", "4", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "epochs = 3 there, 4 here" in err and "optim.lr = 0.05 there, 0.1 here" in err
+    assert f"--resume {out}" in err and len(err.strip().splitlines()) == 1
+    # --resume takes the run's own config; keys outside the run id may change
+    assert main(["run", "--resume", str(out), "--set", "device=cpu"]) == 0
+    assert "already completed" in capsys.readouterr().out
+    assert main(["run", "--resume", str(out), "--set", "optim.lr=0.2"]) == 2
+    assert "optim.lr = 0.05 there, 0.2 here" in capsys.readouterr().err
+    assert main(["run", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "no config.json" in capsys.readouterr().err
+
+
+def test_config_lists_every_key_of_the_dataclasses(capsys):
+    keys = {r["key"]: r for r in describe.config_keys()}
+    flat = C.flatten(C.to_dict(C.RunConfig()))
+    flat.pop("method.name")
+    assert set(keys) == set(flat) | {"method"}
+    for key, row in keys.items():
+        want = flat.get(key, "fp")
+        assert describe._norm(row["default"]) == describe._norm(want), key
+        assert row["help"], f"{key} has no help"
+    assert keys["optim.name"]["allowed"] == "sgd | adam | adamw"
+    assert keys["seed"]["allowed"] == "[0, 4.29497e+09)"
+    assert main(["config"]) == 0
+    text = capsys.readouterr().out
+    for key in keys:
+        assert key in text
+    assert main(["config", "--method", "slb"]) == 0
+    text = capsys.readouterr().out
+    from methods.slb import SlbOptions
+    for f in dataclasses.fields(SlbOptions):
+        assert f"method.{f.name}" in text
+    assert "weight bits [1, 2, 3, 4, 5, 6, 7, 8]" in text
+
+
+def test_show_prints_state_code_config_and_last_metrics(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(RUN + ["--out", str(out), "--set", "progress=none"]) == 0
+    capsys.readouterr()
+    assert main(["show", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"{out}: completed" in text and "epochs 3/3" in text
+    assert "* method = 'ste'" in text and "* epochs = 3" in text and "  seed = 0" in text
+    assert "last epoch: epoch 3" in text and "code " in text
+
+
+def _actions(parser: argparse.ArgumentParser, path: str = ""):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _actions(sub, f"{path} {name}")
+        elif not isinstance(action, argparse._HelpAction):
+            yield path, action
+
+
+def test_every_option_of_every_subcommand_has_help():
+    parser = cli.build_parser(help_wanted=True)
+    seen = set()
+    for path, action in _actions(parser):
+        assert action.help and action.help != argparse.SUPPRESS, (path, action.dest)
+        seen.add(path.strip())
+    assert seen >= set(cli.COMMANDS)
+    text = parser._subparsers._group_actions[0].choices["run"].format_help()
+    assert "slb" in text and "resnet20" in text and "imagefolder" in text  # registries
+    sweep_help = parser._subparsers._group_actions[0].choices["sweep"].format_help()
+    assert "(default: auto)" in sweep_help
+
+
+def test_an_unknown_flag_names_the_subcommand(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--nope"])
+    assert e.value.code == 2
+    assert "see `python -m harness run --help`" in capsys.readouterr().err
+
+
+FIVE = """
+[study]
+name = "five"
+[recipe]
+model = { name = "small_cnn", width = 0.25 }
+data = { name = "digits", subset_train = 200 }
+optim = { lrr = 0.05 }
+batch_size = 50
+[grid]
+bits = [[1, 32]]
+epochs = [1]
+seeds = [0, 1]
+seedz = [3]
+[variants.a]
+method = "slbb"
+[variants.b]
+method = "ste"
+options = { scalng = "channel" }
+[variants.c]
+method = "dorefa"
+[variants.d]
+method = "dorefa"
+options = { }
+[executor]
+cpus_per_tsk = 2
+"""
+
+
+def test_a_spec_with_five_mistakes_gets_five_errors_in_one_pass(tmp_path, capsys):
+    p = tmp_path / "five.toml"
+    p.write_text(FIVE)
+    assert main(["sweep", str(p), "--executor", "debug", "--results", str(tmp_path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    expected = ["recipe.optim.lrr: unknown config key; did you mean 'optim.lr'?",
+                "grid.seedz: unknown key; did you mean 'seeds'?",
+                "executor.cpus_per_tsk: unknown key; did you mean 'cpus_per_task'?",
+                "variants.a: method: unknown method 'slbb'; did you mean 'slb'?",
+                "variants.b: method.scalng: unknown option (did you mean 'scaling'?)"]
+    for want in expected:
+        assert sum(want in line for line in lines) == 1, (want, lines)
+    assert lines[-1].endswith("6 problem(s) in " + str(p) + "; nothing was submitted") or \
+        lines[-1].endswith("5 problem(s) in " + str(p) + "; nothing was submitted"), lines
+    assert len(lines) <= 7
+
+
+def _fixed(extra: str = "") -> str:
+    """FIVE without its mistakes: one dorefa variant."""
+    return (FIVE.replace("optim = { lrr = 0.05 }", "optim = { lr = 0.05 }")
+            .replace("seedz = [3]\n", "").split("[variants.a]")[0]
+            + '[variants.c]\nmethod = "dorefa"\n' + extra)
+
+
+def test_executor_auto_picks_slurm_only_when_a_controller_answers(tmp_path, monkeypatch,
+                                                                  capsys):
+    p = tmp_path / "s.toml"
+    p.write_text(_fixed())
+    for answers, chosen in ((False, "local"), (True, "slurm")):
+        monkeypatch.setattr(jobs, "slurm_answers", lambda: answers)
+        assert main(["sweep", str(p), "--dry-run", "--results", str(tmp_path / "res")]) == 0
+        assert f"executor: {chosen} (auto:" in capsys.readouterr().out
+
+
+def _scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir), purge_orphaned_data=True)
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def _same_as_metrics(run_dir: Path) -> None:
+    m = pd.read_csv(run_dir / "metrics.csv")
+    tb = _scalars(run_dir / "tensorboard")
+    assert set(tb) == set(m.columns) - {"epoch"}
+    for col in tb:
+        assert [s for s, _ in tb[col]] == m["epoch"].tolist(), col      # each epoch once
+        assert [v for _, v in tb[col]] == pytest.approx(m[col].tolist(), rel=1e-6), col
+
+
+def test_tensorboard_logs_equal_metrics_also_after_a_kill_and_resume(tmp_path, monkeypatch):
+    cfg = tiny_cfg("slb", epochs=4, sets=['loggers=["tensorboard"]'])
+    whole = tmp_path / "whole"
+    train.run(cfg, whole, echo=lambda s: None)
+    _same_as_metrics(whole)
+    cut = tmp_path / "cut"
+    run_interrupted(cfg, cut, 2, monkeypatch)
+    train.run(cfg, cut, echo=lambda s: None)
+    _same_as_metrics(cut)
+    assert len(list((cut / "tensorboard").glob("events.*"))) >= 2   # the log went on
+    # loggers is not part of the run id: turning TensorBoard on does not make a new run
+    assert C.config_hash(cfg) == C.config_hash(tiny_cfg("slb", epochs=4))
+
+
+def test_adamw_and_a_learning_rate_scale_for_quantizer_parameters(tmp_path):
+    cfg = tiny_cfg("lsq", w_bits=2, epochs=1, sets=["optim.name=adamw",
+                                                      "optim.quant_lr_scale=0.1"])
+    t = train.Trainer(cfg, tmp_path)
+    t.setup()
+    assert isinstance(t.optimizer, torch.optim.AdamW)
+    lrs = {g["kind"]: g["lr"] for g in t.optimizer.param_groups}
+    assert lrs["quant"] == pytest.approx(0.1 * lrs["weight"]) and lrs["weight"] == cfg.optim.lr
+    assert train.run(cfg, tmp_path / "r", echo=lambda s: None).status == "completed"
+    # the new key, left at its default, keeps old run ids
+    assert "optim.quant_lr_scale" not in C.cell_key(tiny_cfg("lsq", w_bits=2))
+
+
+def test_local_sweep_progress_lines(tmp_path):
+    spec = tmp_path / "p.toml"
+    spec.write_text(_fixed("[executor]\nlocal_concurrency = 2\ncpus_per_task = 1\n"))
+    p = subprocess.run([sys.executable, "-m", "harness", "sweep", str(spec), "--executor",
+                        "local", "--results", str(tmp_path / "res")], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("[")]
+    assert len(lines) == 2
+    for k, line in enumerate(lines, 1):
+        assert re.fullmatch(rf"\[{k}/2\] c_w1a32_e1_s\d_\w{{8}}: completed \d+\.\d\d% in "
+                            r"\d+\.\ds; elapsed \S+, ETA \S+", line), line
+    status = subprocess.run([sys.executable, "-m", "harness", "status",
+                             str(tmp_path / "res" / "five")], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert "2/2 runs done: completed 2" in status.stdout
+    assert sweep.status_counts(tmp_path / "res" / "five")[0]["completed"] == 2
