@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import metrics_without_timing, tiny_cfg
 
+from conftest import metrics_without_timing, tiny_cfg
 from harness import train
 from methods.base import Progress, UserError, decode, get
 from methods.bop import BopWeight, bop_flip, bop_update_m

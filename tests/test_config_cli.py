@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, tiny_cfg
 
+from conftest import ROOT, tiny_cfg
 from harness import config as C
 from harness import records
 from harness.cli import main

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 
+from conftest import ROOT
 from harness import jobs, procs, records, spec, sweep
 from harness.cli import main
 

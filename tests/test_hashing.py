@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
-from conftest import metrics_without_timing, tiny_cfg
 
+from conftest import metrics_without_timing, tiny_cfg
 from harness import train
 from methods.base import UserError, decode, get
 from methods.hashing import HashWeight, binary_entropy, quantization_loss

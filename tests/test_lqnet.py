@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_cfg
 
+from conftest import tiny_cfg
 from harness import train
 from methods.base import UserError, decode, quant_layers
 from methods.lqnet import (

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_cfg
 
+from conftest import tiny_cfg
 from harness import train
 from methods.base import UserError, decode, get
 from methods.lsq import LsqWeight, lsq_init, lsq_quantize, lsq_range

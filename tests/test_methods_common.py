@@ -9,8 +9,8 @@ import math
 
 import pytest
 import torch
-from conftest import metrics_without_timing, run_interrupted, tiny_cfg
 
+from conftest import metrics_without_timing, run_interrupted, tiny_cfg
 from harness import train
 from harness.export import export_and_check
 from methods.base import UserError, decode, load_all, quant_layers

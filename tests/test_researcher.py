@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, run_interrupted, tiny_cfg
 
+from conftest import ROOT, run_interrupted, tiny_cfg
 from harness import cli, describe, jobs, sweep, train
 from harness import config as C
 from harness.cli import main

@@ -10,8 +10,8 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_cfg
 
+from conftest import tiny_cfg
 from harness import config as C
 from harness import train
 from harness.cli import main

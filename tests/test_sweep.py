@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 
+from conftest import ROOT
 from harness import records, sweep
 from harness.cli import main
 
@@ -264,7 +264,6 @@ def test_a_second_process_on_a_running_run_stops_at_once(tmp_path):
     import fcntl
 
     from conftest import tiny_cfg
-
     from harness import train
 
     cfg = tiny_cfg("ste")

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 
+from conftest import ROOT
 from harness import jobs, records, sweep
 from harness import spec as spec_mod
 from harness.cli import main

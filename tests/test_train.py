@@ -11,8 +11,8 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, metrics_without_timing, tiny_cfg
 
+from conftest import ROOT, metrics_without_timing, tiny_cfg
 from harness import config as C
 from harness import records, train
 from methods.base import Method

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, metrics_without_timing, tiny_cfg
 
+from conftest import ROOT, metrics_without_timing, tiny_cfg
 from harness import config as C
 from harness import data as data_mod
 from harness import jobs, records, spec, sweep, train
