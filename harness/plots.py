@@ -10,7 +10,8 @@ panel draws its lines as one LineCollection and its CI bands as one PolyCollecti
 labels are written once per figure, and titles have a fixed position.
 
 Spec kinds (all: "name", "title", "panels", optional "legend" [{label, color, ls, lw,
-marker, mfc}], "ncols", "xlabel", "ylabel"; keys a kind does not know are ignored):
+marker, mfc}], "ncols", "xlabel", "ylabel"; a panel's own "ylabel" names its row of panels;
+keys a kind does not know are ignored):
 - "curves": panel {"title", "lines": [{"x", "mean", "lo"|None, "hi"|None, "color", "ls",
   "lw", "marker", "band"}], "ylim", "logy", "vlines": [{"x", "color", "ls"}], "marks":
   [{"x", "y", "color", "marker"}]}: per-epoch means with optional CI bands (drawn unless
@@ -104,6 +105,8 @@ def _style(ax, panel: Spec, int_x: bool = True) -> None:
     from matplotlib.ticker import MaxNLocator
 
     ax.set_title(panel["title"], fontsize=9)
+    if panel.get("ylabel"):  # names the row of panels it starts (the figure's ylabel: all)
+        ax.set_ylabel(panel["ylabel"], fontsize=9, fontweight="bold")
     ax.tick_params(labelsize=7)
     if panel.get("logy"):
         from matplotlib.ticker import FuncFormatter, LogLocator

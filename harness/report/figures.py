@@ -341,24 +341,27 @@ def _internals(st: StudyRecords, setting: str) -> Figure | None:
             vals = vals[np.isfinite(vals)]
             logy = bool(col in LOG_SCALE_COLUMNS and len(vals) and vals.min() > 0
                         and vals.max() / vals.min() > 20)
-            panels.append({"title": f"{title}, {cell_name(*cell[:2])}", "lines": lines,
+            first = not panels or panels[-1]["cell"] != cell
+            panels.append({"title": title, "lines": lines, "cell": cell,
+                           "ylabel": cell_name(*cell[:2]) if first else "",
                            "logy": logy, "ylim": None if logy else ylim(lines, bounds),
                            "from_epoch": start + 1})
     if not panels:
         return None
-    n_metrics = len({p["title"].rsplit(", ", 1)[0] for p in panels})
+    n_metrics = len({p["title"] for p in panels})
     name = f"internals_{setting_slug(st, setting)}"
     spec = {"kind": "curves", "name": name, "panels": panels,
             "ncols": n_metrics if n_metrics <= plots.MAX_COLS else plots.MAX_COLS,
             "legend": [ST.legend_entry(styles, lab) for lab in st.order if lab in shown],
             "xlabel": "epoch", "title": f"Companion panels, {sl}, {longest} epochs"}
-    titles = list(dict.fromkeys(p["title"].rsplit(", ", 1)[0] for p in panels))
+    titles = list(dict.fromkeys(p["title"] for p in panels))
     listed = ", ".join(titles[:-1]) + " and " + titles[-1] if len(titles) > 1 else titles[0]
     gap = (f" The gap panel ({GAP_PANEL[1]}) is the continuous-state (not deployable) "
            "accuracy minus the deployed one." if GAP_PANEL[1] in titles else "")
     caption = (f"Companion panels ({sl}, the {longest}-epoch runs): the internal metrics the "
                f"methods declare, per epoch, for the rows that log them: {listed}; one row "
-               "of panels per W/A cell, each row of the study in its own style; mean over "
+               "of panels per W/A cell (named on its left), each row of the study in its own "
+               "style; mean over "
                f"seeds with a 95% CI band.{gap}" + zoom_caption(panels)
                + clipped_caption(every, "the metric's declared range")
                + thinning_note(st, setting))

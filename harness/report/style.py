@@ -23,7 +23,7 @@ OURS_COLOR, FP_COLOR = "#0072B2", "#000000"
 PALETTE = ("#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#8C510A", "#7F7F7F",
            "#999933", "#4D9221", "#B2182B", "#5E3C99", "#01665E")
 MARKERS = ("s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p", "d")
-CONTEXT = {"color": "#b0b0b0", "lw": 0.7, "marker": "", "band": False}
+CONTEXT = {"color": "#b0b0b0", "lw": 0.7, "ls": "-", "marker": "", "band": False}
 FULL_LW, THIN_LW = 1.6, 0.9
 
 

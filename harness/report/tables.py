@@ -260,16 +260,22 @@ def _main_columns(st: StudyRecords, setting: str, labels: list[str]) -> list[tup
     return columns
 
 
-def _uniform_n(st: StudyRecords, setting: str, labels: list[str]) -> int | None:
-    """The number of seeds when every row of every cell has it (and it is 2 or more)."""
-    ns = {st.group(setting, lab, c)["summary"].n for lab in labels for c in st.cells(setting)}
-    ns.discard(0)
-    return ns.pop() if len(ns) == 1 and min(ns) >= 2 else None
+def _usual_n(st: StudyRecords, setting: str, labels: list[str]) -> tuple[int | None, bool]:
+    """(the most common number of seeds of a cell, 2 or more, else None; whether every cell
+    has it): the main table states it once and gives n only where a cell differs."""
+    ns = [st.group(setting, lab, c)["summary"].n for lab in labels for c in st.cells(setting)]
+    ns = [n for n in ns if n]
+    if not ns:
+        return None, False
+    usual = max(sorted(set(ns), reverse=True), key=ns.count)
+    return (usual, len(set(ns)) == 1) if usual >= 2 else (None, False)
 
 
 def _main_notes(st: StudyRecords, setting: str, rows: list[list[str]], columns, sources: set,
-                n_all: int | None) -> list[str]:
-    seeds = (f"mean ± sample std over {n_all} seeds in every cell" if n_all else
+                n_usual: tuple[int | None, bool]) -> list[str]:
+    n, every = n_usual
+    seeds = (f"mean ± sample std over {n} seeds in every cell" if every else
+             f"mean ± sample std over {n} seeds, or over the n seeds in parentheses" if n else
              "mean ± sample std (n seeds)")
     notes = [f"Final deployed test accuracy (%): {seeds}. Bold: the best row of its column "
              f"when it is higher than every other row with {S.MIN_N_CONCLUDE} or more seeds, "
@@ -291,7 +297,7 @@ def main_table(st: StudyRecords, setting: str) -> Table:
     labels = st.labels(setting)
     columns = _main_columns(st, setting, labels)
     multi = len({c[2] for c in st.cells(setting)}) > 1
-    n_all = _uniform_n(st, setting, labels)
+    n_usual = _usual_n(st, setting, labels)
     header = ["Method"] + [cell_name(*c[:2], c[2] if multi else None) if k == "measured"
                            else f"{cell_name(*c)} reported†" for k, c in columns]
     rows, data, sources, bold = [], [], set(), set()
@@ -303,7 +309,8 @@ def main_table(st: StudyRecords, setting: str) -> Table:
             if kind == "measured":
                 s = st.group(setting, lab, c)["summary"]
                 k = n_exc.get((lab, *c), 0)
-                row.append(f"excl. ({k})" if s.n == 0 and k else fmt_cell(s, not n_all))
+                row.append(f"excl. ({k})" if s.n == 0 and k else
+                           fmt_cell(s, s.n != n_usual[0]))
                 data.append({**_stat_row(st, setting, lab, c), "kind": "measured"})
             else:
                 r = reported(st, setting, lab, *c)
@@ -322,7 +329,7 @@ def main_table(st: StudyRecords, setting: str) -> Table:
                 bold.add((labels.index(winner), j))
     cap = f"Main results, {st.setting_name(setting)}"
     name = f"main_{setting_slug(st, setting)}"
-    notes = _main_notes(st, setting, rows, columns, sources, n_all)
+    notes = _main_notes(st, setting, rows, columns, sources, n_usual)
     pairs = list(dict.fromkeys(c[:2] for _, c in columns))
     tex = Table(name, cap, ["Method"] + [f"{c[2]} ep" if k == "measured" else "rep.†"
                                          for k, c in columns], rows, bold=bold, notes=notes,

@@ -51,8 +51,8 @@ def _sig2(x: float) -> str:
     """Two significant digits without an exponent: 0.015, 1.5, 15, 150."""
     if x == 0 or not math.isfinite(x):
         return f"{x:g}"
-    decimals = max(0, 1 - int(math.floor(math.log10(abs(x)))))
-    return f"{round(x, decimals):.{decimals}f}"
+    digits = 1 - int(math.floor(math.log10(abs(x))))  # negative: round to tens, hundreds
+    return f"{round(x, digits):.{max(0, digits)}f}"
 
 
 def time_unit(seconds: float, kind: str) -> tuple[str, float]:
