@@ -31,8 +31,6 @@ from harness.report.figures import Figure
 from harness.report.load import StudyRecords, cached_per_setting
 from harness.report.tables import Table, cell_name, setting_slug
 
-PROFILE_POINTS = 120
-
 
 def _samples(st: StudyRecords, setting: str, label: str, cells) -> list[list[float]]:
     return [st.group(setting, label, c)["acc"] for c in cells]
@@ -144,7 +142,10 @@ def _profile_panel(st: StudyRecords, setting: str, w: int, a: int, styles) -> di
     if len(rows) < 2:
         return None
     allv = np.concatenate([np.asarray(x, float) for s in rows.values() for x in s])
-    taus = np.linspace(max(0.0, allv.min() - 1), min(100.0, allv.max() + 1), PROFILE_POINTS)
+    # the exact staircase: every run's accuracy and a hair below it, and the two ends
+    eps = 1e-6 * max(1.0, float(np.ptp(allv)))
+    taus = np.unique(np.concatenate([allv, allv - eps, [max(0.0, allv.min() - 1),
+                                                        min(100.0, allv.max() + 1)]]))
     iqm = {lab: S.aggregate_iqm(s)[0] for lab, s in rows.items()}
     means = {lab: v if np.isfinite(v) else float(np.mean(np.concatenate(rows[lab])))
              for lab, v in iqm.items()}
