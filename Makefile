@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Debian packages the tests use: SLURM (+ munge, slurmdbd, MariaDB for sacct) and real
-# Fashion-MNIST. Installed only when missing; needs root (CI and these machines are root).
+# Debian packages the tests use: SLURM (+ munge, slurmdbd, MariaDB for sacct), real
+# Fashion-MNIST and pdflatex (the report's LaTeX test). Installed only when missing; needs
+# root (CI and these machines are root).
 system-deps:
 	bash slurm/install.sh
 

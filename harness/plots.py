@@ -9,15 +9,23 @@ matplotlib spends most of its time per artist and per axis (ticks, text layout),
 panel draws its lines as one LineCollection and its CI bands as one PolyCollection, axis
 labels are written once per figure, and titles have a fixed position.
 
-Spec kinds (all: "name", "title", "panels", optional "legend" [{label, color, ls, marker,
-mfc}], "ncols", "xlabel", "ylabel"):
+Spec kinds (all: "name", "title", "panels", optional "legend" [{label, color, ls, lw,
+marker, mfc}], "ncols", "xlabel", "ylabel"; a panel's own "ylabel" names its row of panels;
+keys a kind does not know are ignored):
 - "curves": panel {"title", "lines": [{"x", "mean", "lo"|None, "hi"|None, "color", "ls",
-  "lw"}], "ylim", "logy"}: per-epoch means with optional CI bands;
-- "points": panel {"title", "rows": [{"color", "seeds", "mean", "lo", "hi"}]}:
-  per-seed dots beside the mean and its CI bar (hollow mean and no bar: n = 1);
-- "budget": panel {"title", "budgets", "rows": [{"color", "trained": {"x", "mean", "lo",
-  "hi", "seeds"}, "readoff": {"x", "mean"}}]}: accuracy vs budget, CI bars, seed dots,
-  and accuracies read off longer runs (hollow markers, dashed).
+  "lw", "marker", "band"}], "ylim", "logy", "vlines": [{"x", "color", "ls"}], "marks":
+  [{"x", "y", "color", "marker"}]}: per-epoch means with optional CI bands (drawn unless
+  "band" is False), a few markers along a line that has one (``MARKS_PER_LINE``), vertical
+  reference lines and hollow marks at read-off points; lines are drawn in the given order
+  (context lines first);
+- "points": panel {"title", "rows": [{"color", "marker", "name", "seeds", "mean", "lo",
+  "hi"}]}: per-seed dots beside the mean and its CI bar (hollow mean and no bar: n = 1),
+  the rows named under the axis;
+- "budget": panel {"title", "budgets", "rows": [{"color", "ls", "lw", "marker",
+  "trained": {"x", "mean", "lo", "hi", "seeds"}, "readoff": {"x", "mean"}}]}: accuracy vs
+  budget, CI bars, seed dots, and accuracies read off longer runs (hollow markers, dashed).
+
+Rows are told apart by marker and dash as well as colour, so a figure reads in greyscale.
 """
 from __future__ import annotations
 
@@ -39,6 +47,7 @@ MAX_COLS = 4
 DPI = 110
 BAND_ALPHA = 0.18
 MAX_POINTS = 150  # per curve: a panel is ~350 px wide; longer curves are drawn every k-th epoch
+MARKS_PER_LINE = 6
 
 
 def stride(n: int) -> int:
@@ -65,11 +74,13 @@ def _pyplot():
     return plt
 
 
-def _grid(plt, n_panels: int, ncols: int | None, sharex: bool):
-    """Panels on a grid; returns (figure, used axes, spare axes)."""
+def _grid(plt, n_panels: int, ncols: int | None, sharex: bool | str, below_in: float = 0.0):
+    """Panels on a grid, ``below_in`` inches more under each row (tick labels); returns
+    (figure, used axes, spare axes)."""
     ncols = ncols or min(MAX_COLS, n_panels)
     nrows = -(-n_panels // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(PANEL_W * ncols, PANEL_H * nrows + 0.8),
+    fig, axes = plt.subplots(nrows, ncols,
+                             figsize=(PANEL_W * ncols, (PANEL_H + below_in) * nrows + 0.8),
                              squeeze=False, sharex=sharex)
     flat = list(axes.flat)
     for ax in flat[n_panels:]:
@@ -85,7 +96,8 @@ def _legend_handles(spec: Spec) -> tuple[list, list]:
 
     entries = spec.get("legend") or []
     return ([Line2D([], [], color=h.get("color", "0.3"), ls=h.get("ls", "-"),
-                    marker=h.get("marker", ""), mfc=h.get("mfc"), ms=4) for h in entries],
+                    lw=h.get("lw", 1.4), marker=h.get("marker", ""), mfc=h.get("mfc"), ms=4)
+             for h in entries],
             [h["label"] for h in entries])
 
 
@@ -93,6 +105,8 @@ def _style(ax, panel: Spec, int_x: bool = True) -> None:
     from matplotlib.ticker import MaxNLocator
 
     ax.set_title(panel["title"], fontsize=9)
+    if panel.get("ylabel"):  # names the row of panels it starts (the figure's ylabel: all)
+        ax.set_ylabel(panel["ylabel"], fontsize=9, fontweight="bold")
     ax.tick_params(labelsize=7)
     if panel.get("logy"):
         from matplotlib.ticker import FuncFormatter, LogLocator
@@ -151,17 +165,48 @@ def _finish(fig, spec: Spec, spare, out_dir: Path, bottom_in: float = 0.6,
     return paths
 
 
+def _line_marks(ax, lines: list[Spec]) -> None:
+    """A few markers along each line that has one: one scatter per marker shape."""
+    by_marker: dict[str, list] = {}
+    for j, ln in enumerate(lines):
+        if not ln.get("marker") or len(ln["x"]) == 0:
+            continue
+        n = len(ln["x"])
+        idx = np.unique(np.linspace(0, n - 1, min(n, MARKS_PER_LINE)).round().astype(int))
+        if n > MARKS_PER_LINE:  # stagger lines so their markers do not sit on each other
+            idx = np.unique(np.clip(idx + j % 3 - 1, 0, n - 1))
+        pts = by_marker.setdefault(ln["marker"], [[], [], []])
+        pts[0] += list(np.asarray(ln["x"])[idx])
+        pts[1] += list(np.asarray(ln["mean"])[idx])
+        pts[2] += [ln["color"]] * len(idx)
+    for marker, (x, y, c) in by_marker.items():
+        ax.scatter(x, y, s=16, marker=marker, c=c, edgecolors="white", linewidths=0.4,
+                   zorder=3)
+
+
+def _panel_extras(ax, panel: Spec) -> None:
+    """Vertical reference lines and hollow read-off marks of a curves panel."""
+    for v in panel.get("vlines") or []:
+        ax.axvline(v["x"], color=v.get("color", "0.3"), ls=v.get("ls", "--"), lw=0.8,
+                   zorder=1)
+    marks = panel.get("marks") or []
+    for m in marks:
+        ax.scatter([m["x"]], [m["y"]], s=34, marker=m.get("marker") or "o",
+                   facecolors="white", edgecolors=m["color"], linewidths=1.1, zorder=4)
+
+
 def draw_curves(plt, spec: Spec, out_dir: Path) -> list[Path]:
     from matplotlib.collections import LineCollection, PolyCollection
 
-    fig, axes, spare = _grid(plt, len(spec["panels"]), spec.get("ncols"), sharex=True)
+    fig, axes, spare = _grid(plt, len(spec["panels"]), spec.get("ncols"),
+                             sharex=spec.get("sharex", True))
     for ax, panel in zip(axes, spec["panels"]):
         lines = []
         for ln in panel["lines"]:
             k = stride(len(ln["x"]))
             lines.append({**ln, **{key: _thin(ln[key], k) for key in ("x", "mean", "lo", "hi")
                                    if ln.get(key) is not None}})
-        bands = [ln for ln in lines if ln.get("lo") is not None]
+        bands = [ln for ln in lines if ln.get("lo") is not None and ln.get("band", True)]
         if bands:
             ax.add_collection(PolyCollection(
                 [np.column_stack([np.r_[ln["x"], ln["x"][::-1]],
@@ -173,14 +218,18 @@ def draw_curves(plt, spec: Spec, out_dir: Path) -> list[Path]:
                 colors=[ln["color"] for ln in lines],
                 linestyles=[ln.get("ls", "-") for ln in lines],
                 linewidths=[ln.get("lw", 1.1) for ln in lines]))
+            _line_marks(ax, lines)
             ax.autoscale_view()
-        _style(ax, panel)
+        _panel_extras(ax, panel)
+        _style(ax, panel, int_x=spec.get("int_x", True))
     return _finish(fig, spec, spare, out_dir)
 
 
 def draw_points(plt, spec: Spec, out_dir: Path) -> list[Path]:
-
-    fig, axes, spare = _grid(plt, len(spec["panels"]), spec.get("ncols"), sharex=False)
+    longest = max((len(r.get("name", "")) for p in spec["panels"] for r in p["rows"]), default=0)
+    below = 0.05 * longest  # vertical row names under each panel
+    fig, axes, spare = _grid(plt, len(spec["panels"]), spec.get("ncols"), sharex=False,
+                             below_in=below)
     for ax, panel in zip(axes, spec["panels"]):
         rows = panel["rows"]
         xs, ys, cs = [], [], []
@@ -194,13 +243,17 @@ def draw_points(plt, spec: Spec, out_dir: Path) -> list[Path]:
         if bars:
             ax.vlines([i + 0.3 for i, _ in bars], [r["lo"] for _, r in bars],
                       [r["hi"] for _, r in bars], colors=[r["color"] for _, r in bars], lw=1.2)
-        ax.scatter([i + 0.3 for i in range(len(rows))], [r["mean"] for r in rows], s=14,
-                   c=[r["color"] if r.get("lo") is not None else "white" for r in rows],
-                   edgecolors=[r["color"] for r in rows], lw=0.8, zorder=3)
-        ax.set_xticks([])  # rows are told apart by colour (legend): no tick labels to lay out
+        for i, r in enumerate(rows):  # the mean in the row's marker (hollow: n = 1)
+            ax.scatter([i + 0.3], [r["mean"]], s=22, marker=r.get("marker") or "o",
+                       c=r["color"] if r.get("lo") is not None else "white",
+                       edgecolors=r["color"], lw=0.8, zorder=3)
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels([r.get("name", "") for r in rows], rotation=90, fontsize=6)
         ax.set_xlim(-0.6, len(rows) - 0.4)
         _style(ax, panel, int_x=False)
-    return _finish(fig, spec, spare, out_dir)
+    rows_h = PANEL_H + below
+    return _finish(fig, spec, spare, out_dir, bottom_in=0.6 + below,
+                   hspace=(below + 0.45) / (rows_h - below))
 
 
 def draw_budget(plt, spec: Spec, out_dir: Path) -> list[Path]:
@@ -213,13 +266,17 @@ def draw_budget(plt, spec: Spec, out_dir: Path) -> list[Path]:
         bx, blo, bhi, bc = [], [], [], []
         sx, sy, sc = [], [], []
         rseg, rsegc, rx, ry, rc = [], [], [], [], []
+        segw, segls, mm = [], [], []
         for row in panel["rows"]:
             c, t = row["color"], row["trained"]
             seg.append(list(zip(t["x"], t["mean"])))
             segc.append(c)
+            segw.append(row.get("lw", 1.0))
+            segls.append(row.get("ls", "-"))
             mx += t["x"]
             my += t["mean"]
             mc += [c] * len(t["x"])
+            mm += [row.get("marker") or "o"] * len(t["x"])
             for x, lo, hi, seeds in zip(t["x"], t["lo"], t["hi"], t["seeds"]):
                 if lo is not None:
                     bx.append(x)
@@ -236,14 +293,17 @@ def draw_budget(plt, spec: Spec, out_dir: Path) -> list[Path]:
                 rx += r["x"]
                 ry += r["mean"]
                 rc += [c] * len(r["x"])
-        ax.add_collection(LineCollection(seg, colors=segc, linewidths=1))
+        ax.add_collection(LineCollection(seg, colors=segc, linewidths=segw, linestyles=segls))
         if rseg:
             ax.add_collection(LineCollection(rseg, colors=rsegc, linewidths=0.8,
                                              linestyles="--"))
             ax.scatter(rx, ry, s=16, facecolors="white", edgecolors=rc, lw=0.8, zorder=3)
         if bx:
             ax.vlines(bx, blo, bhi, colors=bc, lw=1)
-        ax.scatter(mx, my, s=12, c=mc, zorder=3)
+        for marker in dict.fromkeys(mm):
+            pick = [i for i, m in enumerate(mm) if m == marker]
+            ax.scatter([mx[i] for i in pick], [my[i] for i in pick], s=16, marker=marker,
+                       c=[mc[i] for i in pick], zorder=3)
         if sx:
             ax.scatter(sx, sy, s=6, c=sc, alpha=0.5, lw=0)
         ax.set_xscale("log")

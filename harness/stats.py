@@ -8,7 +8,17 @@
   of the difference, P(A > B) over all seed pairs (the Mann-Whitney U statistic divided by
   n_a * n_b, ties counted one half), and a verdict that says "n too small to conclude"
   below MIN_N_CONCLUDE seeds on either side;
-- Benjamini-Hochberg adjusted p-values across a table (scipy.stats.false_discovery_control).
+- Benjamini-Hochberg adjusted p-values over a family of comparisons
+  (scipy.stats.false_discovery_control) and the one verdict rule (``RULE``, ``decide``):
+  every "higher", bold cell and "significantly" in a report comes from it;
+- bounded quantities (accuracies in [0, 100], declared internal metrics): intervals and
+  bands are clipped to the bounds (``clip_interval``, ``clip_band``) and say so;
+- aggregates over the cells of a study, in the manner of rliable (Agarwal et al., NeurIPS
+  2021), with scipy.stats.bootstrap over several samples, which resamples each sample on its
+  own, i.e. the stratified bootstrap: the interquartile mean of all runs
+  (``aggregate_iqm``), the probability of improvement (``probability_of_improvement``) and
+  performance profiles (``performance_profile``). rliable itself pulls in arch, statsmodels,
+  seaborn, patsy, formulaic and absl-py for these few lines.
 """
 from __future__ import annotations
 
@@ -26,8 +36,16 @@ BOOTSTRAP_MIN_N = 5        # fewer seeds give BCa intervals that are not worth p
 BOOTSTRAP_RESAMPLES = 9999  # scipy's default
 BOOTSTRAP_SEED = 0
 MIN_N_CONCLUDE = 3         # with 2 seeds a side Welch has ~1-2 degrees of freedom: too few
+FEW_SEEDS = 3              # conclusions from this many seeds or fewer carry a caveat
 ALPHA = 0.05
 TOO_SMALL = "n too small to conclude"
+PERCENT = (0.0, 100.0)     # the bounds of an accuracy
+AGG_RESAMPLES = 2000       # stratified bootstrap resamples for the aggregates (rliable's)
+RULE = (f"A is called higher than B (bold in a main table, \"higher\" in a verdict, "
+        f"\"significantly\" in an answer) only when both have at least {MIN_N_CONCLUDE} "
+        f"seeds and Welch's t-test p-value, Benjamini-Hochberg adjusted over every comparison "
+        f"the report makes in that setting, is below {ALPHA:g}; the 95% CI of the difference "
+        f"then excludes 0")
 
 Interval = tuple[float, float]
 NAN = float("nan")
@@ -51,6 +69,7 @@ class Summary:
     boot: Interval | None     # 95% BCa bootstrap interval of the mean; None when n < 5
     min: float
     max: float
+    clipped: bool = False     # ``ci`` reached past the bounds given to describe: clipped
 
     @property
     def has_error_bar(self) -> bool:
@@ -88,17 +107,42 @@ def bootstrap_interval(values: Sequence[float], conf: float = CONF) -> Interval 
     return (float(lo), float(hi))
 
 
-def describe(values: Sequence[float], bootstrap: bool = True) -> Summary:
-    """Every field; ``bootstrap=False`` leaves ``boot`` None (see with_bootstrap)."""
+def describe(values: Sequence[float], bootstrap: bool = True,
+             bounds: tuple[float | None, float | None] | None = None) -> Summary:
+    """Every field; ``bootstrap=False`` leaves ``boot`` None (see with_bootstrap).
+    ``bounds``: the range of the quantity (``PERCENT`` for accuracies); the t-interval is
+    clipped to it and ``clipped`` says whether it had to be."""
     x = _array(values)
     n = len(x)
     if n == 0:
         return EMPTY
+    ci, clipped = clip_interval(t_interval(x), bounds)
     return Summary(n=n, mean=float(x.mean()), std=float(x.std(ddof=1)) if n >= 2 else NAN,
-                   ci=t_interval(x), median=float(stats.scoreatpercentile(x, 50)),
+                   ci=ci, median=float(stats.scoreatpercentile(x, 50)),
                    iqm=float(stats.trim_mean(x, 0.25)),
                    boot=bootstrap_interval(x) if bootstrap else None,
-                   min=float(x.min()), max=float(x.max()))
+                   min=float(x.min()), max=float(x.max()), clipped=clipped)
+
+
+def clip_interval(ci: Interval | None, bounds) -> tuple[Interval | None, bool]:
+    """(the interval clipped to ``bounds`` (low, high; None = open), whether it had to be)."""
+    if ci is None or not bounds:
+        return ci, False
+    lo_b = -math.inf if bounds[0] is None else bounds[0]
+    hi_b = math.inf if bounds[1] is None else bounds[1]
+    out = (min(max(ci[0], lo_b), hi_b), max(min(ci[1], hi_b), lo_b))
+    return out, out != tuple(ci)
+
+
+def clip_band(lo, hi, bounds):
+    """A per-epoch band (arrays, or None) clipped to ``bounds``: (lo, hi, whether it had
+    to be)."""
+    if lo is None or not bounds:
+        return lo, hi, False
+    lo_b = -np.inf if bounds[0] is None else bounds[0]
+    hi_b = np.inf if bounds[1] is None else bounds[1]
+    clo, chi = np.clip(lo, lo_b, hi_b), np.clip(hi, lo_b, hi_b)
+    return clo, chi, bool(np.any(clo != lo) or np.any(chi != hi))
 
 
 def with_bootstrap(s: Summary, values: Sequence[float]) -> Summary:
@@ -132,15 +176,32 @@ class Comparison:
     def conclusive(self) -> bool:
         return min(self.n_a, self.n_b) >= MIN_N_CONCLUDE and math.isfinite(self.p)
 
-    def verdict(self, a: str = "A", b: str = "B") -> str:
+    @property
+    def few_seeds(self) -> bool:
+        """FEW_SEEDS or fewer on a side: a conclusion carries a caveat."""
+        return min(self.n_a, self.n_b) <= FEW_SEEDS
+
+    def decide(self, p: float | None = None) -> str:
+        """The verdict rule (``RULE``) on the p-value ``p`` (the adjusted one; default the
+        unadjusted): "higher" (A), "lower" (B higher), "ns", "small", "identical",
+        "undefined"."""
+        p = self.p if p is None else p
         if min(self.n_a, self.n_b) < MIN_N_CONCLUDE:
-            return f"{TOO_SMALL} (n = {self.n_a} vs {self.n_b})"
+            return "small"
         if not math.isfinite(self.p):
-            return ("identical on every seed" if self.diff == 0
-                    else "no seed-to-seed variance: the test is undefined")
-        if self.p < ALPHA:
-            return f"{a} higher" if self.diff > 0 else f"{b} higher"
-        return f"no significant difference at p < {ALPHA:g}"
+            return "identical" if self.diff == 0 else "undefined"
+        if p < ALPHA:
+            return "higher" if self.diff > 0 else "lower"
+        return "ns"
+
+    def verdict(self, a: str = "A", b: str = "B", p: float | None = None) -> str:
+        """The decision in words, on ``p`` (the adjusted p-value; default the unadjusted)."""
+        d = self.decide(p)
+        return {"small": f"{TOO_SMALL} (n = {self.n_a} vs {self.n_b})",
+                "identical": "identical on every seed",
+                "undefined": "no seed-to-seed variance: the test is undefined",
+                "higher": f"{a} higher", "lower": f"{b} higher",
+                "ns": "no significant difference"}[d]
 
 
 def compare(a: Sequence[float], b: Sequence[float], conf: float = CONF) -> Comparison:
@@ -162,6 +223,13 @@ def compare(a: Sequence[float], b: Sequence[float], conf: float = CONF) -> Compa
     return Comparison(na, nb, mean_a, mean_b, mean_a - mean_b, ci, p, df, p_greater)
 
 
+def flip(c: Comparison) -> Comparison:
+    """B minus A from A minus B (Welch's test is symmetric; P(B > A) = 1 - P(A > B))."""
+    ci = None if c.ci is None else (-c.ci[1], -c.ci[0])
+    return Comparison(c.n_b, c.n_a, c.mean_b, c.mean_a, -c.diff, ci, c.p, c.df,
+                      1.0 - c.p_a_greater if math.isfinite(c.p_a_greater) else NAN)
+
+
 def adjust_pvalues(pvalues: Sequence[float]) -> list[float]:
     """Benjamini-Hochberg adjustment over the finite p-values; nan stays nan."""
     p = np.asarray(pvalues, dtype=float)
@@ -177,7 +245,8 @@ def adjust_pvalues(pvalues: Sequence[float]) -> list[float]:
 def curve_band(matrix, conf: float = CONF):
     """Per-epoch mean and t-interval over seeds of a (seeds x epochs) array.
 
-    Returns (mean, low, high); low/high are None when there are fewer than 2 seeds.
+    Returns (mean, low, high); low/high are None when there are fewer than 2 seeds. A
+    bounded quantity's band goes through ``clip_band``.
     """
 
     m = np.asarray(matrix, dtype=float)
@@ -192,12 +261,103 @@ def curve_band(matrix, conf: float = CONF):
 
 # --------------------------------------------------------------------------- formatting
 
+# --------------------------------------------------------------------------- aggregates
+
+def _iqm_stat(*samples, axis=-1):
+    return stats.trim_mean(np.concatenate(samples, axis=axis), 0.25, axis=axis)
+
+
+def _usable(samples) -> list:
+    """The samples (cells) with two or more values: the bootstrap resamples within each."""
+    return [x for x in (_array(s) for s in samples) if len(x) >= 2]
+
+
+def _stratified(samples: list, statistic, conf: float = CONF):
+    """Percentile interval of ``statistic`` under the stratified bootstrap: every sample
+    (a cell's seeds) resampled on its own, AGG_RESAMPLES times, fixed seed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # degenerate (constant) resamples
+        res = stats.bootstrap(tuple(samples), statistic, n_resamples=AGG_RESAMPLES,
+                              method="percentile", vectorized=True, confidence_level=conf,
+                              rng=np.random.default_rng(BOOTSTRAP_SEED))
+    return res.confidence_interval
+
+
+def aggregate_iqm(samples: Sequence[Sequence[float]]) -> tuple[float, Interval | None]:
+    """Interquartile mean of every run of every cell (rliable's IQM) and its 95% stratified
+    bootstrap interval; cells with fewer than 2 runs are left out; (nan, None) without any."""
+    xs = _usable(samples)
+    if not xs:
+        return NAN, None
+    ci = _stratified(xs, _iqm_stat)
+    return float(_iqm_stat(*xs)), (float(ci.low), float(ci.high))
+
+
+def _win_rate(x, y):
+    """P(X > Y) + P(X = Y) / 2 over all pairs of the last axes (x: (..., n), y: (..., m))."""
+    d = x[..., :, None] - y[..., None, :]
+    return (d > 0).mean(axis=(-1, -2)) + 0.5 * (d == 0).mean(axis=(-1, -2))
+
+
+def probability_of_improvement(xs: Sequence[Sequence[float]], ys: Sequence[Sequence[float]]
+                               ) -> tuple[float, Interval | None, int]:
+    """P(X > Y) averaged over the cells both ran (rliable's probability of improvement:
+    per cell the Mann-Whitney win rate over run pairs, ties one half) with its 95% stratified
+    bootstrap interval; ``xs[k]`` and ``ys[k]`` are one cell's runs. Returns (value,
+    interval, cells used); cells where a side has fewer than 2 runs are left out."""
+    pairs = [(x, y) for x, y in ((_array(a), _array(b)) for a, b in zip(xs, ys))
+             if len(x) >= 2 and len(y) >= 2]
+    if not pairs:
+        return NAN, None, 0
+    k = len(pairs)
+
+    def stat(*samples, axis=-1):
+        return np.mean([_win_rate(samples[i], samples[k + i]) for i in range(k)], axis=0)
+
+    samples = [x for x, _ in pairs] + [y for _, y in pairs]
+    ci = _stratified(samples, stat)
+    return float(stat(*samples)), (float(ci.low), float(ci.high)), k
+
+
+def performance_profile(samples: Sequence[Sequence[float]], taus: Sequence[float]):
+    """Fraction of runs (over every cell) scoring above each threshold in ``taus`` and its
+    95% stratified bootstrap band: (fractions, low, high) arrays; the band is None when no
+    cell has 2 or more runs."""
+    t = np.asarray(taus, dtype=float)
+    xs = [_array(s) for s in samples]
+    allx = np.concatenate(xs) if xs else np.array([])
+    frac = (allx[:, None] > t[None, :]).mean(axis=0) if len(allx) else np.full(len(t), NAN)
+    usable = _usable(samples)
+    if not usable:
+        return frac, None, None
+
+    def stat(*s, axis=-1):
+        a = np.concatenate(s, axis=-1)
+        return np.moveaxis((a[..., None, :] > t[:, None]).mean(axis=-1), -1, 0)
+
+    ci = _stratified(usable, stat)
+    return frac, np.asarray(ci.low, float), np.asarray(ci.high, float)
+
+
+# --------------------------------------------------------------------------- formatting
+
 def fmt_p(p: float) -> str:
+    """3 decimals below 0.1 (0.048), 2 above (0.67), "< 0.001" below that; more digits
+    when rounding would put p on the other side of ALPHA (0.0496, not 0.050)."""
     if p is None or not math.isfinite(p):
         return "n/a"
     if p < 0.001:
         return "< 0.001"
-    return f"{p:.3f}" if p < 0.01 else f"{p:.2f}"
+    digits = 3 if p < 0.1 else 2
+    while digits < 8 and (round(p, digits) < ALPHA) != (p < ALPHA):
+        digits += 1
+    return f"{p:.{digits}f}"
+
+
+def fmt_p_eq(p: float) -> str:
+    """'p = 0.048' or 'p < 0.001'."""
+    s = fmt_p(p)
+    return f"p {s}" if s.startswith("<") else f"p = {s}"
 
 
 def fmt_interval(ci: Interval | None, digits: int = 2, signed: bool = False) -> str:
@@ -216,14 +376,17 @@ def fmt_summary(s: Summary, digits: int = 2) -> str:
     return f"{s.mean:.{digits}f} ± {s.std:.{digits}f} (n={s.n})"
 
 
-def fmt_comparison(c: Comparison, digits: int = 2) -> str:
-    """'+0.60 [+0.20, +1.00] (95% CI), p = 0.01' or the reason there is no test."""
+def fmt_comparison(c: Comparison, digits: int = 2, p_adj: float | None = None) -> str:
+    """'+0.60 [+0.20, +1.00] (95% CI), p = 0.010, adjusted p = 0.030' or the reason there
+    is no test. Without ``p_adj`` the p-value is marked unadjusted; few seeds are said."""
     if c.ci is None:
         return f"{c.diff:+.{digits}f} ({TOO_SMALL}: n = {c.n_a} vs {c.n_b})" if \
             min(c.n_a, c.n_b) < 2 else f"{c.diff:+.{digits}f} (no seed variance: no test)"
-    p = fmt_p(c.p)
-    p = f"p {p}" if p.startswith("<") else f"p = {p}"
-    text = f"{c.diff:+.{digits}f} {fmt_interval(c.ci, digits, signed=True)} (95% CI), {p}"
+    text = f"{c.diff:+.{digits}f} {fmt_interval(c.ci, digits, signed=True)} (95% CI), "
+    text += (f"{fmt_p_eq(c.p)}, adjusted {fmt_p_eq(p_adj)}" if p_adj is not None
+             else f"unadjusted {fmt_p_eq(c.p)}")
     if min(c.n_a, c.n_b) < MIN_N_CONCLUDE:
         text += f", {TOO_SMALL}"
+    elif c.few_seeds:
+        text += f", only {c.n_a} vs {c.n_b} seeds"
     return text

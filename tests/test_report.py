@@ -1,8 +1,10 @@
 """`python -m harness report` over hand-written run records with known answers.
 
-Records are written here as the trainer writes them (harness/records.py's writers and
-RunSummary, config.json from harness.config.to_dict), so the report is tested against the
-contract and not against the benchmark's synthetic-data helper.
+Records are written as the trainer writes them (tests/report_records.py), so the report is
+tested against the contract and not against the benchmark's synthetic-data helper. The
+report's rules (bounded intervals, names, one verdict rule, fitted questions, equal compute,
+aggregates) are tested on planted records in test_report_rules.py; LaTeX in
+test_report_latex.py.
 """
 from __future__ import annotations
 
@@ -14,69 +16,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from report_records import write_run
 
 from harness import config as C
 from harness import records
 from harness import report as R
 from harness import stats as S
 from harness.cli import main
-from methods.base import get as get_method
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_REF = ROOT.parent / "shared" / "reference" / "slb_reported.csv"
-
-
-def write_run(root: Path, run_id: str, *, method: str, acc: float | None, w: int = 1,
-              a: int = 32, epochs: int = 4, seed: int = 0, variant: str = "",
-              options: dict | None = None, status: str = "completed", rows: int | None = None,
-              unmatched: bool = False, epoch_time: float = 1.0, slb_scalars: bool = False,
-              model: str = "resnet20", dataset: str = "cifar10", error: str = "",
-              manifest: list | None = None, method_info: dict | None = None) -> Path:
-    """One run record. ``method_info`` defaults to the method's own declaration for slb runs
-    with ``slb_scalars`` and to none otherwise (as records written before runs had it)."""
-    cfg = C.RunConfig(method=method, method_options=dict(options or {}), w_bits=w, a_bits=a,
-                      epochs=epochs, seed=seed, model=C.ModelConfig(name=model),
-                      data=C.DataConfig(name=dataset),
-                      meta=C.MetaConfig(study=root.name, variant=variant, scale="test",
-                                        unmatched=unmatched))
-    d = C.to_dict(cfg)
-    d["config_hash"] = C.config_hash(cfg)
-    run = root / "runs" / run_id
-    records.atomic_write_json(run / "config.json", d)
-    n = epochs if rows is None else rows
-    final = acc if acc is not None else 50.0
-    metric_rows = []
-    for e in range(1, n + 1):
-        r = {"epoch": e, "train_loss": 1.0 / e, "train_acc": 50.0, "test_loss": 1.0 / e,
-             "test_acc": final - 2.0 * (epochs - e), "lr": 0.1, "epoch_time_s": epoch_time,
-             "samples_per_s": 1000.0 / epoch_time}
-        if slb_scalars:
-            r.update({"inv_temperature": 1.05 ** e, "temperature": 1.05 ** -e,
-                      "quant_gap": 1.0 / e, "flip_ratio": 0.01, "entropy": 0.5,
-                      "test_acc_continuous": r["test_acc"] + 1.0})
-        metric_rows.append(r)
-    records.write_metrics(run, metric_rows)
-    if method_info is None and slb_scalars:
-        method_info = get_method(method).info()
-    summ = records.RunSummary(
-        status=status, final_test_acc=acc if status == "completed" else None,
-        best_test_acc=final, epochs_completed=n, epochs=epochs,
-        wall_time_s=epoch_time * n, mean_epoch_time_s=epoch_time,
-        peak_mem_mb=500.0, peak_mem_kind="cpu_peak_rss", param_bytes=4000,
-        method_param_bytes=2000 * (2 if method == "slb" else 1),
-        optimizer_state_bytes=4000,
-        method_optimizer_state_bytes=2000 * (2 if method == "slb" else 1),
-        config_hash=d["config_hash"],
-        env={"python": "3.11.7", "torch": "2.14.1", "device": "cpu",
-             "device_name": "cpu: test (2 threads)", "harness_commit": "abc1234",
-             "hostname": "h"},
-        method_info=method_info or {}, error=error)
-    records.write_summary(run, summ)
-    if manifest is not None:
-        manifest.append({"run_id": run_id, "variant": variant or method, "method": method,
-                         "w_bits": w, "a_bits": a, "epochs": epochs, "seed": seed,
-                         "unmatched": unmatched})
-    return run
 
 
 OFFSETS = [0.1, -0.1, 0.2, -0.2, 0.0]  # mean 0, sample std sqrt(0.025)
@@ -177,11 +126,15 @@ def test_header_states_provenance(mixed_report):
 
 def test_main_table_bold_reported_and_single_seed(mixed_report):
     md = (mixed_report.parent / "tables" / "main_cifar10_resnet20.md").read_text()
-    slb_row = next(line for line in md.splitlines() if line.startswith("| slb |"))
-    assert "**91.00 ± 0.16 (5)**" in slb_row  # CIs do not overlap dorefa's
+    slb_row = next(line for line in md.splitlines() if line.startswith("| SLB |"))
+    # higher than dorefa and ste (5 and 3 seeds) under the rule; ste-clip's one seed is lower
+    assert "**91.00 ± 0.16**" in slb_row  # 5 seeds, the usual n: stated in the notes
+    assert "over 5 seeds, or over the n seeds in parentheses" in md
+    assert "88.10 ± 0.10 (3)" in md  # ste: 3 seeds
     assert "W1/A32 reported†" in md and "| 90.6 |" in slb_row
     assert "reported, not measured" in md
-    lonely = next(line for line in md.splitlines() if line.startswith("| ste-clip |"))
+    lonely = next(line for line in md.splitlines()
+                  if line.startswith("| STE sign (BNN/BWN) (clip) |"))
     assert "87.00 (1)*" in lonely and "no error bar" in md
     assert "excl." not in slb_row  # slb's missing run does not hide its 5 good ones
 
@@ -202,7 +155,9 @@ def test_comparisons_known_answer(mixed_report):
     expected = S.compare([91.0 + o for o in OFFSETS], [89.0 + o for o in OFFSETS])
     assert row["p_welch"] == pytest.approx(expected.p)
     assert row["ci_low"] == pytest.approx(expected.ci[0])
-    assert row["p_ours_greater"] == 1.0 and row["verdict"] == "slb higher"
+    assert row["p_ours_greater"] == 1.0 and row["verdict"] == "SLB higher"
+    assert row["decision"] == "higher" and row["p_adj"] >= row["p_welch"]
+    assert row["baseline_name"] == "DoReFa-Net"  # display name beside the id
     assert S.TOO_SMALL in df.loc["ste-clip", "verdict"]
 
 
@@ -231,7 +186,8 @@ def test_latex_tables_are_well_formed(mixed_report):
         text = tex.read_text()
         body = _strip_escapes(text)
         assert body.count("{") == body.count("}"), tex.name
-        for env in ("table", "tabular"):
+        env = "table*" if r"\begin{table*}" in body else "table"
+        for env in (env, "tabular"):
             assert body.count(rf"\begin{{{env}}}") == body.count(rf"\end{{{env}}}") == 1
         for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
             assert body.count(rule) == 1, (tex.name, rule)
@@ -239,10 +195,12 @@ def test_latex_tables_are_well_formed(mixed_report):
         lines = body.split(r"\toprule")[1].split(r"\bottomrule")[0].splitlines()
         rows = [ln for ln in lines if ln.strip().endswith(r"\\")]
         assert rows, tex.name
-        for ln in rows:
-            assert ln.count("&") == len(spec) - 1, (tex.name, ln)
+        for ln in rows:  # every row spans every column (a \multicolumn{k} spans k)
+            spans = sum(int(k) - 1 for k in re.findall(r"\\multicolumn\{(\d+)\}", ln))
+            assert ln.count("&") + 1 + spans == len(spec), (tex.name, ln)
         assert r"\pm" in text or "main" not in tex.name
         assert text.isascii(), tex.name  # unicode symbols written as LaTeX
+        assert not re.search(r"(?<![A-Za-z0-9.$-])-\d", text), tex.name  # minus signs: $-$
 
 
 def test_reference_flag_and_shared_format(mixed, tmp_path):
@@ -301,19 +259,20 @@ def answers(answered):
 def test_budget_answer(answers):
     a = answers["budget"]
     assert a["answered"]
-    assert "over 2 cell×budget comparisons slb is significantly higher (p < 0.05) in 2" in a["text"]
+    assert "over 2 cell×budget comparisons SLB is significantly higher in 2" in a["text"]
+    assert "adjusted p < 0.05, Benjamini-Hochberg over the" in a["text"]
     bullet = a["bullets"][0]
-    assert bullet.startswith("W1/A32: at 4 epochs slb 91.00 ± 0.09 (n=4) vs dorefa 89.00")
-    assert "at 8 epochs slb 91.50" in bullet and "+2.00 [" in bullet
-    assert "slb at 8 minus 4 epochs: +0.50" in bullet
+    assert bullet.startswith("W1/A32: at 4 epochs SLB 91.00 ± 0.09 (n=4) vs DoReFa-Net 89.00")
+    assert "at 8 epochs SLB 91.50" in bullet and "+2.00 [" in bullet
+    assert "SLB at 8 minus 4 epochs: +0.50" in bullet
 
 
 def test_bn_answer(answers):
     a = answers["bn"]
     assert a["answered"]
     assert "the default is significantly higher in 1" in a["text"]
-    assert "slb-recal_end [bn=recal_end]" in a["bullets"][0]
-    assert "vs slb [bn=sbn]" in a["bullets"][0] and ": -1.50 [" in a["bullets"][0]
+    assert "SLB (recal_end) [bn=recal_end]" in a["bullets"][0]
+    assert "vs SLB [bn=sbn]" in a["bullets"][0] and ": -1.50 [" in a["bullets"][0]
 
 
 def test_unanswered_questions_say_so(answers):
@@ -361,7 +320,7 @@ def test_option_questions_match_declared_options(tmp_path):
     st = R.load_study(root, ours="slb")
     assert "recal_batches" in R.question("bn").options
     bn = R.question("bn").ask(st)
-    assert bn["answered"] and "slb-few [recal_batches=5]" in bn["bullets"][0]
+    assert bn["answered"] and "SLB (few) [recal_batches=5]" in bn["bullets"][0]
     assert not R.question("schedule").ask(st)["answered"]
 
 
@@ -401,9 +360,11 @@ def test_internal_metrics_and_display_name_come_from_method_info(tmp_path):
         write_run(root, f"d{s}", method="dorefa", acc=89.0 + s, seed=s)
     st = R.load_study(root)
     assert st.internal_metrics == {"temperature": ("my temperature", [0.0, None])}
-    assert set(st.metrics["m0"]) == {"epoch", "test_acc", "temperature"}  # declared only
+    # declared only (and the epoch times equal compute reads)
+    assert set(st.metrics["m0"]) == {"epoch", "test_acc", "epoch_time_s", "temperature"}
     names = st.runs.set_index("run_id")["display_name"]
-    assert names["m0"] == "My Method" and names["d0"] == "dorefa"  # default: the method id
+    # without method_info: the method's declaration in today's code
+    assert names["m0"] == "My Method" and names["d0"] == "DoReFa-Net"
     md = R.write_report(root, jobs=1).read_text()
     assert "the internal metrics the methods declare" in md and "my temperature" in md
     assert "gap panel" not in md  # no continuous-state accuracy declared
@@ -419,7 +380,7 @@ def test_records_without_method_info_use_the_methods_declaration(mixed, tmp_path
     st = R.load_study(root)
     assert list(st.internal_metrics) == ["test_acc_continuous", "temperature", "quant_gap"]
     assert "flip_ratio" not in st.metrics["s0"]  # logged, not declared
-    assert set(st.runs["display_name"]) == {"slb"}
+    assert set(st.runs["display_name"]) == {"SLB"}  # today's declaration
     with_info = R.load_study(mixed)  # its slb runs record method_info
     assert list(with_info.internal_metrics) == list(st.internal_metrics)
     assert with_info.runs.set_index("run_id").loc["slb0", "display_name"] == "SLB"

@@ -134,3 +134,52 @@ def test_formatting():
     assert S.fmt_p(0.2345) == "0.23" and S.fmt_p(float("nan")) == "n/a"
     assert S.fmt_interval((-0.5, 1.25), signed=True) == "[-0.50, +1.25]"
     assert S.fmt_summary(S.describe([1.0, 3.0])) == "2.00 ± 1.41 (n=2)"
+
+
+def test_p_keeps_its_side_of_alpha():
+    assert S.fmt_p(0.048) == "0.048" and S.fmt_p(0.67) == "0.67"
+    assert S.fmt_p(0.0496) == "0.0496"   # "0.050" would read as not below 0.05
+    assert S.fmt_p(0.0504) == "0.050" and S.fmt_p(0.0009) == "< 0.001"
+    assert S.fmt_p_eq(0.0004) == "p < 0.001" and S.fmt_p_eq(0.2) == "p = 0.20"
+
+
+def test_intervals_clipped_to_bounds():
+    vals = [10.0, 90.0, 99.0]
+    half = sps.t.ppf(0.975, 2) * np.std(vals, ddof=1) / math.sqrt(3)
+    s = S.describe(vals, bounds=S.PERCENT)
+    assert s.ci == (0.0, 100.0) and s.clipped  # mean 66.3 +- 121.7 by hand
+    assert half > 100 and not S.describe(vals).clipped
+    assert S.describe(vals).ci[0] == pytest.approx(np.mean(vals) - half)
+    assert S.clip_interval((1.0, 2.0), S.PERCENT) == ((1.0, 2.0), False)
+    assert S.clip_interval((-1.0, 2.0), (0.0, None)) == ((0.0, 2.0), True)
+    lo, hi, clipped = S.clip_band(np.array([-5.0, 1.0]), np.array([50.0, 120.0]), S.PERCENT)
+    assert list(lo) == [0.0, 1.0] and list(hi) == [50.0, 100.0] and clipped
+
+
+def test_decision_on_the_adjusted_p_and_flip():
+    c = S.compare(A, B)                      # p ~ 1e-3: higher on its own p
+    assert c.decide() == "higher" and c.decide(0.2) == "ns"
+    assert c.verdict("slb", "dorefa", 0.2) == "no significant difference"
+    f = S.flip(c)
+    assert f.diff == pytest.approx(-c.diff) and f.p == c.p
+    assert f.ci == pytest.approx((-c.ci[1], -c.ci[0]))
+    assert f.p_a_greater == pytest.approx(S.compare(B, A).p_a_greater)
+    assert f.decide() == "lower" and S.compare(A[:3], B[:3]).few_seeds
+    assert "only 3 vs 3 seeds" in S.fmt_comparison(S.compare(A[:3], B[:3]), p_adj=0.01)
+    assert "unadjusted p" in S.fmt_comparison(c)
+
+
+def test_probability_of_improvement_by_hand():
+    # cell 1: every pair won (9/9); cell 2: (1,1) tie, (1,2) lost, (2,1) won, (2,2) tie: 2/4
+    p, (lo, hi), k = S.probability_of_improvement([[3, 4, 5], [1, 2]], [[0, 1, 2], [1, 2]])
+    assert k == 2 and p == pytest.approx((1.0 + 0.5) / 2)
+    assert 0.5 <= lo <= p <= hi <= 1.0
+    assert S.probability_of_improvement([[1.0]], [[0.0, 2.0]])[2] == 0  # a cell needs 2 runs
+
+
+def test_aggregate_iqm_by_hand():
+    cells = [[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]
+    v, ci = S.aggregate_iqm(cells)
+    assert v == pytest.approx(np.mean([3, 4, 5, 6]))  # the middle half of 1..8
+    assert 1.0 <= ci[0] <= v <= ci[1] <= 8.0
+    assert S.aggregate_iqm(cells) == (v, ci)      # fixed seed: reproducible

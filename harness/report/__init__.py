@@ -2,8 +2,9 @@
 
 Reads only what a study leaves behind: runs/<id>/{config,summary}.json and metrics.csv (via
 harness.records), study.toml (its optional [report] table: reference, reference_dataset,
-ours) and manifest.json (the expected runs, so runs without a directory are reported as
-missing). Writes, under OUT (default results/<study>/report):
+ours, and the display-name tables methods, variants, settings; see load.REPORT_KEYS) and
+manifest.json (the expected runs, so runs without a directory are reported as missing).
+Writes, under OUT (default results/<study>/report):
 
   report.md                 the narrative, tables and figures embedded
   tables/NAME.{md,tex,csv}  markdown, booktabs LaTeX (paste-ready), numbers as CSV
@@ -15,9 +16,15 @@ flagged unmatched are listed and left out of every number.
 
 The package, in the order data flows through it:
 
-  load.py       records -> StudyRecords (runs table, metrics, groups per setting/row/cell)
+  load.py       records -> StudyRecords (runs table, metrics, groups per setting/row/cell,
+                display names)
+  timing.py     per-epoch training times -> every row's accuracy at equal compute
+  verdicts.py   the one verdict rule: every comparison of a setting, BH-adjusted together
   tables.py     the Table class (md, tex, csv) and every table builder
+  style.py      one colour, marker and dash per row; which rows a panel highlights
   figures.py    figure specs (plain data) for harness/plots.py, with their captions
+  compute.py    the equal-compute table and figure
+  aggregate.py  rliable-style aggregates across cells: table and performance profiles
   questions.py  QUESTIONS: the reviewer questions, each with the function that answers it
   render.py     SECTIONS: report.md's sections in order; build_report, write_report
 

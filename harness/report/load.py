@@ -14,7 +14,14 @@ uses). It builds
 - ``groups``: (setting, row label, w_bits, a_bits, epochs) -> the seeds' final accuracies
   and their ``harness.stats`` summary;
 - the display order of the rows, "ours" (study.toml [report] ours, or --ours; None when
-  neither names one), the reported reference numbers, the recipe differences inside a cell.
+  neither names one), the reported reference numbers, the recipe differences inside a cell;
+- display names: ``st.display(label)`` for a row (the method's declared display name, e.g.
+  "DoReFa-Net"; "SLB (sbn4)" for a variant slb-sbn4) and ``st.setting_name(setting)``,
+  both renamed by study.toml's [report.methods], [report.variants] and [report.settings]
+  (``REPORT_KEYS``). Tables, figures and answers print these; the CSVs keep the ids.
+
+Paths shown in a report are relative to the repository, the study or as the user wrote
+them (``shown_path``), never the machine's absolute paths.
 
 Tables (tables.py), figures (figures.py) and reviewer answers (questions.py) only read a
 ``StudyRecords``; what they compute per setting is memoised on it (``cached_per_setting``).
@@ -40,6 +47,20 @@ from harness.records import METRIC_COLUMNS, load_run
 from methods.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
+# study.toml's [report] table: key -> (check, what to write). The renames map an internal id
+# to the text tables, figures and answers print.
+_NAMES = (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str)
+                                                and x.strip() for k, x in v.items()),
+          'a table of id = "display name"')
+REPORT_KEYS: dict[str, tuple[Any, str]] = {
+    "ours": (lambda v: isinstance(v, str), 'a method name, e.g. "slb"'),
+    "reference": (lambda v: isinstance(v, str), "the path of a CSV of reported numbers"),
+    "reference_dataset": (lambda v: isinstance(v, str), 'a dataset label, e.g. "cifar10"'),
+    "methods": (_NAMES[0], _NAMES[1] + ', e.g. { dorefa = "DoReFa-Net" }'),
+    "variants": (_NAMES[0], _NAMES[1] + ', e.g. { "slb-sbn4" = "SLB, SBN every 4 steps" }'),
+    "settings": (_NAMES[0], _NAMES[1] + ' for a dataset, a model or a whole setting, e.g. '
+                 '{ imagefolder = "CIFAR-10 (JPEG copy)", resnet20 = "ResNet-20" }'),
+}
 # What comparisons and answers that need "ours" say when the study names none.
 OURS_NOT_SET = ("no `[report] ours` is set, so no method is compared with the others; name "
                 "one with `ours = \"METHOD\"` in the [report] table of study.toml, or pass "
@@ -56,13 +77,31 @@ def is_known(v) -> bool:
     return v is not None and not (isinstance(v, float) and math.isnan(v))
 
 
-def rel_path(path) -> str:
-    """A path relative to the working directory when it lies below it."""
+def shown_path(path, written: str = "") -> str:
+    """How a report names a file: relative to the repository when inside it, else as the
+    user wrote it when that was relative, else its name alone (never an absolute path)."""
     p = Path(path).resolve()
     try:
-        return str(p.relative_to(Path.cwd().resolve()))
+        return str(p.relative_to(REPO))
     except ValueError:
-        return str(p)
+        pass
+    if written and not Path(written).expanduser().is_absolute():
+        return written
+    return p.name
+
+
+def check_report_table(table: Any) -> list[tuple[str, str]]:
+    """Problems of a study's [report] table, as (field, message): a wrong type is one;
+    an unknown key is one too (the report itself only notes those: see ``_report_options``)."""
+    if not isinstance(table, dict):
+        return [("report", "must be a table: [report]")]
+    out = []
+    for k, v in table.items():
+        if k not in REPORT_KEYS:
+            out.append((f"report.{k}", f"unknown key; [report] takes {', '.join(REPORT_KEYS)}"))
+        elif not REPORT_KEYS[k][0](v):
+            out.append((f"report.{k}", f"is {v!r}; write {REPORT_KEYS[k][1]}"))
+    return out
 
 
 # --------------------------------------------------------------------------- the study
@@ -79,7 +118,7 @@ class StudyRecords:
     ours: str | None                  # the method compared with every other; None: not set
     setting_labels: dict[str, str]    # setting id -> "cifar10 / resnet20"
     reference: Any = None             # DataFrame of reported numbers, or None
-    reference_path: str = ""
+    reference_path: str = ""         # as shown in the report (``shown_path``)
     reference_dataset: str = ""       # label matched in the CSV instead of data.name
     notes: list[str] = field(default_factory=list)   # warnings for the header
     mismatches: list[dict[str, Any]] = field(default_factory=list)
@@ -90,7 +129,26 @@ class StudyRecords:
     # metrics.csv column -> (panel title, [low, high] or None) of the internal metrics the
     # included runs' methods declare and log; percentages (bounds [0, 100]) first
     internal_metrics: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)       # the [report] table
+    names: dict[str, str] = field(default_factory=dict)         # row label -> display name
+    setting_names: dict[str, str] = field(default_factory=dict)  # setting id -> display
     _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    def display(self, label: str) -> str:
+        """A row's display name (the label itself for a row the study does not know)."""
+        return self.names.get(label, label)
+
+    def setting_name(self, setting: str) -> str:
+        return self.setting_names.get(setting) or self.setting_labels.get(setting, setting)
+
+    @property
+    def ours_name(self) -> str:
+        """How the report names "ours": the display name of its default row."""
+        mine = [lab for lab in self.order if self.method_of.get(lab) == self.ours]
+        if not self.ours:
+            return ""
+        default = self.default_variant(self.ours, mine)
+        return self.display(default) if default else self.ours
 
     @property
     def included(self):
@@ -196,7 +254,7 @@ def _metric_columns(rec, header: list[str]) -> list[str]:
         extra = [c for c in header if c not in METRIC_COLUMNS]
     else:
         extra = [c for c in header if c in declared]
-    return ["epoch", "test_acc"] + extra
+    return ["epoch", "test_acc"] + (["epoch_time_s"] if "epoch_time_s" in header else []) + extra
 
 
 def load_record(run_dir: Path):
@@ -419,14 +477,13 @@ def _resolve_method_info(st: StudyRecords, infos: dict[str, dict[str, Any]]) -> 
     ``st.internal_metrics``.
 
     A run without method_info takes that of another record of its method; when none has
-    one, the method id as display name and, for its metrics columns, the method's current
-    declaration (``_current_info``)."""
+    one, the method's current declaration (``_current_info``), else the method id."""
     by_method: dict[str, dict[str, Any]] = {}
     for run_id, method in zip(st.runs["run_id"], st.runs["method"]):
         if infos.get(run_id):
             by_method.setdefault(method, infos[run_id])
     st.runs["display_name"] = [
-        (infos.get(r) or by_method.get(m) or {}).get("display_name") or m
+        (infos.get(r) or by_method.get(m) or _current_info(str(m))).get("display_name") or m
         for r, m in zip(st.runs["run_id"], st.runs["method"])]
     found: dict[str, tuple[str, Any]] = {}
     for run_id, method in zip(st.runs["run_id"], st.runs["method"]):
@@ -434,11 +491,11 @@ def _resolve_method_info(st: StudyRecords, infos: dict[str, dict[str, Any]]) -> 
         if cols is None:
             continue
         info = infos.get(run_id) or by_method.get(method)
-        if info is None and set(cols) - {"epoch", "test_acc"}:
+        if info is None and set(cols) - {"epoch", "test_acc", "epoch_time_s"}:
             info = _current_info(str(method))
         declared = declared_metrics(info) or {}
         st.metrics[run_id] = {c: v for c, v in cols.items()
-                              if c in ("epoch", "test_acc") or c in declared}
+                              if c in ("epoch", "test_acc", "epoch_time_s") or c in declared}
         for c in st.metrics[run_id]:
             if c in declared and c not in found:
                 found[c] = declared[c]
@@ -466,15 +523,16 @@ def load_study(study_dir: Path, reference: str | None = None,
     notes: list[str] = []
     spec = _read_spec(study_dir)
     manifest = _read_manifest(study_dir, notes)
+    rep = _report_options(spec, notes)
     runs, metrics, infos = _runs_table(study_dir, manifest, jobs)
-    rep = spec.get("report") or {}
     st = StudyRecords(name=(manifest or {}).get("study") or spec.get("name") or study_dir.name,
                       dir=study_dir, spec=spec, manifest=manifest, runs=runs, metrics=metrics,
                       ours=ours or rep.get("ours") or None, setting_labels={},
-                      notes=notes)
+                      notes=notes, options=rep)
     _resolve_method_info(st, infos)
     _label_settings(st)
     _order_rows(st)
+    _display_names(st)
     _recipe_mismatches(st)
     _build_groups(st, bootstrap)
     ref = reference or rep.get("reference")
@@ -482,6 +540,62 @@ def load_study(study_dir: Path, reference: str | None = None,
         st.reference, st.reference_path = _load_reference(st, ref, explicit=bool(reference))
     st.reference_dataset = reference_dataset or rep.get("reference_dataset") or ""
     return st
+
+
+def _report_options(spec: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """study.toml's [report] table: a key of the wrong type is a one-line error; a key the
+    report does not know is noted in the header (another version's key is not fatal)."""
+    table = spec.get("report") or {}
+    problems = check_report_table(table)
+    for f, msg in problems:
+        if f == "report" or f.split(".", 1)[1] in REPORT_KEYS:
+            raise user_error(f, msg + " in study.toml")
+    notes += [f"study.toml [report] key `{f.split('.', 1)[1]}` is not one the report reads "
+              f"({', '.join(REPORT_KEYS)}); it is ignored" for f, _ in problems]
+    return {k: v for k, v in table.items() if k in REPORT_KEYS}
+
+
+def _display_names(st: StudyRecords) -> None:
+    """Row and setting display names: declared by the methods, renamed by [report]."""
+    methods = dict(st.options.get("methods") or {})
+    variants = dict(st.options.get("variants") or {})
+    settings = dict(st.options.get("settings") or {})
+    declared = dict(zip(st.runs["method"], st.runs["display_name"]))
+    taken: set[str] = set()
+    for lab in st.order:
+        m = st.method_of[lab]
+        mname = methods.get(m) or declared.get(m) or m
+        if lab in variants:
+            name = variants[lab]
+        elif lab == m:
+            name = mname
+        else:
+            rest = lab[len(m) + 1:] if lab.startswith(m) and lab[len(m):len(m) + 1] in "-_" \
+                else lab
+            name = f"{mname} ({rest or lab})"
+        if name in taken:  # two rows may not print alike
+            name = f"{name} ({lab})"
+        taken.add(name)
+        st.names[lab] = name
+    for s in st.setting_labels:
+        ident = dict(json.loads(s))
+        label = st.setting_labels[s]
+        if label in settings:
+            st.setting_names[s] = settings[label]
+            continue
+        data, model = (str(ident.get(k)) for k in ("data.name", "model.name"))
+        st.setting_names[s] = (f"{settings.get(data, data)} / {settings.get(model, model)}"
+                               + label[len(f"{data} / {model}"):])
+    known = {"methods": set(st.method_of.values()), "variants": set(st.order),
+             "settings": set(st.setting_labels.values()) | {
+                 str(dict(json.loads(s)).get(k)) for s in st.setting_labels
+                 for k in ("data.name", "model.name")}}
+    for key, table in (("methods", methods), ("variants", variants), ("settings", settings)):
+        unused = sorted(set(table) - known[key])
+        if unused:
+            st.notes.append(f"study.toml [report.{key}] names {', '.join(map(repr, unused))}, "
+                            f"which this study does not have ({key}: "
+                            f"{', '.join(sorted(known[key])) or 'none'})")
 
 
 def _label_settings(st: StudyRecords) -> None:
@@ -560,7 +674,7 @@ def _build_groups(st: StudyRecords, bootstrap: bool = True) -> None:
         acc = [float(x) for x in df["final_acc"]]
         st.groups[(key[0], key[1], int(key[2]), int(key[3]), int(key[4]))] = {
             "acc": acc, "seeds": df["seed"].tolist(), "run_ids": df["run_id"].tolist(),
-            "summary": S.describe(acc, bootstrap)}
+            "summary": S.describe(acc, bootstrap, bounds=S.PERCENT)}
 
 
 # --------------------------------------------------------------------------- reported numbers
@@ -601,7 +715,7 @@ def _load_reference(st: StudyRecords, ref: str, explicit: bool):
                          f"(missing: {need + ([] if acc else ['top1'])})")
     df = df.rename(columns={acc: "top1"})
     df["top1"] = pd.to_numeric(df["top1"], errors="coerce")
-    return df.dropna(subset=["top1"]), str(path)
+    return df.dropna(subset=["top1"]), shown_path(path, ref)
 
 
 def reported(st: StudyRecords, setting: str, label: str, w: int,

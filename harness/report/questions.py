@@ -1,15 +1,19 @@
 """Reviewer questions: ``QUESTIONS`` lists them, each with the function that answers it.
 
 To add a question, add one ``Question`` to ``QUESTIONS`` (the report shows them in this
-order): a key, a title, the question as a reviewer would ask it, ``needs`` (which records
-can answer it, in a few words) and ``answer(study, question) -> (text, bullets)``. An
-answer that the study cannot give starts with ``NOT_ANSWERED`` and says why. Questions
-about method options (``answer_option``) name the options they are about in ``options``;
-questions about one baseline (``answer_versus``) name it in ``baseline``; questions that
-compare "ours" with the others set ``needs_ours`` (without a [report] ours they say so).
+order): a key, a title, the question as a reviewer would ask it (a string, or a function
+of the study that fits it to what the study holds: its budgets, seeds), ``needs`` (which
+records can answer it, in a few words) and ``answer(study, question) -> (text, bullets)``.
+An answer that the study cannot give starts with ``NOT_ANSWERED`` and says why and what
+would answer it (which variants or budgets to add). Questions about method options
+(``answer_option``) name the options they are about in ``options``; questions about one
+baseline (``answer_versus``) name it in ``baseline``; questions that compare "ours" with
+the others set ``needs_ours`` (without a [report] ours they say so).
 
-Data flow: answers read the ``StudyRecords`` (load.py) and the memoised per-setting rows of
-tables.py (``comparisons``, ``ablations``, ``cost_rows``), so they agree with the tables;
+Data flow: answers read the ``StudyRecords`` (load.py), the memoised per-setting rows of
+tables.py (``comparisons``, ``ablations``, ``cost_rows``), timing.py and aggregate.py, and
+take every verdict from the setting's one family of tests (verdicts.py), so they agree
+with the tables and bold cells; an answer resting on few seeds says so in its sentence.
 render.py turns ``reviewer_answers(study)`` into the "Reviewer questions" section.
 """
 from __future__ import annotations
@@ -22,6 +26,9 @@ from typing import Any
 import numpy as np
 
 from harness import stats as S
+from harness.report import timing
+from harness.report import verdicts as V
+from harness.report.aggregate import aggregate_rows
 from harness.report.load import OURS_NOT_SET, StudyRecords
 from harness.report.tables import ablations, cell_name, comparisons, cost_rows, fmt_opts, where
 
@@ -37,7 +44,7 @@ class Question:
 
     key: str
     title: str
-    text: str                                    # the question, as a reviewer asks it
+    text: str | Callable[[StudyRecords], str]    # the question, as a reviewer asks it
     needs: str                                   # the records that can answer it
     answer: Callable[[StudyRecords, "Question"], Answer]
     options: tuple[str, ...] = ()                # answer_option: the method options it is about
@@ -49,29 +56,28 @@ class Question:
             text, bullets = f"{NOT_ANSWERED}: {OURS_NOT_SET}.", []
         else:
             text, bullets = self.answer(st, self)
-        return {"key": self.key, "title": self.title, "question": self.text,
+        question = self.text(st) if callable(self.text) else self.text
+        return {"key": self.key, "title": self.title, "question": question,
                 "needs": self.needs, "text": text, "bullets": bullets,
                 "answered": not text.startswith(NOT_ANSWERED)}
 
 
 # --------------------------------------------------------------------------- helpers
 
-def _vs(a: str, sa: S.Summary, b: str, sb: S.Summary, c: S.Comparison) -> str:
-    return f"{a} {S.fmt_summary(sa)} vs {b} {S.fmt_summary(sb)}: {S.fmt_comparison(c)}"
+def _vs(st: StudyRecords, a: str, sa: S.Summary, b: str, sb: S.Summary, t: V.Test) -> str:
+    return (f"{st.display(a)} {S.fmt_summary(sa)} vs {st.display(b)} {S.fmt_summary(sb)}: "
+            f"{t.fmt()}")
 
 
-def _tally(cmps: list[S.Comparison], a: str, b: str) -> str:
-    hi = sum(c.conclusive and c.p < S.ALPHA and c.diff > 0 for c in cmps)
-    lo = sum(c.conclusive and c.p < S.ALPHA and c.diff < 0 for c in cmps)
-    small = sum(min(c.n_a, c.n_b) < S.MIN_N_CONCLUDE for c in cmps)
-    ns = len(cmps) - hi - lo - small
-    parts = [f"{a} is significantly higher (p < {S.ALPHA:g}) in {hi}",
-             f"{b} is significantly higher in {lo}", f"there is no significant difference in {ns}"]
-    if small:
-        parts.append(f"n is too small to conclude in {small}")
-    if len(cmps) == 1:
-        parts = [p for p, k in zip(parts, (hi, lo, ns, small)) if k] or parts
-    return ", ".join(parts[:-1]) + " and " + parts[-1]
+def _tally(tests: list[V.Test], a: str, b: str) -> str:
+    """'A is significantly higher in 2, ... (adjusted over N comparisons[; caveat])'."""
+    sizes = sorted({t.family_size for t in tests})
+    text = V.tally(tests, a, b)["text"]
+    basis = (f"adjusted p < {S.ALPHA:g}, Benjamini-Hochberg over the "
+             f"{' and '.join(map(str, sizes))} comparisons of the report's setting"
+             + ("s" if len(sizes) > 1 else ""))
+    caveat = V.caveats(tests)
+    return f"{text} ({basis}" + (f"; {caveat}" if caveat else "") + ")"
 
 
 def _bullets(items: list[str], where_: str) -> list[str]:
@@ -80,10 +86,25 @@ def _bullets(items: list[str], where_: str) -> list[str]:
     return items[:MAX_BULLETS] + [f"… {len(items) - MAX_BULLETS} more in {where_}."]
 
 
+def _all_budgets(st: StudyRecords) -> list[int]:
+    return sorted({c[2] for s in st.settings() for c in st.cells(s, True)})
+
+
+def _seed_counts(st: StudyRecords) -> list[int]:
+    return sorted({g["summary"].n for g in st.groups.values() if g["summary"].n})
+
+
 # --------------------------------------------------------------------------- budget
 
+def budget_question(st: StudyRecords) -> str:
+    bs = _all_budgets(st)
+    held = (f" ({' vs '.join(map(str, bs))} epochs in this study)" if len(bs) > 1 else
+            f" (this study has one budget: {bs[0]} epochs)" if bs else "")
+    return f"Does the comparison hold at matched epoch budgets, and at longer ones{held}?"
+
+
 def _budget_item(st: StudyRecords, s: str, ours: str, w: int, a: int,
-                 cmps: list, own: list) -> str | None:
+                 tests: list, own: list) -> str | None:
     """One W/A pair: ours against the strongest baseline at each budget, and ours at its
     longest budget minus its shortest."""
     labels = st.labels(s)
@@ -97,50 +118,55 @@ def _budget_item(st: StudyRecords, s: str, ours: str, w: int, a: int,
         rivals = [(st.group(s, b, (w, a, e))["summary"], b) for b in base_labels]
         rivals = [r for r in rivals if r[0].n]
         if not rivals:
-            parts.append(f"at {e} epochs {ours} {S.fmt_summary(g['summary'])} "
+            parts.append(f"at {e} epochs {st.display(ours)} {S.fmt_summary(g['summary'])} "
                          "(no baseline at this budget)")
             continue
         sb, b = max(rivals, key=lambda r: r[0].mean)
-        c = S.compare(g["acc"], st.group(s, b, (w, a, e))["acc"])
-        cmps.append(c)
-        parts.append(f"at {e} epochs {_vs(ours, g['summary'], b, sb, c)}")
+        t = V.test(st, s, (ours, (w, a, e)), (b, (w, a, e)))
+        tests.append(t)
+        parts.append(f"at {e} epochs {_vs(st, ours, g['summary'], b, sb, t)}")
     if len(budgets) > 1:
         lo_e, hi_e = budgets[0], budgets[-1]
-        c = S.compare(st.group(s, ours, (w, a, hi_e))["acc"],
-                      st.group(s, ours, (w, a, lo_e))["acc"])
-        own.append(c)
-        parts.append(f"{ours} at {hi_e} minus {lo_e} epochs: {S.fmt_comparison(c)}")
+        t = V.test(st, s, (ours, (w, a, hi_e)), (ours, (w, a, lo_e)))
+        own.append(t)
+        parts.append(f"{st.display(ours)} at {hi_e} minus {lo_e} epochs: {t.fmt()}")
     return f"{where(st, s, (w, a))}: " + "; ".join(parts) + "." if parts else None
 
 
 def answer_budget(st: StudyRecords, q: Question) -> Answer:
     multi = [s for s in st.settings() if len({c[2] for c in st.cells(s, True)}) > 1]
     if not multi:
-        budgets = sorted({c[2] for s in st.settings() for c in st.cells(s, True)})
-        what = (f"every included run has the same budget ({budgets[0]} epochs), so it shows "
-                "only the matched comparison at that budget (see the comparisons)"
-                if budgets else "no run completed")
+        bs = _all_budgets(st)
+        what = (f"every included run has the same budget ({bs[0]} epochs), so it shows "
+                f"only the matched comparison at that budget (see the comparisons); a second "
+                f"budget in the spec's [grid] epochs (e.g. epochs = [{bs[0]}, {2 * bs[0]}]) "
+                "would answer it" if bs else "no run completed")
         return f"{NOT_ANSWERED}: {what}.", []
-    cmps: list[S.Comparison] = []
-    own: list[S.Comparison] = []
+    tests: list[V.Test] = []
+    own: list[V.Test] = []
     items = []
     for s in multi:
         ours = st.default_variant(st.ours, st.labels(s))
         if ours is None:
             continue
         for w, a in sorted({c[:2] for c in st.cells(s, True)}):
-            item = _budget_item(st, s, ours, w, a, cmps, own)
+            item = _budget_item(st, s, ours, w, a, tests, own)
             if item:
                 items.append(item)
     if not items:
         return (f"{NOT_ANSWERED}: the study has several budgets but no {st.ours} runs "
-                "at them.", [])
+                f"at them; add {st.ours} to the variants.", [])
+    on = st.ours_name
     text = (f"Against the strongest baseline at each budget (the one with the highest mean), "
-            f"over {len(cmps)} cell×budget comparisons {_tally(cmps, st.ours, 'the baseline')}.")
+            f"over {len(tests)} cell×budget comparisons "
+            f"{_tally(tests, on, 'the baseline')}.")
     if own:
-        up = sum(c.conclusive and c.p < S.ALPHA and c.diff > 0 for c in own)
-        text += (f" Training {st.ours} longer changes its accuracy significantly upward in {up} "
-                 f"of {len(own)} W/A cells.")
+        up = sum(t.decision == "higher" for t in own)
+        down = sum(t.decision == "lower" for t in own)
+        caveat = V.caveats(own)
+        text += (f" Training {on} longer raises its accuracy significantly in {up} and lowers "
+                 f"it significantly in {down} of {len(own)} W/A cells"
+                 + (f" ({caveat})" if caveat else "") + ".")
     text += (" Accuracies read off longer runs at shorter epochs are in the budget table, "
              "marked as such.")
     return text, _bullets(items, "the budget tables")
@@ -148,34 +174,49 @@ def answer_budget(st: StudyRecords, q: Question) -> Answer:
 
 # --------------------------------------------------------------------------- seeds
 
+def seeds_question(st: StudyRecords) -> str:
+    ns = _seed_counts(st)
+    held = (f" ({ns[0]} seeds per cell here)" if len(ns) == 1 else
+            f" ({ns[0]}–{ns[-1]} seeds per cell here)" if ns else "")
+    return ("How large is the seed-to-seed variation next to the differences between "
+            f"methods{held}?")
+
+
 def _seed_comparisons_text(st: StudyRecords) -> str:
     """How large ours-vs-baseline differences are next to the seed spread."""
     comps = [r for s in st.settings() for r in comparisons(st, s)]
+    on = st.ours_name
     if len(comps) == 1:
-        c = comps[0]["cmp"]
-        return (f" The one {st.ours}-vs-baseline difference is {c.diff:+.2f} points, "
-                + (S.TOO_SMALL if not c.conclusive else
-                   "its 95% CI " + ("excludes" if c.p < S.ALPHA else "includes") + " 0") + ".")
+        t = comps[0]["test"]
+        d = t.decision
+        return (f" The one {on}-vs-baseline difference is {t.cmp.diff:+.2f} points, "
+                + (S.TOO_SMALL if d == "small" else
+                   "significant" if d in ("higher", "lower") else "not significant")
+                + f" ({t.fmt()}).")
     if not comps:
         return ""
     diffs = np.array([abs(r["cmp"].diff) for r in comps])
-    sig = sum(r["cmp"].conclusive and r["cmp"].p < S.ALPHA for r in comps)
-    small = sum(min(r["cmp"].n_a, r["cmp"].n_b) < S.MIN_N_CONCLUDE for r in comps)
-    return (f" The {len(comps)} {st.ours}-vs-baseline differences have median |Δ| "
-            f"{np.median(diffs):.2f} points; {sig} of them have a 95% CI that excludes 0"
+    tests = [r["test"] for r in comps]
+    sig = sum(t.decision in ("higher", "lower") for t in tests)
+    small = sum(t.decision == "small" for t in tests)
+    caveat = V.caveats(tests)
+    return (f" The {len(comps)} {on}-vs-baseline differences have median |Δ| "
+            f"{np.median(diffs):.2f} points; {sig} of them are significant under the "
+            f"report's rule (adjusted p < {S.ALPHA:g})"
             + (f", and {small} {'has' if small == 1 else 'have'} {S.TOO_SMALL}"
-               if small else "") + ".")
+               if small else "") + (f"; {caveat}" if caveat else "") + ".")
 
 
 def answer_seeds(st: StudyRecords, q: Question) -> Answer:
     groups = [(k, g["summary"]) for k, g in st.groups.items() if g["summary"].n >= 2]
     if not groups:
-        return f"{NOT_ANSWERED}: no row has two or more seeds in any cell.", []
+        return (f"{NOT_ANSWERED}: no row has two or more seeds in any cell; more seeds in the "
+                "spec's [grid] seeds (e.g. seeds = [0, 1, 2, 3, 4]) would answer it.", [])
     stds = np.array([s.std for _, s in groups])
     (ks, worst) = max(groups, key=lambda t: t[1].std)
     text = (f"Over {len(groups)} method×cell groups with n ≥ 2, the seed standard deviation of "
             f"the final deployed accuracy has median {np.median(stds):.2f} points (range "
-            f"{stds.min():.2f}–{stds.max():.2f}); the largest is {ks[1]} at "
+            f"{stds.min():.2f}–{stds.max():.2f}); the largest is {st.display(ks[1])} at "
             f"{where(st, ks[0], ks[2:])} ({worst.std:.2f}, n={worst.n}, seeds spanning "
             f"{worst.min:.2f}–{worst.max:.2f}).")
     text += _seed_comparisons_text(st)
@@ -193,12 +234,17 @@ def answer_option(st: StudyRecords, q: Question) -> Answer:
     for s in st.settings():
         for r in ablations(st, s):
             keys = [k for k in r["options"] if k in q.options]
-            if keys and r["cmp"] is not None:
+            if keys and r["test"] is not None:
                 rows.append((s, r, keys))
     if not rows:
-        return (f"{NOT_ANSWERED}: no variants of one method differ in a {q.key} option.", [])
+        whose = st.ours or "a method"
+        opts = " or ".join(f"`{o}`" for o in q.options)
+        return (f"{NOT_ANSWERED}: no variants of one method differ in {opts}; variants of "
+                f"{whose} that set {opts} differently from its default variant (e.g. "
+                f"[variants.{st.ours or 'NAME'}-{q.options[0]}] with options = "
+                f"{{ {q.options[0]} = ... }}) would answer it.", [])
     rows.sort(key=lambda t: (t[1]["method"] != st.ours,))
-    items, cmps = [], []
+    items, tests = [], []
     for s, r, keys in rows:
         dopts = st.options_of.get(r["default"], {})
         mine = ", ".join(f"{k}={fmt_opts({k: r['options'][k]}).split('=', 1)[1]}" for k in keys)
@@ -206,18 +252,21 @@ def answer_option(st: StudyRecords, q: Question) -> Answer:
         other = {k: v for k, v in r["options"].items() if k not in keys}
         extra = f" (also differs: {fmt_opts(other)})" if other else ""
         d = st.group(s, r["default"], r["cell"])["summary"]
-        cmps.append(r["cmp"])
-        items.append(f"{where(st, s, r['cell'])}: {r['variant']} [{mine}]{extra} "
-                     f"{S.fmt_summary(r['summary'])} vs {r['default']} [{base}] "
-                     f"{S.fmt_summary(d)}: {S.fmt_comparison(r['cmp'])}.")
-    methods = sorted({r["method"] for _, r, _ in rows})
+        tests.append(r["test"])
+        items.append(f"{where(st, s, r['cell'])}: {st.display(r['variant'])} [{mine}]{extra} "
+                     f"{S.fmt_summary(r['summary'])} vs {st.display(r['default'])} [{base}] "
+                     f"{S.fmt_summary(d)}: {r['test'].fmt()}.")
+    methods = sorted({st.display(st.default_variant(r["method"], st.labels(s)) or r["method"])
+                      for s, r, _ in rows})
     text = (f"Variants of {', '.join(methods)} against the default variant, over "
-            f"{len(cmps)} variant×cell comparisons: {_tally(cmps, 'the variant', 'the default')}.")
+            f"{len(tests)} variant×cell comparisons: "
+            f"{_tally(tests, 'the variant', 'the default')}.")
     if len(rows) > 1:
         lo_ = min(rows, key=lambda t: t[1]["cmp"].diff)[1]
         hi_ = max(rows, key=lambda t: t[1]["cmp"].diff)[1]
-        text += (f" The differences range from {lo_['cmp'].diff:+.2f} ({lo_['variant']} at "
-                 f"{cell_name(*lo_['cell'])}) to {hi_['cmp'].diff:+.2f} ({hi_['variant']} at "
+        text += (f" The differences range from {lo_['cmp'].diff:+.2f} "
+                 f"({st.display(lo_['variant'])} at {cell_name(*lo_['cell'])}) to "
+                 f"{hi_['cmp'].diff:+.2f} ({st.display(hi_['variant'])} at "
                  f"{cell_name(*hi_['cell'])}) points.")
     return text, _bullets(items, "the ablation tables")
 
@@ -300,32 +349,170 @@ def answer_cost(st: StudyRecords, q: Question) -> Answer:
 def answer_versus(st: StudyRecords, q: Question) -> Answer:
     """Ours against the rows of method ``q.baseline``, per shared cell."""
     other = q.baseline
-    items, cmps = [], []
+    items, tests = [], []
     for s in st.settings():
         for r in comparisons(st, s):
             if st.method_of.get(r["baseline"]) == other:
-                cmps.append(r["cmp"])
+                tests.append(r["test"])
                 items.append(f"{where(st, s, r['cell'])}: "
-                             f"{_vs(r['ours'], r['a'], r['baseline'], r['b'], r['cmp'])}.")
+                             f"{_vs(st, r['ours'], r['a'], r['baseline'], r['b'], r['test'])}.")
     if not items:
         have = other in st.method_of.values()
-        why = (f"no cell has both {st.ours} and {other} runs" if have
-               else f"the study has no {other} runs")
+        why = (f"no cell has both {st.ours} and {other} runs; running both in the same cells "
+               "would answer it" if have else
+               f"the study has no {other} runs; a variant with method = \"{other}\" in the "
+               f"cells {st.ours} runs would answer it")
         return f"{NOT_ANSWERED}: {why}.", []
-    return (f"{st.ours} against {other} over {len(cmps)} cells: "
-            f"{_tally(cmps, st.ours, other)}.", _bullets(items, "the comparison tables"))
+    oname = next((st.display(lab) for lab in st.order if st.method_of.get(lab) == other), other)
+    return (f"{st.ours_name} against {oname} over {len(tests)} cells: "
+            f"{_tally(tests, st.ours_name, oname)}.", _bullets(items, "the comparison tables"))
+
+
+# --------------------------------------------------------------------------- equal compute
+
+def _ours_time_ratio(st: StudyRecords) -> float | None:
+    """Median over cells of ours' time per epoch divided by the other rows' median."""
+    ratios = []
+    for s in st.settings():
+        ours = st.default_variant(st.ours, st.labels(s)) if st.ours else None
+        for c in timing.equal_compute_cells(st, s):
+            rows = {r["label"]: r["epoch_time"] for r in c.get("rows", [])}
+            others = [v for lab, v in rows.items() if st.method_of.get(lab) != st.ours]
+            if ours in rows and others and not c["skipped"]:
+                ratios.append(rows[ours] / float(np.median(others)))
+    return float(np.median(ratios)) if ratios else None
+
+
+def compute_question(st: StudyRecords) -> str:
+    r = _ours_time_ratio(st) if st.ours else None
+    if r is None:
+        return ("Does it still win at equal training time, each method given the time the "
+                "cheapest one's whole budget took?")
+    return (f"{st.ours_name} takes ×{r:.2f} the other methods' training time per epoch here "
+            "(median over cells): does it still win at equal training time?")
+
+
+def _compute_item(st: StudyRecords, s: str, c: dict[str, Any], ours: str,
+                  tests: list) -> str | None:
+    rows = {r["label"]: r for r in c["rows"]}
+    mine = rows.get(ours)
+    if mine is None or not mine["values"]:
+        return None
+    cell = c["cell"]
+    others = [r for lab, r in rows.items() if st.method_of.get(lab) != st.ours and r["values"]]
+    here = [V.test(st, s, (ours, cell), (r["label"], cell), kind=V.EQUAL_COMPUTE)
+            for r in others]
+    tests += here
+    kind = c["kind"]
+    head = (f"{where(st, s, cell)}: T* = {timing.fmt_time(c['t_star'], kind)} "
+            f"({st.display(c['cheapest'])}'s {cell[2]} epochs); {st.display(ours)}'s budget took "
+            f"×{mine['budget_time'] / c['t_star']:.2f} that")
+    reached = ("its whole budget fits" if mine["full"] else
+               f"by T* it had finished {min(mine['epochs_reached'])}"
+               + (f"–{max(mine['epochs_reached'])}" if len(set(mine["epochs_reached"])) > 1
+                  else "") + f" of its {cell[2]} epochs (read off its curve)")
+    text = f"{head}; {reached}: {S.fmt_summary(mine['summary'])}"
+    if others:
+        best = max(others, key=lambda r: r["summary"].mean)
+        t = here[others.index(best)]
+        text += (f"; the strongest other row at T*, {st.display(best['label'])}, "
+                 f"{S.fmt_summary(best['summary'])}: {t.fmt()}")
+    tw = mine["trained_within"]
+    if tw:
+        text += (f"; {st.display(ours)}'s own {tw[0]}-epoch runs fit in T* and reached "
+                 f"{S.fmt_summary(tw[1])}")
+    return text + "."
+
+
+def answer_compute(st: StudyRecords, q: Question) -> Answer:
+    items, tests, why = [], [], []
+    for s in st.settings():
+        ours = st.default_variant(st.ours, st.labels(s))
+        cells = timing.equal_compute_cells(st, s)
+        why += [f"{where(st, s, c['cell'])} {c['skipped']}" for c in cells if c["skipped"]]
+        for c in cells:
+            if not c["skipped"] and ours:
+                item = _compute_item(st, s, c, ours, tests)
+                if item:
+                    items.append(item)
+    if not tests:
+        timed = any(timing.cumulative_time(st, r) is not None for r in st.metrics)
+        reason = ("; ".join(why) if why else
+                  "the records have no per-epoch training times (metrics.csv epoch_time_s)"
+                  if not timed else
+                  f"no cell holds {st.ours} and another method with recorded times; running "
+                  f"{st.ours} in the baselines' cells would answer it")
+        return f"{NOT_ANSWERED}: {reason}.", []
+    on = st.ours_name
+    text = (f"Each cell's T* is the training time of its cheapest row's whole budget; every "
+            f"row's accuracy once it had used T* is read off its curve (its schedule unfinished "
+            f"unless its whole budget fits). Over {len(tests)} comparisons of {on} with the "
+            f"other methods at T*, {_tally(tests, on, 'the other method')}. Details in the "
+            f"equal-compute tables.")
+    if any(c["kind"] == "CPU" for s in st.settings() for c in timing.equal_compute_cells(st, s)
+           if not c["skipped"]):
+        conc = (st.spec.get("executor") or {}).get("local_concurrency")
+        text += (" The times are CPU wall-clock"
+                 + (f" with up to {conc} runs sharing the machine" if isinstance(conc, int)
+                    and conc > 1 else "") + ", so ratios near 1 are within timing noise.")
+    return text, _bullets(items, "the equal-compute tables")
+
+
+# --------------------------------------------------------------------------- across cells
+
+def answer_aggregate(st: StudyRecords, q: Question) -> Answer:
+    items, above, below, total, few = [], 0, 0, 0, False
+    text_parts = []
+    for s in st.settings():
+        ours = st.default_variant(st.ours, st.labels(s))
+        rows = aggregate_rows(st, s)
+        mine = next((r for r in rows if r["label"] == ours), None)
+        if mine is None:
+            continue
+        few |= min(st.group(s, ours, c)["summary"].n for c in mine["cells"]) <= S.FEW_SEEDS
+        text_parts.append(f"{st.display(ours)}'s IQM over the {len(mine['cells'])} cells it ran"
+                          + (f" ({st.setting_name(s)})" if len(st.settings()) > 1 else "")
+                          + f" is {mine['iqm']:.2f} {S.fmt_interval(mine['ci'])}")
+        for r in rows:
+            if r["poi"] is None or r["poi_ci"] is None:
+                continue
+            total += 1
+            lo, hi = r["poi_ci"]
+            above += lo > 0.5
+            below += hi < 0.5
+            items.append(f"P({st.display(ours)} > {st.display(r['label'])}) = {r['poi']:.2f} "
+                         f"{S.fmt_interval(r['poi_ci'])} over {len(r['shared'])} shared cells"
+                         + (f" ({st.setting_name(s)})" if len(st.settings()) > 1 else "")
+                         + f"; IQM {r['iqm_ours_shared'][0]:.2f} vs "
+                         f"{r['iqm_row_shared'][0]:.2f} there.")
+    if not total:
+        return (f"{NOT_ANSWERED}: it needs {st.ours} and another method in the same cells with "
+                "at least 2 seeds each.", [])
+    text = ("; ".join(text_parts) + f" (stratified bootstrap, 95%). Its probability of "
+            f"improvement is above 0.5 with the interval excluding 0.5 against {above} of "
+            f"{total} rows, below 0.5 likewise against {below}, and undecided against "
+            f"{total - above - below}.")
+    if few:
+        text += (f" With {S.FEW_SEEDS} seeds or fewer per cell these intervals are optimistic "
+                 "(few distinct resamples).")
+    return text, _bullets(items, "the across-cells tables")
 
 
 # --------------------------------------------------------------------------- the questions
 
 QUESTIONS: tuple[Question, ...] = (
-    Question("budget", "Epochs and budget",
-             "Does the comparison hold at matched epoch budgets, and at longer ones (200 vs 500 "
-             "epochs)?",
+    Question("budget", "Epochs and budget", budget_question,
              needs="ours and baselines at several epoch budgets", answer=answer_budget,
              needs_ours=True),
-    Question("seeds", "Seed variance",
-             "How large is the seed-to-seed variation next to the differences between methods?",
+    Question("compute", "Equal compute", compute_question,
+             needs="per-epoch training times of ours and other methods in the same cells",
+             answer=answer_compute, needs_ours=True),
+    Question("aggregate", "Across cells",
+             "Across every cell of the study, how often does it beat each baseline (IQM and "
+             "probability of improvement, rliable-style)?",
+             needs="ours and other methods in shared cells, 2 or more seeds each",
+             answer=answer_aggregate, needs_ours=True),
+    Question("seeds", "Seed variance", seeds_question,
              needs="two or more seeds per row and cell", answer=answer_seeds),
     Question("bn", "SBN vs recalibration",
              "Does State BN matter, or does recalibrating the BN statistics do as well?",

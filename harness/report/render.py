@@ -27,8 +27,11 @@ from pathlib import Path
 from harness import plots
 from harness import stats as S
 from harness.records import atomic_write_json, atomic_write_text
+from harness.report import aggregate as AG
+from harness.report import compute as CO
 from harness.report import figures as F
 from harness.report import tables as T
+from harness.report import verdicts as V
 from harness.report.figures import Figure
 from harness.report.load import (
     OURS_NOT_SET,
@@ -36,7 +39,7 @@ from harness.report.load import (
     add_bootstraps,
     is_known,
     load_study,
-    rel_path,
+    shown_path,
 )
 from harness.report.questions import reviewer_answers
 from harness.report.tables import Table, cell_name, md_escape, where
@@ -128,18 +131,20 @@ def _ours_line(st: StudyRecords) -> str:
     labels = st.order
     if not st.ours:
         return (f"- **Ours:** not set (name it with `ours = \"METHOD\"` in the [report] table "
-                f"of study.toml, or pass `--ours METHOD`); rows: {', '.join(labels) or 'none'}")
+                f"of study.toml, or pass `--ours METHOD`); rows: "
+                f"{', '.join(map(st.display, labels)) or 'none'}")
     ours = [lab for lab in labels if st.method_of[lab] == st.ours]
-    return (f"- **Ours:** {st.ours}" + (f" (rows: {', '.join(ours)})" if ours else
-                                        " (no runs of it in this study)")
-            + f"; other rows: {', '.join(lab for lab in labels if lab not in ours) or 'none'}")
+    return (f"- **Ours:** {st.ours_name}" + (f" (rows: {', '.join(map(st.display, ours))})"
+                                             if ours else " (no runs of it in this study)")
+            + "; other rows: "
+            + f"{', '.join(st.display(lab) for lab in labels if lab not in ours) or 'none'}")
 
 
 def _header(st: StudyRecords) -> list[str]:
     runs = st.runs
     p = _provenance(st)
     lines = [f"# Study report: {st.name}", "",
-             f"- **Records:** `{rel_path(st.dir)}` ({int((runs['status'] != 'missing').sum())} "
+             f"- **Records:** `{shown_path(st.dir)}` ({int((runs['status'] != 'missing').sum())} "
              f"run directories" + (f"; manifest.json lists {len(st.manifest.get('runs', []))} "
                                    "runs" if st.manifest else "; no manifest.json, so missing "
                                    "runs cannot be detected") + ")",
@@ -147,9 +152,9 @@ def _header(st: StudyRecords) -> list[str]:
              f"- **Hardware:** {p['hardware']}",
              f"- **torch:** {p['torch']}; **Python:** {p['python']}",
              f"- **Harness commit:** {p['commit']}",
-             "- **Settings:** " + "; ".join(st.setting_labels[s] for s in st.settings()),
+             "- **Settings:** " + "; ".join(_setting_text(st, s) for s in st.settings()),
              _ours_line(st),
-             "- **Reported numbers:** " + (f"`{rel_path(st.reference_path)}` (reported "
+             "- **Reported numbers:** " + (f"`{st.reference_path}` (reported "
                                             "elsewhere, not measured here; marked †)"
                                             if st.reference_path else "none"),
              f"- **In the numbers:** {int(runs['included'].sum())} of {len(runs)} runs; "
@@ -157,10 +162,17 @@ def _header(st: StudyRecords) -> list[str]:
              f"(#runs-excluded-from-the-numbers))", ""]
     lines += [f"> Note: {n}" for n in st.notes] + ([""] if st.notes else [])
     lines += ["Every number is the final deployed test accuracy (%) over seeds unless stated "
-              "otherwise: mean ± sample std (n), 95% t-intervals, Welch's t-test for "
-              "differences. Cells with n < 2 have no error bar and are marked. See "
-              "[Statistical methods](#statistical-methods).", ""]
+              "otherwise: mean ± sample std (n), 95% t-intervals (clipped to [0, 100] where "
+              "they reach past it, and marked), Welch's t-test for differences. Cells with "
+              f"n < 2 have no error bar and are marked. One verdict rule everywhere: {S.RULE}. "
+              "See [Statistical methods](#statistical-methods).", ""]
     return lines
+
+
+def _setting_text(st: StudyRecords, s: str) -> str:
+    """'CIFAR-10 (JPEG copy) / resnet20 (imagefolder / resnet20)': the id when renamed."""
+    name, ids = st.setting_name(s), st.setting_labels[s]
+    return name if name == ids else f"{name} (ids: {ids})"
 
 
 # --------------------------------------------------------------------------- text sections
@@ -207,8 +219,8 @@ def excluded_blocks(st: StudyRecords) -> list[Block]:
     small = [(k, g["summary"].n) for k, g in st.groups.items() if g["summary"].n < 2]
     if small:
         out += ["Cells with a single seed (shown without error bars, not compared): "
-                + ", ".join(f"{k[1]} at {where(st, k[0], k[2:])}" for k, _ in sorted(small))
-                + ".", ""]
+                + ", ".join(f"{st.display(k[1])} at {where(st, k[0], k[2:])}"
+                            for k, _ in sorted(small)) + ".", ""]
     if st.manifest and "in_manifest" in st.runs and not st.runs["in_manifest"].all():
         extra = st.runs.loc[~st.runs["in_manifest"], "run_id"].tolist()
         out += [f"Run directories not in manifest.json (excluded from every number): "
@@ -218,28 +230,48 @@ def excluded_blocks(st: StudyRecords) -> list[Block]:
 
 def statistics_blocks(st: StudyRecords) -> list[Block]:
     """How every number is computed (the constants come from harness/stats.py)."""
+    sizes = ", ".join(f"{V.family_size(st, s)} in {st.setting_name(s)}" for s in st.settings())
     return [f"- Per method and cell: mean, sample std (ddof = 1), 95% t-interval of the mean "
             f"(`scipy.stats.t.interval` with `scipy.stats.sem`), median and interquartile mean "
             f"(`scipy.stats.trim_mean`, 25% cut); a BCa bootstrap interval "
             f"(`scipy.stats.bootstrap`, {S.BOOTSTRAP_RESAMPLES} resamples, seed "
             f"{S.BOOTSTRAP_SEED}) when n ≥ {S.BOOTSTRAP_MIN_N}.",
+            "- Bounded quantities: an accuracy lies in [0, 100], so a t-interval or band that "
+            "reaches past it (few seeds, wide spread) is clipped to it and marked ‡ in tables "
+            "(the captions of figures say when a band was clipped); internal metrics are "
+            "clipped to the range their method declares.",
             "- Differences: Welch's t-test (`scipy.stats.ttest_ind(equal_var=False)`) and its "
             "95% interval of the difference; P(A > B) is the Mann-Whitney U statistic over all "
-            "seed pairs divided by n_A·n_B (ties ½); Benjamini-Hochberg adjusted p-values "
-            "(`scipy.stats.false_discovery_control`) over each comparison table. p-values "
-            "elsewhere are unadjusted.",
+            "seed pairs divided by n_A·n_B (ties ½).",
+            f"- One verdict rule: {S.RULE}. The family is every comparison the report makes in "
+            f"a setting (ours against each baseline, the best row of each main-table column "
+            f"against the others, each variant against its default, ours' longest budget "
+            f"against its shortest, and ours against each baseline at equal compute): {sizes} "
+            "comparisons, Benjamini-Hochberg adjusted "
+            "(`scipy.stats.false_discovery_control`). Bold cells, verdict columns and the "
+            "reviewer answers all read it; tables show the unadjusted p beside the adjusted "
+            "one.",
+            "- p-values: 3 decimals below 0.1 (2 above), \"< 0.001\" below that, and more "
+            "digits where rounding would put p on the other side of 0.05 (0.0496, not 0.050).",
             f"- Fewer than {S.MIN_N_CONCLUDE} seeds on a side: the difference is shown but "
-            f"marked \"{S.TOO_SMALL}\"; with one seed there is no interval and no test.",
-            "- Bold in the main tables only when the best mean's 95% interval does not overlap "
-            "the runner-up's.",
+            f"marked \"{S.TOO_SMALL}\"; with one seed there is no interval and no test; with "
+            f"{S.FEW_SEEDS} or fewer a sentence that concludes says so.",
             "- Curves: per-epoch mean with a 95% t-interval band over seeds (none for n = 1).",
+            "- Equal compute: a row's accuracy once it had used the training time of the "
+            "cheapest row's whole budget in the cell, read off its curve (see the "
+            "equal-compute tables for the exact rule).",
+            f"- Across cells (rliable-style, computed with scipy): interquartile mean of every "
+            f"run over the cells, the probability of improvement (per cell the share of run "
+            f"pairs won, averaged) and performance profiles, each with a 95% percentile "
+            f"interval from the stratified bootstrap (`scipy.stats.bootstrap` over one sample "
+            f"per cell, {S.AGG_RESAMPLES} resamples).",
             ""]
 
 
 # --------------------------------------------------------------------------- the sections
 
 def _comparisons_title(st: StudyRecords) -> str:
-    return f"Comparisons: {st.ours} minus each baseline" if st.ours else "Comparisons"
+    return f"Comparisons: {st.ours_name} minus each baseline" if st.ours else "Comparisons"
 
 
 def comparison_blocks(st: StudyRecords) -> list[Block]:
@@ -257,6 +289,14 @@ SECTIONS: tuple[Section, ...] = (
     Section("Per-seed final accuracy", "seeds", per_setting(F.seed_figures), figures=True),
     Section("Budget study", "budget", per_setting(T.budget_tables)),
     Section("Budget figures", "budget_figures", per_setting(F.budget_figures), figures=True),
+    Section("Equal compute", "equal_compute", per_setting(CO.equal_compute_blocks),
+            figures=True,
+            intro="Accuracy against training time, and each row's accuracy once it had used "
+                  "the time the cheapest row's whole budget took (T*)."),
+    Section("Across cells", "aggregate", per_setting(AG.aggregate_blocks), figures=True,
+            intro="Aggregates over every cell of a setting, in the manner of rliable: "
+                  "interquartile mean, probability of improvement and performance profiles, "
+                  "with stratified-bootstrap intervals."),
     Section("Ablations", "ablations", per_setting(T.ablation_tables),
             intro="Named variants of one method against its default variant (the variant "
                   "named like the method, else the first)."),

@@ -2,13 +2,20 @@
 
 Data flow: a builder reads a ``StudyRecords`` (load.py) for one setting and returns Tables;
 the row computations they share with the reviewer answers (``comparisons``,
-``budget_rows``, ``ablations``, ``cost_rows``) are memoised per setting on the study.
+``budget_rows``, ``ablations``, ``cost_rows``) are memoised per setting on the study, and
+every verdict and bold cell comes from the setting's one family of tests (verdicts.py).
 render.py lists the report's sections; a table section names one of the ``*_tables``
 builders at the end of this module (study, setting) -> [Table]. To add a table to the
 report: write its builder here and add a ``Section`` to ``render.SECTIONS``.
 
 Every Table is written as tables/NAME.{md,tex,csv} (``Table.write``): the .csv holds the
-numbers (``data``), not the formatted strings.
+numbers (``data``) and the internal ids (row, method, setting) beside the display names;
+md and tex print display names (``st.display``). A table may carry a compact ``tex`` version
+for papers (the comparison table drops its prose verdict there, and rows of one cell sit
+under one ``groups`` heading instead of repeating it); a ``wide`` table (by default one of
+more than ``TEX_NARROW_COLUMNS`` columns) is a ``table*`` (both columns of a two-column
+paper), any other fits one column. tests/test_report_latex.py compiles every table and
+checks exactly that.
 """
 from __future__ import annotations
 
@@ -23,19 +30,40 @@ import pandas as pd
 
 from harness import stats as S
 from harness.records import atomic_write_text
-from harness.report.load import StudyRecords, cached_per_setting, is_known, rel_path, reported
+from harness.report import verdicts as V
+from harness.report.load import StudyRecords, cached_per_setting, is_known, reported
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
         "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
         "^": r"\textasciicircum{}", "±": r"$\pm$", "–": "--", "−": "$-$", "†": r"$^\dagger$",
+        "‡": r"$^\ddagger$",
         "×": r"$\times$", "Δ": r"$\Delta$", "≥": r"$\geq$", "≤": r"$\leq$", "<": r"$<$",
         ">": r"$>$", "·": r"$\cdot$", "τ": r"$\tau$", "*": r"$^*$", "½": r"$\frac{1}{2}$",
         "…": r"\ldots{}", "≈": r"$\approx$", "→": r"$\to$", "—": "---"}
+# a hyphen that is a minus sign: before a digit, not inside a word ("-0.50", "[-1.2")
+_MINUS = re.compile(r"(?<![A-Za-z0-9.])-(?=\.?\d)")
+_PM = re.compile(r"(\d+(?:\.\d+)?) ± (\d+(?:\.\d+)?)")   # mean ± std
+TEX_NARROW_COLUMNS = 6        # wider tables are table* (full text width)
+CLIPPED = "‡"                 # marks an interval clipped to [0, 100]
 
 
 def tex_escape(text: str) -> str:
-    """LaTeX-safe ASCII: specials escaped, known symbols as math, other non-ASCII as '?'."""
-    return "".join(_TEX.get(c, c if c.isascii() else "?") for c in str(text))
+    """LaTeX-safe ASCII: specials escaped, known symbols as math, a minus sign as $-$,
+    other non-ASCII as '?'."""
+    text = _MINUS.sub("−", str(text))
+    return "".join(_TEX.get(c, c if c.isascii() else "?") for c in text)
+
+
+def tex_cell(text: str) -> str:
+    r"""A table cell: tex_escape, and 'mean ± std' written as mean with the std below it
+    (mean$_{\pm std}$), the compact form of papers."""
+    parts = _PM.split(str(text))
+    out = []
+    for i in range(0, len(parts), 3):
+        out.append(tex_escape(parts[i]))
+        if i + 2 < len(parts):
+            out.append(rf"{parts[i + 1]}$_{{\pm {parts[i + 2]}}}$")
+    return "".join(out)
 
 
 def md_escape(text: str) -> str:
@@ -53,6 +81,10 @@ class Table:
     notes: list[str] = field(default_factory=list)
     n_label_cols: int = 1                # left-aligned leading columns
     left_extra: tuple[int, ...] = ()     # other left-aligned (text) columns
+    tex: "Table | None" = None           # the compact version written as NAME.tex
+    groups: dict[int, str] = field(default_factory=dict)  # tex: a heading before row i
+    wide: bool | None = None             # tex: table* (None: more than TEX_NARROW_COLUMNS)
+    header_groups: list[tuple[str, int]] = field(default_factory=list)  # tex: (label, span)
 
     def _left(self, j: int) -> bool:
         return j < self.n_label_cols or j in self.left_extra or j - len(self.header) in \
@@ -71,25 +103,49 @@ class Table:
         return "\n".join(lines)
 
     def latex(self) -> str:
-        def cell(i: int, j: int, v: str) -> str:
-            v = tex_escape(v)
-            return rf"\textbf{{{v}}}" if (i, j) in self.bold else v
+        """booktabs LaTeX (of the compact version when there is one): a table, or a table*
+        when it has more than TEX_NARROW_COLUMNS columns."""
+        if self.tex is not None:
+            return self.tex.latex()
 
+        def cell(i: int, j: int, v: str) -> str:
+            v = tex_cell(v)
+            return rf"\textbf{{{v}}}" if (i, j) in self.bold and v else v
+
+        wide = self.wide if self.wide is not None else len(self.header) > TEX_NARROW_COLUMNS
+        env = "table*" if wide else "table"
         spec = "".join("l" if self._left(j) else "r" for j in range(len(self.header)))
         out = [f"% {tex_escape(self.caption)}",
                "% generated by `python -m harness report`; needs \\usepackage{booktabs}",
-               r"\begin{table}[t]", r"\centering", r"\small",
+               rf"\begin{{{env}}}[t]", r"\centering", r"\footnotesize",
+               r"\setlength{\tabcolsep}{3pt}",
                rf"\caption{{{tex_escape(self.caption)}}}",
                rf"\label{{tab:{re.sub(r'[^A-Za-z0-9:-]', '-', self.name)}}}",
-               rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+               rf"\begin{{tabular}}{{{spec}}}", r"\toprule", *self._header_group_lines(),
                " & ".join(tex_escape(h) for h in self.header) + r" \\", r"\midrule"]
-        out += [" & ".join(cell(i, j, v) for j, v in enumerate(r)) + r" \\"
-                for i, r in enumerate(self.rows)]
+        for i, r in enumerate(self.rows):
+            if i in self.groups:
+                out.append(rf"\multicolumn{{{len(self.header)}}}{{l}}"
+                           rf"{{\textit{{{tex_escape(self.groups[i])}}}}} \\")
+            out.append(" & ".join(cell(i, j, v) for j, v in enumerate(r)) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}"]
         for note in self.notes:
             out.append(rf"\par\smallskip{{\footnotesize {tex_escape(note)}}}")
-        out.append(r"\end{table}")
+        out.append(rf"\end{{{env}}}")
         return "\n".join(out) + "\n"
+
+    def _header_group_lines(self) -> list[str]:
+        """A header row above the header: each label centred over its columns, ruled."""
+        if not self.header_groups:
+            return []
+        cells, rules, col = [], [], 1
+        for label, span in self.header_groups:
+            cells.append(rf"\multicolumn{{{span}}}{{c}}{{{tex_escape(label)}}}" if label
+                         else " & ".join([""] * span))
+            if label:
+                rules.append(rf"\cmidrule(lr){{{col}-{col + span - 1}}}")
+            col += span
+        return [" & ".join(cells) + r" \\", " ".join(rules)]
 
     def csv(self) -> str:
         df = self.data if self.data is not None else pd.DataFrame(self.rows, columns=self.header)
@@ -111,25 +167,47 @@ def cell_name(w: int, a: int, epochs: int | None = None) -> str:
 
 
 def where(st: StudyRecords, setting: str, c) -> str:
-    """A cell, and its setting when the study has several: 'W1/A32, cifar10 / resnet20'."""
+    """A cell, and its setting when the study has several: 'W1/A32, CIFAR-10 / ResNet-20'."""
     multi = len(st.settings()) > 1
-    return cell_name(*c) + (f", {st.setting_labels[setting]}" if multi else "")
+    return cell_name(*c) + (f", {st.setting_name(setting)}" if multi else "")
 
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
 
 
-def fmt_cell(s: S.Summary) -> str:
+def setting_slug(st: StudyRecords, setting: str) -> str:
+    """A setting's part of file names: from its ids, stable under renames."""
+    return slug(st.setting_labels[setting])
+
+
+def fmt_cell(s: S.Summary, with_n: bool = True) -> str:
     if s.n == 0:
         return "–"
     if s.n == 1:
         return f"{s.mean:.2f} (1)*"
-    return f"{s.mean:.2f} ± {s.std:.2f} ({s.n})"
+    return f"{s.mean:.2f} ± {s.std:.2f}" + (f" ({s.n})" if with_n else "")
+
+
+def same_n(summaries: list[S.Summary]) -> int | None:
+    """The seed count when every summary has the same one (2 or more), else None: tables
+    then state it once instead of in every cell."""
+    ns = {s.n for s in summaries if s.n}
+    return ns.pop() if len(ns) == 1 and min(ns) >= 2 else None
 
 
 def fmt_diff(c: S.Comparison) -> str:
     return f"{c.diff:+.2f}"
+
+
+def fmt_ci(s: S.Summary) -> str:
+    """A summary's t-interval, marked when it was clipped to [0, 100]."""
+    return S.fmt_interval(s.ci) + (f" {CLIPPED}" if s.clipped else "")
+
+
+def clipped_note(what: str = "t-interval") -> str:
+    return (f"{CLIPPED} the {what} reached past [0, 100] (too few seeds for its width) and is "
+            "clipped to it.")
 
 
 def fmt_opts(d: dict[str, Any]) -> str:
@@ -139,13 +217,30 @@ def fmt_opts(d: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v(x)}" for k, x in d.items()) or "(same options)"
 
 
+def grouped(keyed_rows: list[tuple[str, list[str]]]) -> tuple[list[list[str]], dict[int, str]]:
+    """(rows, tex group headings) from (heading, row) pairs in order: a heading where it
+    changes (a LaTeX table states each cell once instead of in every row)."""
+    rows, groups, prev = [], {}, None
+    for key, row in keyed_rows:
+        if not rows or key != prev:
+            groups[len(rows)] = key
+        rows.append(row)
+        prev = key
+    return rows, groups
+
+
+def rule_note(st: StudyRecords, setting: str) -> str:
+    return (f"Verdicts and bold: {S.RULE} (here {V.family_size(st, setting)} comparisons).")
+
+
 def _stat_row(st: StudyRecords, setting: str, label: str, cell: tuple[int, int, int]) -> dict:
     s = st.group(setting, label, cell)["summary"]
     return {"setting": st.setting_labels.get(setting, setting), "row": label,
+            "name": st.display(label),
             "method": st.method_of.get(label), "w_bits": cell[0], "a_bits": cell[1],
             "epochs": cell[2], "n": s.n, "mean": s.mean, "std": s.std,
             "ci_low": s.ci[0] if s.ci else None, "ci_high": s.ci[1] if s.ci else None,
-            "median": s.median, "iqm": s.iqm,
+            "ci_clipped": s.clipped, "median": s.median, "iqm": s.iqm,
             "boot_low": s.boot[0] if s.boot else None, "boot_high": s.boot[1] if s.boot else None,
             "min": s.min, "max": s.max}
 
@@ -165,10 +260,26 @@ def _main_columns(st: StudyRecords, setting: str, labels: list[str]) -> list[tup
     return columns
 
 
-def _main_notes(st: StudyRecords, rows: list[list[str]], columns, sources: set) -> list[str]:
-    notes = ["Final deployed test accuracy (%): mean ± sample std (n seeds). Bold: the best "
-             "mean in its column (among rows with n ≥ 2) whose 95% t-interval does not overlap "
-             "the runner-up's and lies above every single-seed row; no bold otherwise."]
+def _usual_n(st: StudyRecords, setting: str, labels: list[str]) -> tuple[int | None, bool]:
+    """(the most common number of seeds of a cell, 2 or more, else None; whether every cell
+    has it): the main table states it once and gives n only where a cell differs."""
+    ns = [st.group(setting, lab, c)["summary"].n for lab in labels for c in st.cells(setting)]
+    ns = [n for n in ns if n]
+    if not ns:
+        return None, False
+    usual = max(sorted(set(ns), reverse=True), key=ns.count)
+    return (usual, len(set(ns)) == 1) if usual >= 2 else (None, False)
+
+
+def _main_notes(st: StudyRecords, setting: str, rows: list[list[str]], columns, sources: set,
+                n_usual: tuple[int | None, bool]) -> list[str]:
+    n, every = n_usual
+    seeds = (f"mean ± sample std over {n} seeds in every cell" if every else
+             f"mean ± sample std over {n} seeds, or over the n seeds in parentheses" if n else
+             "mean ± sample std (n seeds)")
+    notes = [f"Final deployed test accuracy (%): {seeds}. Bold: the best row of its column "
+             f"when it is higher than every other row with {S.MIN_N_CONCLUDE} or more seeds, "
+             "and no row with fewer seeds has as high a mean. " + rule_note(st, setting)]
     if any("(1)*" in v for r in rows for v in r):
         notes.append("* n = 1: a single seed, no error bar, not compared.")
     if any(v == "–" for r in rows for v in r):
@@ -178,8 +289,7 @@ def _main_notes(st: StudyRecords, rows: list[list[str]], columns, sources: set) 
                      "unmatched; see the excluded runs).")
     if sources or any(k == "reported" for k, _ in columns):
         src = "; ".join(sorted(x for x in sources if x)) or "the reference CSV"
-        notes.append(f"† reported, not measured: copied from {rel_path(st.reference_path)} "
-                     f"({src}).")
+        notes.append(f"† reported, not measured: copied from {st.reference_path} ({src}).")
     return notes
 
 
@@ -187,18 +297,20 @@ def main_table(st: StudyRecords, setting: str) -> Table:
     labels = st.labels(setting)
     columns = _main_columns(st, setting, labels)
     multi = len({c[2] for c in st.cells(setting)}) > 1
+    n_usual = _usual_n(st, setting, labels)
     header = ["Method"] + [cell_name(*c[:2], c[2] if multi else None) if k == "measured"
                            else f"{cell_name(*c)} reported†" for k, c in columns]
     rows, data, sources, bold = [], [], set(), set()
     exc = st.runs[(st.runs["setting"] == setting) & ~st.runs["included"]]
     n_exc = exc.groupby(["label", "w_bits", "a_bits", "epochs"]).size().to_dict()
     for lab in labels:
-        row = [lab]
+        row = [st.display(lab)]
         for kind, c in columns:
             if kind == "measured":
                 s = st.group(setting, lab, c)["summary"]
                 k = n_exc.get((lab, *c), 0)
-                row.append(f"excl. ({k})" if s.n == 0 and k else fmt_cell(s))
+                row.append(f"excl. ({k})" if s.n == 0 and k else
+                           fmt_cell(s, s.n != n_usual[0]))
                 data.append({**_stat_row(st, setting, lab, c), "kind": "measured"})
             else:
                 r = reported(st, setting, lab, *c)
@@ -206,32 +318,37 @@ def main_table(st: StudyRecords, setting: str) -> Table:
                 if r:
                     sources.add(r[1])
                     data.append({"setting": st.setting_labels[setting], "row": lab,
-                                 "method": st.method_of[lab], "w_bits": c[0], "a_bits": c[1],
+                                 "name": st.display(lab), "method": st.method_of[lab],
+                                 "w_bits": c[0], "a_bits": c[1],
                                  "kind": "reported (not measured)", "mean": r[0], "source": r[1]})
         rows.append(row)
     for j, (kind, c) in enumerate(columns, start=1):
         if kind == "measured":
-            winner = _bold_winner(st, setting, labels, c)
+            winner = bold_winner(st, setting, labels, c)
             if winner is not None:
                 bold.add((labels.index(winner), j))
-    cap = f"Main results, {st.setting_labels[setting]}"
-    return Table(f"main_{slug(st.setting_labels[setting])}", cap, header, rows,
-                 pd.DataFrame(data), bold, _main_notes(st, rows, columns, sources))
+    cap = f"Main results, {st.setting_name(setting)}"
+    name = f"main_{setting_slug(st, setting)}"
+    notes = _main_notes(st, setting, rows, columns, sources, n_usual)
+    pairs = list(dict.fromkeys(c[:2] for _, c in columns))
+    tex = Table(name, cap, ["Method"] + [f"{c[2]} ep" if k == "measured" else "rep.†"
+                                         for k, c in columns], rows, bold=bold, notes=notes,
+                header_groups=[("", 1)] + [(cell_name(*p), sum(c[:2] == p for _, c in columns))
+                                           for p in pairs])
+    return Table(name, cap, header, rows, pd.DataFrame(data), bold, notes, tex=tex)
 
 
-def _bold_winner(st: StudyRecords, setting: str, labels: list[str], cell) -> str | None:
-    """The best row (n >= 2) when its 95% CI does not overlap the runner-up's, and no
-    single-seed row (no interval) reaches into its interval."""
-    summ = [(st.group(setting, lab, cell)["summary"], lab) for lab in labels]
-    ranked = sorted([(s, lab) for s, lab in summ if s.n >= 2], key=lambda t: -t[0].mean)
-    if len(ranked) < 2:
+def bold_winner(st: StudyRecords, setting: str, labels: list[str], cell) -> str | None:
+    """The row to bold in a column: ``verdicts.bold_candidate`` when the verdict rule calls
+    it higher than every other row with enough seeds."""
+    top = V.bold_candidate(st, setting, labels, cell)
+    if top is None:
         return None
-    (best, lab), (second, _) = ranked[0], ranked[1]
-    if S.intervals_overlap(best.ci, second.ci):
-        return None
-    if any(s.n == 1 and s.mean >= best.ci[0] for s, _ in summ):
-        return None
-    return lab
+    others = [lab for lab in labels if lab != top and
+              st.group(setting, lab, cell)["summary"].n >= S.MIN_N_CONCLUDE]
+    ok = all(V.test(st, setting, (top, cell), (lab, cell)).decision == "higher"
+             for lab in others)
+    return top if ok else None
 
 
 def uncertainty_table(st: StudyRecords, setting: str) -> Table:
@@ -242,16 +359,18 @@ def uncertainty_table(st: StudyRecords, setting: str) -> Table:
             if s.n == 0:
                 continue
             data.append(_stat_row(st, setting, lab, c))
-            rows.append([lab, cell_name(*c), str(s.n), f"{s.mean:.2f}",
-                         f"{s.std:.2f}" if s.n > 1 else "–", S.fmt_interval(s.ci),
+            rows.append([st.display(lab), cell_name(*c), str(s.n), f"{s.mean:.2f}",
+                         f"{s.std:.2f}" if s.n > 1 else "–", fmt_ci(s),
                          S.fmt_interval(s.boot), f"{s.median:.2f}", f"{s.iqm:.2f}",
                          f"{s.min:.2f}–{s.max:.2f}"])
     header = ["Method", "Cell", "n", "mean", "std", "95% t-CI", "95% bootstrap CI", "median",
               "IQM", "min–max"]
     notes = ["t-CI: t-interval of the mean (n ≥ 2). Bootstrap: BCa, 9999 resamples, fixed "
              f"seed, only when n ≥ {S.BOOTSTRAP_MIN_N}. IQM: mean of the middle 50% of seeds."]
-    return Table(f"uncertainty_{slug(st.setting_labels[setting])}",
-                 f"Uncertainty per method and cell, {st.setting_labels[setting]}", header, rows,
+    if any(CLIPPED in r[5] for r in rows):
+        notes.append(clipped_note())
+    return Table(f"uncertainty_{setting_slug(st, setting)}",
+                 f"Uncertainty per method and cell, {st.setting_name(setting)}", header, rows,
                  pd.DataFrame(data), notes=notes, n_label_cols=2)
 
 
@@ -259,7 +378,8 @@ def uncertainty_table(st: StudyRecords, setting: str) -> Table:
 
 @cached_per_setting
 def comparisons(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
-    """Ours (its default variant) minus every row of another method, per shared cell."""
+    """Ours (its default variant) minus every row of another method, per shared cell, with
+    its test from the setting's verdict family."""
     labels = st.labels(setting)
     ours = st.default_variant(st.ours, labels)
     if ours is None:
@@ -274,12 +394,10 @@ def comparisons(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
                 continue
             b = st.group(setting, lab, c)
             if b["acc"]:
-                out.append({"cell": c, "ours": ours, "baseline": lab,
-                            "cmp": S.compare(a["acc"], b["acc"]), "a": a["summary"],
+                t = V.test(st, setting, (ours, c), (lab, c))
+                out.append({"cell": c, "ours": ours, "baseline": lab, "cmp": t.cmp,
+                            "test": t, "p_adj": t.p_adj, "a": a["summary"],
                             "b": b["summary"]})
-    adj = S.adjust_pvalues([r["cmp"].p for r in out])
-    for r, p in zip(out, adj):
-        r["p_bh"] = p
     return out
 
 
@@ -287,33 +405,64 @@ def _comparison_data(st: StudyRecords, setting: str, r: dict[str, Any]) -> dict[
     c: S.Comparison = r["cmp"]
     return {"setting": st.setting_labels[setting], "w_bits": r["cell"][0],
             "a_bits": r["cell"][1], "epochs": r["cell"][2], "ours": r["ours"],
-            "baseline": r["baseline"], "n_ours": c.n_a, "n_baseline": c.n_b,
+            "baseline": r["baseline"], "baseline_name": st.display(r["baseline"]),
+            "n_ours": c.n_a, "n_baseline": c.n_b,
             "mean_ours": c.mean_a, "mean_baseline": c.mean_b, "diff": c.diff,
             "ci_low": c.ci[0] if c.ci else None, "ci_high": c.ci[1] if c.ci else None,
-            "p_welch": c.p, "p_bh": r["p_bh"], "welch_df": c.df,
-            "p_ours_greater": c.p_a_greater,
-            "verdict": c.verdict(r["ours"], r["baseline"])}
+            "p_welch": c.p, "p_adj": r["p_adj"], "family_size": r["test"].family_size,
+            "welch_df": c.df, "p_ours_greater": c.p_a_greater,
+            "decision": r["test"].decision,
+            "verdict": r["test"].verdict(st.display(r["ours"]), st.display(r["baseline"]))}
+
+
+def _compact_comparison(st: StudyRecords, setting: str, comps, name: str, caption: str,
+                        notes: list[str]) -> Table:
+    """The paper version, one column wide: per cell (a heading), each baseline's Δ, its CI
+    and adjusted p; Δ bold when significant."""
+    keyed, bold = [], set()
+    for i, r in enumerate(comps):
+        c: S.Comparison = r["cmp"]
+        keyed.append((cell_name(*r["cell"]), [st.display(r["baseline"]), fmt_diff(c),
+                                              S.fmt_interval(c.ci, signed=True),
+                                              S.fmt_p(r["p_adj"])]))
+        if r["test"].decision in ("higher", "lower"):
+            bold.add((i, 1))
+    rows, groups = grouped(keyed)
+    ours = st.display(comps[0]["ours"]) if comps else st.ours_name
+    return Table(name, caption, ["Baseline", "Δ", "95% CI", "p (adj.)"], rows,
+                 bold=bold, n_label_cols=1, groups=groups, wide=False,
+                 notes=[f"Δ: {ours} minus the baseline, mean final deployed accuracy (points); "
+                        "95% CI and p from Welch's t-test, p Benjamini-Hochberg adjusted over "
+                        f"the {V.family_size(st, setting)} comparisons of the report's "
+                        f"setting. Bold Δ: significant under that rule."] + notes[1:])
 
 
 def comparison_table(st: StudyRecords, setting: str, comps: list[dict[str, Any]]) -> Table:
     rows, data = [], []
+    ours = st.display(comps[0]["ours"]) if comps else st.ours_name
     for r in comps:
         c: S.Comparison = r["cmp"]
-        rows.append([cell_name(*r["cell"]), r["baseline"], fmt_cell(r["a"]), fmt_cell(r["b"]),
-                     fmt_diff(c), S.fmt_interval(c.ci, signed=True), S.fmt_p(c.p),
-                     S.fmt_p(r["p_bh"]), f"{c.p_a_greater:.2f}",
-                     c.verdict(r["ours"], r["baseline"])])
+        rows.append([cell_name(*r["cell"]), st.display(r["baseline"]), fmt_cell(r["a"]),
+                     fmt_cell(r["b"]), fmt_diff(c), S.fmt_interval(c.ci, signed=True),
+                     S.fmt_p(c.p), S.fmt_p(r["p_adj"]), f"{c.p_a_greater:.2f}",
+                     r["test"].verdict(ours, st.display(r["baseline"]))])
         data.append(_comparison_data(st, setting, r))
-    ours = comps[0]["ours"] if comps else st.ours
     header = ["Cell", "Baseline", ours, "baseline", f"Δ ({ours} − baseline)", "95% CI (Welch)",
-              "p (Welch)", "p (BH)", f"P({ours} > baseline)", "Verdict"]
+              "p (Welch)", "p (adj.)", f"P({ours} > baseline)", "Verdict"]
+    few = [r for r in comps if r["cmp"].few_seeds]
     notes = [f"Δ: difference of mean final deployed accuracy (points). CI and p: Welch's "
-             f"t-test (unequal variances). p (BH): Benjamini-Hochberg adjusted over this "
-             f"table. P({ours} > baseline): share of seed pairs where {ours} wins (ties ½). "
-             f"Fewer than {S.MIN_N_CONCLUDE} seeds on a side: {S.TOO_SMALL}."]
-    return Table(f"comparisons_{slug(st.setting_labels[setting])}",
-                 f"{ours} minus each baseline, {st.setting_labels[setting]}", header, rows,
-                 pd.DataFrame(data), notes=notes, n_label_cols=2, left_extra=(-1,))
+             f"t-test (unequal variances), unadjusted. p (adj.): Benjamini-Hochberg adjusted "
+             f"over the {V.family_size(st, setting)} comparisons this report makes in the "
+             f"setting. P({ours} > baseline): share of seed pairs where {ours} wins (ties ½). "
+             + rule_note(st, setting)]
+    if few:
+        notes.append(f"{len(few)} of {len(comps)} comparisons rest on {S.FEW_SEEDS} seeds a "
+                     "side or fewer: a verdict there is fragile (one seed moves it).")
+    name = f"comparisons_{setting_slug(st, setting)}"
+    caption = f"{ours} minus each baseline, {st.setting_name(setting)}"
+    return Table(name, caption, header, rows, pd.DataFrame(data), notes=notes, n_label_cols=2,
+                 left_extra=(-1,),
+                 tex=_compact_comparison(st, setting, comps, name, caption, notes))
 
 
 # --------------------------------------------------------------------------- budgets
@@ -353,7 +502,8 @@ def budget_rows(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
                     vals = readoff(st, setting, lab, w, a, e, longer)
                     if vals:
                         out.append({"row": lab, "w": w, "a": a, "epoch": e, "source": "readoff",
-                                    "from": longer, "values": vals, "summary": S.describe(vals)})
+                                    "from": longer, "values": vals,
+                                    "summary": S.describe(vals, bounds=S.PERCENT)})
     return out
 
 
@@ -363,20 +513,32 @@ def budget_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]]) ->
         s = r["summary"]
         src = (f"trained for {r['epoch']} epochs" if r["source"] == "trained" else
                f"epoch {r['epoch']} of the {r['from']}-epoch runs (read off the curve)†")
-        rows.append([r["row"], cell_name(r["w"], r["a"]), str(r["epoch"]), src, fmt_cell(s),
-                     S.fmt_interval(s.ci)])
-        data.append({"setting": st.setting_labels[setting], "row": r["row"], "w_bits": r["w"],
+        rows.append([st.display(r["row"]), cell_name(r["w"], r["a"]), str(r["epoch"]), src,
+                     fmt_cell(s), fmt_ci(s)])
+        data.append({"setting": st.setting_labels[setting], "row": r["row"],
+                     "name": st.display(r["row"]), "w_bits": r["w"],
                      "a_bits": r["a"], "epoch": r["epoch"], "source": r["source"],
                      "run_epochs": r["from"], "n": s.n, "mean": s.mean, "std": s.std,
-                     "ci_low": s.ci[0] if s.ci else None, "ci_high": s.ci[1] if s.ci else None})
+                     "ci_low": s.ci[0] if s.ci else None, "ci_high": s.ci[1] if s.ci else None,
+                     "ci_clipped": s.clipped})
     notes = ["Trained: final deployed accuracy of runs whose whole schedule had this budget. "
              "† Read off: the deployed test accuracy logged at that epoch by longer runs; their "
              "learning-rate (and temperature) schedule had not finished, so this is not the "
-             "accuracy of a run trained with that budget."]
-    return Table(f"budget_{slug(st.setting_labels[setting])}",
-                 f"Accuracy vs epoch budget, {st.setting_labels[setting]}",
-                 ["Method", "W/A", "Epochs", "Source", "Accuracy", "95% CI"], rows,
-                 pd.DataFrame(data), notes=notes, n_label_cols=4)
+             "accuracy of a run trained with that budget. 95% CI: t-interval of the mean."]
+    if any(r["summary"].clipped for r in rows_):
+        notes.append(clipped_note())
+    name = f"budget_{setting_slug(st, setting)}"
+    caption = f"Accuracy vs epoch budget, {st.setting_name(setting)}"
+    tex_rows, groups = grouped([(f"{st.display(r['row'])}, {cell_name(r['w'], r['a'])}", [
+        str(r["epoch"]),
+        "trained" if r["source"] == "trained" else f"read off {r['from']} ep†",
+        fmt_cell(r["summary"]), fmt_ci(r["summary"])]) for r in rows_])
+    tex = Table(name, caption, ["Epochs", "Source", "Accuracy", "95% CI"], tex_rows,
+                groups=groups, wide=False, n_label_cols=2,
+                notes=["Trained: runs with that budget. † Read off: the accuracy the longer "
+                       "runs had at that epoch (their schedule unfinished)."] + notes[1:])
+    return Table(name, caption, ["Method", "W/A", "Epochs", "Source", "Accuracy", "95% CI"],
+                 rows, pd.DataFrame(data), notes=notes, n_label_cols=4, tex=tex)
 
 
 # --------------------------------------------------------------------------- ablations
@@ -388,7 +550,7 @@ def _option_diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 @cached_per_setting
 def ablations(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
     """For each method with several variants in this setting: every non-default variant
-    against the default one, per shared cell."""
+    against the default one, per shared cell, with its test from the verdict family."""
     labels = st.labels(setting)
     out = []
     for m in dict.fromkeys(st.method_of[lab] for lab in labels):
@@ -404,9 +566,11 @@ def ablations(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
                 if not g["acc"]:
                     continue
                 diff = _option_diff(st.options_of.get(lab, {}), base_opts)
-                cmp_ = None if lab == default or not d["acc"] else S.compare(g["acc"], d["acc"])
+                t = (None if lab == default or not d["acc"]
+                     else V.test(st, setting, (lab, c), (default, c)))
                 out.append({"method": m, "default": default, "variant": lab, "cell": c,
-                            "options": diff, "summary": g["summary"], "cmp": cmp_})
+                            "options": diff, "summary": g["summary"],
+                            "cmp": t.cmp if t else None, "test": t})
     return out
 
 
@@ -416,35 +580,51 @@ def _ablation_data(st: StudyRecords, setting: str, r: dict[str, Any],
     s = r["summary"]
     return {"setting": st.setting_labels[setting], "method": method,
             "w_bits": r["cell"][0], "a_bits": r["cell"][1], "epochs": r["cell"][2],
-            "variant": r["variant"], "default": r["default"],
+            "variant": r["variant"], "name": st.display(r["variant"]), "default": r["default"],
             "options_vs_default": json.dumps(r["options"], default=str),
             "n": s.n, "mean": s.mean, "std": s.std,
             "diff_vs_default": c.diff if c else None,
             "ci_low": c.ci[0] if c and c.ci else None,
-            "ci_high": c.ci[1] if c and c.ci else None, "p_welch": c.p if c else None}
+            "ci_high": c.ci[1] if c and c.ci else None, "p_welch": c.p if c else None,
+            "p_adj": r["test"].p_adj if r["test"] else None,
+            "decision": r["test"].decision if r["test"] else None}
 
 
 def ablation_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]],
                    method: str) -> Table:
     rows, data = [], []
     for r in rows_:
-        c: S.Comparison | None = r["cmp"]
+        t: V.Test | None = r["test"]
         is_default = r["variant"] == r["default"]
-        rows.append([cell_name(*r["cell"]), r["variant"] + (" (default)" if is_default else ""),
+        rows.append([cell_name(*r["cell"]),
+                     st.display(r["variant"]) + (" (default)" if is_default else ""),
                      "" if is_default else fmt_opts(r["options"]), fmt_cell(r["summary"]),
-                     "" if c is None else fmt_diff(c),
-                     "" if c is None else S.fmt_interval(c.ci, signed=True),
-                     "" if c is None else S.fmt_p(c.p),
-                     "" if c is None else c.verdict(r["variant"], r["default"])])
+                     "" if t is None else fmt_diff(t.cmp),
+                     "" if t is None else S.fmt_interval(t.cmp.ci, signed=True),
+                     "" if t is None else S.fmt_p(t.cmp.p),
+                     "" if t is None else S.fmt_p(t.p_adj),
+                     "" if t is None else t.verdict("the variant", "the default")])
         data.append(_ablation_data(st, setting, r, method))
     header = ["Cell", "Variant", "Options (vs default)", "Accuracy", "Δ vs default",
-              "95% CI (Welch)", "p (Welch)", "Verdict"]
-    default = rows_[0]["default"] if rows_ else ""
-    notes = [f"Variants of {method}; Δ = variant minus the default variant ({default}), "
-             "Welch's t-test."]
-    return Table(f"ablation_{slug(method)}_{slug(st.setting_labels[setting])}",
-                 f"Ablation of {method} variants, {st.setting_labels[setting]}", header, rows,
-                 pd.DataFrame(data), notes=notes, n_label_cols=3, left_extra=(-1,))
+              "95% CI (Welch)", "p (Welch)", "p (adj.)", "Verdict"]
+    default = st.display(rows_[0]["default"]) if rows_ else ""
+    mname = st.display(st.default_variant(method, st.labels(setting)) or method)
+    notes = [f"Variants of {mname}; Δ = variant minus the default variant ({default}), "
+             "Welch's t-test. " + rule_note(st, setting)]
+    name = f"ablation_{slug(method)}_{setting_slug(st, setting)}"
+    caption = f"Ablation of {mname} variants, {st.setting_name(setting)}"
+    n_all = same_n([r["summary"] for r in rows_])
+    tex_rows, groups = grouped([(row[0], [row[1], fmt_cell(r["summary"], not n_all), row[4],
+                                          row[5], row[7]]) for row, r in zip(rows, rows_)])
+    tex = Table(name, caption, ["Variant", "Accuracy", "Δ", "95% CI", "p (adj.)"],
+                tex_rows, n_label_cols=1, groups=groups, wide=True,
+                bold={(i, 2) for i, r in enumerate(rows_)
+                      if r["test"] and r["test"].decision in ("higher", "lower")},
+                notes=[notes[0] + (f" Accuracy: mean ± std over {n_all} seeds." if n_all
+                                   else "") + " Bold Δ: significant under that rule. Options "
+                       "of each variant: in the markdown and CSV versions of this table."])
+    return Table(name, caption, header, rows, pd.DataFrame(data), notes=notes,
+                 n_label_cols=3, left_extra=(-1,), tex=tex)
 
 
 # --------------------------------------------------------------------------- cost
@@ -577,7 +757,7 @@ def excluded_table(st: StudyRecords) -> Table:
                 if is_known(r["w_bits"]) and is_known(r["a_bits"]) and is_known(r["epochs"])
                 else "?")
         seed = str(int(r["seed"])) if is_known(r["seed"]) else "?"
-        label = str(r["label"]) if is_known(r["label"]) and r["label"] else "?"
+        label = st.display(str(r["label"])) if is_known(r["label"]) and r["label"] else "?"
         rows.append([str(r["run_id"]), label, cell, seed, status,
                      str(r["reason"])])
     data = exc.drop(columns=["_o"])[["run_id", "label", "method", "w_bits", "a_bits", "epochs",

@@ -1,0 +1,189 @@
+"""Across the cells of a setting, in the manner of rliable (Agarwal et al., NeurIPS 2021).
+
+Data flow: the final deployed accuracies of the included runs (``st.groups``), per row and
+cell -> harness.stats' stratified-bootstrap aggregates (each cell's seeds resampled on their
+own):
+
+- ``aggregate_rows``: per row, the interquartile mean (IQM) of all its runs over every cell
+  it ran, with a 95% interval; against ours, on the cells both ran, both IQMs and the
+  probability of improvement P(ours > row) (per cell the share of run pairs ours wins,
+  averaged over the cells) with its 95% interval;
+- ``aggregate_table`` and ``profile_figure`` (performance profiles: the share of runs above
+  each accuracy, one panel per W/A pair, pooled over its budgets, with the rows that ran
+  all of them).
+
+Rows run different cells (a 1-bit-only method has no 2-bit cell), so IQMs over different
+cell sets are not compared with each other: ours is compared with a row on the cells both
+ran. Accuracies are on the same scale in every cell of a setting (the same test set), so
+they are pooled without normalisation. Cells with fewer than 2 runs of a row are left out
+(the bootstrap resamples within a cell).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness import stats as S
+from harness.report import style as ST
+from harness.report.figures import Figure
+from harness.report.load import StudyRecords, cached_per_setting
+from harness.report.tables import Table, cell_name, setting_slug
+
+
+def _samples(st: StudyRecords, setting: str, label: str, cells) -> list[list[float]]:
+    return [st.group(setting, label, c)["acc"] for c in cells]
+
+
+def _usable_cells(st: StudyRecords, setting: str, label: str) -> list:
+    return [c for c in st.cells(setting, included_only=True)
+            if st.group(setting, label, c)["summary"].n >= 2]
+
+
+@cached_per_setting
+def aggregate_rows(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
+    labels = st.labels(setting)
+    ours = st.default_variant(st.ours, labels) if st.ours else None
+    mine = _usable_cells(st, setting, ours) if ours else []
+    out = []
+    for lab in labels:
+        cells = _usable_cells(st, setting, lab)
+        if not cells:
+            continue
+        iqm, ci = S.aggregate_iqm(_samples(st, setting, lab, cells))
+        row = {"label": lab, "cells": cells, "runs": sum(len(x) for x in
+                                                         _samples(st, setting, lab, cells)),
+               "iqm": iqm, "ci": ci, "shared": [], "poi": None}
+        shared = [c for c in cells if c in mine]
+        if ours and lab != ours and st.method_of.get(lab) != st.ours and shared:
+            a, b = _samples(st, setting, ours, shared), _samples(st, setting, lab, shared)
+            poi, poi_ci, _ = S.probability_of_improvement(a, b)
+            row.update(shared=shared, poi=poi, poi_ci=poi_ci,
+                       iqm_row_shared=S.aggregate_iqm(b), iqm_ours_shared=S.aggregate_iqm(a))
+        out.append(row)
+    return out
+
+
+def _cells_text(cells) -> str:
+    pairs = sorted({c[:2] for c in cells})
+    n_budgets = len({c[2] for c in cells})
+    return ", ".join(cell_name(*p) for p in pairs) + f" × {n_budgets} budget" + (
+        "s" if n_budgets > 1 else "")
+
+
+def _iqm_text(v: float, ci) -> str:
+    return f"{v:.2f} {S.fmt_interval(ci)}" if ci else f"{v:.2f}"
+
+
+def aggregate_table(st: StudyRecords, setting: str) -> Table | None:
+    rows_ = aggregate_rows(st, setting)
+    if not rows_:
+        return None
+    oname = st.ours_name or "ours"
+    rows, data = [], []
+    for r in rows_:
+        lab = r["label"]
+        cmp_ = r["poi"] is not None
+        rows.append([st.display(lab), _cells_text(r["cells"]), str(r["runs"]),
+                     _iqm_text(r["iqm"], r["ci"]),
+                     str(len(r["shared"])) if cmp_ else "",
+                     _iqm_text(*r["iqm_row_shared"]) if cmp_ else "",
+                     _iqm_text(*r["iqm_ours_shared"]) if cmp_ else "",
+                     _iqm_text(r["poi"], r["poi_ci"]) if cmp_ else ""])
+        data.append({"setting": st.setting_labels[setting], "row": lab, "name": st.display(lab),
+                     "cells": ";".join(cell_name(*c) for c in r["cells"]), "runs": r["runs"],
+                     "iqm": r["iqm"], "iqm_low": r["ci"][0] if r["ci"] else None,
+                     "iqm_high": r["ci"][1] if r["ci"] else None,
+                     "shared_cells": len(r["shared"]),
+                     "iqm_row_shared": r["iqm_row_shared"][0] if cmp_ else None,
+                     "iqm_ours_shared": r["iqm_ours_shared"][0] if cmp_ else None,
+                     "p_improvement": r["poi"] if cmp_ else None,
+                     "p_improvement_low": r["poi_ci"][0] if cmp_ and r["poi_ci"] else None,
+                     "p_improvement_high": r["poi_ci"][1] if cmp_ and r["poi_ci"] else None})
+    notes = [f"IQM: interquartile mean of the final deployed accuracy (%) of every run of the "
+             f"row over the cells it ran (cells with at least 2 seeds); 95% percentile "
+             f"interval from the stratified bootstrap (each cell's seeds resampled on their "
+             f"own, {S.AGG_RESAMPLES} resamples, fixed seed), as rliable computes it. IQMs over "
+             f"different cells are not comparable: {oname} and each row are compared on the "
+             f"cells both ran (shared). P({oname} > row): per shared cell the share of run pairs "
+             f"{oname} wins (ties ½), averaged over the cells, with its stratified-bootstrap "
+             f"interval; 0.5 is a tie, and an interval that excludes 0.5 is a consistent "
+             f"advantage."]
+    ns = {st.group(setting, r["label"], c)["summary"].n for r in rows_ for c in r["cells"]}
+    if min(ns) <= S.FEW_SEEDS:
+        notes.append(f"With {min(ns)} seeds per cell the bootstrap sees few distinct "
+                     "resamples: these intervals are narrower than the uncertainty is.")
+    name = f"aggregate_{setting_slug(st, setting)}"
+    caption = f"Across cells: IQM and probability of improvement, {st.setting_name(setting)}"
+    tex = Table(name, caption, ["Method", "cells", "IQM [95% CI]",
+                                f"P({oname} > row) [95% CI]"],
+                [[r[0], r[1], r[3], r[7]] for r in rows], n_label_cols=2, wide=True,
+                notes=[f"IQM: interquartile mean of every run over the row's cells; P({oname} "
+                       "> row): on the cells both ran, averaged over cells; 95% stratified "
+                       "bootstrap intervals (rliable's method)."] + notes[1:])
+    return Table(name, caption,
+                 ["Method", "cells", "runs", "IQM [95% CI]", "shared cells", "IQM row (shared)",
+                  f"IQM {oname} (shared)", f"P({oname} > row) [95% CI]"], rows,
+                 pd.DataFrame(data), notes=notes, n_label_cols=2, tex=tex)
+
+
+# --------------------------------------------------------------------------- profiles
+
+def _profile_panel(st: StudyRecords, setting: str, w: int, a: int, styles) -> dict | None:
+    cells = [c for c in st.cells(setting, included_only=True) if c[:2] == (w, a)]
+    rows = {}
+    for lab in st.labels(setting):
+        if st.method_of.get(lab) == "fp":
+            continue
+        samples = _samples(st, setting, lab, cells)
+        if all(len(x) for x in samples):  # every budget of the pair
+            rows[lab] = samples
+    if len(rows) < 2:
+        return None
+    allv = np.concatenate([np.asarray(x, float) for s in rows.values() for x in s])
+    # the exact staircase: every run's accuracy and a hair below it, and the two ends
+    eps = 1e-6 * max(1.0, float(np.ptp(allv)))
+    taus = np.unique(np.concatenate([allv, allv - eps, [max(0.0, allv.min() - 1),
+                                                        min(100.0, allv.max() + 1)]]))
+    iqm = {lab: S.aggregate_iqm(s)[0] for lab, s in rows.items()}
+    means = {lab: v if np.isfinite(v) else float(np.mean(np.concatenate(rows[lab])))
+             for lab, v in iqm.items()}
+    full = ST.highlight(st, setting, means)
+    lines = []
+    for lab in sorted(rows, key=lambda x: x in full):  # context first
+        frac, lo, hi = S.performance_profile(rows[lab], taus)
+        style = ST.line_style(styles, lab, lab in full)
+        lines.append({"x": taus, "mean": frac * 100, "lo": None if lo is None else lo * 100,
+                      "hi": None if hi is None else hi * 100, **style})
+    return {"title": f"{cell_name(w, a)}, {len(cells)} budget" + ("s" if len(cells) > 1 else ""),
+            "lines": lines, "ylim": (-2, 102), "full": full, "context": len(full) < len(rows)}
+
+
+def profile_figure(st: StudyRecords, setting: str) -> Figure | None:
+    styles = ST.row_styles(st)
+    pairs = sorted({c[:2] for c in st.cells(setting, included_only=True)})
+    panels = [p for p in (_profile_panel(st, setting, w, a, styles) for w, a in pairs) if p]
+    if not panels:
+        return None
+    full = [lab for lab in st.order if any(lab in p["full"] for p in panels)]
+    legend = [ST.legend_entry(styles, lab) for lab in full]
+    if any(p["context"] for p in panels):
+        legend.append(ST.CONTEXT_LEGEND)
+    sl = st.setting_name(setting)
+    name = f"profile_{setting_slug(st, setting)}"
+    spec = {"kind": "curves", "name": name, "panels": panels, "legend": legend,
+            "int_x": False, "sharex": False, "xlabel": "final deployed test accuracy τ (%)",
+            "ylabel": "runs with accuracy > τ (%)",
+            "title": f"Performance profiles, {sl}"}
+    caption = (f"Performance profiles ({sl}): the share of a row's runs whose final deployed "
+               "accuracy exceeds τ, pooled over the budgets of each W/A cell (rows that ran "
+               "all of them), with a 95% stratified-bootstrap band for the highlighted rows "
+               "(ours and the row with the highest IQM among the others); the other rows thin "
+               "grey. A curve to the right is better everywhere; crossing curves mean the "
+               "ranking depends on the threshold.")
+    return Figure(name, spec, caption)
+
+
+def aggregate_blocks(st: StudyRecords, setting: str) -> list:
+    return [b for b in (aggregate_table(st, setting), profile_figure(st, setting)) if b]

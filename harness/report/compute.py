@@ -1,0 +1,252 @@
+"""The comparison at equal compute: a table, a figure and the reviewer answer's numbers.
+
+Data flow: timing.py turns the records' per-epoch times into each row's accuracy once it
+had used the cheapest row's whole budget (T*) per cell; verdicts.py tests ours against
+every other row there (kind ``equal_compute``, in the setting's one family). This module
+lays those out:
+
+- ``equal_compute_table``: per cell, T*, every row's budget time, the epoch it had reached
+  by T*, its accuracy then (read off its curve, marked †, t-interval clipped to [0, 100])
+  and its shorter-budget runs that fit in T*; ours minus the row with the verdict;
+- ``time_figure``: deployed accuracy against cumulative training time per cell, T* drawn
+  as a vertical line and each highlighted row's accuracy at T* as a hollow mark.
+
+Times are the records' wall-clock training times (evaluation excluded); the caption says
+when they come from a CPU the local executor shared between several runs.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness import stats as S
+from harness.report import style as ST
+from harness.report import timing
+from harness.report import verdicts as V
+from harness.report.figures import (
+    Figure,
+    budgets,
+    clipped_caption,
+    cut,
+    first_shown,
+    layout,
+    legend_for,
+    panel_cells,
+    panel_lines,
+    ylim,
+    zoom_caption,
+)
+from harness.report.load import StudyRecords
+from harness.report.tables import (
+    CLIPPED,
+    Table,
+    cell_name,
+    clipped_note,
+    fmt_cell,
+    fmt_ci,
+    fmt_diff,
+    grouped,
+    rule_note,
+    setting_slug,
+)
+
+
+def shared_hardware_note(st: StudyRecords, kind: str) -> str:
+    """What the reader must know about CPU wall-clock times from the local executor."""
+    conc = (st.spec.get("executor") or {}).get("local_concurrency")
+    if kind != "CPU":
+        return ""
+    if isinstance(conc, int) and conc > 1:
+        return (f" These are CPU wall-clock times on shared hardware: the local executor ran "
+                f"up to {conc} runs at once on the machine, so they are noisy and longer than "
+                "on an idle machine.")
+    return " These are CPU wall-clock times; other work on the machine lengthens them."
+
+
+def _unit(cells: list[dict[str, Any]]) -> tuple[str, float]:
+    kinds = {c["kind"] for c in cells}
+    kind = "GPU" if kinds == {"GPU"} else "CPU"
+    top = max((r["budget_time"] for c in cells for r in c.get("rows", [])), default=0.0)
+    return timing.time_unit(top, kind)
+
+
+def _epochs_text(r: dict[str, Any], budget: int) -> str:
+    ep = r["epochs_reached"]
+    if not ep:
+        return "none"
+    if r["full"]:
+        return f"{budget} (full)"
+    span = f"{min(ep)}" if min(ep) == max(ep) else f"{min(ep)}–{max(ep)}"
+    return f"{span} of {budget}"
+
+
+def _trained_text(r: dict[str, Any]) -> str:
+    tw = r["trained_within"]
+    return f"{tw[0]} ep: {fmt_cell(tw[1])}" if tw else "–"
+
+
+def _row_test(st: StudyRecords, setting: str, ours: str | None, lab: str, cell,
+              have: set) -> V.Test | None:
+    if ours is None or ours not in have or lab == ours or lab not in have \
+            or st.method_of.get(lab) == st.ours:
+        return None
+    return V.test(st, setting, (ours, cell), (lab, cell), kind=V.EQUAL_COMPUTE)
+
+
+def equal_compute_table(st: StudyRecords, setting: str) -> Table | None:
+    cells = timing.equal_compute_cells(st, setting)
+    usable = [c for c in cells if not c["skipped"]]
+    if not usable:
+        return None
+    unit = _unit(usable)
+    ours = st.default_variant(st.ours, st.labels(setting)) if st.ours else None
+    oname = st.display(ours) if ours else "ours"
+    rows, data, bold, tex_rows = [], [], set(), []
+    for c in usable:
+        cell, t_star = c["cell"], c["t_star"]
+        have = {r["label"] for r in c["rows"] if r["values"]}
+        for r in sorted(c["rows"], key=lambda r: st.order.index(r["label"])):
+            s, lab = r["summary"], r["label"]
+            t = _row_test(st, setting, ours, lab, cell, have)
+            acc = fmt_cell(s) + ("" if r["full"] else " †")
+            cheapest = f"{fmt_t(t_star, c, unit)} ({st.display(c['cheapest'])})"
+            rows.append([cell_name(*cell), cheapest, st.display(lab),
+                         fmt_t(r["budget_time"], c, unit),
+                         f"×{r['budget_time'] / t_star:.2f}", _epochs_text(r, cell[2]), acc,
+                         fmt_ci(s), _trained_text(r),
+                         fmt_diff(t.cmp) if t else "", S.fmt_p(t.p_adj) if t else "",
+                         t.verdict(oname, st.display(lab)) if t else ""])
+            tex_rows.append((f"{cell_name(*cell)}, T* = {fmt_t(t_star, c, unit)}",
+                             [st.display(lab), f"×{r['budget_time'] / t_star:.2f}",
+                              _epochs_text(r, cell[2]), acc, fmt_diff(t.cmp) if t else "",
+                              S.fmt_p(t.p_adj) if t else ""]))
+            if t and t.decision in ("higher", "lower"):
+                bold.add((len(tex_rows) - 1, 4))
+            data.append(_data_row(st, setting, c, r, t))
+    notes = _table_notes(st, setting, cells, usable, oname, unit, rows)
+    name = f"equal_compute_{setting_slug(st, setting)}"
+    caption = f"Accuracy at equal training time, {st.setting_name(setting)}"
+    tex_rows, groups = grouped(tex_rows)
+    tex = Table(name, caption, ["Method", "time × T*", "epochs by T*", "acc. at T*",
+                                f"Δ ({oname} − row)", "p (adj.)"], tex_rows, bold=bold,
+                n_label_cols=1, groups=groups, wide=True,
+                notes=[notes[0] + " Bold Δ: significant under the report's verdict rule."])
+    return Table(name, caption, ["Cell", "T* (cheapest)", "Method", "budget time",
+                                 "× T*", "epochs by T*", "accuracy at T*", "95% CI",
+                                 "trained within T*", f"Δ ({oname} − row)", "p (adj.)",
+                                 "Verdict"], rows, pd.DataFrame(data), notes=notes,
+                 n_label_cols=3, left_extra=(-1,), tex=tex)
+
+
+def _data_row(st: StudyRecords, setting: str, c: dict[str, Any], r: dict[str, Any],
+              t: V.Test | None) -> dict[str, Any]:
+    """The CSV row (seconds, ids) of one row of one cell."""
+    s, tw, cell = r["summary"], r["trained_within"], c["cell"]
+    return {"setting": st.setting_labels[setting], "w_bits": cell[0], "a_bits": cell[1],
+            "epochs": cell[2], "row": r["label"], "name": st.display(r["label"]),
+            "t_star_s": c["t_star"], "cheapest": c["cheapest"],
+            "budget_time_s": r["budget_time"], "epoch_time_s": r["epoch_time"],
+            "full": r["full"], "epochs_reached": ";".join(map(str, r["epochs_reached"])),
+            "n": s.n, "mean": s.mean, "std": s.std, "ci_low": s.ci[0] if s.ci else None,
+            "ci_high": s.ci[1] if s.ci else None, "ci_clipped": s.clipped,
+            "trained_within_epochs": tw[0] if tw else None,
+            "trained_within_mean": tw[1].mean if tw else None,
+            "diff_ours_minus_row": t.cmp.diff if t else None,
+            "p_welch": t.cmp.p if t else None, "p_adj": t.p_adj if t else None,
+            "decision": t.decision if t else None, "hardware": c["hardware"][0],
+            "device_kind": c["kind"]}
+
+
+def fmt_t(seconds: float, cell: dict[str, Any], unit: tuple[str, float]) -> str:
+    return timing.fmt_time(seconds, cell["kind"], unit)
+
+
+def _table_notes(st, setting, cells, usable, oname, unit, rows) -> list[str]:
+    kind = usable[0]["kind"]
+    notes = [f"T*: the training time of the cheapest row's whole budget in the cell (the "
+             f"records' per-epoch training times summed, evaluation excluded, mean over "
+             f"seeds), in {unit[0]}. Accuracy at T*: the deployed test accuracy at the last "
+             f"epoch each run had finished within T* (+{timing.TIME_TOLERANCE:.0%} for timing "
+             f"noise); † read off its curve: its schedule (learning rate, temperature) had not "
+             f"finished, so a run trained for that many epochs would do better. Trained "
+             f"within T*: the row's shorter budget whose whole run fits in T*. Δ: {oname} "
+             f"minus the row at T*, Welch's t-test. " + rule_note(st, setting)
+             + shared_hardware_note(st, kind)]
+    if kind == "GPU":
+        notes.append("GPU time counts one GPU per run (the records do not say how many a "
+                     "multi-GPU run used).")
+    if any(CLIPPED in r[7] for r in rows):
+        notes.append(clipped_note())
+    notes += [f"{cell_name(*c['cell'])}: not compared, {c['skipped']}." for c in cells
+              if c["skipped"]]
+    return notes
+
+
+# --------------------------------------------------------------------------- figure
+
+def time_figure(st: StudyRecords, setting: str) -> Figure | None:
+    cells = {c["cell"]: c for c in timing.equal_compute_cells(st, setting)}
+    usable = [c for c in cells.values() if not c["skipped"]]
+    if not usable:
+        return None
+    styles = ST.row_styles(st)
+    unit = _unit(usable)
+
+    def get(lab, cell):
+        cur = timing.time_curve(st, setting, lab, cell)
+        return cur and {**cur, "x": np.asarray(cur["x"]) / unit[1]}
+
+    panels, full_all, context_any, every = [], [], False, []
+    for cell in panel_cells(st, setting):
+        c = cells.get(cell)
+        if c is None or c["skipped"]:
+            continue
+        lines, full, context = panel_lines(st, setting, cell, styles, False, get)
+        start = first_shown(cell[2])
+        lines = [cut(ln, start) for ln in lines]
+        every += lines
+        full_all += [lab for lab in full if lab not in full_all]
+        context_any |= bool(context)
+        t_star = c["t_star"] / unit[1]
+        marks = [{"x": t_star, "y": r["summary"].mean, "color": styles[r["label"]]["color"],
+                  "marker": styles[r["label"]]["marker"]} for r in c["rows"]
+                 if r["label"] in full and r["summary"].n and not r["full"]]
+        panels.append({"title": f"{cell_name(*cell[:2])}, {cell[2]} epochs", "lines": lines,
+                       "ylim": ylim(lines), "from_epoch": start + 1,
+                       "vlines": [{"x": t_star, "color": "0.35", "ls": "--"}], "marks": marks})
+    if not panels:
+        return None
+    sl = st.setting_name(setting)
+    name = f"equal_compute_{setting_slug(st, setting)}"
+    legend = legend_for(st, styles, full_all, context_any) + [
+        {"label": "T*: the cheapest row's full budget", "color": "0.35", "ls": "--"},
+        {"label": "accuracy at T* (read off)", "color": "0.35", "ls": "", "marker": "o",
+         "mfc": "white"}]
+    spec = {"kind": "curves", "name": name, "panels": panels, "int_x": False,
+            **{**layout(len(panels), len(budgets(st, setting))), "sharex": False},
+            "legend": legend, "xlabel": f"cumulative training time ({unit[0]})",
+            "ylabel": "deployed test accuracy (%)",
+            "title": f"Deployed test accuracy against training time, {sl}"}
+    kind = usable[0]["kind"]
+    caption = (f"Deployed test accuracy against cumulative training time ({sl}, {unit[0]}; "
+               "one point per epoch, mean over seeds with a 95% band), one panel per W/A cell "
+               "and budget: ours, the strongest other method and fp in their styles, the "
+               "other rows thin grey. The dashed vertical line is T*, the time the cheapest "
+               "row's whole budget took; hollow marks: each highlighted row's accuracy once "
+               "it had used T* (read off its curve, see the equal-compute table)."
+               + shared_hardware_note(st, kind) + zoom_caption(panels)
+               + clipped_caption(every))
+    return Figure(name, spec, caption)
+
+
+def equal_compute_blocks(st: StudyRecords, setting: str) -> list:
+    """The section's blocks for one setting: the figure, then the table."""
+    out = [b for b in (time_figure(st, setting), equal_compute_table(st, setting)) if b]
+    skipped = [c for c in timing.equal_compute_cells(st, setting) if c["skipped"]]
+    if not out and skipped:
+        out = [f"{st.setting_name(setting)}: no cell can be compared at equal compute: "
+               + "; ".join(f"{cell_name(*c['cell'])} {c['skipped']}" for c in skipped) + ".",
+               ""]
+    return out

@@ -1,0 +1,419 @@
+"""The report's rules on planted records with known answers: bounded intervals, readable
+figures, display names and renames, one verdict rule, questions fitted to the study, no
+machine paths, the comparison at equal compute and the aggregates across cells.
+
+Figures are checked on their specs (plain data: what harness/plots.py is asked to draw).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from report_records import write_run
+from scipy import stats as sps
+
+from harness import records
+from harness import report as R
+from harness import stats as S
+from harness.report import aggregate as AG
+from harness.report import compute as CO
+from harness.report import figures as F
+from harness.report import timing
+from harness.report import verdicts as V
+from methods.errors import UserError
+
+OFFS3 = [0.1, -0.1, 0.0]
+
+
+def only_setting(st) -> str:
+    (s,) = st.settings()
+    return s
+
+
+def table(report, name: str) -> pd.DataFrame:
+    return pd.read_csv(report.parent / "tables" / f"{name}.csv")
+
+
+# --------------------------------------------------------------------------- bounds
+
+@pytest.fixture(scope="module")
+def near_100(tmp_path_factory):
+    """dorefa's three seeds end at 99.9, 90 and 99.99: its t-interval (mean 96.63, half
+    width 14.1) crosses 100; slb's continuous-state accuracy is above 100 - its band too."""
+    root = tmp_path_factory.mktemp("bounds") / "bounds"
+    for s, acc in enumerate([99.9, 90.0, 99.99]):
+        write_run(root, f"d{s}", method="dorefa", acc=acc, seed=s)
+        write_run(root, f"s{s}", method="slb", acc=97.0 + OFFS3[s], seed=s, slb_scalars=True)
+    records.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n')
+    return root
+
+
+def test_interval_crossing_100_is_clipped_and_marked(near_100):
+    vals = [99.9, 90.0, 99.99]
+    half = sps.t.ppf(0.975, 2) * np.std(vals, ddof=1) / math.sqrt(3)
+    assert np.mean(vals) + half > 100  # the planted interval does cross 100
+    st = R.load_study(near_100)
+    s = st.group(only_setting(st), "dorefa", (1, 32, 4))["summary"]
+    assert s.clipped and s.ci == (pytest.approx(np.mean(vals) - half), 100.0)
+    out = R.write_report(near_100, jobs=1)
+    unc = (out.parent / "tables" / "uncertainty_cifar10_resnet20.md").read_text()
+    assert f"[{np.mean(vals) - half:.2f}, 100.00] ‡" in unc and "clipped to it" in unc
+    assert table(out, "uncertainty_cifar10_resnet20")["ci_high"].max() <= 100.0
+
+
+def test_bands_never_leave_bounds_and_limits_hold_them(near_100):
+    st = R.load_study(near_100)
+    s = only_setting(st)
+    figs = F.convergence_figures(st, s)
+    conv = figs[0]
+    lines = [ln for p in conv.spec["panels"] for ln in p["lines"]]
+    bands = [ln for ln in lines if ln.get("lo") is not None and ln.get("band", True)]
+    assert bands and all(np.max(ln["hi"]) <= 100 and np.min(ln["lo"]) >= 0 for ln in bands)
+    assert any(ln["clipped"] for ln in bands) and "clipped to it" in conv.caption
+    for fig in figs:  # every panel's y-limits hold every band it draws whole
+        for p in fig.spec["panels"]:
+            if p.get("ylim"):
+                for ln in p["lines"]:
+                    if ln.get("lo") is not None and ln.get("band", True):
+                        assert p["ylim"][0] <= np.min(ln["lo"]) and np.max(ln["hi"]) <= \
+                            p["ylim"][1], (fig.name, p["title"])
+    internals = next(f for f in figs if f.name.startswith("internals"))
+    acc_panel = next(p for p in internals.spec["panels"] if "continuous-state" in p["title"])
+    assert all(np.max(ln["hi"]) <= 100 for ln in acc_panel["lines"] if ln["hi"] is not None)
+
+
+def test_curve_panels_zoom_alike_and_only_long_runs(tmp_path):
+    root = tmp_path / "long"
+    for s in range(2):
+        write_run(root, f"a{s}", method="slb", acc=90.0 + s, seed=s, epochs=40)
+        write_run(root, f"b{s}", method="dorefa", acc=89.0 + s, seed=s, epochs=40)
+        write_run(root, f"c{s}", method="slb", acc=80.0 + s, seed=s, epochs=8)
+        write_run(root, f"d{s}", method="dorefa", acc=79.0 + s, seed=s, epochs=8)
+    st = R.load_study(root, ours="slb")
+    conv = F.convergence_figures(st, only_setting(st))[0]
+    by_title = {p["title"]: p for p in conv.spec["panels"]}
+    assert by_title["W1/A32, 40 epochs"]["from_epoch"] == 11  # after the first quarter
+    assert by_title["W1/A32, 40 epochs"]["lines"][0]["x"][0] == 11
+    assert by_title["W1/A32, 8 epochs"]["from_epoch"] == 1    # short runs: all of it
+    assert "start after the first 25% of training" in conv.caption
+
+
+# --------------------------------------------------------------------------- figures
+
+@pytest.fixture(scope="module")
+def crowded(tmp_path_factory):
+    """Eight rows at W1/A32 with 3 seeds and 4 epochs, fp at W32/A32."""
+    root = tmp_path_factory.mktemp("crowded") / "crowded"
+    rows = [("fp", "", 93.0, 32), ("ste", "", 85.0, 1), ("dorefa", "", 88.0, 1),
+            ("lqnet", "", 88.5, 1), ("hashing", "", 84.0, 1), ("bop", "", 83.0, 1),
+            ("slb", "", 89.0, 1), ("slb", "slb-none", 88.8, 1)]
+    for m, variant, acc, w in rows:
+        for s, off in enumerate(OFFS3):
+            write_run(root, f"{variant or m}{s}", method=m, variant=variant, acc=acc + off,
+                      w=w, seed=s, options={"bn": "none"} if variant else None)
+    records.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n')
+    return root
+
+
+def test_crowded_panels_highlight_a_handful_in_greyscale_safe_styles(crowded):
+    st = R.load_study(crowded)
+    s = only_setting(st)
+    conv, conv_all, *_ = F.convergence_figures(st, s)
+    (panel,) = conv.spec["panels"]  # fp is drawn in the W1/A32 panel, not on its own
+    full = [ln for ln in panel["lines"] if ln.get("marker") or ln["ls"] == ":"]
+    assert len(full) == 3  # ours, the strongest baseline (lqnet), fp
+    assert len(panel["lines"]) == 8 and conv.spec["context_rows"]
+    assert len({(ln["ls"], ln["marker"]) for ln in full}) == 3  # told apart without colour
+    names = [e["label"] for e in conv.spec["legend"]]
+    assert names == ["FP (32-bit)", "LQ-Net", "SLB", "other rows (thin grey)"]
+    assert conv_all.name.startswith("convergence_all")
+
+
+def test_one_style_per_row_across_figures(crowded):
+    st = R.load_study(crowded)
+    s = only_setting(st)
+    seeds = F.seed_figures(st, s)[0].spec
+    conv = F.convergence_figures(st, s)[1].spec  # every row in its style
+    in_seeds = {r["name"]: (r["color"], r["marker"]) for p in seeds["panels"] for r in p["rows"]}
+    in_legend = {e["label"]: (e["color"], e["marker"]) for e in conv["legend"]}
+    shared = set(in_seeds) & set(in_legend) - {"FP (32-bit)"}
+    assert len(shared) == 7
+    assert all(in_seeds[n] == in_legend[n] for n in shared)
+    assert len({in_legend[n] for n in shared}) == len(shared)
+
+
+# --------------------------------------------------------------------------- names
+
+def test_renames_in_tables_figures_and_answers_ids_in_csv(crowded, tmp_path):
+    import shutil
+
+    root = tmp_path / "renamed"
+    shutil.copytree(crowded, root)
+    records.atomic_write_text(root / "study.toml", '''[report]
+ours = "slb"
+[report.methods]
+dorefa = "DoReFa"
+[report.variants]
+"slb-none" = "SLB without BN"
+[report.settings]
+cifar10 = "CIFAR-10 (JPEG copy)"
+resnet20 = "ResNet-20"
+''')
+    out = R.write_report(root, jobs=1)
+    md = out.read_text()
+    assert "Main results, CIFAR-10 (JPEG copy) / ResNet-20" in md
+    main_md = (out.parent / "tables" / "main_cifar10_resnet20.md").read_text()
+    assert "| DoReFa |" in main_md and "| SLB without BN |" in main_md
+    assert "| dorefa |" not in main_md and "| slb-none |" not in main_md
+    main = table(out, "main_cifar10_resnet20")
+    assert {"dorefa", "slb-none"} <= set(main["row"]) and "DoReFa" in set(main["name"])
+    st = R.load_study(root)
+    legend = [e["label"] for e in F.convergence_figures(st, only_setting(st))[1].spec["legend"]]
+    assert "DoReFa" in legend and "SLB without BN" in legend
+    assert "DoReFa" in R.question("aggregate").ask(st)["bullets"][1]
+
+
+def test_report_table_is_checked(crowded, tmp_path):
+    import shutil
+
+    root = tmp_path / "bad"
+    shutil.copytree(crowded, root)
+    records.atomic_write_text(root / "study.toml", '[report]\nsettings = "CIFAR-10"\n')
+    with pytest.raises(UserError, match="report.settings") as e:
+        R.load_study(root)
+    assert "\n" not in str(e.value)
+    records.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\ncolour = 1\n'
+                              '[report.variants]\nslb-typo = "x"\n')
+    notes = " ".join(R.load_study(root).notes)
+    assert "`colour` is not one the report reads" in notes
+    assert "[report.variants] names 'slb-typo', which this study does not have" in notes
+
+
+def test_no_machine_paths_anywhere(tmp_path):
+    root = tmp_path / "paths"
+    for s in range(2):
+        write_run(root, f"a{s}", method="slb", acc=90.0 + s, seed=s)
+    ref = tmp_path / "reported.csv"
+    ref.write_text("method,dataset,model,w_bits,a_bits,top1\nslb,cifar10,resnet20,1,32,90.6\n")
+    out = R.write_report(root, reference=str(ref), jobs=1)
+    texts = [p.read_text() for p in out.parent.rglob("*") if p.suffix in (".md", ".tex", ".csv")]
+    assert len(texts) > 5
+    for t in texts:
+        assert str(tmp_path) not in t
+    assert "`reported.csv`" in out.read_text()
+
+
+# --------------------------------------------------------------------------- verdicts
+
+A048 = [91.22, 91.72, 92.22]
+B048 = [90.0, 90.4, 91.1]
+
+
+def welch_p(a, b) -> float:
+    """Welch's two-sided p from its formula (Welch 1947)."""
+    a, b = np.asarray(a), np.asarray(b)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    t = (a.mean() - b.mean()) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return float(2 * sps.t.sf(abs(t), df))
+
+
+def test_p_0048_is_printed_as_0048():
+    p = welch_p(A048, B048)
+    assert 0.0475 < p < 0.0485
+    assert S.fmt_p(p) == "0.048" and S.compare(A048, B048).p == pytest.approx(p)
+
+
+@pytest.mark.parametrize("extra_rows, significant", [(0, True), (3, False)])
+def test_bold_verdict_and_answer_agree(tmp_path, extra_rows, significant):
+    """slb vs dorefa has Welch p = 0.048 (3 seeds each). Alone, its adjusted p is 0.048:
+    bold, 'higher' and 'significantly' everywhere, with the few-seeds caveat. With three
+    more baselines far below, the family has more tests and the adjusted p of this one
+    rises above 0.05: no bold, 'no significant difference', nowhere significant."""
+    root = tmp_path / "verdict"
+    for s in range(3):
+        write_run(root, f"s{s}", method="slb", acc=A048[s], seed=s)
+        write_run(root, f"d{s}", method="dorefa", acc=B048[s], seed=s)
+        for k, m in enumerate(["ste", "hashing", "bop"][:extra_rows]):
+            write_run(root, f"{m}{s}", method=m, acc=90.0 + 0.1 * k + OFFS3[s] * 10, seed=s)
+    records.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n')
+    out = R.write_report(root, jobs=1)
+    st = R.load_study(root)
+    t = V.test(st, only_setting(st), ("slb", (1, 32, 4)), ("dorefa", (1, 32, 4)))
+    assert t.cmp.p == pytest.approx(welch_p(A048, B048))
+    assert (t.p_adj < 0.05) is significant
+    cmp_ = table(out, "comparisons_cifar10_resnet20").set_index("baseline").loc["dorefa"]
+    main = (out.parent / "tables" / "main_cifar10_resnet20.md").read_text()
+    bold = "**91.72 ± 0.50" in main
+    assert bold is significant
+    assert (cmp_["verdict"] == "SLB higher") is significant
+    assert cmp_["p_welch"] == pytest.approx(welch_p(A048, B048))
+    md = out.read_text()
+    assert "| 0.048 |" in md  # the unadjusted p beside the adjusted one
+    seeds = R.question("seeds").ask(st)["text"]
+    if significant:  # the one comparison, in words, with its caveat
+        assert "difference is +1.22 points, significant (" in seeds
+        assert "adjusted p = 0.048, only 3 vs 3 seeds" in seeds
+    else:
+        assert "0 of them are significant under the report's rule" in seeds
+        assert "every comparison rests on 3 seeds a side or fewer" in seeds
+
+
+def test_the_family_is_stated_and_unadjusted_p_never_decides(tmp_path):
+    root = tmp_path / "fam"
+    for s in range(3):
+        write_run(root, f"s{s}", method="slb", acc=A048[s], seed=s)
+        write_run(root, f"d{s}", method="dorefa", acc=B048[s], seed=s)
+    st = R.load_study(root, ours="slb")
+    fam = V.family(st, only_setting(st))
+    assert all(t.family_size == len(fam) for t in fam.values())
+    c = S.compare([1.0, 2.0, 3.0], [0.0, 0.5, 1.0])
+    assert c.decide() == "ns" and c.decide(0.01) == "higher" and c.decide(0.2) == "ns"
+
+
+# --------------------------------------------------------------------------- questions
+
+def test_questions_fit_the_study_budgets(tmp_path):
+    root = tmp_path / "b24"
+    for e in (2, 4):
+        for s, off in enumerate(OFFS3):
+            write_run(root, f"s{e}{s}", method="slb", acc=80.0 + e + off, epochs=e, seed=s)
+            write_run(root, f"d{e}{s}", method="dorefa", acc=79.0 + e + off, epochs=e, seed=s)
+    st = R.load_study(root, ours="slb")
+    a = R.question("budget").ask(st)
+    assert "(2 vs 4 epochs in this study)" in a["question"] and "500" not in a["question"]
+    assert "3 seeds a side or fewer" in a["text"]
+    assert "(3 seeds per cell here)" in R.question("seeds").ask(st)["question"]
+    one = tmp_path / "b4"
+    for s, off in enumerate(OFFS3):
+        write_run(one, f"s{s}", method="slb", acc=80.0 + off, seed=s)
+    st1 = R.load_study(one, ours="slb")
+    b = R.question("budget").ask(st1)
+    assert "(this study has one budget: 4 epochs)" in b["question"]
+    assert not b["answered"] and "epochs = [4, 8]" in b["text"]
+    sched = R.question("schedule").ask(st1)
+    assert "variants of slb that set `schedule`" in sched["text"]
+
+
+# --------------------------------------------------------------------------- equal compute
+
+@pytest.fixture(scope="module")
+def slow_twice(tmp_path_factory):
+    """slb takes 2 s per epoch, dorefa 1 s, with the same accuracy at every epoch (8-epoch
+    budget), and slb also has 4-epoch runs (8 s in all: they fit dorefa's budget time)."""
+    root = tmp_path_factory.mktemp("compute") / "compute"
+    for s, off in enumerate(OFFS3):
+        write_run(root, f"s{s}", method="slb", acc=90.0 + off, epochs=8, seed=s, epoch_time=2.0)
+        write_run(root, f"d{s}", method="dorefa", acc=90.0 + off, epochs=8, seed=s,
+                  epoch_time=1.0)
+        write_run(root, f"s4{s}", method="slb", acc=86.0 + off, epochs=4, seed=s,
+                  epoch_time=2.0)
+        write_run(root, f"d4{s}", method="dorefa", acc=86.0 + off, epochs=4, seed=s,
+                  epoch_time=1.0)
+    records.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n'
+                              '[executor]\nlocal_concurrency = 2\n')
+    return root
+
+
+def test_twice_as_slow_reads_off_half_its_budget(slow_twice):
+    st = R.load_study(slow_twice)
+    s = only_setting(st)
+    (cell,) = [c for c in timing.equal_compute_cells(st, s) if c["cell"] == (1, 32, 8)]
+    assert cell["t_star"] == pytest.approx(8.0) and cell["cheapest"] == "dorefa"
+    slb = next(r for r in cell["rows"] if r["label"] == "slb")
+    assert slb["epochs_reached"] == [4, 4, 4] and not slb["full"]
+    # epoch 4 of an 8-epoch curve: final - 2 * (8 - 4) points, by write_run's curve
+    assert slb["summary"].mean == pytest.approx(90.0 - 8.0)
+    assert slb["trained_within"][0] == 4
+    assert slb["trained_within"][1].mean == pytest.approx(86.0)
+    t = V.test(st, s, ("slb", (1, 32, 8)), ("dorefa", (1, 32, 8)), kind=V.EQUAL_COMPUTE)
+    assert t.cmp.diff == pytest.approx(-8.0) and t.decision == "lower"
+    # at the final epoch (equal epochs) the two are identical: no difference there
+    assert V.test(st, s, ("slb", (1, 32, 8)), ("dorefa", (1, 32, 8))).cmp.diff == \
+        pytest.approx(0.0)
+
+
+def test_equal_compute_table_figure_and_answer(slow_twice):
+    st = R.load_study(slow_twice)
+    s = only_setting(st)
+    t = CO.equal_compute_table(st, s)
+    df = t.data.set_index(["epochs", "row"])
+    assert df.loc[(8, "slb"), "budget_time_s"] == pytest.approx(16.0)
+    assert df.loc[(8, "dorefa"), "full"] and not df.loc[(8, "slb"), "full"]
+    row = next(r for r in t.rows if r[0] == "W1/A32, 8 ep" and r[2] == "SLB")
+    assert row[1] == "0.13 CPU-min (DoReFa-Net)" and row[4] == "×2.00"
+    assert row[5] == "4 of 8" and row[6].endswith("†")
+    assert "shared hardware" in t.notes[0] and "up to 2 runs at once" in t.notes[0]
+    fig = CO.time_figure(st, s)
+    panel = next(p for p in fig.spec["panels"] if p["title"] == "W1/A32, 8 epochs")
+    assert panel["vlines"][0]["x"] == pytest.approx(8.0 / 60)
+    assert fig.spec["xlabel"] == "cumulative training time (CPU-min)"
+    a = R.question("compute").ask(st)
+    assert a["answered"] and "×2.00 the other methods' training time per epoch" in a["question"]
+    assert "DoReFa-Net is" not in a["text"]
+    assert "the other method is significantly higher in 2" in a["text"]
+    assert any("by T* it had finished 4 of its 8 epochs" in b for b in a["bullets"])
+    assert any("own 4-epoch runs fit in T*" in b for b in a["bullets"])
+
+
+def test_equal_compute_gpu_hours_and_other_hardware(tmp_path):
+    root = tmp_path / "gpu"
+    for s, off in enumerate(OFFS3):
+        write_run(root, f"s{s}", method="slb", acc=90 + off, seed=s, epoch_time=900.0,
+                  device="cuda:0", device_name="cuda: H100")
+        write_run(root, f"d{s}", method="dorefa", acc=89 + off, seed=s, epoch_time=450.0,
+                  device="cuda:0", device_name="cuda: H100")
+    st = R.load_study(root, ours="slb")
+    t = CO.equal_compute_table(st, only_setting(st))
+    assert t.rows[0][1] == "0.50 GPU-h (DoReFa-Net)" and "one GPU per run" in " ".join(t.notes)
+    mixed = tmp_path / "mixed_hw"
+    for s, off in enumerate(OFFS3):
+        write_run(mixed, f"s{s}", method="slb", acc=90 + off, seed=s, device_name="cpu: A")
+        write_run(mixed, f"d{s}", method="dorefa", acc=89 + off, seed=s, device_name="cpu: B")
+    st = R.load_study(mixed, ours="slb")
+    (cell,) = timing.equal_compute_cells(st, only_setting(st))
+    assert "different hardware" in cell["skipped"]
+    assert not R.question("compute").ask(st)["answered"]
+
+
+def test_time_formats():
+    assert timing.fmt_time(30, "CPU") == "0.50 CPU-min"
+    assert timing.fmt_time(0.9, "CPU") == "0.015 CPU-min"
+    assert timing.fmt_time(5 * 3600, "CPU") == "5.0 CPU-h"
+    assert timing.fmt_time(1234 * 3600, "GPU") == "1200 GPU-h"
+
+
+# --------------------------------------------------------------------------- aggregates
+
+def test_aggregates_against_hand_values(slow_twice, tmp_path):
+    root = tmp_path / "agg"
+    # two cells; slb wins every pair in the first, ties in the second: P = (1 + 0.5) / 2
+    for s, off in enumerate(OFFS3):
+        write_run(root, f"a{s}", method="slb", acc=91.0 + off, seed=s)
+        write_run(root, f"b{s}", method="dorefa", acc=89.0 + off, seed=s)
+        write_run(root, f"c{s}", method="slb", acc=80.0 + off, seed=s, w=2)
+        write_run(root, f"d{s}", method="dorefa", acc=80.0 + off, seed=s, w=2)
+    st = R.load_study(root, ours="slb")
+    rows = {r["label"]: r for r in AG.aggregate_rows(st, only_setting(st))}
+    assert rows["dorefa"]["poi"] == pytest.approx(0.75)
+    lo, hi = rows["dorefa"]["poi_ci"]
+    assert 0.5 <= lo <= 0.75 <= hi <= 1.0
+    pooled = [91.0 + o for o in OFFS3] + [80.0 + o for o in OFFS3]
+    assert rows["slb"]["iqm"] == pytest.approx(sps.trim_mean(pooled, 0.25))
+    a = R.question("aggregate").ask(st)
+    assert a["answered"] and "P(SLB > DoReFa-Net) = 0.75" in a["bullets"][0]
+    fig = AG.profile_figure(st, only_setting(st))
+    assert [p["title"] for p in fig.spec["panels"]] == ["W1/A32, 1 budget", "W2/A32, 1 budget"]
+
+
+def test_stratified_bootstrap_resamples_within_cells():
+    # a cell is never mixed with another: every resample's IQM lies between the cells'
+    x = [[10.0, 10.5, 11.0], [50.0, 50.5, 51.0]]
+    v, (lo, hi) = S.aggregate_iqm(x)
+    assert v == pytest.approx(sps.trim_mean(sum(x, []), 0.25))
+    assert 10.0 <= lo <= v <= hi <= 51.0
+    frac, flo, fhi = S.performance_profile(x, [5.0, 30.0, 50.75, 60.0])
+    assert list(frac) == [1.0, 0.5, pytest.approx(1 / 6), 0.0]
+    assert flo[1] == fhi[1] == 0.5  # three runs of each cell, always: exactly half above 30
