@@ -32,6 +32,7 @@ import functools
 import json
 import math
 import multiprocessing as mp
+import re
 import tomllib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -409,8 +410,9 @@ def _foreign(run_id: str, rec, manifest: dict[str, Any] | None, man_runs: dict,
         return "not listed in manifest.json (a copied or foreign run directory)"
     cfg = rec.config or {}
     h = str(cfg.get("config_hash", ""))
-    suffix = run_id.rsplit("_", 1)[-1]
-    if len(suffix) == 8 and h and not h.startswith(suffix):
+    m = re.search(r"_w\d+a\d+_e\d+_s\d+_([0-9a-f]{8})$", run_id)  # the sweep's run ids
+    suffix = m.group(1) if m else ""
+    if suffix and h and not h.startswith(suffix):
         return f"its config (hash {h[:8]}) is not the run its name says ({suffix}): a copy"
     study = (cfg.get("meta") or {}).get("study")
     if manifest is not None and study and manifest.get("study") and study != manifest["study"]:
