@@ -237,6 +237,8 @@ class Method:
     # metrics.csv columns the method adds that reports draw as companion panels:
     # column -> (title, (lower bound, upper bound) or None); the trainer records this
     internal_metrics: ClassVar[dict[str, tuple[str, tuple[float | None, float | None] | None]]] = {}
+    # of those, the ones reports draw on a log axis (when they span a wide range)
+    log_scale_metrics: ClassVar[tuple[str, ...]] = ()
     bits: ClassVar[frozenset[int]] = frozenset()
     default_bits: ClassVar[int] = 1
     Options: ClassVar[type] = NoOptions
@@ -252,7 +254,8 @@ class Method:
         """What a run records about its method for reports (summary.json ``method_info``)."""
         return {"display_name": cls.display_name or cls.name,
                 "internal_metrics": {k: [t, list(b) if b else None]
-                                     for k, (t, b) in cls.internal_metrics.items()}}
+                                     for k, (t, b) in cls.internal_metrics.items()},
+                "log_scale": list(cls.log_scale_metrics)}
 
     # --- construction
     @classmethod

@@ -457,6 +457,7 @@ class Slb(Method):
         "temperature": ("temperature tau", (0.0, None)),
         "quant_gap": ("quant_gap", (0.0, None)),
     }
+    log_scale_metrics = ("temperature",)
     bits = frozenset(range(1, 9))
     default_bits = 1
     Options = SlbOptions

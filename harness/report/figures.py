@@ -32,8 +32,6 @@ from harness.report import style as ST
 from harness.report.load import StudyRecords
 from harness.report.tables import budget_rows, cell_name, setting_slug
 
-# Internal metrics annealed over orders of magnitude: log y-axis when they span over 20x.
-LOG_SCALE_COLUMNS = ("temperature",)
 # The one derived companion panel: a declared continuous-state (not deployable) accuracy
 # minus the deployed one, drawn right after that accuracy.
 CONTINUOUS_ACC = "test_acc_continuous"
@@ -339,7 +337,7 @@ def _internals(st: StudyRecords, setting: str) -> Figure | None:
             every += lines
             vals = np.concatenate([np.asarray(ln["mean"], float) for ln in lines])
             vals = vals[np.isfinite(vals)]
-            logy = bool(col in LOG_SCALE_COLUMNS and len(vals) and vals.min() > 0
+            logy = bool(col in st.log_scale and len(vals) and vals.min() > 0
                         and vals.max() / vals.min() > 20)
             first = not panels or panels[-1]["cell"] != cell
             panels.append({"title": title, "lines": lines, "cell": cell,

@@ -130,6 +130,7 @@ class StudyRecords:
     # metrics.csv column -> (panel title, [low, high] or None) of the internal metrics the
     # included runs' methods declare and log; percentages (bounds [0, 100]) first
     internal_metrics: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    log_scale: set[str] = field(default_factory=set)  # internal metrics drawn on a log axis
     options: dict[str, Any] = field(default_factory=dict)       # the [report] table
     names: dict[str, str] = field(default_factory=dict)         # row label -> display name
     setting_names: dict[str, str] = field(default_factory=dict)  # setting id -> display
@@ -496,6 +497,7 @@ def _resolve_method_info(st: StudyRecords, infos: dict[str, dict[str, Any]]) -> 
         if info is None and set(cols) - {"epoch", "test_acc", "epoch_time_s"}:
             info = _current_info(str(method))
         declared = declared_metrics(info) or {}
+        st.log_scale |= {str(c) for c in (info or {}).get("log_scale") or () if c in declared}
         st.metrics[run_id] = {c: v for c, v in cols.items()
                               if c in ("epoch", "test_acc", "epoch_time_s") or c in declared}
         for c in st.metrics[run_id]:
