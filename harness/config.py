@@ -66,6 +66,16 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class SrConfig:
+    """Super-resolution keys (task = "sr"; left out of a classification run's records)."""
+    scale: int = 2                 # upscaling factor: 2, 3 or 4
+    patch_size: int = 96           # HR training patch side in pixels (LR: patch_size / scale)
+    repeat: int = 1                # random patches per training image per epoch
+    blocks: int = 0                # residual blocks of the SR network; 0 = the paper's 16
+    loss: str = "l1"               # l1 (EDSR) or mse (SRResNet)
+
+
+@dataclass(frozen=True)
 class MetaConfig:
     """Bookkeeping from the sweep; part of the record, and of the hash."""
     study: str = ""
@@ -94,19 +104,27 @@ class RunConfig:
     compile: bool = False          # torch.compile the model
     progress: str = "auto"         # auto | bar | line | none
     meta: MetaConfig = MetaConfig()
+    task: str = "classify"         # classify | sr (harness/tasks.py)
+    sr: SrConfig = SrConfig()
 
 
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "meta": MetaConfig}
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "meta": MetaConfig,
+            "sr": SrConfig}
+# keys only a non-classification run records (a classification config.json is unchanged)
+TASK_KEYS = ("task", "sr")
 
 
 # --------------------------------------------------------------------------- dict <-> config
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
     d = dataclasses.asdict(cfg)
+    if cfg.task == "classify":
+        for k in TASK_KEYS:
+            del d[k]
     options = d.pop("method_options")
     d["method"] = {"name": cfg.method, **options}
     for sec in SECTIONS:
-        for k, v in d[sec].items():
+        for k, v in d.get(sec, {}).items():
             if isinstance(v, tuple):
                 d[sec][k] = list(v)
     return d
@@ -216,8 +234,7 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
 
 def resolve(cfg: RunConfig) -> RunConfig:
     """Fill defaults that depend on other fields and validate everything (no I/O)."""
-    from harness import data as data_mod
-    from harness import models as models_mod
+    from harness import tasks
     from methods.base import get as get_method
 
     method_cls = get_method(cfg.method)
@@ -237,8 +254,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
     dev = cfg.device
     require(dev in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", dev) is not None, "device",
             f"{dev!r} unknown; use auto, cpu, cuda or cuda:N")
-    models_mod.check(cfg.model)
-    data_mod.check_name(cfg.data.name)
+    task = tasks.get(cfg.task)
+    task.check(cfg)                    # model and dataset names, the task's own keys
     require(cfg.data.subset_train >= 0, "data.subset_train", "must be >= 0 (0 = all)")
     require(cfg.data.subset_test >= 0, "data.subset_test", "must be >= 0 (0 = all)")
     require(cfg.data.eval_batch_size > 0, "data.eval_batch_size", "must be > 0")
@@ -259,7 +276,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
             "must be increasing epochs, e.g. [100, 150]")
     augment = cfg.data.augment
     if augment is None:
-        augment = data_mod.default_augment(cfg.data.name)
+        augment = task.default_augment(cfg.data.name)
     return dataclasses.replace(
         cfg, w_bits=w_bits, method_options=options_dict(options),
         data=dataclasses.replace(cfg.data, augment=augment))

@@ -29,6 +29,10 @@ import numpy as np
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr",
                   "epoch_time_s", "samples_per_s"]
+# a super-resolution run (task "sr", harness/tasks.py): PSNR (dB) and SSIM on Y
+SR_METRIC_COLUMNS = ["epoch", "train_loss", "test_loss", "test_psnr", "test_ssim", "lr",
+                     "epoch_time_s", "samples_per_s"]
+TASK_METRIC_COLUMNS = {"classify": METRIC_COLUMNS, "sr": SR_METRIC_COLUMNS}
 TIMING_COLUMNS = ["epoch_time_s", "samples_per_s"]  # the only columns that vary run to run
 STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
 PEAK_MEM_KINDS = ("cuda_max_allocated", "cpu_peak_rss")
@@ -100,12 +104,18 @@ def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
     _atomic(path, lambda f: np.save(f, arr))
 
 
-def metrics_csv(rows: list[dict[str, Any]]) -> str:
+def metric_columns(config: dict[str, Any] | None) -> list[str]:
+    """The standard metrics.csv columns of a run with this config.json (its task's)."""
+    return TASK_METRIC_COLUMNS.get((config or {}).get("task", "classify"), METRIC_COLUMNS)
+
+
+def metrics_csv(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    columns = columns or METRIC_COLUMNS
     if not rows:
-        return ",".join(METRIC_COLUMNS) + "\n"
-    extra = [k for k in rows[0] if k not in METRIC_COLUMNS]
+        return ",".join(columns) + "\n"
+    extra = [k for k in rows[0] if k not in columns]
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS + extra, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=columns + extra, lineterminator="\n")
     w.writeheader()
     for r in rows:
         w.writerow({k: _cell(v) for k, v in r.items()})
@@ -119,8 +129,9 @@ def _cell(v: Any) -> Any:
     return repr(float(v)) if isinstance(v, float) else v
 
 
-def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    atomic_write_text(Path(run_dir) / "metrics.csv", metrics_csv(rows))
+def write_metrics(run_dir: Path, rows: list[dict[str, Any]],
+                  columns: list[str] | None = None) -> None:
+    atomic_write_text(Path(run_dir) / "metrics.csv", metrics_csv(rows, columns))
 
 
 def ensure_writable_dir(path: Path, field: str, fix: str) -> None:
@@ -163,6 +174,11 @@ class RunSummary:
     (``peak_mem_kind`` says what was measured); sizes in bytes. ``env`` describes where and
     with which code the run ran (harness.env.environment). Keys this version does not know
     are kept in ``extra`` and written back unchanged.
+
+    A run of another task than classification (``task``, e.g. "sr") has no accuracies: its
+    result is ``final_metric``/``best_metric`` of the metrics.csv column ``metric`` (SR:
+    "test_psnr", dB) and ``final_metrics`` (every final test column, and for SR the bicubic
+    floor). A classification summary.json does not hold these five keys.
     """
 
     status: str
@@ -184,6 +200,11 @@ class RunSummary:
     # {column: [title, [low, high] or null]}} (methods.base.Method.display_name, ...)
     method_info: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    task: str = "classify"
+    metric: str = ""
+    final_metric: float | None = None
+    best_metric: float | None = None
+    final_metrics: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -191,7 +212,15 @@ class RunSummary:
              if f.name != "extra"}
         if not d["error"]:
             del d["error"]
+        if self.task == "classify":
+            for k in TASK_FIELDS:
+                del d[k]
         return {**self.extra, **d}
+
+    @property
+    def result(self) -> float | None:
+        """The final score: deployed test accuracy (%), or the task's ``final_metric``."""
+        return self.final_test_acc if self.task == "classify" else self.final_metric
 
     @classmethod
     def from_json(cls, d: Any) -> "RunSummary":
@@ -216,12 +245,15 @@ class RunSummary:
                   final_test_acc: float | None = None, **fields: Any) -> "RunSummary":
         """The summary of a run whose metrics.csv holds ``rows`` (best accuracy and mean
         epoch time come from them); ``fields`` fill the rest (costs, env, ...)."""
-        accs = [r["test_acc"] for r in rows] + ([final_test_acc] if final_test_acc is not None
-                                                 else [])
+        accs = [r["test_acc"] for r in rows if "test_acc" in r] + (
+            [final_test_acc] if final_test_acc is not None else [])
         times = [r["epoch_time_s"] for r in rows]
         return cls(status=status, epochs=epochs, epochs_completed=len(rows),
                    final_test_acc=final_test_acc, best_test_acc=max(accs) if accs else None,
                    mean_epoch_time_s=sum(times) / len(times) if times else None, **fields)
+
+
+TASK_FIELDS = ("task", "metric", "final_metric", "best_metric", "final_metrics")
 
 
 def write_summary(run_dir: Path, summary: RunSummary) -> None:
@@ -294,7 +326,7 @@ def load_run(run_dir: Path, with_metrics: bool = True) -> RunRecord:
         except (OSError, ValueError) as e:
             rec.problem = f"metrics.csv unreadable: {e}"
             return rec
-        missing = [c for c in METRIC_COLUMNS if c not in rec.metrics.columns]
+        missing = [c for c in metric_columns(rec.config) if c not in rec.metrics.columns]
         if missing:
             rec.problem = f"metrics.csv lacks columns {missing}"
             return rec
@@ -306,6 +338,7 @@ def load_run(run_dir: Path, with_metrics: bool = True) -> RunRecord:
         elif with_metrics and (rec.metrics is None or len(rec.metrics) != want):
             n = 0 if rec.metrics is None else len(rec.metrics)
             rec.problem = f"metrics.csv has {n} rows for {want} epochs"
-        elif rec.summary.final_test_acc is None:
-            rec.problem = "completed without final_test_acc"
+        elif rec.summary.result is None:
+            rec.problem = ("completed without final_test_acc" if rec.summary.task == "classify"
+                           else "completed without final_metric")
     return rec
