@@ -17,7 +17,9 @@ mfc}], "ncols", "xlabel", "ylabel"):
   per-seed dots beside the mean and its CI bar (hollow mean and no bar: n = 1);
 - "budget": panel {"title", "budgets", "rows": [{"color", "trained": {"x", "mean", "lo",
   "hi", "seeds"}, "readoff": {"x", "mean"}}]}: accuracy vs budget, CI bars, seed dots,
-  and accuracies read off longer runs (hollow markers, dashed).
+  and accuracies read off longer runs (hollow markers, dashed);
+- "images": panel {"title", "image": path of a PNG}: pictures side by side, pixels shown
+  as they are (nearest neighbour, no axes), e.g. super-resolution crops.
 """
 from __future__ import annotations
 
@@ -255,7 +257,21 @@ def draw_budget(plt, spec: Spec, out_dir: Path) -> list[Path]:
     return _finish(fig, spec, spare, out_dir)
 
 
-DRAW = {"curves": draw_curves, "points": draw_points, "budget": draw_budget}
+def draw_images(plt, spec: Spec, out_dir: Path) -> list[Path]:
+    from PIL import Image
+
+    fig, axes, spare = _grid(plt, len(spec["panels"]), spec.get("ncols"), sharex=False)
+    for ax, panel in zip(axes, spec["panels"]):
+        with Image.open(panel["image"]) as im:
+            ax.imshow(np.asarray(im.convert("RGB")), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(panel["title"], fontsize=8)
+    return _finish(fig, spec, spare, out_dir, bottom_in=0.2, hspace=0.3)
+
+
+DRAW = {"curves": draw_curves, "points": draw_points, "budget": draw_budget,
+        "images": draw_images}
 
 
 def render(spec: Spec, out_dir: str | Path) -> list[str]:
