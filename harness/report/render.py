@@ -148,7 +148,8 @@ def _header(st: StudyRecords) -> list[str]:
              f"- **Hardware:** {p['hardware']}",
              f"- **torch:** {p['torch']}; **Python:** {p['python']}",
              f"- **Harness commit:** {p['commit']}",
-             "- **Settings:** " + "; ".join(st.setting_labels[s] for s in st.settings()),
+             "- **Settings:** " + "; ".join(st.setting_labels[s]
+                                            for s in st.settings() + st.settings("sr")),
              _ours_line(st),
              "- **Reported numbers:** " + (f"`{rel_path(st.reference_path)}` (reported "
                                             "elsewhere, not measured here; marked †)"

@@ -332,8 +332,8 @@ def sr_answer(st: StudyRecords, q) -> tuple[str, list[str]]:
             best = max(rs, key=lambda r: r["b"].mean)
             items.append(f"{where_sr(st, s, cell)}: {best['ours']} "
                          f"{S.fmt_summary(best['a'])} dB vs the best STE baseline "
-                         f"{best['baseline']} {S.fmt_summary(best['b'])} dB: "
-                         f"{S.fmt_comparison(best['cmp'])} dB; against every STE baseline: "
+                         f"{best['baseline']} {S.fmt_summary(best['b'])} dB, difference in dB "
+                         f"{S.fmt_comparison(best['cmp'])}; against every STE baseline (dB): "
                          + "; ".join(f"{r['baseline']} {r['cmp'].diff:+.2f}" for r in rs) + ".")
     if not items:
         return (f"{NOT_ANSWERED}: no SR cell has both {st.ours} and an STE baseline "
