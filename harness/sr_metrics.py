@@ -47,9 +47,9 @@ def cubic(x: torch.Tensor) -> torch.Tensor:
     return near + far
 
 
-def resize_matrix(in_len: int, out_len: int, scale: float) -> torch.Tensor:
-    """[out_len, in_len] float64 matrix M with out = M @ in along one axis, as MATLAB's
-    imresize (bicubic, antialiasing on) computes it for this ``scale`` (out/in)."""
+def resize_weights(in_len: int, out_len: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """MATLAB imresize's taps along one axis for this ``scale`` (out/in): (source indices
+    [out_len, taps] (0-based, border already mirrored), float64 weights [out_len, taps])."""
     width = 4.0 / scale if scale < 1 else 4.0
     x = torch.arange(1, out_len + 1, dtype=torch.float64)
     u = x / scale + 0.5 * (1 - 1 / scale)
@@ -62,22 +62,59 @@ def resize_matrix(in_len: int, out_len: int, scale: float) -> torch.Tensor:
     # MATLAB's symmetric border: aux = [1..L, L..1], index i -> aux(mod(i - 1, 2L) + 1)
     period = 2 * in_len
     k = torch.remainder(idx.long() - 1, period)
-    src = torch.where(k < in_len, k, period - 1 - k)                           # 0-based
-    m = torch.zeros(out_len, in_len, dtype=torch.float64)
-    m.scatter_add_(1, src, w)
-    return m
+    return torch.where(k < in_len, k, period - 1 - k), w
+
+
+def resize_matrix(in_len: int, out_len: int, scale: float) -> torch.Tensor:
+    """The same as a dense [out_len, in_len] matrix M, out = M @ in (for inspection)."""
+    src, w = resize_weights(in_len, out_len, scale)
+    return torch.zeros(out_len, in_len, dtype=torch.float64).scatter_add_(1, src, w)
+
+
+def _shrink_axis(x: torch.Tensor, dim: int, out_len: int, factor: int) -> torch.Tensor:
+    """:func:`_resize_axis` for scale 1/factor: every output pixel then has the same taps
+    (one kernel), so the axis is mirrored (MATLAB's border) and filtered with stride
+    ``factor``, without materialising taps x the output."""
+    in_len = x.shape[dim]
+    src, w = resize_weights(in_len, out_len, 1.0 / factor)
+    taps = src.shape[1]
+    n_pad = factor * (out_len - 1) + taps                 # input positions the outputs read
+    # padded[0] is the first tap of output 1: u(1) = factor + (1 - factor) / 2, minus half
+    # the kernel width (2 factor); every position is mirrored into [0, in_len) as MATLAB does
+    pos = math.floor(factor + 0.5 * (1 - factor) - 2.0 * factor) + torch.arange(n_pad)
+    period = 2 * in_len
+    k = torch.remainder(pos - 1, period)
+    idx = torch.where(k < in_len, k, period - 1 - k).to(x.device)
+    xt = x.index_select(dim, idx).movedim(dim, -1)
+    lead = xt.shape[:-1]
+    out = torch.nn.functional.conv1d(xt.reshape(-1, 1, n_pad),
+                                     w[0].to(x.device, x.dtype).view(1, 1, taps), stride=factor)
+    return out.view(*lead, out_len).movedim(-1, dim)
+
+
+def _resize_axis(x: torch.Tensor, dim: int, out_len: int, scale: float) -> torch.Tensor:
+    factor = round(1.0 / scale) if scale < 1 else 0
+    if factor > 1 and abs(factor * scale - 1.0) < 1e-12:
+        return _shrink_axis(x, dim, out_len, factor)
+    src, w = resize_weights(x.shape[dim], out_len, scale)
+    taps = src.shape[1]
+    picked = x.index_select(dim, src.flatten().to(x.device))          # out_len * taps along dim
+    shape = list(x.shape)
+    shape[dim:dim + 1] = [out_len, taps]
+    wshape = [1] * len(shape)
+    wshape[dim:dim + 2] = [out_len, taps]
+    return (picked.view(shape) * w.to(x.device, x.dtype).view(wshape)).sum(dim + 1)
 
 
 def imresize(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """MATLAB ``imresize(x, scale, 'bicubic')`` of float images [..., H, W] (no rounding).
+    """MATLAB ``imresize(x, scale, 'bicubic')`` of float images [..., H, W] (no rounding),
+    computed in float64 from the taps of :func:`resize_weights` (rows, then columns).
 
     The output size is ceil(H * scale) x ceil(W * scale), as MATLAB's."""
     h, w = x.shape[-2:]
     oh, ow = int(math.ceil(h * scale - 1e-9)), int(math.ceil(w * scale - 1e-9))
-    mh = resize_matrix(h, oh, scale).to(x.device, torch.float64)
-    mw = resize_matrix(w, ow, scale).to(x.device, torch.float64)
-    out = torch.matmul(mh, torch.matmul(x.double(), mw.t()))
-    return out.to(x.dtype)
+    out = _resize_axis(x.double(), x.dim() - 2, oh, scale)
+    return _resize_axis(out, x.dim() - 1, ow, scale).to(x.dtype)
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -92,6 +92,17 @@ def test_x2_bicubic_kernel_is_matlab_antialiased_cubic():
          -0.03515625, -0.01171875], abs=1e-15)
 
 
+@pytest.mark.parametrize("factor", [2, 3, 4])
+@pytest.mark.parametrize("size", [(4, 4), (5, 7), (37, 50)])
+def test_imresize_by_an_integer_factor_equals_the_dense_matrix(factor, size):
+    """The strided shrink path (one kernel, mirrored border) against M_h x M_w^T."""
+    h, w = (n * factor for n in size)
+    x = torch.rand(2, 3, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    mh = M.resize_matrix(h, size[0], 1 / factor)
+    mw = M.resize_matrix(w, size[1], 1 / factor)
+    assert torch.allclose(M.imresize(x, 1 / factor), mh @ x @ mw.t(), atol=1e-13, rtol=0)
+
+
 @pytest.mark.parametrize("scale", [0.5, 1 / 3, 0.25, 2.0, 3.0])
 def test_imresize_equals_pil_bicubic_away_from_the_border(scale):
     rng = np.random.default_rng(0)
