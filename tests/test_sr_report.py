@@ -35,6 +35,9 @@ def write_sr_run(root, run_id: str, *, method: str, psnr: float, seed: int, w: i
     rows = [{"epoch": e, "train_loss": 0.1 / e, "test_loss": 0.05 / e,
              "test_psnr": psnr - 0.5 * (epochs - e), "test_ssim": 0.9 - 0.01 * (epochs - e),
              "lr": 1e-3, "epoch_time_s": 2.0, "samples_per_s": 500.0} for e in range(1, epochs + 1)]
+    if method == "slb":  # SLB logs its continuous-state score: here PSNR, 0.3 dB above
+        for r in rows:
+            r["test_acc_continuous"] = r["test_psnr"] + 0.3
     records.write_metrics(run, rows, records.SR_METRIC_COLUMNS)
     final = {"test_loss": 0.05 / epochs, "test_psnr": psnr, "test_ssim": psnr / 35.0,
              "bicubic_psnr": BICUBIC[0], "bicubic_ssim": BICUBIC[1]}
@@ -129,6 +132,11 @@ def test_sr_figures_are_drawn(sr_study):
     titles = [p["title"] for p in fig.spec["panels"]]
     # HR, bicubic, then the median-PSNR seed of fp, ours and the best STE baseline
     assert titles == ["HR", "bicubic", "fp (32.20 dB)", "slb (31.20 dB)", "dorefa (31.00 dB)"]
+    curves = sr.curves_figure(st, s).spec["panels"]
+    assert [p["title"] for p in curves] == ["W1/A32, 4 ep",
+                                            "slb W1/A32, 4 ep: continuous − deployed (dB)"]
+    assert {ln["color"] for ln in curves[0]["lines"]} >= {"0.5"}  # the bicubic line
+    assert np.allclose(curves[1]["lines"][0]["mean"], 0.3)
 
 
 def test_classification_sections_never_see_sr_runs(sr_study):

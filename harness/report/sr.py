@@ -35,6 +35,7 @@ from harness.report.tables import Table, cell_name, slug
 
 # the baselines trained with a straight-through estimator (see each methods/<name>.py)
 STE_METHODS = ("ste", "dorefa", "lqnet", "hashing", "lsq")
+CONTINUOUS = "test_acc_continuous"  # a method's continuous-state score (SR: PSNR, dB)
 TEST_SETS = {"sr_standin": "skimage stand-in (6 photographs shipped with scikit-image; "
                            "not Set5/Set14)"}
 
@@ -227,6 +228,7 @@ def curves_figure(st: StudyRecords, setting: str) -> Figure | None:
             panels.append({"title": cell_name(w, a, e), "lines": lines})
     if not panels:
         return None
+    panels += _continuous_panels(st, setting, colors)
     legend = [{"label": lab, "color": c, "ls": "--" if st.method_of.get(lab) == "fp" else "-"}
               for lab, c in shown.items()]
     if floor:
@@ -236,7 +238,30 @@ def curves_figure(st: StudyRecords, setting: str) -> Figure | None:
             "xlabel": "epoch", "ylabel": "deployed test PSNR (dB, Y)",
             "title": f"Super-resolution PSNR per epoch, {st.setting_labels[setting]}"}
     return Figure(name, spec, f"Deployed test PSNR (dB, Y channel) on {test_set(setting)} "
-                  "per epoch: mean over seeds with a 95% CI band; fp dashed, bicubic dotted.")
+                  "per epoch: mean over seeds with a 95% CI band; fp dashed, bicubic dotted. "
+                  f"Panels named 'continuous − deployed': {st.ours}'s PSNR with its "
+                  "continuous (training-state) weights minus the deployed network's, where "
+                  "logged.")
+
+
+def _continuous_panels(st: StudyRecords, setting: str, colors) -> list[dict[str, Any]]:
+    """Per W/A of ours: its continuous-state PSNR minus the deployed one per epoch (dB), for
+    methods that log a continuous-state score (SLB's ``test_acc_continuous`` column holds the
+    task's score, here PSNR)."""
+    out = []
+    for (lab, w, a, e), g in sr_groups(st, setting).items():
+        if st.method_of.get(lab) != st.ours:
+            continue
+        mats = [st.metrics[r][CONTINUOUS] - st.metrics[r]["test_psnr"] for r in g["run_ids"]
+                if r in st.metrics and CONTINUOUS in st.metrics[r]]
+        if not mats:
+            continue
+        n = min(len(m) for m in mats)
+        mean, lo, hi = S.curve_band(np.stack([m[:n] for m in mats]))
+        out.append({"title": f"{lab} {cell_name(w, a, e)}: continuous − deployed (dB)",
+                    "lines": [{"x": list(range(1, n + 1)), "mean": mean, "lo": lo, "hi": hi,
+                               "color": colors.get(lab, "0.3")}]})
+    return out
 
 
 def _median_run(st: StudyRecords, g: dict[str, Any]) -> str | None:
