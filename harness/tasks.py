@@ -191,6 +191,8 @@ class SuperResolution(Task):
         (the primary columns are the first set's; with several sets each set also gets
         test_psnr_<set>, test_ssim_<set>). test_loss: the L1/MSE of the unrounded output,
         averaged over every test image. Ranks share the images and all-reduce the sums."""
+        from harness.train import autocast
+
         was_training = model.training
         model.eval()
         sums = torch.zeros(len(data.test_sets), 3, dtype=torch.float64, device=device)
@@ -202,7 +204,8 @@ class SuperResolution(Task):
                 if (i - 1) % dist.world != dist.rank:
                     continue
                 hr = t.hr[None].float() / 255.0
-                out = model(t.lr[None].float() / 255.0).float()
+                with autocast(cfg, device):
+                    out = model(t.lr[None].float() / 255.0).float()
                 loss_sum += self.loss(out, hr, cfg).double()
                 sr = to_uint8(out[0])
                 sums[k, 0] += psnr_y(sr, t.hr, data.scale)
