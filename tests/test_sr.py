@@ -237,6 +237,20 @@ def test_every_method_trains_deploys_and_exports_an_sr_network(name, hr_root, tm
     assert rec.problem == "" and rec.status == "completed"
 
 
+def test_killed_sr_run_resumes_to_the_same_result(hr_root, tmp_path, monkeypatch):
+    from conftest import metrics_without_timing, run_interrupted
+
+    cfg = sr_cfg(hr_root, "slb", epochs=3)
+    train.run(cfg, tmp_path / "full", echo=lambda line: None)
+    run_interrupted(cfg, tmp_path / "cut", stop_before_epoch=1, monkeypatch=monkeypatch)
+    assert len(metrics_without_timing(tmp_path / "cut")) == 1
+    train.run(cfg, tmp_path / "cut", echo=lambda line: None)
+    full, cut = (metrics_without_timing(tmp_path / d) for d in ("full", "cut"))
+    assert full.equals(cut)
+    a, b = (records.read_summary(tmp_path / d) for d in ("full", "cut"))
+    assert a.final_metrics == b.final_metrics
+
+
 def test_slb_state_bn_is_a_no_op_without_bn(hr_root, tmp_path):
     """EDSR-baseline has no BN: SLB with bn=sbn trains exactly the network bn=none trains."""
     runs = {}
