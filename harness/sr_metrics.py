@@ -9,11 +9,13 @@ BasicSR follow them; facts recalled, the sources themselves not available offlin
   output pixel u = x/s + (1 - 1/s)/2 in 1-based input coordinates, kernel weights normalised
   to sum 1, and MATLAB's symmetric border (index 0 reads pixel 1, index -1 reads pixel 2).
   Checked here against the hand-computed x2 kernel and against PIL's bicubic (same kernel) on
-  interior pixels; not checked against MATLAB itself (not available offline). PIL's and
-  torch's bicubic differ from it at the borders (they truncate and renormalise the kernel;
-  torch without antialias does not widen it at all), which moves PSNR by hundredths of a dB
-  to tenths (no antialias), so numbers from a PIL/torch degradation are not comparable with
-  published tables; this module is what the harness uses everywhere.
+  interior pixels; not checked against MATLAB itself (not available offline). Measured on
+  the stand-in test set (harness/sr_data.py), the bicubic floor (downscale, 8 bits, upscale)
+  at x2/x3/x4 is 31.644/29.336/28.017 dB here, 31.639/29.334/28.015 with PIL's bicubic (same
+  kernel, borders truncated), 31.811/29.459/28.127 with torch's antialiased bicubic (a =
+  -0.75) and 31.951/27.968/26.820 with torch's default (no antialiasing): PSNR from a torch
+  degradation is not comparable with published tables; this module is what the harness uses
+  everywhere.
 - PSNR: on the luma Y of ITU-R BT.601 as MATLAB's rgb2ycbcr computes it,
   Y = 16 + 65.481 R + 128.553 G + 24.966 B for R, G, B in [0, 1] (Y in [16, 235]), from the
   8-bit (rounded) output, with ``s`` pixels cropped from every border, peak 255:
