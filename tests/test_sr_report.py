@@ -22,12 +22,14 @@ PSNR = {"fp": [32.0, 32.2, 32.4], "slb": [31.0, 31.2, 31.4], "ste": [30.5, 30.6,
 
 
 def write_sr_run(root, run_id: str, *, method: str, psnr: float, seed: int, w: int = 1,
-                 epochs: int = 4, status: str = "completed", manifest: list | None = None):
-    cfg = C.RunConfig(method=method, w_bits=w, a_bits=32, epochs=epochs, seed=seed,
+                 epochs: int = 4, status: str = "completed", manifest: list | None = None,
+                 variant: str = "", options: dict | None = None):
+    variant = variant or method
+    cfg = C.RunConfig(method=method, method_options=dict(options or {}), w_bits=w, a_bits=32, epochs=epochs, seed=seed,
                       task="sr", sr=C.SrConfig(scale=2, patch_size=32),
                       model=C.ModelConfig(name="srresnet", width=0.25),
                       data=C.DataConfig(name="sr_standin", augment=True),
-                      meta=C.MetaConfig(study="t", variant=method, scale="test"))
+                      meta=C.MetaConfig(study="t", variant=variant, scale="test"))
     d = C.to_dict(cfg)
     d["config_hash"] = C.config_hash(cfg)
     run = root / "runs" / run_id
@@ -54,7 +56,7 @@ def write_sr_run(root, run_id: str, *, method: str, psnr: float, seed: int, w: i
     for name, v in (("sr_crop", shade), ("sr_crop_hr", 200), ("sr_crop_bicubic", 100)):
         Image.fromarray(np.full((16, 16, 3), v, np.uint8)).save(run / f"{name}.png")
     if manifest is not None:
-        manifest.append({"run_id": run_id, "variant": method, "method": method, "w_bits": w,
+        manifest.append({"run_id": run_id, "variant": variant, "method": method, "w_bits": w,
                          "a_bits": 32, "epochs": epochs, "seed": seed, "unmatched": False})
     return run
 
@@ -68,6 +70,9 @@ def sr_study(tmp_path):
                          w=32 if method == "fp" else 1, manifest=manifest)
     write_sr_run(root, "lqnet_s0", method="lqnet", psnr=0.0, seed=0, status="failed",
                  manifest=manifest)
+    for seed, p in enumerate(PSNR["slb"]):  # a variant of ours: 0.2 dB lower
+        write_sr_run(root, f"slbnone_s{seed}", method="slb", variant="slb-none", psnr=p - 0.2,
+                     seed=seed, options={"bn": "none"}, manifest=manifest)
     (root / "study.toml").write_text('[study]\nname = "t"\n[report]\nours = "slb"\n')
     records.atomic_write_json(root / "manifest.json", {"study": "t", "runs": manifest})
     return root
@@ -101,7 +106,7 @@ def test_sr_main_table_has_floor_ceiling_and_seed_statistics(sr_study):
 def test_sr_comparisons_are_welch_in_db(sr_study):
     R.write_report(sr_study)
     comp = _table(next((sr_study / "report" / "tables").glob("sr_comparisons_*.csv")))
-    assert set(comp["baseline"]) == {"ste", "dorefa", "bop", "slb"} - {"slb"}
+    assert set(comp["baseline"]) == {"ste", "dorefa", "bop"}  # ours' variants: ablations
     r = comp.set_index("baseline").loc["dorefa"]
     res = stats.ttest_ind(PSNR["slb"], PSNR["dorefa"], equal_var=False)
     lo, hi = res.confidence_interval(0.95)
@@ -109,6 +114,14 @@ def test_sr_comparisons_are_welch_in_db(sr_study):
     assert (r["ci_low"], r["ci_high"], r["p"]) == pytest.approx((lo, hi, res.pvalue))
     # of 9 seed pairs slb wins 7 and ties one (31.0 = 31.0): (7 + 0.5) / 9
     assert r["p_a_greater"] == pytest.approx(7.5 / 9)
+
+
+def test_sr_ablation_compares_variants_of_ours_with_its_default(sr_study):
+    R.write_report(sr_study)
+    abl = _table(next((sr_study / "report" / "tables").glob("sr_ablations_*.csv")))
+    assert abl["variant"].tolist() == ["slb-none"] and abl["default"].tolist() == ["slb"]
+    assert abl["final_diff_db"].iloc[0] == pytest.approx(-0.2)
+    assert abl["mean_diff_db"].iloc[0] == pytest.approx(-0.2)  # every epoch 0.2 dB lower
 
 
 def test_sr_reviewer_answer_names_the_best_ste_baseline(sr_study):
@@ -134,7 +147,8 @@ def test_sr_figures_are_drawn(sr_study):
     assert titles == ["HR", "bicubic", "fp (32.20 dB)", "slb (31.20 dB)", "dorefa (31.00 dB)"]
     curves = sr.curves_figure(st, s).spec["panels"]
     assert [p["title"] for p in curves] == ["W1/A32, 4 ep",
-                                            "slb W1/A32, 4 ep: continuous − deployed (dB)"]
+                                            "slb, W1/A32: continuous − deployed",
+                                            "slb-none, W1/A32: continuous − deployed"]
     assert {ln["color"] for ln in curves[0]["lines"]} >= {"0.5"}  # the bicubic line
     assert np.allclose(curves[1]["lines"][0]["mean"], 0.3)
 

@@ -10,6 +10,8 @@ interval, P(A > B) over seed pairs, Benjamini-Hochberg across a table), in dB fo
   in summary.json ``final_metrics``), fp as the ceiling, then every row at every W/A;
   PSNR (dB) and SSIM on Y, the gain over bicubic and the gap to fp;
 - comparisons: ours minus each baseline per cell (PSNR dB, Welch 95% CI, p, adjusted p);
+  ablations: ours' other variants minus its default (final PSNR, and PSNR averaged over
+  the epochs);
 - PSNR-vs-epoch curves (mean and 95% band over seeds), bicubic as a flat line;
 - the crop figure: HR, bicubic, fp, ours and the best STE baseline (``STE_METHODS``) on the
   same window of the first test image (``sr_crop*.png`` written by each run, the seed whose
@@ -157,8 +159,8 @@ def sr_comparisons(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
                 k[0] for k in groups if k[1:] == (w, a, e)]):
             continue
         for (blab, bw, ba, be), b in groups.items():
-            if (bw, ba, be) != (w, a, e) or blab == lab or st.method_of.get(blab) == "fp":
-                continue
+            if (bw, ba, be) != (w, a, e) or st.method_of.get(blab) in ("fp", st.ours):
+                continue  # ours' other variants: sr_ablations
             out.append({"ours": lab, "baseline": blab, "cell": (w, a, e),
                         "a": g["p"], "b": b["p"],
                         "cmp": S.compare(g["psnr"], b["psnr"]),
@@ -190,6 +192,54 @@ def comparison_table(st: StudyRecords, setting: str) -> Table:
                  notes=["Welch's t-test over seeds; 95% CI of the difference in dB; p (BH): "
                         "Benjamini-Hochberg over this table; P(A>B): share of seed pairs "
                         "where ours is higher."], n_label_cols=3, left_extra=(-1,))
+
+
+def _mean_psnr(st: StudyRecords, run_ids: list[str]) -> list[float]:
+    """Each run's deployed test PSNR averaged over its epochs (how early it got there)."""
+    return [float(np.mean(st.metrics[r]["test_psnr"])) for r in run_ids
+            if r in st.metrics and "test_psnr" in st.metrics[r]]
+
+
+@cached_per_setting
+def sr_ablations(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
+    """Every other variant of ours minus ours' default variant, per cell: on the final PSNR
+    and on the PSNR averaged over the epochs."""
+    groups, out = sr_groups(st, setting), []
+    for (lab, w, a, e), g in groups.items():
+        if st.method_of.get(lab) != st.ours:
+            continue
+        default = st.default_variant(st.ours, [k[0] for k in groups if k[1:] == (w, a, e)])
+        if lab == default:
+            continue
+        d = groups[(default, w, a, e)]
+        out.append({"variant": lab, "default": default, "cell": (w, a, e),
+                    "final": S.compare(g["psnr"], d["psnr"]),
+                    "mean": S.compare(_mean_psnr(st, g["run_ids"]),
+                                      _mean_psnr(st, d["run_ids"])),
+                    "options": st.options_of.get(lab, {})})
+    return sorted(out, key=lambda r: (r["cell"], r["variant"]))
+
+
+def ablation_table(st: StudyRecords, setting: str) -> Table:
+    header = ["Variant", "Options", "Cell", "Δ final PSNR (dB)", "95% CI", "p",
+              "Δ mean-over-epochs PSNR (dB)", "95% CI", "p"]
+    rows, data = [], []
+    for r in sr_ablations(st, setting):
+        f, m = r["final"], r["mean"]
+        opts = ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "(defaults)"
+        rows.append([f"{r['variant']} − {r['default']}", opts, cell_name(*r["cell"]),
+                     f"{f.diff:+.2f}", S.fmt_interval(f.ci, 2, signed=True), S.fmt_p(f.p),
+                     f"{m.diff:+.2f}", S.fmt_interval(m.ci, 2, signed=True), S.fmt_p(m.p)])
+        data.append({"variant": r["variant"], "default": r["default"], "w_bits": r["cell"][0],
+                     "a_bits": r["cell"][1], "epochs": r["cell"][2], "final_diff_db": f.diff,
+                     "final_p": f.p, "mean_diff_db": m.diff, "mean_p": m.p})
+    return Table(f"sr_ablations_{slug(st.setting_labels[setting])}",
+                 f"Super-resolution, {st.setting_labels[setting]}: variants of {st.ours} minus "
+                 "its default variant", header, rows, pd.DataFrame(data),
+                 notes=["Welch's t-test over seeds. Mean-over-epochs: each run's deployed test "
+                        "PSNR averaged over its epochs, which shows a difference during "
+                        "training that the final epoch may no longer show."],
+                 n_label_cols=3)
 
 
 # --------------------------------------------------------------------------- figures
@@ -258,7 +308,7 @@ def _continuous_panels(st: StudyRecords, setting: str, colors) -> list[dict[str,
             continue
         n = min(len(m) for m in mats)
         mean, lo, hi = S.curve_band(np.stack([m[:n] for m in mats]))
-        out.append({"title": f"{lab} {cell_name(w, a, e)}: continuous − deployed (dB)",
+        out.append({"title": f"{lab}, {cell_name(w, a)}: continuous − deployed",
                     "lines": [{"x": list(range(1, n + 1)), "mean": mean, "lo": lo, "hi": hi,
                                "color": colors.get(lab, "0.3")}]})
     return out
@@ -327,7 +377,7 @@ def sr_table_blocks(st: StudyRecords) -> list:
         for e in sorted({c[2] for c in _cells(st, s)}):
             out.append(main_table(st, s, e))
         if st.ours:
-            out.append(comparison_table(st, s))
+            out += [comparison_table(st, s), ablation_table(st, s)]
     return out
 
 
