@@ -25,7 +25,8 @@ def write_sr_run(root, run_id: str, *, method: str, psnr: float, seed: int, w: i
                  epochs: int = 4, status: str = "completed", manifest: list | None = None,
                  variant: str = "", options: dict | None = None):
     variant = variant or method
-    cfg = C.RunConfig(method=method, method_options=dict(options or {}), w_bits=w, a_bits=32, epochs=epochs, seed=seed,
+    cfg = C.RunConfig(method=method, method_options=dict(options or {}), w_bits=w, a_bits=32,
+                      epochs=epochs, seed=seed,
                       task="sr", sr=C.SrConfig(scale=2, patch_size=32),
                       model=C.ModelConfig(name="srresnet", width=0.25),
                       data=C.DataConfig(name="sr_standin", augment=True),

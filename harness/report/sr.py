@@ -33,7 +33,7 @@ import pandas as pd
 from harness import stats as S
 from harness.report.figures import Figure, color_map
 from harness.report.load import StudyRecords, cached_per_setting
-from harness.report.tables import Table, cell_name, slug
+from harness.report.tables import Table, _option_diff, cell_name, fmt_opts, slug
 
 # the baselines trained with a straight-through estimator (see each methods/<name>.py)
 STE_METHODS = ("ste", "dorefa", "lqnet", "hashing", "lsq")
@@ -216,7 +216,8 @@ def sr_ablations(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
                     "final": S.compare(g["psnr"], d["psnr"]),
                     "mean": S.compare(_mean_psnr(st, g["run_ids"]),
                                       _mean_psnr(st, d["run_ids"])),
-                    "options": st.options_of.get(lab, {})})
+                    "options": _option_diff(st.options_of.get(lab, {}),
+                                            st.options_of.get(default, {}))})
     return sorted(out, key=lambda r: (r["cell"], r["variant"]))
 
 
@@ -226,8 +227,8 @@ def ablation_table(st: StudyRecords, setting: str) -> Table:
     rows, data = [], []
     for r in sr_ablations(st, setting):
         f, m = r["final"], r["mean"]
-        opts = ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "(defaults)"
-        rows.append([f"{r['variant']} − {r['default']}", opts, cell_name(*r["cell"]),
+        rows.append([f"{r['variant']} − {r['default']}", fmt_opts(r["options"]),
+                     cell_name(*r["cell"]),
                      f"{f.diff:+.2f}", S.fmt_interval(f.ci, 2, signed=True), S.fmt_p(f.p),
                      f"{m.diff:+.2f}", S.fmt_interval(m.ci, 2, signed=True), S.fmt_p(m.p)])
         data.append({"variant": r["variant"], "default": r["default"], "w_bits": r["cell"][0],
