@@ -2,11 +2,14 @@
 
 RUN_DIR/
   config.json      fully resolved config + config_hash
-  metrics.csv      one row per epoch: METRIC_COLUMNS, then the method's scalars
-  summary.json     RunSummary: status, accuracies, timings, env, costs
+  metrics.csv      one row per epoch: METRIC_COLUMNS (an SR run: SR_METRIC_COLUMNS), then
+                   the method's scalars
+  summary.json     RunSummary: status, accuracies (an SR run: task, final PSNR...), timings,
+                   env, costs
   checkpoint.pt    model, optimizer, scheduler, method state, RNG states, epoch, metric rows
   log.txt          human-readable log (appended)
   deployed.pt      written by `python -m harness export`
+  sr_crop*.png     an SR run's output, HR and bicubic crops (harness/tasks.py), for reports
 
 Every file is replaced atomically (write a temp file in the same folder, fsync, rename), so
 a killed process leaves either the old or the new file, never half of one. log.txt is an
