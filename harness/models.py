@@ -6,7 +6,9 @@ method takes over: by default every conv/linear except the first conv and the la
 1x1 (shortcut/downsample) convs are included unless ``model.quantize_shortcut=false``.
 
 Every model is one :class:`Model` entry of ``MODELS`` (name, one-line description, factory);
-``MODELS[name](...)`` builds it and :func:`describe_models` lists them.
+``MODELS[name](...)`` builds it and :func:`describe_models` lists them. The super-resolution
+networks (harness/sr_models.py) are entries with ``task="sr"``: they also take ``sr.scale``
+and ``sr.blocks`` and name their own full-precision head and tail for the policy.
 """
 from __future__ import annotations
 
