@@ -95,6 +95,18 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class SrConfig:
+    """Super-resolution keys (task = "sr"; left out of a classification run's records)."""
+    scale: int = opt(2, "upscaling factor", choices=(2, 3, 4))
+    patch_size: int = opt(96, "HR training patch side in pixels (LR: patch_size / scale)",
+                          lo=2, hi=4096)
+    repeat: int = opt(1, "random patches per training image per epoch", lo=1, hi=10**4)
+    blocks: int = opt(0, "residual blocks of the SR network; 0 = the paper's 16", lo=0,
+                      hi=1000)
+    loss: str = opt("l1", "training loss: l1 (EDSR) or mse (SRResNet)", choices=("l1", "mse"))
+
+
+@dataclass(frozen=True)
 class MetaConfig:
     """Bookkeeping from the sweep; part of the record, and of the hash."""
     study: str = opt("", "study name (set by the sweep)")
@@ -127,18 +139,27 @@ class RunConfig:
     loggers: tuple[str, ...] = opt((), "extra logging sinks, e.g. [\"tensorboard\"] "
                                        "(metrics.csv is always written)")
     meta: MetaConfig = opt(None, "sweep bookkeeping", factory=MetaConfig)
+    task: str = opt("classify", "what the run learns: classify, or sr (super-resolution; "
+                                "harness/tasks.py)", choices=("classify", "sr"))
+    sr: SrConfig = opt(None, "super-resolution section (task = sr)", factory=SrConfig)
 
 
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "meta": MetaConfig}
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "meta": MetaConfig,
+            "sr": SrConfig}
+# keys only a non-classification run records (a classification config.json is unchanged)
+TASK_KEYS = ("task", "sr")
 
 
 # --------------------------------------------------------------------------- dict <-> config
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
     d = dataclasses.asdict(cfg)
+    if cfg.task == "classify":
+        for k in TASK_KEYS:
+            del d[k]
     options = d.pop("method_options")
     d["method"] = {"name": cfg.method, **options}
-    for table in [d] + [d[sec] for sec in SECTIONS]:
+    for table in [d] + [d[sec] for sec in SECTIONS if sec in d]:
         for k, v in table.items():
             if isinstance(v, tuple):
                 table[k] = list(v)
@@ -285,10 +306,9 @@ def _check_range(key: str, value: float, meta: dict) -> None:
 def resolve(cfg: RunConfig) -> RunConfig:
     """Fill defaults that depend on other fields and validate everything (no I/O).
 
-    The method, model and dataset registries import torch: imported here, not at the top,
-    so the report and `status` (which read configs but never resolve them) stay light."""
-    from harness import data as data_mod
-    from harness import models as models_mod
+    The task, method, model and dataset registries import torch: imported here, not at the
+    top, so the report and `status` (which read configs but never resolve them) stay light."""
+    from harness import tasks
     from methods.base import get as get_method
 
     method_cls = get_method(cfg.method)
@@ -302,8 +322,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
             "device", f"{dev!r} unknown; use auto, cpu, cuda or cuda:N")
     for name in cfg.loggers:
         require(name in LOGGERS, "loggers", f"{name!r} unknown; use some of {list(LOGGERS)}")
-    models_mod.check(cfg.model)
-    data_mod.check_name(cfg.data.name)
+    task = tasks.get(cfg.task)
+    task.check(cfg)                    # model and dataset names, the task's own keys
     require(cfg.data.subset_train != 1, "data.subset_train",
             "1 image makes no training step (a 1-image batch is dropped); use 0 (all) or >= 2")
     o = cfg.optim
@@ -316,7 +336,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
             "must be increasing epochs >= 0, e.g. [100, 150]")
     augment = cfg.data.augment
     if augment is None:
-        augment = data_mod.default_augment(cfg.data.name)
+        augment = task.default_augment(cfg.data.name)
     return dataclasses.replace(
         cfg, w_bits=w_bits, method_options=options_dict(options),
         data=dataclasses.replace(cfg.data, augment=augment))

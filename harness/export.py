@@ -7,7 +7,8 @@ deployed.pt = {
                          or {"weight"}                           (full-precision weights, fp)},
   "state": every other parameter and buffer of the deployed network (BN statistics of the
            deployed state, activation clip values, full-precision first/last layers),
-  "test_acc": the accuracy the rebuilt network reached when exported,
+  "test_acc": the accuracy the rebuilt network reached when exported (for another task than
+              classification: its score, e.g. the test PSNR in dB),
 }
 """
 from __future__ import annotations
@@ -20,10 +21,9 @@ import torch
 from torch import nn
 
 from harness import config as C
-from harness import data as data_mod
-from harness import models, records
+from harness import models, records, tasks
 from harness.env import resolve_device
-from harness.train import Trainer, evaluate
+from harness.train import Dist, Trainer
 from methods.act import make_act_quantizer
 from methods.base import QLayer, UserError, WeightQuantizer, decode, quant_layers, set_module
 
@@ -125,7 +125,8 @@ def export_and_check(run_dir: Path, device: str | None = None,
                      echo=print) -> tuple[float, float]:
     """Write RUN_DIR/deployed.pt, rebuild the network from it, evaluate, compare to summary.
 
-    Returns (rebuilt accuracy, summary final_test_acc).
+    Returns (rebuilt accuracy, summary final_test_acc); for another task (SR) its score
+    (final_metric, e.g. PSNR in dB) in place of the accuracy.
     """
     run_dir = Path(run_dir)
     _, summary = _load_finished(run_dir)
@@ -136,14 +137,15 @@ def export_and_check(run_dir: Path, device: str | None = None,
     dev = next(model.parameters()).device
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    data = data_mod.load(cfg.data, dev)
-    _, acc = evaluate(model, data, cfg, dev)
+    task = tasks.get(cfg.task)
+    data = task.load_data(cfg, dev)
+    acc = task.evaluate(model, data, cfg, dev, Dist())[task.primary]
     blob["test_acc"] = acc
     records.atomic_torch_save(run_dir / "deployed.pt", blob)
     n_q = sum(1 for e in blob["layers"].values() if "codes" in e)
-    echo(f"wrote {run_dir / 'deployed.pt'}: {n_q} quantized layers; rebuilt test accuracy "
-         f"{acc:.2f}% (summary final_test_acc {summary.final_test_acc:.2f}%)")
-    return acc, summary.final_test_acc
+    echo(f"wrote {run_dir / 'deployed.pt'}: {n_q} quantized layers; rebuilt {task.primary} "
+         f"{acc:.4g} (summary: {summary.result:.4g})")
+    return acc, summary.result
 
 
 def cmd_export(args) -> int:

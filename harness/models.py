@@ -6,7 +6,9 @@ method takes over: by default every conv/linear except the first conv and the la
 1x1 (shortcut/downsample) convs are included unless ``model.quantize_shortcut=false``.
 
 Every model is one :class:`Model` entry of ``MODELS`` (name, one-line description, factory);
-``MODELS[name](...)`` builds it and :func:`describe_models` lists them.
+``MODELS[name](...)`` builds it and :func:`describe_models` lists them. The super-resolution
+networks (harness/sr_models.py) are entries with ``task="sr"``: they also take ``sr.scale``
+and ``sr.blocks`` and name their own full-precision head and tail for the policy.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from harness import sr_models
 from methods.act import make_act_quantizer, nonlinearity
 from methods.base import QLayer, require, set_module
 from methods.errors import did_you_mean
@@ -143,10 +146,11 @@ class Model:
     name: str
     description: str                       # one line, for the CLI's help
     factory: Callable[..., nn.Module]
+    task: str = "classify"                 # "sr": factory also takes scale and blocks
 
     def __call__(self, num_classes: int, in_channels: int, image_size: tuple[int, int],
-                 width: float, act: type[nn.Module]) -> nn.Module:
-        return self.factory(num_classes, in_channels, image_size, width, act)
+                 width: float, act: type[nn.Module], **task_args) -> nn.Module:
+        return self.factory(num_classes, in_channels, image_size, width, act, **task_args)
 
 
 MODELS: dict[str, Model] = {m.name: m for m in (
@@ -157,6 +161,10 @@ MODELS: dict[str, Model] = {m.name: m for m in (
     Model("resnet18", "torchvision's ImageNet ResNet-18 (width 1.0 only)", resnet18),
     Model("small_cnn", "a four-conv network for digits/MNIST-sized inputs (tests and the demo)",
           small_cnn),
+    Model("edsr_baseline", "SR: EDSR baseline (Lim et al. 2017), 16 blocks x 64 channels "
+          "x model.width, no BN (task sr)", sr_models.edsr_baseline, task="sr"),
+    Model("srresnet", "SR: SRResNet (Ledig et al. 2017), 16 blocks x 64 channels x "
+          "model.width, with BN (task sr)", sr_models.srresnet, task="sr"),
 )}
 
 
@@ -176,16 +184,26 @@ def check(mcfg) -> None:
 
 # --------------------------------------------------------------------------- policy
 
+def _under(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
 def policy_layers(model: nn.Module, mcfg) -> list[str]:
-    """Names of the conv/linear layers the quantization policy hands to the method."""
+    """Names of the conv/linear layers the quantization policy hands to the method.
+
+    "First" and "last" are the first conv and the last linear layer, unless the model names
+    its own (``policy_first``/``policy_last``: submodule prefixes; the SR networks' head, and
+    their upsampler and tail)."""
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     convs = [n for n, m in layers if isinstance(m, nn.Conv2d)]
     linears = [n for n, m in layers if isinstance(m, nn.Linear)]
+    first = getattr(model, "policy_first", tuple(convs[:1]))
+    last = getattr(model, "policy_last", tuple(linears[-1:]))
     chosen = []
     for name, m in layers:
-        if convs and name == convs[0] and not mcfg.quantize_first:
+        if _under(name, first) and not mcfg.quantize_first:
             continue
-        if linears and name == linears[-1] and not mcfg.quantize_last:
+        if _under(name, last) and not mcfg.quantize_last:
             continue
         if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and not mcfg.quantize_shortcut:
             continue
@@ -200,7 +218,9 @@ def build(cfg, num_classes: int, in_channels: int, image_size: tuple[int, int],
     ``method=None`` builds the plain float network (used to rebuild a deployed export).
     """
     act = nonlinearity(cfg.a_bits)
-    model = MODELS[cfg.model.name](num_classes, in_channels, image_size, cfg.model.width, act)
+    entry = MODELS[cfg.model.name]
+    task_args = {"scale": cfg.sr.scale, "blocks": cfg.sr.blocks} if entry.task == "sr" else {}
+    model = entry(num_classes, in_channels, image_size, cfg.model.width, act, **task_args)
     if method is None:
         return model
     for name in policy_layers(model, cfg.model):

@@ -23,7 +23,9 @@ keys a kind does not know are ignored):
   the rows named under the axis;
 - "budget": panel {"title", "budgets", "rows": [{"color", "ls", "lw", "marker",
   "trained": {"x", "mean", "lo", "hi", "seeds"}, "readoff": {"x", "mean"}}]}: accuracy vs
-  budget, CI bars, seed dots, and accuracies read off longer runs (hollow markers, dashed).
+  budget, CI bars, seed dots, and accuracies read off longer runs (hollow markers, dashed);
+- "images": panel {"title", "image": path of a PNG}: pictures side by side, pixels shown
+  as they are (nearest neighbour, no axes), e.g. super-resolution crops.
 
 Rows are told apart by marker and dash as well as colour, so a figure reads in greyscale.
 """
@@ -315,7 +317,21 @@ def draw_budget(plt, spec: Spec, out_dir: Path) -> list[Path]:
     return _finish(fig, spec, spare, out_dir)
 
 
-DRAW = {"curves": draw_curves, "points": draw_points, "budget": draw_budget}
+def draw_images(plt, spec: Spec, out_dir: Path) -> list[Path]:
+    from PIL import Image
+
+    fig, axes, spare = _grid(plt, len(spec["panels"]), spec.get("ncols"), sharex=False)
+    for ax, panel in zip(axes, spec["panels"]):
+        with Image.open(panel["image"]) as im:
+            ax.imshow(np.asarray(im.convert("RGB")), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(panel["title"], fontsize=8)
+    return _finish(fig, spec, spare, out_dir, bottom_in=0.2, hspace=0.3)
+
+
+DRAW = {"curves": draw_curves, "points": draw_points, "budget": draw_budget,
+        "images": draw_images}
 
 
 def render(spec: Spec, out_dir: str | Path) -> list[str]:

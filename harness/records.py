@@ -2,11 +2,14 @@
 
 RUN_DIR/
   config.json      fully resolved config + config_hash
-  metrics.csv      one row per epoch: METRIC_COLUMNS, then the method's scalars
-  summary.json     RunSummary: status, accuracies, timings, env, costs
+  metrics.csv      one row per epoch: METRIC_COLUMNS (an SR run: SR_METRIC_COLUMNS), then
+                   the method's scalars
+  summary.json     RunSummary: status, accuracies (an SR run: task, final PSNR...), timings,
+                   env, costs
   checkpoint.pt    model, optimizer, scheduler, method state, RNG states, epoch, metric rows
   log.txt          human-readable log (appended)
   deployed.pt      written by `python -m harness export`
+  sr_crop*.png     an SR run's output, HR and bicubic crops (harness/tasks.py), for reports
 
 Every file is replaced atomically (write a temp file in the same folder, fsync, rename), so
 a killed process leaves either the old or the new file, never half of one. log.txt is an
@@ -30,6 +33,10 @@ import numpy as np
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr",
                   "epoch_time_s", "samples_per_s"]
+# a super-resolution run (task "sr", harness/tasks.py): PSNR (dB) and SSIM on Y
+SR_METRIC_COLUMNS = ["epoch", "train_loss", "test_loss", "test_psnr", "test_ssim", "lr",
+                     "epoch_time_s", "samples_per_s"]
+TASK_METRIC_COLUMNS = {"classify": METRIC_COLUMNS, "sr": SR_METRIC_COLUMNS}
 TIMING_COLUMNS = ["epoch_time_s", "samples_per_s"]  # the only columns that vary run to run
 STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
 PEAK_MEM_KINDS = ("cuda_max_allocated", "cpu_peak_rss")
@@ -112,12 +119,18 @@ def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
     _atomic(path, lambda f: np.save(f, arr))
 
 
-def metrics_csv(rows: list[dict[str, Any]]) -> str:
+def metric_columns(config: dict[str, Any] | None) -> list[str]:
+    """The standard metrics.csv columns of a run with this config.json (its task's)."""
+    return TASK_METRIC_COLUMNS.get((config or {}).get("task", "classify"), METRIC_COLUMNS)
+
+
+def metrics_csv(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    columns = columns or METRIC_COLUMNS
     if not rows:
-        return ",".join(METRIC_COLUMNS) + "\n"
-    extra = [k for k in rows[0] if k not in METRIC_COLUMNS]
+        return ",".join(columns) + "\n"
+    extra = [k for k in rows[0] if k not in columns]
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS + extra, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=columns + extra, lineterminator="\n")
     w.writeheader()
     for r in rows:
         w.writerow({k: _cell(v) for k, v in r.items()})
@@ -131,8 +144,9 @@ def _cell(v: Any) -> Any:
     return repr(float(v)) if isinstance(v, float) else v
 
 
-def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    atomic_write_text(Path(run_dir) / "metrics.csv", metrics_csv(rows))
+def write_metrics(run_dir: Path, rows: list[dict[str, Any]],
+                  columns: list[str] | None = None) -> None:
+    atomic_write_text(Path(run_dir) / "metrics.csv", metrics_csv(rows, columns))
 
 
 def ensure_writable_dir(path: Path, field: str, fix: str) -> None:
@@ -175,6 +189,11 @@ class RunSummary:
     (``peak_mem_kind`` says what was measured); sizes in bytes. ``env`` describes where and
     with which code the run ran (harness.env.environment). Keys this version does not know
     are kept in ``extra`` and written back unchanged.
+
+    A run of another task than classification (``task``, e.g. "sr") has no accuracies: its
+    result is ``final_metric``/``best_metric`` of the metrics.csv column ``metric`` (SR:
+    "test_psnr", dB) and ``final_metrics`` (every final test column, and for SR the bicubic
+    floor). A classification summary.json does not hold these five keys.
     """
 
     status: str
@@ -199,6 +218,11 @@ class RunSummary:
     # (harness.data.fingerprint)
     data_fingerprint: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    task: str = "classify"
+    metric: str = ""
+    final_metric: float | None = None
+    best_metric: float | None = None
+    final_metrics: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -206,7 +230,15 @@ class RunSummary:
              if f.name != "extra"}
         if not d["error"]:
             del d["error"]
+        if self.task == "classify":
+            for k in TASK_FIELDS:
+                del d[k]
         return {**self.extra, **d}
+
+    @property
+    def result(self) -> float | None:
+        """The final score: deployed test accuracy (%), or the task's ``final_metric``."""
+        return self.final_test_acc if self.task == "classify" else self.final_metric
 
     @classmethod
     def from_json(cls, d: Any) -> "RunSummary":
@@ -232,12 +264,15 @@ class RunSummary:
                   final_test_acc: float | None = None, **fields: Any) -> "RunSummary":
         """The summary of a run whose metrics.csv holds ``rows`` (best accuracy and mean
         epoch time come from them); ``fields`` fill the rest (costs, env, ...)."""
-        accs = [r["test_acc"] for r in rows] + ([final_test_acc] if final_test_acc is not None
-                                                 else [])
+        accs = [r["test_acc"] for r in rows if "test_acc" in r] + (
+            [final_test_acc] if final_test_acc is not None else [])
         times = [r["epoch_time_s"] for r in rows]
         return cls(status=status, epochs=epochs, epochs_completed=len(rows),
                    final_test_acc=final_test_acc, best_test_acc=max(accs) if accs else None,
                    mean_epoch_time_s=sum(times) / len(times) if times else None, **fields)
+
+
+TASK_FIELDS = ("task", "metric", "final_metric", "best_metric", "final_metrics")
 
 
 def _check_type(name: str, value: Any, annotation: str) -> None:
@@ -311,9 +346,10 @@ def load_run(run_dir: Path, with_metrics: bool = True, columns: Columns = None) 
 
     A run is completed only when its three records agree: config.json is an object with a
     config hash; summary.json parses as a RunSummary with the same hash, epochs_completed
-    equal to the config's epochs, a final accuracy in [0, 100] and a best accuracy equal to
-    the best of the epochs and the final one; metrics.csv has the standard columns, one row
-    per epoch numbered 1..n, and finite numbers in every column it is asked for.
+    equal to the config's epochs, a final score (accuracy in [0, 100]; another task's
+    ``final_metric``) and a best score equal to the best of the epochs and the final one;
+    metrics.csv has its task's standard columns, one row per epoch numbered 1..n, and finite
+    numbers in every standard column.
     ``columns``: the metrics columns to load and check (a list, or a function of the record
     and the CSV header); None = all. ``with_metrics=False`` still validates the standard
     columns but keeps no DataFrame."""
@@ -365,20 +401,26 @@ def _check_completed(rec: RunRecord, with_metrics: bool, columns: Columns) -> st
     import pandas as pd  # only here: status of a study without completed runs needs none
 
     s, want = rec.summary, rec.config["epochs"]
+    standard = metric_columns(rec.config)
     if s.epochs_completed != want:
         return f"completed with {s.epochs_completed} of {want} epochs"
-    final, best = _number(s.final_test_acc), _number(s.best_test_acc)
-    if final is None or not 0.0 <= final <= 100.0:
-        return f"final_test_acc is {s.final_test_acc!r}, not an accuracy in [0, 100]"
+    if s.task == "classify":
+        score, final, best = "test_acc", _number(s.final_test_acc), _number(s.best_test_acc)
+        if final is None or not 0.0 <= final <= 100.0:
+            return f"final_test_acc is {s.final_test_acc!r}, not an accuracy in [0, 100]"
+    else:
+        score, final, best = s.metric, _number(s.final_metric), _number(s.best_metric)
+        if score not in standard or final is None:
+            return f"final_metric is {s.final_metric!r} for metric {s.metric!r}"
     path = rec.path / "metrics.csv"
     try:
         header = pd.read_csv(path, nrows=0).columns.tolist()
-        missing = [c for c in METRIC_COLUMNS if c not in header]
+        missing = [c for c in standard if c not in header]
         if missing:
             return f"metrics.csv lacks columns {missing}"
         wanted = header if columns is None else \
             columns(rec, header) if callable(columns) else [c for c in columns if c in header]
-        use = list(dict.fromkeys(METRIC_COLUMNS + [c for c in wanted if c in header]))
+        use = list(dict.fromkeys(standard + [c for c in wanted if c in header]))
         df = pd.read_csv(path, usecols=use)[use]
     except FileNotFoundError:
         return "metrics.csv is missing"
@@ -387,16 +429,16 @@ def _check_completed(rec: RunRecord, with_metrics: bool, columns: Columns) -> st
     if len(df) != want:
         return f"metrics.csv has {len(df)} rows for {want} epochs"
     numeric = df.apply(pd.to_numeric, errors="coerce")
-    for c in METRIC_COLUMNS:  # the method's own columns may hold nan (nothing to report)
+    for c in standard:  # the method's own columns may hold nan (nothing to report)
         bad = numeric[c].isna() | ~numeric[c].abs().lt(float("inf"))
         if bad.any():
             i = int(bad.to_numpy().argmax())
             return f"metrics.csv row {i + 1}: {c} = {df[c].iloc[i]!r} is not a finite number"
     if numeric["epoch"].tolist() != list(range(1, want + 1)):
         return "metrics.csv epochs are not numbered 1..n"
-    top = max(numeric["test_acc"].max(), final)
+    top = max(numeric[score].max(), final)
     if best is None or abs(best - top) > 1e-6 * max(1.0, abs(top)):
-        return f"best_test_acc {s.best_test_acc!r} disagrees with the metrics ({top!r})"
+        return f"the best {score} in summary.json ({best!r}) disagrees with the metrics ({top!r})"
     if with_metrics:
-        rec.metrics = numeric[[c for c in use if c in wanted or c in ("epoch", "test_acc")]]
+        rec.metrics = numeric[[c for c in use if c in wanted or c in ("epoch", score)]]
     return ""

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import config as C
-from harness import data as data_mod
+from harness import tasks
 from methods.errors import UserError
 
 # keys a run gets from the grid or the variant, never from the shared recipe
@@ -503,12 +503,12 @@ def _check_data_roots(study: Study, p: Problems) -> None:
 
     seen = set()
     for r in study.runs:
-        key = (r.cfg.data.name, r.cfg.data.root, r.cfg.data.download)
+        key = (r.cfg.task, r.cfg.data.name, r.cfg.data.root, r.cfg.data.download)
         if key in seen:
             continue
         seen.add(key)
         try:
-            data_mod.check_root(r.cfg.data)
+            tasks.get(r.cfg.task).check_root(r.cfg)
         except UserError as e:
             p.add(f"recipe.{e} (in a study: set [recipe] data.root, the variable it names, or "
                   "pass --set data.root=DIR)")

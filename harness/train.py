@@ -30,8 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from harness import config as C
-from harness import data as data_mod
-from harness import models, procs, records, source
+from harness import models, procs, records, source, tasks
 from harness.cost import memory_costs
 from harness.env import environment, peak_memory_mb, reset_peak_memory, resolve_device
 from harness.loggers import SINKS
@@ -140,7 +139,7 @@ class RunContext:
     cfg: C.RunConfig
     device: torch.device
     data: Any
-    evaluate: Callable[[nn.Module], tuple[float, float]]
+    evaluate: Callable[[nn.Module], tuple[float, float]]  # (test loss, the task's score)
     log: Callable[[str], None]
     epoch: int = 0
 
@@ -288,6 +287,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         if self.device.type == "cuda" and self.dist.world > 1:
             self.device = torch.device("cuda", self.dist.local_rank % torch.cuda.device_count())
+        self.task = tasks.get(cfg.task)
         self.rows: list[dict[str, Any]] = []
         self.epoch, self.step_count, self.wall, self.final_done = 0, 0, 0.0, False
         self.display = Display(cfg, self.echo, 0, main=False)
@@ -310,11 +310,10 @@ class Trainer:
             train_stats = self.train_epoch(epoch)         # before_step, loss, after_step
             method.after_epoch(model, self.run)           # recalibration, bookkeeping
             train_time = self.clock() - t0
-            test_loss, test_acc = self.evaluate_deployed()
-            self.check_finite(epoch, test_loss)           # else the run ends diverged
-            row = {"epoch": epoch + 1, **train_stats, "test_loss": test_loss,
-                   "test_acc": test_acc, "lr": self.lr_at_epoch_start, "epoch_time_s": train_time,
-                   "samples_per_s": self.data.num_train / train_time,
+            test = self.evaluate_deployed()              # the task's test columns
+            self.check_finite(epoch, test["test_loss"])  # else the run ends diverged
+            row = {"epoch": epoch + 1, **train_stats, **test, "lr": self.lr_at_epoch_start,
+                   "epoch_time_s": train_time, "samples_per_s": self.data.num_train / train_time,
                    **method.scalars(model, self.run)}
             self.end_epoch(row, t0)                       # checkpoint, records, progress line
         if not self.final_done:                           # once, also across a resume
@@ -322,9 +321,12 @@ class Trainer:
             method.after_training(model, self.run)
             self.final_done = True
             self.save_checkpoint()
-        final = self.evaluate_deployed()[1]
+        final = self.evaluate_deployed()
+        if self.dist.main:                                # e.g. SR output crops for the report
+            with method.deployed(model):
+                self.task.save_samples(model, self.data, self.run_dir)
         self.write_records("completed", final)
-        self.log(f"completed: final deployed test acc {final:.2f}%")
+        self.log(f"completed: {self.task.result_text(final)}")
         return self.summary("completed", final)
 
     # --- set-up
@@ -335,13 +337,11 @@ class Trainer:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.data = data if data is not None else data_mod.load(cfg.data, self.device)
+        self.data = data if data is not None else self.task.load_data(cfg, self.device)
         self.method = make_method(cfg)
         self.model = models.build(cfg, self.data.num_classes, self.data.in_channels,
                                   self.data.image_size, self.method).to(self.device)
-        self.run = RunContext(cfg, self.device, self.data,
-                              lambda m: evaluate(m, self.data, cfg, self.device, self.dist),
-                              self.log)
+        self.run = RunContext(cfg, self.device, self.data, self.evaluate_pair, self.log)
         self.method.prepare(self.model, self.run)
         self.model.to(self.device)
         if cfg.channels_last:
@@ -365,41 +365,36 @@ class Trainer:
 
     # --- one epoch, one step
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over the training set; train loss and accuracy (summed on the device,
-        one host sync at the end). A non-finite loss raises Diverged."""
-        cfg, dev = self.cfg, self.device
+        """One pass over the training set; the task's train columns (train loss, and for
+        classification accuracy), summed on the device with one host sync at the end. A
+        non-finite loss raises Diverged."""
+        cfg = self.cfg
         self.model.train()
         self.lr_at_epoch_start = self.optimizer.param_groups[0]["lr"]
-        loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
-        total_sum = torch.zeros((), device=dev, dtype=torch.float64)
-        correct = torch.zeros((), device=dev, dtype=torch.int64)
-        n = torch.zeros((), device=dev, dtype=torch.int64)
+        sums = self.task.new_sums(self.device)
         for x, y in self.data.train_batches(cfg.batch_size, self.gen):
             x, y = self.dist.shard(x), self.dist.shard(y)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             loss, total, out = self.train_step(x, y, Progress(epoch, cfg.epochs,
                                                               self.step_count, self.spe))
-            loss_sum += loss.double() * len(y)
-            total_sum += total.double()
-            correct += (out.argmax(1) == y).sum()
-            n += len(y)
+            self.task.accumulate(sums, loss, total, out, y)
             self.step_count += 1
             self.display.step()
-        self.dist.all_sum(loss_sum, total_sum, correct, n)
-        if not bool(torch.isfinite(total_sum)):
+        self.dist.all_sum(*sums.values())
+        if not bool(torch.isfinite(sums["total"])):
             raise Diverged(f"non-finite loss in epoch {epoch + 1}")
-        return {"train_loss": float(loss_sum) / int(n), "train_acc": 100.0 * int(correct) / int(n)}
+        return self.task.train_stats(sums)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor,
                    prog: Progress) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One optimizer step through every method hook. Returns (task loss, total loss,
-        logits), detached and still on the device (no host sync)."""
+        network output), detached and still on the device (no host sync)."""
         method, model = self.method, self.model
         method.before_step(model, prog)
         with autocast(self.cfg, self.device):
             out = self.forward(x)
-            loss = F.cross_entropy(out.float(), y, label_smoothing=self.cfg.optim.label_smoothing)
+            loss = self.task.loss(out, y, self.cfg)
             extra = method.loss(model)
             total = loss if extra is None else loss + extra
         model.zero_grad(set_to_none=True)  # all parameters, also those a method updates itself
@@ -409,10 +404,16 @@ class Trainer:
         method.after_step(model, x, y, prog)
         return loss.detach(), total.detach(), out.detach()
 
-    def evaluate_deployed(self) -> tuple[float, float]:
-        """(test loss, test accuracy %) of the discrete, deployable network."""
+    def evaluate_deployed(self) -> dict[str, float]:
+        """The test columns (test loss, accuracy % or PSNR/SSIM) of the discrete, deployable
+        network."""
         with self.method.deployed(self.model):
-            return self.run.evaluate(self.model)
+            return self.task.evaluate(self.model, self.data, self.cfg, self.device, self.dist)
+
+    def evaluate_pair(self, model: nn.Module) -> tuple[float, float]:
+        """(test loss, the task's score) of ``model`` as it is: RunContext.evaluate."""
+        test = self.task.evaluate(model, self.data, self.cfg, self.device, self.dist)
+        return test["test_loss"], test[self.task.primary]
 
     def check_finite(self, epoch: int, test_loss: float) -> None:
         if not math.isfinite(test_loss):
@@ -433,7 +434,7 @@ class Trainer:
         self.epoch = row["epoch"]
         self.save_checkpoint()
         self.write_records("running")
-        line = _epoch_line(row, self.cfg.epochs)
+        line = self.task.epoch_line(row, self.cfg.epochs)
         self.log(line)
         self.display.epoch_end(line)
         for sink in self.sinks:
@@ -503,21 +504,24 @@ class Trainer:
         if self.dist.main:
             records.append_log(self.run_dir, f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}")
 
-    def summary(self, status: str, final_acc: float | None = None,
+    def summary(self, status: str, final: dict[str, float] | None = None,
                 error: str = "") -> records.RunSummary:
         return records.RunSummary.from_rows(
-            status, self.rows, self.cfg.epochs, final_acc, wall_time_s=self.wall,
+            status, self.rows, self.cfg.epochs,
+            **self.task.summary_fields(self.rows, final, getattr(self, "data", None)),
+            wall_time_s=self.wall,
             peak_mem_mb=peak_memory_mb(self.device),
             peak_mem_kind="cuda_max_allocated" if self.device.type == "cuda" else "cpu_peak_rss",
             **memory_costs(self.model, self.optimizer), config_hash=C.config_hash(self.cfg),
             env=environment(self.device), method_info=type(self.method).info(),
             data_fingerprint=getattr(self.data, "fingerprint", {}), error=error)
 
-    def write_records(self, status: str, final_acc: float | None = None, error: str = "") -> None:
+    def write_records(self, status: str, final: dict[str, float] | None = None,
+                      error: str = "") -> None:
         if not self.dist.main:
             return
-        records.write_metrics(self.run_dir, self.rows)
-        records.write_summary(self.run_dir, self.summary(status, final_acc, error))
+        records.write_metrics(self.run_dir, self.rows, self.task.columns)
+        records.write_summary(self.run_dir, self.summary(status, final, error))
 
     # --- the guarded run: every way it can end is recorded
     def run_guarded(self) -> records.RunSummary:
@@ -651,7 +655,7 @@ def run(cfg: C.RunConfig, run_dir: Path,
     An exclusive lock on RUN_DIR/.lock makes a second process on the same run (a duplicate
     job, a user re-running the command) stop at once instead of interleaving records."""
     run_dir = Path(run_dir)
-    data_mod.check_root(cfg.data)
+    tasks.get(cfg.task).check_root(cfg)
     if not Dist.from_env().main:  # rank 0 owns (checks, locks, writes) the run directory
         if prepare_state(run_dir) in ("completed", "diverged"):
             return records.read_summary(run_dir)
@@ -730,7 +734,11 @@ def cmd_run(args) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
     if summary.status == "completed":
         if Dist.from_env().main:
-            print(f"{args.out}: completed, final deployed test accuracy "
-                  f"{summary.final_test_acc:.2f}%")
+            if summary.task == "classify":
+                print(f"{args.out}: completed, final deployed test accuracy "
+                      f"{summary.final_test_acc:.2f}%")
+            else:
+                print(f"{args.out}: completed, final deployed {summary.metric} "
+                      f"{summary.final_metric:.4g}")
         return 0
     return 3 if summary.status == "diverged" else 1

@@ -13,7 +13,7 @@ asks which method it holds:
         method.on_epoch_start(model, progress)
         per step:
             method.before_step(model, progress)
-            loss = CE + method.loss(model); loss.backward(); optimizer.step()
+            loss = task loss + method.loss(model); loss.backward(); optimizer.step()
             method.after_step(model, x, y, progress)   # gradients are still in .grad here
         method.after_epoch(model, run)
         with method.deployed(model): evaluate        # the discrete, deployable network

@@ -36,7 +36,8 @@ def test_dataset_defaults_read_from_the_registry():
 def test_every_model_has_one_entry_with_a_one_line_description():
     described = M.describe_models()
     assert list(described) == list(M.MODELS)
-    assert set(described) == {"resnet20", "vgg_small", "resnet18", "small_cnn"}
+    assert set(described) == {"resnet20", "vgg_small", "resnet18", "small_cnn", "edsr_baseline",
+                              "srresnet"}
     for name, text in described.items():
         assert M.MODELS[name].name == name
         assert text and "\n" not in text and len(text) <= 100, name

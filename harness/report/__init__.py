@@ -27,6 +27,8 @@ The package, in the order data flows through it:
   aggregate.py  rliable-style aggregates across cells: table and performance profiles
   questions.py  QUESTIONS: the reviewer questions, each with the function that answers it
   render.py     SECTIONS: report.md's sections in order; build_report, write_report
+  sr.py         the super-resolution section (PSNR/SSIM tables, comparisons, curves, crops)
+                and its reviewer answer; the other sections see classification runs only
 
 Add a report section: one ``Section`` in ``render.SECTIONS``. Add a reviewer question: one
 ``Question`` in ``questions.QUESTIONS``.

@@ -44,7 +44,7 @@ import pandas as pd
 from harness import plots
 from harness import stats as S
 from harness.config import NON_SEMANTIC, flatten
-from harness.records import METRIC_COLUMNS, load_run
+from harness.records import load_run, metric_columns
 from methods.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,6 +62,13 @@ REPORT_KEYS: dict[str, tuple[Any, str]] = {
     "settings": (_NAMES[0], _NAMES[1] + ' for a dataset, a model or a whole setting, e.g. '
                  '{ imagefolder = "CIFAR-10 (JPEG copy)", resnet20 = "ResNet-20" }'),
 }
+
+# metrics.csv columns the report reads besides the methods' internal metrics: the deployed
+# test accuracy, or for super-resolution runs PSNR and SSIM
+SCORE_COLUMNS = ("epoch", "test_acc", "test_psnr", "test_ssim")
+SR_NOTE = ("This study holds super-resolution runs: their numbers (PSNR in dB and SSIM, on "
+           "Y) are in the Super-resolution section only; every other table, figure and "
+           "answer is about the classification runs.")
 # What comparisons and answers that need "ours" say when the study names none.
 OURS_NOT_SET = ("no `[report] ours` is set, so no method is compared with the others; name "
                 "one with `ours = \"METHOD\"` in the [report] table of study.toml, or pass "
@@ -158,9 +165,11 @@ class StudyRecords:
             self._cache["included"] = self.runs[self.runs["included"]]
         return self._cache["included"]
 
-    def settings(self) -> list[str]:
+    def settings(self, task: str = "classify") -> list[str]:
+        """The settings of one task (super-resolution settings: ``task="sr"``)."""
         ids = self.runs["setting"].dropna().unique().tolist()
-        return sorted(ids, key=lambda s: self.setting_labels.get(s, s))
+        return sorted((s for s in ids if task_of(s) == task),
+                      key=lambda s: self.setting_labels.get(s, s))
 
     def labels(self, setting: str) -> list[str]:
         key = ("labels", setting)
@@ -190,6 +199,12 @@ class StudyRecords:
 
 
 _EMPTY_GROUP = {"acc": [], "seeds": [], "run_ids": [], "summary": S.EMPTY}
+
+
+def task_of(setting: str) -> str:
+    """A setting's task: "sr" when its identity holds the SR scale (only SR runs record
+    sr.* keys), else "classify"."""
+    return "sr" if "sr.scale" in dict(json.loads(setting)) else "classify"
 
 
 def cached_per_setting(fn):
@@ -253,10 +268,11 @@ def _metric_columns(rec, header: list[str]) -> list[str]:
 
     declared = declared_metrics(rec.summary.method_info if rec.summary else None)
     if declared is None:
-        extra = [c for c in header if c not in METRIC_COLUMNS]
+        extra = [c for c in header if c not in metric_columns(rec.config)]
     else:
         extra = [c for c in header if c in declared]
-    return ["epoch", "test_acc"] + (["epoch_time_s"] if "epoch_time_s" in header else []) + extra
+    return ([c for c in SCORE_COLUMNS if c in header]
+            + (["epoch_time_s"] if "epoch_time_s" in header else []) + extra)
 
 
 def load_record(run_dir: Path):
@@ -309,8 +325,8 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _identity_and_recipe(cfg: dict[str, Any], non_semantic: tuple) -> tuple[dict, dict]:
     """(data/model keys: the setting, every other training key: the recipe) of a config."""
     flat = _flatten({k: v for k, v in cfg.items() if k != "config_hash"}) if cfg else {}
-    ident = {k: v for k, v in flat.items() if k.split(".")[0] in ("data", "model")
-             and k not in non_semantic}
+    ident = {k: v for k, v in flat.items() if (k.split(".")[0] in ("data", "model")
+                                               or k == "sr.scale") and k not in non_semantic}
     recipe = {k: v for k, v in flat.items() if not k.startswith(("method.", "meta."))
               and k not in non_semantic and k not in ("seed", "w_bits", "a_bits", "epochs")}
     return ident, recipe
@@ -332,7 +348,8 @@ def _summary_columns(summ: dict[str, Any]) -> dict[str, Any]:
         "device": env.get("device", ""), "device_name": env.get("device_name", ""),
         "torch": env.get("torch", ""), "python": env.get("python", ""),
         "commit": env.get("harness_commit", ""), "hostname": env.get("hostname", ""),
-        "error": summ.get("error", ""),
+        "error": summ.get("error", ""), "task": summ.get("task", "classify"),
+        "final_metrics": summ.get("final_metrics") or {},
     }
 
 
@@ -494,12 +511,12 @@ def _resolve_method_info(st: StudyRecords, infos: dict[str, dict[str, Any]]) -> 
         if cols is None:
             continue
         info = infos.get(run_id) or by_method.get(method)
-        if info is None and set(cols) - {"epoch", "test_acc", "epoch_time_s"}:
+        if info is None and set(cols) - set(SCORE_COLUMNS) - {"epoch_time_s"}:
             info = _current_info(str(method))
         declared = declared_metrics(info) or {}
         st.log_scale |= {str(c) for c in (info or {}).get("log_scale") or () if c in declared}
         st.metrics[run_id] = {c: v for c, v in cols.items()
-                              if c in ("epoch", "test_acc", "epoch_time_s") or c in declared}
+                              if c in SCORE_COLUMNS or c == "epoch_time_s" or c in declared}
         for c in st.metrics[run_id]:
             if c in declared and c not in found:
                 found[c] = declared[c]
@@ -535,6 +552,8 @@ def load_study(study_dir: Path, reference: str | None = None,
                       notes=notes, options=rep)
     _resolve_method_info(st, infos)
     _label_settings(st)
+    if st.settings("sr"):
+        st.notes.append(SR_NOTE)
     _order_rows(st)
     _display_names(st)
     _recipe_mismatches(st)
@@ -608,10 +627,11 @@ def _label_settings(st: StudyRecords) -> None:
     dicts = {s: dict(json.loads(s)) for s in ids}
     varying = sorted({k for d in dicts.values() for k in d
                       if len({json.dumps(x.get(k)) for x in dicts.values()}) > 1}
-                     - {"data.name", "model.name"})
+                     - {"data.name", "model.name", "sr.scale"})
     for s, d in dicts.items():
         extra = ", ".join(f"{k}={d.get(k)}" for k in varying)
-        st.setting_labels[s] = f"{d.get('data.name')} / {d.get('model.name')}" + (
+        scale = f" x{d['sr.scale']}" if "sr.scale" in d else ""
+        st.setting_labels[s] = f"{d.get('data.name')} / {d.get('model.name')}{scale}" + (
             f" ({extra})" if extra else "")
     # runs without a readable config (missing, corrupt) join their variant's only setting
     known = st.runs.dropna(subset=["setting"])
@@ -674,6 +694,8 @@ def add_bootstraps(st: StudyRecords) -> None:
 def _build_groups(st: StudyRecords, bootstrap: bool = True) -> None:
     inc = st.included
     for key, df in inc.groupby(["setting", "label", "w_bits", "a_bits", "epochs"]):
+        if task_of(key[0]) != "classify":  # SR runs: harness/report/sr.py groups them
+            continue
         df = df.sort_values("seed")
         acc = [float(x) for x in df["final_acc"]]
         st.groups[(key[0], key[1], int(key[2]), int(key[3]), int(key[4]))] = {

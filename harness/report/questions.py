@@ -30,6 +30,7 @@ from harness.report import timing
 from harness.report import verdicts as V
 from harness.report.aggregate import aggregate_rows
 from harness.report.load import OURS_NOT_SET, StudyRecords
+from harness.report.sr import sr_answer
 from harness.report.tables import ablations, cell_name, comparisons, cost_rows, fmt_opts, where
 
 NOT_ANSWERED = "Not answered by this study"
@@ -533,6 +534,11 @@ QUESTIONS: tuple[Question, ...] = (
                            "latent weights?",
              needs="ours and bop in the same cells", answer=answer_versus, baseline="bop",
              needs_ours=True),
+    Question("sr", "Super-resolution",
+             "Is it better than the STE methods on super-resolution at the same budget, and "
+             "by how many dB ± what?",
+             needs="super-resolution runs of ours and of STE baselines in the same cells",
+             answer=sr_answer, needs_ours=True),
 )
 assert len({q.key for q in QUESTIONS}) == len(QUESTIONS), "question keys must be unique"
 

@@ -42,6 +42,7 @@ from harness.report.load import (
     shown_path,
 )
 from harness.report.questions import reviewer_answers
+from harness.report.sr import sr_figure_blocks, sr_table_blocks
 from harness.report.tables import Table, cell_name, md_escape, where
 
 Block = Table | Figure | str
@@ -152,7 +153,8 @@ def _header(st: StudyRecords) -> list[str]:
              f"- **Hardware:** {p['hardware']}",
              f"- **torch:** {p['torch']}; **Python:** {p['python']}",
              f"- **Harness commit:** {p['commit']}",
-             "- **Settings:** " + "; ".join(_setting_text(st, s) for s in st.settings()),
+             "- **Settings:** " + "; ".join(_setting_text(st, s)
+                                            for s in st.settings() + st.settings("sr")),
              _ours_line(st),
              "- **Reported numbers:** " + (f"`{st.reference_path}` (reported "
                                             "elsewhere, not measured here; marked †)"
@@ -285,6 +287,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("Reviewer questions", "questions", answer_blocks),
     Section("Main results", "main", per_setting(T.main_tables)),
     Section(_comparisons_title, "comparisons", comparison_blocks),
+    Section("Super-resolution", "sr", sr_table_blocks),
+    Section("Super-resolution figures", "sr_figures", sr_figure_blocks, figures=True),
     Section("Convergence", "convergence", per_setting(F.convergence_figures), figures=True),
     Section("Per-seed final accuracy", "seeds", per_setting(F.seed_figures), figures=True),
     Section("Budget study", "budget", per_setting(T.budget_tables)),
