@@ -21,14 +21,14 @@ def write_run(root: Path, run_id: str, *, method: str, acc: float | None, w: int
               model: str = "resnet20", dataset: str = "cifar10", error: str = "",
               manifest: list | None = None, method_info: dict | None = None,
               device: str = "cpu", device_name: str = "cpu: test (2 threads)",
-              curve: list[float] | None = None) -> Path:
+              curve: list[float] | None = None, study: str = "") -> Path:
     """One run record. ``method_info`` defaults to the method's own declaration for slb runs
     with ``slb_scalars`` and to none otherwise (as records written before runs had it);
     ``curve`` replaces the per-epoch test accuracies."""
     cfg = C.RunConfig(method=method, method_options=dict(options or {}), w_bits=w, a_bits=a,
                       epochs=epochs, seed=seed, model=C.ModelConfig(name=model),
                       data=C.DataConfig(name=dataset),
-                      meta=C.MetaConfig(study=root.name, variant=variant, scale="test",
+                      meta=C.MetaConfig(study=study or root.name, variant=variant, scale="test",
                                         unmatched=unmatched))
     d = C.to_dict(cfg)
     d["config_hash"] = C.config_hash(cfg)

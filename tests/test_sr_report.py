@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from report_records import write_run
 from scipy import stats
-from test_report import write_run
 
 from harness import config as C
 from harness import records
@@ -155,9 +155,13 @@ def test_sr_figures_are_drawn(sr_study):
 
 
 def test_classification_sections_never_see_sr_runs(sr_study):
+    man = records.read_json(sr_study / "manifest.json")
     for seed in range(2):
-        write_run(sr_study, f"cls_fp_s{seed}", method="fp", acc=80.0 + seed, w=32, seed=seed)
-        write_run(sr_study, f"cls_slb_s{seed}", method="slb", acc=70.0 + seed, seed=seed)
+        write_run(sr_study, f"cls_fp_s{seed}", method="fp", acc=80.0 + seed, w=32, seed=seed,
+                  manifest=man["runs"], study="t")
+        write_run(sr_study, f"cls_slb_s{seed}", method="slb", acc=70.0 + seed, seed=seed,
+                  manifest=man["runs"], study="t")
+    records.atomic_write_json(sr_study / "manifest.json", man)
     st = R.load_study(sr_study)
     assert len(st.settings()) == 1 and len(st.settings("sr")) == 1
     assert all(k[0] == st.settings()[0] for k in st.groups)  # accuracy groups: classification

@@ -457,7 +457,8 @@ def _runs_table(study_dir: Path, manifest: dict[str, Any] | None, jobs: int):
         row = _run_row(d.name, rec, man_runs.get(d.name, {}), NON_SEMANTIC)
         row["in_manifest"] = d.name in man_runs if manifest else True
         foreign = _foreign(d.name, rec, manifest, man_runs, seen)
-        if foreign and row["included"]:
+        row["foreign"] = bool(foreign) and row["included"]
+        if row["foreign"]:
             row["included"], row["reason"] = False, foreign
         rows.append(row)
         infos[d.name] = (rec.summary.method_info if rec.summary else None) or {}

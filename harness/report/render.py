@@ -124,6 +124,8 @@ def _excluded_counts(st: StudyRecords) -> str:
     status = runs["status"].where(~(done & runs["unmatched"]), "unmatched")
     status = status.where(~(done & ~runs["unmatched"] & runs["stale"].fillna(False).astype(bool)),
                           "stale")
+    if "foreign" in runs:
+        status = status.where(~runs["foreign"].fillna(False).astype(bool), "foreign")
     exc = status[~runs["included"]].value_counts()
     return ", ".join(f"{v} {k}" for k, v in exc.items()) or "none"
 

@@ -31,7 +31,9 @@ import numpy as np
 import pandas as pd
 
 from harness import stats as S
-from harness.report.figures import Figure, color_map
+from harness.report import style as ST
+from harness.report import verdicts as V
+from harness.report.figures import Figure
 from harness.report.load import StudyRecords, cached_per_setting
 from harness.report.tables import Table, _option_diff, cell_name, fmt_opts, slug
 
@@ -169,9 +171,17 @@ def sr_comparisons(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: (r["cell"], order.get(r["baseline"], 0)))
 
 
-def comparison_table(st: StudyRecords, setting: str) -> Table:
+def sr_tests(st: StudyRecords, setting: str) -> list[tuple[dict[str, Any], V.Test]]:
+    """Every SR comparison of a setting with its Benjamini-Hochberg adjusted p over the
+    setting's SR comparisons: the report's one verdict rule (verdicts.py) for PSNR."""
     comps = sr_comparisons(st, setting)
     adj = S.adjust_pvalues([r["cmp"].p for r in comps])
+    return [(r, V.Test(r["cmp"], pa, len(comps))) for r, pa in zip(comps, adj)]
+
+
+def comparison_table(st: StudyRecords, setting: str) -> Table:
+    tests = sr_tests(st, setting)
+    comps, adj = [r for r, _ in tests], [t.p_adj for _, t in tests]
     header = ["Ours", "Baseline", "Cell", "Δ PSNR (dB)", "95% CI", "p", "p (BH)", "P(A>B)",
               "Δ SSIM", "Verdict"]
     rows, data = [], []
@@ -180,7 +190,7 @@ def comparison_table(st: StudyRecords, setting: str) -> Table:
         rows.append([r["ours"], r["baseline"], cell_name(*r["cell"]), f"{c.diff:+.2f}",
                      S.fmt_interval(c.ci, 2, signed=True), S.fmt_p(c.p), S.fmt_p(pa),
                      f"{c.p_a_greater:.2f}", f"{r['ssim_diff']:+.4f}",
-                     c.verdict(r["ours"], r["baseline"])])
+                     c.verdict(r["ours"], r["baseline"], pa)])
         data.append({"ours": r["ours"], "baseline": r["baseline"], "w_bits": r["cell"][0],
                      "a_bits": r["cell"][1], "epochs": r["cell"][2], "diff_db": c.diff,
                      "ci_low": c.ci[0] if c.ci else None, "ci_high": c.ci[1] if c.ci else None,
@@ -257,7 +267,8 @@ def _curve(st: StudyRecords, run_ids: list[str]) -> dict[str, Any] | None:
 
 def curves_figure(st: StudyRecords, setting: str) -> Figure | None:
     """Deployed test PSNR per epoch: a panel per (W/A, budget) with fp and bicubic in each."""
-    groups, colors, floor = sr_groups(st, setting), color_map(st), bicubic(st, setting)
+    colors = {lab: s["color"] for lab, s in ST.row_styles(st).items()}  # as every figure
+    groups, floor = sr_groups(st, setting), bicubic(st, setting)
     panels, shown = [], {}
     for w, a, e in _cells(st, setting):
         if (w, a) == (32, 32) and len(_cells(st, setting)) > 1:
@@ -400,16 +411,16 @@ def sr_answer(st: StudyRecords, q) -> tuple[str, list[str]]:
     items, cmps = [], []
     for s in sr_settings(st):
         by_cell: dict[tuple, list] = {}
-        for r in sr_comparisons(st, s):
+        for r, t in sr_tests(st, s):
             if st.method_of.get(r["baseline"]) in STE_METHODS:
-                by_cell.setdefault(r["cell"], []).append(r)
+                by_cell.setdefault(r["cell"], []).append({**r, "test": t})
         for cell, rs in sorted(by_cell.items()):
-            cmps += [r["cmp"] for r in rs]
+            cmps += [r["test"] for r in rs]
             best = max(rs, key=lambda r: r["b"].mean)
             items.append(f"{where_sr(st, s, cell)}: {best['ours']} "
                          f"{S.fmt_summary(best['a'])} dB vs the best STE baseline "
                          f"{best['baseline']} {S.fmt_summary(best['b'])} dB, difference in dB "
-                         f"{S.fmt_comparison(best['cmp'])}; against every STE baseline (dB): "
+                         f"{best['test'].fmt()}; against every STE baseline (dB): "
                          + "; ".join(f"{r['baseline']} {r['cmp'].diff:+.2f}" for r in rs) + ".")
     if not items:
         return (f"{NOT_ANSWERED}: no SR cell has both {st.ours} and an STE baseline "

@@ -752,7 +752,8 @@ def excluded_table(st: StudyRecords) -> Table:
     for _, r in exc.iterrows():
         status = r["status"]
         if status == "completed":
-            status = "unmatched" if r["unmatched"] else "stale"
+            status = ("unmatched" if r["unmatched"] else "stale" if r["stale"] else
+                      "foreign")
         cell = (cell_name(int(r["w_bits"]), int(r["a_bits"]), int(r["epochs"]))
                 if is_known(r["w_bits"]) and is_known(r["a_bits"]) and is_known(r["epochs"])
                 else "?")
