@@ -238,10 +238,13 @@ def safe_echo(echo: Callable[[str], None]) -> Callable[[str], None]:
             return
         try:
             echo(line)
-        except (BrokenPipeError, ValueError):  # ValueError: print to a closed file
+        except BrokenPipeError:
             state["open"] = False
-            with contextlib.suppress(OSError):  # nothing left for the exit-time flush
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            if sys.stdout is sys.__stdout__:  # the process's own stdout: nothing left to flush
+                with contextlib.suppress(OSError, ValueError):
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except ValueError:  # print to a closed file (a finished capture, say)
+            state["open"] = False
     return say
 
 
