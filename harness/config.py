@@ -25,6 +25,10 @@ A_QUANT = ("pact", "dorefa")
 A_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 32)
 # Keys that do not change what is computed; left out of the config hash (the run id).
 NON_SEMANTIC = ("device", "data.root", "data.download", "data.workers", "progress")
+# Keys added after run records existed, at the value that computes what the code did before
+# them: left out of the config hash at that value, so earlier run ids stay valid. (Method
+# options say the same through Method.inert_options.)
+HASH_STABLE = {"model.block": "standard", "model.shortcut": "B"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class ModelConfig:
     quantize_first: bool = False   # quantization policy, shared by every method of a study
     quantize_last: bool = False
     quantize_shortcut: bool = True
+    block: str = "standard"        # resnet20, bireal_resnet18: standard | convprelubn
+    shortcut: str = "B"            # resnet20: A (identity, zero padding) | B (1x1 projection)
 
 
 @dataclass(frozen=True)
@@ -272,10 +278,18 @@ def method_options(cfg: RunConfig) -> Any:
 
 
 def config_hash(cfg: RunConfig) -> str:
-    """sha256 (16 hex) of the resolved config without the keys in NON_SEMANTIC."""
+    """sha256 (16 hex) of the resolved config without the keys in NON_SEMANTIC, nor those at
+    their HASH_STABLE value, nor the method's inert options."""
+    from methods.base import get as get_method
+
     flat = flatten(to_dict(cfg))
     for k in NON_SEMANTIC:
         flat.pop(k, None)
+    for k, v in HASH_STABLE.items():
+        if flat.get(k) == v:
+            flat.pop(k)
+    for k in get_method(cfg.method).inert_options(dict(cfg.method_options)):
+        flat.pop(f"method.{k}", None)
     blob = json.dumps(flat, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
