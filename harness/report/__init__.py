@@ -17,6 +17,7 @@ The package, in the order data flows through it:
 
   load.py       records -> StudyRecords (runs table, metrics, groups per setting/row/cell)
   tables.py     the Table class (md, tex, csv) and every table builder
+  reproduction.py  the gap to the reported numbers (measured vs reference CSV)
   figures.py    figure specs (plain data) for harness/plots.py, with their captions
   questions.py  QUESTIONS: the reviewer questions, each with the function that answers it
   render.py     SECTIONS: report.md's sections in order; build_report, write_report

@@ -28,6 +28,7 @@ from harness import plots
 from harness import stats as S
 from harness.records import atomic_write_json, atomic_write_text
 from harness.report import figures as F
+from harness.report import reproduction as R
 from harness.report import tables as T
 from harness.report.figures import Figure
 from harness.report.load import (
@@ -252,6 +253,8 @@ def comparison_blocks(st: StudyRecords) -> list[Block]:
 SECTIONS: tuple[Section, ...] = (
     Section("Reviewer questions", "questions", answer_blocks),
     Section("Main results", "main", per_setting(T.main_tables)),
+    Section("Reproduction: measured vs reported", "reproduction",
+            per_setting(R.reproduction_tables)),
     Section(_comparisons_title, "comparisons", comparison_blocks),
     Section("Convergence", "convergence", per_setting(F.convergence_figures), figures=True),
     Section("Per-seed final accuracy", "seeds", per_setting(F.seed_figures), figures=True),
