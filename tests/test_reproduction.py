@@ -222,7 +222,7 @@ def test_reproduction_studies_run_the_readme_recipe_per_cell(fake_cifar, name, m
         assert {(r.cfg.model.block, r.cfg.model.shortcut) for r in study.runs} == {
             ("convprelubn", "A")}
     smoke = sweep.load_spec(ROOT / "studies" / f"slb_reproduce_{name}.toml", scale="smoke")
-    assert len(smoke.runs) == 24 and {r.epochs for r in smoke.runs} == {10}
+    assert len(smoke.runs) == 24 and {r.epochs for r in smoke.runs} == {5}
     assert all(Path(r.cfg.data.root).is_absolute() for r in smoke.runs)
 
 
