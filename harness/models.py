@@ -198,7 +198,9 @@ class BiRealUnit(nn.Module):
         self.bn = nn.BatchNorm2d(cout)
         self.shortcut = nn.Identity()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.AvgPool2d(2, stride),
+            # ceil_mode: the same as Bi-Real's pooling on even sizes, and odd ones (small
+            # test images) keep their last row and column instead of failing
+            self.shortcut = nn.Sequential(nn.AvgPool2d(2, stride, ceil_mode=True),
                                           nn.Conv2d(cin, cout, 1, 1, bias=False),
                                           nn.BatchNorm2d(cout))
 

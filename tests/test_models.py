@@ -15,6 +15,8 @@ from torch import nn
 
 from harness import config as C
 from harness import models as M
+from harness import train
+from harness.export import export_and_check
 from methods.base import QLayer, UserError
 from methods.base import get as get_method
 
@@ -127,6 +129,18 @@ def test_bireal_trains_with_slb_weights_and_the_policy():
     out = model(torch.randn(2, 3, 32, 32))
     out.sum().backward()
     assert all(m.wq.logits.grad is not None for m in model.modules() if isinstance(m, QLayer))
+
+
+@pytest.mark.parametrize("model,sets", [
+    ("resnet20", ["model.block=convprelubn", "model.shortcut=A"]),
+    ("bireal_resnet18", ["model.block=convprelubn", "model.quantize_shortcut=false"])])
+def test_new_models_train_export_and_rebuild_exactly(model, sets, tmp_path):
+    cfg = tiny_cfg("slb", sets=[f"model.name={model}", "method.bn=recal_epoch",
+                                "method.recal_from=first", "method.recal_batches=2", *sets],
+                   epochs=1, a_bits=4)
+    assert train.run(cfg, tmp_path, echo=lambda s: None).status == "completed"
+    acc, want = export_and_check(tmp_path, echo=lambda s: None)
+    assert acc == want
 
 
 @pytest.mark.parametrize("sets,field,part", [
