@@ -292,8 +292,8 @@ def first_recal_epoch(opt: "SlbOptions", epochs: int, steps_per_epoch: int) -> i
         last_step = (k + 1) * steps_per_epoch - 1
         if inv_temperature(opt, Progress(k, epochs, last_step, steps_per_epoch)) != opt.t0:
             return k
-    return int(epochs * opt.start) if opt.factor is not None else \
-        math.floor(opt.start * epochs + 1e-9)
+    _, s, _, per_epoch = schedule_position(opt, Progress(0, epochs, 0, steps_per_epoch))
+    return int(s // per_epoch)
 
 
 def inv_temperature(opt: "SlbOptions", progress: Progress) -> float:
