@@ -178,7 +178,7 @@ def cmd_sweep(args) -> int:
         print(f"error: {len(e.errors)} problem(s) in {args.spec}; nothing was submitted",
               file=sys.stderr)
         return 2
-    if args.executor == "slurm" and shutil.which("sbatch") is None:
+    if args.executor == "slurm" and not args.dry_run and shutil.which("sbatch") is None:
         raise UserError("--executor", "slurm needs sbatch on PATH; use --executor local or "
                         "start the local cluster (python slurm/cluster.py start)")
     sdir = study_dir(Path(args.results).resolve(), study)

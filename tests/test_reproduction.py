@@ -159,8 +159,8 @@ def test_dry_run_json_in_a_fresh_process_prints_only_json(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "harness", "sweep", str(write_spec(tmp_path)), "--dry-run",
          "--json", "--results", str(tmp_path / "res")],
-        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=300)
+        cwd=ROOT, capture_output=True, text=True, timeout=300,   # no sbatch needed to plan
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PATH": os.path.dirname(sys.executable)})
     assert proc.returncode == 0, proc.stderr
     assert len([json.loads(line) for line in proc.stdout.splitlines()]) == 5
 
