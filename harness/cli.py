@@ -107,6 +107,9 @@ def _add_sweep(sub, executors: tuple[str, ...]) -> None:
                         "else local")
     p.add_argument("--scale", default=None, help="scale profile, e.g. smoke (default: full)")
     p.add_argument("--dry-run", action="store_true", help="validate and print; submit nothing")
+    p.add_argument("--json", action="store_true",
+                   help="with --dry-run: one JSON object per run on stdout (id, variant, cell, "
+                        "epochs, seed, the resolved config); the plan goes to stderr")
     p.add_argument("--retry-failed", action="store_true", help="also resubmit failed runs")
     p.add_argument("--wait", action="store_true", help="slurm: block until the jobs finish")
     p.add_argument("--results", default="results", help="parent of the study directory")

@@ -30,9 +30,10 @@ SEED_LIMIT = 2**32
 BIG = 10**9  # an upper bound for counts that only guards against typos (1e7 for 1e3)
 # Keys that do not change what is computed; left out of the config hash (the run id).
 NON_SEMANTIC = ("device", "data.root", "data.download", "data.workers", "progress", "loggers")
-# Keys added after records existed: left out of the hash while at their default, so older
-# run ids stay valid.
-LATER_KEYS = {"optim.quant_lr_scale": 1.0}
+# Keys added after run records existed, at the value that computes what the code did before
+# them: left out of the config hash at that value, so earlier run ids stay valid. (Method
+# options say the same through Method.inert_options.)
+LATER_KEYS = {"optim.quant_lr_scale": 1.0, "model.block": "standard", "model.shortcut": "B"}
 
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, lo: float | None = None,
@@ -70,6 +71,11 @@ class ModelConfig:
                                       "method of a study)")
     quantize_last: bool = opt(False, "quantize the last linear layer too")
     quantize_shortcut: bool = opt(True, "quantize 1x1 shortcut convs")
+    block: str = opt("standard", "resnet20, bireal_resnet18 block: standard, or convprelubn "
+                                 "(the SLB README's reading, an assumption)",
+                     choices=("standard", "convprelubn"))
+    shortcut: str = opt("B", "resnet20 shortcut where the shape changes: A (identity, zero "
+                             "padding) or B (1x1 projection)", choices=("A", "B"))
 
 
 @dataclass(frozen=True)
@@ -349,15 +355,19 @@ def method_options(cfg: RunConfig) -> Any:
 
 
 def config_hash(cfg: RunConfig) -> str:
-    """sha256 (16 hex) of the resolved config without the keys in NON_SEMANTIC, and without
-    the LATER_KEYS that hold their default (so run ids made before they existed still
-    match)."""
+    """sha256 (16 hex) of the resolved config without the keys in NON_SEMANTIC, nor the
+    LATER_KEYS at the value they had before they existed (so earlier run ids still match),
+    nor the method's inert options."""
+    from methods.base import get as get_method
+
     flat = flatten(to_dict(cfg))
     for k in NON_SEMANTIC:
         flat.pop(k, None)
     for k, default in LATER_KEYS.items():
         if flat.get(k) == default:
             flat.pop(k)
+    for k in get_method(cfg.method).inert_options(dict(cfg.method_options)):
+        flat.pop(f"method.{k}", None)
     blob = json.dumps(flat, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

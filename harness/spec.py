@@ -1,10 +1,11 @@
 """Study specs: a TOML file -> validated, expanded runs (one resolved RunConfig each).
 
-    [study]      name, description, question, gpu_hours, allow_unmatched
+    [study]      name, description, question, gpu_hours, allow_unmatched, reproduction
     [recipe]     the shared recipe: every config key but the grid's (see `run --help`)
+    [cell_recipe."W1/A1..A8"]  recipe keys for the cells a pattern names (reproduction only)
     [grid]       bits = [[W, A], ...], epochs = [...], seeds = [...], exclude, variants
-    [variants.NAME]  method, options, recipe (unmatched only), unmatched, reference, bits,
-                 executor, description
+    [variants.NAME]  method, options, cell_options, recipe (unmatched only), unmatched,
+                 reference, bits, executor, description
     [executor]   resources and where to run (see EXECUTOR_TYPES)
     [scales.NAME]  epochs_divisor, min_epochs, max_seeds, set (e.g. `--scale smoke`)
     [report]     read by the report only
@@ -12,6 +13,14 @@
 :func:`load_spec` reads a spec in small named steps (study table, scale, recipe, grid,
 variants, executor, expansion, whole-study checks), collecting every problem before it
 raises :class:`SpecErrors`, so a user fixes a broken spec in one pass.
+
+Per-cell settings: a variant's ``cell_options`` and a reproduction study's ``cell_recipe`` are
+tables keyed by cell patterns, "W1/A32" or ranges "W1/A1..A8", "W1..W2/A32" (both ends
+included, matching the grid's cells in the range). A run takes the variant's options (or the
+recipe), then the values of every pattern that names its cell; ``--set`` overrides still win.
+A key that does not parse, a pattern that names no cell, two patterns giving one key two values
+in a cell, and a key set for some cells with no default for the others are errors. The
+resolved values are what each run records (config.json) and what its id hashes.
 """
 from __future__ import annotations
 
@@ -45,10 +54,12 @@ EXECUTOR_DEFAULTS = {
 # the executor keys that shape one job (runs with equal shapes share a job array)
 RESOURCE_KEYS = ("timeout_min", "gpus_per_task", "cpus_per_task", "mem_gb", "tasks_per_node",
                  "nodes", "partition", "constraint", "qos", "account")
-SECTIONS = ("study", "recipe", "grid", "variants", "executor", "scales", "report")
-STUDY_KEYS = ("name", "description", "allow_unmatched", "question", "gpu_hours")
+SECTIONS = ("study", "recipe", "grid", "variants", "executor", "scales", "report", "cell_recipe")
+STUDY_KEYS = ("name", "description", "allow_unmatched", "question", "gpu_hours", "reproduction")
 VARIANT_KEYS = ("method", "options", "recipe", "unmatched", "reference", "bits", "executor",
-                "description")
+                "description", "cell_options")
+# a cell pattern: W<w>[..<w2>]/A<a>[..<a2>], e.g. "W1/A32", "W1/A1..A8", "W1..W2/A32"
+CELL_PATTERN = re.compile(r"W(\d+)(?:\.\.W?(\d+))?/A(\d+)(?:\.\.A?(\d+))?")
 
 
 # names that become paths (study, variant; run ids are built from them): no separators, no
@@ -106,6 +117,7 @@ class Variant:
     reference: bool
     bits: list[tuple[int, int]] | None
     executor: dict[str, Any]
+    cell_options: dict[str, Any] = field(default_factory=dict)  # pattern -> options
 
 
 @dataclass
@@ -205,8 +217,12 @@ def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None
     executor = {**EXECUTOR_DEFAULTS, **p.typed(raw.get("executor", {}), EXECUTOR_TYPES,
                                                "executor")}
     study = Study(path, str(name), raw, scale, executor=executor)
-    _expand(study, recipe, C.flatten(scale_t.get("set", {})), variants, bits, budget_map, seeds,
-            excludes, p)
+    scale_set = C.flatten(scale_t.get("set", {}))
+    _fix_root(scale_set, path.parent)  # a scale's data.root is relative to the spec too
+    cell_recipe = _cell_recipe(raw, recipe, _set_keys(sets), _all_cells(variants, bits),
+                               path.parent, p)
+    _expand(study, recipe, scale_set, variants, bits, budget_map, seeds, excludes, p,
+            cell_recipe)
     _check_data_roots(study, p)
     _check_recipe_shared(study, p)
     _check_distinct_variants(study, p)
@@ -413,8 +429,13 @@ def _variant(name: str, t: Any, allow_unmatched: bool, spec_dir: Path,
     bits = _pairs(t["bits"], f"{w}.bits", p) if "bits" in t else None
     ex = p.typed(t.get("executor", {}), {k: EXECUTOR_TYPES[k] for k in RESOURCE_KEYS},
                  f"{w}.executor")
+    cell_options = t.get("cell_options", {})
+    if not isinstance(cell_options, dict):
+        p.add(f'{w}.cell_options: expected a table keyed by cells, e.g. '
+              '{ "W1/A32" = { factor = 1.04 } }')
+        cell_options = {}
     return Variant(name, t["method"], dict(t.get("options", {})), recipe, unmatched,
-                   bool(t.get("reference", False)), bits, dict(ex))
+                   bool(t.get("reference", False)), bits, dict(ex), dict(cell_options))
 
 
 def _method_recipe_changes(method: str, options: dict[str, Any]) -> list[str]:
@@ -435,7 +456,8 @@ def _method_recipe_changes(method: str, options: dict[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------- expansion
 
 def _expand(study: Study, recipe: dict, scale_set: dict, variants: dict[str, Variant],
-            bits: list, budget_map: dict, seeds: list, excl, p: Problems) -> None:
+            bits: list, budget_map: dict, seeds: list, excl, p: Problems,
+            cell_recipe: dict | None = None) -> None:
     excludes, chosen = excl
     if chosen is not None:
         unknown = [v for v in chosen if v not in variants]
@@ -443,23 +465,28 @@ def _expand(study: Study, recipe: dict, scale_set: dict, variants: dict[str, Var
             p.add(f"grid.variants: {unknown} not defined under [variants]")
         variants = {k: v for k, v in variants.items() if k in chosen}
     for v in variants.values():
-        for w, a in v.bits or ([(32, 32)] if v.reference else bits):
+        cell_options = _cell_options(v, _variant_cells(v, bits), p)
+        if cell_options is None:
+            continue  # its per-cell options are broken: reported once, not once per run
+        for w, a in _variant_cells(v, bits):
             for e in budget_map:
                 reason = _excluded(excludes, v.name, w, a, e) or _unsupported(v.method, w)
                 if reason is not None:
                     study.excluded.append({"variant": v.name, "w_bits": w, "a_bits": a,
                                            "epochs": budget_map[e], "reason": reason})
                     continue
+                cell = (cell_options.get((w, a), {}), (cell_recipe or {}).get((w, a), {}))
                 for s in seeds:
-                    run = _one_run(study, v, recipe, scale_set, w, a, budget_map[e], s, p)
+                    run = _one_run(study, v, recipe, scale_set, w, a, budget_map[e], s, p, cell)
                     if run is not None:
                         study.runs.append(run)
 
 
 def _one_run(study: Study, v: Variant, recipe: dict, scale_set: dict, w: int, a: int,
-             epochs: int, seed: int, p: Problems) -> Run | None:
-    flat = {**recipe, **v.recipe, **scale_set, "method": v.method,
-            **{f"method.{k}": val for k, val in v.options.items()},
+             epochs: int, seed: int, p: Problems, cell: tuple[dict, dict] = ({}, {})) -> Run | None:
+    cell_options, cell_recipe = cell
+    flat = {**recipe, **cell_recipe, **v.recipe, **scale_set, "method": v.method,
+            **{f"method.{k}": val for k, val in {**v.options, **cell_options}.items()},
             "w_bits": w, "a_bits": a, "epochs": epochs, "seed": seed, "progress": "line",
             "meta.study": study.name, "meta.variant": v.name, "meta.scale": study.scale,
             "meta.unmatched": v.unmatched}
@@ -495,6 +522,137 @@ def _unsupported(method: str, w_bits: int) -> str | None:
     if cls is not None and w_bits not in cls.bits:
         return f"{method} cannot run {w_bits}-bit weights (supports {sorted(cls.bits)})"
     return None
+
+
+# --------------------------------------------------------------------------- per-cell settings
+
+def cell_name(w: int, a: int) -> str:
+    return f"W{w}/A{a}"
+
+
+def parse_cell_pattern(key: str) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """((w_lo, w_hi), (a_lo, a_hi)) of a cell pattern, or None when it is not one."""
+    m = CELL_PATTERN.fullmatch(key.strip())
+    if m is None:
+        return None
+    w_lo, w_hi, a_lo, a_hi = m.groups()
+    w, a = (int(w_lo), int(w_hi or w_lo)), (int(a_lo), int(a_hi or a_lo))
+    return (w, a) if w[0] <= w[1] and a[0] <= a[1] else None
+
+
+def _variant_cells(v: Variant, bits: list) -> list[tuple[int, int]]:
+    return list(v.bits or ([(32, 32)] if v.reference else bits))
+
+
+def _all_cells(variants: dict[str, Variant], bits: list) -> list[tuple[int, int]]:
+    cells = [c for v in variants.values() for c in _variant_cells(v, bits)]
+    return list(dict.fromkeys(cells))
+
+
+def _set_keys(sets: list[str] | None) -> set[str]:
+    try:
+        return set(C.parse_sets(sets or []))
+    except UserError:
+        return set()  # reported by _recipe
+
+
+def _per_cell(table: Any, where: str, cells: list[tuple[int, int]], defaults: set[str],
+              check, p: Problems) -> dict[tuple[int, int], dict[str, Any]] | None:
+    """{cell: merged values} of a table keyed by cell patterns (see the module docstring).
+    ``check(values)`` returns what is wrong with one pattern's values ("" when nothing).
+    None when the table has a problem (each reported here, once)."""
+    n = len(p.items)
+    if not isinstance(table, dict):
+        p.add(f'{where}: expected a table keyed by cells, e.g. "W1/A32" = {{ ... }}')
+        return None
+    out: dict[tuple[int, int], dict[str, Any]] = {c: {} for c in cells}
+    source: dict[tuple[tuple[int, int], str], str] = {}
+    for key, values in table.items():
+        rng = parse_cell_pattern(key)
+        if rng is None:
+            p.add(f'{where}."{key}": not a cell; write "W1/A32", or a range such as '
+                  '"W1/A1..A8" or "W1..W2/A32"')
+            continue
+        if not isinstance(values, dict):
+            p.add(f'{where}."{key}": expected a table of values, got {values!r}')
+            continue
+        values = C.flatten(values)
+        problem = check(values)
+        if problem:
+            p.add(f'{where}."{key}": {problem}')
+            continue
+        named = [c for c in cells if rng[0][0] <= c[0] <= rng[0][1]
+                 and rng[1][0] <= c[1] <= rng[1][1]]
+        if not named:
+            p.add(f'{where}."{key}": names no cell of this grid '
+                  f'({", ".join(cell_name(*c) for c in cells)}); fix the bits or drop it')
+        for c in named:
+            for k, val in values.items():
+                if k in out[c] and out[c][k] != val:
+                    p.add(f'{where}: "{source[(c, k)]}" and "{key}" both set {k} in '
+                          f'{cell_name(*c)} ({out[c][k]!r} vs {val!r}); make the patterns '
+                          'disjoint')
+                out[c][k] = val
+                source[(c, k)] = key
+    if len(p.items) > n:
+        return None
+    for k in sorted({k for vals in out.values() for k in vals} - defaults):
+        bare = [cell_name(*c) for c, vals in out.items() if k not in vals]
+        if bare:
+            p.add(f"{where}: {k} is set for some cells but not for {', '.join(bare)}; add a "
+                  "pattern for them or a default for every cell")
+    return out if len(p.items) == n else None
+
+
+def _cell_options(v: Variant, cells: list[tuple[int, int]],
+                  p: Problems) -> dict[tuple[int, int], dict[str, Any]] | None:
+    """A variant's options per cell (``cell_options``), each pattern checked by its method."""
+    from methods.base import load_all
+
+    cls = load_all().get(v.method)  # an unknown method is reported when its runs resolve
+
+    def check(values: dict[str, Any]) -> str:
+        try:
+            if cls is not None:
+                cls.parse_options({**v.options, **values})
+        except UserError as e:
+            return str(e)
+        return ""
+
+    return _per_cell(v.cell_options, f"variants.{v.name}.cell_options", cells,
+                     set(C.flatten(v.options)), check, p)
+
+
+def _cell_recipe(raw: dict, recipe: dict, set_keys: set[str], cells: list[tuple[int, int]],
+                 spec_dir: Path, p: Problems) -> dict[tuple[int, int], dict[str, Any]]:
+    """``[cell_recipe]``: recipe keys per cell, for reproduction studies only; ``--set``
+    keys are left to the override."""
+    table = raw.get("cell_recipe")
+    if table is None:
+        return {}
+    study_t = raw.get("study") if isinstance(raw.get("study"), dict) else {}
+    if study_t.get("reproduction", False) is not True:
+        p.add("cell_recipe: per-cell recipe keys are for reproduction studies (set "
+              "study.reproduction = true); a matched study shares one recipe in every cell")
+        return {}
+
+    def check(values: dict[str, Any]) -> str:
+        fixed = [k for k in values if k in GRID_KEYS or k.startswith(("method.", "meta."))]
+        if fixed:
+            return (f"{', '.join(fixed)}: set by the grid or a variant, not a recipe key "
+                    "(method options per cell: the variant's cell_options)")
+        try:
+            C.from_flat(dict(values))
+        except UserError as e:
+            return str(e)
+        return ""
+
+    out = _per_cell(table, "cell_recipe", cells, set(recipe), check, p) or {}
+    for values in out.values():
+        for key in set_keys & set(values):
+            values.pop(key)
+        _fix_root(values, spec_dir)
+    return out
 
 
 # --------------------------------------------------------------------------- whole-study checks

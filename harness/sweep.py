@@ -1,7 +1,7 @@
 """Studies: spec -> expanded runs -> job backend (slurm | local | debug) -> run records.
 
     python -m harness sweep STUDY.toml [--executor slurm|local|debug] [--scale NAME] [--dry-run]
-                                       [--retry-failed] [--wait] [--results DIR]
+                                       [--json] [--retry-failed] [--wait] [--results DIR]
     python -m harness status results/<study>
     python -m harness cancel results/<study>
 
@@ -169,7 +169,27 @@ def prepare_records(runs: list[Run], sdir: Path) -> None:
         train.prepare_run_dir(run_dir, r.cfg)
 
 
+def dry_run_lines(study: Study, sdir: Path, retry_failed: bool) -> list[str]:
+    """`sweep --dry-run --json`: one JSON object per expanded run, with the fully resolved
+    config its config.json would record, so two specs can be diffed before anything runs."""
+    todo, _ = plan_runs(study, sdir, retry_failed, strict=False)
+    submit = {r.run_id for r in todo}
+    return [json.dumps({"run_id": r.run_id, "variant": r.variant, "method": r.method,
+                        "cell": f"W{r.w_bits}/A{r.a_bits}", "w_bits": r.w_bits,
+                        "a_bits": r.a_bits, "epochs": r.epochs, "seed": r.seed,
+                        "unmatched": r.unmatched, "to_submit": r.run_id in submit,
+                        "config": {**C.to_dict(r.cfg), "config_hash": C.config_hash(r.cfg)}})
+            for r in study.runs]
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 def cmd_sweep(args) -> int:
+    as_json = getattr(args, "json", False)
+    if as_json and not args.dry_run:
+        raise UserError("--json", "prints the runs a dry run would submit; add --dry-run")
     try:
         study = load_spec(args.spec, args.scale, args.set)
     except SpecErrors as e:
@@ -183,11 +203,14 @@ def cmd_sweep(args) -> int:
         args.executor = "slurm" if up else "local"
         why = "a SLURM controller answers" if up else "no SLURM controller answers"
         print(f"executor: {args.executor} (auto: {why}; choose with --executor)")
-    if args.executor == "slurm" and shutil.which("sbatch") is None:
+    if args.executor == "slurm" and not args.dry_run and shutil.which("sbatch") is None:
         raise UserError("--executor", "slurm needs sbatch on PATH; use --executor local or "
                         "start the local cluster (python slurm/cluster.py start)")
     sdir = study_dir(Path(args.results).resolve(), study)
-    print_plan(study)
+    print_plan(study, echo=_stderr if as_json else print)
+    if as_json:  # stdout: the JSON lines and nothing else
+        print("\n".join(dry_run_lines(study, sdir, args.retry_failed)))
+        return 0
     if args.dry_run:  # writes nothing, not even the study directory
         todo, skipped = plan_runs(study, sdir, args.retry_failed, strict=False)
         _print_todo(todo, skipped)

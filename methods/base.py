@@ -268,6 +268,14 @@ class Method:
         """Checks that need the parsed options and the bit widths (default: none)."""
 
     @classmethod
+    def inert_options(cls, options: dict[str, Any]) -> set[str]:
+        """Names of resolved options that change nothing this run computes: at the value that
+        reproduces what the code did before the option existed, or ignored by the other
+        options. The config hash (the run id) leaves them out, so adding an option keeps the
+        ids of earlier runs (default: none)."""
+        return set()
+
+    @classmethod
     def recipe_changes(cls, options: Any) -> list[str]:
         """What these options change of the shared recipe (e.g. a method's own activation
         quantizer); a study accepts such a variant only when it is marked unmatched."""

@@ -24,17 +24,29 @@ Temperature (5), T from t0 to t1 over [start, end] of training, position p in ep
   (``granularity=epoch``: p = e, the 0-based epoch; s = floor(start E), e_end = floor(end E), as
   the official code) or in steps (``granularity=step``: p = step, s = start N, e_end = end N):
     r = clamp((p - s) / (e_end - s), 0, 1)
-    exp     T = t0 (t1/t0)^r; with ``factor`` f: the official T = t0 f^(min(max(p,s),e_end) - s)
-            (f per epoch also at step granularity; t1 is then not used)
+    exp     T = t0 (t1/t0)^r
     linear  T = t0 + (t1 - t0) r
     cos     T = t0 + (t1 - t0) (1 - cos(pi r)) / 2
     sgdr    [s, e_end] split into cycles of length c_k = sgdr_cycle (e_end - s) sgdr_mult^k; a
             cycle is added only while the next one still fits, the last cycle absorbs the rest,
             so it ends at e_end with T = t1. Within a cycle T = t0 (t1/t0)^r_k (r_k the position in
             the cycle): T climbs to t1 and restarts at t0.
-  All schedules span the same range, so they can be compared. T is set per epoch (before its
-  first step) or per step (before each step); metrics log the last T used (inv_temperature)
-  and 1/T (temperature).
+  exp with ``factor`` f is the official per-epoch form, with golden-stick's epoch semantics
+  (mindspore_gs/quantization/slb/slb_quant_aware_training.py, TemperatureScheduler.epoch_begin;
+  MindSpore numbers epochs from 1 when it calls epoch_begin):
+    n = k + 1 (k the 0-based epoch), s = int(E start), e_end = int(E end) (Python int() of
+    the float products, exactly as golden-stick), T_k = t0 f^(min(n, e_end) - s) if n > s else t0
+  e.g. E = 10, f = 2, start 0.2, end 0.8, t0 = 1: T = 1, 1, 2, 4, 8, 16, 32, 64, 64, 64 (t1
+  is then not used). At step granularity f also counts per epoch, continuously:
+  T = t0 f^((clamp(step, s, e_end) - s) / steps_per_epoch) with s = start N, e_end = end N.
+  All schedules span comparable ranges. T is set per epoch (before its first step) or per step
+  (before each step); metrics.csv row k logs the T used for training during epoch k
+  (inv_temperature; the last one at step granularity) and 1/T (temperature).
+``hard_end`` (golden-stick's ``set_temperature_end_flag``): once the window has ended (factor
+  form: n >= e_end, the epoch that first uses the final T; otherwise p >= e_end) the training
+  forward uses the one-hot argmax weights W_q (eq. 4) instead of W_c. A then gets a zero
+  gradient (argmax has none, as MindSpore's), so weight decay and the momentum of earlier steps
+  still act on it, as they do in golden-stick; quant_gap is then 0.
 State batch normalization (6), ``method.bn``; every BatchNorm2d becomes a :class:`StateBN` with
   a second set of running statistics (``*_q``) sharing gamma/beta (except ``bn=none``):
     sbn          the paper: training forwards use and update the continuous set; after every
@@ -43,7 +55,12 @@ State batch normalization (6), ``method.bn``; every BatchNorm2d becomes a :class
                  deployed network uses W_q with the quantized set.
     recal_epoch  official README: after each epoch the quantized set is recomputed as the plain
                  average (momentum None, torch.optim.swa_utils.update_bn) over
-                 ``recal_batches`` augmented training batches in the deployed state.
+                 ``recal_batches`` augmented training batches in the deployed state. As
+                 golden-stick's BNCalibrationCallback (calibrate after 1-based epoch n when
+                 n > int(E start)), calibration starts with the first epoch whose T differs
+                 from t0 (``recal_from=window``; the window start when T never changes);
+                 ``recal_from=first`` calibrates from the first epoch. Until the first
+                 calibration the deployed network is evaluated with the continuous set.
     recal_end    a reviewer: the same recomputation once, after training; until then the
                  deployed network is evaluated with the continuous set.
     none         the deployed network uses the continuous statistics (the gap SBN closes).
@@ -79,8 +96,11 @@ Deviations from the paper, plainly:
   The extra SBN forward runs in the default precision (no autocast).
 - Recalibration averages batch statistics in train mode (MindSpore's eval-mode pass that never
   resets its flag is avoided). recal_end evaluates with continuous statistics before the end.
-- MindSpore's switch to one-hot argmax weights after e_end is not done (quant_gap shows how
-  close W_c is to W_q instead).
+- MindSpore's switch to one-hot argmax weights after e_end is off by default (``hard_end``
+  turns it on; quant_gap shows how close W_c is to W_q otherwise).
+- The window's epochs s and e_end are floor(E x + 1e-9) for the ramp schedules (the guard
+  keeps 0.29 x 100 at 29) but golden-stick's int(E x) for the factor form (28 there), so that
+  form matches golden-stick epoch for epoch.
 - A candidate list may have fewer than 2^b values with ``allow_any_count=true`` (e.g. ternary
   at 2 bits); more than 2^b values are refused (they do not fit in b bits).
 """
@@ -113,6 +133,7 @@ INITS = ("random", "from_fp")
 SCHEDULES = ("exp", "linear", "cos", "sgdr")
 GRANULARITIES = ("epoch", "step")
 BN_MODES = ("sbn", "recal_epoch", "recal_end", "none")
+RECAL_FROM = ("window", "first")
 
 
 # --------------------------------------------------------------------------- pure functions
@@ -182,6 +203,21 @@ def argmax_rows(logits: torch.Tensor) -> torch.Tensor:
     return idx
 
 
+class _HardSlbWeight(torch.autograd.Function):
+    """golden-stick's training forward after the window (``hard_end``): W_q = V[argmax A] for
+    candidates-first logits (n, N), and a zero gradient for A (argmax has none), so the
+    optimizer's weight decay and momentum still act on A as in MindSpore."""
+
+    @staticmethod
+    def forward(ctx, logits, candidates):
+        ctx.logits_shape = logits.shape
+        return candidates.to(logits.dtype)[argmax_rows(logits)]
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.new_zeros(ctx.logits_shape), None
+
+
 def slb_deploy(logits: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     """W_q = V[argmax A] (eq. 4)."""
     return candidates.to(logits.dtype)[logits.argmax(dim=-1)]
@@ -226,13 +262,38 @@ def _sgdr_cycle(p: float, s: float, e: float, first: float, mult: float) -> tupl
 
 
 def schedule_position(opt: "SlbOptions", progress: Progress) -> tuple[float, float, float, float]:
-    """(p, s, e_end, units per epoch) of eq. 5 in epochs or steps."""
+    """(p, s, e_end, units per epoch) of eq. 5 in epochs or steps. The factor form at epoch
+    granularity counts as golden-stick: p = epoch + 1, s = int(E start), e_end = int(E end)."""
     if opt.granularity == "epoch":
         n = progress.epochs
+        if opt.factor is not None:
+            return (float(progress.epoch + 1), float(int(n * opt.start)),
+                    float(int(n * opt.end)), 1.0)
         return (float(progress.epoch), float(math.floor(opt.start * n + 1e-9)),
                 float(math.floor(opt.end * n + 1e-9)), 1.0)
     n = progress.total_steps
     return float(progress.step), opt.start * n, opt.end * n, float(progress.steps_per_epoch)
+
+
+def window_ended(opt: "SlbOptions", progress: Progress) -> bool:
+    """True once T has its final value (golden-stick's temperature end flag): p >= e_end."""
+    p, _, e, _ = schedule_position(opt, progress)
+    return p >= e
+
+
+def first_recal_epoch(opt: "SlbOptions", epochs: int, steps_per_epoch: int) -> int:
+    """The 0-based epoch after which ``bn=recal_epoch`` first recalibrates: 0 with
+    ``recal_from=first``; else the first epoch whose T (at its last step) differs from t0, as
+    golden-stick's BN calibration (after 1-based epoch n > int(E start)); the window start
+    when T never changes (factor 1, t1 = t0)."""
+    if opt.recal_from == "first":
+        return 0
+    for k in range(epochs):
+        last_step = (k + 1) * steps_per_epoch - 1
+        if inv_temperature(opt, Progress(k, epochs, last_step, steps_per_epoch)) != opt.t0:
+            return k
+    _, s, _, per_epoch = schedule_position(opt, Progress(0, epochs, 0, steps_per_epoch))
+    return int(s // per_epoch)
 
 
 def inv_temperature(opt: "SlbOptions", progress: Progress) -> float:
@@ -272,6 +333,8 @@ class SlbOptions:
     bn: str = field(default="sbn", metadata={"choices": BN_MODES})
     sbn_every: int = 1                   # sbn: quantized-statistics pass every k steps
     recal_batches: int = 0               # recal_*: training batches; 0 = as many as the test set
+    recal_from: str = field(default="window", metadata={"choices": RECAL_FROM})  # recal_epoch
+    hard_end: bool = False               # train with W_q once the window has ended (MindSpore)
 
 
 def validate_options(o: SlbOptions) -> None:
@@ -309,6 +372,8 @@ def validate_options(o: SlbOptions) -> None:
     require(o.sbn_every >= 1, "method.sbn_every", f"must be >= 1, got {o.sbn_every}")
     require(o.recal_batches >= 0, "method.recal_batches",
             f"must be >= 0 (0 = as many as the test set), got {o.recal_batches}")
+    require(o.recal_from == "window" or o.bn == "recal_epoch", "method.recal_from",
+            f"only read with method.bn=recal_epoch (got {o.bn!r}); drop it")
 
 
 def check_candidate_count(o: SlbOptions, w_bits: int) -> None:
@@ -421,11 +486,14 @@ class SlbWeight(WeightQuantizer):
         self.register_buffer("inv_temperature", torch.ones((), dtype=logits.dtype),
                              persistent=False)
         self.register_buffer("prev_codes", self.codes())  # for flip_ratio; survives a resume
+        self.hard = False  # hard_end: the training forward uses W_q (set every epoch/step)
 
     def logits_view(self) -> torch.Tensor:
         return self.logits.t().view(*self.shape, self.logits.shape[0])
 
     def forward(self) -> torch.Tensor:
+        if self.hard:
+            return _HardSlbWeight.apply(self.logits, self.candidates).view(self.shape)
         return slb_weight_candidates_first(self.logits, self.candidates,
                                            self.inv_temperature).view(self.shape)
 
@@ -473,6 +541,8 @@ class Slb(Method):
         self.calibrated = False       # quantized BN statistics hold a recalibration
         self.flip_ratio = 0.0
         self._fp_state: dict[str, torch.Tensor] | None = None
+        self.epoch = 0                             # the epoch being trained (0-based)
+        self.recal_from_epoch: int | None = None   # bn=recal_epoch: first_recal_epoch
 
     # --- construction
     @classmethod
@@ -484,6 +554,15 @@ class Slb(Method):
     @classmethod
     def check_options(cls, options: SlbOptions, w_bits: int, a_bits: int) -> None:
         check_candidate_count(options, w_bits)
+
+    @classmethod
+    def inert_options(cls, options: dict[str, Any]) -> set[str]:
+        """hard_end off and recal_from unused or "first" compute what the code did before
+        these options existed (calibration from the first epoch)."""
+        inert = set() if options.get("hard_end") else {"hard_end"}
+        if options.get("bn") != "recal_epoch" or options.get("recal_from") == "first":
+            inert.add("recal_from")
+        return inert
 
     def make_quantizer(self, layer: nn.Module, name: str) -> SlbWeight:
         w = layer.weight.detach()
@@ -518,10 +597,16 @@ class Slb(Method):
     # --- temperature
     def _set_temperature(self, model: nn.Module, progress: Progress) -> None:
         self.inv_temperature = inv_temperature(self.opt, progress)
+        hard = self.opt.hard_end and window_ended(self.opt, progress)
         for wq in slb_layers(model):
             wq.inv_temperature.fill_(self.inv_temperature)
+            wq.hard = hard
 
     def on_epoch_start(self, model: nn.Module, progress: Progress) -> None:
+        self.epoch = progress.epoch
+        if self.recal_from_epoch is None:
+            self.recal_from_epoch = first_recal_epoch(self.opt, progress.epochs,
+                                                      progress.steps_per_epoch)
         self._set_temperature(model, progress)
 
     def before_step(self, model: nn.Module, progress: Progress) -> None:
@@ -561,7 +646,7 @@ class Slb(Method):
             total += codes.numel()
             wq.prev_codes.copy_(codes)
         self.flip_ratio = flips / max(1, total)
-        if self.opt.bn == "recal_epoch":
+        if self.opt.bn == "recal_epoch" and self.epoch >= (self.recal_from_epoch or 0):
             self.recalibrate(model, run)
 
     def after_training(self, model: nn.Module, run: Any) -> None:

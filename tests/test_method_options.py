@@ -65,6 +65,11 @@ BAD = [
     ("slb", {"granularity": "batch"}, None, 32, "method.granularity",
      "is not one of ['epoch', 'step']"),
     ("slb", {"bn": "sync"}, None, 32, "method.bn", "is not one of ['sbn', 'recal_epoch'"),
+    ("slb", {"recal_from": "start", "bn": "recal_epoch"}, None, 32, "method.recal_from",
+     "is not one of ['window', 'first']"),
+    ("slb", {"recal_from": "first"}, None, 32, "method.recal_from",
+     "only read with method.bn=recal_epoch (got 'sbn')"),
+    ("slb", {"hard_end": "soon"}, None, 32, "method.hard_end", "expected true or false"),
     # --- hashing ranges
     ("hashing", {"lam": -1}, None, 32, "method.lam", "must be >= 0 (0 = no quantization loss)"),
     ("hashing", {"entropy": -0.1}, None, 32, "method.entropy", "must be >= 0 (0 = off)"),

@@ -36,14 +36,14 @@ def test_dataset_defaults_read_from_the_registry():
 def test_every_model_has_one_entry_with_a_one_line_description():
     described = M.describe_models()
     assert list(described) == list(M.MODELS)
-    assert set(described) == {"resnet20", "vgg_small", "resnet18", "small_cnn", "edsr_baseline",
-                              "srresnet"}
+    assert set(described) == {"resnet20", "vgg_small", "resnet18", "bireal_resnet18",
+                              "small_cnn", "edsr_baseline", "srresnet"}
     for name, text in described.items():
         assert M.MODELS[name].name == name
         assert text and "\n" not in text and len(text) <= 100, name
 
 
-@pytest.mark.parametrize("name", ["resnet20", "vgg_small", "small_cnn"])
+@pytest.mark.parametrize("name", ["resnet20", "vgg_small", "small_cnn", "bireal_resnet18"])
 def test_model_entries_build_their_network(name):
     model = M.MODELS[name](10, 3, (32, 32), 0.25, nn.ReLU)
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)

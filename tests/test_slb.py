@@ -7,7 +7,9 @@ determinism with the default options.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+import pandas as pd
 import pytest
 import torch
 
@@ -18,13 +20,16 @@ from harness.cli import main
 from harness.export import export_and_check
 from methods.base import Progress, UserError, quant_layers
 from methods.slb import (
+    Slb,
     SlbOptions,
     SlbWeight,
     StateBN,
+    first_recal_epoch,
     fp_logits,
     inv_temperature,
     slb_deploy,
     slb_weight,
+    window_ended,
 )
 
 LOGITS = [[[0.3, -0.2], [1.0, 1.5]],
@@ -119,11 +124,38 @@ def test_exp_schedule_per_epoch():
         assert _t(o, e) == pytest.approx(2.0)
     assert _t(o, 6) == pytest.approx(2.0 * 1000.0 ** (3 / 6))
     assert _t(o, 9) == pytest.approx(2000.0)
-    f = _opt(start=0.3, end=0.9, factor=1.05)          # official: T0 f^(min(e, e_end) - e_start)
-    assert _t(f, 3) == pytest.approx(2.0) and _t(f, 1) == pytest.approx(2.0)
-    assert _t(f, 5) == pytest.approx(2.0 * 1.05 ** 2)
-    assert _t(f, 9) == pytest.approx(2.0 * 1.05 ** 6)
-    assert _t(f, 20, epochs=22) == pytest.approx(2.0 * 1.05 ** (19 - 6))  # capped at 19
+    f = _opt(start=0.3, end=0.9, factor=1.05)   # golden-stick: n = e + 1, T0 f^(min(n, 9) - 3)
+    assert _t(f, 2) == pytest.approx(2.0) and _t(f, 0) == pytest.approx(2.0)
+    assert _t(f, 3) == pytest.approx(2.0 * 1.05)
+    assert _t(f, 5) == pytest.approx(2.0 * 1.05 ** 3)
+    assert _t(f, 8) == pytest.approx(2.0 * 1.05 ** 6) == _t(f, 9)
+    assert _t(f, 20, epochs=22) == pytest.approx(2.0 * 1.05 ** (19 - 6))  # int(19.8) = 19
+
+
+def test_factor_schedule_is_golden_stick_epoch_for_epoch():
+    # golden-stick TemperatureScheduler.epoch_begin, by hand: 10 epochs, factor 2, start 0.2,
+    # end 0.8: t_start_epoch = 2, t_end_epoch = 8, epoch n = 1..10 ->
+    # T = 1 if n <= 2 else 2 ** (min(n, 8) - 2)
+    o = SlbOptions(t0=1.0, factor=2.0, start=0.2, end=0.8)
+    assert [_t(o, k) for k in range(10)] == [1, 1, 2, 4, 8, 16, 32, 64, 64, 64]
+    # its window edges are Python's int() of the float products: int(100 * 0.29) = 28, not 29
+    o = SlbOptions(t0=1.0, factor=2.0, start=0.29, end=0.5)         # e_end = 50
+    assert [_t(o, k, epochs=100) for k in (27, 28, 29, 48, 49, 99)] == [1, 2, 4, 2 ** 21,
+                                                                       2 ** 22, 2 ** 22]
+
+
+def test_window_end_and_first_recalibration_epoch():
+    o = SlbOptions(t0=1.0, factor=2.0, start=0.2, end=0.8)          # T changes from epoch 2
+    ended = [window_ended(o, Progress(k, 10, 0, 5)) for k in range(10)]
+    assert ended == [False] * 7 + [True] * 3                        # n >= 8: golden-stick's flag
+    assert first_recal_epoch(o, 10, 5) == 2                          # after n = 3 > int(2.0)
+    assert first_recal_epoch(replace(o, recal_from="first"), 10, 5) == 0
+    ramp = SlbOptions(t0=1.0, t1=100.0, start=0.3, end=0.9)         # T_3 = t0, T_4 > t0
+    assert first_recal_epoch(ramp, 10, 5) == 4
+    flat = SlbOptions(t0=1.0, factor=1.0, start=0.3, end=0.9)       # T never changes
+    assert first_recal_epoch(flat, 10, 5) == 3
+    step = SlbOptions(t0=1.0, t1=100.0, start=0.3, end=0.9, granularity="step")
+    assert first_recal_epoch(step, 10, 5) == 3                      # steps 15..19 pass 15
 
 
 def test_linear_cos_and_step_granularity():
@@ -166,6 +198,67 @@ def test_method_sets_t_in_every_layer_and_logs_it(tmp_path):
     s = t.method.scalars(t.model, t.run)
     assert s["inv_temperature"] == pytest.approx(want)
     assert s["temperature"] == pytest.approx(1 / want)
+
+
+def test_metrics_row_k_holds_the_t_that_trained_epoch_k(tmp_path, monkeypatch):
+    seen: dict[int, set] = {}
+    original = train.Trainer.train_step
+
+    def spy(self, x, y, prog):
+        seen.setdefault(prog.epoch, set()).update(
+            float(wq.inv_temperature) for wq in _slb(self.model))
+        return original(self, x, y, prog)
+
+    monkeypatch.setattr(train.Trainer, "train_step", spy)
+    cfg = tiny_cfg("slb", sets=["method.factor=2", "method.start=0.2", "method.end=0.8",
+                                "method.bn=none"],
+                   epochs=10, **{"data.subset_train": 100, "data.subset_test": 50})
+    train.run(cfg, tmp_path / "r", echo=lambda s: None)
+    table = [1, 1, 2, 4, 8, 16, 32, 64, 64, 64]                    # the golden-stick table
+    assert pd.read_csv(tmp_path / "r" / "metrics.csv")["inv_temperature"].tolist() == table
+    assert [seen[k] for k in range(10)] == [{v} for v in table]
+
+
+def test_hard_end_trains_with_the_argmax_weights_and_a_zero_logit_gradient(tmp_path):
+    sets = ["method.factor=2", "method.start=0.2", "method.end=0.8"]
+    t = _trainer(tmp_path, sets + ["method.hard_end=true"], epochs=10)
+    wq = _slb(t.model)[1]
+    t.method.on_epoch_start(t.model, Progress(6, 10, 0, t.spe))     # n = 7 < t_end_epoch = 8
+    assert not torch.equal(wq(), wq.deployed_weight())
+    t.method.on_epoch_start(t.model, Progress(7, 10, 0, t.spe))     # n = 8: the end flag
+    w = wq()
+    assert torch.equal(w, wq.deployed_weight())
+    (w * torch.randn_like(w)).sum().backward()
+    assert wq.logits.grad is not None and not wq.logits.grad.any()   # zero, not None
+    assert t.method.scalars(t.model, t.run)["quant_gap"] == 0.0
+    soft = _trainer(tmp_path / "soft", sets, epochs=10)                # off by default
+    soft.method.on_epoch_start(soft.model, Progress(9, 10, 0, soft.spe))
+    assert not any(torch.equal(q(), q.deployed_weight()) for q in _slb(soft.model))
+
+
+@pytest.mark.parametrize("recal_from,want", [("window", [False, False, True, True]),
+                                             ("first", [True, True, True, True])])
+def test_recal_epoch_starts_when_the_temperature_starts_changing(recal_from, want, tmp_path):
+    t = _trainer(tmp_path, ["method.bn=recal_epoch", "method.recal_batches=2", "method.factor=2",
+                            "method.start=0.2", "method.end=0.8",
+                            f"method.recal_from={recal_from}"], epochs=10)
+    calibrated = []
+    for k in range(4):                                 # T = 1, 1, 2, 4: changes in epoch 2
+        t.run.epoch = k
+        t.method.on_epoch_start(t.model, Progress(k, 10, k * t.spe, t.spe))
+        before = _snapshot(t)
+        t.method.after_epoch(t.model, t.run)
+        calibrated.append(any(key.endswith("_q") for key in _changed(before, _snapshot(t))))
+        assert t.method.calibrated == any(calibrated)  # deployed: continuous stats until then
+    assert calibrated == want
+
+
+def test_added_options_at_their_old_behaviour_keep_run_ids():
+    assert Slb.inert_options({"bn": "sbn", "recal_from": "window", "hard_end": False}) == {
+        "recal_from", "hard_end"}
+    assert Slb.inert_options({"bn": "recal_epoch", "recal_from": "first",
+                              "hard_end": True}) == {"recal_from"}
+    assert Slb.inert_options({"bn": "recal_epoch", "recal_from": "window"}) == {"hard_end"}
 
 
 # --------------------------------------------------------------------------- eq. 6: state BN

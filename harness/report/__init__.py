@@ -22,6 +22,7 @@ The package, in the order data flows through it:
   verdicts.py   the one verdict rule: every comparison of a setting, BH-adjusted together
   tables.py     the Table class (md, tex, csv) and every table builder
   style.py      one colour, marker and dash per row; which rows a panel highlights
+  reproduction.py  the gap to the reported numbers (measured vs reference CSV)
   figures.py    figure specs (plain data) for harness/plots.py, with their captions
   compute.py    the equal-compute table and figure
   aggregate.py  rliable-style aggregates across cells: table and performance profiles

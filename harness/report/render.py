@@ -30,6 +30,7 @@ from harness.records import atomic_write_json, atomic_write_text
 from harness.report import aggregate as AG
 from harness.report import compute as CO
 from harness.report import figures as F
+from harness.report import reproduction as R
 from harness.report import tables as T
 from harness.report import verdicts as V
 from harness.report.figures import Figure
@@ -288,6 +289,8 @@ def comparison_blocks(st: StudyRecords) -> list[Block]:
 SECTIONS: tuple[Section, ...] = (
     Section("Reviewer questions", "questions", answer_blocks),
     Section("Main results", "main", per_setting(T.main_tables)),
+    Section("Reproduction: measured vs reported", "reproduction",
+            per_setting(R.reproduction_tables)),
     Section(_comparisons_title, "comparisons", comparison_blocks),
     Section("Super-resolution", "sr", sr_table_blocks),
     Section("Super-resolution figures", "sr_figures", sr_figure_blocks, figures=True),
