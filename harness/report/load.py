@@ -43,7 +43,7 @@ import pandas as pd
 
 from harness import plots
 from harness import stats as S
-from harness.config import NON_SEMANTIC, flatten
+from harness.config import LATER_KEYS, NON_SEMANTIC, flatten
 from harness.records import load_run, metric_columns
 from methods.errors import UserError
 
@@ -325,6 +325,9 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _identity_and_recipe(cfg: dict[str, Any], non_semantic: tuple) -> tuple[dict, dict]:
     """(data/model keys: the setting, every other training key: the recipe) of a config."""
     flat = _flatten({k: v for k, v in cfg.items() if k != "config_hash"}) if cfg else {}
+    for k, old in LATER_KEYS.items():  # keys newer than some records: at their old value,
+        if flat.get(k, old) == old:    # present or not, they are the same setting
+            flat.pop(k, None)
     ident = {k: v for k, v in flat.items() if (k.split(".")[0] in ("data", "model")
                                                or k == "sr.scale") and k not in non_semantic}
     recipe = {k: v for k, v in flat.items() if not k.startswith(("method.", "meta."))
