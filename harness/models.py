@@ -251,12 +251,12 @@ class Model:
 
 MODELS: dict[str, Model] = {m.name: m for m in (
     Model("resnet20", "CIFAR ResNet-20 (He et al. 2016), widths 16-32-64 x width; options "
-          "block, shortcut", resnet20, ("block", "shortcut")),
+          "block, shortcut", resnet20, options=("block", "shortcut")),
     Model("vgg_small", "VGG-Small of LQ-Nets/SLB: 128-128-M-256-256-M-512-512-M-FC, "
           "images of at least 8x8", vgg_small),
     Model("resnet18", "torchvision's ImageNet ResNet-18 (width 1.0 only)", resnet18),
     Model("bireal_resnet18", "Bi-Real Net ResNet-18 (a shortcut around every 3x3 conv, SLB's "
-          "ImageNet model); option block", bireal_resnet18, ("block",)),
+          "ImageNet model); option block", bireal_resnet18, options=("block",)),
     Model("small_cnn", "a four-conv network for digits/MNIST-sized inputs (tests and the demo)",
           small_cnn),
     Model("edsr_baseline", "SR: EDSR baseline (Lim et al. 2017), 16 blocks x 64 channels "

@@ -202,7 +202,8 @@ def cmd_sweep(args) -> int:
         up = jobs.slurm_answers()
         args.executor = "slurm" if up else "local"
         why = "a SLURM controller answers" if up else "no SLURM controller answers"
-        print(f"executor: {args.executor} (auto: {why}; choose with --executor)")
+        (_stderr if as_json else print)(f"executor: {args.executor} (auto: {why}; choose "
+                                         "with --executor)")
     if args.executor == "slurm" and not args.dry_run and shutil.which("sbatch") is None:
         raise UserError("--executor", "slurm needs sbatch on PATH; use --executor local or "
                         "start the local cluster (python slurm/cluster.py start)")

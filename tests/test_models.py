@@ -144,8 +144,8 @@ def test_new_models_train_export_and_rebuild_exactly(model, sets, tmp_path):
 
 
 @pytest.mark.parametrize("sets,field,part", [
-    (["model.block=resnext"], "model.block", "use one of ['standard', 'convprelubn']"),
-    (["model.shortcut=C"], "model.shortcut", "use one of ['A', 'B']"),
+    (["model.block=resnext"], "model.block", "is not one of ['standard', 'convprelubn']"),
+    (["model.shortcut=C"], "model.shortcut", "is not one of ['A', 'B']"),
     (["model.name=vgg_small", "model.block=convprelubn"], "model.block",
      "vgg_small has no block option"),
     (["model.name=bireal_resnet18", "model.shortcut=A"], "model.shortcut",

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.report.load import StudyRecords, is_known, rel_path
+from harness.report.load import StudyRecords, is_known, shown_path
 from harness.report.tables import Table, cell_name, fmt_cell, slug
 
 
@@ -70,7 +70,7 @@ def _scales(st: StudyRecords, setting: str, rows: list[dict[str, Any]]) -> list[
 
 
 def _notes(st: StudyRecords, setting: str, rows: list[dict[str, Any]]) -> list[str]:
-    notes = [f"Reported: copied from {rel_path(st.reference_path)}, not measured here. "
+    notes = [f"Reported: copied from {shown_path(st.reference_path)}, not measured here. "
              "Measured: final deployed test accuracy (%), mean ± sample std (n seeds). "
              "Gap / std: (measured mean − reported) / the seeds' sample std. In 95% CI: "
              "whether the reported number lies inside the 95% t-interval of the measured mean "
@@ -105,10 +105,17 @@ def reproduction_table(st: StudyRecords, setting: str) -> Table:
                      "gap_in_std": r["gap_in_std"], "reported_in_ci": r["inside"]})
     header = ["Method", "Cell", "Measured", "Source", "Reported†", "Measured − reported",
               "Gap / seed std", "Reported in 95% CI"]
-    return Table(f"reproduction_{slug(st.setting_labels[setting])}",
-                 f"Reproduction: measured vs reported, {st.setting_labels[setting]}", header,
+    name = f"reproduction_{slug(st.setting_labels[setting])}"
+    compact = Table(name, f"Reproduction: measured vs reported, {st.setting_name(setting)}",
+                    ["Method", "Cell", "Measured", "Source", "Rep.†", "Δ", "Δ/std", "in CI"],
+                    rows, n_label_cols=2, left_extra=(3,), wide=True,
+                    notes=["Δ: measured − reported (points); Δ/std: that gap in seed "
+                           "standard deviations; in CI: whether the reported number lies in "
+                           "the measured 95% t-interval."])
+    return Table(name,
+                 f"Reproduction: measured vs reported, {st.setting_name(setting)}", header,
                  rows, pd.DataFrame(data), notes=_notes(st, setting, rows_) if rows_ else [],
-                 n_label_cols=2, left_extra=(3,))
+                 n_label_cols=2, left_extra=(3,), wide=True, tex=compact)
 
 
 def reproduction_tables(st: StudyRecords, setting: str) -> list[Table]:
