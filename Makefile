@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps demo test lint bench clean-venv
+.PHONY: setup system-deps demo test lint bench gpu-check clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,6 +33,12 @@ lint: setup
 
 bench: setup
 	$(PY) -m harness bench
+
+# The GPU path on a CUDA node, in one command (python -m harness selftest --help):
+# make gpu-check DATA_ROOT=/path/to/cifar-10-batches-py (or the JPEG ImageFolder copy)
+DATA_ROOT ?= ../shared/data/cifar10-jpeg
+gpu-check: setup
+	$(PY) -m harness selftest --device cuda --data-root $(DATA_ROOT)
 
 clean-venv:
 	rm -rf $(VENV)

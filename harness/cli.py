@@ -1,4 +1,4 @@
-"""python -m harness {run, export, sweep, status, cancel, report, bench}.
+"""python -m harness {run, export, sweep, status, cancel, report, bench, config, show, selftest}.
 
 Every subcommand's options are declared here; its implementation lives in its own module
 and is imported only when that subcommand runs (``COMMANDS``), so `status` never waits for
@@ -29,6 +29,9 @@ COMMANDS = {
     "config": ("harness.describe", "cmd_config",
                "every config key with its type, default, allowed values and meaning"),
     "show": ("harness.describe", "cmd_show", "a run's state, code, config and last metrics"),
+    "selftest": ("harness.selftest", "cmd_selftest",
+                 "prove the training path on a device (GPU): every method trains, deploys as "
+                 "exported and repeats; epoch times, step ratios, DDP"),
 }
 
 
@@ -174,6 +177,44 @@ def _add_inspect(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory")
 
 
+def _add_selftest(sub) -> None:
+    p = sub.add_parser("selftest", help=COMMANDS["selftest"][2],
+                       description=COMMANDS["selftest"][2] + ". Writes OUT/selftest-<time>-"
+                       "<device>/selftest.{json,md}; exit 1 when a check failed.")
+    p.add_argument("--device", default="cuda", help="cuda | cuda:N | cpu")
+    p.add_argument("--data-root", default=None, metavar="DIR",
+                   help="CIFAR-10: the official python pickles or the JPEG ImageFolder copy "
+                        "(train/, test/); the dataset is detected from it")
+    p.add_argument("--dataset", default=None,
+                   help="override the detection, e.g. digits (built in) for a CPU run")
+    p.add_argument("--download", action="store_true",
+                   help="fetch CIFAR-10 into --data-root with torchvision when missing")
+    p.add_argument("--model", default="resnet20", help="model of every run")
+    p.add_argument("--width", type=float, default=1.0, help="model width multiplier")
+    p.add_argument("--batch-size", type=int, default=128, help="training batch size")
+    p.add_argument("--epochs", type=int, default=1,
+                   help="epochs of each check run (1 = 391 steps on CIFAR-10)")
+    p.add_argument("--train-images", type=int, default=0,
+                   help="class-balanced training subset; 0 = the whole training set")
+    p.add_argument("--test-images", type=int, default=0, help="test subset; 0 = all")
+    p.add_argument("--methods", nargs="*", default=None, help="default: every registered one")
+    p.add_argument("--timing-epochs", type=int, default=2,
+                   help="timed fp epochs per switch setting (after one warm-up epoch)")
+    p.add_argument("--bench-rounds", type=int, default=10, help="bench rounds for the ratios")
+    p.add_argument("--bench-steps", type=int, default=2, help="bench steps per round")
+    p.add_argument("--bench-bits", nargs="*", type=int, default=[1, 2, 4],
+                   help="weight bits the ratios cover")
+    p.add_argument("--skip", nargs="*", default=[],
+                   choices=("train", "switches", "epoch", "ratios", "ddp", "compile"),
+                   help="sections to leave out (compile: the torch.compile variants); the "
+                        "summary lists what was skipped")
+    p.add_argument("--ddp-timeout", type=float, default=900,
+                   help="seconds the 2-process DDP check may take")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config key for every run, e.g. --set optim.lr=0.05")
+    p.add_argument("--out", default="results/selftest", help="parent folder of the summary")
+
+
 def build_parser(help_wanted: bool = True) -> Parser:
     parser = Parser(prog="python -m harness",
                     description="slbench: matched-budget low-bit quantization benchmarks")
@@ -185,6 +226,7 @@ def build_parser(help_wanted: bool = True) -> Parser:
     _add_report(sub)
     _add_bench(sub)
     _add_inspect(sub)
+    _add_selftest(sub)
     return parser
 
 

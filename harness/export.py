@@ -56,14 +56,16 @@ def _load_finished(run_dir: Path) -> tuple[C.RunConfig, records.RunSummary]:
     return C.resolve(C.from_dict(records.read_json(cfg_path))), summary
 
 
-def export(run_dir: Path, device: str | None = None) -> dict[str, Any]:
-    """Build deployed.pt from the run's final checkpoint (in the method's deployed state)."""
+def export(run_dir: Path, device: str | None = None, data=None) -> dict[str, Any]:
+    """Build deployed.pt from the run's final checkpoint (in the method's deployed state).
+
+    ``data``: the run's dataset, already loaded (the selftest); default: load it."""
     run_dir = Path(run_dir)
     cfg, _ = _load_finished(run_dir)
     if device:
         cfg = C.resolve(C.from_dict({**C.to_dict(cfg), "device": device}))
     trainer = Trainer(cfg, run_dir)
-    trainer.setup()
+    trainer.setup(data)
     if not trainer.load_checkpoint() or not trainer.final_done:
         raise UserError("RUN_DIR", f"{run_dir}/checkpoint.pt is missing or not final; "
                         "re-run the training command to finish it")

@@ -130,6 +130,14 @@ class Dist:
     def shard(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.world == 1 else x[self.rank::self.world]
 
+    def sync_buffers(self, model: nn.Module) -> None:
+        """Rank 0's buffers on every rank. Each rank updates BN statistics from its own shard;
+        DDP copies rank 0's to the others before every forward, not after the last one, so
+        without this the ranks would evaluate with different statistics than rank 0 saves."""
+        if self.world > 1:
+            for b in model.buffers():
+                torch.distributed.broadcast(b, 0)
+
 
 # --------------------------------------------------------------------------- loop pieces
 
@@ -290,6 +298,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         if self.device.type == "cuda" and self.dist.world > 1:
             self.device = torch.device("cuda", self.dist.local_rank % torch.cuda.device_count())
+            torch.cuda.set_device(self.device)  # NCCL's collectives use the current device
         self.task = tasks.get(cfg.task)
         self.rows: list[dict[str, Any]] = []
         self.epoch, self.step_count, self.wall, self.final_done = 0, 0, 0.0, False
@@ -384,6 +393,7 @@ class Trainer:
             self.task.accumulate(sums, loss, total, out, y)
             self.step_count += 1
             self.display.step()
+        self.dist.sync_buffers(self.model)
         self.dist.all_sum(*sums.values())
         if not bool(torch.isfinite(sums["total"])):
             raise Diverged(f"non-finite loss in epoch {epoch + 1}")
