@@ -16,6 +16,7 @@ network's convolutions exactly as a classifier's.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from torch import nn
 
 from harness import data as data_mod
 from harness import models, records, sr_data
+from harness.dist import Dist
 from harness.sr_metrics import psnr_y, ssim_y, to_uint8
 from methods.errors import require
 
@@ -89,6 +91,48 @@ class Task:
         """Files for the report written at the end of a run (default: none)."""
 
 
+# --------------------------------------------------------------------------- shared pieces
+
+def autocast(cfg, device: torch.device):
+    if cfg.amp:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data, cfg, device: torch.device,
+             dist: Dist = Dist()) -> tuple[float, float]:
+    """(mean loss, accuracy %) on the test set, in the model's current (deployed or not) state.
+
+    With several ranks each evaluates every world-th batch and the sums are all-reduced."""
+    was_training = model.training
+    model.eval()
+    loss = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    n = torch.zeros((), device=device, dtype=torch.int64)
+    for i, (x, y) in enumerate(data.test_batches(cfg.data.eval_batch_size)):
+        if i % dist.world != dist.rank:
+            continue
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(cfg, device):
+            out = model(x)
+        loss += F.cross_entropy(out.float(), y, reduction="sum").double()
+        correct += (out.argmax(1) == y).sum()
+        n += len(y)
+    dist.all_sum(loss, correct, n)
+    model.train(was_training)
+    return float(loss) / int(n), 100.0 * int(correct) / int(n)
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    extra = " ".join(f"{k}={v:.4g}" for k, v in row.items()
+                     if k not in records.METRIC_COLUMNS and isinstance(v, (int, float)))
+    return (f"epoch {row['epoch']}/{epochs} loss {row['train_loss']:.4f} "
+            f"train {row['train_acc']:.2f}% test {row['test_acc']:.2f}% lr {row['lr']:.4g} "
+            f"{row['epoch_time_s']:.1f}s {extra}").rstrip()
+
+
 # --------------------------------------------------------------------------- classification
 
 class Classify(Task):
@@ -131,8 +175,6 @@ class Classify(Task):
                 "train_acc": 100.0 * int(sums["correct"]) / int(sums["n"])}
 
     def evaluate(self, model, data, cfg, device, dist):
-        from harness.train import evaluate
-
         loss, acc = evaluate(model, data, cfg, device, dist)
         return {"test_loss": loss, "test_acc": acc}
 
@@ -140,8 +182,6 @@ class Classify(Task):
         return {"final_test_acc": None if final is None else final["test_acc"]}
 
     def epoch_line(self, row, epochs):
-        from harness.train import _epoch_line
-
         return _epoch_line(row, epochs)
 
     def result_text(self, final):
@@ -191,8 +231,6 @@ class SuperResolution(Task):
         (the primary columns are the first set's; with several sets each set also gets
         test_psnr_<set>, test_ssim_<set>). test_loss: the L1/MSE of the unrounded output,
         averaged over every test image. Ranks share the images and all-reduce the sums."""
-        from harness.train import autocast
-
         was_training = model.training
         model.eval()
         sums = torch.zeros(len(data.test_sets), 3, dtype=torch.float64, device=device)

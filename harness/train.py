@@ -24,16 +24,18 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from harness import config as C
 from harness import models, procs, records, source, tasks
+from harness.cli import RUN_FLAGS
 from harness.cost import memory_costs
+from harness.dist import Dist
 from harness.env import environment, peak_memory_mb, reset_peak_memory, resolve_device
 from harness.loggers import SINKS
+from harness.tasks import autocast, evaluate  # noqa: F401  (selftest uses train.evaluate)
 from methods.act import PactAct
 from methods.base import Method, Progress, UserError, WeightQuantizer
 from methods.base import get as get_method
@@ -96,49 +98,6 @@ def lr_factor(step: int, steps_per_epoch: int, epochs: int, ocfg: C.OptimConfig)
     return 1.0
 
 
-# --------------------------------------------------------------------------- distributed
-
-@dataclass(frozen=True)
-class Dist:
-    """torch.distributed placement from the usual env vars (torchrun, or submitit's
-    TorchDistributedEnvironment for multi-task jobs). world == 1: plain single process.
-
-    The global batch is ``batch_size``; rank r trains on rows r, r+world, ... of every batch
-    (each rank draws the same permutation and augmentation, so no sampler state can drift).
-    Only rank 0 writes records and checkpoints.
-    """
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @staticmethod
-    def from_env() -> "Dist":
-        env = os.environ
-        return Dist(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)),
-                    int(env.get("LOCAL_RANK", 0)))
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def all_sum(self, *tensors: torch.Tensor) -> None:
-        if self.world > 1:
-            for t in tensors:
-                torch.distributed.all_reduce(t)
-
-    def shard(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.world == 1 else x[self.rank::self.world]
-
-    def sync_buffers(self, model: nn.Module) -> None:
-        """Rank 0's buffers on every rank. Each rank updates BN statistics from its own shard;
-        DDP copies rank 0's to the others before every forward, not after the last one, so
-        without this the ranks would evaluate with different statistics than rank 0 saves."""
-        if self.world > 1:
-            for b in model.buffers():
-                torch.distributed.broadcast(b, 0)
-
-
 # --------------------------------------------------------------------------- loop pieces
 
 @dataclass
@@ -163,38 +122,6 @@ class RunContext:
                 done += 1
                 if done >= n:
                     return
-
-
-def autocast(cfg: C.RunConfig, device: torch.device):
-    if cfg.amp:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, data, cfg: C.RunConfig, device: torch.device,
-             dist: Dist = Dist()) -> tuple[float, float]:
-    """(mean loss, accuracy %) on the test set, in the model's current (deployed or not) state.
-
-    With several ranks each evaluates every world-th batch and the sums are all-reduced."""
-    was_training = model.training
-    model.eval()
-    loss = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    n = torch.zeros((), device=device, dtype=torch.int64)
-    for i, (x, y) in enumerate(data.test_batches(cfg.data.eval_batch_size)):
-        if i % dist.world != dist.rank:
-            continue
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(cfg, device):
-            out = model(x)
-        loss += F.cross_entropy(out.float(), y, reduction="sum").double()
-        correct += (out.argmax(1) == y).sum()
-        n += len(y)
-    dist.all_sum(loss, correct, n)
-    model.train(was_training)
-    return float(loss) / int(n), 100.0 * int(correct) / int(n)
 
 
 # --------------------------------------------------------------------------- signals and holds
@@ -590,14 +517,6 @@ class Trainer:
         return self.summary(status, error=error)
 
 
-def _epoch_line(row: dict[str, Any], epochs: int) -> str:
-    extra = " ".join(f"{k}={v:.4g}" for k, v in row.items()
-                     if k not in records.METRIC_COLUMNS and isinstance(v, (int, float)))
-    return (f"epoch {row['epoch']}/{epochs} loss {row['train_loss']:.4f} "
-            f"train {row['train_acc']:.2f}% test {row['test_acc']:.2f}% lr {row['lr']:.4g} "
-            f"{row['epoch_time_s']:.1f}s {extra}").rstrip()
-
-
 class Display:
     """What the terminal shows of a run. ``bar`` (the default on a terminal): a tqdm bar over
     the steps of the current epoch, with each finished epoch's line left above it; ``line``
@@ -723,8 +642,6 @@ def owner_file(run_dir: Path) -> Iterator[None]:
 
 def cmd_run(args) -> int:
     """`python -m harness run`: exit 0 completed, 1 failed, 3 diverged, 143 interrupted."""
-    from harness.cli import RUN_FLAGS
-
     if args.resume:  # the run's own config; flags and --set may change what is not semantic
         require(not args.config and (not args.out or Path(args.out) == Path(args.resume)),
                 "--resume", "takes the run's own config.json and directory; drop --config and "

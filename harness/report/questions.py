@@ -29,12 +29,10 @@ from harness import stats as S
 from harness.report import timing
 from harness.report import verdicts as V
 from harness.report.aggregate import aggregate_rows
+from harness.report.answers import MAX_BULLETS, NOT_ANSWERED, bullets, tally  # noqa: F401
 from harness.report.load import OURS_NOT_SET, StudyRecords
 from harness.report.sr import sr_answer
 from harness.report.tables import ablations, cell_name, comparisons, cost_rows, fmt_opts, where
-
-NOT_ANSWERED = "Not answered by this study"
-MAX_BULLETS = 8  # per reviewer answer; the rest is in the named table
 
 Answer = tuple[str, list[str]]  # (paragraph, bullets)
 
@@ -68,23 +66,6 @@ class Question:
 def _vs(st: StudyRecords, a: str, sa: S.Summary, b: str, sb: S.Summary, t: V.Test) -> str:
     return (f"{st.display(a)} {S.fmt_summary(sa)} vs {st.display(b)} {S.fmt_summary(sb)}: "
             f"{t.fmt()}")
-
-
-def _tally(tests: list[V.Test], a: str, b: str) -> str:
-    """'A is significantly higher in 2, ... (adjusted over N comparisons[; caveat])'."""
-    sizes = sorted({t.family_size for t in tests})
-    text = V.tally(tests, a, b)["text"]
-    basis = (f"adjusted p < {S.ALPHA:g}, Benjamini-Hochberg over the "
-             f"{' and '.join(map(str, sizes))} comparisons of the report's setting"
-             + ("s" if len(sizes) > 1 else ""))
-    caveat = V.caveats(tests)
-    return f"{text} ({basis}" + (f"; {caveat}" if caveat else "") + ")"
-
-
-def _bullets(items: list[str], where_: str) -> list[str]:
-    if len(items) <= MAX_BULLETS:
-        return items
-    return items[:MAX_BULLETS] + [f"… {len(items) - MAX_BULLETS} more in {where_}."]
 
 
 def _all_budgets(st: StudyRecords) -> list[int]:
@@ -160,7 +141,7 @@ def answer_budget(st: StudyRecords, q: Question) -> Answer:
     on = st.ours_name
     text = (f"Against the strongest baseline at each budget (the one with the highest mean), "
             f"over {len(tests)} cell×budget comparisons "
-            f"{_tally(tests, on, 'the baseline')}.")
+            f"{tally(tests, on, 'the baseline')}.")
     if own:
         up = sum(t.decision == "higher" for t in own)
         down = sum(t.decision == "lower" for t in own)
@@ -170,7 +151,7 @@ def answer_budget(st: StudyRecords, q: Question) -> Answer:
                  + (f" ({caveat})" if caveat else "") + ".")
     text += (" Accuracies read off longer runs at shorter epochs are in the budget table, "
              "marked as such.")
-    return text, _bullets(items, "the budget tables")
+    return text, bullets(items, "the budget tables")
 
 
 # --------------------------------------------------------------------------- seeds
@@ -261,7 +242,7 @@ def answer_option(st: StudyRecords, q: Question) -> Answer:
                       for s, r, _ in rows})
     text = (f"Variants of {', '.join(methods)} against the default variant, over "
             f"{len(tests)} variant×cell comparisons: "
-            f"{_tally(tests, 'the variant', 'the default')}.")
+            f"{tally(tests, 'the variant', 'the default')}.")
     if len(rows) > 1:
         lo_ = min(rows, key=lambda t: t[1]["cmp"].diff)[1]
         hi_ = max(rows, key=lambda t: t[1]["cmp"].diff)[1]
@@ -269,7 +250,7 @@ def answer_option(st: StudyRecords, q: Question) -> Answer:
                  f"({st.display(lo_['variant'])} at {cell_name(*lo_['cell'])}) to "
                  f"{hi_['cmp'].diff:+.2f} ({st.display(hi_['variant'])} at "
                  f"{cell_name(*hi_['cell'])}) points.")
-    return text, _bullets(items, "the ablation tables")
+    return text, bullets(items, "the ablation tables")
 
 
 # --------------------------------------------------------------------------- cost
@@ -342,7 +323,7 @@ def answer_cost(st: StudyRecords, q: Question) -> Answer:
     spent = "; ".join(f"{h / 3600:.2f} {'GPU' if k else 'CPU'}-hours" for k, h in hours.items())
     text = (f"Cost of {st.ours} from the summaries (full table: cost tables). The whole study "
             f"used {spent} (all records, failed runs included).")
-    return text, _bullets(items, "the cost tables")
+    return text, bullets(items, "the cost tables")
 
 
 # --------------------------------------------------------------------------- one baseline
@@ -366,7 +347,7 @@ def answer_versus(st: StudyRecords, q: Question) -> Answer:
         return f"{NOT_ANSWERED}: {why}.", []
     oname = next((st.display(lab) for lab in st.order if st.method_of.get(lab) == other), other)
     return (f"{st.ours_name} against {oname} over {len(tests)} cells: "
-            f"{_tally(tests, st.ours_name, oname)}.", _bullets(items, "the comparison tables"))
+            f"{tally(tests, st.ours_name, oname)}.", bullets(items, "the comparison tables"))
 
 
 # --------------------------------------------------------------------------- equal compute
@@ -448,7 +429,7 @@ def answer_compute(st: StudyRecords, q: Question) -> Answer:
     text = (f"Each cell's T* is the training time of its cheapest row's whole budget; every "
             f"row's accuracy once it had used T* is read off its curve (its schedule unfinished "
             f"unless its whole budget fits). Over {len(tests)} comparisons of {on} with the "
-            f"other methods at T*, {_tally(tests, on, 'the other method')}. Details in the "
+            f"other methods at T*, {tally(tests, on, 'the other method')}. Details in the "
             f"equal-compute tables.")
     if any(c["kind"] == "CPU" for s in st.settings() for c in timing.equal_compute_cells(st, s)
            if not c["skipped"]):
@@ -456,7 +437,7 @@ def answer_compute(st: StudyRecords, q: Question) -> Answer:
         text += (" The times are CPU wall-clock"
                  + (f" with up to {conc} runs sharing the machine" if isinstance(conc, int)
                     and conc > 1 else "") + ", so ratios near 1 are within timing noise.")
-    return text, _bullets(items, "the equal-compute tables")
+    return text, bullets(items, "the equal-compute tables")
 
 
 # --------------------------------------------------------------------------- across cells
@@ -496,7 +477,7 @@ def answer_aggregate(st: StudyRecords, q: Question) -> Answer:
     if few:
         text += (f" With {S.FEW_SEEDS} seeds or fewer per cell these intervals are optimistic "
                  "(few distinct resamples).")
-    return text, _bullets(items, "the across-cells tables")
+    return text, bullets(items, "the across-cells tables")
 
 
 # --------------------------------------------------------------------------- the questions

@@ -33,6 +33,7 @@ import pandas as pd
 from harness import stats as S
 from harness.report import style as ST
 from harness.report import verdicts as V
+from harness.report.answers import NOT_ANSWERED, bullets, tally
 from harness.report.figures import Figure
 from harness.report.load import StudyRecords, cached_per_setting
 from harness.report.tables import Table, _option_diff, cell_name, fmt_opts, slug
@@ -404,8 +405,6 @@ def sr_figure_blocks(st: StudyRecords) -> list:
 
 def sr_answer(st: StudyRecords, q) -> tuple[str, list[str]]:
     """Ours against the STE baselines on SR, cell by cell, in dB with 95% intervals."""
-    from harness.report.questions import NOT_ANSWERED, _bullets, _tally
-
     if not sr_settings(st):
         return f"{NOT_ANSWERED}: the study has no super-resolution runs.", []
     items, cmps = [], []
@@ -425,9 +424,9 @@ def sr_answer(st: StudyRecords, q) -> tuple[str, list[str]]:
     if not items:
         return (f"{NOT_ANSWERED}: no SR cell has both {st.ours} and an STE baseline "
                 f"({', '.join(STE_METHODS)}).", [])
-    tally = _tally(cmps, st.ours, "the STE baseline")
+    summary = tally(cmps, st.ours, "the STE baseline")
     text = (f"Final deployed test PSNR (Y) of {st.ours} minus the STE baselines at the same "
-            f"budget and bits, over {len(cmps)} comparisons: {tally}. The test sets are "
+            f"budget and bits, over {len(cmps)} comparisons: {summary}. The test sets are "
             "named in the Super-resolution section (the offline default is "
             "a scikit-image stand-in, not Set5/Set14).")
-    return text, _bullets(items, "the super-resolution comparison tables")
+    return text, bullets(items, "the super-resolution comparison tables")
