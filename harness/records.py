@@ -66,6 +66,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic(path, lambda f: f.write(text.encode()))
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic(path, lambda f: f.write(data))
+
+
 def _clean(obj: Any) -> Any:
     """JSON cannot hold NaN/inf: write them as null."""
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -183,6 +187,13 @@ class RunSummary:
     # the method's self-description for reports: {"display_name": str, "internal_metrics":
     # {column: [title, [low, high] or null]}} (methods.base.Method.display_name, ...)
     method_info: dict[str, Any] = field(default_factory=dict)
+    # what the deployed network costs to run and the run cost to train (harness.opcount,
+    # measured at the run's start): {"macs", "bops", "flops", "ops", "size_bytes",
+    # "code_bytes", "input_shape", "num_classes"} and {"flops_per_step", "epoch_hook_flops",
+    # "end_hook_flops", "total_flops", "steps_per_epoch", "step_time_s", "device_hours",
+    # "world_size", "threads"}; empty in records that predate them
+    inference_cost: dict[str, Any] = field(default_factory=dict)
+    training_cost: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -204,8 +215,9 @@ class RunSummary:
         if not isinstance(d.get("epochs"), int) or isinstance(d.get("epochs"), bool):
             raise ValueError(f"epochs is {d.get('epochs')!r}, not an integer")
         known = {k: v for k, v in d.items() if k in names}
-        if not isinstance(known.get("env", {}), dict):
-            raise ValueError("env is not an object")
+        for name in ("env", "inference_cost", "training_cost"):
+            if not isinstance(known.get(name, {}), dict):
+                raise ValueError(f"{name} is not an object")
         if known.get("error") is None:
             known.pop("error", None)
         return cls(**known, extra={k: v for k, v in d.items() if k not in names})

@@ -1,0 +1,140 @@
+"""The deployed network as ONNX, run by onnxruntime and compared with the harness.
+
+What the file holds (``RUN_DIR/deployed.onnx``, opset ``OPSET``, input ``image`` [N, C, H, W]
+float32 with a free batch axis, output ``logits`` [N, classes]):
+
+- every quantized conv/linear as a standard Conv/Gemm whose weight initializer is the
+  discrete weight times its scale (``methods.base.decode`` of the exported codes, levels and
+  scale: at most 2^b distinct values per tensor or output channel);
+- the recipe's activation quantizers as standard arithmetic, from ``methods.act.export_form``
+  (the same functions as the training forward, without autograd.Function): sign as
+  GreaterOrEqual + Where; PACT as Max/Min + Mul + Round + Mul; DoReFa as Clip + Mul + Round +
+  Div (ONNX Round, like torch.round, rounds half to even);
+- everything else as it is: batch norm as BatchNormalization with the deployed state's
+  statistics (not folded into the convolutions, so the discrete weights stay visible), the
+  full-precision first and last layers, pooling, additions.
+
+Exporter: torch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``). The
+torch.export-based default of torch 2.14 needs the onnxscript package, writes the weights to
+a separate ``.data`` file, and took ~3 s per ResNet-20 against 0.35 s here; the TorchScript
+exporter is deprecated upstream but present in the pinned torch, needs nothing beyond onnx,
+and writes one self-contained file. ``training=PRESERVE`` with the model in eval mode stops
+its eval-mode pass from folding batch norm into the convolutions.
+
+The check (:func:`check`) runs the file with onnxruntime's CPU provider, default session
+options (as a deployment would), over the whole test set and compares with the harness's
+deployed network on the same batches. Float rounding (a different summation order in the
+convolutions) may move a value across a sign or rounding threshold of an activation
+quantizer and so flip a prediction now and then; the tolerance is ``MAX_FLIP_RATE`` (1
+prediction in 10,000), and at least one flip on test sets under 10,000 images. The
+check prints both accuracies, the flips and the largest logit difference.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from methods.act import export_form
+from methods.base import UserError, quant_layers
+
+OPSET = 17
+MAX_FLIP_RATE = 1e-4
+
+
+def allowed_flips(n: int) -> int:
+    """Predictions that may differ between onnxruntime and torch on ``n`` test images."""
+    return max(1, math.floor(n * MAX_FLIP_RATE))
+
+
+def exportable(model: nn.Module) -> nn.Module:
+    """A copy of the deployed network in plain tensor ops: every activation quantizer
+    replaced by its export form. An activation quantizer without one is a UserError that
+    names the layer."""
+    model = copy.deepcopy(model).cpu().float().eval()
+    for name, layer in quant_layers(model):
+        plain = export_form(layer.act)
+        if plain is None:
+            raise UserError("RUN_DIR", f"layer {name!r}: activation quantizer "
+                            f"{type(layer.act).__name__} has no ONNX form (only the recipe's "
+                            "sign, PACT and DoReFa quantizers do); it cannot be exported")
+        layer.act = plain
+    return model
+
+
+def write_onnx(model: nn.Module, in_channels: int, image_size, path: Path) -> None:
+    """Export the deployed network (see the module docstring) to ``path``."""
+    import onnx
+
+    plain = exportable(model)
+    x = torch.zeros(1, in_channels, *image_size)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # the exporter's deprecation notice
+        torch.onnx.export(plain, (x,), str(tmp), dynamo=False, opset_version=OPSET,
+                          training=torch.onnx.TrainingMode.PRESERVE,
+                          input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+    onnx.checker.check_model(str(tmp), full_check=True)
+    tmp.replace(path)
+
+
+def session(path: Path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, torch.get_num_threads())
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class OnnxCheck:
+    n: int
+    acc_torch: float            # % of the harness's deployed network on these batches
+    acc_onnx: float             # % of the ONNX file under onnxruntime
+    flips: int                  # images whose predicted class differs
+    allowed: int                # allowed_flips(n)
+    max_abs_diff: float         # largest |logit difference|
+    max_abs_logit: float        # largest |logit| of the harness (the scale of the difference)
+
+    @property
+    def ok(self) -> bool:
+        return self.flips <= self.allowed
+
+    def line(self) -> str:
+        return (f"onnxruntime {self.acc_onnx:.2f}% vs harness {self.acc_torch:.2f}% on {self.n} "
+                f"test images; {self.flips} predictions differ (allowed {self.allowed}: 1 in "
+                f"{round(1 / MAX_FLIP_RATE):,}, at least 1); largest logit difference "
+                f"{self.max_abs_diff:.3g} (logits up to {self.max_abs_logit:.3g})")
+
+
+@torch.no_grad()
+def check(path: Path, model: nn.Module, batches) -> OnnxCheck:
+    """Run ``path`` with onnxruntime and ``model`` (the harness's deployed network) over
+    ``batches`` of (image, label) and compare predictions and logits."""
+    sess = session(path)
+    model = copy.deepcopy(model).cpu().float().eval()
+    n = right_t = right_o = flips = 0
+    diff = scale = 0.0
+    for x, y in batches:
+        x, y = x.detach().cpu().float().contiguous(), y.cpu()
+        ref = model(x)
+        out = torch.from_numpy(np.asarray(sess.run(["logits"], {"image": x.numpy()})[0]))
+        pt, po = ref.argmax(1), out.argmax(1)
+        n += len(y)
+        right_t += int((pt == y).sum())
+        right_o += int((po == y).sum())
+        flips += int((pt != po).sum())
+        diff = max(diff, float((ref - out).abs().max()))
+        scale = max(scale, float(ref.abs().max()))
+    return OnnxCheck(n, 100.0 * right_t / n, 100.0 * right_o / n, flips, allowed_flips(n),
+                     diff, scale)
