@@ -9,7 +9,8 @@ questions about one baseline (``answer_versus``) name it in ``baseline``; questi
 compare "ours" with the others set ``needs_ours`` (without a [report] ours they say so).
 
 Data flow: answers read the ``StudyRecords`` (load.py) and the memoised per-setting rows of
-tables.py (``comparisons``, ``ablations``, ``cost_rows``), so they agree with the tables;
+tables.py (``comparisons``, ``ablations``) and costs.py (``cost_rows``), so they agree with
+the tables;
 render.py turns ``reviewer_answers(study)`` into the "Reviewer questions" section.
 """
 from __future__ import annotations
@@ -22,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from harness import stats as S
+from harness.report.costs import cost_rows, device_time, si
 from harness.report.load import OURS_NOT_SET, StudyRecords
-from harness.report.tables import ablations, cell_name, comparisons, cost_rows, fmt_opts, where
+from harness.report.tables import ablations, cell_name, comparisons, fmt_opts, where
 
 NOT_ANSWERED = "Not answered by this study"
 MAX_BULLETS = 8  # per reviewer answer; the rest is in the named table
@@ -235,12 +237,30 @@ def _fp_ratios_text(with_fp: list[dict[str, Any]]) -> str:
 
     t, m = rat("epoch_s", "epoch_s"), rat("mem", "mem")
     p, o = rat("mparams", "mparams"), rat("mopt", "mopt")
+    f = rat("train_flops", "train_flops")
     txt = (f", {fmt(t)} fp's epoch time" + (
         f" (range ×{min(t):.2f}–×{max(t):.2f})" if len(t) > 1 else "") if t else "")
+    txt += f"; training FLOPs per step {fmt(f)} fp's" if f else ""
     txt += (f"; peak memory {fmt(m)}, method parameters {fmt(p)} and their "
             f"optimizer state {fmt(o)} fp's" +
             (" (medians over cells)" if len(with_fp) > 1 else ""))
     return txt
+
+
+def _deployed_text(here: list[dict[str, Any]]) -> str:
+    """Ours' deployed size and OPs per cell, next to fp's."""
+    parts = []
+    for r in here:
+        fp = r["fp"] or {}
+        if not math.isfinite(r["size"]):
+            continue
+        part = f"{cell_name(*r['cell'][:2])}: {r['size'] / 1e6:.3g} MB, {si(r['ops'])} OPs"
+        if fp.get("size") and math.isfinite(fp["size"]):
+            part += (f" (fp: {fp['size'] / 1e6:.3g} MB, {si(fp['ops'])} OPs; "
+                     f"×{fp['size'] / r['size']:.1f} smaller)")
+        parts.append(part)
+    parts = list(dict.fromkeys(parts))  # budgets share a cell's deployed network
+    return ("; deployed " + "; ".join(parts)) if parts else ""
 
 
 def _baseline_ratios_text(st: StudyRecords, s: str, rows_: list[dict[str, Any]],
@@ -279,6 +299,7 @@ def _cost_items(st: StudyRecords, s: str) -> list[str]:
         txt += (_fp_ratios_text(with_fp) if with_fp else
                 "; no fp run on this hardware, so no ratio to fp")
         txt += _baseline_ratios_text(st, s, rows_, here, dev)
+        txt += _deployed_text(here)
         items.append(txt + ".")
     return items
 
@@ -287,9 +308,9 @@ def answer_cost(st: StudyRecords, q: Question) -> Answer:
     items = [item for s in st.settings() for item in _cost_items(st, s)]
     if not items:
         return f"{NOT_ANSWERED}: no completed {st.ours} run records its cost.", []
-    total = st.runs.dropna(subset=["wall_time_s"])
-    hours = total.groupby(total["device"].astype(str).str.startswith("cuda"))["wall_time_s"].sum()
-    spent = "; ".join(f"{h / 3600:.2f} {'GPU' if k else 'CPU'}-hours" for k, h in hours.items())
+    total = st.runs.dropna(subset=["device_hours"])
+    hours = total.groupby(total["device"].astype(str).str.startswith("cuda"))["device_hours"].sum()
+    spent = "; ".join(device_time(h, bool(k)) for k, h in hours.items())
     text = (f"Cost of {st.ours} from the summaries (full table: cost tables). The whole study "
             f"used {spent} (all records, failed runs included).")
     return text, _bullets(items, "the cost tables")
