@@ -14,10 +14,11 @@ Inference (per model and W/A cell, from the config and the input shape alone):
     OPs       BOPs / 64 + FLOPs (same papers).
     size      bits of the deployed model: quantized weights at w_bits, their levels and
               scales, and every other tensor inference needs (full-precision weights, biases,
-              batch-norm statistics and affine parameters, PACT clip values) at 32 bits; the
-              method's export decides the shapes of levels and scales, so the model is built
-              with the method (its untrained initial state; the shapes do not change in
-              training). ``harness.packing`` stores exactly this payload.
+              batch-norm statistics and affine parameters, PACT clip values) at 32 bits
+              (batch-norm batch counters left out). The method's export decides the shapes of
+              levels and scales (a function of C_out only). ``harness.packing`` stores exactly
+              this payload (plus the 8-byte batch counters); a test checks the two agree for
+              every method.
 
 Training (per run, measured once at its start by :func:`count_training_flops`): FLOPs
 (torch's convention, 2 per MAC, so x2 the inference MACs) of ``TRAIN_STEPS`` real training
@@ -31,6 +32,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import json
 import random
 import types
 from pathlib import Path
@@ -42,7 +45,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from harness import models
-from methods.base import Progress, quant_layers
+from methods.act import make_act_quantizer
+from methods.base import Progress
 from methods.base import get as get_method
 
 TRAIN_STEPS = 4  # exact for per-step work that repeats every 1, 2 or 4 steps (sbn_every)
@@ -54,67 +58,73 @@ KNOWN_SHAPES = {"digits": (1, 8, 8, 10), "mnist": (1, 28, 28, 10),
                 "cifar100": (3, 32, 32, 100)}
 
 
-def layer_macs(model: nn.Module, in_channels: int, image_size) -> dict[str, int]:
-    """MACs of every module that runs a convolution or a matrix product, by module name, for
-    one image (FlopCounterMode over one forward, halved)."""
-    model = copy.deepcopy(model).eval().cpu()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, in_channels, *image_size))
-    root = type(model).__name__
-    out = {}
-    for key, ops in counter.get_flop_counts().items():
-        if key.startswith(root + "."):
-            out[key[len(root) + 1:]] = sum(ops.values()) // 2
-    return out
+@functools.lru_cache(maxsize=64)
+def _plain(mcfg, a_bits: int, num_classes: int, in_channels: int,
+           image_size: tuple[int, int]) -> tuple:
+    """What the counts need of the float network, by layer: (name, conv?, C_out, weight
+    numel, MACs), the policy's layer names, and the numel of its other inference tensors
+    (the activation function, ReLU or Hardtanh, changes none of them)."""
+    with torch.device("meta"):  # shapes only: no memory, no arithmetic
+        model = models.build(_Cfg(mcfg, a_bits), num_classes, in_channels, image_size,
+                             None).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, in_channels, *image_size))
+    root = type(model).__name__ + "."
+    macs = {k[len(root):]: sum(ops.values()) // 2
+            for k, ops in counter.get_flop_counts().items() if k.startswith(root)}
+    layers = tuple((n, isinstance(m, nn.Conv2d), m.weight.shape[0], m.weight.numel(),
+                    macs.get(n, 0))
+                   for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    weights = {f"{n}.weight" for n, *_ in layers}
+    other = sum(t.numel() for k, t in model.state_dict().items()
+                if k not in weights and not k.endswith("num_batches_tracked"))
+    return layers, tuple(models.policy_layers(model, mcfg)), other
 
 
-def _weight_layers(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+@dataclasses.dataclass(frozen=True)
+class _Cfg:
+    """The two config fields models.build reads for the float network."""
+    model: Any
+    a_bits: int
 
 
-def _make_method(cfg):
-    cls = get_method(cfg.method)
-    return cls(cls.parse_options(dict(cfg.method_options)), cfg.w_bits)
-
-
-def deployed_size_bits(cfg, num_classes: int, in_channels: int, image_size) -> dict[str, int]:
-    """Bits of the deployed model (module docstring), split into quantized codes and the
-    rest; built with the run's method in its initial state."""
-    torch.manual_seed(0)
-    model = models.build(cfg, num_classes, in_channels, tuple(image_size), _make_method(cfg))
-    code_bits = other = 0
-    with torch.no_grad():
-        for _, layer in quant_layers(model):
-            e = layer.wq.export()
-            if e is None:
-                other += layer.wq.deployed_weight().numel() * 32
-            else:
-                code_bits += e["codes"].numel() * layer.wq.bits
-                other += (e["levels"].numel() + e["scale"].numel()) * 32
-        for key, t in model.state_dict().items():
-            if ".wq." not in key and not key.endswith("num_batches_tracked"):
-                other += t.numel() * 32
-    return {"code_bits": code_bits, "other_bits": other}
+@functools.lru_cache(maxsize=256)
+def _export_numel(method: str, options_json: str, w_bits: int, conv: bool, c_out: int) -> int:
+    """Numel of the levels and scale a layer with C_out output channels exports: by the
+    export format (methods.base.decode) they depend on C_out alone, so the method's quantizer
+    is built on a 1x1 stand-in layer with that many output channels; -1 for a layer that
+    keeps full-precision weights."""
+    cls = get_method(method)
+    m = cls(cls.parse_options(json.loads(options_json)), w_bits)
+    stand_in = nn.Conv2d(1, c_out, 1, bias=False) if conv else nn.Linear(1, c_out, bias=False)
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(0)
+        e = m.make_quantizer(stand_in, "stand-in").export()
+    return -1 if e is None else e["levels"].numel() + e["scale"].numel()
 
 
 def inference_cost(cfg, num_classes: int, in_channels: int, image_size) -> dict[str, Any]:
-    """MACs, BOPs, FLOPs, OPs and size of the deployed network, per layer and in total."""
-    plain = models.build(cfg, num_classes, in_channels, tuple(image_size), method=None)
-    macs = layer_macs(plain, in_channels, image_size)
-    quantized = set(models.policy_layers(plain, cfg.model)) if cfg.w_bits < 32 else set()
-    rows = []
-    for name in _weight_layers(plain):
-        q = name in quantized
+    """MACs, BOPs, FLOPs, OPs and size of the deployed network (module docstring), per
+    layer and in total."""
+    layers, policy, other = _plain(cfg.model, 32, num_classes, in_channels, tuple(image_size))
+    options = json.dumps(dict(cfg.method_options), sort_keys=True, default=str)
+    act_numel = sum(t.numel() for t in make_act_quantizer(
+        cfg.a_bits, cfg.a_quant, cfg.pact_init).state_dict().values())
+    rows, code_bits, other_bits = [], 0, other * 32
+    for name, conv, c_out, numel, m in layers:
+        extra = _export_numel(cfg.method, options, cfg.w_bits, conv, c_out) \
+            if name in policy else -1
+        q = extra >= 0
         w, a = (cfg.w_bits, cfg.a_bits) if q else (32, 32)
-        m = macs.get(name, 0)
         rows.append({"layer": name, "macs": m, "w_bits": w, "a_bits": a,
-                     "bops": m * w * a if q else 0, "flops": 0 if q else m,
-                     "params": plain.get_submodule(name).weight.numel()})
-    size = deployed_size_bits(cfg, num_classes, in_channels, image_size)
+                     "bops": m * w * a if q else 0, "flops": 0 if q else m, "params": numel})
+        code_bits += numel * w if q else 0
+        other_bits += (extra * 32 if q else numel * 32) + (act_numel * 32 if name in policy
+                                                           else 0)
     bops, flops = sum(r["bops"] for r in rows), sum(r["flops"] for r in rows)
     return {"macs": sum(r["macs"] for r in rows), "bops": bops, "flops": flops,
-            "ops": bops / 64 + flops, "size_bytes": (size["code_bits"] + size["other_bits"]) / 8,
-            "code_bytes": size["code_bits"] / 8,
+            "ops": bops / 64 + flops, "size_bytes": (code_bits + other_bits) / 8,
+            "code_bytes": code_bits / 8,
             "input_shape": [in_channels, *image_size], "num_classes": num_classes,
             "layers": rows}
 

@@ -214,8 +214,9 @@ def _cost_notes(rows_: list[dict[str, Any]], hw: list[str], hw_id: dict[str, str
         "at the run's start). s/epoch: mean training time per epoch (without evaluation). "
         "peak MB: " + ", ".join(kinds) + ". method params: bytes of the quantized layers' "
         "parameters. compute: summed device time of the included runs (wall-clock x "
-        "processes). × fp: relative to the fp runs on the same hardware (same activation bits "
-        "and budget when available); n/a without such runs or where records predate the measurement."]
+        "processes). × fp: relative to the fp runs on the same hardware (same activation "
+        "bits and budget when available); n/a without such runs or where records predate "
+        "the measurement."]
     if any(r["source"] == "config" for r in rows_):
         notes.append("Size, BOPs and OPs of records written before runs recorded them are "
                      "computed from their configs (harness.opcount).")
@@ -254,18 +255,30 @@ def cost_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]]) -> T
 # --------------------------------------------------------------------------- method memory
 
 def method_memory(cfg: C.RunConfig, shape: tuple[int, tuple[int, int], int]) -> dict[str, int]:
-    """Bytes of the method's parameters and their optimizer state, measured on the run's
-    model and optimizer after one training step on two blank images."""
+    """Bytes of the method's parameters and their optimizer state on the run's model and
+    optimizer after one optimizer step (zero gradients: the step creates the optimizer's
+    state without a forward pass). Built on PyTorch's meta device (every tensor's shape and
+    dtype, no data: the sizes are exact and a full-width model costs nothing), on the CPU for
+    a method whose initialisation reads values."""
+    try:
+        return _method_memory(cfg, shape, "meta")
+    except (RuntimeError, NotImplementedError):
+        return _method_memory(cfg, shape, "cpu")
+
+
+def _method_memory(cfg: C.RunConfig, shape, device: str) -> dict[str, int]:
     from harness import train
 
     c, hw, k = shape
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(), torch.device(device):
         torch.manual_seed(0)
         method = train.make_method(cfg)
         model = models.build(cfg, k, c, tuple(hw), method)
         groups = method.param_groups(model, train.default_param_groups(model, cfg.optim))
         opt = train.make_optimizer(groups, cfg.optim)
-        model(torch.zeros(2, c, *hw)).sum().backward()
+        for group in opt.param_groups:
+            for p in group["params"]:
+                p.grad = torch.zeros_like(p)
         opt.step()
     return memory_costs(model, opt)
 
@@ -324,10 +337,11 @@ def memory_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]]) ->
     header = ["Method", "Weights", "method params", "× fp weights", "their opt. state", "× fp",
               f"peak MB (runs, A{rows_[0]['a_bits']})", "× fp"]
     notes = ["method params: bytes of the parameters the method keeps for the quantized layers "
-             "(latent weights, logits, scales), measured on the study's model and optimizer "
-             "after one step; × fp weights: relative to the fp model's weights of the same "
-             "layers (and their optimizer state). peak MB: the study's runs in that cell, "
-             "relative to fp's; 'not run' where the study has no such cell."]
+             "(latent weights, logits, scales), counted on the study's model and optimizer "
+             "after one step (harness.cost.memory_costs); × fp weights: relative to the fp "
+             "model's weights of the same layers (and their optimizer state). peak MB: the "
+             "study's runs in that cell, relative to fp's; 'not run' where the study has no "
+             "such cell."]
     return Table(f"method_memory_{slug(st.setting_labels[setting])}",
                  f"Memory of {rows_[0]['row']}'s parameters by weight bits, "
                  f"{st.setting_labels[setting]}", header, rows, pd.DataFrame(rows_),
