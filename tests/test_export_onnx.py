@@ -12,7 +12,7 @@ import torch
 from conftest import ROOT, tiny_cfg
 
 from harness import export as E
-from harness import onnx_export, packing, train
+from harness import onnx_export, opcount, packing, train
 from methods.act import DorefaAct, PactAct, SignAct, export_form
 from methods.base import UserError, load_all
 
@@ -83,7 +83,13 @@ def test_onnx_matches_the_harness_and_packing_is_exact(method, w_bits, a_bits, a
                             back["image_size"], back["layers"], back["state"]).eval()
     assert E._same_network(again, model)
     sizes = packing.file_sizes(blob)
-    assert sizes["packed_bytes"] == size and size < sizes["fp32_bytes"] or w_bits == 32
+    assert sizes["packed_bytes"] == size and (size < sizes["fp32_bytes"] or w_bits == 32)
+    # the payload is the model size harness.opcount computes from the config alone (plus the
+    # 8-byte batch-norm batch counters)
+    counters = sum(k.endswith("num_batches_tracked") for k in blob["state"])
+    inf = opcount.inference_cost(t.cfg, blob["num_classes"], blob["in_channels"],
+                                 blob["image_size"])
+    assert sizes["payload_bytes"] == inf["size_bytes"] + 8 * counters
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 6, 7, 8, 9])
