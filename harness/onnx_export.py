@@ -8,8 +8,9 @@ float32 with a free batch axis, output ``logits`` [N, classes]):
   scale: at most 2^b distinct values per tensor or output channel);
 - the recipe's activation quantizers as standard arithmetic, from ``methods.act.export_form``
   (the same functions as the training forward, without autograd.Function): sign as
-  GreaterOrEqual + Where; PACT as Max/Min + Mul + Round + Mul; DoReFa as Clip + Mul + Round +
-  Div (ONNX Round, like torch.round, rounds half to even);
+  GreaterOrEqual + Where; PACT as Clip + Min + Mul + Round + Mul (with Reciprocal for n/alpha,
+  as torch computes it); DoReFa as Clip + Mul + Round + Div (ONNX Round, like torch.round,
+  rounds half to even);
 - everything else as it is: batch norm as BatchNormalization with the deployed state's
   statistics (not folded into the convolutions, so the discrete weights stay visible), the
   full-precision first and last layers, pooling, additions.
