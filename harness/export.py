@@ -250,6 +250,7 @@ def cmd_export(args) -> int:
         print(f"error: the network rebuilt from {packing.FILENAME} differs from deployed.pt's",
               file=sys.stderr)
     if r.onnx is not None and not r.onnx.ok:
-        print(f"error: deployed.onnx: {r.onnx.flips} predictions differ from the harness's, "
-              f"more than the {r.onnx.allowed} allowed", file=sys.stderr)
+        print(f"error: deployed.onnx: {r.onnx.flips} predictions and {r.onnx.differ} images' "
+              f"logits differ from the harness's, more than the {r.onnx.allowed} allowed",
+              file=sys.stderr)
     return 0 if r.ok else 1

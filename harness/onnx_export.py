@@ -24,11 +24,18 @@ its eval-mode pass from folding batch norm into the convolutions.
 
 The check (:func:`check`) runs the file with onnxruntime's CPU provider, default session
 options (as a deployment would), over the whole test set and compares with the harness's
-deployed network on the same batches. Float rounding (a different summation order in the
-convolutions) may move a value across a sign or rounding threshold of an activation
-quantizer and so flip a prediction now and then; the tolerance is ``MAX_FLIP_RATE`` (1
-prediction in 10,000), and at least one flip on test sets under 10,000 images. The
-check prints both accuracies, the flips and the largest logit difference.
+deployed network on the same batches, image by image: an image *differs* when any of its
+logits is off by more than ``ATOL + RTOL * |logit|``, and a *flip* is a different predicted
+class. Float rounding (another summation order in the convolutions, onnxruntime's fusion of
+batch norm into them) moves a value across a sign or rounding threshold of an activation
+quantizer now and then, and the rest of the network then differs for that image. The
+tolerance is ``MAX_RATE`` = 1 in 1,000 for both counts (at least one on test sets under 1,000
+images); a wrong export (other weights, statistics or quantizers) moves the logits of nearly
+every image. Measured on the whole CIFAR-10 test set (README, Performance): fp ResNet-20, 0
+images differ; SLB W1/A1 after 2 epochs on 1,000 images (logits within 0.33 of each other,
+so near ties are common), 8 flips (4 with onnxruntime's graph optimizations off): more than
+1 in 10,000, which is why the tolerance is not that. The check prints both accuracies, the
+counts and the largest logit difference.
 """
 from __future__ import annotations
 
@@ -48,12 +55,13 @@ from methods.act import export_form
 from methods.base import UserError, quant_layers
 
 OPSET = 17
-MAX_FLIP_RATE = 1e-4
+MAX_RATE = 1e-3             # images that may differ (and flip), as a fraction of the test set
+ATOL, RTOL = 1e-4, 1e-4     # a logit differs when |onnx - torch| > ATOL + RTOL * |torch|
 
 
-def allowed_flips(n: int) -> int:
-    """Predictions that may differ between onnxruntime and torch on ``n`` test images."""
-    return max(1, math.floor(n * MAX_FLIP_RATE))
+def allowed(n: int) -> int:
+    """Images that may differ (and predictions that may flip) among ``n`` test images."""
+    return max(1, math.floor(n * MAX_RATE))
 
 
 def exportable(model: nn.Module) -> nn.Module:
@@ -103,18 +111,20 @@ class OnnxCheck:
     acc_torch: float            # % of the harness's deployed network on these batches
     acc_onnx: float             # % of the ONNX file under onnxruntime
     flips: int                  # images whose predicted class differs
-    allowed: int                # allowed_flips(n)
+    differ: int                 # images with a logit off by more than ATOL + RTOL |logit|
+    allowed: int                # allowed(n), for each of the two counts
     max_abs_diff: float         # largest |logit difference|
     max_abs_logit: float        # largest |logit| of the harness (the scale of the difference)
 
     @property
     def ok(self) -> bool:
-        return self.flips <= self.allowed
+        return self.flips <= self.allowed and self.differ <= self.allowed
 
     def line(self) -> str:
         return (f"onnxruntime {self.acc_onnx:.2f}% vs harness {self.acc_torch:.2f}% on {self.n} "
-                f"test images; {self.flips} predictions differ (allowed {self.allowed}: 1 in "
-                f"{round(1 / MAX_FLIP_RATE):,}, at least 1); largest logit difference "
+                f"test images; {self.flips} predictions differ and {self.differ} images have "
+                f"logits off by more than {ATOL:g} + {RTOL:g}|logit| (allowed {self.allowed} "
+                f"each: 1 in {round(1 / MAX_RATE):,}, at least 1); largest logit difference "
                 f"{self.max_abs_diff:.3g} (logits up to {self.max_abs_logit:.3g})")
 
 
@@ -124,7 +134,7 @@ def check(path: Path, model: nn.Module, batches) -> OnnxCheck:
     ``batches`` of (image, label) and compare predictions and logits."""
     sess = session(path)
     model = copy.deepcopy(model).cpu().float().eval()
-    n = right_t = right_o = flips = 0
+    n = right_t = right_o = flips = differ = 0
     diff = scale = 0.0
     for x, y in batches:
         x, y = x.detach().cpu().float().contiguous(), y.cpu()
@@ -135,7 +145,8 @@ def check(path: Path, model: nn.Module, batches) -> OnnxCheck:
         right_t += int((pt == y).sum())
         right_o += int((po == y).sum())
         flips += int((pt != po).sum())
+        differ += int(((ref - out).abs() > ATOL + RTOL * ref.abs()).any(1).sum())
         diff = max(diff, float((ref - out).abs().max()))
         scale = max(scale, float(ref.abs().max()))
-    return OnnxCheck(n, 100.0 * right_t / n, 100.0 * right_o / n, flips, allowed_flips(n),
+    return OnnxCheck(n, 100.0 * right_t / n, 100.0 * right_o / n, flips, differ, allowed(n),
                      diff, scale)

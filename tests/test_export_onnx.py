@@ -60,7 +60,7 @@ def test_onnx_matches_the_harness_and_packing_is_exact(method, w_bits, a_bits, a
     onnx_export.write_onnx(model, blob["in_channels"], blob["image_size"], path)
     res = onnx_export.check(path, model, t.data.test_batches(100))
     assert res.n == t.data.num_test and res.ok, res.line()
-    assert res.flips == 0 and res.acc_onnx == res.acc_torch, res.line()
+    assert res.flips == 0 and res.differ == 0 and res.acc_onnx == res.acc_torch, res.line()
     if a_bits == 32:  # no threshold in the network: only float rounding separates the two
         assert res.max_abs_diff <= 1e-4 * max(1.0, res.max_abs_logit), res.line()
     # the deployed weights in the file are the discrete weights times their scale
@@ -119,10 +119,24 @@ def test_export_form_is_the_training_forward_bit_for_bit(act):
     assert torch.equal(export_form(act)(x), act(x))
 
 
-def test_allowed_flips_is_one_in_ten_thousand():
-    assert onnx_export.allowed_flips(200) == 1
-    assert onnx_export.allowed_flips(10_000) == 1
-    assert onnx_export.allowed_flips(50_000) == 5
+def test_tolerance_is_one_in_a_thousand_images():
+    assert onnx_export.allowed(200) == 1
+    assert onnx_export.allowed(10_000) == 10
+    assert onnx_export.allowed(50_000) == 50
+
+
+def test_check_counts_flips_and_differing_images(tmp_path):
+    """A wrong export is caught: the same network with one BN's statistics changed."""
+    t = _trained("slb", 1, 1, "pact", tmp_path)
+    blob, model = _deployed(t)
+    path = tmp_path / "m.onnx"
+    onnx_export.write_onnx(model, blob["in_channels"], blob["image_size"], path)
+    wrong = E.rebuild_model(t.cfg, blob["num_classes"], blob["in_channels"],
+                            blob["image_size"], blob["layers"], blob["state"]).eval()
+    bn = next(m for m in wrong.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_mean += 0.5
+    res = onnx_export.check(path, wrong, t.data.test_batches(100))
+    assert not res.ok and res.differ > res.allowed and res.differ >= 0.9 * res.n, res.line()
 
 
 def test_a_method_activation_quantizer_is_refused_naming_the_layer(tmp_path):
