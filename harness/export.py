@@ -12,7 +12,8 @@ deployed.pt = {
 
 Every export also writes RUN_DIR/deployed_packed.zip (harness.packing: the codes at their
 bit width; its size is printed next to the same network's with float32 weights) and checks
-that the network rebuilt from it equals the one rebuilt from deployed.pt bit for bit.
+that the network rebuilt from it equals the one rebuilt from deployed.pt bit for bit, and
+RUN_DIR/ops.csv (harness.opcount: MACs, bits, BOPs, FLOPs and weights of every layer).
 ``--format onnx`` also writes RUN_DIR/deployed.onnx and runs it with onnxruntime over the
 test set (harness.onnx_export). A run whose deployed form the export cannot express (an
 activation quantizer other than the recipe's, a quantized layer without codes) is refused
@@ -25,12 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 
 from harness import config as C
 from harness import data as data_mod
-from harness import models, onnx_export, packing, records
+from harness import models, onnx_export, opcount, packing, records
 from harness.env import resolve_device
 from harness.train import Trainer, evaluate
 from methods.act import make_act_quantizer
@@ -225,6 +227,12 @@ def export_run(run_dir: Path, device: str | None = None, fmt: str = "torch",
          f"({fp32:,} bytes); rebuilt from it "
          f"{'bit for bit' if exact else 'NOT bit for bit'}")
     result = ExportResult(acc, summary.final_test_acc, size, fp32, exact)
+    inf = opcount.inference_cost(cfg, blob["num_classes"], blob["in_channels"],
+                                 blob["image_size"])
+    records.atomic_write_text(run_dir / "ops.csv", pd.DataFrame(inf["layers"]).to_csv(index=False))
+    echo(f"wrote {run_dir / 'ops.csv'}: MACs, BOPs and FLOPs of every layer; in all "
+         f"{inf['macs']:,} MACs, {inf['bops']:,} BOPs, {inf['flops']:,} FLOPs, "
+         f"{inf['ops']:,.0f} OPs per image")
     if fmt == "onnx":
         path = run_dir / "deployed.onnx"
         onnx_export.write_onnx(model, blob["in_channels"], blob["image_size"], path)

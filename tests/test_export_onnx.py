@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import onnx
+import pandas as pd
 import pytest
 import torch
 from conftest import ROOT, tiny_cfg
@@ -169,6 +170,11 @@ def test_cli_export_onnx_writes_checks_and_prints_both_accuracies(tmp_path):
     acc = train.records.read_summary(out).final_test_acc
     assert f"vs harness {acc:.2f}%" in line and "0 predictions differ" in line
     assert "bit for bit" in p.stdout
+    ops = pd.read_csv(out / "ops.csv")
+    summary = train.records.read_summary(out)
+    assert list(ops.columns) == ["layer", "macs", "w_bits", "a_bits", "bops", "flops", "params"]
+    assert ops["macs"].sum() == summary.inference_cost["macs"]
+    assert ops["bops"].sum() == summary.inference_cost["bops"]
     r = E.export_run(out, fmt="onnx", echo=lambda s: None)
     assert r.ok and r.onnx.acc_onnx == r.onnx.acc_torch == acc
     assert r.packed_bytes == (out / packing.FILENAME).stat().st_size < r.fp32_bytes
