@@ -17,7 +17,7 @@ from methods.errors import UserError
 COMMANDS = {
     "run": ("harness.train", "cmd_run", "train one run into RUN_DIR (resumes if interrupted)"),
     "export": ("harness.export", "cmd_export",
-               "write RUN_DIR/deployed.pt and check it rebuilds the network exactly"),
+               "write RUN_DIR/deployed.pt, bit-packed weights (and ONNX), and check each"),
     "sweep": ("harness.sweep", "cmd_sweep",
               "expand a study spec and submit the runs not yet completed"),
     "status": ("harness.sweep", "cmd_status", "states of a study's runs, failures and job ids"),
@@ -99,6 +99,9 @@ def _add_export(sub) -> None:
     p = sub.add_parser("export", help=COMMANDS["export"][2])
     p.add_argument("run_dir", metavar="RUN_DIR", help="a completed run's directory")
     p.add_argument("--device", default=None, help="device for the check (default: the run's)")
+    p.add_argument("--format", choices=("torch", "onnx"), default="torch",
+                   help="torch: deployed.pt and the bit-packed deployed_packed.zip; onnx: also "
+                        "deployed.onnx, run with onnxruntime over the test set and compared")
 
 
 def _add_sweep(sub, executors: tuple[str, ...]) -> None:

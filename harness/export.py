@@ -10,24 +10,44 @@ deployed.pt = {
   "test_acc": the accuracy the rebuilt network reached when exported (for another task than
               classification: its score, e.g. the test PSNR in dB),
 }
+
+Every export also writes RUN_DIR/deployed_packed.zip (harness.packing: the codes at their
+bit width; its size is printed next to the same network's with float32 weights) and checks
+that the network rebuilt from it equals the one rebuilt from deployed.pt bit for bit, and
+RUN_DIR/ops.csv (harness.opcount: MACs, bits, BOPs, FLOPs and weights of every layer).
+``--format onnx`` also writes RUN_DIR/deployed.onnx and runs it with onnxruntime over the
+test set (harness.onnx_export). A run whose deployed form the export cannot express (an
+activation quantizer other than the recipe's, a quantized layer without codes) is refused
+with a one-line error naming the layer.
 """
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 
 from harness import config as C
-from harness import models, records, tasks
+from harness import models, onnx_export, opcount, packing, records, tasks
 from harness.env import resolve_device
 from harness.train import Dist, Trainer
 from methods.act import make_act_quantizer
-from methods.base import QLayer, UserError, WeightQuantizer, decode, quant_layers, set_module
+from methods.base import (
+    QLayer,
+    UserError,
+    WeightQuantizer,
+    decode,
+    quant_layers,
+    require,
+    set_module,
+)
 
 FORMAT = "slbench-deployed/1"
+FORMATS = ("torch", "onnx")  # --format: deployed.pt (+ packed) | also deployed.onnx
 
 
 class FixedWeight(WeightQuantizer):
@@ -69,7 +89,13 @@ def export(run_dir: Path, device: str | None = None, data=None) -> dict[str, Any
     if not trainer.load_checkpoint() or not trainer.final_done:
         raise UserError("RUN_DIR", f"{run_dir}/checkpoint.pt is missing or not final; "
                         "re-run the training command to finish it")
-    model, method = trainer.model, trainer.method
+    return deployed_blob(trainer)
+
+
+def deployed_blob(trainer: Trainer) -> dict[str, Any]:
+    """The deployed.pt dictionary of a set-up trainer's model in its current state."""
+    cfg, model, method = trainer.cfg, trainer.model, trainer.method
+    check_expressible(cfg, model)
     layers: dict[str, dict[str, Any]] = {}
     with torch.no_grad(), method.deployed(model):
         for name, layer in quant_layers(model):
@@ -90,6 +116,29 @@ def export(run_dir: Path, device: str | None = None, data=None) -> dict[str, Any
     return {"format": FORMAT, "config": C.to_dict(cfg), "config_hash": C.config_hash(cfg),
             "num_classes": trainer.data.num_classes, "in_channels": trainer.data.in_channels,
             "image_size": list(trainer.data.image_size), "layers": layers, "state": state}
+
+
+def check_expressible(cfg: C.RunConfig, model: nn.Module) -> None:
+    """Refuse (UserError naming the layer) what codes/levels/scale and the recipe's
+    activation quantizers cannot express: a method's own activation quantizer, a quantized
+    layer without an export, codes outside [0, 2^bits)."""
+    recipe = type(make_act_quantizer(cfg.a_bits, cfg.a_quant, cfg.pact_init))
+    with torch.no_grad():
+        for name, layer in quant_layers(model):
+            if type(layer.act) is not recipe:
+                raise UserError("RUN_DIR", f"layer {name!r} quantizes its input with "
+                                f"{type(layer.act).__name__}, not the recipe's {recipe.__name__}"
+                                " (the method replaced it); the export rebuilds the network "
+                                "with the recipe's activation quantizers, so it cannot "
+                                "express this run")
+            wq, e = layer.wq, layer.wq.export()
+            if e is None and wq.bits < 32:
+                raise UserError("RUN_DIR", f"layer {name!r}: {type(wq).__name__} has "
+                                f"{wq.bits}-bit weights but no codes/levels/scale export")
+            if e is not None and (int(e["codes"].min()) < 0 or
+                                  int(e["codes"].max()) >= 2 ** wq.bits):
+                raise UserError("RUN_DIR", f"layer {name!r}: codes outside [0, 2^{wq.bits}) "
+                                f"cannot be stored at {wq.bits} bits")
 
 
 def rebuild_model(cfg: C.RunConfig, num_classes: int, in_channels: int, image_size,
@@ -123,13 +172,32 @@ def load_deployed(path: Path, device: torch.device) -> tuple[C.RunConfig, nn.Mod
     return cfg, model.to(device)
 
 
-def export_and_check(run_dir: Path, device: str | None = None,
-                     echo=print) -> tuple[float, float]:
-    """Write RUN_DIR/deployed.pt, rebuild the network from it, evaluate, compare to summary.
+@dataclass
+class ExportResult:
+    acc: float                  # accuracy of the network rebuilt from deployed.pt
+    want: float                 # summary.json's score (final_test_acc; SR: final_metric)
+    packed_bytes: int           # deployed_packed.zip
+    fp32_bytes: int             # the same network with float32 weights, same container
+    packed_exact: bool          # rebuilt from the packed file == rebuilt from deployed.pt
+    onnx: onnx_export.OnnxCheck | None = None
 
-    Returns (rebuilt accuracy, summary final_test_acc); for another task (SR) its score
-    (final_metric, e.g. PSNR in dB) in place of the accuracy.
-    """
+    @property
+    def ok(self) -> bool:
+        return self.acc == self.want and self.packed_exact and (self.onnx is None or
+                                                                self.onnx.ok)
+
+
+def _same_network(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(
+        sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def export_run(run_dir: Path, device: str | None = None, fmt: str = "torch",
+               echo=print) -> ExportResult:
+    """Write RUN_DIR/deployed.pt and deployed_packed.zip (and deployed.onnx for ``fmt``
+    "onnx"), rebuild the network from each, evaluate, compare with summary.json."""
+    require(fmt in FORMATS, "--format", f"unknown format {fmt!r}; choose one of {list(FORMATS)}")
     run_dir = Path(run_dir)
     _, summary = _load_finished(run_dir)
     blob = export(run_dir, device)
@@ -140,6 +208,9 @@ def export_and_check(run_dir: Path, device: str | None = None,
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     task = tasks.get(cfg.task)
+    require(fmt != "onnx" or task.name == "classify", "--format",
+            "the ONNX check compares class predictions: it is for classification runs; "
+            "export this run with --format torch")
     data = task.load_data(cfg, dev)
     acc = task.evaluate(model, data, cfg, dev, Dist())[task.primary]
     blob["test_acc"] = acc
@@ -147,13 +218,53 @@ def export_and_check(run_dir: Path, device: str | None = None,
     n_q = sum(1 for e in blob["layers"].values() if "codes" in e)
     echo(f"wrote {run_dir / 'deployed.pt'}: {n_q} quantized layers; rebuilt {task.primary} "
          f"{acc:.4g} (summary: {summary.result:.4g})")
-    return acc, summary.result
+
+    packed = run_dir / packing.FILENAME
+    size = packing.write_packed(packed, blob)
+    sizes = packing.file_sizes(blob)
+    fp32 = sizes["fp32_bytes"]
+    unpacked = packing.read_packed(packed)
+    again = rebuild_model(cfg, unpacked["num_classes"], unpacked["in_channels"],
+                          unpacked["image_size"], unpacked["layers"], unpacked["state"])
+    exact = _same_network(again, model.cpu())
+    model.to(dev)
+    echo(f"wrote {packed}: {size:,} bytes ({sizes['payload_bytes']:,} of tensors), "
+         f"{fp32 / size:.1f}x smaller than the same network with float32 weights "
+         f"({fp32:,} bytes); rebuilt from it "
+         f"{'bit for bit' if exact else 'NOT bit for bit'}")
+    result = ExportResult(acc, summary.result, size, fp32, exact)
+    inf = opcount.inference_cost(cfg, blob["num_classes"], blob["in_channels"],
+                                 blob["image_size"])
+    records.atomic_write_text(run_dir / "ops.csv", pd.DataFrame(inf["layers"]).to_csv(index=False))
+    echo(f"wrote {run_dir / 'ops.csv'}: MACs, BOPs and FLOPs of every layer; in all "
+         f"{inf['macs']:,} MACs, {inf['bops']:,} BOPs, {inf['flops']:,} FLOPs, "
+         f"{inf['ops']:,.0f} OPs per image")
+    if fmt == "onnx":
+        path = run_dir / "deployed.onnx"
+        onnx_export.write_onnx(model, blob["in_channels"], blob["image_size"], path)
+        result.onnx = onnx_export.check(path, model, data.test_batches(cfg.data.eval_batch_size))
+        echo(f"wrote {path}: {path.stat().st_size:,} bytes; {result.onnx.line()}")
+    return result
+
+
+def export_and_check(run_dir: Path, device: str | None = None,
+                     echo=print) -> tuple[float, float]:
+    """Write RUN_DIR/deployed.pt (and the packed file), rebuild the network from it,
+    evaluate, compare to summary. Returns (rebuilt accuracy, summary final_test_acc)."""
+    r = export_run(run_dir, device, "torch", echo)
+    return r.acc, r.want
 
 
 def cmd_export(args) -> int:
-    acc, want = export_and_check(Path(args.run_dir), args.device)
-    if acc != want:
-        print(f"error: rebuilt network scores {acc!r}% but summary.json says {want!r}%",
+    r = export_run(Path(args.run_dir), args.device, getattr(args, "format", "torch"))
+    if r.acc != r.want:
+        print(f"error: rebuilt network scores {r.acc!r}% but summary.json says {r.want!r}%",
               file=sys.stderr)
-        return 1
-    return 0
+    if not r.packed_exact:
+        print(f"error: the network rebuilt from {packing.FILENAME} differs from deployed.pt's",
+              file=sys.stderr)
+    if r.onnx is not None and not r.onnx.ok:
+        print(f"error: deployed.onnx: {r.onnx.flips} predictions and {r.onnx.differ} images' "
+              f"logits differ from the harness's, more than the {r.onnx.allowed} allowed",
+              file=sys.stderr)
+    return 0 if r.ok else 1

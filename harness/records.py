@@ -85,6 +85,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic(path, lambda f: f.write(text.encode()))
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic(path, lambda f: f.write(data))
+
+
 def _clean(obj: Any) -> Any:
     """JSON cannot hold NaN/inf: write them as null."""
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -217,6 +221,13 @@ class RunSummary:
     # what identifies the training data: source files, subset indices, content hash
     # (harness.data.fingerprint)
     data_fingerprint: dict[str, Any] = field(default_factory=dict)
+    # what the deployed network costs to run and the run cost to train (harness.opcount,
+    # measured at the run's start): {"macs", "bops", "flops", "ops", "size_bytes",
+    # "code_bytes", "input_shape", "num_classes"} and {"flops_per_step", "epoch_hook_flops",
+    # "end_hook_flops", "total_flops", "steps_per_epoch", "step_time_s", "device_hours",
+    # "world_size", "threads"}; empty in records that predate them
+    inference_cost: dict[str, Any] = field(default_factory=dict)
+    training_cost: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     task: str = "classify"
     metric: str = ""

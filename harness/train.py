@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from harness import config as C
-from harness import models, procs, records, source, tasks
+from harness import models, opcount, procs, records, source, tasks
 from harness.cli import RUN_FLAGS
 from harness.cost import memory_costs
 from harness.dist import Dist
@@ -237,6 +237,7 @@ class Trainer:
         """Train (or resume) to the end, in the order of the hooks in methods/base.py."""
         cfg = self.cfg
         self.setup()                                      # seed, data, model, method.prepare
+        self.measure_costs()                              # op counts, FLOPs of a step
         self.resume()                                     # the last checkpoint, if any
         method, model = self.method, self.model
         self.write_records("running")
@@ -298,6 +299,16 @@ class Trainer:
             self.forward = DistributedDataParallel(self.model, device_ids=ids)
         if cfg.compile:
             self.forward = torch.compile(self.forward)
+
+    def measure_costs(self) -> None:
+        """The deployed network's op counts and size, and the FLOPs of a training step, on
+        copies (harness.opcount): the run itself is untouched."""
+        if not self.dist.main:
+            return
+        d = self.data
+        inf = opcount.inference_cost(self.cfg, d.num_classes, d.in_channels, d.image_size)
+        self.costs = ({k: v for k, v in inf.items() if k != "layers"},
+                      opcount.count_training_flops(self))
 
     def progress(self, epoch: int) -> Progress:
         return Progress(epoch, self.cfg.epochs, self.step_count, self.spe)
@@ -454,7 +465,20 @@ class Trainer:
             peak_mem_kind="cuda_max_allocated" if self.device.type == "cuda" else "cpu_peak_rss",
             **memory_costs(self.model, self.optimizer), config_hash=C.config_hash(self.cfg),
             env=environment(self.device), method_info=type(self.method).info(),
-            data_fingerprint=getattr(self.data, "fingerprint", {}), error=error)
+            data_fingerprint=getattr(self.data, "fingerprint", {}),
+            **self.cost_fields(), error=error)
+
+    def cost_fields(self) -> dict[str, dict[str, Any]]:
+        """The summary's inference_cost and training_cost (with the measured step time and
+        device-hours: wall-clock hours x processes)."""
+        inference, training = getattr(self, "costs", ({}, {}))
+        if not training:
+            return {"inference_cost": inference, "training_cost": {}}
+        times = [r["epoch_time_s"] for r in self.rows]
+        step_s = sum(times) / len(times) / self.spe if times else None
+        return {"inference_cost": inference, "training_cost": {
+            **training, "step_time_s": step_s, "device_hours": self.wall * self.dist.world / 3600,
+            "world_size": self.dist.world, "threads": torch.get_num_threads()}}
 
     def write_records(self, status: str, final: dict[str, float] | None = None,
                       error: str = "") -> None:

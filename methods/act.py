@@ -22,13 +22,16 @@ a_bits = k > 1, ``a_quant = "pact"`` (Choi et al. 2018, eqs. 1-3): alpha learned
 a_bits = k > 1, ``a_quant = "dorefa"`` (Zhou et al. 2016, eq. 11):
     forward  q = round((2^k - 1) clip(x, 0, 1)) / (2^k - 1)
     backward dq/dx = 1[0 <= x <= 1].
+
+Export: :func:`export_form` gives each quantizer's forward as a module of plain tensor ops
+(no autograd.Function), computed by the same functions as the training forward, for ONNX.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from methods._ops import ste_sign
+from methods._ops import sign, ste_sign
 
 A_QUANT = ("pact", "dorefa")
 
@@ -38,13 +41,24 @@ def sign_act(x: torch.Tensor) -> torch.Tensor:
     return ste_sign(x, clip=True)
 
 
+def pact_forward(x: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Tensor:
+    """PACT's forward in plain tensor ops (the training forward and the export use it)."""
+    n = 2 ** bits - 1
+    y = torch.minimum(torch.clamp(x, min=0), alpha)
+    return torch.round(y * (n / alpha)) * (alpha / n)
+
+
+def dorefa_act_forward(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """DoReFa's activation forward in plain tensor ops (training forward and export)."""
+    n = 2 ** bits - 1
+    return torch.round(torch.clamp(x, 0, 1) * n) / n
+
+
 class _Pact(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, alpha, bits):
         ctx.save_for_backward(x, alpha)
-        n = 2 ** bits - 1
-        y = torch.minimum(torch.clamp(x, min=0), alpha)
-        return torch.round(y * (n / alpha)) * (alpha / n)
+        return pact_forward(x, alpha, bits)
 
     @staticmethod
     def backward(ctx, g):
@@ -64,8 +78,7 @@ class _DorefaAct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, bits):
         ctx.save_for_backward(x)
-        n = 2 ** bits - 1
-        return torch.round(torch.clamp(x, 0, 1) * n) / n
+        return dorefa_act_forward(x, bits)
 
     @staticmethod
     def backward(ctx, g):
@@ -116,6 +129,53 @@ def make_act_quantizer(a_bits: int, a_quant: str, pact_init: float = 10.0) -> nn
     if a_quant == "pact":
         return PactAct(a_bits, pact_init)
     return DorefaAct(a_bits)
+
+
+# --------------------------------------------------------------------------- export forms
+
+class PlainSign(nn.Module):
+    """SignAct's forward without an autograd.Function (ONNX: GreaterOrEqual + Where)."""
+
+    def forward(self, x):
+        return sign(x)
+
+
+class PlainPact(nn.Module):
+    """PactAct's forward without an autograd.Function; alpha is a constant buffer."""
+
+    def __init__(self, alpha: torch.Tensor, bits: int):
+        super().__init__()
+        self.bits = bits
+        self.register_buffer("alpha", alpha.detach().clone())
+
+    def forward(self, x):
+        return pact_forward(x, self.alpha.to(x.dtype), self.bits)
+
+
+class PlainDorefa(nn.Module):
+    """DorefaAct's forward without an autograd.Function."""
+
+    def __init__(self, bits: int):
+        super().__init__()
+        self.bits = bits
+
+    def forward(self, x):
+        return dorefa_act_forward(x, self.bits)
+
+
+def export_form(act: nn.Module) -> nn.Module | None:
+    """The same forward as ``act`` in plain tensor ops (no autograd.Function, which exporters
+    cannot translate), computed by the same functions, so the two agree bit for bit; None
+    for a module that is not one of the recipe's activation quantizers."""
+    if type(act) is nn.Identity:
+        return nn.Identity()
+    if type(act) is SignAct:
+        return PlainSign()
+    if type(act) is PactAct:
+        return PlainPact(act.alpha, act.bits)
+    if type(act) is DorefaAct:
+        return PlainDorefa(act.bits)
+    return None
 
 
 def nonlinearity(a_bits: int) -> type[nn.Module]:

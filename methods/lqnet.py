@@ -39,9 +39,9 @@ quantized layer in ``prepare()`` (replacing ``QLayer.act``; the recipe's a_bits,
   Backward  dL/dx = dL/dy * 1[x <= q_max] (the code's gradient of min(x, q_max), after ReLU).
   QEM       as for weights on the whole batch tensor of the layer's input, codes in {0,1}.
   Init      v_i = 0.6745 * 2 * 2^i / (2^K - 1).
-Such a run is not a matched comparison, and its deployed.pt cannot be rebuilt by
-``harness export`` (the rebuilt network uses the recipe's activation quantizer, so the export
-check reports a mismatch); the accuracies in metrics.csv/summary.json are the LQ ones.
+Such a run is not a matched comparison, and ``harness export`` refuses it with a one-line
+error naming the first layer (the export rebuilds the network with the recipe's activation
+quantizers); the accuracies in metrics.csv/summary.json are the LQ ones.
 
 Deviations, plainly: (1) the activation QEM adds the same delta ridge term as the weight QEM
 (the official activation code has none; without it B^T B is singular whenever a {0,1} bit is

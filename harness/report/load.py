@@ -353,7 +353,20 @@ def _summary_columns(summ: dict[str, Any]) -> dict[str, Any]:
         "commit": env.get("harness_commit", ""), "hostname": env.get("hostname", ""),
         "error": summ.get("error", ""), "task": summ.get("task", "classify"),
         "final_metrics": summ.get("final_metrics") or {},
+        **_cost_columns(summ),
     }
+
+
+def _cost_columns(summ: dict[str, Any]) -> dict[str, Any]:
+    """The deployed network's size and op counts and the training cost a run recorded
+    (harness.opcount; None in records that predate them: report/costs.py fills in what it
+    can from the config); device-hours default to the wall-clock hours of one process."""
+    inf, tr = summ.get("inference_cost") or {}, summ.get("training_cost") or {}
+    wall = summ.get("wall_time_s")
+    hours = tr.get("device_hours", wall / 3600 if wall is not None else None)
+    return {"size_bytes": inf.get("size_bytes"), "bops": inf.get("bops"), "ops": inf.get("ops"),
+            "inf_flops": inf.get("flops"), "train_flops_step": tr.get("flops_per_step"),
+            "device_hours": hours}
 
 
 def _run_row(run_id: str, rec, man: dict[str, Any], non_semantic: tuple) -> dict[str, Any]:

@@ -11,9 +11,10 @@ baseline (``answer_versus``) name it in ``baseline``; questions that compare "ou
 the others set ``needs_ours`` (without a [report] ours they say so).
 
 Data flow: answers read the ``StudyRecords`` (load.py), the memoised per-setting rows of
-tables.py (``comparisons``, ``ablations``, ``cost_rows``), timing.py and aggregate.py, and
-take every verdict from the setting's one family of tests (verdicts.py), so they agree
-with the tables and bold cells; an answer resting on few seeds says so in its sentence.
+tables.py (``comparisons``, ``ablations``) and costs.py (``cost_rows``), timing.py and
+aggregate.py, and take every verdict from the setting's one family of tests (verdicts.py),
+so they agree with the tables and bold cells; an answer resting on few seeds says so in its
+sentence.
 render.py turns ``reviewer_answers(study)`` into the "Reviewer questions" section.
 """
 from __future__ import annotations
@@ -30,9 +31,10 @@ from harness.report import timing
 from harness.report import verdicts as V
 from harness.report.aggregate import aggregate_rows
 from harness.report.answers import MAX_BULLETS, NOT_ANSWERED, bullets, tally  # noqa: F401
+from harness.report.costs import cost_rows, device_time, si
 from harness.report.load import OURS_NOT_SET, StudyRecords
 from harness.report.sr import sr_answer
-from harness.report.tables import ablations, cell_name, comparisons, cost_rows, fmt_opts, where
+from harness.report.tables import ablations, cell_name, comparisons, fmt_opts, where
 
 Answer = tuple[str, list[str]]  # (paragraph, bullets)
 
@@ -266,12 +268,30 @@ def _fp_ratios_text(with_fp: list[dict[str, Any]]) -> str:
 
     t, m = rat("epoch_s", "epoch_s"), rat("mem", "mem")
     p, o = rat("mparams", "mparams"), rat("mopt", "mopt")
+    f = rat("train_flops", "train_flops")
     txt = (f", {fmt(t)} fp's epoch time" + (
         f" (range ×{min(t):.2f}–×{max(t):.2f})" if len(t) > 1 else "") if t else "")
+    txt += f"; training FLOPs per step {fmt(f)} fp's" if f else ""
     txt += (f"; peak memory {fmt(m)}, method parameters {fmt(p)} and their "
             f"optimizer state {fmt(o)} fp's" +
             (" (medians over cells)" if len(with_fp) > 1 else ""))
     return txt
+
+
+def _deployed_text(here: list[dict[str, Any]]) -> str:
+    """Ours' deployed size and OPs per cell, next to fp's."""
+    parts = []
+    for r in here:
+        fp = r["fp"] or {}
+        if not math.isfinite(r["size"]):
+            continue
+        part = f"{cell_name(*r['cell'][:2])}: {r['size'] / 1e6:.3g} MB, {si(r['ops'])} OPs"
+        if fp.get("size") and math.isfinite(fp["size"]):
+            part += (f" (fp: {fp['size'] / 1e6:.3g} MB, {si(fp['ops'])} OPs; "
+                     f"×{fp['size'] / r['size']:.1f} smaller)")
+        parts.append(part)
+    parts = list(dict.fromkeys(parts))  # budgets share a cell's deployed network
+    return ("; deployed " + "; ".join(parts)) if parts else ""
 
 
 def _baseline_ratios_text(st: StudyRecords, s: str, rows_: list[dict[str, Any]],
@@ -310,6 +330,7 @@ def _cost_items(st: StudyRecords, s: str) -> list[str]:
         txt += (_fp_ratios_text(with_fp) if with_fp else
                 "; no fp run on this hardware, so no ratio to fp")
         txt += _baseline_ratios_text(st, s, rows_, here, dev)
+        txt += _deployed_text(here)
         items.append(txt + ".")
     return items
 
@@ -318,9 +339,9 @@ def answer_cost(st: StudyRecords, q: Question) -> Answer:
     items = [item for s in st.settings() for item in _cost_items(st, s)]
     if not items:
         return f"{NOT_ANSWERED}: no completed {st.ours} run records its cost.", []
-    total = st.runs.dropna(subset=["wall_time_s"])
-    hours = total.groupby(total["device"].astype(str).str.startswith("cuda"))["wall_time_s"].sum()
-    spent = "; ".join(f"{h / 3600:.2f} {'GPU' if k else 'CPU'}-hours" for k, h in hours.items())
+    total = st.runs.dropna(subset=["device_hours"])
+    hours = total.groupby(total["device"].astype(str).str.startswith("cuda"))["device_hours"].sum()
+    spent = "; ".join(device_time(h, bool(k)) for k, h in hours.items())
     text = (f"Cost of {st.ours} from the summaries (full table: cost tables). The whole study "
             f"used {spent} (all records, failed runs included).")
     return text, bullets(items, "the cost tables")

@@ -29,6 +29,7 @@ from harness import stats as S
 from harness.records import atomic_write_json, atomic_write_text
 from harness.report import aggregate as AG
 from harness.report import compute as CO
+from harness.report import costs
 from harness.report import figures as F
 from harness.report import reproduction as R
 from harness.report import tables as T
@@ -309,7 +310,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("Ablations", "ablations", per_setting(T.ablation_tables),
             intro="Named variants of one method against its default variant (the variant "
                   "named like the method, else the first)."),
-    Section("Cost", "cost", per_setting(T.cost_tables)),
+    Section("Cost", "cost", per_setting(costs.cost_tables)),
     Section("Uncertainty details", "uncertainty", per_setting(T.uncertainty_tables)),
     Section("Runs excluded from the numbers", "excluded", excluded_blocks),
     Section("Statistical methods", "statistics", statistics_blocks),

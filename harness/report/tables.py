@@ -2,8 +2,9 @@
 
 Data flow: a builder reads a ``StudyRecords`` (load.py) for one setting and returns Tables;
 the row computations they share with the reviewer answers (``comparisons``,
-``budget_rows``, ``ablations``, ``cost_rows``) are memoised per setting on the study, and
-every verdict and bold cell comes from the setting's one family of tests (verdicts.py).
+``budget_rows``, ``ablations``) are memoised per setting on the study, and every verdict and
+bold cell comes from the setting's one family of tests (verdicts.py). The cost section
+(``cost_rows``, ``cost_tables``) lives in costs.py.
 render.py lists the report's sections; a table section names one of the ``*_tables``
 builders at the end of this module (study, setting) -> [Table]. To add a table to the
 report: write its builder here and add a ``Section`` to ``render.SECTIONS``.
@@ -644,102 +645,6 @@ def _ratio(x: float | None, ref: float | None) -> str:
     return f"×{x / ref:.2f}"
 
 
-_COST_COLUMNS = ["mean_epoch_time_s", "wall_time_s", "peak_mem_mb", "param_bytes",
-                 "method_param_bytes", "optimizer_state_bytes", "method_optimizer_state_bytes"]
-# cost_rows' per-row means -> their runs-table columns (the ones compared with fp)
-_FP_MEANS = {"epoch_s": "mean_epoch_time_s", "mem": "peak_mem_mb",
-             "mparams": "method_param_bytes", "mopt": "method_optimizer_state_bytes"}
-
-
-def _fp_references(inc) -> tuple[dict, dict]:
-    """fp's mean costs per (hardware, activation bits) and per hardware."""
-    fp = inc[inc["method"] == "fp"]
-
-    def refs(keys: list[str]) -> dict:
-        g = fp.groupby(keys)[list(_FP_MEANS.values())].mean()
-        return {k: {m: float(row[c]) for m, c in _FP_MEANS.items()} for k, row in g.iterrows()}
-
-    by_dev_a, by_dev = refs(["device_name", "a_bits"]), refs(["device_name"])
-    return by_dev_a, {(k[0] if isinstance(k, tuple) else k): v for k, v in by_dev.items()}
-
-
-@cached_per_setting
-def cost_rows(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
-    """Per row, cell and hardware: mean epoch time, summed hours, memory and method bytes,
-    with fp's on the same hardware (same activation bits when there is such a run)."""
-    inc = st.included[st.included["setting"] == setting]
-    if inc.empty:
-        return []
-    inc = inc.assign(**{c: inc[c].astype(float) for c in _COST_COLUMNS})
-    inc = inc.assign(wall_time_h=inc["wall_time_s"] / 3600)
-    agg = inc.groupby(["label", "w_bits", "a_bits", "epochs", "device_name"], dropna=False).agg(
-        n=("run_id", "size"), epoch_s=("mean_epoch_time_s", "mean"),
-        hours=("wall_time_h", "sum"), mem=("peak_mem_mb", "mean"),
-        mem_kind=("peak_mem_kind", "first"), device=("device", "first"),
-        params=("param_bytes", "mean"), mparams=("method_param_bytes", "mean"),
-        opt=("optimizer_state_bytes", "mean"), mopt=("method_optimizer_state_bytes", "mean"))
-    by_dev_a, by_dev = _fp_references(inc)
-    out = []
-    for (lab, w, a, e, dev), r in agg.iterrows():
-        refd = by_dev_a.get((dev, a)) or by_dev.get(dev)
-        out.append({"row": lab, "cell": (int(w), int(a), int(e)), "device_name": dev,
-                    **r.to_dict(), "fp": refd})
-    order = {lab: i for i, lab in enumerate(st.order)}
-    out.sort(key=lambda r: (order.get(r["row"], 1e9), r["cell"], r["device_name"]))
-    return out
-
-
-def _cost_data(st: StudyRecords, setting: str, r: dict[str, Any]) -> dict[str, Any]:
-    fp = r["fp"] or {}
-    return {"setting": st.setting_labels[setting], "row": r["row"],
-            "w_bits": r["cell"][0], "a_bits": r["cell"][1], "epochs": r["cell"][2],
-            "hardware": r["device_name"], "device": r["device"], "n": r["n"],
-            "mean_epoch_time_s": r["epoch_s"], "total_hours": r["hours"],
-            "peak_mem_mb": r["mem"], "peak_mem_kind": r["mem_kind"],
-            "param_bytes": r["params"], "method_param_bytes": r["mparams"],
-            "optimizer_state_bytes": r["opt"],
-            "method_optimizer_state_bytes": r["mopt"],
-            "fp_epoch_time_s": fp.get("epoch_s"), "fp_peak_mem_mb": fp.get("mem"),
-            "fp_method_param_bytes": fp.get("mparams"),
-            "fp_method_optimizer_state_bytes": fp.get("mopt")}
-
-
-def _cost_notes(rows_: list[dict[str, Any]], hw: list[str], hw_id: dict[str, str]) -> list[str]:
-    kinds = sorted({str(r["mem_kind"]) for r in rows_})
-    notes = ["s/epoch: mean training time per epoch (without evaluation). total: summed "
-             "wall-clock hours of the included runs. peak MB: " + ", ".join(kinds) +
-             ". method params / opt. state: bytes of the quantized layers' parameters and of "
-             "their optimizer state. × fp: relative to the fp runs on the same hardware (same "
-             "activation bits when available); n/a without such runs."]
-    if len(hw) > 1:
-        notes.append("Hardware: " + "; ".join(f"{hw_id[h]} = {h}" for h in hw) + ".")
-    else:
-        notes.append(f"Hardware: {hw[0] if hw else 'unknown'}.")
-    return notes
-
-
-def cost_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]]) -> Table:
-    hw = sorted({r["device_name"] for r in rows_})
-    hw_id = {h: f"H{i + 1}" for i, h in enumerate(hw)}
-    rows = []
-    for r in rows_:
-        fp = r["fp"] or {}
-        unit = "GPU-h" if str(r["device"]).startswith("cuda") else "CPU-h"
-        row = [r["row"], cell_name(*r["cell"])] + ([hw_id[r["device_name"]]] if len(hw) > 1 else [])
-        row += [str(r["n"]), f"{r['epoch_s']:.2f}", _ratio(r["epoch_s"], fp.get("epoch_s")),
-                f"{r['hours']:.2f} {unit}", f"{r['mem']:.0f}", _ratio(r["mem"], fp.get("mem")),
-                _human_bytes(r["mparams"]), _ratio(r["mparams"], fp.get("mparams")),
-                _human_bytes(r["mopt"]), _ratio(r["mopt"], fp.get("mopt"))]
-        rows.append(row)
-    header = ["Method", "Cell"] + (["HW"] if len(hw) > 1 else []) + [
-        "n", "s/epoch", "× fp", "total", "peak MB", "× fp", "method params", "× fp",
-        "method opt. state", "× fp"]
-    return Table(f"cost_{slug(st.setting_labels[setting])}",
-                 f"Cost per method and cell, {st.setting_labels[setting]}", header, rows,
-                 pd.DataFrame([_cost_data(st, setting, r) for r in rows_]),
-                 notes=_cost_notes(rows_, hw, hw_id), n_label_cols=3 if len(hw) > 1 else 2)
-
-
 # --------------------------------------------------------------------------- excluded runs
 
 def excluded_table(st: StudyRecords) -> Table:
@@ -791,11 +696,6 @@ def ablation_tables(st: StudyRecords, setting: str) -> list[Table]:
     abl = ablations(st, setting)
     return [ablation_table(st, setting, [r for r in abl if r["method"] == m], m)
             for m in dict.fromkeys(r["method"] for r in abl)]
-
-
-def cost_tables(st: StudyRecords, setting: str) -> list[Table]:
-    rows = cost_rows(st, setting)
-    return [cost_table(st, setting, rows)] if rows else []
 
 
 def uncertainty_tables(st: StudyRecords, setting: str) -> list[Table]:

@@ -1,0 +1,355 @@
+"""The report's cost section: what each method's deployed network costs to run and what
+training it cost, relative to fp; and the memory of the method's own parameters at 1, 2, 4
+bits (SLB's logits: n = 2^bits values per weight).
+
+Data flow: load.py puts the costs a run recorded (summary ``inference_cost``/
+``training_cost``) in the runs table; a record written before runs recorded them gets its size
+and operation counts computed from its config.json (harness.opcount) when the input shape is
+known without the data (harness.opcount.input_shape_of), and n/a otherwise; its training
+FLOPs are n/a. ``cost_rows`` (memoised per setting; the reviewer answer reads it
+too) aggregates them per row, cell and hardware; ``cost_tables`` is the section's builder.
+
+Units: size in MB (10^6 bytes) of the deployed payload (harness.packing stores exactly it);
+BOPs and OPs per image with the Bi-Real Net convention (OPs = BOPs/64 + FLOPs, harness.opcount);
+training FLOPs per step as torch's FlopCounterMode counts them (2 per multiply-add), shown
+relative to fp; device time = wall-clock time x processes, in CPU-minutes (CPU-hours from one
+hour up) or GPU-hours, two significant digits.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+from typing import Any
+
+import pandas as pd
+import torch
+
+from harness import config as C
+from harness import models, opcount
+from harness.cost import memory_costs
+from harness.report.load import StudyRecords, cached_per_setting
+from harness.report.tables import Table, cell_name, slug
+from harness.report.tables import _human_bytes as human_bytes
+from harness.report.tables import _ratio as ratio
+
+MEMORY_BITS = (1, 2, 4)
+
+
+# --------------------------------------------------------------------------- from configs
+
+_INFERENCE = {"size_bytes": "size_bytes", "bops": "bops", "ops": "ops", "inf_flops": "flops"}
+
+
+@functools.lru_cache(maxsize=256)
+def _inference_from_config(cfg_json: str) -> tuple[tuple[str, Any], ...]:
+    cfg_dict = json.loads(cfg_json)
+    shape = opcount.input_shape_of(cfg_dict)
+    if shape is None:
+        return ()
+    try:
+        cfg = C.resolve(C.from_dict(cfg_dict))
+        c, hw, k = shape
+        inf = opcount.inference_cost(cfg, k, c, hw)
+    except Exception:  # a config this version cannot rebuild: its costs stay n/a
+        return ()
+    return tuple((col, inf[key]) for col, key in _INFERENCE.items())
+
+
+def _config_key(cfg: dict[str, Any]) -> str:
+    """The parts of a config that decide the deployed network (seed, epochs, optimizer out)."""
+    keep = ("method", "w_bits", "a_bits", "a_quant", "pact_init", "model", "data")
+    return json.dumps({k: cfg.get(k) for k in keep}, sort_keys=True, default=str)
+
+
+def _read_config(st: StudyRecords, run_id: str) -> dict[str, Any] | None:
+    try:
+        return json.loads((st.dir / "runs" / str(run_id) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def with_config_costs(st: StudyRecords, inc: pd.DataFrame) -> pd.DataFrame:
+    """``inc`` with the size and op counts of runs that did not record them computed from
+    their config.json (``cost_source`` says which: recorded, config or empty = n/a)."""
+    inc = inc.copy()
+    inc["cost_source"] = ["recorded" if pd.notna(v) else "" for v in inc["size_bytes"]]
+    for i in inc.index[inc["size_bytes"].isna()]:
+        cfg = _read_config(st, inc.at[i, "run_id"])
+        found = _inference_from_config(_config_key(cfg)) if cfg else ()
+        for col, v in found:
+            inc.at[i, col] = v
+        if found:
+            inc.at[i, "cost_source"] = "config"
+    return inc
+
+
+# --------------------------------------------------------------------------- formatting
+
+def sig2(x: float) -> str:
+    """Two significant digits, without an exponent: 0.0123 -> 0.012, 1 -> 1.0, 1234 -> 1,200."""
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    decimals = 1 - math.floor(math.log10(abs(x)))
+    r = round(x, decimals)
+    decimals = 1 - math.floor(math.log10(abs(r)))  # 9.96 rounds to 10: one decimal less
+    return f"{round(r, decimals):,.{max(decimals, 0)}f}"
+
+
+def device_time(hours: float | None, gpu: bool) -> str:
+    if hours is None or not math.isfinite(hours):
+        return "n/a"
+    if gpu:
+        return f"{sig2(hours)} GPU-h"
+    return f"{sig2(hours * 60)} CPU-min" if hours < 1 else f"{sig2(hours)} CPU-h"
+
+
+def si(x: float | None) -> str:
+    """A count with three significant digits and an SI prefix: 40813184 -> 40.8 M."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    for unit, k in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= k:
+            return f"{x / k:.3g} {unit}"
+    return f"{x:.3g}"
+
+
+def megabytes(b: float | None) -> str:
+    if b is None or not math.isfinite(b):
+        return "n/a"
+    return f"{b / 1e6:.3g}" if b >= 1e4 else f"{b / 1e6:.2g}"
+
+
+# --------------------------------------------------------------------------- rows
+
+_NUMERIC = ["mean_epoch_time_s", "wall_time_s", "peak_mem_mb", "param_bytes",
+            "method_param_bytes", "optimizer_state_bytes", "method_optimizer_state_bytes",
+            "size_bytes", "bops", "ops", "inf_flops", "train_flops_step", "device_hours"]
+# cost_rows' per-row means that are compared with fp's -> their runs-table columns
+_FP_MEANS = {"epoch_s": "mean_epoch_time_s", "mem": "peak_mem_mb",
+             "mparams": "method_param_bytes", "mopt": "method_optimizer_state_bytes",
+             "train_flops": "train_flops_step", "size": "size_bytes", "ops": "ops"}
+
+
+def _fp_reference(inc):
+    """(hardware, activation bits, epochs) -> fp's mean costs there; falls back to fp's on
+    the same hardware and activation bits, then on the same hardware."""
+    fp = inc[inc["method"] == "fp"]
+
+    def refs(keys: list[str]) -> dict:
+        g = fp.groupby(keys)[list(_FP_MEANS.values())].mean()
+        return {(k if isinstance(k, tuple) else (k,)): {m: float(row[c]) for m, c in
+                                                        _FP_MEANS.items()}
+                for k, row in g.iterrows()}
+
+    levels = [refs(["device_name", "a_bits", "epochs"]), refs(["device_name", "a_bits"]),
+              refs(["device_name"])]
+    return lambda dev, a, e: levels[0].get((dev, a, e)) or levels[1].get((dev, a)) or \
+        levels[2].get((dev,))
+
+
+def _mean(s):
+    s = s.dropna()
+    return float(s.mean()) if len(s) else float("nan")
+
+
+def _sum(s):
+    s = s.dropna()
+    return float(s.sum()) if len(s) else float("nan")
+
+
+@cached_per_setting
+def cost_rows(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
+    """Per row, cell and hardware: the deployed size and op counts, mean epoch time, training
+    FLOPs per step, memory and method bytes, summed device-hours; with fp's on the same
+    hardware (same activation bits when there is such a run)."""
+    inc = st.included[st.included["setting"] == setting]
+    if inc.empty:
+        return []
+    inc = inc.assign(**{c: pd.to_numeric(inc[c], errors="coerce") if c in inc else float("nan")
+                        for c in _NUMERIC})
+    inc = with_config_costs(st, inc)
+    agg = inc.groupby(["label", "w_bits", "a_bits", "epochs", "device_name"], dropna=False).agg(
+        n=("run_id", "size"), epoch_s=("mean_epoch_time_s", _mean),
+        hours=("device_hours", _sum), mem=("peak_mem_mb", _mean),
+        mem_kind=("peak_mem_kind", "first"), device=("device", "first"),
+        params=("param_bytes", _mean), mparams=("method_param_bytes", _mean),
+        opt=("optimizer_state_bytes", _mean), mopt=("method_optimizer_state_bytes", _mean),
+        size=("size_bytes", _mean), bops=("bops", _mean), ops=("ops", _mean),
+        inf_flops=("inf_flops", _mean), train_flops=("train_flops_step", _mean),
+        source=("cost_source", "first"))
+    fp_at = _fp_reference(inc)
+    out = []
+    for (lab, w, a, e, dev), r in agg.iterrows():
+        refd = fp_at(dev, a, e)
+        out.append({"row": lab, "cell": (int(w), int(a), int(e)), "device_name": dev,
+                    **r.to_dict(), "fp": refd})
+    order = {lab: i for i, lab in enumerate(st.order)}
+    out.sort(key=lambda r: (order.get(r["row"], 1e9), r["cell"], r["device_name"]))
+    return out
+
+
+def _cost_data(st: StudyRecords, setting: str, r: dict[str, Any]) -> dict[str, Any]:
+    fp = r["fp"] or {}
+    return {"setting": st.setting_labels[setting], "row": r["row"],
+            "w_bits": r["cell"][0], "a_bits": r["cell"][1], "epochs": r["cell"][2],
+            "hardware": r["device_name"], "device": r["device"], "n": r["n"],
+            "size_bytes": r["size"], "bops": r["bops"], "ops": r["ops"],
+            "flops": r["inf_flops"], "costs_from": r["source"],
+            "train_flops_per_step": r["train_flops"], "mean_epoch_time_s": r["epoch_s"],
+            "device_hours": r["hours"], "peak_mem_mb": r["mem"], "peak_mem_kind": r["mem_kind"],
+            "param_bytes": r["params"], "method_param_bytes": r["mparams"],
+            "optimizer_state_bytes": r["opt"], "method_optimizer_state_bytes": r["mopt"],
+            **{f"fp_{k}": fp.get(k) for k in _FP_MEANS}}
+
+
+def _cost_notes(rows_: list[dict[str, Any]], hw: list[str], hw_id: dict[str, str]) -> list[str]:
+    kinds = sorted({str(r["mem_kind"]) for r in rows_})
+    notes = [
+        "size: MB (10^6 bytes) of the deployed network, quantized weights at their bit width "
+        "and everything else at 32 bits (what `python -m harness export` packs). BOPs: "
+        "multiply-accumulates of the quantized layers x w_bits x a_bits, per image; OPs = "
+        "BOPs/64 + FLOPs of the full-precision layers (Bi-Real Net, ReActNet). train FLOPs: "
+        "per training step, forward, backward and the method's extra passes (FlopCounterMode, "
+        "at the run's start). s/epoch: mean training time per epoch (without evaluation). "
+        "peak MB: " + ", ".join(kinds) + ". method params: bytes of the quantized layers' "
+        "parameters. compute: summed device time of the included runs (wall-clock x "
+        "processes). × fp: relative to the fp runs on the same hardware (same activation "
+        "bits and budget when available); n/a without such runs or where records predate "
+        "the measurement."]
+    if any(r["source"] == "config" for r in rows_):
+        notes.append("Size, BOPs and OPs of records written before runs recorded them are "
+                     "computed from their configs (harness.opcount).")
+    if len(hw) > 1:
+        notes.append("Hardware: " + "; ".join(f"{hw_id[h]} = {h}" for h in hw) + ".")
+    else:
+        notes.append(f"Hardware: {hw[0] if hw else 'unknown'}.")
+    return notes
+
+
+def cost_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]]) -> Table:
+    hw = sorted({r["device_name"] for r in rows_})
+    hw_id = {h: f"H{i + 1}" for i, h in enumerate(hw)}
+    rows = []
+    for r in rows_:
+        fp = r["fp"] or {}
+        gpu = str(r["device"]).startswith("cuda")
+        row = [r["row"], cell_name(*r["cell"])] + ([hw_id[r["device_name"]]] if len(hw) > 1 else [])
+        row += [str(r["n"]), megabytes(r["size"]), si(r["bops"]), si(r["ops"]),
+                ratio(r["train_flops"], fp.get("train_flops")),
+                f"{r['epoch_s']:.2f}", ratio(r["epoch_s"], fp.get("epoch_s")),
+                f"{r['mem']:.0f}" if math.isfinite(r["mem"]) else "n/a",
+                ratio(r["mem"], fp.get("mem")),
+                human_bytes(r["mparams"]), ratio(r["mparams"], fp.get("mparams")),
+                device_time(r["hours"], gpu)]
+        rows.append(row)
+    header = ["Method", "Cell"] + (["HW"] if len(hw) > 1 else []) + [
+        "n", "size MB", "BOPs", "OPs", "train FLOPs/step × fp", "s/epoch", "× fp", "peak MB",
+        "× fp", "method params", "× fp", "compute"]
+    return Table(f"cost_{slug(st.setting_labels[setting])}",
+                 f"Cost per method and cell, {st.setting_labels[setting]}", header, rows,
+                 pd.DataFrame([_cost_data(st, setting, r) for r in rows_]),
+                 notes=_cost_notes(rows_, hw, hw_id), n_label_cols=3 if len(hw) > 1 else 2)
+
+
+# --------------------------------------------------------------------------- method memory
+
+def method_memory(cfg: C.RunConfig, shape: tuple[int, tuple[int, int], int]) -> dict[str, int]:
+    """Bytes of the method's parameters and their optimizer state on the run's model and
+    optimizer after one optimizer step (zero gradients: the step creates the optimizer's
+    state without a forward pass). Built on PyTorch's meta device (every tensor's shape and
+    dtype, no data: the sizes are exact and a full-width model costs nothing), on the CPU for
+    a method whose initialisation reads values."""
+    try:
+        return _method_memory(cfg, shape, "meta")
+    except (RuntimeError, NotImplementedError):
+        return _method_memory(cfg, shape, "cpu")
+
+
+def _method_memory(cfg: C.RunConfig, shape, device: str) -> dict[str, int]:
+    from harness import train
+
+    c, hw, k = shape
+    with torch.random.fork_rng(), torch.device(device):
+        torch.manual_seed(0)
+        method = train.make_method(cfg)
+        model = models.build(cfg, k, c, tuple(hw), method)
+        groups = method.param_groups(model, train.default_param_groups(model, cfg.optim))
+        opt = train.make_optimizer(groups, cfg.optim)
+        for group in opt.param_groups:
+            for p in group["params"]:
+                p.grad = torch.zeros_like(p)
+        opt.step()
+    return memory_costs(model, opt)
+
+
+def _ours_config(st: StudyRecords, setting: str) -> tuple[dict[str, Any], str] | None:
+    if not st.ours:
+        return None
+    lab = st.default_variant(st.ours, st.labels(setting))
+    inc = st.included[(st.included["setting"] == setting) & (st.included["label"] == lab)]
+    for run_id in inc["run_id"]:
+        path = st.dir / "runs" / str(run_id) / "config.json"
+        try:
+            return json.loads(path.read_text()), lab
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+@cached_per_setting
+def memory_rows(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
+    """Ours' parameter and optimizer-state bytes at 1, 2 and 4 bits (the widths it supports)
+    against fp's latent weights, and the peak memory of the study's runs in those cells."""
+    found = _ours_config(st, setting)
+    if found is None:
+        return []
+    cfg_dict, lab = found
+    shape = opcount.input_shape_of(cfg_dict)
+    if shape is None:
+        return []
+    from methods.base import get as get_method
+
+    base = C.resolve(C.from_dict(cfg_dict))
+    fp = method_memory(C.resolve(C.from_dict({**cfg_dict, "method": {"name": "fp"},
+                                             "w_bits": 32})), shape)
+    peaks = {(r["cell"][0], r["cell"][1]): r for r in cost_rows(st, setting) if r["row"] == lab}
+    out = []
+    for bits in sorted(set(MEMORY_BITS) & get_method(base.method).bits):
+        cfg = C.resolve(C.from_dict({**cfg_dict, "w_bits": bits}))
+        mem = method_memory(cfg, shape)
+        run = peaks.get((bits, base.a_bits))
+        out.append({"row": lab, "w_bits": bits, "a_bits": base.a_bits, **mem,
+                    "fp_method_param_bytes": fp["method_param_bytes"],
+                    "fp_method_optimizer_state_bytes": fp["method_optimizer_state_bytes"],
+                    "peak_mem_mb": run["mem"] if run else None,
+                    "fp_peak_mem_mb": (run["fp"] or {}).get("mem") if run else None})
+    return out
+
+
+def memory_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]]) -> Table:
+    rows = [[r["row"], f"W{r['w_bits']}", human_bytes(r["method_param_bytes"]),
+             ratio(r["method_param_bytes"], r["fp_method_param_bytes"]),
+             human_bytes(r["method_optimizer_state_bytes"]),
+             ratio(r["method_optimizer_state_bytes"], r["fp_method_optimizer_state_bytes"]),
+             f"{r['peak_mem_mb']:.0f}" if r["peak_mem_mb"] else "not run",
+             ratio(r["peak_mem_mb"], r["fp_peak_mem_mb"])] for r in rows_]
+    header = ["Method", "Weights", "method params", "× fp weights", "their opt. state", "× fp",
+              f"peak MB (runs, A{rows_[0]['a_bits']})", "× fp"]
+    notes = ["method params: bytes of the parameters the method keeps for the quantized layers "
+             "(latent weights, logits, scales), counted on the study's model and optimizer "
+             "after one step (harness.cost.memory_costs); × fp weights: relative to the fp "
+             "model's weights of the same layers (and their optimizer state). peak MB: the "
+             "study's runs in that cell, relative to fp's; 'not run' where the study has no "
+             "such cell."]
+    return Table(f"method_memory_{slug(st.setting_labels[setting])}",
+                 f"Memory of {rows_[0]['row']}'s parameters by weight bits, "
+                 f"{st.setting_labels[setting]}", header, rows, pd.DataFrame(rows_),
+                 notes=notes, n_label_cols=2)
+
+
+def cost_tables(st: StudyRecords, setting: str) -> list[Table]:
+    rows = cost_rows(st, setting)
+    mem = memory_rows(st, setting) if rows else []
+    return ([cost_table(st, setting, rows)] if rows else []) + (
+        [memory_table(st, setting, mem)] if mem else [])

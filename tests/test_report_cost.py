@@ -1,0 +1,120 @@
+"""The report's cost section: recorded costs, costs computed from the configs of records that
+predate them, ratios to fp, the method-memory table, units."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_report import write_run
+
+from conftest import ROOT
+from harness import config as C
+from harness import opcount, records
+from harness import report as R
+from harness.report import costs
+
+
+def _record_costs(run: Path, inference: dict | None, flops_per_step: float | None,
+                  hours: float) -> None:
+    s = records.read_summary(run)
+    s.inference_cost = inference or {}
+    s.training_cost = {"flops_per_step": flops_per_step, "device_hours": hours} \
+        if flops_per_step is not None else {}
+    records.write_summary(run, s)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """fp and slb (W1/A32, W2/A32) on cifar10/resnet20, 2 seeds; slb's W1 runs recorded
+    their costs (slb: 1.3x fp's training FLOPs per step), every other record predates them."""
+    root = tmp_path_factory.mktemp("cost") / "cost"
+    for s in range(2):
+        write_run(root, f"fp{s}", method="fp", w=32, acc=93.0 + s / 10, seed=s)
+        for w in (1, 2):
+            write_run(root, f"slb{w}_{s}", method="slb", w=w, acc=90.0 + s / 10, seed=s,
+                      epoch_time=2.0)
+    cfg = C.build(flags={"method": "slb", "w_bits": 1, "model.name": "resnet20",
+                         "data.name": "cifar10"})
+    inf = {k: v for k, v in opcount.inference_cost(cfg, 10, 3, (32, 32)).items()
+           if k != "layers"}
+    for s in range(2):
+        _record_costs(root / "runs" / f"slb1_{s}", inf, 13.0, 0.5)
+        _record_costs(root / "runs" / f"fp{s}", None, 10.0, 0.25)
+    records.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n')
+    return root
+
+
+def _setting(st):
+    (s,) = st.settings()
+    return s
+
+
+def test_cost_rows_recorded_and_computed_from_configs(study):
+    st = R.load_study(study)
+    rows = {(r["row"], r["cell"][0]): r for r in costs.cost_rows(st, _setting(st))}
+    fp, w1, w2 = rows[("fp", 32)], rows[("slb", 1)], rows[("slb", 2)]
+    assert w1["source"] == "recorded" and w2["source"] == "config" and fp["source"] == "config"
+    # ResNet-20 by hand (tests/test_opcount.py): 40,813,184 MACs, 443,008 of them fp
+    assert fp["ops"] == 40_813_184 and fp["bops"] == 0
+    assert w1["ops"] == (40_813_184 - 443_008) * 32 / 64 + 443_008
+    assert w2["bops"] == (40_813_184 - 443_008) * 2 * 32
+    assert w1["size"] < w2["size"] < fp["size"]
+    assert w1["train_flops"] == 13.0 and w1["fp"]["train_flops"] == 10.0
+    assert w1["hours"] == 1.0 and fp["hours"] == 0.5        # summed over the 2 seeds
+    assert w2["hours"] == pytest.approx(2 * 4 * 2.0 / 3600)  # wall time of old records
+
+
+def test_cost_table_shows_sizes_ops_ratios_and_units(study):
+    st = R.load_study(study)
+    (table, memory) = costs.cost_tables(st, _setting(st))
+    head = table.header
+    row = {r[0] + r[1]: dict(zip(head, r)) for r in table.rows}
+    w1, w2, fp = row["slbW1/A32, 4 ep"], row["slbW2/A32, 4 ep"], row["fpW32/A32, 4 ep"]
+    assert w1["train FLOPs/step × fp"] == "×1.30" and w2["train FLOPs/step × fp"] == "n/a"
+    assert fp["OPs"] == "40.8 M" and fp["BOPs"] == "0" and w1["BOPs"] == "1.29 G"
+    assert w1["compute"] == "1.0 CPU-h" and fp["compute"] == "30 CPU-min"
+    assert w1["× fp"] == "×2.00"  # epoch time: 2.0 s against fp's 1.0 s
+    assert any("computed from their configs" in n for n in table.notes)
+    data = table.data.set_index(["row", "w_bits"])
+    assert data.loc[("slb", 1), "size_bytes"] == pytest.approx(50_840)
+    # the method memory: SLB keeps 2^bits logits per weight -> x2, x4, x16 fp's weights
+    mem = {r[1]: r for r in memory.rows}
+    assert [mem[w][3] for w in ("W1", "W2", "W4")] == ["×2.00", "×4.00", "×16.00"]
+    assert [mem[w][5] for w in ("W1", "W2", "W4")] == ["×2.00", "×4.00", "×16.00"]
+    assert mem["W4"][6] == "not run" and mem["W1"][6] == "500"
+
+
+def test_cost_answer_names_deployed_size_and_ops(study):
+    st = R.load_study(study)
+    a = R.question("cost").ask(st)
+    assert a["answered"]
+    bullet = a["bullets"][0]
+    assert "training FLOPs per step ×1.30 fp's" in bullet
+    assert "W1/A32: 0.0508 MB, 20.6 M OPs (fp: 1.1 MB, 40.8 M OPs; ×21.6 smaller)" in bullet
+    assert "used 1.5 CPU-h" in a["text"]  # 2 x 0.5 + 2 x 0.25 + 2 x 8 s
+
+
+def test_units():
+    assert [costs.sig2(x) for x in (0.0123, 1, 0.98, 123, 1234.5, 9.96)] == \
+        ["0.012", "1.0", "0.98", "120", "1,200", "10"]
+    assert costs.device_time(0.5, gpu=False) == "30 CPU-min"
+    assert costs.device_time(2.345, gpu=False) == "2.3 CPU-h"
+    assert costs.device_time(0.0123, gpu=True) == "0.012 GPU-h"
+    assert costs.device_time(None, gpu=True) == "n/a"
+    assert costs.si(40_813_184) == "40.8 M" and costs.si(1.2e9) == "1.2 G"
+
+
+def test_example_study_cost_table_renders_from_its_old_records():
+    example = ROOT / "results" / "examples" / "example_cifar10_jpeg"
+    if not (example / "runs").is_dir():
+        pytest.skip("no example study")
+    st = R.load_study(example)
+    tables = costs.cost_tables(st, _setting(st))
+    assert tables and len(tables[0].rows) == len(costs.cost_rows(st, _setting(st)))
+    col = tables[0].header.index("train FLOPs/step × fp")
+    assert all(r[col] == "n/a" for r in tables[0].rows)  # recorded before it was measured
+    cfg = json.loads(next((example / "runs").glob("*/config.json")).read_text())
+    if opcount.input_shape_of(cfg) is not None:  # the data folder is here: sizes computed
+        size = tables[0].header.index("size MB")
+        assert all(r[size] != "n/a" for r in tables[0].rows)
