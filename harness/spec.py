@@ -658,7 +658,6 @@ def _cell_recipe(raw: dict, recipe: dict, set_keys: set[str], cells: list[tuple[
 # --------------------------------------------------------------------------- whole-study checks
 
 def _check_data_roots(study: Study, p: Problems) -> None:
-
     seen = set()
     for r in study.runs:
         key = (r.cfg.task, r.cfg.data.name, r.cfg.data.root, r.cfg.data.download)
@@ -697,7 +696,6 @@ def _check_distinct_variants(study: Study, p: Problems) -> None:
 
 
 def print_plan(study: Study, echo=print) -> None:
-
     counts = collections.Counter((r.variant, f"W{r.w_bits}/A{r.a_bits}", r.epochs)
                                  for r in study.runs)
     cells = sorted({(c[1], c[2]) for c in counts}, key=lambda c: (c[1], c[0]))

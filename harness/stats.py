@@ -52,7 +52,6 @@ NAN = float("nan")
 
 
 def _array(values: Sequence[float]):
-
     x = np.asarray([v for v in values if v is not None], dtype=float)
     return x[np.isfinite(x)]
 
@@ -205,7 +204,6 @@ class Comparison:
 
 
 def compare(a: Sequence[float], b: Sequence[float], conf: float = CONF) -> Comparison:
-
     xa, xb = _array(a), _array(b)
     na, nb = len(xa), len(xb)
     mean_a = float(xa.mean()) if na else NAN

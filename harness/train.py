@@ -294,7 +294,6 @@ class Trainer:
             self.optimizer, lambda s: lr_factor(s, self.spe, cfg.epochs, cfg.optim))
         self.forward = self.model
         if self.dist.world > 1:
-
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.forward = DistributedDataParallel(self.model, device_ids=ids)
         if cfg.compile:

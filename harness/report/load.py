@@ -76,7 +76,6 @@ OURS_NOT_SET = ("no `[report] ours` is set, so no method is compared with the ot
 
 
 def user_error(field_: str, message: str) -> Exception:
-
     return UserError(field_, message)
 
 
@@ -222,7 +221,6 @@ def cached_per_setting(fn):
 # --------------------------------------------------------------------------- reading files
 
 def _read_spec(study_dir: Path) -> dict[str, Any]:
-
     path = study_dir / "study.toml"
     if not path.exists():
         return {}
@@ -318,7 +316,6 @@ def _columns(df) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the runs table
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-
     return flatten(d, prefix)
 
 

@@ -153,7 +153,6 @@ class Table:
         return df.to_csv(index=False)
 
     def write(self, folder: Path) -> None:
-
         caption = f"**{md_escape(self.caption)}**\n\n"
         notes = "".join(f"\n\n{md_escape(n)}" for n in self.notes)
         atomic_write_text(folder / f"{self.name}.md", caption + self.markdown() + notes + "\n")
