@@ -160,11 +160,13 @@ def _flops(fn) -> int:
     return int(counter.get_total_flops())
 
 
-def count_training_flops(trainer: Any, steps: int = TRAIN_STEPS) -> dict[str, Any]:
+def count_training_flops(trainer: Any, step_fn: Any, steps: int = TRAIN_STEPS) -> dict[str, Any]:
     """FLOPs of training steps and of the method's epoch and end hooks (module docstring),
     on deep copies of ``trainer``'s model, method and optimizer (the LR schedule is left
     out), so the run itself is untouched: every random-number state is restored afterwards,
-    and batches come from a generator of their own (``RunContext.train_batches``)."""
+    and batches come from a generator of their own (``RunContext.train_batches``).
+    ``step_fn(trainer, x, y, progress)``: the trainer's own step (Trainer.train_step), called
+    on the copy, so a subclass's bookkeeping never sees these steps."""
     shadow = copy.copy(trainer)
     shadow.model, shadow.method, shadow.optimizer = copy.deepcopy(
         (trainer.model, trainer.method, trainer.optimizer))
@@ -181,7 +183,7 @@ def count_training_flops(trainer: Any, steps: int = TRAIN_STEPS) -> dict[str, An
 
             def run_steps():
                 for i, (x, y) in enumerate(batches):
-                    shadow.train_step(x, y, Progress(0, trainer.cfg.epochs, i, trainer.spe))
+                    step_fn(shadow, x, y, Progress(0, trainer.cfg.epochs, i, trainer.spe))
 
             step = _flops(run_steps) / n
             epoch_hook = _flops(lambda: shadow.method.after_epoch(shadow.model, shadow.run))

@@ -307,7 +307,7 @@ class Trainer:
         d = self.data
         inf = opcount.inference_cost(self.cfg, d.num_classes, d.in_channels, d.image_size)
         self.costs = ({k: v for k, v in inf.items() if k != "layers"},
-                      opcount.count_training_flops(self))
+                      opcount.count_training_flops(self, Trainer.train_step))
 
     def progress(self, epoch: int) -> Progress:
         return Progress(epoch, self.cfg.epochs, self.step_count, self.spe)

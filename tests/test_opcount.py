@@ -54,7 +54,7 @@ def test_small_cnn_dorefa_w2a2_size_and_ops_by_hand():
 def _step_flops(method, sets=(), **flags):
     t = train.Trainer(tiny_cfg(method, sets=list(sets), **flags), "/nonexistent")
     t.setup()
-    return t, opcount.count_training_flops(t)
+    return t, opcount.count_training_flops(t, train.Trainer.train_step)
 
 
 def test_state_bn_adds_exactly_one_forward_per_step():
