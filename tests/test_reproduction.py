@@ -302,19 +302,19 @@ def test_gap_table_on_planted_records(planted):
 
     t = reproduction_table(st, setting)
     rows = {(r[0], r[1], r[3]): r for r in t.rows}
-    assert {k[0] for k in rows} == {"slb"}                     # default variant only
+    assert {k[0] for k in rows} == {"SLB"}  # the default variant only, by its display name
     sd = math.sqrt(0.025)
     # W1/A1: measured 85.00 ± 0.16 (5); reported 85.5, 85.8, 86.2
-    r = rows[("slb", "W1/A1, 500 ep", "README Reported")]
+    r = rows[("SLB", "W1/A1, 500 ep", "README Reported")]
     assert r[2] == "85.00 ± 0.16 (5)" and r[4] == "85.5" and r[5] == "-0.50"
     assert r[6] == f"{-0.5 / sd:+.2f}" == "-3.16"
     # 95% t-interval: 85 ± t(0.975, 4) * sd / sqrt(5) = 85 ± 2.7764 * 0.0707 = [84.80, 85.20]
     assert r[7] == "no"
-    assert rows[("slb", "W1/A1, 500 ep", "README Epoch500")][5] == "-1.20"
+    assert rows[("SLB", "W1/A1, 500 ep", "README Epoch500")][5] == "-1.20"
     # W1/A32: measured 91.0; reported 90.6 (outside), Epoch400 91.1 (inside), Epoch500 91.0
-    assert rows[("slb", "W1/A32, 500 ep", "README Reported")][5] == "+0.40"
-    assert rows[("slb", "W1/A32, 500 ep", "README Epoch400")][7] == "yes"
-    assert rows[("slb", "W1/A32, 500 ep", "README Epoch500")][5:] == ["+0.00", "+0.00", "yes"]
+    assert rows[("SLB", "W1/A32, 500 ep", "README Reported")][5] == "+0.40"
+    assert rows[("SLB", "W1/A32, 500 ep", "README Epoch400")][7] == "yes"
+    assert rows[("SLB", "W1/A32, 500 ep", "README Epoch500")][5:] == ["+0.00", "+0.00", "yes"]
     assert len(t.rows) == 6
     d = t.data.set_index(["a_bits", "source"])
     assert d.loc[(1, "README Reported"), "gap_in_std"] == pytest.approx(-0.5 / sd)

@@ -93,7 +93,7 @@ def reproduction_table(st: StudyRecords, setting: str) -> Table:
     for r in rows_:
         s, (w, a, e) = r["summary"], r["cell"]
         inside = "–" if r["inside"] is None else ("yes" if r["inside"] else "no")
-        rows.append([r["label"], cell_name(w, a, e), fmt_cell(s), r["source"],
+        rows.append([st.display(r["label"]), cell_name(w, a, e), fmt_cell(s), r["source"],
                      f"{r['reported']:.1f}", f"{r['gap']:+.2f}",
                      "–" if math.isnan(r["gap_in_std"]) else f"{r['gap_in_std']:+.2f}",
                      inside])
