@@ -60,12 +60,12 @@ KNOWN_SHAPES = {"digits": (1, 8, 8, 10), "mnist": (1, 28, 28, 10),
 
 @functools.lru_cache(maxsize=64)
 def _plain(mcfg, a_bits: int, num_classes: int, in_channels: int,
-           image_size: tuple[int, int]) -> tuple:
+           image_size: tuple[int, int], sr: Any = None) -> tuple:
     """What the counts need of the float network, by layer: (name, conv?, C_out, weight
     numel, MACs), the policy's layer names, and the numel of its other inference tensors
     (the activation function, ReLU or Hardtanh, changes none of them)."""
     with torch.device("meta"):  # shapes only: no memory, no arithmetic
-        model = models.build(_Cfg(mcfg, a_bits), num_classes, in_channels, image_size,
+        model = models.build(_Cfg(mcfg, a_bits, sr), num_classes, in_channels, image_size,
                              None).eval()
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(torch.zeros(1, in_channels, *image_size))
@@ -83,9 +83,11 @@ def _plain(mcfg, a_bits: int, num_classes: int, in_channels: int,
 
 @dataclasses.dataclass(frozen=True)
 class _Cfg:
-    """The two config fields models.build reads for the float network."""
+    """The config fields models.build reads for the float network (``sr``: the SR section,
+    for super-resolution models)."""
     model: Any
     a_bits: int
+    sr: Any = None
 
 
 @functools.lru_cache(maxsize=256)
@@ -106,7 +108,8 @@ def _export_numel(method: str, options_json: str, w_bits: int, conv: bool, c_out
 def inference_cost(cfg, num_classes: int, in_channels: int, image_size) -> dict[str, Any]:
     """MACs, BOPs, FLOPs, OPs and size of the deployed network (module docstring), per
     layer and in total."""
-    layers, policy, other = _plain(cfg.model, 32, num_classes, in_channels, tuple(image_size))
+    layers, policy, other = _plain(cfg.model, 32, num_classes, in_channels, tuple(image_size),
+                                   getattr(cfg, "sr", None))
     options = json.dumps(dict(cfg.method_options), sort_keys=True, default=str)
     act_numel = sum(t.numel() for t in make_act_quantizer(
         cfg.a_bits, cfg.a_quant, cfg.pact_init).state_dict().values())
