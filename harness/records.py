@@ -234,13 +234,18 @@ class RunSummary:
     final_metric: float | None = None
     best_metric: float | None = None
     final_metrics: dict[str, float] = field(default_factory=dict)
+    # what the method changed in the network after its last epoch (methods.base.Method.
+    # changed_after_training, e.g. SLB's end-of-training BN recalibration): only then may the
+    # final score differ from the last epoch's
+    changed_after_training: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
              if f.name != "extra"}
-        if not d["error"]:
-            del d["error"]
+        for k in ("error", "changed_after_training"):
+            if not d[k]:
+                del d[k]
         if self.task == "classify":
             for k in TASK_FIELDS:
                 del d[k]
@@ -358,7 +363,9 @@ def load_run(run_dir: Path, with_metrics: bool = True, columns: Columns = None) 
     A run is completed only when its three records agree: config.json is an object with a
     config hash; summary.json parses as a RunSummary with the same hash, epochs_completed
     equal to the config's epochs, a final score (accuracy in [0, 100]; another task's
-    ``final_metric``) and a best score equal to the best of the epochs and the final one;
+    ``final_metric``) equal to the last epoch's unless the method changed the network after
+    it (``changed_after_training``), and a best score equal to the best of the epochs and
+    the final one;
     metrics.csv has its task's standard columns, one row per epoch numbered 1..n, and finite
     numbers in every standard column.
     ``columns``: the metrics columns to load and check (a list, or a function of the record
@@ -447,6 +454,10 @@ def _check_completed(rec: RunRecord, with_metrics: bool, columns: Columns) -> st
             return f"metrics.csv row {i + 1}: {c} = {df[c].iloc[i]!r} is not a finite number"
     if numeric["epoch"].tolist() != list(range(1, want + 1)):
         return "metrics.csv epochs are not numbered 1..n"
+    last = float(numeric[score].iloc[-1])
+    if not s.changed_after_training and abs(final - last) > 1e-6 * max(1.0, abs(last)):
+        return (f"the final {score} in summary.json ({final!r}) is not the last epoch's "
+                f"({last!r}) and the method changed nothing after training")
     top = max(numeric[score].max(), final)
     if best is None or abs(best - top) > 1e-6 * max(1.0, abs(top)):
         return f"the best {score} in summary.json ({best!r}) disagrees with the metrics ({top!r})"

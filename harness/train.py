@@ -465,7 +465,9 @@ class Trainer:
             **memory_costs(self.model, self.optimizer), config_hash=C.config_hash(self.cfg),
             env=environment(self.device), method_info=type(self.method).info(),
             data_fingerprint=getattr(self.data, "fingerprint", {}),
-            **self.cost_fields(), error=error)
+            **self.cost_fields(), error=error,
+            changed_after_training=self.method.changed_after_training() if self.final_done
+            else "")
 
     def cost_fields(self) -> dict[str, dict[str, Any]]:
         """The summary's inference_cost and training_cost (with the measured step time and

@@ -317,6 +317,12 @@ class Method:
     def after_training(self, model: nn.Module, run: Any) -> None:
         pass
 
+    def changed_after_training(self) -> str:
+        """What ``after_training`` changes in the deployed network, in a few words ("" when
+        nothing: the final score is then the last epoch's, which the record validator checks).
+        A method that overrides ``after_training`` and changes the network says so here."""
+        return ""
+
     # --- deployment and reporting
     @contextlib.contextmanager
     def deployed(self, model: nn.Module) -> Iterator[None]:

@@ -653,6 +653,10 @@ class Slb(Method):
         if self.opt.bn == "recal_end":
             self.recalibrate(model, run)
 
+    def changed_after_training(self) -> str:
+        return ("BN statistics recalibrated on the deployed weights (bn = recal_end)"
+                if self.opt.bn == "recal_end" else "")
+
     # --- deployment and reporting
     @contextlib.contextmanager
     def deployed(self, model: nn.Module) -> Iterator[None]:

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -109,7 +110,20 @@ HOSTILE = [  # (name, damage, words of the reason)
      "disagrees"),
     ("summary of another config", lambda r: _edit_json(r / "summary.json",
                                                        config_hash="0" * 16), "belongs to"),
+    ("final accuracy not the last epoch's", lambda r: _edit_json(
+        r / "summary.json", final_test_acc=99.5, best_test_acc=99.5), "not the last epoch's"),
 ]
+
+
+def test_a_final_score_may_differ_from_the_last_epoch_only_when_the_method_says_why(sdir):
+    run = _runs(sdir)[0]
+    last = float(pd.read_csv(run / "metrics.csv")["test_acc"].iloc[-1])
+    _edit_json(run / "summary.json", final_test_acc=last - 0.5)
+    assert "not the last epoch's" in records.load_run(run).problem
+    _edit_json(run / "summary.json", changed_after_training="BN recalibrated")
+    rec = records.load_run(run)
+    assert rec.status == "completed", rec.problem
+    assert rec.summary.changed_after_training == "BN recalibrated"
 
 
 @pytest.mark.parametrize("name,damage,reason", HOSTILE, ids=[h[0] for h in HOSTILE])
