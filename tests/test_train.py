@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -77,17 +78,20 @@ def test_process_killed_mid_run_resumes_identically(tmp_path):
     cmd = [sys.executable, "-m", "harness", "run", *args]
     full, cut = tmp_path / "full", tmp_path / "cut"
     subprocess.run(cmd + ["--out", str(full)], check=True, cwd=ROOT, capture_output=True)
-    proc = subprocess.Popen(cmd + ["--out", str(cut)], cwd=ROOT, stdout=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        ck = cut / "checkpoint.pt"
-        if ck.exists() and proc.poll() is None:
-            break
-        time.sleep(0.02)
+    hold = tmp_path / "hold"   # the run waits before its second epoch: no race with the clock
+    hold.mkdir()
+    (hold / "hold-cut").touch()
+    env = {**os.environ, "SLBENCH_HOLD_DIR": str(hold), "SLBENCH_HOLD_AT_EPOCH": "1"}
+    proc = subprocess.Popen(cmd + ["--out", str(cut)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            env=env)
+    deadline = time.time() + 300
+    while not (hold / "cut.held").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run never reached epoch 1"
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     rows = len(metrics_without_timing(cut))
-    assert rows < 4, "the run finished before it could be killed"
+    assert rows == 1, rows
     assert json.loads((cut / "summary.json").read_text())["status"] == "running"
     subprocess.run(cmd + ["--out", str(cut)], check=True, cwd=ROOT, capture_output=True)
     assert metrics_without_timing(full).equals(metrics_without_timing(cut))
