@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import Any
 
 from methods.errors import UserError
 
@@ -39,7 +40,7 @@ class Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line and exit code 2."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):
@@ -49,22 +50,35 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _registries(wanted: bool) -> dict[str, str]:
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default only when it says something: not for flags whose default is
+    "not given" (None, False, []) and not twice when the help already names it."""
+
+    def _get_help_string(self, action):
+        help_ = action.help or ""
+        if "default" in help_ or action.default in (None, False, [], argparse.SUPPRESS):
+            return help_
+        return super()._get_help_string(action)
+
+
+def _registries(wanted: bool) -> dict[str, Any]:
     """Choices for the help text, read from the registries (only when help is shown: the
     registries import torch)."""
     if not wanted:
         return {"method": "(registry)", "model": "(registry)", "dataset": "(registry)"}
-    from harness import data, models
+    from harness import data, describe, models
     from methods.base import load_all
 
-    return {"method": ", ".join(sorted(load_all())),
+    defaults = {k["key"]: k["default"] for k in describe.config_keys()}  # the run flags' keys
+    return {"defaults": {k: "none" if v == "" else v for k, v in defaults.items()},
+            "method": ", ".join(sorted(load_all())),
             "model": ", ".join(sorted(models.describe_models())),
             "dataset": ", ".join(sorted(data.describe_datasets()))}
 
 
 RUN_FLAGS = [  # (flag, config key, type, help)
     ("--method", "method", str, "weight method: {method}"),
-    ("--w-bits", "w_bits", int, "weight bits (default: the method's)"),
+    ("--w-bits", "w_bits", int, "weight bits (default: the method's own)"),
     ("--a-bits", "a_bits", int, "activation bits; 32 = no quantization"),
     ("--model", "model.name", str, "model: {model}"),
     ("--dataset", "data.name", str, "dataset: {dataset}"),
@@ -82,9 +96,12 @@ def _add_run(sub, names: dict[str, str]) -> None:
                        + ". Flags left out take the config defaults (`--set KEY=VALUE` reaches "
                        "every key).")
     for flag, key, typ, help_ in RUN_FLAGS:
+        if "default" not in help_ and key in names.get("defaults", {}):
+            help_ += f" (default: {names['defaults'][key]})"
         p.add_argument(flag, dest=key, type=typ, default=None, help=help_.format(**names))
     p.add_argument("--download", dest="data.download", action="store_const", const=True,
                    default=None, help="cifar10/100: download with torchvision if missing")
+    p.epilog = "Every config key, its default and its allowed values: python -m harness config"
     p.add_argument("--config", help="TOML/JSON file with config keys")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config key, e.g. --set model.width=0.5 --set method.scaling=channel")

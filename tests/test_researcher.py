@@ -112,6 +112,17 @@ def test_every_option_of_every_subcommand_has_help():
     assert "slb" in text and "resnet20" in text and "imagefolder" in text  # registries
     sweep_help = parser._subparsers._group_actions[0].choices["sweep"].format_help()
     assert "(default: auto)" in sweep_help
+    # run's flags show the config's real defaults, read from the dataclasses
+    defaults = {k["key"]: k["default"] for k in describe.config_keys()}
+    flat = " ".join(text[text.index("options:"):].split())
+    for flag, key in (("--epochs EPOCHS", "epochs"), ("--lr OPTIM.LR", "optim.lr"),
+                      ("--method METHOD", "method")):
+        part = flat[flat.index(flag):]
+        assert f"(default: {defaults[key]})" in part[:part.index(" --", 3)], flag
+    fmt = cli._DefaultsFormatter("x")  # no "(default: None)", never two defaults
+    for path, action in _actions(parser):
+        shown = fmt._get_help_string(action) % {"default": action.default}
+        assert "(default: None)" not in shown and shown.count("default") <= 1, (path, shown)
 
 
 def test_an_unknown_flag_names_the_subcommand(capsys):
