@@ -16,7 +16,7 @@ Deviations: alpha is detached; the paper's per-layer derivation of 0.7 is used a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -24,15 +24,18 @@ from torch import nn
 from methods._ops import sign
 from methods.base import Method, WeightQuantizer
 from methods.errors import require
+from methods.options import option
 
-# 1. Options: a frozen dataclass; each field is a `method.<option>` key. `choices` in the
-#    field's metadata are checked for you; cross-option checks go in parse_options.
+# 1. Options: a frozen dataclass; each field is a `method.<option>` key declared with
+#    `option(default, help, choices=...)`: `config --method` lists the help, the choices are
+#    checked for you; cross-option checks go in parse_options.
 
 
 @dataclass(frozen=True)
 class TernaryOptions:
-    threshold: float = 0.7                       # delta = threshold * mean|W|
-    scale: str = field(default="layer", metadata={"choices": ("layer", "none")})
+    threshold: float = option(0.7, "delta = threshold * mean|W|")
+    scale: str = option("layer", "ternary scale: mean |W| of the kept weights per layer, or none",
+                        choices=("layer", "none"))
 
 
 # 2. The pure function with its gradient (here: straight through, written as x + (q - x)).

@@ -37,13 +37,14 @@ Adam; here they go to the recipe's optimizer (matched comparison), whatever it i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from methods._ops import per_channel, sign
 from methods.base import Method, Progress, WeightQuantizer, binary_export, register, require
+from methods.options import option
 from methods.ste import binary_scale
 
 SCALINGS = ("none", "channel")
@@ -66,13 +67,17 @@ def schedule_factor(decay: float, milestones: tuple[float, ...], epochs_done: fl
 
 @dataclass(frozen=True)
 class BopOptions:
-    gamma: float = 1e-4        # adaptivity rate (larq default; paper CIFAR)
-    tau: float = 1e-8          # flip threshold (larq default; paper CIFAR)
-    scaling: str = field(default="none", metadata={"choices": SCALINGS})
-    schedule: str = field(default="constant", metadata={"choices": SCHEDULES})
-    milestones: tuple[float, ...] = ()   # epochs at which gamma/tau are multiplied (step)
-    gamma_decay: float = 0.1
-    tau_decay: float = 1.0
+    gamma: float = option(1e-4, "adaptivity rate (larq default; paper CIFAR)")
+    tau: float = option(1e-8, "flip threshold (larq default; paper CIFAR)")
+    scaling: str = option(
+        "none", "scale of the binary weights: none, or mean |W| per output channel",
+        choices=SCALINGS)
+    schedule: str = option(
+        "constant", "gamma/tau schedule: constant, or step (decayed at milestones)",
+        choices=SCHEDULES)
+    milestones: tuple[float, ...] = option((), "epochs at which gamma/tau are multiplied (step)")
+    gamma_decay: float = option(0.1, "step: gamma multiplier at each milestone")
+    tau_decay: float = option(1.0, "step: tau multiplier at each milestone")
 
 
 class BopWeight(WeightQuantizer):

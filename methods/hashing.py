@@ -38,7 +38,7 @@ default lam are our choices, not the paper's.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,7 @@ from torch import nn
 
 from methods._ops import per_channel, sign, ste_sign
 from methods.base import Method, WeightQuantizer, binary_export, register, require
+from methods.options import option
 from methods.ste import binary_scale
 
 ALPHAS = ("mean", "learned")
@@ -65,11 +66,12 @@ def binary_entropy(w: torch.Tensor, t: float) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class HashingOptions:
-    lam: float = 1e-3           # weight of the quantization loss ("lambda")
-    alpha: str = field(default="mean", metadata={"choices": ALPHAS})
-    entropy: float = 0.0        # weight mu of the binary-entropy term; 0 = off
-    entropy_temp: float = 0.05  # t in H(sigmoid(W / t)), weight units
-    clip: bool = True           # clipped STE 1[|W| <= 1]; False = identity gradient
+    lam: float = option(1e-3, 'weight of the quantization loss ("lambda")')
+    alpha: str = option(
+        "mean", "code scale alpha: mean |W| per layer, or a learned parameter", choices=ALPHAS)
+    entropy: float = option(0.0, "weight mu of the binary-entropy term; 0 = off")
+    entropy_temp: float = option(0.05, "t in H(sigmoid(W / t)), weight units")
+    clip: bool = option(True, "clipped STE 1[|W| <= 1]; False = identity gradient")
 
 
 class HashWeight(WeightQuantizer):

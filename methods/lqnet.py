@@ -55,12 +55,13 @@ stays positive, as it does in practice.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from methods.base import Method, WeightQuantizer, quant_layers, register, require
+from methods.options import option
 
 NORM_PPF_0_75 = 0.6745  # 0.75 quantile of N(0, 1), as in the official code
 ACT_QUANT = ("recipe", "lqnet")
@@ -244,9 +245,11 @@ class LqAct(nn.Module):
 
 @dataclass(frozen=True)
 class LqOptions:
-    delta: float = 1e-4   # ridge term of the QEM least squares (official EPS)
-    ema: float = 0.9      # v <- ema v + (1 - ema) v* (official MOVING_AVERAGES_FACTOR)
-    act_quant: str = field(default="recipe", metadata={"choices": ACT_QUANT})
+    delta: float = option(1e-4, "ridge term of the QEM least squares (official EPS)")
+    ema: float = option(0.9, "v <- ema v + (1 - ema) v* (official MOVING_AVERAGES_FACTOR)")
+    act_quant: str = option(
+        "recipe", "activations: the recipe's shared quantizer, or LQ-Net's own (unmatched)",
+        choices=ACT_QUANT)
 
 
 @register

@@ -34,13 +34,14 @@ keeps s positive (as in the paper).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from methods._ops import per_channel
 from methods.base import Method, WeightQuantizer, code_dtype, register
+from methods.options import option
 
 GRANULARITIES = ("layer", "channel")
 
@@ -101,8 +102,9 @@ def lsq_init(v: torch.Tensor, bits: int, per_channel: bool, signed: bool = True)
 
 @dataclass(frozen=True)
 class LsqOptions:
-    granularity: str = field(default="layer", metadata={"choices": GRANULARITIES})
-    grad_scale: bool = True    # the paper's g = 1/sqrt(N Q_P); False = g = 1
+    granularity: str = option(
+        "layer", "one step size per layer, or per output channel", choices=GRANULARITIES)
+    grad_scale: bool = option(True, "the paper's g = 1/sqrt(N Q_P); False = g = 1")
 
 
 class LsqWeight(WeightQuantizer):

@@ -1,7 +1,7 @@
 """Method options: frozen dataclasses parsed from TOML/--set values (torch-free).
 
-Unknown keys, wrong types and values outside a field's ``metadata={"choices": ...}`` raise a
-UserError naming ``method.<option>``.
+Declare each field with :func:`option` (default, help, choices). Unknown keys, wrong types and
+values outside a field's choices raise a UserError naming ``method.<option>``.
 """
 from __future__ import annotations
 
@@ -11,6 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from methods.errors import UserError, did_you_mean, require
+
+
+def option(default: Any, help: str, *, choices: tuple | None = None) -> Any:
+    """A method option: its default, one line of help (listed by `python -m harness config
+    --method NAME`) and, optionally, the allowed values."""
+    meta = {"help": help, **({"choices": choices} if choices is not None else {})}
+    return dataclasses.field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -128,6 +128,7 @@ from methods.base import (
     set_deployed,
     set_module,
 )
+from methods.options import option
 
 INITS = ("random", "from_fp")
 SCHEDULES = ("exp", "linear", "cos", "sgdr")
@@ -316,25 +317,33 @@ def inv_temperature(opt: "SlbOptions", progress: Progress) -> float:
 
 @dataclass(frozen=True)
 class SlbOptions:
-    candidates: tuple[float, ...] = ()   # V, sorted; empty = linspace(-1, 1, 2^b)
-    allow_any_count: bool = False        # accept fewer than 2^b candidates
-    init: str = field(default="random", metadata={"choices": INITS})
-    init_std: float = 0.05               # std of the random logits
-    init_from: str = ""                  # from_fp: checkpoint / state dict; "" = layer's own init
-    schedule: str = field(default="exp", metadata={"choices": SCHEDULES})
-    t0: float = 1.0                      # inverse temperature at `start`
-    t1: float = 1e5                      # inverse temperature reached at `end`
-    start: float = 0.3                   # fraction of training where T starts to climb
-    end: float = 0.9                     # fraction of training where T reaches t1
-    factor: float | None = None          # exp only: official per-epoch factor (t1 then unused)
-    sgdr_cycle: float = 0.25             # sgdr: first cycle, fraction of [start, end]
-    sgdr_mult: float = 1.0               # sgdr: cycle length multiplier
-    granularity: str = field(default="epoch", metadata={"choices": GRANULARITIES})
-    bn: str = field(default="sbn", metadata={"choices": BN_MODES})
-    sbn_every: int = 1                   # sbn: quantized-statistics pass every k steps
-    recal_batches: int = 0               # recal_*: training batches; 0 = as many as the test set
-    recal_from: str = field(default="window", metadata={"choices": RECAL_FROM})  # recal_epoch
-    hard_end: bool = False               # train with W_q once the window has ended (MindSpore)
+    candidates: tuple[float, ...] = option((), "V, sorted; empty = linspace(-1, 1, 2^b)")
+    allow_any_count: bool = option(False, "accept fewer than 2^b candidates")
+    init: str = option("random", "initial logits: random (normal, init_std) or from_fp "
+                       "(from a full-precision checkpoint)", choices=INITS)
+    init_std: float = option(0.05, "std of the random logits")
+    init_from: str = option("", "from_fp: checkpoint or state-dict file; empty = the "
+                                         "layer's own init")
+    schedule: str = option(
+        "exp", "inverse-temperature ramp from t0 to t1 (sgdr = warm restarts)", choices=SCHEDULES)
+    t0: float = option(1.0, "inverse temperature at `start`")
+    t1: float = option(1e5, "inverse temperature reached at `end`")
+    start: float = option(0.3, "fraction of training where T starts to climb")
+    end: float = option(0.9, "fraction of training where T reaches t1")
+    factor: float | None = option(None, "exp only: official per-epoch factor (t1 then unused)")
+    sgdr_cycle: float = option(0.25, "sgdr: first cycle, fraction of [start, end]")
+    sgdr_mult: float = option(1.0, "sgdr: cycle length multiplier")
+    granularity: str = option(
+        "epoch", "temperature updated once per epoch or at every step", choices=GRANULARITIES)
+    bn: str = option(
+        "sbn", "State BN, BN recalibration every epoch or at the end, or plain BN",
+        choices=BN_MODES)
+    sbn_every: int = option(1, "sbn: quantized-statistics pass every k steps")
+    recal_batches: int = option(0, "recal_*: training batches; 0 = as many as the test set")
+    recal_from: str = option(
+        "window", "recal_epoch: calibrate from when T starts changing, or from the first epoch",
+        choices=RECAL_FROM)
+    hard_end: bool = option(False, "train with W_q once the window has ended (MindSpore)")
 
 
 def validate_options(o: SlbOptions) -> None:

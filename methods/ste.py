@@ -22,13 +22,14 @@ reimplementations we detach alpha. Activations are quantized by the recipe, not 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from methods._ops import per_channel, ste_sign
 from methods.base import Method, WeightQuantizer, binary_export, register
+from methods.options import option
 
 SCALINGS = ("none", "layer", "channel")
 
@@ -54,9 +55,11 @@ def sign_ste(w: torch.Tensor, scaling: str = "none", clip: bool = True) -> torch
 
 @dataclass(frozen=True)
 class SteOptions:
-    scaling: str = field(default="none", metadata={"choices": SCALINGS})
-    clip: bool = True          # clipped STE 1[|w|<=1]; False = identity gradient
-    latent_clip: bool = True   # clip latent weights to [-1, 1] after each step
+    scaling: str = option(
+        "none", "sign scale: none (sign STE), mean |W| per layer (BWN) or per channel",
+        choices=SCALINGS)
+    clip: bool = option(True, "clipped STE 1[|w|<=1]; False = identity gradient")
+    latent_clip: bool = option(True, "clip latent weights to [-1, 1] after each step")
 
 
 class SignWeight(WeightQuantizer):

@@ -81,6 +81,19 @@ def test_config_lists_every_key_of_the_dataclasses(capsys):
     assert "weight bits [1, 2, 3, 4, 5, 6, 7, 8]" in text
 
 
+def test_every_method_option_has_help_and_config_shows_it(capsys):
+    from methods.base import load_all
+
+    for name, cls in sorted(load_all().items()):
+        for f in dataclasses.fields(cls.Options):
+            assert f.metadata.get("help"), f"method {name}: option {f.name} has no help"
+        assert main(["config", "--method", name]) == 0
+        text = capsys.readouterr().out
+        for f in dataclasses.fields(cls.Options):
+            line = next(ln for ln in text.splitlines() if ln.startswith(f"method.{f.name} "))
+            assert " ".join(f.metadata["help"].split()[:3]) in " ".join(line.split()), line
+
+
 def test_show_prints_state_code_config_and_last_metrics(tmp_path, capsys):
     out = tmp_path / "r"
     assert main(RUN + ["--out", str(out), "--set", "progress=none"]) == 0
