@@ -120,10 +120,10 @@ def test_export_form_is_the_training_forward_bit_for_bit(act):
     assert torch.equal(export_form(act)(x), act(x))
 
 
-def test_tolerance_is_one_in_a_thousand_images():
+def test_tolerance_is_one_in_250_images():
     assert onnx_export.allowed(200) == 1
-    assert onnx_export.allowed(10_000) == 10
-    assert onnx_export.allowed(50_000) == 50
+    assert onnx_export.allowed(10_000) == 40
+    assert onnx_export.allowed(50_000) == 200
 
 
 def test_check_counts_flips_and_differing_images(tmp_path):
