@@ -72,7 +72,7 @@ def _load_finished(run_dir: Path) -> tuple[C.RunConfig, records.RunSummary]:
         summary, status = None, "not started"
     if status != "completed":
         raise UserError("RUN_DIR", f"run in {str(run_dir)!r} is {status}; finish it first with "
-                        "`python -m harness run --out RUN_DIR ...`")
+                        f"`python -m harness run --resume {run_dir}`")
     return C.resolve(C.from_dict(records.read_json(cfg_path))), summary
 
 
@@ -88,7 +88,7 @@ def export(run_dir: Path, device: str | None = None, data=None) -> dict[str, Any
     trainer.setup(data)
     if not trainer.load_checkpoint() or not trainer.final_done:
         raise UserError("RUN_DIR", f"{run_dir}/checkpoint.pt is missing or not final; "
-                        "re-run the training command to finish it")
+                        f"finish the run with `python -m harness run --resume {run_dir}`")
     return deployed_blob(trainer)
 
 

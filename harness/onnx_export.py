@@ -36,8 +36,7 @@ images differ; SLB W1/A1 after 2 epochs on 1,000 images (logits within 0.33 of e
 so near ties are common), 8 flips and 10 differing images (4 flips with onnxruntime's graph
 optimizations off): 1 in 1,000, exactly at a limit of 1 in 1,000. This tolerance leaves 4x
 room above the worst seen, while a wrong export differs on >= 90%. The check prints both
-accuracies, the
-counts and the largest logit difference.
+accuracies, the counts and the largest logit difference.
 """
 from __future__ import annotations
 

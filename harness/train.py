@@ -683,7 +683,8 @@ def cmd_run(args) -> int:
     try:
         summary = run(cfg, Path(args.out))
     except Interrupted:
-        print(f"{args.out}: interrupted; re-run the same command to resume", file=sys.stderr)
+        print(f"{args.out}: interrupted; resume it with `python -m harness run --resume "
+              f"{args.out}` (or re-run the same command)", file=sys.stderr)
         return 143
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
