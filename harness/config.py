@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.loggers import SINKS
 from methods.errors import UserError, require
 from methods.options import _coerce, options_dict
 
@@ -25,7 +26,6 @@ SCHEDULES = ("cosine", "step", "constant")
 A_QUANT = ("pact", "dorefa")
 A_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 32)
 PROGRESS = ("auto", "bar", "line", "none")
-LOGGERS = ("tensorboard",)
 SEED_LIMIT = 2**32
 BIG = 10**9  # an upper bound for counts that only guards against typos (1e7 for 1e3)
 # Keys that do not change what is computed; left out of the config hash (the run id).
@@ -327,7 +327,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
     require(dev in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", dev) is not None,
             "device", f"{dev!r} unknown; use auto, cpu, cuda or cuda:N")
     for name in cfg.loggers:
-        require(name in LOGGERS, "loggers", f"{name!r} unknown; use some of {list(LOGGERS)}")
+        require(name in SINKS, "loggers", f"{name!r} unknown; use some of {list(SINKS)}")
     task = tasks.get(cfg.task)
     task.check(cfg)                    # model and dataset names, the task's own keys
     require(cfg.data.subset_train != 1, "data.subset_train",

@@ -387,8 +387,13 @@ class Trainer:
         line = self.task.epoch_line(row, self.cfg.epochs)
         self.log(line)
         self.display.epoch_end(line)
-        for sink in self.sinks:
-            sink.log(self.rows[-1])
+        for sink in list(self.sinks):
+            try:
+                sink.log(self.rows[-1])
+            except Exception as e:  # a sink never turns a result into a failure
+                self.echo(f"warning: logger {type(sink).__name__} failed and is turned off "
+                          f"for this run ({type(e).__name__}: {e}); metrics.csv is complete")
+                self.sinks.remove(sink)
 
     # --- checkpoints
     def save_checkpoint(self) -> None:

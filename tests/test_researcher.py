@@ -268,3 +268,38 @@ def test_local_sweep_progress_lines(tmp_path):
                             text=True, timeout=120)
     assert "2/2 runs done: completed 2" in status.stdout
     assert sweep.status_counts(tmp_path / "res" / "five")[0]["completed"] == 2
+
+
+def test_the_bar_runs_over_each_epochs_steps_and_keeps_its_line(tmp_path, capsys):
+    cfg = tiny_cfg("ste", epochs=2, sets=["progress=bar"])
+    train.run(cfg, tmp_path / "r", echo=print)
+    out, err = capsys.readouterr()
+    steps = train.Trainer(cfg, tmp_path / "x")
+    steps.setup()
+    for e in (1, 2):   # a bar over the steps of each epoch, on stderr
+        assert re.search(rf"epoch {e}/2: +\d+%\|.*\| \d/{steps.spe} \[", err), err[-400:]
+    epoch_lines = [ln for ln in out.splitlines() if re.match(r"epoch [12]/2\b", ln)]
+    assert len(epoch_lines) == 2, out   # one line per finished epoch stays in the history
+
+
+class _Broken:
+    def start(self, run_dir, config, rows):
+        pass
+
+    def log(self, row):
+        raise OSError("disk of the tracker is gone")
+
+    def close(self):
+        pass
+
+
+def test_a_failing_logger_never_fails_the_run(tmp_path, monkeypatch):
+    from harness import loggers
+
+    monkeypatch.setitem(loggers.SINKS, "broken", _Broken)
+    said = []
+    s = train.run(tiny_cfg("ste", epochs=2, sets=['loggers=["broken"]']), tmp_path,
+                  echo=said.append)
+    assert s.status == "completed"
+    warnings = [m for m in said if m.startswith("warning: logger _Broken failed")]
+    assert len(warnings) == 1 and "metrics.csv is complete" in warnings[0]
