@@ -27,12 +27,27 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import multiprocessing
 import os
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from harness import config as C
+from harness import data as D
+from harness import models, records, train
+from harness.bench_records import bench_report
+from harness.cost import optimizer_state_bytes
+from harness.env import device_name, environment, resolve_device
+from methods.base import Progress, WeightQuantizer, load_all
 
 # Step-time targets: (variant prefix, ratio denominator, limit), i.e. a variant's median step
 # time may be at most ``limit`` times the bare loop's or fp's. They were set for ResNet-20 at
@@ -66,10 +81,6 @@ class BenchVariant:
 
 
 def _synthetic(n: int, image: int, device):
-    import numpy as np
-
-    from harness import data as D
-
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (n, 3, image, image), dtype=np.uint8)
     y = (np.arange(n) % 10).astype(np.int64)
@@ -78,8 +89,6 @@ def _synthetic(n: int, image: int, device):
 
 
 def _cfg(args, method: str, bits: int, options: dict[str, Any]):
-    from harness import config as C
-
     flat = {"method": method, "w_bits": bits, "a_bits": 32, "model.name": args.model,
             "model.width": args.width, "batch_size": args.batch_size, "device": args.device,
             "epochs": 10, "progress": "none", "channels_last": args.channels_last,
@@ -89,8 +98,6 @@ def _cfg(args, method: str, bits: int, options: dict[str, Any]):
 
 
 def variants(args) -> list[BenchVariant]:
-    from methods.base import load_all
-
     registry = load_all()
     out = [BenchVariant("bare", "", 32, {}), BenchVariant("fp", "fp", 32, {})]
     for name in args.methods or sorted(registry):
@@ -106,8 +113,6 @@ def variants(args) -> list[BenchVariant]:
 
 def _endless(data, batch_size: int, gen, channels_last: bool):
     """Training batches, epoch after epoch, as the trainer makes them."""
-    import torch
-
     while True:
         for x, y in data.train_batches(batch_size, gen):
             yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
@@ -115,12 +120,6 @@ def _endless(data, batch_size: int, gen, channels_last: bool):
 
 def _build(args, v: BenchVariant, data, device) -> None:
     """Attach a step function (and the per-epoch hook, if any) to a variant."""
-    import torch
-    import torch.nn.functional as F
-
-    from harness import models, train
-    from methods.base import Progress
-
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     if v.name == "bare":
@@ -159,8 +158,6 @@ def _build(args, v: BenchVariant, data, device) -> None:
 
 
 def _time_step(v: BenchVariant, device) -> float:
-    import torch
-
     if device.type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
@@ -189,15 +186,11 @@ def _memory_in_fresh_process(args, v: BenchVariant) -> dict[str, float]:
     """Runs in a new interpreter (spawn): the growth of the peak resident set over the
     process's state before the model is built measures everything training holds, transient
     workspace included, with no other variant's memory or allocator cache in the way."""
-    import torch
-
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     data = _synthetic(max(1024, args.batch_size * 8), 32, device)
-    import gc as _gc
-
-    _gc.collect()
+    gc.collect()
     base = _rss_mb("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # VmHWM := VmRSS
@@ -208,11 +201,6 @@ def _memory_in_fresh_process(args, v: BenchVariant) -> dict[str, float]:
 
 def _memory(args, v: BenchVariant, data, device) -> dict[str, float]:
     """Peak training memory of one variant (see the module docstring), in MB."""
-    import torch
-
-    from harness.cost import optimizer_state_bytes
-    from methods.base import WeightQuantizer
-
     _build(args, v, data, device)
     model, opt = v.info["model"], v.info["optimizer"]
     v.step()  # optimizer state exists from here on
@@ -256,11 +244,6 @@ def _memory(args, v: BenchVariant, data, device) -> dict[str, float]:
 
 
 def run_bench(args, echo=print) -> tuple[Any, list[str]]:
-    import pandas as pd
-    import torch
-
-    from harness.env import device_name, resolve_device
-
     device = resolve_device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(args.threads or torch.get_num_threads())
@@ -270,9 +253,6 @@ def run_bench(args, echo=print) -> tuple[Any, list[str]]:
          f"{device_name(device)}, torch {torch.__version__}")
     mem = {}
     if device.type == "cpu" and args.memory == "rss" and os.path.exists("/proc/self/clear_refs"):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                  max_tasks_per_child=1) as pool:
             for v in vs:
@@ -353,8 +333,6 @@ def check_targets(df) -> list[str]:
 
 
 def write(df, lines: list[str], out: Path, meta: str) -> None:
-    from harness import records
-
     out.mkdir(parents=True, exist_ok=True)
     records.atomic_write_text(out / "bench.csv", df.to_csv(index=False))
     cols = ["variant", "median_step_s", "vs_bare", "vs_fp", "vs_fp_with_epoch_hook",
@@ -369,18 +347,12 @@ def write(df, lines: list[str], out: Path, meta: str) -> None:
 
 
 def cmd_bench(args) -> int:
-    from harness.env import environment, resolve_device
-
     if args.what in ("report", "all"):
-        from harness.bench_records import bench_report
-
         secs = bench_report(args.report_runs)
         print(f"report over {args.report_runs} synthetic runs: {secs:.1f}s (target < 15 s)")
         if args.what == "report":
             return 0
     df, lines = run_bench(args)
-    import pandas as pd
-
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(df[["variant", "median_step_s", "vs_bare", "vs_fp", "vs_fp_with_epoch_hook",
                   "peak_train_mb", "held_mb", "mem_vs_ste_w1", "method_param_mb",
@@ -388,8 +360,6 @@ def cmd_bench(args) -> int:
     for line in lines:
         print(line)
     env = environment(resolve_device(args.device))
-    import os
-
     load = os.getloadavg()[0]
     meta = (f"load average {load:.2f} at the end (other work on the machine skews ratios), "
             f"{args.model} width {args.width}, batch {args.batch_size}, device "
@@ -410,8 +380,6 @@ def time_epochs(trainer, epochs: int, warmup_epochs: int = 1) -> dict[str, Any]:
     ``warmup_epochs`` untimed epochs first (torch.compile's compilations, also the one for a
     short last batch; cuDNN/oneDNN set-up; allocator growth), then ``epochs`` timed ones:
     CUDA events on CUDA, perf_counter on the CPU."""
-    import torch
-
     device = trainer.device
     t0 = time.perf_counter()
     for e in range(warmup_epochs):
