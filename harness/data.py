@@ -342,32 +342,34 @@ class Dataset:
     default_root: str = ""
     check_files: Callable[[Path, Any], None] | None = None
     stream: Callable[[str], bool] | None = None
+    shape: tuple[int, int, int, int] | None = None  # (channels, height, width, classes), if fixed
 
 
 DATASETS: dict[str, Dataset] = {d.name: d for d in (
     Dataset(
         "digits", "scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes), built in",
         load=lambda root, dcfg: _subsets(_load_digits(), dcfg),
-        data_root="unused"),
+        data_root="unused", shape=(1, 8, 8, 10)),
     Dataset(
         "cifar10", "CIFAR-10: 32x32 colour photos, 10 classes (official python version; "
         "--download fetches it)",
         load=lambda root, dcfg: _subsets(_load_cifar(root, dcfg.download, False), dcfg),
-        photo=True, check_files=_check_cifar),
+        photo=True, check_files=_check_cifar, shape=(3, 32, 32, 10)),
     Dataset(
         "cifar100", "CIFAR-100: 32x32 colour photos, 100 classes (official python version; "
         "--download fetches it)",
         load=lambda root, dcfg: _subsets(_load_cifar(root, dcfg.download, True), dcfg),
-        photo=True, check_files=_check_cifar),
+        photo=True, check_files=_check_cifar, shape=(3, 32, 32, 100)),
     Dataset(
         "mnist", "MNIST: 28x28 handwritten digits, 10 classes (the four idx files, .gz or not)",
         load=lambda root, dcfg: _subsets(_load_idx_dataset(root, "mnist"), dcfg),
-        check_files=_check_idx),
+        check_files=_check_idx, shape=(1, 28, 28, 10)),
     Dataset(
         "fashion-mnist", "Fashion-MNIST: 28x28 clothing, 10 classes (idx files; default "
         f"{FASHION_MNIST_DEBIAN})",
         load=lambda root, dcfg: _subsets(_load_idx_dataset(root, "fashion-mnist"), dcfg),
-        data_root="optional", default_root=FASHION_MNIST_DEBIAN, check_files=_check_idx),
+        data_root="optional", default_root=FASHION_MNIST_DEBIAN, check_files=_check_idx,
+        shape=(1, 28, 28, 10)),
     Dataset(
         "imagefolder", "train/ and test/ (or val/), a folder per class; images over "
         f"{SMALL_IMAGE_MAX} px are streamed at 224 px",

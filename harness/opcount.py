@@ -44,19 +44,13 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from harness import data as data_mod
 from harness import models
 from methods.act import make_act_quantizer
 from methods.base import Progress
 from methods.base import get as get_method
 
 TRAIN_STEPS = 4  # exact for per-step work that repeats every 1, 2 or 4 steps (sbn_every)
-
-# (in_channels, height, width, classes) of the named datasets, for records that predate the
-# recorded input shape; imagefolder is read from its root when that exists here
-KNOWN_SHAPES = {"digits": (1, 8, 8, 10), "mnist": (1, 28, 28, 10),
-                "fashion-mnist": (1, 28, 28, 10), "cifar10": (3, 32, 32, 10),
-                "cifar100": (3, 32, 32, 100)}
-
 
 @functools.lru_cache(maxsize=64)
 def _plain(mcfg, a_bits: int, num_classes: int, in_channels: int,
@@ -137,14 +131,13 @@ def input_shape_of(cfg_dict: dict[str, Any]) -> tuple[int, tuple[int, int], int]
     its summary: the named datasets, or an image folder whose root exists here."""
     data = cfg_dict.get("data") or {}
     name = data.get("name")
-    if name in KNOWN_SHAPES:
-        c, h, w, k = KNOWN_SHAPES[name]
+    known = data_mod.DATASETS.get(name)   # the registry's fixed shape, for records that predate
+    if known is not None and known.shape:  # the recorded input shape
+        c, h, w, k = known.shape
         return c, (h, w), k
     root = Path(str(data.get("root") or ""))
     if name == "imagefolder" and (root / "train").is_dir():
         try:
-            from harness import data as data_mod
-
             classes = [d for d in (root / "train").iterdir() if d.is_dir()]
             w, h = data_mod._image_size(root)
             if max(w, h) > data_mod.SMALL_IMAGE_MAX:

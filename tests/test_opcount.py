@@ -119,3 +119,10 @@ def test_input_shape_of_named_datasets_and_unknown_folders(tmp_path):
     assert opcount.input_shape_of({"data": {"name": "cifar100"}}) == (3, (32, 32), 100)
     assert opcount.input_shape_of({"data": {"name": "imagefolder",
                                             "root": str(tmp_path / "none")}}) is None
+    # the registry's shape is the loaded data's (digits is the one loadable everywhere)
+    from harness import data as data_mod
+
+    d = data_mod.load(C.build(flags={"data.name": "digits", "device": "cpu"}).data,
+                      torch.device("cpu"))
+    assert opcount.input_shape_of({"data": {"name": "digits"}}) == (
+        d.in_channels, tuple(d.image_size), d.num_classes)
