@@ -65,6 +65,8 @@ CELL_PATTERN = re.compile(r"W(\d+)(?:\.\.W?(\d+))?/A(\d+)(?:\.\.A?(\d+))?")
 # names that become paths (study, variant; run ids are built from them): no separators, no
 # leading dot, so nothing a spec says can leave the study directory
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+UNMATCHED_FIX = ("set unmatched = true on the variant (and study.allow_unmatched = true) for a "
+                 "deliberately unmatched comparison")
 
 
 def _int(v: Any) -> bool:
@@ -412,13 +414,12 @@ def _variant(name: str, t: Any, allow_unmatched: bool, spec_dir: Path,
             t = {**t, key: {}}
     recipe = C.flatten(t.get("recipe", {}))
     unmatched = bool(t.get("unmatched", False))
-    fix = ("set unmatched = true on the variant (and study.allow_unmatched = true) for a "
-           "deliberately unmatched comparison")
     if recipe and not unmatched:
-        p.add(f"{w}.recipe: changes the shared recipe; {fix}")
+        p.add(f"{w}.recipe: changes the shared recipe; {UNMATCHED_FIX}")
     for change in _method_recipe_changes(t["method"], dict(t.get("options", {}))):
         if not unmatched:
-            p.add(f"{w}.options: {change}, so the variant does not share the recipe; {fix}")
+            p.add(f"{w}.options: {change}, so the variant does not share the recipe; "
+                  f"{UNMATCHED_FIX}")
     if unmatched and not allow_unmatched:
         p.add(f"{w}.unmatched: set study.allow_unmatched = true to allow unmatched comparisons "
               "in this study")
@@ -612,12 +613,19 @@ def _cell_options(v: Variant, cells: list[tuple[int, int]],
     cls = load_all().get(v.method)  # an unknown method is reported when its runs resolve
 
     def check(values: dict[str, Any]) -> str:
+        if cls is None:
+            return ""
         try:
-            if cls is not None:
-                cls.parse_options({**v.options, **values})
+            options = cls.parse_options({**v.options, **values})
         except UserError as e:
             return str(e)
-        return ""
+        if v.unmatched:
+            return ""
+        # the same matched check as the variant's options (those it reports itself)
+        changes = [c for c in cls.recipe_changes(options)
+                   if c not in _method_recipe_changes(v.method, v.options)]
+        return (f"{'; '.join(changes)}, so the variant does not share the recipe; {UNMATCHED_FIX}"
+                if changes else "")
 
     return _per_cell(v.cell_options, f"variants.{v.name}.cell_options", cells,
                      set(C.flatten(v.options)), check, p)

@@ -308,6 +308,22 @@ def test_options_that_change_the_recipe_make_a_variant_unmatched(tmp_path):
         'options = { act_quant = "lqnet" }', 'options = { act_quant = "lqnet" }\nunmatched = true'))
     study = spec.load_spec(p)
     assert all(r.unmatched for r in study.runs if r.variant == "lq")
+    # the same option set for one cell only (cell_options) goes through the same check
+    per_cell = text.replace('options = { act_quant = "lqnet" }',
+                            'cell_options = { "W2/A2" = { act_quant = "lqnet" } }')
+    p.write_text(per_cell)
+    with pytest.raises(spec.SpecErrors) as e:
+        spec.load_spec(p)
+    assert e.value.errors == [
+        f'{p}: variants.lq.cell_options."W2/A2": act_quant = "lqnet" replaces the recipe\'s '
+        'activation quantizer, so the variant does not share the recipe; set unmatched = true '
+        'on the variant (and study.allow_unmatched = true) for a deliberately unmatched '
+        'comparison']
+    p.write_text(per_cell.replace("[study]\n", "[study]\nallow_unmatched = true\n").replace(
+        "cell_options =", "unmatched = true\ncell_options ="))
+    study = spec.load_spec(p)
+    lq = [r for r in study.runs if r.variant == "lq"]
+    assert lq and all(r.unmatched and r.cfg.method_options["act_quant"] == "lqnet" for r in lq)
 
 
 def test_submitit_parameters_use_submitits_own_names():
