@@ -273,12 +273,30 @@ def _scale(raw: dict, scale: str, p: Problems) -> dict[str, Any]:
     return {**BUILTIN_SCALES["full"], **scales[scale]}
 
 
+def _fix_path(flat: dict[str, Any], key: str, spec_dir: Path) -> None:
+    """A path in ``flat[key]``: ${VARS} and ~ expanded; relative paths are relative to the
+    spec file (jobs run in a code snapshot, never where the user typed the command)."""
+    path = flat.get(key)
+    if isinstance(path, str) and path:
+        path = os.path.expanduser(os.path.expandvars(path))
+        flat[key] = str((spec_dir / path).resolve()) if not os.path.isabs(path) else path
+
+
 def _fix_root(flat: dict[str, Any], spec_dir: Path) -> None:
-    """data.root: ${VARS} and ~ expanded; relative paths are relative to the spec file."""
-    root = flat.get("data.root")
-    if isinstance(root, str) and root:
-        root = os.path.expanduser(os.path.expandvars(root))
-        flat["data.root"] = str((spec_dir / root).resolve()) if not os.path.isabs(root) else root
+    _fix_path(flat, "data.root", spec_dir)
+
+
+def _fix_option_paths(method: str, options: Any, spec_dir: Path) -> None:
+    """A method's file options (``metadata={"path": True}``, e.g. SLB's init_from), like
+    data.root; whether the file exists is checked when the options are parsed."""
+    from methods.base import load_all
+    from methods.options import path_options
+
+    cls = load_all().get(method)
+    if cls is None or not isinstance(options, dict):
+        return
+    for key in path_options(cls.Options):
+        _fix_path(options, key, spec_dir)
 
 
 def _recipe(raw: dict, sets: list[str] | None, spec_dir: Path, p: Problems) -> dict[str, Any]:
@@ -435,8 +453,12 @@ def _variant(name: str, t: Any, allow_unmatched: bool, spec_dir: Path,
         p.add(f'{w}.cell_options: expected a table keyed by cells, e.g. '
               '{ "W1/A32" = { factor = 1.04 } }')
         cell_options = {}
-    return Variant(name, t["method"], dict(t.get("options", {})), recipe, unmatched,
-                   bool(t.get("reference", False)), bits, dict(ex), dict(cell_options))
+    options = dict(t.get("options", {}))
+    cell_options = {k: dict(v) if isinstance(v, dict) else v for k, v in cell_options.items()}
+    for values in (options, *cell_options.values()):
+        _fix_option_paths(t["method"], values, spec_dir)
+    return Variant(name, t["method"], options, recipe, unmatched,
+                   bool(t.get("reference", False)), bits, dict(ex), cell_options)
 
 
 def _method_recipe_changes(method: str, options: dict[str, Any]) -> list[str]:

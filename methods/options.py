@@ -1,7 +1,9 @@
 """Method options: frozen dataclasses parsed from TOML/--set values (torch-free).
 
 Unknown keys, wrong types and values outside a field's ``metadata={"choices": ...}`` raise a
-UserError naming ``method.<option>``.
+UserError naming ``method.<option>``. A field with ``metadata={"path": True}`` names a file:
+a study resolves it against the spec file's folder when it reads the spec (jobs run in a code
+snapshot, not where the user typed the command).
 """
 from __future__ import annotations
 
@@ -73,6 +75,11 @@ def parse_options(options_cls: type, raw: dict[str, Any], prefix: str) -> Any:
                 f"{value!r} is not one of {list(choices or ())}")
         values[key] = value
     return options_cls(**values)
+
+
+def path_options(options_cls: type) -> set[str]:
+    """The options that name files (``metadata={"path": True}``)."""
+    return {f.name for f in dataclasses.fields(options_cls) if f.metadata.get("path")}
 
 
 def options_dict(options: Any) -> dict[str, Any]:

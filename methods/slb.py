@@ -320,7 +320,8 @@ class SlbOptions:
     allow_any_count: bool = False        # accept fewer than 2^b candidates
     init: str = field(default="random", metadata={"choices": INITS})
     init_std: float = 0.05               # std of the random logits
-    init_from: str = ""                  # from_fp: checkpoint / state dict; "" = layer's own init
+    # from_fp: checkpoint / state dict; "" = layer's own init; a study's: relative to the spec
+    init_from: str = field(default="", metadata={"path": True})
     schedule: str = field(default="exp", metadata={"choices": SCHEDULES})
     t0: float = 1.0                      # inverse temperature at `start`
     t1: float = 1e5                      # inverse temperature reached at `end`

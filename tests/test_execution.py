@@ -23,6 +23,7 @@ import pytest
 from conftest import ROOT
 from harness import jobs, procs, records, spec, sweep
 from harness.cli import main
+from methods.errors import UserError
 
 SPEC = """
 [study]
@@ -340,3 +341,73 @@ def test_submitit_parameters_use_submitits_own_names():
 
     ex = submitit.AutoExecutor(folder="/tmp/slbench-params-check", cluster="slurm")
     ex.update_parameters(**params)                     # submitit accepts every name
+
+
+SLB_SPEC = """
+[recipe]
+model = { name = "small_cnn", width = 0.25 }
+data = { name = "digits", subset_train = 200, subset_test = 100 }
+[grid]
+bits = [[1, 32], [2, 32]]
+epochs = [1]
+seeds = [0]
+[variants.slb]
+method = "slb"
+options = { init = "from_fp", init_from = "fp_ck.pt" }
+cell_options = { "W2/A32" = { init_from = "w2/fp_ck.pt" } }
+"""
+
+
+def test_file_options_are_relative_to_the_spec_and_checked_when_it_is_read(tmp_path,
+                                                                           monkeypatch):
+    """Jobs start in the code snapshot, so a relative init_from must name the file next to
+    the spec, resolved when the spec is read, wherever the command was typed."""
+    specs = tmp_path / "specs"
+    (specs / "w2").mkdir(parents=True)
+    (specs / "fp_ck.pt").write_bytes(b"x")
+    (specs / "w2" / "fp_ck.pt").write_bytes(b"x")
+    p = specs / "slb.toml"
+    p.write_text(SLB_SPEC)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    study = spec.load_spec(p)
+    got = {(r.w_bits, r.a_bits): r.cfg.method_options["init_from"] for r in study.runs}
+    assert got == {(1, 32): str(specs / "fp_ck.pt"), (2, 32): str(specs / "w2" / "fp_ck.pt")}
+    # a file next to where the command runs but not next to the spec is refused up front
+    (specs / "fp_ck.pt").unlink()
+    (elsewhere / "fp_ck.pt").write_bytes(b"x")
+    with pytest.raises(spec.SpecErrors) as e:
+        spec.load_spec(p)
+    assert e.value.errors == [f"{p}: variants.slb: method.init_from: file "
+                              f"{str(specs / 'fp_ck.pt')!r} not found; pass a checkpoint.pt or "
+                              "state-dict file"]
+
+
+def test_a_run_that_cannot_start_is_recorded_failed_with_its_reason(tmp_path, monkeypatch):
+    """The init file is gone by the time the job starts: the run is failed (not missing) in
+    `status`, with the one-line reason."""
+    specs = tmp_path / "specs"
+    (specs / "w2").mkdir(parents=True)
+    (specs / "fp_ck.pt").write_bytes(b"x")
+    (specs / "w2" / "fp_ck.pt").write_bytes(b"x")
+    p = specs / "slb.toml"
+    p.write_text(SLB_SPEC)
+    study = spec.load_spec(p)
+    sdir = tmp_path / "res" / study.name
+    (sdir / "runs").mkdir(parents=True)
+    sweep.write_manifest(study, sdir, echo=lambda s: None)
+    sweep.prepare_records(study.runs, sdir)
+    (specs / "fp_ck.pt").unlink()
+    run = next(r for r in study.runs if r.w_bits == 1)
+    reason = (f"method.init_from: file {str(specs / 'fp_ck.pt')!r} not found; pass a "
+              "checkpoint.pt or state-dict file")
+    with pytest.raises(UserError, match="method.init_from"):
+        jobs.run_one(str(sdir / "runs" / run.run_id))
+    s = records.read_summary(sdir / "runs" / run.run_id)
+    assert s.status == "failed" and s.error == reason
+    assert s.config_hash == records.read_json(sdir / "runs" / run.run_id / "config.json")[
+        "config_hash"]
+    counts, rows = sweep.status_counts(sdir)
+    assert counts["failed"] == 1 and counts["missing"] == 1
+    assert [r["detail"] for r in rows if r["state"] == "failed"] == [reason]
