@@ -64,7 +64,8 @@ CELL_PATTERN = re.compile(r"W(\d+)(?:\.\.W?(\d+))?/A(\d+)(?:\.\.A?(\d+))?")
 
 # names that become paths (study, variant; run ids are built from them): no separators, no
 # leading dot, so nothing a spec says can leave the study directory
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+MAX_NAME = 100
+SAFE_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_NAME - 1}}}")
 UNMATCHED_FIX = ("set unmatched = true on the variant (and study.allow_unmatched = true) for a "
                  "deliberately unmatched comparison")
 
@@ -491,6 +492,7 @@ def _expand(study: Study, recipe: dict, scale_set: dict, variants: dict[str, Var
         cell_options = _cell_options(v, _variant_cells(v, bits), p)
         if cell_options is None:
             continue  # its per-cell options are broken: reported once, not once per run
+        runs = []
         for w, a in _variant_cells(v, bits):
             for e in budget_map:
                 reason = _excluded(excludes, v.name, w, a, e) or _unsupported(v.method, w)
@@ -502,7 +504,22 @@ def _expand(study: Study, recipe: dict, scale_set: dict, variants: dict[str, Var
                 for s in seeds:
                     run = _one_run(study, v, recipe, scale_set, w, a, budget_map[e], s, p, cell)
                     if run is not None:
-                        study.runs.append(run)
+                        runs.append(run)
+        if _run_ids_fit(v, runs, p):
+            study.runs += runs
+
+
+def _run_ids_fit(v: Variant, runs: list[Run], p: Problems) -> bool:
+    """Run ids (the variant's name plus cell, budget, seed and hash) are folder names, held
+    to the same pattern and length as every name that becomes a path (SAFE_NAME)."""
+    longest = max((r.run_id for r in runs), key=len, default="")
+    if SAFE_NAME.fullmatch(longest) or not longest:
+        return True
+    over = len(longest) - MAX_NAME
+    p.add(f"variants.{v.name}: the name makes run ids of up to {len(longest)} characters "
+          f"(e.g. {longest!r}), over the limit of {MAX_NAME}; shorten the variant name to at "
+          f"most {max(1, len(v.name) - over)} characters")
+    return False
 
 
 def _one_run(study: Study, v: Variant, recipe: dict, scale_set: dict, w: int, a: int,

@@ -234,6 +234,52 @@ def test_names_that_leave_the_study_are_refused(tmp_path, variant):
         sweep.run_dir_of(tmp_path / "res" / "s", "../../x")
 
 
+def test_a_variant_name_that_makes_run_ids_too_long_is_refused(tmp_path, capsys):
+    """Run ids are folder names held to SAFE_NAME's 100 characters: a 90-character variant
+    name (run ids of 111) is a one-line spec error naming the variant and the limit."""
+    name = "v" * 90
+    p = tmp_path / "s.toml"
+    p.write_text(SPEC + f'[variants.{name}]\nmethod = "dorefa"\n')
+    with pytest.raises(spec.SpecErrors) as e:
+        spec.load_spec(p)
+    (line,) = e.value.errors
+    assert line.startswith(f"{p}: variants.{name}: the name makes run ids of up to 111 "
+                           f"characters (e.g. '{name}_w1a32_e2_s")
+    assert line.endswith("over the limit of 100; shorten the variant name to at most 79 "
+                         "characters")
+    p.write_text(SPEC + f'[variants.{"v" * 79}]\nmethod = "dorefa"\n')
+    assert max(len(r.run_id) for r in spec.load_spec(p).runs) == 100
+    p.write_text(SPEC + f'[variants.{name}]\nmethod = "dorefa"\n')
+    assert main(["sweep", str(p), "--dry-run", "--results", str(tmp_path / "res")]) == 2
+    assert "over the limit of 100" in capsys.readouterr().err
+
+
+def test_status_never_drops_a_manifest_entry(sdir, capsys):
+    """A run with a long id (made before ids were held to 100 characters) is classified like
+    any other; entries that name no run directory are counted corrupt with the reason."""
+    old = _runs(sdir)[0]
+    long_id = "v" * 90 + old.name[3:]
+    old.rename(sdir / "runs" / long_id)
+    manifest = json.loads((sdir / "manifest.json").read_text())
+    for r in manifest["runs"]:
+        if r["run_id"] == old.name:
+            r["run_id"] = long_id
+    manifest["runs"] += [5, {"run_id": "../../x"}]
+    (sdir / "manifest.json").write_text(json.dumps(manifest))
+    counts, rows = sweep.status_counts(sdir)
+    assert len(long_id) > 100 and counts["completed"] == 3 and counts["corrupt"] == 2
+    assert long_id in {r["run_id"] for r in rows if r["state"] == "completed"}
+    bad = [r["detail"] for r in rows if r["state"] == "corrupt"]
+    assert bad == ["manifest.json runs[3] names no run directory ('5' is not a plain folder "
+                   "name); re-run the sweep command to rebuild the manifest",
+                   "manifest.json runs[4] names no run directory ('../../x' is not a plain "
+                   "folder name); re-run the sweep command to rebuild the manifest"]
+    assert main(["status", str(sdir)]) == 0
+    out = capsys.readouterr().out
+    assert f"{sdir}: 3/5 runs done: completed 3, corrupt 2" in out
+    assert "corrupt: ../../x: manifest.json runs[4] names no run directory" in out
+
+
 def test_the_image_cache_notices_changed_and_corrupt_files(tmp_path, monkeypatch):
     from PIL import Image
 
