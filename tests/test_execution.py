@@ -243,6 +243,30 @@ def test_sigterm_ends_a_run_interrupted_and_it_resumes(tmp_path):
     assert "resumed at epoch 1" in (out / "log.txt").read_text()
 
 
+def test_show_calls_a_killed_run_interrupted_not_running(tmp_path, capsys):
+    """SIGKILL leaves summary.json saying running: `show` believes it only while the trainer
+    named in RUN_DIR/.owner lives (the rule of `status`)."""
+    hold, env = hold_env(tmp_path)
+    out = tmp_path / "run"
+    proc = subprocess.Popen(RUN + ["--out", str(out)], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: len(held_runs(hold)) == 1, what="the run to be held")
+        assert main(["show", str(out)]) == 0
+        assert f"{out}: running (pid {proc.pid})" in capsys.readouterr().out
+        proc.kill()
+        proc.wait()
+    finally:
+        proc.kill()
+    assert records.read_summary(out).status == "running"        # what the kill left behind
+    assert main(["show", str(out)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (f"{out}: interrupted (stale: summary.json says running but its trainer "
+                     f"(pid {proc.pid}) is gone, killed before it could record that; stopped "
+                     f"at epoch 1: resume with python -m harness run --resume {out} (or sweep "
+                     "again))")
+
+
 def test_a_closed_stdout_never_fails_training(tmp_path):
     out = tmp_path / "run"
     cmd = " ".join(f"'{a}'" for a in RUN + ["--out", str(out)])
