@@ -388,8 +388,10 @@ class LocalBackend:
         for r, s in subs.items():
             if owner_alive(Path(sdir) / "runs" / r):
                 out[r] = "RUNNING"
-            elif procs.alive(s.get("sweep")):
-                out[r] = "PENDING"  # queued in a sweep process that still runs
+            elif procs.alive(s.get("sweep")) and s["sweep"].get("pid") != os.getpid():
+                # queued in another sweep process that still runs (this one asks only before
+                # its pool starts or after it has finished: nothing of its own is queued)
+                out[r] = "PENDING"
             else:
                 out[r] = "GONE"
         return out

@@ -183,6 +183,33 @@ def test_cancel_leaves_a_process_with_a_reused_pid_alone(tmp_path, capsys):
         stranger.wait()
 
 
+def test_a_finished_local_sweep_reports_runs_that_never_started_as_missing(tmp_path, capsys):
+    """The sweep's own process is alive when it prints its final states: runs it queued but
+    never started are missing, not pending; runs queued by another live sweep are pending."""
+    p = write_spec(tmp_path, "ended")
+    study = spec.load_spec(p)
+    sdir = tmp_path / "res" / "ended"
+    (sdir / "runs").mkdir(parents=True)
+    sweep.write_manifest(study, sdir)
+    sweep.prepare_records(study.runs, sdir)
+    me = procs.identity(os.getpid(), group=False)
+    jobs.append_submissions(sdir, [{"run_id": r.run_id, "job_id": f"local-{os.getpid()}",
+                                    "executor": "local", "sweep": me} for r in study.runs])
+    capsys.readouterr()
+    assert sweep.summarize_exit(sdir, finished=True) == 1
+    assert capsys.readouterr().out == "states: missing 2\n"
+    other = subprocess.Popen(["sleep", "300"])
+    try:
+        jobs.append_submissions(sdir, [{"run_id": study.runs[0].run_id, "job_id": "local-x",
+                                        "executor": "local",
+                                        "sweep": procs.identity(other.pid, group=False)}])
+        counts, _ = sweep.status_counts(sdir)
+        assert counts["pending"] == 1 and counts["missing"] == 1
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_killed_sweep_leaves_no_orphan_and_ctrl_c_is_one_line(tmp_path):
     p = write_spec(tmp_path, "orphan")
     hold, env = hold_env(tmp_path)
