@@ -196,11 +196,14 @@ class Problems:
 
 # --------------------------------------------------------------------------- reading, step by step
 
-def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None = None) -> Study:
+def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None = None,
+              data_warnings: list[str] | None = None) -> Study:
     """Parse, validate and expand a study spec; raises SpecErrors listing every problem.
 
     ``sets`` ("key=value", as for `run --set`) override the shared recipe for every run, so
-    the comparison stays matched (e.g. --set data.root=/data/cifar on another machine)."""
+    the comparison stays matched (e.g. --set data.root=/data/cifar on another machine).
+    ``data_warnings``: a list that takes missing or incomplete data roots instead of errors
+    (a dry run plans a study before its data is there)."""
     path = Path(path)
     raw = _read_toml(path)
     p = Problems(str(path))
@@ -226,7 +229,7 @@ def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None
                                path.parent, p)
     _expand(study, recipe, scale_set, variants, bits, budget_map, seeds, excludes, p,
             cell_recipe)
-    _check_data_roots(study, p)
+    _check_data_roots(study, p, data_warnings)
     _check_recipe_shared(study, p)
     _check_distinct_variants(study, p)
     if not study.runs and not p.items:
@@ -704,7 +707,7 @@ def _cell_recipe(raw: dict, recipe: dict, set_keys: set[str], cells: list[tuple[
 
 # --------------------------------------------------------------------------- whole-study checks
 
-def _check_data_roots(study: Study, p: Problems) -> None:
+def _check_data_roots(study: Study, p: Problems, warnings: list[str] | None = None) -> None:
     seen = set()
     for r in study.runs:
         key = (r.cfg.task, r.cfg.data.name, r.cfg.data.root, r.cfg.data.download)
@@ -714,8 +717,24 @@ def _check_data_roots(study: Study, p: Problems) -> None:
         try:
             tasks.get(r.cfg.task).check_root(r.cfg)
         except UserError as e:
-            p.add(f"recipe.{e} (in a study: set [recipe] data.root, the variable it names, or "
-                  "pass --set data.root=DIR)")
+            line = f"recipe.{_in_study_words(str(e), r.cfg.data.root)}"
+            if warnings is None:
+                p.add(line)
+            elif f"{p.where}: {line}" not in warnings:
+                warnings.append(f"{p.where}: {line}")
+
+
+def _in_study_words(message: str, root: str) -> str:
+    """A data-root error as a study's user fixes it: `sweep` has no --data-root flag."""
+    what, sep, hint = message.partition("; ")
+    unset = [v for v in re.findall(r"\$\{?(\w+)", root or "") if v not in os.environ]
+    if unset:
+        what += f" ({', '.join(unset)} is not set)"
+    for flag, key in (("pass --data-root DIR", "set data.root"), ("--data-root", "data.root"),
+                      ("pass --download", "set data.download = true")):
+        hint = hint.replace(flag, key)
+    return (f"{what}{sep}{hint} (in a study: [recipe] data.root, relative to the spec's "
+            "folder, or sweep --set data.root=DIR)")
 
 
 def _check_recipe_shared(study: Study, p: Problems) -> None:

@@ -191,14 +191,17 @@ def cmd_sweep(args) -> int:
     as_json = getattr(args, "json", False)
     if as_json and not args.dry_run:
         raise UserError("--json", "prints the runs a dry run would submit; add --dry-run")
+    data_warnings: list[str] | None = [] if args.dry_run else None  # plan before the data
     try:
-        study = load_spec(args.spec, args.scale, args.set)
+        study = load_spec(args.spec, args.scale, args.set, data_warnings)
     except SpecErrors as e:
         for line in e.errors:
             print(f"error: {line}", file=sys.stderr)
         print(f"error: {len(e.errors)} problem(s) in {args.spec}; nothing was submitted",
               file=sys.stderr)
         return 2
+    for line in data_warnings or []:
+        _stderr(f"warning: {line}; planned anyway (dry run)")
     if args.executor == "auto":
         up = jobs.slurm_answers()
         args.executor = "slurm" if up else "local"
