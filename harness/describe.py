@@ -52,7 +52,8 @@ def _allowed(key: str, meta: dict) -> str:
         return ""
     left = "(" if meta.get("lo_open") else "["
     right = ")" if meta.get("hi_open") else "]"
-    return f"{left}{'' if lo is None else f'{lo:g}'}, {'' if hi is None else f'{hi:g}'}{right}"
+    show = C.show_number
+    return f"{left}{'' if lo is None else show(lo)}, {'' if hi is None else show(hi)}{right}"
 
 
 def method_options(name: str) -> list[dict[str, Any]]:

@@ -329,6 +329,18 @@ def test_bad_values_are_one_line_errors_before_any_work(tmp_path, capsys, args, 
     assert not out.exists()
 
 
+def test_range_errors_print_integers_exactly(tmp_path, capsys):
+    assert main(RUN + ["--seed", str(2**32), "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == ("error: seed: must be < 4294967296, got "
+                                                "4294967296; is it a typo?")
+    assert main(RUN + ["--set", "data.subset_train=2000000000", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == ("error: data.subset_train: must be <= 1000000000, "
+                                                "got 2000000000; is it a typo?")
+    assert main(RUN + ["--set", "model.width=1e7", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == ("error: model.width: must be <= 64, got 1e+07; "
+                                                "is it a typo?")        # floats stay short
+
+
 def test_bad_out_and_config_files(tmp_path, capsys):
     assert main(RUN + ["--out", ""]) == 2
     assert capsys.readouterr().err.startswith("error: --out:")
