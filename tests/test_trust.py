@@ -341,6 +341,23 @@ def test_range_errors_print_integers_exactly(tmp_path, capsys):
                                                 "is it a typo?")        # floats stay short
 
 
+def test_a_one_class_image_folder_is_refused_before_any_work(tmp_path, capsys):
+    """data._list_images (called by check_root): a classifier needs at least two classes."""
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    for split in ("train", "test"):
+        (root / split / "only").mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / split / "only" / "0.png")
+    out = tmp_path / "r"
+    assert main(RUN + ["--dataset", "imagefolder", "--data-root", str(root), "--out",
+                       str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: data.root: {root / 'train'} has 1 class folder(s); a classification needs at "
+        "least two (one folder per class)")
+    assert not out.exists()
+
+
 def test_bad_out_and_config_files(tmp_path, capsys):
     assert main(RUN + ["--out", ""]) == 2
     assert capsys.readouterr().err.startswith("error: --out:")
