@@ -378,6 +378,46 @@ def test_options_that_change_the_recipe_make_a_variant_unmatched(tmp_path):
     assert lq and all(r.unmatched and r.cfg.method_options["act_quant"] == "lqnet" for r in lq)
 
 
+def test_slurm_states_are_asked_in_chunks_of_query_chunk_jobs(monkeypatch):
+    """450 jobs: sacct and squeue are each called for 200, 200 and 50 job ids; array ranges
+    are expanded and squeue's live state wins over sacct's."""
+    calls = []
+
+    def fake_query(cmd, ok_codes=(0,)):
+        ids = cmd[cmd.index("-j") + 1].split(",")
+        calls.append((cmd[0], ids))
+        if cmd[0] == "sacct":
+            return "".join(f"{j}_[0-1]|COMPLETED\n" for j in ids)
+        return "1449_1|RUNNING\n" if "1449" in ids else ""
+
+    monkeypatch.setattr(jobs.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(jobs, "_query", fake_query)
+    ids = [f"{1000 + i}_{k}" for i in range(450) for k in (0, 1)]
+    states = jobs.slurm_states(ids)
+    assert jobs.QUERY_CHUNK == 200
+    assert [(name, len(chunk)) for name, chunk in calls] == [
+        ("sacct", 200), ("squeue", 200), ("sacct", 200), ("squeue", 200), ("sacct", 50),
+        ("squeue", 50)]
+    assert sorted(j for _, chunk in calls[::2] for j in chunk) == [str(1000 + i)
+                                                                   for i in range(450)]
+    assert len(states) == 900 and states["1000_0"] == "COMPLETED"
+    assert states["1449_1"] == "RUNNING" and states["1449_0"] == "COMPLETED"
+
+
+@pytest.mark.parametrize("n_jobs,interval", [(50, 2.0), (1000, 10.0), (10_000, 60.0),
+                                             (100_000, 60.0)])
+def test_wait_for_polls_less_often_for_big_studies_and_at_least_once_a_minute(
+        monkeypatch, tmp_path, n_jobs, interval):
+    subs = {f"r{i}": {"run_id": f"r{i}", "executor": "slurm"} for i in range(n_jobs)}
+    polls = iter([{"r0": "RUNNING"}, {"r0": "PENDING"}, {"r0": "COMPLETED"}])
+    slept = []
+    monkeypatch.setattr(sweep, "read_submissions", lambda sdir: subs)
+    monkeypatch.setattr(sweep, "job_states", lambda sdir, s, strict=True: next(polls))
+    monkeypatch.setattr(sweep.time, "sleep", slept.append)
+    sweep.wait_for(tmp_path)
+    assert slept == [interval, interval]
+
+
 def test_submitit_parameters_use_submitits_own_names():
     shape = {"timeout_min": 60, "cpus_per_task": 4, "mem_gb": 8, "tasks_per_node": 2,
              "nodes": 1, "gpus_per_task": 1, "partition": "gpu", "account": "", "qos": "",
