@@ -297,15 +297,21 @@ def check_fields(obj: Any, prefix: str = "") -> None:
             _check_range(key, value, meta)
 
 
+def show_number(x: float) -> str:
+    """Integers exactly (a seed of 2^32 is 4294967296, not 4.29497e+09), floats short."""
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
 def _check_range(key: str, value: float, meta: dict) -> None:
     lo, hi = meta.get("lo"), meta.get("hi")
     require(math.isfinite(value), key, f"must be a finite number, got {value}")
+    n = show_number
     if lo is not None:
         ok = value > lo if meta["lo_open"] else value >= lo
-        require(ok, key, f"must be {'>' if meta['lo_open'] else '>='} {lo:g}, got {value:g}")
+        require(ok, key, f"must be {'>' if meta['lo_open'] else '>='} {n(lo)}, got {n(value)}")
     if hi is not None:
         ok = value < hi if meta["hi_open"] else value <= hi
-        require(ok, key, f"must be {'<' if meta['hi_open'] else '<='} {hi:g}, got {value:g}"
+        require(ok, key, f"must be {'<' if meta['hi_open'] else '<='} {n(hi)}, got {n(value)}"
                 + ("; is it a typo?" if hi >= 64 else ""))
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import socket
 import typing
 from pathlib import Path
 from typing import Any
 
 from harness import config as C
 from harness import data, models, records
+from harness.jobs import owner_alive
 from methods.base import get, load_all
 from methods.errors import require
 
@@ -50,7 +52,8 @@ def _allowed(key: str, meta: dict) -> str:
         return ""
     left = "(" if meta.get("lo_open") else "["
     right = ")" if meta.get("hi_open") else "]"
-    return f"{left}{'' if lo is None else f'{lo:g}'}, {'' if hi is None else f'{hi:g}'}{right}"
+    show = C.show_number
+    return f"{left}{'' if lo is None else show(lo)}, {'' if hi is None else show(hi)}{right}"
 
 
 def method_options(name: str) -> list[dict[str, Any]]:
@@ -105,7 +108,10 @@ def cmd_show(args) -> int:
     if "method.name" in flat:
         flat = {"method": flat.pop("method.name"), **flat}
     defaults = {r["key"]: r["default"] for r in config_keys()}
-    print(f"{run_dir}: {rec.status}" + (f" ({rec.problem})" if rec.problem else ""))
+    state, note = rec.status, rec.problem
+    if state == "running":
+        state, note = _running_or_stale(run_dir, rec.summary)
+    print(f"{run_dir}: {state}" + (f" ({note})" if note else ""))
     s = rec.summary
     if s is not None:
         print(f"  epochs {s.epochs_completed}/{s.epochs}, wall {s.wall_time_s:.1f}s"
@@ -124,6 +130,27 @@ def cmd_show(args) -> int:
     if rows:
         print("  last epoch: " + ", ".join(f"{k} {_fmt(v)}" for k, v in rows[-1].items()))
     return 0
+
+
+def _running_or_stale(run_dir: Path, s: records.RunSummary) -> tuple[str, str]:
+    """A summary that says running is believed only while its trainer lives (RUN_DIR/.owner,
+    the rule `status` and `sweep` use); a trainer on another machine cannot be checked."""
+    try:
+        owner = records.read_json(run_dir / ".owner")
+    except (OSError, ValueError):
+        owner = None
+    if not isinstance(owner, dict):
+        owner = {}
+    if owner.get("host") not in (None, socket.gethostname()):
+        return "running", (f"on {owner['host']}, pid {owner.get('pid', '?')}; not checked from "
+                           "this machine")
+    if owner_alive(run_dir):
+        return "running", f"pid {owner.get('pid', '?')}"
+    who = f"pid {owner['pid']}" if owner.get("pid") is not None else "no .owner file"
+    return "interrupted", (f"stale: summary.json says running but its trainer ({who}) is gone, "
+                           f"killed before it could record that; stopped at epoch "
+                           f"{s.epochs_completed}: resume with python -m harness run --resume "
+                           f"{run_dir} (or sweep again)")
 
 
 def _norm(v: Any) -> Any:

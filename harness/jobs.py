@@ -119,16 +119,30 @@ def owner_alive(run_dir: Path) -> bool:
 # --------------------------------------------------------------------------- the job itself
 
 def run_one(run_dir: str, threads: int = 0) -> records.RunSummary:
-    """Train (or resume) one run directory from its config.json."""
+    """Train (or resume) one run directory from its config.json. A mistake in what the run
+    asks for (a file or data root gone since the spec was checked, a device this node lacks)
+    is recorded as the run's failure with its one-line reason before it is raised, so
+    `status` shows it failed, not missing."""
     import torch
 
     from harness import config as C
-    from harness import train
+    from harness import env, tasks, train
 
     if threads > 0:  # one job per cpus_per_task: don't oversubscribe the cores
         torch.set_num_threads(threads)
-    cfg = C.resolve(C.from_dict(records.read_json(Path(run_dir) / "config.json")))
-    return train.run(cfg, Path(run_dir))
+    run_dir = Path(run_dir)
+    raw = records.read_json(run_dir / "config.json")
+    try:
+        cfg = C.resolve(C.from_dict(raw))
+        tasks.get(cfg.task).check_root(cfg)
+        env.resolve_device(cfg.device)  # (the trainer resolves it again)
+    except UserError as e:
+        if isinstance(raw, dict) and isinstance(raw.get("config_hash"), str) \
+                and train.prepare_state(run_dir) not in ("completed", "diverged"):
+            records.record_failure(run_dir, "failed", str(e), raw.get("epochs", 0),
+                                   raw["config_hash"], env.environment(torch.device("cpu")))
+        raise
+    return train.run(cfg, run_dir)
 
 
 class RunJob(submitit.helpers.Checkpointable):
@@ -374,8 +388,10 @@ class LocalBackend:
         for r, s in subs.items():
             if owner_alive(Path(sdir) / "runs" / r):
                 out[r] = "RUNNING"
-            elif procs.alive(s.get("sweep")):
-                out[r] = "PENDING"  # queued in a sweep process that still runs
+            elif procs.alive(s.get("sweep")) and s["sweep"].get("pid") != os.getpid():
+                # queued in another sweep process that still runs (this one asks only before
+                # its pool starts or after it has finished: nothing of its own is queued)
+                out[r] = "PENDING"
             else:
                 out[r] = "GONE"
         return out

@@ -64,7 +64,10 @@ CELL_PATTERN = re.compile(r"W(\d+)(?:\.\.W?(\d+))?/A(\d+)(?:\.\.A?(\d+))?")
 
 # names that become paths (study, variant; run ids are built from them): no separators, no
 # leading dot, so nothing a spec says can leave the study directory
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+MAX_NAME = 100
+SAFE_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_NAME - 1}}}")
+UNMATCHED_FIX = ("set unmatched = true on the variant (and study.allow_unmatched = true) for a "
+                 "deliberately unmatched comparison")
 
 
 def _int(v: Any) -> bool:
@@ -193,11 +196,14 @@ class Problems:
 
 # --------------------------------------------------------------------------- reading, step by step
 
-def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None = None) -> Study:
+def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None = None,
+              data_warnings: list[str] | None = None) -> Study:
     """Parse, validate and expand a study spec; raises SpecErrors listing every problem.
 
     ``sets`` ("key=value", as for `run --set`) override the shared recipe for every run, so
-    the comparison stays matched (e.g. --set data.root=/data/cifar on another machine)."""
+    the comparison stays matched (e.g. --set data.root=/data/cifar on another machine).
+    ``data_warnings``: a list that takes missing or incomplete data roots instead of errors
+    (a dry run plans a study before its data is there)."""
     path = Path(path)
     raw = _read_toml(path)
     p = Problems(str(path))
@@ -223,7 +229,7 @@ def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None
                                path.parent, p)
     _expand(study, recipe, scale_set, variants, bits, budget_map, seeds, excludes, p,
             cell_recipe)
-    _check_data_roots(study, p)
+    _check_data_roots(study, p, data_warnings)
     _check_recipe_shared(study, p)
     _check_distinct_variants(study, p)
     if not study.runs and not p.items:
@@ -271,12 +277,30 @@ def _scale(raw: dict, scale: str, p: Problems) -> dict[str, Any]:
     return {**BUILTIN_SCALES["full"], **scales[scale]}
 
 
+def _fix_path(flat: dict[str, Any], key: str, spec_dir: Path) -> None:
+    """A path in ``flat[key]``: ${VARS} and ~ expanded; relative paths are relative to the
+    spec file (jobs run in a code snapshot, never where the user typed the command)."""
+    path = flat.get(key)
+    if isinstance(path, str) and path:
+        path = os.path.expanduser(os.path.expandvars(path))
+        flat[key] = str((spec_dir / path).resolve()) if not os.path.isabs(path) else path
+
+
 def _fix_root(flat: dict[str, Any], spec_dir: Path) -> None:
-    """data.root: ${VARS} and ~ expanded; relative paths are relative to the spec file."""
-    root = flat.get("data.root")
-    if isinstance(root, str) and root:
-        root = os.path.expanduser(os.path.expandvars(root))
-        flat["data.root"] = str((spec_dir / root).resolve()) if not os.path.isabs(root) else root
+    _fix_path(flat, "data.root", spec_dir)
+
+
+def _fix_option_paths(method: str, options: Any, spec_dir: Path) -> None:
+    """A method's file options (``metadata={"path": True}``, e.g. SLB's init_from), like
+    data.root; whether the file exists is checked when the options are parsed."""
+    from methods.base import load_all
+    from methods.options import path_options
+
+    cls = load_all().get(method)
+    if cls is None or not isinstance(options, dict):
+        return
+    for key in path_options(cls.Options):
+        _fix_path(options, key, spec_dir)
 
 
 def _recipe(raw: dict, sets: list[str] | None, spec_dir: Path, p: Problems) -> dict[str, Any]:
@@ -412,13 +436,12 @@ def _variant(name: str, t: Any, allow_unmatched: bool, spec_dir: Path,
             t = {**t, key: {}}
     recipe = C.flatten(t.get("recipe", {}))
     unmatched = bool(t.get("unmatched", False))
-    fix = ("set unmatched = true on the variant (and study.allow_unmatched = true) for a "
-           "deliberately unmatched comparison")
     if recipe and not unmatched:
-        p.add(f"{w}.recipe: changes the shared recipe; {fix}")
+        p.add(f"{w}.recipe: changes the shared recipe; {UNMATCHED_FIX}")
     for change in _method_recipe_changes(t["method"], dict(t.get("options", {}))):
         if not unmatched:
-            p.add(f"{w}.options: {change}, so the variant does not share the recipe; {fix}")
+            p.add(f"{w}.options: {change}, so the variant does not share the recipe; "
+                  f"{UNMATCHED_FIX}")
     if unmatched and not allow_unmatched:
         p.add(f"{w}.unmatched: set study.allow_unmatched = true to allow unmatched comparisons "
               "in this study")
@@ -434,8 +457,12 @@ def _variant(name: str, t: Any, allow_unmatched: bool, spec_dir: Path,
         p.add(f'{w}.cell_options: expected a table keyed by cells, e.g. '
               '{ "W1/A32" = { factor = 1.04 } }')
         cell_options = {}
-    return Variant(name, t["method"], dict(t.get("options", {})), recipe, unmatched,
-                   bool(t.get("reference", False)), bits, dict(ex), dict(cell_options))
+    options = dict(t.get("options", {}))
+    cell_options = {k: dict(v) if isinstance(v, dict) else v for k, v in cell_options.items()}
+    for values in (options, *cell_options.values()):
+        _fix_option_paths(t["method"], values, spec_dir)
+    return Variant(name, t["method"], options, recipe, unmatched,
+                   bool(t.get("reference", False)), bits, dict(ex), cell_options)
 
 
 def _method_recipe_changes(method: str, options: dict[str, Any]) -> list[str]:
@@ -468,6 +495,7 @@ def _expand(study: Study, recipe: dict, scale_set: dict, variants: dict[str, Var
         cell_options = _cell_options(v, _variant_cells(v, bits), p)
         if cell_options is None:
             continue  # its per-cell options are broken: reported once, not once per run
+        runs = []
         for w, a in _variant_cells(v, bits):
             for e in budget_map:
                 reason = _excluded(excludes, v.name, w, a, e) or _unsupported(v.method, w)
@@ -479,7 +507,22 @@ def _expand(study: Study, recipe: dict, scale_set: dict, variants: dict[str, Var
                 for s in seeds:
                     run = _one_run(study, v, recipe, scale_set, w, a, budget_map[e], s, p, cell)
                     if run is not None:
-                        study.runs.append(run)
+                        runs.append(run)
+        if _run_ids_fit(v, runs, p):
+            study.runs += runs
+
+
+def _run_ids_fit(v: Variant, runs: list[Run], p: Problems) -> bool:
+    """Run ids (the variant's name plus cell, budget, seed and hash) are folder names, held
+    to the same pattern and length as every name that becomes a path (SAFE_NAME)."""
+    longest = max((r.run_id for r in runs), key=len, default="")
+    if SAFE_NAME.fullmatch(longest) or not longest:
+        return True
+    over = len(longest) - MAX_NAME
+    p.add(f"variants.{v.name}: the name makes run ids of up to {len(longest)} characters "
+          f"(e.g. {longest!r}), over the limit of {MAX_NAME}; shorten the variant name to at "
+          f"most {max(1, len(v.name) - over)} characters")
+    return False
 
 
 def _one_run(study: Study, v: Variant, recipe: dict, scale_set: dict, w: int, a: int,
@@ -612,12 +655,19 @@ def _cell_options(v: Variant, cells: list[tuple[int, int]],
     cls = load_all().get(v.method)  # an unknown method is reported when its runs resolve
 
     def check(values: dict[str, Any]) -> str:
+        if cls is None:
+            return ""
         try:
-            if cls is not None:
-                cls.parse_options({**v.options, **values})
+            options = cls.parse_options({**v.options, **values})
         except UserError as e:
             return str(e)
-        return ""
+        if v.unmatched:
+            return ""
+        # the same matched check as the variant's options (those it reports itself)
+        changes = [c for c in cls.recipe_changes(options)
+                   if c not in _method_recipe_changes(v.method, v.options)]
+        return (f"{'; '.join(changes)}, so the variant does not share the recipe; {UNMATCHED_FIX}"
+                if changes else "")
 
     return _per_cell(v.cell_options, f"variants.{v.name}.cell_options", cells,
                      set(C.flatten(v.options)), check, p)
@@ -657,7 +707,7 @@ def _cell_recipe(raw: dict, recipe: dict, set_keys: set[str], cells: list[tuple[
 
 # --------------------------------------------------------------------------- whole-study checks
 
-def _check_data_roots(study: Study, p: Problems) -> None:
+def _check_data_roots(study: Study, p: Problems, warnings: list[str] | None = None) -> None:
     seen = set()
     for r in study.runs:
         key = (r.cfg.task, r.cfg.data.name, r.cfg.data.root, r.cfg.data.download)
@@ -667,8 +717,24 @@ def _check_data_roots(study: Study, p: Problems) -> None:
         try:
             tasks.get(r.cfg.task).check_root(r.cfg)
         except UserError as e:
-            p.add(f"recipe.{e} (in a study: set [recipe] data.root, the variable it names, or "
-                  "pass --set data.root=DIR)")
+            line = f"recipe.{_in_study_words(str(e), r.cfg.data.root)}"
+            if warnings is None:
+                p.add(line)
+            elif f"{p.where}: {line}" not in warnings:
+                warnings.append(f"{p.where}: {line}")
+
+
+def _in_study_words(message: str, root: str) -> str:
+    """A data-root error as a study's user fixes it: `sweep` has no --data-root flag."""
+    what, sep, hint = message.partition("; ")
+    unset = [v for v in re.findall(r"\$\{?(\w+)", root or "") if v not in os.environ]
+    if unset:
+        what += f" ({', '.join(unset)} is not set)"
+    for flag, key in (("pass --data-root DIR", "set data.root"), ("--data-root", "data.root"),
+                      ("pass --download", "set data.download = true")):
+        hint = hint.replace(flag, key)
+    return (f"{what}{sep}{hint} (in a study: [recipe] data.root, relative to the spec's "
+            "folder, or sweep --set data.root=DIR)")
 
 
 def _check_recipe_shared(study: Study, p: Problems) -> None:

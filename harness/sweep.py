@@ -21,6 +21,7 @@ import collections
 import contextlib
 import fcntl
 import json
+import re
 import shutil
 import sys
 import time
@@ -30,7 +31,7 @@ from typing import Any, Iterator
 from harness import config as C
 from harness import jobs, records, train
 from harness.jobs import ACTIVE, BACKENDS, job_states, read_submissions
-from harness.spec import SAFE_NAME, Run, SpecErrors, Study, load_spec, print_plan
+from harness.spec import Run, SpecErrors, Study, load_spec, print_plan
 from methods.errors import UserError
 
 EXECUTORS = tuple(BACKENDS)
@@ -190,14 +191,17 @@ def cmd_sweep(args) -> int:
     as_json = getattr(args, "json", False)
     if as_json and not args.dry_run:
         raise UserError("--json", "prints the runs a dry run would submit; add --dry-run")
+    data_warnings: list[str] | None = [] if args.dry_run else None  # plan before the data
     try:
-        study = load_spec(args.spec, args.scale, args.set)
+        study = load_spec(args.spec, args.scale, args.set, data_warnings)
     except SpecErrors as e:
         for line in e.errors:
             print(f"error: {line}", file=sys.stderr)
         print(f"error: {len(e.errors)} problem(s) in {args.spec}; nothing was submitted",
               file=sys.stderr)
         return 2
+    for line in data_warnings or []:
+        _stderr(f"warning: {line}; planned anyway (dry run)")
     if args.executor == "auto":
         up = jobs.slurm_answers()
         args.executor = "slurm" if up else "local"
@@ -288,9 +292,12 @@ def status_counts(sdir: Path) -> tuple[dict[str, int], list[dict[str, Any]]]:
     subs = read_submissions(sdir)
     jstates = job_states(sdir, subs, strict=False)
     rows = []
-    for r in runs:
-        if not isinstance(r, dict) or not isinstance(r.get("run_id"), str) or \
-                not SAFE_NAME.fullmatch(r["run_id"]) or not r.get("current", True):
+    for i, r in enumerate(runs):
+        if isinstance(r, dict) and not r.get("current", True):
+            continue  # a run of an earlier version of the spec
+        rid = r.get("run_id") if isinstance(r, dict) else None
+        if not isinstance(rid, str) or not PLAIN_NAME.fullmatch(rid):
+            rows.append(_unreadable_entry(i, r))  # counted and shown, never dropped
             continue
         state, detail = run_state(sdir / "runs" / r["run_id"], jstates.get(r["run_id"]))
         sub = subs.get(r["run_id"], {})
@@ -300,7 +307,23 @@ def status_counts(sdir: Path) -> tuple[dict[str, int], list[dict[str, Any]]]:
     return counts, rows
 
 
+# a run id that names a folder inside runs/ (any length: ids made before the spec held them
+# to SAFE_NAME's length are still classified)
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _unreadable_entry(i: int, entry: Any) -> dict[str, Any]:
+    """A manifest entry that names no run directory, as a corrupt row with the reason."""
+    shown = str(entry.get("run_id") if isinstance(entry, dict) else entry)[:80]
+    return {"run_id": shown, "variant": "?", "w_bits": "?", "a_bits": "?", "epochs": "?",
+            "state": "corrupt", "job_id": "", "job_state": "", "manifest_entry": True,
+            "detail": f"manifest.json runs[{i}] names no run directory ({shown!r} is not a "
+                      "plain folder name); re-run the sweep command to rebuild the manifest"}
+
+
 def _last_error_line(sdir: Path, row: dict[str, Any]) -> tuple[str, str]:
+    if row.get("manifest_entry"):
+        return row["detail"], str(sdir / "manifest.json")
     run_dir = sdir / "runs" / row["run_id"]
     log = run_dir / "log.txt"
     line = row.get("detail", "")
@@ -323,8 +346,10 @@ def cmd_status(args) -> int:
           + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
     per = collections.defaultdict(collections.Counter)
     for r in rows:
-        per[(r["variant"], f"W{r['w_bits']}/A{r['a_bits']}", r["epochs"])][r["state"]] += 1
-    for (variant, bits, e), c in sorted(per.items()):
+        per[(str(r.get("variant", "?")), f"W{r.get('w_bits', '?')}/A{r.get('a_bits', '?')}",
+             r.get("epochs", "?"))][r["state"]] += 1
+    for (variant, bits, e), c in sorted(per.items(), key=lambda kv: (
+            kv[0][:2], (0, kv[0][2]) if isinstance(kv[0][2], int) else (1, str(kv[0][2])))):
         print(f"  {variant:<20} {bits:<8} e{e:<5} " + ", ".join(f"{k} {v}" for k, v in
                                                                  sorted(c.items())))
     bad = [r for r in rows if r["state"] in ("failed", "diverged", "interrupted", "corrupt")]

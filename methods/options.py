@@ -1,7 +1,9 @@
 """Method options: frozen dataclasses parsed from TOML/--set values (torch-free).
 
-Declare each field with :func:`option` (default, help, choices). Unknown keys, wrong types and
-values outside a field's choices raise a UserError naming ``method.<option>``.
+Declare each field with :func:`option` (default, help, choices, path). Unknown keys, wrong types
+and values outside a field's choices raise a UserError naming ``method.<option>``. An option
+declared with ``path=True`` names a file: a study resolves it against the spec file's folder
+when it reads the spec (jobs run in a code snapshot, not where the user typed the command).
 """
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ from typing import Any
 from methods.errors import UserError, did_you_mean, require
 
 
-def option(default: Any, help: str, *, choices: tuple | None = None) -> Any:
+def option(default: Any, help: str, *, choices: tuple | None = None, path: bool = False) -> Any:
     """A method option: its default, one line of help (listed by `python -m harness config
-    --method NAME`) and, optionally, the allowed values."""
-    meta = {"help": help, **({"choices": choices} if choices is not None else {})}
+    --method NAME`) and, optionally, the allowed values; ``path``: it names a file."""
+    meta = {"help": help, **({"choices": choices} if choices is not None else {}),
+            **({"path": True} if path else {})}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -80,6 +83,11 @@ def parse_options(options_cls: type, raw: dict[str, Any], prefix: str) -> Any:
                 f"{value!r} is not one of {list(choices or ())}")
         values[key] = value
     return options_cls(**values)
+
+
+def path_options(options_cls: type) -> set[str]:
+    """The options that name files (``metadata={"path": True}``)."""
+    return {f.name for f in dataclasses.fields(options_cls) if f.metadata.get("path")}
 
 
 def options_dict(options: Any) -> dict[str, Any]:

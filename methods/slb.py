@@ -322,8 +322,8 @@ class SlbOptions:
     init: str = option("random", "initial logits: random (normal, init_std) or from_fp "
                        "(from a full-precision checkpoint)", choices=INITS)
     init_std: float = option(0.05, "std of the random logits")
-    init_from: str = option("", "from_fp: checkpoint or state-dict file; empty = the "
-                                         "layer's own init")
+    init_from: str = option("", "from_fp: checkpoint or state-dict file; empty = the layer's "
+                            "own init", path=True)
     schedule: str = option(
         "exp", "inverse-temperature ramp from t0 to t1 (sgdr = warm restarts)", choices=SCHEDULES)
     t0: float = option(1.0, "inverse temperature at `start`")

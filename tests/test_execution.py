@@ -23,6 +23,7 @@ import pytest
 from conftest import ROOT
 from harness import jobs, procs, records, spec, sweep
 from harness.cli import main
+from methods.errors import UserError
 
 SPEC = """
 [study]
@@ -182,6 +183,33 @@ def test_cancel_leaves_a_process_with_a_reused_pid_alone(tmp_path, capsys):
         stranger.wait()
 
 
+def test_a_finished_local_sweep_reports_runs_that_never_started_as_missing(tmp_path, capsys):
+    """The sweep's own process is alive when it prints its final states: runs it queued but
+    never started are missing, not pending; runs queued by another live sweep are pending."""
+    p = write_spec(tmp_path, "ended")
+    study = spec.load_spec(p)
+    sdir = tmp_path / "res" / "ended"
+    (sdir / "runs").mkdir(parents=True)
+    sweep.write_manifest(study, sdir)
+    sweep.prepare_records(study.runs, sdir)
+    me = procs.identity(os.getpid(), group=False)
+    jobs.append_submissions(sdir, [{"run_id": r.run_id, "job_id": f"local-{os.getpid()}",
+                                    "executor": "local", "sweep": me} for r in study.runs])
+    capsys.readouterr()
+    assert sweep.summarize_exit(sdir, finished=True) == 1
+    assert capsys.readouterr().out == "states: missing 2\n"
+    other = subprocess.Popen(["sleep", "300"])
+    try:
+        jobs.append_submissions(sdir, [{"run_id": study.runs[0].run_id, "job_id": "local-x",
+                                        "executor": "local",
+                                        "sweep": procs.identity(other.pid, group=False)}])
+        counts, _ = sweep.status_counts(sdir)
+        assert counts["pending"] == 1 and counts["missing"] == 1
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_killed_sweep_leaves_no_orphan_and_ctrl_c_is_one_line(tmp_path):
     p = write_spec(tmp_path, "orphan")
     hold, env = hold_env(tmp_path)
@@ -240,6 +268,30 @@ def test_sigterm_ends_a_run_interrupted_and_it_resumes(tmp_path):
     assert again.returncode == 0, again.stderr
     assert records.read_summary(out).status == "completed"
     assert "resumed at epoch 1" in (out / "log.txt").read_text()
+
+
+def test_show_calls_a_killed_run_interrupted_not_running(tmp_path, capsys):
+    """SIGKILL leaves summary.json saying running: `show` believes it only while the trainer
+    named in RUN_DIR/.owner lives (the rule of `status`)."""
+    hold, env = hold_env(tmp_path)
+    out = tmp_path / "run"
+    proc = subprocess.Popen(RUN + ["--out", str(out)], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: len(held_runs(hold)) == 1, what="the run to be held")
+        assert main(["show", str(out)]) == 0
+        assert f"{out}: running (pid {proc.pid})" in capsys.readouterr().out
+        proc.kill()
+        proc.wait()
+    finally:
+        proc.kill()
+    assert records.read_summary(out).status == "running"        # what the kill left behind
+    assert main(["show", str(out)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (f"{out}: interrupted (stale: summary.json says running but its trainer "
+                     f"(pid {proc.pid}) is gone, killed before it could record that; stopped "
+                     f"at epoch 1: resume with python -m harness run --resume {out} (or sweep "
+                     "again))")
 
 
 def test_a_closed_stdout_never_fails_training(tmp_path):
@@ -308,6 +360,62 @@ def test_options_that_change_the_recipe_make_a_variant_unmatched(tmp_path):
         'options = { act_quant = "lqnet" }', 'options = { act_quant = "lqnet" }\nunmatched = true'))
     study = spec.load_spec(p)
     assert all(r.unmatched for r in study.runs if r.variant == "lq")
+    # the same option set for one cell only (cell_options) goes through the same check
+    per_cell = text.replace('options = { act_quant = "lqnet" }',
+                            'cell_options = { "W2/A2" = { act_quant = "lqnet" } }')
+    p.write_text(per_cell)
+    with pytest.raises(spec.SpecErrors) as e:
+        spec.load_spec(p)
+    assert e.value.errors == [
+        f'{p}: variants.lq.cell_options."W2/A2": act_quant = "lqnet" replaces the recipe\'s '
+        'activation quantizer, so the variant does not share the recipe; set unmatched = true '
+        'on the variant (and study.allow_unmatched = true) for a deliberately unmatched '
+        'comparison']
+    p.write_text(per_cell.replace("[study]\n", "[study]\nallow_unmatched = true\n").replace(
+        "cell_options =", "unmatched = true\ncell_options ="))
+    study = spec.load_spec(p)
+    lq = [r for r in study.runs if r.variant == "lq"]
+    assert lq and all(r.unmatched and r.cfg.method_options["act_quant"] == "lqnet" for r in lq)
+
+
+def test_slurm_states_are_asked_in_chunks_of_query_chunk_jobs(monkeypatch):
+    """450 jobs: sacct and squeue are each called for 200, 200 and 50 job ids; array ranges
+    are expanded and squeue's live state wins over sacct's."""
+    calls = []
+
+    def fake_query(cmd, ok_codes=(0,)):
+        ids = cmd[cmd.index("-j") + 1].split(",")
+        calls.append((cmd[0], ids))
+        if cmd[0] == "sacct":
+            return "".join(f"{j}_[0-1]|COMPLETED\n" for j in ids)
+        return "1449_1|RUNNING\n" if "1449" in ids else ""
+
+    monkeypatch.setattr(jobs.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(jobs, "_query", fake_query)
+    ids = [f"{1000 + i}_{k}" for i in range(450) for k in (0, 1)]
+    states = jobs.slurm_states(ids)
+    assert jobs.QUERY_CHUNK == 200
+    assert [(name, len(chunk)) for name, chunk in calls] == [
+        ("sacct", 200), ("squeue", 200), ("sacct", 200), ("squeue", 200), ("sacct", 50),
+        ("squeue", 50)]
+    assert sorted(j for _, chunk in calls[::2] for j in chunk) == [str(1000 + i)
+                                                                   for i in range(450)]
+    assert len(states) == 900 and states["1000_0"] == "COMPLETED"
+    assert states["1449_1"] == "RUNNING" and states["1449_0"] == "COMPLETED"
+
+
+@pytest.mark.parametrize("n_jobs,interval", [(50, 2.0), (1000, 10.0), (10_000, 60.0),
+                                             (100_000, 60.0)])
+def test_wait_for_polls_less_often_for_big_studies_and_at_least_once_a_minute(
+        monkeypatch, tmp_path, n_jobs, interval):
+    subs = {f"r{i}": {"run_id": f"r{i}", "executor": "slurm"} for i in range(n_jobs)}
+    polls = iter([{"r0": "RUNNING"}, {"r0": "PENDING"}, {"r0": "COMPLETED"}])
+    slept = []
+    monkeypatch.setattr(sweep, "read_submissions", lambda sdir: subs)
+    monkeypatch.setattr(sweep, "job_states", lambda sdir, s, strict=True: next(polls))
+    monkeypatch.setattr(sweep.time, "sleep", slept.append)
+    sweep.wait_for(tmp_path)
+    assert slept == [interval, interval]
 
 
 def test_submitit_parameters_use_submitits_own_names():
@@ -324,3 +432,73 @@ def test_submitit_parameters_use_submitits_own_names():
 
     ex = submitit.AutoExecutor(folder="/tmp/slbench-params-check", cluster="slurm")
     ex.update_parameters(**params)                     # submitit accepts every name
+
+
+SLB_SPEC = """
+[recipe]
+model = { name = "small_cnn", width = 0.25 }
+data = { name = "digits", subset_train = 200, subset_test = 100 }
+[grid]
+bits = [[1, 32], [2, 32]]
+epochs = [1]
+seeds = [0]
+[variants.slb]
+method = "slb"
+options = { init = "from_fp", init_from = "fp_ck.pt" }
+cell_options = { "W2/A32" = { init_from = "w2/fp_ck.pt" } }
+"""
+
+
+def test_file_options_are_relative_to_the_spec_and_checked_when_it_is_read(tmp_path,
+                                                                           monkeypatch):
+    """Jobs start in the code snapshot, so a relative init_from must name the file next to
+    the spec, resolved when the spec is read, wherever the command was typed."""
+    specs = tmp_path / "specs"
+    (specs / "w2").mkdir(parents=True)
+    (specs / "fp_ck.pt").write_bytes(b"x")
+    (specs / "w2" / "fp_ck.pt").write_bytes(b"x")
+    p = specs / "slb.toml"
+    p.write_text(SLB_SPEC)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    study = spec.load_spec(p)
+    got = {(r.w_bits, r.a_bits): r.cfg.method_options["init_from"] for r in study.runs}
+    assert got == {(1, 32): str(specs / "fp_ck.pt"), (2, 32): str(specs / "w2" / "fp_ck.pt")}
+    # a file next to where the command runs but not next to the spec is refused up front
+    (specs / "fp_ck.pt").unlink()
+    (elsewhere / "fp_ck.pt").write_bytes(b"x")
+    with pytest.raises(spec.SpecErrors) as e:
+        spec.load_spec(p)
+    assert e.value.errors == [f"{p}: variants.slb: method.init_from: file "
+                              f"{str(specs / 'fp_ck.pt')!r} not found; pass a checkpoint.pt or "
+                              "state-dict file"]
+
+
+def test_a_run_that_cannot_start_is_recorded_failed_with_its_reason(tmp_path, monkeypatch):
+    """The init file is gone by the time the job starts: the run is failed (not missing) in
+    `status`, with the one-line reason."""
+    specs = tmp_path / "specs"
+    (specs / "w2").mkdir(parents=True)
+    (specs / "fp_ck.pt").write_bytes(b"x")
+    (specs / "w2" / "fp_ck.pt").write_bytes(b"x")
+    p = specs / "slb.toml"
+    p.write_text(SLB_SPEC)
+    study = spec.load_spec(p)
+    sdir = tmp_path / "res" / study.name
+    (sdir / "runs").mkdir(parents=True)
+    sweep.write_manifest(study, sdir, echo=lambda s: None)
+    sweep.prepare_records(study.runs, sdir)
+    (specs / "fp_ck.pt").unlink()
+    run = next(r for r in study.runs if r.w_bits == 1)
+    reason = (f"method.init_from: file {str(specs / 'fp_ck.pt')!r} not found; pass a "
+              "checkpoint.pt or state-dict file")
+    with pytest.raises(UserError, match="method.init_from"):
+        jobs.run_one(str(sdir / "runs" / run.run_id))
+    s = records.read_summary(sdir / "runs" / run.run_id)
+    assert s.status == "failed" and s.error == reason
+    assert s.config_hash == records.read_json(sdir / "runs" / run.run_id / "config.json")[
+        "config_hash"]
+    counts, rows = sweep.status_counts(sdir)
+    assert counts["failed"] == 1 and counts["missing"] == 1
+    assert [r["detail"] for r in rows if r["state"] == "failed"] == [reason]

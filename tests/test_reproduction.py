@@ -165,6 +165,29 @@ def test_dry_run_json_in_a_fresh_process_prints_only_json(tmp_path):
     assert len([json.loads(line) for line in proc.stdout.splitlines()]) == 5
 
 
+def test_a_dry_run_plans_before_the_data_exists(tmp_path, capsys):
+    """A missing data root is a warning for --dry-run (the plan and the JSON still print,
+    stdout stays JSON) and an error for a real sweep; both name the fixes `sweep` has."""
+    spec = write_spec(tmp_path, SPEC.replace('data = { name = "digits", subset_train = 100, '
+                                             'subset_test = 50 }',
+                                             'data = { name = "imagefolder", root = "imgs" }'))
+    res = tmp_path / "res"
+    why = (f"{spec}: recipe.data.root: {str(tmp_path / 'imgs')!r} is not a directory; set "
+           "data.root (in a study: [recipe] data.root, relative to the spec's folder, or sweep "
+           "--set data.root=DIR)")
+    assert main(["sweep", str(spec), "--dry-run", "--json", "--results", str(res)]) == 0
+    out, err = capsys.readouterr()
+    assert len([json.loads(line) for line in out.splitlines()]) == 5
+    assert err.splitlines()[0] == f"warning: {why}; planned anyway (dry run)"
+    assert "study repro (scale full): 5 runs" in err and "--data-root" not in err
+    assert main(["sweep", str(spec), "--dry-run", "--results", str(res)]) == 0
+    out, err = capsys.readouterr()
+    assert "to submit: 5 runs" in out and err.startswith("warning: ")
+    assert main(["sweep", str(spec), "--executor", "debug", "--results", str(res)]) == 2
+    assert capsys.readouterr().err.splitlines()[0] == f"error: {why}"
+    assert not res.exists()
+
+
 def test_json_without_dry_run_is_a_user_error(tmp_path, capsys):
     rc = main(["sweep", str(write_spec(tmp_path)), "--json", "--results", str(tmp_path / "r")])
     assert rc == 2

@@ -234,6 +234,52 @@ def test_names_that_leave_the_study_are_refused(tmp_path, variant):
         sweep.run_dir_of(tmp_path / "res" / "s", "../../x")
 
 
+def test_a_variant_name_that_makes_run_ids_too_long_is_refused(tmp_path, capsys):
+    """Run ids are folder names held to SAFE_NAME's 100 characters: a 90-character variant
+    name (run ids of 111) is a one-line spec error naming the variant and the limit."""
+    name = "v" * 90
+    p = tmp_path / "s.toml"
+    p.write_text(SPEC + f'[variants.{name}]\nmethod = "dorefa"\n')
+    with pytest.raises(spec.SpecErrors) as e:
+        spec.load_spec(p)
+    (line,) = e.value.errors
+    assert line.startswith(f"{p}: variants.{name}: the name makes run ids of up to 111 "
+                           f"characters (e.g. '{name}_w1a32_e2_s")
+    assert line.endswith("over the limit of 100; shorten the variant name to at most 79 "
+                         "characters")
+    p.write_text(SPEC + f'[variants.{"v" * 79}]\nmethod = "dorefa"\n')
+    assert max(len(r.run_id) for r in spec.load_spec(p).runs) == 100
+    p.write_text(SPEC + f'[variants.{name}]\nmethod = "dorefa"\n')
+    assert main(["sweep", str(p), "--dry-run", "--results", str(tmp_path / "res")]) == 2
+    assert "over the limit of 100" in capsys.readouterr().err
+
+
+def test_status_never_drops_a_manifest_entry(sdir, capsys):
+    """A run with a long id (made before ids were held to 100 characters) is classified like
+    any other; entries that name no run directory are counted corrupt with the reason."""
+    old = _runs(sdir)[0]
+    long_id = "v" * 90 + old.name[3:]
+    old.rename(sdir / "runs" / long_id)
+    manifest = json.loads((sdir / "manifest.json").read_text())
+    for r in manifest["runs"]:
+        if r["run_id"] == old.name:
+            r["run_id"] = long_id
+    manifest["runs"] += [5, {"run_id": "../../x"}]
+    (sdir / "manifest.json").write_text(json.dumps(manifest))
+    counts, rows = sweep.status_counts(sdir)
+    assert len(long_id) > 100 and counts["completed"] == 3 and counts["corrupt"] == 2
+    assert long_id in {r["run_id"] for r in rows if r["state"] == "completed"}
+    bad = [r["detail"] for r in rows if r["state"] == "corrupt"]
+    assert bad == ["manifest.json runs[3] names no run directory ('5' is not a plain folder "
+                   "name); re-run the sweep command to rebuild the manifest",
+                   "manifest.json runs[4] names no run directory ('../../x' is not a plain "
+                   "folder name); re-run the sweep command to rebuild the manifest"]
+    assert main(["status", str(sdir)]) == 0
+    out = capsys.readouterr().out
+    assert f"{sdir}: 3/5 runs done: completed 3, corrupt 2" in out
+    assert "corrupt: ../../x: manifest.json runs[4] names no run directory" in out
+
+
 def test_the_image_cache_notices_changed_and_corrupt_files(tmp_path, monkeypatch):
     from PIL import Image
 
@@ -280,6 +326,35 @@ def test_bad_values_are_one_line_errors_before_any_work(tmp_path, capsys, args, 
     assert main(RUN + args + ["--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"error: {field}:"), err
+    assert not out.exists()
+
+
+def test_range_errors_print_integers_exactly(tmp_path, capsys):
+    assert main(RUN + ["--seed", str(2**32), "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == ("error: seed: must be < 4294967296, got "
+                                                "4294967296; is it a typo?")
+    assert main(RUN + ["--set", "data.subset_train=2000000000", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == ("error: data.subset_train: must be <= 1000000000, "
+                                                "got 2000000000; is it a typo?")
+    assert main(RUN + ["--set", "model.width=1e7", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == ("error: model.width: must be <= 64, got 1e+07; "
+                                                "is it a typo?")        # floats stay short
+
+
+def test_a_one_class_image_folder_is_refused_before_any_work(tmp_path, capsys):
+    """data._list_images (called by check_root): a classifier needs at least two classes."""
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    for split in ("train", "test"):
+        (root / split / "only").mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / split / "only" / "0.png")
+    out = tmp_path / "r"
+    assert main(RUN + ["--dataset", "imagefolder", "--data-root", str(root), "--out",
+                       str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: data.root: {root / 'train'} has 1 class folder(s); a classification needs at "
+        "least two (one folder per class)")
     assert not out.exists()
 
 
