@@ -13,7 +13,7 @@ from harness import config as C
 from harness import data, models, records
 from harness.jobs import owner_alive
 from methods.base import get, load_all
-from methods.errors import require
+from methods.errors import UserError, require
 
 
 def config_keys() -> list[dict[str, Any]]:
@@ -107,7 +107,7 @@ def cmd_show(args) -> int:
     flat = C.flatten({k: v for k, v in cfg.items() if k != "config_hash"})
     if "method.name" in flat:
         flat = {"method": flat.pop("method.name"), **flat}
-    defaults = {r["key"]: r["default"] for r in config_keys()}
+    defaults = {**{r["key"]: r["default"] for r in config_keys()}, **_resolved_defaults(cfg)}
     state, note = rec.status, rec.problem
     if state == "running":
         state, note = _running_or_stale(run_dir, rec.summary)
@@ -130,6 +130,21 @@ def cmd_show(args) -> int:
     if rows:
         print("  last epoch: " + ", ".join(f"{k} {_fmt(v)}" for k, v in rows[-1].items()))
     return 0
+
+
+def _resolved_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The defaults as this run's method, model, dataset and task resolve them (the method's
+    weight bits and options, the dataset's augmentation), flat; {} when they do not resolve."""
+    names = {"method": {"name": (cfg.get("method") or {}).get("name", "fp")},
+             "data": {"name": (cfg.get("data") or {}).get("name", "digits")},
+             "model": {"name": (cfg.get("model") or {}).get("name", "small_cnn")},
+             "task": cfg.get("task", "classify")}
+    try:
+        flat = C.flatten(C.to_dict(C.resolve(C.from_dict(names))))
+    except (UserError, ValueError, TypeError, KeyError):
+        return {}
+    return {k: v for k, v in flat.items()  # the names themselves keep their plain defaults
+            if k not in ("method.name", "data.name", "model.name", "task")}
 
 
 def _running_or_stale(run_dir: Path, s: records.RunSummary) -> tuple[str, str]:

@@ -103,6 +103,16 @@ def test_show_prints_state_code_config_and_last_metrics(tmp_path, capsys):
     assert f"{out}: completed" in text and "epochs 3/3" in text
     assert "* method = 'ste'" in text and "* epochs = 3" in text and "  seed = 0" in text
     assert "last epoch: epoch 3" in text and "code " in text
+    # defaults as this run resolves them: the method's weight bits and options, the
+    # dataset's augmentation are not changes; a method option that was set is
+    assert "    w_bits = 1" in text and "    data.augment = False" in text
+    assert "    method.latent_clip = True" in text
+    other = tmp_path / "o"
+    assert main(RUN + ["--out", str(other), "--epochs", "1", "--set", "progress=none",
+                       "--set", "method.latent_clip=false"]) == 0
+    capsys.readouterr()
+    assert main(["show", str(other)]) == 0
+    assert "  * method.latent_clip = False" in capsys.readouterr().out
 
 
 def _actions(parser: argparse.ArgumentParser, path: str = ""):
