@@ -169,3 +169,17 @@ def test_classification_sections_never_see_sr_runs(sr_study):
     main = report.split("## Main results")[1].split("## ")[0]
     assert "31.20" not in main and "70.50" in main
     assert "super-resolution runs" in report.split("## ")[0]   # the header says so
+    assert "only super-resolution runs" not in report   # its classification questions answer
+
+
+def test_sr_only_study_says_so_in_every_classification_question(sr_study):
+    from harness.report.questions import SR_ONLY
+
+    answers = R.reviewer_answers(R.load_study(sr_study))
+    for a in answers:
+        if a["key"] == "sr":
+            assert a["answered"]
+            continue
+        assert a["text"] == f"{R.NOT_ANSWERED}: {SR_ONLY}.", a["key"]  # no false reason
+        assert not a["bullets"]
+    assert "only super-resolution runs" in SR_ONLY

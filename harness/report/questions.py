@@ -8,7 +8,9 @@ An answer that the study cannot give starts with ``NOT_ANSWERED`` and says why a
 would answer it (which variants or budgets to add). Questions about method options
 (``answer_option``) name the options they are about in ``options``; questions about one
 baseline (``answer_versus``) name it in ``baseline``; questions that compare "ours" with
-the others set ``needs_ours`` (without a [report] ours they say so).
+the others set ``needs_ours`` (without a [report] ours they say so). A question is about the
+classification runs unless its ``task`` says otherwise ("sr"); in a study with only
+super-resolution runs such a question says so (``SR_ONLY``) instead of answering.
 
 Data flow: answers read the ``StudyRecords`` (load.py), the memoised per-setting rows of
 tables.py (``comparisons``, ``ablations``) and costs.py (``cost_rows``), timing.py and
@@ -37,6 +39,8 @@ from harness.report.sr import sr_answer
 from harness.report.tables import ablations, cell_name, comparisons, fmt_opts, where
 
 Answer = tuple[str, list[str]]  # (paragraph, bullets)
+SR_ONLY = ("the study has only super-resolution runs, and this question is answered from "
+           "classification runs (the super-resolution question answers from the SR runs)")
 
 
 @dataclass(frozen=True)
@@ -51,9 +55,12 @@ class Question:
     options: tuple[str, ...] = ()                # answer_option: the method options it is about
     baseline: str = ""                           # answer_versus: the method compared with ours
     needs_ours: bool = False                     # compares "ours" ([report] ours) with others
+    task: str = "classify"                       # the runs it reads: classify or sr
 
     def ask(self, st: StudyRecords) -> dict[str, Any]:
-        if self.needs_ours and not st.ours:
+        if self.task == "classify" and not st.settings() and st.settings("sr"):
+            text, bullets = f"{NOT_ANSWERED}: {SR_ONLY}.", []
+        elif self.needs_ours and not st.ours:
             text, bullets = f"{NOT_ANSWERED}: {OURS_NOT_SET}.", []
         else:
             text, bullets = self.answer(st, self)
@@ -540,7 +547,7 @@ QUESTIONS: tuple[Question, ...] = (
              "Is it better than the STE methods on super-resolution at the same budget, and "
              "by how many dB ± what?",
              needs="super-resolution runs of ours and of STE baselines in the same cells",
-             answer=sr_answer, needs_ours=True),
+             answer=sr_answer, needs_ours=True, task="sr"),
 )
 assert len({q.key for q in QUESTIONS}) == len(QUESTIONS), "question keys must be unique"
 
