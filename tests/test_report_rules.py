@@ -358,6 +358,33 @@ def test_equal_compute_table_figure_and_answer(slow_twice):
     assert any("own 4-epoch runs fit in T*" in b for b in a["bullets"])
 
 
+def test_a_seed_not_reached_by_t_star_marks_its_row_instead_of_dropping_it(tmp_path):
+    """One slb seed is fast (1 s per epoch), the other slow (9 s): by T* (dorefa's 4-epoch
+    budget, 4 s) the slow one has not finished an epoch. Reading the row off its fast seed
+    alone would show n = 1 from a biased sample: the row is "not reached" and not compared."""
+    root = tmp_path / "fast_slow"
+    for s, off in enumerate([0.1, -0.1]):
+        write_run(root, f"d{s}", method="dorefa", acc=90.0 + off, seed=s, epoch_time=1.0)
+        write_run(root, f"s{s}", method="slb", acc=95.0 + off, seed=s,
+                  epoch_time=[1.5, 9.0][s])
+    st = R.load_study(root, ours="slb")
+    s = only_setting(st)
+    (cell,) = timing.equal_compute_cells(st, s)
+    assert cell["t_star"] == pytest.approx(4.0) and cell["cheapest"] == "dorefa"
+    slb = next(r for r in cell["rows"] if r["label"] == "slb")
+    assert not slb["full"] and slb["not_reached"] == 1
+    assert slb["values"] == [] and slb["summary"].n == 0          # not n = 1 of the fast seed
+    assert not any(k[0] == V.EQUAL_COMPUTE for k in V.family(st, s))  # no test on a subset
+    t = CO.equal_compute_table(st, s)
+    row = next(r for r in t.rows if r[2] == "SLB")
+    assert row[5] == "none by 1 of 2 seeds" and row[6] == CO.NOT_REACHED and row[9] == ""
+    assert any("biased sample" in n for n in t.notes)
+    assert t.data.set_index("row").loc["slb", "n"] == 0
+    a = R.question("compute").ask(st)
+    assert not a["answered"] and "faster seeds" in a["text"]
+    assert "1 of its 2 seeds had not finished one epoch by T*" in a["bullets"][0]
+
+
 def test_equal_compute_gpu_hours_and_other_hardware(tmp_path):
     root = tmp_path / "gpu"
     for s, off in enumerate(OFFS3):

@@ -52,6 +52,8 @@ from harness.report.tables import (
     setting_slug,
 )
 
+NOT_REACHED = "not reached"   # a seed had not finished one epoch by T*
+
 
 def shared_hardware_note(st: StudyRecords, kind: str) -> str:
     """What the reader must know about CPU wall-clock times from the local executor."""
@@ -74,6 +76,8 @@ def _unit(cells: list[dict[str, Any]]) -> tuple[str, float]:
 
 def _epochs_text(r: dict[str, Any], budget: int) -> str:
     ep = r["epochs_reached"]
+    if r["not_reached"]:
+        return f"none by {r['not_reached']} of {len(r['runs'])} seeds"
     if not ep:
         return "none"
     if r["full"]:
@@ -110,7 +114,8 @@ def equal_compute_table(st: StudyRecords, setting: str) -> Table | None:
         for r in sorted(c["rows"], key=lambda r: st.order.index(r["label"])):
             s, lab = r["summary"], r["label"]
             t = _row_test(st, setting, ours, lab, cell, have)
-            acc = fmt_cell(s) + ("" if r["full"] else " †")
+            acc = (NOT_REACHED if r["not_reached"] else
+                   fmt_cell(s) + ("" if r["full"] else " †"))
             cheapest = f"{fmt_t(t_star, c, unit)} ({st.display(c['cheapest'])})"
             rows.append([cell_name(*cell), cheapest, st.display(lab),
                          fmt_t(r["budget_time"], c, unit),
@@ -179,6 +184,10 @@ def _table_notes(st, setting, cells, usable, oname, unit, rows) -> list[str]:
                      "multi-GPU run used).")
     if any(CLIPPED in r[7] for r in rows):
         notes.append(clipped_note())
+    if any(r[6] == NOT_REACHED for r in rows):
+        notes.append(f"{NOT_REACHED}: a seed of the row had not finished one epoch by T*; the "
+                     "row's other seeds alone would be a biased sample (its fastest runs), so "
+                     "it has no accuracy at T* and is not compared there.")
     notes += [f"{cell_name(*c['cell'])}: not compared, {c['skipped']}." for c in cells
               if c["skipped"]]
     return notes

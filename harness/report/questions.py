@@ -36,7 +36,14 @@ from harness.report.answers import MAX_BULLETS, NOT_ANSWERED, bullets, tally  # 
 from harness.report.costs import cost_rows, device_time, si
 from harness.report.load import OURS_NOT_SET, StudyRecords
 from harness.report.sr import sr_answer
-from harness.report.tables import ablations, cell_name, comparisons, fmt_opts, where
+from harness.report.tables import (
+    ablations,
+    cell_name,
+    comparisons,
+    fmt_opts,
+    n_epochs,
+    where,
+)
 
 Answer = tuple[str, list[str]]  # (paragraph, bullets)
 SR_ONLY = ("the study has only super-resolution runs, and this question is answered from "
@@ -406,27 +413,35 @@ def _compute_item(st: StudyRecords, s: str, c: dict[str, Any], ours: str,
                   tests: list) -> str | None:
     rows = {r["label"]: r for r in c["rows"]}
     mine = rows.get(ours)
-    if mine is None or not mine["values"]:
+    if mine is None or not (mine["values"] or mine["not_reached"]):
         return None
     cell = c["cell"]
+    kind = c["kind"]
+    head = (f"{where(st, s, cell)}: T* = {timing.fmt_time(c['t_star'], kind)} "
+            f"({st.display(c['cheapest'])}'s {n_epochs(cell[2])}); {st.display(ours)}'s budget "
+            f"took ×{mine['budget_time'] / c['t_star']:.2f} that")
+    if mine["not_reached"]:
+        return (f"{head}; {mine['not_reached']} of its {len(mine['runs'])} seeds had not "
+                "finished one epoch by T*, so it has no accuracy at T* and is not compared "
+                "there.")
     others = [r for lab, r in rows.items() if st.method_of.get(lab) != st.ours and r["values"]]
+    unreached = [st.display(lab) for lab, r in rows.items() if r["not_reached"]]
     here = [V.test(st, s, (ours, cell), (r["label"], cell), kind=V.EQUAL_COMPUTE)
             for r in others]
     tests += here
-    kind = c["kind"]
-    head = (f"{where(st, s, cell)}: T* = {timing.fmt_time(c['t_star'], kind)} "
-            f"({st.display(c['cheapest'])}'s {cell[2]} epochs); {st.display(ours)}'s budget took "
-            f"×{mine['budget_time'] / c['t_star']:.2f} that")
     reached = ("its whole budget fits" if mine["full"] else
                f"by T* it had finished {min(mine['epochs_reached'])}"
                + (f"–{max(mine['epochs_reached'])}" if len(set(mine["epochs_reached"])) > 1
-                  else "") + f" of its {cell[2]} epochs (read off its curve)")
+                  else "") + f" of its {n_epochs(cell[2])} (read off its curve)")
     text = f"{head}; {reached}: {S.fmt_summary(mine['summary'])}"
     if others:
         best = max(others, key=lambda r: r["summary"].mean)
         t = here[others.index(best)]
         text += (f"; the strongest other row at T*, {st.display(best['label'])}, "
                  f"{S.fmt_summary(best['summary'])}: {t.fmt()}")
+    if unreached:
+        text += (f"; not compared, a seed of theirs had not finished one epoch by T*: "
+                 f"{', '.join(unreached)}")
     tw = mine["trained_within"]
     if tw:
         text += (f"; {st.display(ours)}'s own {tw[0]}-epoch runs fit in T* and reached "
@@ -448,11 +463,14 @@ def answer_compute(st: StudyRecords, q: Question) -> Answer:
     if not tests:
         timed = any(timing.cumulative_time(st, r) is not None for r in st.metrics)
         reason = ("; ".join(why) if why else
+                  f"{st.ours_name} or the rows it meets had a seed that had not finished one "
+                  "epoch by T* in every cell, so nothing can be compared there without "
+                  "biasing it to the faster seeds" if items else
                   "the records have no per-epoch training times (metrics.csv epoch_time_s)"
                   if not timed else
                   f"no cell holds {st.ours} and another method with recorded times; running "
                   f"{st.ours} in the baselines' cells would answer it")
-        return f"{NOT_ANSWERED}: {reason}.", []
+        return f"{NOT_ANSWERED}: {reason}.", bullets(items, "the equal-compute tables")
     on = st.ours_name
     text = (f"Each cell's T* is the training time of its cheapest row's whole budget; every "
             f"row's accuracy once it had used T* is read off its curve (its schedule unfinished "

@@ -162,6 +162,15 @@ class Table:
 
 # --------------------------------------------------------------------------- formatting
 
+def plural(n: int, word: str, words: str = "") -> str:
+    """'1 epoch', '2 epochs'; ``words`` where the plural is not word + 's'."""
+    return f"{n} {word if n == 1 else words or word + 's'}"
+
+
+def n_epochs(n: int) -> str:
+    return plural(n, "epoch")
+
+
 def cell_name(w: int, a: int, epochs: int | None = None) -> str:
     return f"W{w}/A{a}" + (f", {epochs} ep" if epochs is not None else "")
 

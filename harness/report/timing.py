@@ -10,7 +10,9 @@ training time (``cumulative_time``). Per cell (W/A pair, epoch budget) of a sett
 - each row's accuracy once it had used T*: per seed, the deployed test accuracy at the last
   epoch whose cumulative time is within T* (times ``1 + TIME_TOLERANCE``, as wall-clock
   times vary by a few percent), read off its curve like the budget table's read-offs (its
-  schedule had not finished); a row whose whole budget fits is "full";
+  schedule had not finished); a row whose whole budget fits is "full"; a row with a seed that
+  had not finished one epoch by T* is "not reached" (``not_reached``: how many seeds) and has
+  no accuracy at T*: its faster seeds alone would be a biased sample, so it is not compared;
 - the row's runs of a shorter budget of the same W/A pair whose whole schedule fits in T*
   ("trained within T*"), shown beside the read-off.
 
@@ -80,17 +82,20 @@ def _group_times(st: StudyRecords, setting: str, label: str, cell) -> list[tuple
     return out
 
 
-def readoff_at(runs: list[tuple], t_star: float) -> tuple[list[float], list[int]]:
-    """Per run: the accuracy at the last epoch finished within T* (with TIME_TOLERANCE) and
-    that epoch; runs that had not finished one epoch by then are left out."""
-    vals, epochs = [], []
+def readoff_at(runs: list[tuple], t_star: float) -> tuple[list[float], list[int], int]:
+    """The accuracy at the last epoch finished within T* (with TIME_TOLERANCE) and that
+    epoch, per run that had finished one by then; and how many runs had not (their row is
+    "not reached": the caller must not summarise the others alone)."""
+    vals, epochs, missed = [], [], 0
     limit = t_star * (1 + TIME_TOLERANCE)
     for _, t, acc in runs:
         k = int(np.searchsorted(t, limit, side="right"))
         if k:
             vals.append(float(acc[k - 1]))
             epochs.append(k)
-    return vals, epochs
+        else:
+            missed += 1
+    return vals, epochs, missed
 
 
 def _trained_within(st: StudyRecords, setting: str, label: str, cell, t_star: float):
@@ -141,12 +146,15 @@ def equal_compute_cells(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
         t_star = cheapest["budget_time"]
         for r in rows:
             full = r["budget_time"] <= t_star * (1 + TIME_TOLERANCE)
+            missed = 0
             if full:  # its whole budget fits: its final accuracies
                 vals = list(st.group(setting, r["label"], cell)["acc"])
                 epochs = [cell[2]] * len(vals)
             else:
-                vals, epochs = readoff_at(r["runs"], t_star)
-            r.update(values=vals, epochs_reached=epochs, full=full,
+                vals, epochs, missed = readoff_at(r["runs"], t_star)
+                if missed:  # only its faster seeds: a biased sample, so none at all
+                    vals = []
+            r.update(values=vals, epochs_reached=epochs, full=full, not_reached=missed,
                      summary=S.describe(vals, bootstrap=False, bounds=S.PERCENT),
                      trained_within=_trained_within(st, setting, r["label"], cell, t_star))
         out.append({**base, "t_star": t_star, "cheapest": cheapest["label"], "rows": rows,
