@@ -287,8 +287,8 @@ def test_seed_and_cost_answers(answers):
     assert seeds.startswith("Over 6 method×cell groups with n ≥ 2")
     assert f"median {np.std([0.1, -0.1, 0.05, -0.05], ddof=1):.2f} points" in seeds
     cost = answers["cost"]["bullets"][0]
-    assert "slb takes 2.00 s per epoch" in cost and "×2.00 fp's epoch time" in cost
-    assert "method parameters ×2.00" in cost and "×2.00 dorefa" in cost
+    assert "SLB takes 2.00 s per epoch" in cost and "×2.00 fp's epoch time" in cost
+    assert "method parameters ×2.00" in cost and "×2.00 DoReFa-Net" in cost  # display names
 
 
 def test_single_budget_study_does_not_answer_budget(mixed):

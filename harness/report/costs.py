@@ -29,7 +29,7 @@ from harness import config as C
 from harness import models, opcount
 from harness.cost import memory_costs
 from harness.report.load import StudyRecords, cached_per_setting
-from harness.report.tables import Table, cell_name, slug
+from harness.report.tables import Table, cell_name, setting_slug
 from harness.report.tables import _human_bytes as human_bytes
 from harness.report.tables import _ratio as ratio
 
@@ -192,7 +192,8 @@ def cost_rows(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
 def _cost_data(st: StudyRecords, setting: str, r: dict[str, Any]) -> dict[str, Any]:
     fp = r["fp"] or {}
     return {"setting": st.setting_labels[setting], "row": r["row"],
-            "w_bits": r["cell"][0], "a_bits": r["cell"][1], "epochs": r["cell"][2],
+            "name": st.display(r["row"]), "w_bits": r["cell"][0], "a_bits": r["cell"][1],
+            "epochs": r["cell"][2],
             "hardware": r["device_name"], "device": r["device"], "n": r["n"],
             "size_bytes": r["size"], "bops": r["bops"], "ops": r["ops"],
             "flops": r["inf_flops"], "costs_from": r["source"],
@@ -234,7 +235,8 @@ def cost_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]]) -> T
     for r in rows_:
         fp = r["fp"] or {}
         gpu = str(r["device"]).startswith("cuda")
-        row = [r["row"], cell_name(*r["cell"])] + ([hw_id[r["device_name"]]] if len(hw) > 1 else [])
+        row = [st.display(r["row"]), cell_name(*r["cell"])] + (
+            [hw_id[r["device_name"]]] if len(hw) > 1 else [])
         row += [str(r["n"]), megabytes(r["size"]), si(r["bops"]), si(r["ops"]),
                 ratio(r["train_flops"], fp.get("train_flops")),
                 f"{r['epoch_s']:.2f}", ratio(r["epoch_s"], fp.get("epoch_s")),
@@ -246,8 +248,8 @@ def cost_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]]) -> T
     header = ["Method", "Cell"] + (["HW"] if len(hw) > 1 else []) + [
         "n", "size MB", "BOPs", "OPs", "train FLOPs/step × fp", "s/epoch", "× fp", "peak MB",
         "× fp", "method params", "× fp", "compute"]
-    return Table(f"cost_{slug(st.setting_labels[setting])}",
-                 f"Cost per method and cell, {st.setting_labels[setting]}", header, rows,
+    return Table(f"cost_{setting_slug(st, setting)}",
+                 f"Cost per method and cell, {st.setting_name(setting)}", header, rows,
                  pd.DataFrame([_cost_data(st, setting, r) for r in rows_]),
                  notes=_cost_notes(rows_, hw, hw_id), n_label_cols=3 if len(hw) > 1 else 2)
 
@@ -328,7 +330,7 @@ def memory_rows(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
 
 
 def memory_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]]) -> Table:
-    rows = [[r["row"], f"W{r['w_bits']}", human_bytes(r["method_param_bytes"]),
+    rows = [[st.display(r["row"]), f"W{r['w_bits']}", human_bytes(r["method_param_bytes"]),
              ratio(r["method_param_bytes"], r["fp_method_param_bytes"]),
              human_bytes(r["method_optimizer_state_bytes"]),
              ratio(r["method_optimizer_state_bytes"], r["fp_method_optimizer_state_bytes"]),
@@ -342,9 +344,10 @@ def memory_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]]) ->
              "model's weights of the same layers (and their optimizer state). peak MB: the "
              "study's runs in that cell, relative to fp's; 'not run' where the study has no "
              "such cell."]
-    return Table(f"method_memory_{slug(st.setting_labels[setting])}",
-                 f"Memory of {rows_[0]['row']}'s parameters by weight bits, "
-                 f"{st.setting_labels[setting]}", header, rows, pd.DataFrame(rows_),
+    return Table(f"method_memory_{setting_slug(st, setting)}",
+                 f"Memory of {st.display(rows_[0]['row'])}'s parameters by weight bits, "
+                 f"{st.setting_name(setting)}", header, rows,
+                 pd.DataFrame([{**r, "name": st.display(r["row"])} for r in rows_]),
                  notes=notes, n_label_cols=2)
 
 

@@ -319,7 +319,7 @@ def _baseline_ratios_text(st: StudyRecords, s: str, rows_: list[dict[str, Any]],
                   if r["row"] == lab and r["device_name"] == dev}
         rs = [r["epoch_s"] / theirs[r["cell"]] for r in here if theirs.get(r["cell"])]
         if rs:
-            others.append(f"×{np.median(rs):.2f} {lab}")
+            others.append(f"×{np.median(rs):.2f} {st.display(lab)}")
     if not others:
         return ""
     return "; epoch time relative to the baselines (median over shared cells): " + \
@@ -337,7 +337,7 @@ def _cost_items(st: StudyRecords, s: str) -> list[str]:
     for dev in sorted({r["device_name"] for r in mine}):
         here = [r for r in mine if r["device_name"] == dev]
         med = float(np.median([r["epoch_s"] for r in here]))
-        txt = (f"{st.setting_labels[s]} on {dev}: {ours} takes {med:.2f} s per epoch "
+        txt = (f"{st.setting_name(s)} on {dev}: {st.display(ours)} takes {med:.2f} s per epoch "
                + (f"(median over {len(here)} cells)" if len(here) > 1 else
                   f"({cell_name(*here[0]['cell'])})"))
         with_fp = [r for r in here if r["fp"]]
@@ -352,11 +352,11 @@ def _cost_items(st: StudyRecords, s: str) -> list[str]:
 def answer_cost(st: StudyRecords, q: Question) -> Answer:
     items = [item for s in st.settings() for item in _cost_items(st, s)]
     if not items:
-        return f"{NOT_ANSWERED}: no completed {st.ours} run records its cost.", []
+        return f"{NOT_ANSWERED}: no completed {st.ours_name} run records its cost.", []
     total = st.runs.dropna(subset=["device_hours"])
     hours = total.groupby(total["device"].astype(str).str.startswith("cuda"))["device_hours"].sum()
     spent = "; ".join(device_time(h, bool(k)) for k, h in hours.items())
-    text = (f"Cost of {st.ours} from the summaries (full table: cost tables). The whole study "
+    text = (f"Cost of {st.ours_name} from the summaries (full table: cost tables). The whole study "
             f"used {spent} (all records, failed runs included).")
     return text, bullets(items, "the cost tables")
 

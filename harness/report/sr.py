@@ -36,7 +36,14 @@ from harness.report import verdicts as V
 from harness.report.answers import NOT_ANSWERED, bullets, tally
 from harness.report.figures import Figure
 from harness.report.load import StudyRecords, cached_per_setting
-from harness.report.tables import Table, _option_diff, cell_name, fmt_opts, slug
+from harness.report.tables import (
+    Table,
+    _option_diff,
+    cell_name,
+    fmt_opts,
+    n_epochs,
+    setting_slug,
+)
 
 # the baselines trained with a straight-through estimator (see each methods/<name>.py)
 STE_METHODS = ("ste", "dorefa", "lqnet", "hashing", "lsq")
@@ -60,7 +67,7 @@ def test_set(setting: str) -> str:
 
 
 def where_sr(st: StudyRecords, setting: str, cell) -> str:
-    return cell_name(*cell) + (f", {st.setting_labels[setting]}"
+    return cell_name(*cell) + (f", {st.setting_name(setting)}"
                                if len(sr_settings(st)) > 1 else "")
 
 
@@ -105,10 +112,16 @@ def _rows(st: StudyRecords, setting: str, epochs: int) -> list[tuple[str, int, i
     return sorted(keys, key=lambda k: (order.get(k[0], len(order)), k[1], k[2]))
 
 
-def _fp(st: StudyRecords, setting: str, epochs: int) -> dict[str, Any] | None:
-    g = [v for k, v in sr_groups(st, setting).items()
+def _fp_row(st: StudyRecords, setting: str, epochs: int) -> tuple[str, dict[str, Any]] | None:
+    """(label, group) of the fp row at this budget."""
+    g = [(k[0], v) for k, v in sr_groups(st, setting).items()
          if k[3] == epochs and st.method_of.get(k[0]) == "fp"]
     return g[0] if g else None
+
+
+def _fp(st: StudyRecords, setting: str, epochs: int) -> dict[str, Any] | None:
+    row = _fp_row(st, setting, epochs)
+    return row[1] if row else None
 
 
 # --------------------------------------------------------------------------- tables
@@ -123,30 +136,32 @@ def _fmt(s: S.Summary, digits: int) -> str:
 
 def main_table(st: StudyRecords, setting: str, epochs: int) -> Table:
     groups, floor, fp = sr_groups(st, setting), bicubic(st, setting), _fp(st, setting, epochs)
-    name = f"sr_main_{slug(st.setting_labels[setting])}_e{epochs}"
+    name = f"sr_main_{setting_slug(st, setting)}_e{epochs}"
     header = ["Method", "W/A", "PSNR (dB)", "SSIM", "vs bicubic (dB)", "vs fp (dB)"]
     rows, data = [], []
     if floor:
         rows.append(["bicubic (floor)", "–", f"{floor[0]:.2f}", f"{floor[1]:.4f}", "0.00",
                      f"{floor[0] - fp['p'].mean:+.2f}" if fp else "–"])
-        data.append({"method": "bicubic", "w_bits": None, "a_bits": None, "n": 0,
+        data.append({"method": "bicubic", "name": "bicubic", "w_bits": None, "a_bits": None, "n": 0,
                      "psnr_mean": floor[0], "psnr_std": None, "ssim_mean": floor[1],
                      "ssim_std": None})
     for lab, w, a in _rows(st, setting, epochs):
         g = groups[(lab, w, a, epochs)]
         is_fp = st.method_of.get(lab) == "fp"
-        rows.append([lab + (" (ceiling)" if is_fp else ""), f"W{w}/A{a}", _fmt(g["p"], 2),
+        rows.append([st.display(lab) + (" (ceiling)" if is_fp else ""), f"W{w}/A{a}",
+                     _fmt(g["p"], 2),
                      _fmt(g["s"], 4),
                      f"{g['p'].mean - floor[0]:+.2f}" if floor else "–",
                      "0.00" if is_fp else (f"{g['p'].mean - fp['p'].mean:+.2f}" if fp else "–")])
-        data.append({"method": lab, "w_bits": w, "a_bits": a, "n": g["p"].n,
+        data.append({"method": lab, "name": st.display(lab), "w_bits": w, "a_bits": a,
+                     "n": g["p"].n,
                      "psnr_mean": g["p"].mean, "psnr_std": g["p"].std,
                      "ssim_mean": g["s"].mean, "ssim_std": g["s"].std})
-    notes = [f"Final deployed network, {epochs} epochs; PSNR and SSIM on Y with a "
+    notes = [f"Final deployed network, {n_epochs(epochs)}; PSNR and SSIM on Y with a "
              f"{_ident(setting).get('sr.scale')}-pixel border cropped, mean over the test "
              f"images of {test_set(setting)}; mean ± sample std over seeds (n); (1)* one seed, "
              "no error bar. Bicubic: MATLAB-style bicubic upscaling of the same LR images."]
-    return Table(name, f"Super-resolution, {st.setting_labels[setting]}, {epochs} epochs: "
+    return Table(name, f"Super-resolution, {st.setting_name(setting)}, {n_epochs(epochs)}: "
                  "final PSNR (dB) and SSIM", header, rows, pd.DataFrame(data), notes=notes,
                  n_label_cols=2)
 
@@ -188,17 +203,19 @@ def comparison_table(st: StudyRecords, setting: str) -> Table:
     rows, data = [], []
     for r, pa in zip(comps, adj):
         c = r["cmp"]
-        rows.append([r["ours"], r["baseline"], cell_name(*r["cell"]), f"{c.diff:+.2f}",
+        ours, base = st.display(r["ours"]), st.display(r["baseline"])
+        rows.append([ours, base, cell_name(*r["cell"]), f"{c.diff:+.2f}",
                      S.fmt_interval(c.ci, 2, signed=True), S.fmt_p(c.p), S.fmt_p(pa),
                      f"{c.p_a_greater:.2f}", f"{r['ssim_diff']:+.4f}",
-                     c.verdict(r["ours"], r["baseline"], pa)])
-        data.append({"ours": r["ours"], "baseline": r["baseline"], "w_bits": r["cell"][0],
+                     c.verdict(ours, base, pa)])
+        data.append({"ours": r["ours"], "baseline": r["baseline"], "ours_name": ours,
+                     "baseline_name": base, "w_bits": r["cell"][0],
                      "a_bits": r["cell"][1], "epochs": r["cell"][2], "diff_db": c.diff,
                      "ci_low": c.ci[0] if c.ci else None, "ci_high": c.ci[1] if c.ci else None,
                      "p": c.p, "p_bh": pa, "p_a_greater": c.p_a_greater,
                      "ssim_diff": r["ssim_diff"]})
-    return Table(f"sr_comparisons_{slug(st.setting_labels[setting])}",
-                 f"Super-resolution, {st.setting_labels[setting]}: {st.ours} minus each "
+    return Table(f"sr_comparisons_{setting_slug(st, setting)}",
+                 f"Super-resolution, {st.setting_name(setting)}: {st.ours_name} minus each "
                  "baseline, final PSNR (dB)", header, rows, pd.DataFrame(data),
                  notes=["Welch's t-test over seeds; 95% CI of the difference in dB; p (BH): "
                         "Benjamini-Hochberg over this table; P(A>B): share of seed pairs "
@@ -238,15 +255,17 @@ def ablation_table(st: StudyRecords, setting: str) -> Table:
     rows, data = [], []
     for r in sr_ablations(st, setting):
         f, m = r["final"], r["mean"]
-        rows.append([f"{r['variant']} − {r['default']}", fmt_opts(r["options"]),
+        rows.append([f"{st.display(r['variant'])} − {st.display(r['default'])}",
+                     fmt_opts(r["options"]),
                      cell_name(*r["cell"]),
                      f"{f.diff:+.2f}", S.fmt_interval(f.ci, 2, signed=True), S.fmt_p(f.p),
                      f"{m.diff:+.2f}", S.fmt_interval(m.ci, 2, signed=True), S.fmt_p(m.p)])
-        data.append({"variant": r["variant"], "default": r["default"], "w_bits": r["cell"][0],
+        data.append({"variant": r["variant"], "default": r["default"],
+                     "name": st.display(r["variant"]), "w_bits": r["cell"][0],
                      "a_bits": r["cell"][1], "epochs": r["cell"][2], "final_diff_db": f.diff,
                      "final_p": f.p, "mean_diff_db": m.diff, "mean_p": m.p})
-    return Table(f"sr_ablations_{slug(st.setting_labels[setting])}",
-                 f"Super-resolution, {st.setting_labels[setting]}: variants of {st.ours} minus "
+    return Table(f"sr_ablations_{setting_slug(st, setting)}",
+                 f"Super-resolution, {st.setting_name(setting)}: variants of {st.ours_name} minus "
                  "its default variant", header, rows, pd.DataFrame(data),
                  notes=["Welch's t-test over seeds. Mean-over-epochs: each run's deployed test "
                         "PSNR averaged over its epochs, which shows a difference during "
@@ -292,17 +311,17 @@ def curves_figure(st: StudyRecords, setting: str) -> Figure | None:
     if not panels:
         return None
     panels += _continuous_panels(st, setting, colors)
-    legend = [{"label": lab, "color": c, "ls": "--" if st.method_of.get(lab) == "fp" else "-"}
-              for lab, c in shown.items()]
+    legend = [{"label": st.display(lab), "color": c,
+               "ls": "--" if st.method_of.get(lab) == "fp" else "-"} for lab, c in shown.items()]
     if floor:
         legend.append({"label": "bicubic", "color": "0.5", "ls": ":"})
-    name = f"sr_psnr_{slug(st.setting_labels[setting])}"
+    name = f"sr_psnr_{setting_slug(st, setting)}"
     spec = {"kind": "curves", "name": name, "panels": panels, "legend": legend,
             "xlabel": "epoch", "ylabel": "deployed test PSNR (dB, Y)",
-            "title": f"Super-resolution PSNR per epoch, {st.setting_labels[setting]}"}
+            "title": f"Super-resolution PSNR per epoch, {st.setting_name(setting)}"}
     return Figure(name, spec, f"Deployed test PSNR (dB, Y channel) on {test_set(setting)} "
                   "per epoch: mean over seeds with a 95% CI band; fp dashed, bicubic dotted. "
-                  f"Panels named 'continuous − deployed': {st.ours}'s PSNR with its "
+                  f"Panels named 'continuous − deployed': {st.ours_name}'s PSNR with its "
                   "continuous (training-state) weights minus the deployed network's, where "
                   "logged.")
 
@@ -321,7 +340,7 @@ def _continuous_panels(st: StudyRecords, setting: str, colors) -> list[dict[str,
             continue
         n = min(len(m) for m in mats)
         mean, lo, hi = S.curve_band(np.stack([m[:n] for m in mats]))
-        out.append({"title": f"{lab}, {cell_name(w, a)}: continuous − deployed",
+        out.append({"title": f"{st.display(lab)}, {cell_name(w, a)}: continuous − deployed",
                     "lines": [{"x": list(range(1, n + 1)), "mean": mean, "lo": lo, "hi": hi,
                                "color": colors.get(lab, "0.3")}]})
     return out
@@ -354,9 +373,9 @@ def crops_figure(st: StudyRecords, setting: str) -> Figure | None:
     w, a, e = ours_cells[0]
     ours = st.default_variant(st.ours, [k[0] for k in groups if k[1:] == (w, a, e)])
     ste = best_ste(st, setting, (w, a, e))
-    fp = _fp(st, setting, e)
-    picks = ([("fp", fp)] if fp else []) + [(lab, groups[(lab, w, a, e)])
-                                            for lab in (ours, ste) if lab]
+    fp = _fp_row(st, setting, e)
+    fp_lab = fp[0] if fp else None
+    picks = ([fp] if fp else []) + [(lab, groups[(lab, w, a, e)]) for lab in (ours, ste) if lab]
     runs = [(lab, g, _median_run(st, g)) for lab, g in picks]
     runs = [(lab, g, r) for lab, g, r in runs if r]
     if not runs:
@@ -366,15 +385,16 @@ def crops_figure(st: StudyRecords, setting: str) -> Figure | None:
     panels_all.append({"title": "bicubic", "image": str(first / "sr_crop_bicubic.png")})
     for lab, g, r in runs:
         p = dict(zip(g["run_ids"], g["psnr"]))[r]
-        panels_all.append({"title": f"{lab} ({p:.2f} dB)",
+        panels_all.append({"title": f"{st.display(lab)} ({p:.2f} dB)",
                            "image": str(st.dir / "runs" / r / "sr_crop.png")})
-    name = f"sr_crops_{slug(st.setting_labels[setting])}"
+    name = f"sr_crops_{setting_slug(st, setting)}"
     spec = {"kind": "images", "name": name, "panels": panels_all, "ncols": len(panels_all),
-            "title": f"Super-resolution crops, {st.setting_labels[setting]}, "
+            "title": f"Super-resolution crops, {st.setting_name(setting)}, "
                      f"{cell_name(w, a, e)}"}
     return Figure(name, spec, "The same window (centre of the first test image of "
                   f"{test_set(setting)}) from the HR image, its bicubic upscaling, and the "
-                  f"deployed fp, {ours} and best STE baseline ({ste or 'none'}) networks, each "
+                  f"deployed {st.display(fp_lab) if fp_lab else 'fp'}, {st.display(ours)} and "
+                  f"best STE baseline ({st.display(ste) if ste else 'none'}) networks, each "
                   "the seed with the median final PSNR of its row; the dB in each title is "
                   "that run's PSNR on the whole test set.")
 
@@ -384,8 +404,8 @@ def crops_figure(st: StudyRecords, setting: str) -> Figure | None:
 def sr_table_blocks(st: StudyRecords) -> list:
     out: list = []
     for s in sr_settings(st):
-        out.append(f"Test set: {test_set(s)}. Scale x{_ident(s).get('sr.scale')}, "
-                   f"{_ident(s).get('model.name')}.")
+        out.append(f"{st.setting_name(s)}: scale x{_ident(s).get('sr.scale')}; test set: "
+                   f"{test_set(s)}.")
         out.append("")
         for e in sorted({c[2] for c in _cells(st, s)}):
             out.append(main_table(st, s, e))
@@ -416,16 +436,17 @@ def sr_answer(st: StudyRecords, q) -> tuple[str, list[str]]:
         for cell, rs in sorted(by_cell.items()):
             cmps += [r["test"] for r in rs]
             best = max(rs, key=lambda r: r["b"].mean)
-            items.append(f"{where_sr(st, s, cell)}: {best['ours']} "
+            items.append(f"{where_sr(st, s, cell)}: {st.display(best['ours'])} "
                          f"{S.fmt_summary(best['a'])} dB vs the best STE baseline "
-                         f"{best['baseline']} {S.fmt_summary(best['b'])} dB, difference in dB "
-                         f"{best['test'].fmt()}; against every STE baseline (dB): "
-                         + "; ".join(f"{r['baseline']} {r['cmp'].diff:+.2f}" for r in rs) + ".")
+                         f"{st.display(best['baseline'])} {S.fmt_summary(best['b'])} dB, "
+                         f"difference in dB {best['test'].fmt()}; against every STE baseline "
+                         "(dB): " + "; ".join(f"{st.display(r['baseline'])} "
+                                              f"{r['cmp'].diff:+.2f}" for r in rs) + ".")
     if not items:
-        return (f"{NOT_ANSWERED}: no SR cell has both {st.ours} and an STE baseline "
+        return (f"{NOT_ANSWERED}: no SR cell has both {st.ours_name} and an STE baseline "
                 f"({', '.join(STE_METHODS)}).", [])
-    summary = tally(cmps, st.ours, "the STE baseline")
-    text = (f"Final deployed test PSNR (Y) of {st.ours} minus the STE baselines at the same "
+    summary = tally(cmps, st.ours_name, "the STE baseline")
+    text = (f"Final deployed test PSNR (Y) of {st.ours_name} minus the STE baselines at the same "
             f"budget and bits, over {len(cmps)} comparisons: {summary}. The test sets are "
             "named in the Super-resolution section (the offline default is "
             "a scikit-image stand-in, not Set5/Set14).")
