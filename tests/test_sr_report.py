@@ -168,11 +168,42 @@ def test_sr_figures_are_drawn(sr_study):
     assert fig.spec["title"] == "Super-resolution crops, skimage stand-in / SRResNet x2, " \
         "W1/A32, 4 ep" and "best STE baseline (DoReFa-Net)" in fig.caption
     curves = sr.curves_figure(st, s).spec["panels"]
-    assert [p["title"] for p in curves] == ["W1/A32, 4 ep",
-                                            "SLB, W1/A32: continuous − deployed",
-                                            "SLB without BN, W1/A32: continuous − deployed"]
-    assert {ln["color"] for ln in curves[0]["lines"]} >= {"0.5"}  # the bicubic line
+    assert [p["title"] for p in curves] == ["W1/A32, 4 ep", "SLB: continuous − deployed",
+                                            "SLB without BN: continuous − deployed"]
     assert np.allclose(curves[1]["lines"][0]["mean"], 0.3)
+
+
+def test_sr_psnr_figure_uses_the_shared_styles_and_highlight(sr_study):
+    """Ours, the strongest other row (dorefa: 31.0 dB, above ste and bop) and fp in their
+    report-wide styles, the other rows thin grey, bicubic its own line; every row in its own
+    style in the all-rows companion."""
+    from harness.report import sr
+    from harness.report import style as ST
+
+    st = R.load_study(sr_study)
+    s = sr.sr_settings(st)[0]
+    styles = ST.row_styles(st)
+    fig = sr.curves_figure(st, s)
+    lines = fig.spec["panels"][0]["lines"]
+    by_color = {ln["color"]: ln for ln in lines}
+    for lab in ("slb", "dorefa", "fp"):   # in full: colour, dash and marker of the row
+        ln = by_color[styles[lab]["color"]]
+        assert (ln["ls"], ln["marker"]) == (styles[lab]["ls"], styles[lab]["marker"])
+    assert by_color[styles["slb"]["color"]]["band"] and not by_color["#000000"]["band"]
+    grey = [ln for ln in lines if ln["color"] == ST.CONTEXT["color"]]
+    assert len(grey) == 3 and not any(ln["band"] for ln in grey)   # ste, bop, slb-none
+    assert sum(ln["color"] == sr.BICUBIC_LINE["color"] for ln in lines) == 1
+    assert len({(ln["color"], str(ln["ls"])) for ln in lines}) == 5   # 4 in full, 1 grey
+    legend = [e["label"] for e in fig.spec["legend"]]
+    assert legend == ["FP (32-bit)", "DoReFa-Net", "SLB", "SLB without BN",
+                      "other rows (thin grey)", "bicubic (floor)"]
+    every = sr.curves_figure(st, s, all_rows=True)
+    assert every.name.startswith("sr_psnr_all_")
+    colors = {ln["color"] for ln in every.spec["panels"][0]["lines"]}
+    assert {styles[k[0]]["color"] for k in sr.sr_groups(st, s)} <= colors
+    assert ST.CONTEXT["color"] not in colors
+    R.write_report(sr_study)
+    assert next((sr_study / "report" / "figures").glob("sr_psnr_all_*.png")).stat().st_size
 
 
 def test_classification_sections_never_see_sr_runs(sr_study):

@@ -34,7 +34,15 @@ from harness import stats as S
 from harness.report import style as ST
 from harness.report import verdicts as V
 from harness.report.answers import NOT_ANSWERED, bullets, tally
-from harness.report.figures import Figure
+from harness.report.figures import (
+    Figure,
+    cut,
+    first_shown,
+    legend_for,
+    panel_lines,
+    ylim,
+    zoom_caption,
+)
 from harness.report.load import StudyRecords, cached_per_setting
 from harness.report.tables import (
     Table,
@@ -285,52 +293,89 @@ def _curve(st: StudyRecords, run_ids: list[str]) -> dict[str, Any] | None:
     return {"x": list(range(1, n + 1)), "mean": mean, "lo": lo, "hi": hi}
 
 
-def curves_figure(st: StudyRecords, setting: str) -> Figure | None:
-    """Deployed test PSNR per epoch: a panel per (W/A, budget) with fp and bicubic in each."""
-    colors = {lab: s["color"] for lab, s in ST.row_styles(st).items()}  # as every figure
+BICUBIC_LINE = {"color": "0.55", "ls": (0, (1, 3)), "lw": 1.2, "marker": "", "band": False}
+
+
+def _psnr_cells(st: StudyRecords, setting: str) -> list[tuple[int, int, int]]:
+    """Cells with a row other than fp (fp is drawn in each of its budget); fp's when alone."""
+    cells = _cells(st, setting)
+    quant = [c for c in cells if any(k[1:] == c and st.method_of.get(k[0]) != "fp"
+                                     for k in sr_groups(st, setting))]
+    return quant or cells
+
+
+def curves_figure(st: StudyRecords, setting: str, all_rows: bool = False) -> Figure | None:
+    """Deployed test PSNR per epoch, a panel per (W/A, budget) with fp and bicubic in each,
+    in the report's shared styles (style.py): ours, the strongest other row and fp in full,
+    the others thin grey (``all_rows``: every row in its own style, no bands); then ours'
+    continuous-minus-deployed panels."""
+    styles = ST.row_styles(st)
     groups, floor = sr_groups(st, setting), bicubic(st, setting)
-    panels, shown = [], {}
-    for w, a, e in _cells(st, setting):
-        if (w, a) == (32, 32) and len(_cells(st, setting)) > 1:
-            continue  # fp is drawn in every other panel
-        lines = []
-        for (lab, gw, ga, ge), g in groups.items():
-            if ge != e or not ((gw, ga) == (w, a) or st.method_of.get(lab) == "fp"):
-                continue
-            cur = _curve(st, g["run_ids"])
-            if cur:
-                fp = st.method_of.get(lab) == "fp"
-                lines.append({**cur, "color": colors.get(lab, "0.3"), "ls": "--" if fp else "-"})
-                shown[lab] = colors.get(lab, "0.3")
-        if floor and lines:
+
+    def get(lab, cell):
+        w, a, e = cell
+        g = (next((v for k, v in groups.items() if k[0] == lab and k[3] == e), None)
+             if st.method_of.get(lab) == "fp" else groups.get((lab, w, a, e)))
+        return _curve(st, g["run_ids"]) if g else None
+
+    panels, full_all, context_any = [], [], False
+    for cell in _psnr_cells(st, setting):
+        lines, full, context = panel_lines(st, setting, cell, styles, all_rows, get)
+        if not lines:
+            continue
+        if floor:
             x = lines[0]["x"]
             lines.append({"x": x, "mean": [floor[0]] * len(x), "lo": None, "hi": None,
-                          "color": "0.5", "ls": ":"})
-        if lines:
-            panels.append({"title": cell_name(w, a, e), "lines": lines})
+                          **BICUBIC_LINE})
+        start = first_shown(cell[2])
+        lines = [cut(ln, start) for ln in lines]
+        full_all += [lab for lab in full if lab not in full_all]
+        context_any |= bool(context)
+        panels.append({"title": cell_name(*cell), "lines": lines, "ylim": ylim(lines, None),
+                       "from_epoch": start + 1})
     if not panels:
         return None
-    panels += _continuous_panels(st, setting, colors)
-    legend = [{"label": st.display(lab), "color": c,
-               "ls": "--" if st.method_of.get(lab) == "fp" else "-"} for lab, c in shown.items()]
+    gap_panels, gap_rows = ([], []) if all_rows else _continuous_panels(st, setting, styles)
+    legend = legend_for(st, styles, full_all + [lab for lab in gap_rows if lab not in full_all],
+                        context_any)
     if floor:
-        legend.append({"label": "bicubic", "color": "0.5", "ls": ":"})
-    name = f"sr_psnr_{setting_slug(st, setting)}"
-    spec = {"kind": "curves", "name": name, "panels": panels, "legend": legend,
-            "xlabel": "epoch", "ylabel": "deployed test PSNR (dB, Y)",
-            "title": f"Super-resolution PSNR per epoch, {st.setting_name(setting)}"}
-    return Figure(name, spec, f"Deployed test PSNR (dB, Y channel) on {test_set(setting)} "
-                  "per epoch: mean over seeds with a 95% CI band; fp dashed, bicubic dotted. "
-                  f"Panels named 'continuous − deployed': {st.ours_name}'s PSNR with its "
-                  "continuous (training-state) weights minus the deployed network's, where "
-                  "logged.")
+        legend.append({"label": "bicubic (floor)", **BICUBIC_LINE})
+    sl = st.setting_name(setting)
+    name = f"sr_psnr{'_all' if all_rows else ''}_{setting_slug(st, setting)}"
+    n_panels = len(panels) + len(gap_panels)
+    spec = {"kind": "curves", "name": name, "panels": panels + gap_panels, "legend": legend,
+            "ncols": 2 if n_panels == 1 else None,   # one panel: the legend beside it
+            "context_rows": context_any, "xlabel": "epoch",
+            "ylabel": "deployed test PSNR (dB, Y)",
+            "title": f"Super-resolution PSNR per epoch, {sl}"
+                     + (", every row" if all_rows else " (mean, 95% CI band)")}
+    if all_rows:
+        what = ("every row in its own colour, marker and dash (the same as in every figure of "
+                "this report), mean over seeds, no bands")
+    else:
+        what = ("ours and the strongest other method in the panel (highest final mean PSNR) "
+                "as mean over seeds with a 95% CI band, fp (the ceiling) as a dotted black "
+                "line; the other rows as thin grey lines (each in its own style in the "
+                "all-rows figure)")
+        if not st.ours:
+            what = what.replace("ours and the strongest other method in the panel (highest "
+                                "final mean PSNR)", "the two rows with the highest final mean")
+    caption = (f"Deployed test PSNR (dB, Y channel) on {test_set(setting)} per epoch ({sl}), "
+               f"one panel per W/A cell and budget: {what}; bicubic (the floor) as a grey, "
+               "loosely dotted line." + zoom_caption(panels))
+    if gap_panels:
+        caption += (f" Panels named 'continuous − deployed': {st.ours_name}'s PSNR with its "
+                    "continuous (training-state) weights minus the deployed network's, per "
+                    "variant that logs it.")
+    return Figure(name, spec, caption)
 
 
-def _continuous_panels(st: StudyRecords, setting: str, colors) -> list[dict[str, Any]]:
-    """Per W/A of ours: its continuous-state PSNR minus the deployed one per epoch (dB), for
-    methods that log a continuous-state score (SLB's ``test_acc_continuous`` column holds the
-    task's score, here PSNR)."""
-    out = []
+def _continuous_panels(st: StudyRecords, setting: str, styles
+                       ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Per W/A of ours' variants: its continuous-state PSNR minus the deployed one per epoch
+    (dB), for methods that log a continuous-state score (SLB's ``test_acc_continuous``
+    column holds the task's score, here PSNR). Returns (panels, rows drawn)."""
+    out, rows = [], []
     for (lab, w, a, e), g in sr_groups(st, setting).items():
         if st.method_of.get(lab) != st.ours:
             continue
@@ -340,10 +385,13 @@ def _continuous_panels(st: StudyRecords, setting: str, colors) -> list[dict[str,
             continue
         n = min(len(m) for m in mats)
         mean, lo, hi = S.curve_band(np.stack([m[:n] for m in mats]))
-        out.append({"title": f"{st.display(lab)}, {cell_name(w, a)}: continuous − deployed",
-                    "lines": [{"x": list(range(1, n + 1)), "mean": mean, "lo": lo, "hi": hi,
-                               "color": colors.get(lab, "0.3")}]})
-    return out
+        line = cut({"x": list(range(1, n + 1)), "mean": mean, "lo": lo, "hi": hi,
+                    **ST.line_style(styles, lab, True)}, first_shown(e))
+        where = f", {cell_name(w, a, e)}" if len(_psnr_cells(st, setting)) > 1 else ""
+        out.append({"title": f"{st.display(lab)}{where}: continuous − deployed",
+                    "lines": [line], "ylim": ylim([line], None)})
+        rows += [lab] if lab not in rows else []
+    return out, rows
 
 
 def _median_run(st: StudyRecords, g: dict[str, Any]) -> str | None:
@@ -417,7 +465,10 @@ def sr_table_blocks(st: StudyRecords) -> list:
 def sr_figure_blocks(st: StudyRecords) -> list:
     out: list = []
     for s in sr_settings(st):
-        out += [f for f in (curves_figure(st, s), crops_figure(st, s)) if f is not None]
+        psnr = curves_figure(st, s)
+        every = curves_figure(st, s, all_rows=True) if psnr and psnr.spec["context_rows"] \
+            else None
+        out += [f for f in (psnr, every, crops_figure(st, s)) if f is not None]
     return out
 
 
