@@ -136,7 +136,7 @@ def equal_compute_table(st: StudyRecords, setting: str) -> Table | None:
     tex_rows, groups = grouped(tex_rows)
     tex = Table(name, caption, ["Method", "time × T*", "epochs by T*", "acc. at T*",
                                 f"Δ ({oname} − row)", "p (adj.)"], tex_rows, bold=bold,
-                n_label_cols=1, groups=groups, wide=True,
+                n_label_cols=1, groups=groups, wide=True, wrap=True,
                 notes=[notes[0] + " Bold Δ: significant under the report's verdict rule."])
     return Table(name, caption, ["Cell", "T* (cheapest)", "Method", "budget time",
                                  "× T*", "epochs by T*", "accuracy at T*", "95% CI",

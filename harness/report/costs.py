@@ -251,7 +251,8 @@ def cost_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]]) -> T
     return Table(f"cost_{setting_slug(st, setting)}",
                  f"Cost per method and cell, {st.setting_name(setting)}", header, rows,
                  pd.DataFrame([_cost_data(st, setting, r) for r in rows_]),
-                 notes=_cost_notes(rows_, hw, hw_id), n_label_cols=3 if len(hw) > 1 else 2)
+                 notes=_cost_notes(rows_, hw, hw_id), n_label_cols=3 if len(hw) > 1 else 2,
+                 wrap=True)
 
 
 # --------------------------------------------------------------------------- method memory
@@ -348,7 +349,7 @@ def memory_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]]) ->
                  f"Memory of {st.display(rows_[0]['row'])}'s parameters by weight bits, "
                  f"{st.setting_name(setting)}", header, rows,
                  pd.DataFrame([{**r, "name": st.display(r["row"])} for r in rows_]),
-                 notes=notes, n_label_cols=2)
+                 notes=notes, n_label_cols=2, wrap=True)
 
 
 def cost_tables(st: StudyRecords, setting: str) -> list[Table]:

@@ -49,7 +49,9 @@ from harness.report.tables import (
     _option_diff,
     cell_name,
     fmt_opts,
+    grouped,
     n_epochs,
+    same_n,
     setting_slug,
 )
 
@@ -134,44 +136,57 @@ def _fp(st: StudyRecords, setting: str, epochs: int) -> dict[str, Any] | None:
 
 # --------------------------------------------------------------------------- tables
 
-def _fmt(s: S.Summary, digits: int) -> str:
+def _fmt(s: S.Summary, digits: int, with_n: bool = True) -> str:
     if s.n == 0:
         return "–"
     if s.n == 1:
         return f"{s.mean:.{digits}f} (1)*"
-    return f"{s.mean:.{digits}f} ± {s.std:.{digits}f} ({s.n})"
+    return f"{s.mean:.{digits}f} ± {s.std:.{digits}f}" + (f" ({s.n})" if with_n else "")
 
 
 def main_table(st: StudyRecords, setting: str, epochs: int) -> Table:
     groups, floor, fp = sr_groups(st, setting), bicubic(st, setting), _fp(st, setting, epochs)
     name = f"sr_main_{setting_slug(st, setting)}_e{epochs}"
     header = ["Method", "W/A", "PSNR (dB)", "SSIM", "vs bicubic (dB)", "vs fp (dB)"]
-    rows, data = [], []
+    keys = _rows(st, setting, epochs)
+    n_all = same_n([groups[(lab, w, a, epochs)]["p"] for lab, w, a in keys])
+    rows, data, tex_rows, tex_groups = [], [], [], {}
     if floor:
         rows.append(["bicubic (floor)", "–", f"{floor[0]:.2f}", f"{floor[1]:.4f}", "0.00",
                      f"{floor[0] - fp['p'].mean:+.2f}" if fp else "–"])
-        data.append({"method": "bicubic", "name": "bicubic", "w_bits": None, "a_bits": None, "n": 0,
-                     "psnr_mean": floor[0], "psnr_std": None, "ssim_mean": floor[1],
+        tex_rows.append([rows[-1][0], *rows[-1][2:]])
+        data.append({"method": "bicubic", "name": "bicubic", "w_bits": None, "a_bits": None,
+                     "n": 0, "psnr_mean": floor[0], "psnr_std": None, "ssim_mean": floor[1],
                      "ssim_std": None})
-    for lab, w, a in _rows(st, setting, epochs):
+    for lab, w, a in keys:
         g = groups[(lab, w, a, epochs)]
         is_fp = st.method_of.get(lab) == "fp"
-        rows.append([st.display(lab) + (" (ceiling)" if is_fp else ""), f"W{w}/A{a}",
-                     _fmt(g["p"], 2),
-                     _fmt(g["s"], 4),
-                     f"{g['p'].mean - floor[0]:+.2f}" if floor else "–",
-                     "0.00" if is_fp else (f"{g['p'].mean - fp['p'].mean:+.2f}" if fp else "–")])
+        diffs = [f"{g['p'].mean - floor[0]:+.2f}" if floor else "–",
+                 "0.00" if is_fp else (f"{g['p'].mean - fp['p'].mean:+.2f}" if fp else "–")]
+        shown = st.display(lab) + (" (ceiling)" if is_fp else "")
+        rows.append([shown, f"W{w}/A{a}", _fmt(g["p"], 2), _fmt(g["s"], 4), *diffs])
+        if not is_fp and cell_name(w, a) not in tex_groups.values():
+            tex_groups[len(tex_rows)] = cell_name(w, a)   # a heading per W/A pair
+        tex_rows.append([shown, _fmt(g["p"], 2, not n_all), _fmt(g["s"], 4, not n_all), *diffs])
         data.append({"method": lab, "name": st.display(lab), "w_bits": w, "a_bits": a,
                      "n": g["p"].n,
                      "psnr_mean": g["p"].mean, "psnr_std": g["p"].std,
                      "ssim_mean": g["s"].mean, "ssim_std": g["s"].std})
+    seeds = f"over {n_all} seeds" if n_all else "over seeds (n)"
     notes = [f"Final deployed network, {n_epochs(epochs)}; PSNR and SSIM on Y with a "
              f"{_ident(setting).get('sr.scale')}-pixel border cropped, mean over the test "
              f"images of {test_set(setting)}; mean ± sample std over seeds (n); (1)* one seed, "
              "no error bar. Bicubic: MATLAB-style bicubic upscaling of the same LR images."]
-    return Table(name, f"Super-resolution, {st.setting_name(setting)}, {n_epochs(epochs)}: "
-                 "final PSNR (dB) and SSIM", header, rows, pd.DataFrame(data), notes=notes,
-                 n_label_cols=2)
+    caption = (f"Super-resolution, {st.setting_name(setting)}, {n_epochs(epochs)}: final PSNR "
+               "(dB) and SSIM")
+    tex = Table(name, caption, ["Method", "PSNR (dB)", "SSIM", "Δ bic.", "Δ fp"], tex_rows,
+                groups=tex_groups, wide=False, wrap=True,
+                notes=[f"Final deployed network; PSNR and SSIM on Y ({test_set(setting)}), "
+                       f"mean ± sample std {seeds}; Δ bic., Δ fp: PSNR minus bicubic's, fp's (dB)."
+                       + (" (1)* one seed." if any("(1)*" in v for r in tex_rows for v in r)
+                          else "")])
+    return Table(name, caption, header, rows, pd.DataFrame(data), notes=notes, n_label_cols=2,
+                 tex=tex)
 
 
 @cached_per_setting
@@ -208,26 +223,37 @@ def comparison_table(st: StudyRecords, setting: str) -> Table:
     comps, adj = [r for r, _ in tests], [t.p_adj for _, t in tests]
     header = ["Ours", "Baseline", "Cell", "Δ PSNR (dB)", "95% CI", "p", "p (BH)", "P(A>B)",
               "Δ SSIM", "Verdict"]
-    rows, data = [], []
-    for r, pa in zip(comps, adj):
+    rows, data, keyed, bold = [], [], [], set()
+    for i, (r, pa) in enumerate(zip(comps, adj)):
         c = r["cmp"]
         ours, base = st.display(r["ours"]), st.display(r["baseline"])
         rows.append([ours, base, cell_name(*r["cell"]), f"{c.diff:+.2f}",
                      S.fmt_interval(c.ci, 2, signed=True), S.fmt_p(c.p), S.fmt_p(pa),
                      f"{c.p_a_greater:.2f}", f"{r['ssim_diff']:+.4f}",
                      c.verdict(ours, base, pa)])
+        keyed.append((cell_name(*r["cell"]), [base, *rows[-1][3:5], S.fmt_p(pa),
+                                              rows[-1][8]]))
+        if tests[i][1].decision in ("higher", "lower"):
+            bold.add((i, 1))
         data.append({"ours": r["ours"], "baseline": r["baseline"], "ours_name": ours,
                      "baseline_name": base, "w_bits": r["cell"][0],
                      "a_bits": r["cell"][1], "epochs": r["cell"][2], "diff_db": c.diff,
                      "ci_low": c.ci[0] if c.ci else None, "ci_high": c.ci[1] if c.ci else None,
                      "p": c.p, "p_bh": pa, "p_a_greater": c.p_a_greater,
                      "ssim_diff": r["ssim_diff"]})
-    return Table(f"sr_comparisons_{setting_slug(st, setting)}",
-                 f"Super-resolution, {st.setting_name(setting)}: {st.ours_name} minus each "
-                 "baseline, final PSNR (dB)", header, rows, pd.DataFrame(data),
+    name = f"sr_comparisons_{setting_slug(st, setting)}"
+    caption = (f"Super-resolution, {st.setting_name(setting)}: {st.ours_name} minus each "
+               "baseline, final PSNR (dB)")
+    tex_rows, groups = grouped(keyed)
+    tex = Table(name, caption, ["Baseline", "Δ PSNR", "95% CI", "p (adj.)", "Δ SSIM"],
+                tex_rows, bold=bold, groups=groups, wide=False, wrap=True,
+                notes=[f"Δ: {st.ours_name} minus the baseline (PSNR in dB, on Y); 95% CI and p "
+                       "from Welch's t-test over seeds, p Benjamini-Hochberg adjusted over "
+                       "this table. Bold Δ: significant under that rule."])
+    return Table(name, caption, header, rows, pd.DataFrame(data),
                  notes=["Welch's t-test over seeds; 95% CI of the difference in dB; p (BH): "
                         "Benjamini-Hochberg over this table; P(A>B): share of seed pairs "
-                        "where ours is higher."], n_label_cols=3, left_extra=(-1,))
+                        "where ours is higher."], n_label_cols=3, left_extra=(-1,), tex=tex)
 
 
 def _mean_psnr(st: StudyRecords, run_ids: list[str]) -> list[float]:
@@ -260,7 +286,7 @@ def sr_ablations(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
 def ablation_table(st: StudyRecords, setting: str) -> Table:
     header = ["Variant", "Options", "Cell", "Δ final PSNR (dB)", "95% CI", "p",
               "Δ mean-over-epochs PSNR (dB)", "95% CI", "p"]
-    rows, data = [], []
+    rows, data, keyed = [], [], []
     for r in sr_ablations(st, setting):
         f, m = r["final"], r["mean"]
         rows.append([f"{st.display(r['variant'])} − {st.display(r['default'])}",
@@ -268,17 +294,25 @@ def ablation_table(st: StudyRecords, setting: str) -> Table:
                      cell_name(*r["cell"]),
                      f"{f.diff:+.2f}", S.fmt_interval(f.ci, 2, signed=True), S.fmt_p(f.p),
                      f"{m.diff:+.2f}", S.fmt_interval(m.ci, 2, signed=True), S.fmt_p(m.p)])
+        keyed.append((cell_name(*r["cell"]), [rows[-1][0], *rows[-1][3:]]))
         data.append({"variant": r["variant"], "default": r["default"],
                      "name": st.display(r["variant"]), "w_bits": r["cell"][0],
                      "a_bits": r["cell"][1], "epochs": r["cell"][2], "final_diff_db": f.diff,
                      "final_p": f.p, "mean_diff_db": m.diff, "mean_p": m.p})
-    return Table(f"sr_ablations_{setting_slug(st, setting)}",
-                 f"Super-resolution, {st.setting_name(setting)}: variants of {st.ours_name} minus "
-                 "its default variant", header, rows, pd.DataFrame(data),
-                 notes=["Welch's t-test over seeds. Mean-over-epochs: each run's deployed test "
-                        "PSNR averaged over its epochs, which shows a difference during "
-                        "training that the final epoch may no longer show."],
-                 n_label_cols=3)
+    name = f"sr_ablations_{setting_slug(st, setting)}"
+    caption = (f"Super-resolution, {st.setting_name(setting)}: variants of {st.ours_name} "
+               "minus its default variant")
+    notes = ["Welch's t-test over seeds. Mean-over-epochs: each run's deployed test PSNR "
+             "averaged over its epochs, which shows a difference during training that the "
+             "final epoch may no longer show."]
+    tex_rows, groups = grouped(keyed)
+    tex = Table(name, caption, ["Variant", "Δ", "95% CI", "p", "Δ", "95% CI", "p"], tex_rows,
+                groups=groups, wide=True, wrap=True,
+                header_groups=[("", 1), ("final PSNR (dB)", 3), ("mean over epochs (dB)", 3)],
+                notes=[notes[0] + " Options of each variant: in the markdown and CSV versions "
+                       "of this table."])
+    return Table(name, caption, header, rows, pd.DataFrame(data), notes=notes, n_label_cols=3,
+                 tex=tex)
 
 
 # --------------------------------------------------------------------------- figures
