@@ -444,3 +444,41 @@ def test_stratified_bootstrap_resamples_within_cells():
     frac, flo, fhi = S.performance_profile(x, [5.0, 30.0, 50.75, 60.0])
     assert list(frac) == [1.0, 0.5, pytest.approx(1 / 6), 0.0]
     assert flo[1] == fhi[1] == 0.5  # three runs of each cell, always: exactly half above 30
+
+
+# --------------------------------------------------------------------------- 1-epoch budgets
+
+def test_one_epoch_budget_reads_in_the_singular_and_draws_its_single_points(tmp_path):
+    """A 1-epoch study: no "1 epochs" anywhere, and the fp reference (a dotted line without
+    marker, here a single point) is drawn as a visible mark."""
+    import re
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from harness import plots
+
+    root = tmp_path / "one_epoch"
+    for s, off in enumerate(OFFS3):
+        write_run(root, f"s{s}", method="slb", acc=60 + off, epochs=1, seed=s, epoch_time=2.0)
+        write_run(root, f"d{s}", method="dorefa", acc=55 + off, epochs=1, seed=s)
+        write_run(root, f"f{s}", method="fp", w=32, acc=65 + off, epochs=1, seed=s)
+    records.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n')
+    report = R.write_report(root, jobs=1)
+    texts = [report.read_text()] + [p.read_text() for p in
+                                     (report.parent / "tables").glob("*.[mt][de]*")]
+    assert not any(re.search(r"\b1 epochs\b", t) for t in texts)
+    assert "(this study has one budget: 1 epoch)" in texts[0]
+    st = R.load_study(root)
+    (fig, *_) = F.convergence_figures(st, only_setting(st))
+    assert fig.spec["panels"][0]["title"] == "W1/A32, 1 epoch"
+    lines = fig.spec["panels"][0]["lines"]
+    fp = next(ln for ln in lines if ln["color"] == "#000000")
+    assert len(fp["x"]) == 1 and not fp["marker"]       # nothing to draw as a line
+    _, ax = plt.subplots()
+    plots._line_marks(ax, lines)
+    drawn = [(tuple(np.round(o, 6)), c) for col in ax.collections
+             for o, c in zip(col.get_offsets(), col.get_facecolors())]
+    assert any(o == (1.0, pytest.approx(65.0)) for o, _ in drawn)   # fp's point is marked
+    plt.close("all")

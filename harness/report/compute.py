@@ -48,6 +48,8 @@ from harness.report.tables import (
     fmt_ci,
     fmt_diff,
     grouped,
+    n_epochs,
+    plural,
     rule_note,
     setting_slug,
 )
@@ -77,7 +79,7 @@ def _unit(cells: list[dict[str, Any]]) -> tuple[str, float]:
 def _epochs_text(r: dict[str, Any], budget: int) -> str:
     ep = r["epochs_reached"]
     if r["not_reached"]:
-        return f"none by {r['not_reached']} of {len(r['runs'])} seeds"
+        return f"none by {r['not_reached']} of {plural(len(r['runs']), 'seed')}"
     if not ep:
         return "none"
     if r["full"]:
@@ -222,7 +224,7 @@ def time_figure(st: StudyRecords, setting: str) -> Figure | None:
         marks = [{"x": t_star, "y": r["summary"].mean, "color": styles[r["label"]]["color"],
                   "marker": styles[r["label"]]["marker"]} for r in c["rows"]
                  if r["label"] in full and r["summary"].n and not r["full"]]
-        panels.append({"title": f"{cell_name(*cell[:2])}, {cell[2]} epochs", "lines": lines,
+        panels.append({"title": f"{cell_name(*cell[:2])}, {n_epochs(cell[2])}", "lines": lines,
                        "ylim": ylim(lines), "from_epoch": start + 1,
                        "vlines": [{"x": t_star, "color": "0.35", "ls": "--"}], "marks": marks})
     if not panels:

@@ -42,6 +42,7 @@ from harness.report.tables import (
     comparisons,
     fmt_opts,
     n_epochs,
+    plural,
     where,
 )
 
@@ -97,7 +98,7 @@ def _seed_counts(st: StudyRecords) -> list[int]:
 def budget_question(st: StudyRecords) -> str:
     bs = _all_budgets(st)
     held = (f" ({' vs '.join(map(str, bs))} epochs in this study)" if len(bs) > 1 else
-            f" (this study has one budget: {bs[0]} epochs)" if bs else "")
+            f" (this study has one budget: {n_epochs(bs[0])})" if bs else "")
     return f"Does the comparison hold at matched epoch budgets, and at longer ones{held}?"
 
 
@@ -116,13 +117,13 @@ def _budget_item(st: StudyRecords, s: str, ours: str, w: int, a: int,
         rivals = [(st.group(s, b, (w, a, e))["summary"], b) for b in base_labels]
         rivals = [r for r in rivals if r[0].n]
         if not rivals:
-            parts.append(f"at {e} epochs {st.display(ours)} {S.fmt_summary(g['summary'])} "
+            parts.append(f"at {n_epochs(e)} {st.display(ours)} {S.fmt_summary(g['summary'])} "
                          "(no baseline at this budget)")
             continue
         sb, b = max(rivals, key=lambda r: r[0].mean)
         t = V.test(st, s, (ours, (w, a, e)), (b, (w, a, e)))
         tests.append(t)
-        parts.append(f"at {e} epochs {_vs(st, ours, g['summary'], b, sb, t)}")
+        parts.append(f"at {n_epochs(e)} {_vs(st, ours, g['summary'], b, sb, t)}")
     if len(budgets) > 1:
         lo_e, hi_e = budgets[0], budgets[-1]
         t = V.test(st, s, (ours, (w, a, hi_e)), (ours, (w, a, lo_e)))
@@ -135,7 +136,7 @@ def answer_budget(st: StudyRecords, q: Question) -> Answer:
     multi = [s for s in st.settings() if len({c[2] for c in st.cells(s, True)}) > 1]
     if not multi:
         bs = _all_budgets(st)
-        what = (f"every included run has the same budget ({bs[0]} epochs), so it shows "
+        what = (f"every included run has the same budget ({n_epochs(bs[0])}), so it shows "
                 f"only the matched comparison at that budget (see the comparisons); a second "
                 f"budget in the spec's [grid] epochs (e.g. epochs = [{bs[0]}, {2 * bs[0]}]) "
                 "would answer it" if bs else "no run completed")
@@ -174,7 +175,7 @@ def answer_budget(st: StudyRecords, q: Question) -> Answer:
 
 def seeds_question(st: StudyRecords) -> str:
     ns = _seed_counts(st)
-    held = (f" ({ns[0]} seeds per cell here)" if len(ns) == 1 else
+    held = (f" ({plural(ns[0], 'seed')} per cell here)" if len(ns) == 1 else
             f" ({ns[0]}–{ns[-1]} seeds per cell here)" if ns else "")
     return ("How large is the seed-to-seed variation next to the differences between "
             f"methods{held}?")
@@ -381,7 +382,7 @@ def answer_versus(st: StudyRecords, q: Question) -> Answer:
                f"cells {st.ours} runs would answer it")
         return f"{NOT_ANSWERED}: {why}.", []
     oname = next((st.display(lab) for lab in st.order if st.method_of.get(lab) == other), other)
-    return (f"{st.ours_name} against {oname} over {len(tests)} cells: "
+    return (f"{st.ours_name} against {oname} over {plural(len(tests), 'cell')}: "
             f"{tally(tests, st.ours_name, oname)}.", bullets(items, "the comparison tables"))
 
 
@@ -421,8 +422,8 @@ def _compute_item(st: StudyRecords, s: str, c: dict[str, Any], ours: str,
             f"({st.display(c['cheapest'])}'s {n_epochs(cell[2])}); {st.display(ours)}'s budget "
             f"took ×{mine['budget_time'] / c['t_star']:.2f} that")
     if mine["not_reached"]:
-        return (f"{head}; {mine['not_reached']} of its {len(mine['runs'])} seeds had not "
-                "finished one epoch by T*, so it has no accuracy at T* and is not compared "
+        return (f"{head}; {mine['not_reached']} of its {plural(len(mine['runs']), 'seed')} "
+                "had not finished one epoch by T*, so it has no accuracy at T* and is not compared "
                 "there.")
     others = [r for lab, r in rows.items() if st.method_of.get(lab) != st.ours and r["values"]]
     unreached = [st.display(lab) for lab, r in rows.items() if r["not_reached"]]
@@ -474,8 +475,8 @@ def answer_compute(st: StudyRecords, q: Question) -> Answer:
     on = st.ours_name
     text = (f"Each cell's T* is the training time of its cheapest row's whole budget; every "
             f"row's accuracy once it had used T* is read off its curve (its schedule unfinished "
-            f"unless its whole budget fits). Over {len(tests)} comparisons of {on} with the "
-            f"other methods at T*, {tally(tests, on, 'the other method')}. Details in the "
+            f"unless its whole budget fits). Over {plural(len(tests), 'comparison')} of {on} "
+            f"with the other methods at T*, {tally(tests, on, 'the other method')}. Details in the "
             f"equal-compute tables.")
     if any(c["kind"] == "CPU" for s in st.settings() for c in timing.equal_compute_cells(st, s)
            if not c["skipped"]):
@@ -498,7 +499,8 @@ def answer_aggregate(st: StudyRecords, q: Question) -> Answer:
         if mine is None:
             continue
         few |= min(st.group(s, ours, c)["summary"].n for c in mine["cells"]) <= S.FEW_SEEDS
-        text_parts.append(f"{st.display(ours)}'s IQM over the {len(mine['cells'])} cells it ran"
+        text_parts.append(f"{st.display(ours)}'s IQM over the "
+                          f"{plural(len(mine['cells']), 'cell')} it ran"
                           + (f" ({st.setting_name(s)})" if len(st.settings()) > 1 else "")
                           + f" is {mine['iqm']:.2f} {S.fmt_interval(mine['ci'])}")
         for r in rows:

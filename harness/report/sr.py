@@ -51,6 +51,7 @@ from harness.report.tables import (
     fmt_opts,
     grouped,
     n_epochs,
+    plural,
     same_n,
     setting_slug,
 )
@@ -376,9 +377,7 @@ def curves_figure(st: StudyRecords, setting: str, all_rows: bool = False) -> Fig
         legend.append({"label": "bicubic (floor)", **BICUBIC_LINE})
     sl = st.setting_name(setting)
     name = f"sr_psnr{'_all' if all_rows else ''}_{setting_slug(st, setting)}"
-    n_panels = len(panels) + len(gap_panels)
     spec = {"kind": "curves", "name": name, "panels": panels + gap_panels, "legend": legend,
-            "ncols": 2 if n_panels == 1 else None,   # one panel: the legend beside it
             "context_rows": context_any, "xlabel": "epoch",
             "ylabel": "deployed test PSNR (dB, Y)",
             "title": f"Super-resolution PSNR per epoch, {sl}"
@@ -531,8 +530,8 @@ def sr_answer(st: StudyRecords, q) -> tuple[str, list[str]]:
         return (f"{NOT_ANSWERED}: no SR cell has both {st.ours_name} and an STE baseline "
                 f"({', '.join(STE_METHODS)}).", [])
     summary = tally(cmps, st.ours_name, "the STE baseline")
-    text = (f"Final deployed test PSNR (Y) of {st.ours_name} minus the STE baselines at the same "
-            f"budget and bits, over {len(cmps)} comparisons: {summary}. The test sets are "
-            "named in the Super-resolution section (the offline default is "
+    text = (f"Final deployed test PSNR (Y) of {st.ours_name} minus the STE baselines at the "
+            f"same budget and bits, over {plural(len(cmps), 'comparison')}: {summary}. The test "
+            "sets are named in the Super-resolution section (the offline default is "
             "a scikit-image stand-in, not Set5/Set14).")
     return text, bullets(items, "the super-resolution comparison tables")

@@ -247,7 +247,7 @@ def grouped(keyed_rows: list[tuple[str, list[str]]]) -> tuple[list[list[str]], d
 
 
 def rule_note(st: StudyRecords, setting: str) -> str:
-    return (f"Verdicts and bold: {S.RULE} (here {V.family_size(st, setting)} comparisons).")
+    return f"Verdicts and bold: {S.RULE} (here {plural(V.family_size(st, setting), 'comparison')})."
 
 
 def _stat_row(st: StudyRecords, setting: str, label: str, cell: tuple[int, int, int]) -> dict:
@@ -529,7 +529,7 @@ def budget_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]]) ->
     rows, data = [], []
     for r in rows_:
         s = r["summary"]
-        src = (f"trained for {r['epoch']} epochs" if r["source"] == "trained" else
+        src = (f"trained for {n_epochs(r['epoch'])}" if r["source"] == "trained" else
                f"epoch {r['epoch']} of the {r['from']}-epoch runs (read off the curve)†")
         rows.append([st.display(r["row"]), cell_name(r["w"], r["a"]), str(r["epoch"]), src,
                      fmt_cell(s), fmt_ci(s)])
