@@ -385,6 +385,41 @@ def test_a_seed_not_reached_by_t_star_marks_its_row_instead_of_dropping_it(tmp_p
     assert "1 of its 2 seeds had not finished one epoch by T*" in a["bullets"][0]
 
 
+def test_noisy_epoch_times_of_one_row_carry_a_caveat(tmp_path):
+    """fp's three seeds took 1, 1.5 and 2.5 s per epoch for the same work (CV 0.45): the
+    cost and equal-compute answers and tables say so beside their ratios; dorefa's and
+    slb's steady times are not named, and a study without such spread has no caveat."""
+    root = tmp_path / "noisy"
+    fp_times = [1.0, 1.5, 2.5]
+    for s, off in enumerate(OFFS3):
+        write_run(root, f"f{s}", method="fp", w=32, acc=93 + off, seed=s,
+                  epoch_time=fp_times[s])
+        write_run(root, f"s{s}", method="slb", acc=90 + off, seed=s, epoch_time=2.0)
+        write_run(root, f"d{s}", method="dorefa", acc=89 + off, seed=s, epoch_time=1.0 + s / 50)
+    st = R.load_study(root, ours="slb")
+    s = only_setting(st)
+    (row,) = timing.time_spread(st, s)
+    cv = np.std(fp_times, ddof=1) / np.mean(fp_times)
+    assert row["label"] == "fp" and row["cv"] == pytest.approx(cv) and row["n"] == 3
+    caveat = timing.spread_caveat(st, s)
+    assert f"FP (32-bit) W32/A32: 1.0–2.5 s (CV {cv:.2f}, 3 runs)" in caveat
+    assert "DoReFa-Net" not in caveat and "SLB" not in caveat
+    cost = R.question("cost").ask(st)
+    assert caveat in cost["text"] and "fp's epoch time" in cost["bullets"][0]
+    assert caveat in R.question("compute").ask(st)["text"]
+    from harness.report import costs
+
+    assert caveat in costs.cost_tables(st, s)[0].notes
+    assert caveat in CO.equal_compute_table(st, s).notes
+    calm = tmp_path / "calm"
+    for seed, off in enumerate(OFFS3):
+        write_run(calm, f"f{seed}", method="fp", w=32, acc=93 + off, seed=seed)
+        write_run(calm, f"s{seed}", method="slb", acc=90 + off, seed=seed, epoch_time=2.0)
+    st = R.load_study(calm, ours="slb")
+    assert timing.spread_caveat(st, only_setting(st)) == ""
+    assert "coefficient of variation" not in R.question("cost").ask(st)["text"]
+
+
 def test_equal_compute_gpu_hours_and_other_hardware(tmp_path):
     root = tmp_path / "gpu"
     for s, off in enumerate(OFFS3):

@@ -186,6 +186,9 @@ def _table_notes(st, setting, cells, usable, oname, unit, rows) -> list[str]:
                      "multi-GPU run used).")
     if any(CLIPPED in r[7] for r in rows):
         notes.append(clipped_note())
+    caveat = timing.spread_caveat(st, setting)
+    if caveat:
+        notes.append(caveat)
     if any(r[6] == NOT_REACHED for r in rows):
         notes.append(f"{NOT_REACHED}: a seed of the row had not finished one epoch by T*; the "
                      "row's other seeds alone would be a biased sample (its fastest runs), so "

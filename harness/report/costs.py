@@ -28,6 +28,7 @@ import torch
 from harness import config as C
 from harness import models, opcount
 from harness.cost import memory_costs
+from harness.report import timing
 from harness.report.load import StudyRecords, cached_per_setting
 from harness.report.tables import Table, cell_name, setting_slug
 from harness.report.tables import _human_bytes as human_bytes
@@ -251,7 +252,9 @@ def cost_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]]) -> T
     return Table(f"cost_{setting_slug(st, setting)}",
                  f"Cost per method and cell, {st.setting_name(setting)}", header, rows,
                  pd.DataFrame([_cost_data(st, setting, r) for r in rows_]),
-                 notes=_cost_notes(rows_, hw, hw_id), n_label_cols=3 if len(hw) > 1 else 2,
+                 notes=_cost_notes(rows_, hw, hw_id) + [x for x in [
+                     timing.spread_caveat(st, setting)] if x],
+                 n_label_cols=3 if len(hw) > 1 else 2,
                  wrap=True)
 
 

@@ -357,8 +357,10 @@ def answer_cost(st: StudyRecords, q: Question) -> Answer:
     total = st.runs.dropna(subset=["device_hours"])
     hours = total.groupby(total["device"].astype(str).str.startswith("cuda"))["device_hours"].sum()
     spent = "; ".join(device_time(h, bool(k)) for k, h in hours.items())
-    text = (f"Cost of {st.ours_name} from the summaries (full table: cost tables). The whole study "
-            f"used {spent} (all records, failed runs included).")
+    text = (f"Cost of {st.ours_name} from the summaries (full table: cost tables). The whole "
+            f"study used {spent} (all records, failed runs included).")
+    caveats = [c for c in (timing.spread_caveat(st, s) for s in st.settings()) if c]
+    text += "".join(f" {c}" for c in caveats)
     return text, bullets(items, "the cost tables")
 
 
@@ -484,6 +486,7 @@ def answer_compute(st: StudyRecords, q: Question) -> Answer:
         text += (" The times are CPU wall-clock"
                  + (f" with up to {conc} runs sharing the machine" if isinstance(conc, int)
                     and conc > 1 else "") + ", so ratios near 1 are within timing noise.")
+    text += "".join(f" {c}" for c in (timing.spread_caveat(st, s) for s in st.settings()) if c)
     return text, bullets(items, "the equal-compute tables")
 
 

@@ -17,9 +17,18 @@ training time (``cumulative_time``). Per cell (W/A pair, epoch budget) of a sett
   ("trained within T*"), shown beside the read-off.
 
 A cell whose runs come from different hardware is not compared (``skipped`` says why).
+
 Device time is CPU time for CPU runs and GPU time for CUDA runs (one device per run: the
 records do not say how many a multi-GPU run used). Tables, figures, the verdict family and
-the reviewer answer read these rows; nothing here formats text beyond ``fmt_time``.
+the reviewer answer read these rows; nothing here formats text beyond ``fmt_time`` and
+``spread_caveat``.
+
+Timing noise: every run of a row at one W/A pair does the same work per epoch, whatever its
+seed or budget, so its runs' mean epoch times (summary.json ``mean_epoch_time_s``) on one
+hardware should agree within a few percent. ``time_spread`` lists the rows whose runs
+disagree by a coefficient of variation above ``TIME_CV_CAVEAT`` (other work on a shared
+machine), and ``spread_caveat`` is the sentence the cost and equal-compute tables and answers
+add: their time ratios are that uncertain.
 """
 from __future__ import annotations
 
@@ -27,11 +36,14 @@ import math
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from harness import stats as S
+from harness.report import tables as T  # cell_name; tables imports this module in turn
 from harness.report.load import StudyRecords, cached_per_setting
 
 TIME_TOLERANCE = 0.05   # an epoch within T* * 1.05 counts as reached within T*
+TIME_CV_CAVEAT = 0.15   # runs of one row whose epoch times vary more than this: a caveat
 
 
 def cumulative_time(st: StudyRecords, run_id: str):
@@ -174,3 +186,37 @@ def time_curve(st: StudyRecords, setting: str, label: str, cell) -> dict[str, An
     lo, hi, clipped = S.clip_band(lo, hi, S.PERCENT)
     return {"x": times.mean(axis=0), "mean": mean, "lo": lo, "hi": hi, "n": len(runs),
             "clipped": clipped}
+
+
+@cached_per_setting
+def time_spread(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
+    """The rows (per W/A pair and hardware, over every seed and budget, 2 runs or more) whose
+    runs' mean epoch times have a coefficient of variation (sample std / mean) above
+    ``TIME_CV_CAVEAT``, in display order."""
+    inc = st.included[st.included["setting"] == setting]
+    inc = inc.assign(t=pd.to_numeric(inc["mean_epoch_time_s"], errors="coerce")).dropna(
+        subset=["t"])
+    order = {lab: i for i, lab in enumerate(st.order)}
+    out = []
+    for (lab, w, a, hw), t in inc.groupby(["label", "w_bits", "a_bits", "device_name"])["t"]:
+        if len(t) < 2 or not t.mean() > 0:
+            continue
+        cv = float(t.std(ddof=1) / t.mean())
+        if cv > TIME_CV_CAVEAT:
+            out.append({"label": lab, "cell": (int(w), int(a)), "hardware": hw, "n": len(t),
+                        "min": float(t.min()), "max": float(t.max()), "cv": cv})
+    return sorted(out, key=lambda r: (order.get(r["label"], len(order)), r["cell"]))
+
+
+def spread_caveat(st: StudyRecords, setting: str) -> str:
+    """A sentence naming the rows of ``time_spread`` ('' when there are none)."""
+    rows = time_spread(st, setting)
+    if not rows:
+        return ""
+    listed = "; ".join(f"{st.display(r['label'])} {T.cell_name(*r['cell'])}: "
+                       f"{r['min']:.1f}–{r['max']:.1f} s (CV {r['cv']:.2f}, {r['n']} runs)"
+                       for r in rows)
+    return (f"Per-epoch training times vary across a row's own runs (seeds and budgets, same "
+            f"hardware) by a coefficient of variation above {TIME_CV_CAVEAT:.2f} in: {listed}. "
+            "The same work took that much more or less time (other load on the machine), so "
+            "time ratios involving these rows are uncertain by about as much.")
