@@ -235,3 +235,5 @@ def test_sr_only_study_says_so_in_every_classification_question(sr_study):
         assert a["text"] == f"{R.NOT_ANSWERED}: {SR_ONLY}.", a["key"]  # no false reason
         assert not a["bullets"]
     assert "only super-resolution runs" in SR_ONLY
+    head = R.write_report(sr_study).read_text().split("## ")[0]
+    assert "final deployed test PSNR (dB) or SSIM" in head and "accuracy" not in head

@@ -485,7 +485,7 @@ def crops_figure(st: StudyRecords, setting: str) -> Figure | None:
 def sr_table_blocks(st: StudyRecords) -> list:
     out: list = []
     for s in sr_settings(st):
-        out.append(f"{st.setting_name(s)}: scale x{_ident(s).get('sr.scale')}; test set: "
+        out.append(f"{st.setting_name(s)} (scale x{_ident(s).get('sr.scale')}); test set: "
                    f"{test_set(s)}.")
         out.append("")
         for e in sorted({c[2] for c in _cells(st, s)}):
