@@ -133,8 +133,6 @@ def _style(ax, panel: Spec, int_x: bool = True) -> None:
             mid = round((lo + hi) / 2)
             ax.set_xlim(mid - 0.5, mid + 0.5)
             ax.set_xticks([mid])
-    else:
-        ax.xaxis.set_major_locator(MaxNLocator(4))
     if panel.get("ylim"):
         ax.set_ylim(*panel["ylim"])
     lo, hi = ax.get_ylim()
@@ -241,6 +239,10 @@ def draw_curves(plt, spec: Spec, out_dir: Path) -> list[Path]:
             _line_marks(ax, lines)
             ax.autoscale_view()
         _panel_extras(ax, panel)
+        if not spec.get("int_x", True):  # a continuous x (time): a few readable ticks
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(5, steps=[1, 2, 2.5, 5, 10]))
         _style(ax, panel, int_x=spec.get("int_x", True))
     return _finish(fig, spec, spare, out_dir)
 
