@@ -29,9 +29,6 @@ PDFLATEX = shutil.which("pdflatex")
 pytestmark = pytest.mark.skipif(
     PDFLATEX is None, reason="pdflatex not installed: install the Debian packages "
     "texlive-latex-base and texlive-latex-recommended (bash slurm/install.sh, as root)")
-# Tables whose width belongs to another part of the report: the cost table (harness/report/
-# tables.py cost_table) has 12 numeric columns and does not fit a page at this size.
-WIDTH_NOT_CHECKED = ("cost_",)
 TOLERANCE_PT = 1.0   # an Overfull \hbox wider than this fails
 DOCUMENT = r"""\documentclass[twocolumn]{article}
 \usepackage[T1]{fontenc}
@@ -116,8 +113,6 @@ def test_every_table_compiles_and_fits(tex_tables, tmp_path):
     too_wide = []
     for tex in tex_tables:
         log = compile_table(tex, tmp_path)
-        if tex.name.startswith(WIDTH_NOT_CHECKED):
-            continue
         over = [float(x) for x in re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)", log)]
         if over and max(over) > TOLERANCE_PT:
             too_wide.append(f"{tex.name}: {max(over)}pt")

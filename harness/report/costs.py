@@ -30,7 +30,7 @@ from harness import models, opcount
 from harness.cost import memory_costs
 from harness.report import timing
 from harness.report.load import StudyRecords, cached_per_setting
-from harness.report.tables import Table, cell_name, setting_slug
+from harness.report.tables import Table, cell_name, grouped, setting_slug
 from harness.report.tables import _human_bytes as human_bytes
 from harness.report.tables import _ratio as ratio
 
@@ -249,13 +249,35 @@ def cost_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]]) -> T
     header = ["Method", "Cell"] + (["HW"] if len(hw) > 1 else []) + [
         "n", "size MB", "BOPs", "OPs", "train FLOPs/step × fp", "s/epoch", "× fp", "peak MB",
         "× fp", "method params", "× fp", "compute"]
-    return Table(f"cost_{setting_slug(st, setting)}",
-                 f"Cost per method and cell, {st.setting_name(setting)}", header, rows,
-                 pd.DataFrame([_cost_data(st, setting, r) for r in rows_]),
-                 notes=_cost_notes(rows_, hw, hw_id) + [x for x in [
-                     timing.spread_caveat(st, setting)] if x],
+    notes = _cost_notes(rows_, hw, hw_id) + [x for x in [timing.spread_caveat(st, setting)]
+                                            if x]
+    name, caption = (f"cost_{setting_slug(st, setting)}",
+                     f"Cost per method and cell, {st.setting_name(setting)}")
+    return Table(name, caption, header, rows,
+                 pd.DataFrame([_cost_data(st, setting, r) for r in rows_]), notes=notes,
                  n_label_cols=3 if len(hw) > 1 else 2,
-                 wrap=True)
+                 tex=_compact_cost(name, caption, rows,
+                                   [(r["cell"], r["device_name"], i) for i, r in enumerate(rows_)],
+                                   len(hw) > 1, notes))
+
+
+def _compact_cost(name: str, caption: str, rows: list[list[str]], order: list[tuple],
+                  multi_hw: bool, notes: list[str]) -> Table:
+    """The paper version: a heading per cell (and hardware; ``order``: each row's sort key),
+    each ratio to fp beside its value; BOPs and training FLOPs stay in the markdown and CSV
+    versions."""
+    k = 3 if multi_hw else 2  # the label columns: method, cell[, hardware]
+    keyed = []
+    for _, r in sorted(zip(order, rows), key=lambda t: t[0]):
+        n, size, _, ops, _, epoch_s, x_t, mem, x_m, params, x_p, compute = r[k:]
+        keyed.append((", ".join(r[1:k]), [r[0], n, size, ops, f"{epoch_s} ({x_t})",
+                                          f"{mem} ({x_m})", f"{params} ({x_p})", compute]))
+    tex_rows, groups = grouped(keyed)
+    return Table(name, caption, ["Method", "n", "size MB", "OPs", "s/epoch (× fp)",
+                                 "peak MB (× fp)", "method params (× fp)", "compute"],
+                 tex_rows, groups=groups, wide=True, wrap=True,
+                 notes=notes[:1] + ["BOPs and training FLOPs per step: in the markdown and CSV "
+                                    "versions of this table."] + notes[1:])
 
 
 # --------------------------------------------------------------------------- method memory
