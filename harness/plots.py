@@ -15,7 +15,8 @@ keys a kind does not know are ignored):
 - "curves": panel {"title", "lines": [{"x", "mean", "lo"|None, "hi"|None, "color", "ls",
   "lw", "marker", "band"}], "ylim", "logy", "vlines": [{"x", "color", "ls"}], "marks":
   [{"x", "y", "color", "marker"}]}: per-epoch means with optional CI bands (drawn unless
-  "band" is False), a few markers along a line that has one (``MARKS_PER_LINE``), vertical
+  "band" is False), a few markers along a line that has one (``MARKS_PER_LINE``; a
+  one-point line without one gets a short bar, ``SINGLE_POINT``), vertical
   reference lines and hollow marks at read-off points; lines are drawn in the given order
   (context lines first);
 - "points": panel {"title", "rows": [{"color", "marker", "name", "seeds", "mean", "lo",
@@ -50,6 +51,7 @@ DPI = 110
 BAND_ALPHA = 0.18
 MAX_POINTS = 150  # per curve: a panel is ~350 px wide; longer curves are drawn every k-th epoch
 MARKS_PER_LINE = 6
+SINGLE_POINT = ("_", 160)   # marker and size of a one-point line that has no marker
 
 
 def stride(n: int) -> int:
@@ -76,10 +78,12 @@ def _pyplot():
     return plt
 
 
-def _grid(plt, n_panels: int, ncols: int | None, sharex: bool | str, below_in: float = 0.0):
+def _grid(plt, n_panels: int, ncols: int | None, sharex: bool | str, below_in: float = 0.0,
+          legend: bool = False):
     """Panels on a grid, ``below_in`` inches more under each row (tick labels); returns
-    (figure, used axes, spare axes)."""
-    ncols = ncols or min(MAX_COLS, n_panels)
+    (figure, used axes, spare axes). A single panel with a legend gets a second slot for it
+    (beside a one-panel figure, the legend would squeeze the panel and cut the title)."""
+    ncols = 2 if legend and n_panels == 1 else ncols or min(MAX_COLS, n_panels)
     nrows = -(-n_panels // ncols)
     fig, axes = plt.subplots(nrows, ncols,
                              figsize=(PANEL_W * ncols, (PANEL_H + below_in) * nrows + 0.8),
@@ -124,6 +128,11 @@ def _style(ax, panel: Spec, int_x: bool = True) -> None:
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.4g}"))
     if int_x:
         ax.xaxis.set_major_locator(MaxNLocator(4, integer=True))
+        lo, hi = ax.get_xlim()
+        if hi - lo < 1:  # one epoch: its tick alone, not fractions of an epoch
+            mid = round((lo + hi) / 2)
+            ax.set_xlim(mid - 0.5, mid + 0.5)
+            ax.set_xticks([mid])
     if panel.get("ylim"):
         ax.set_ylim(*panel["ylim"])
     lo, hi = ax.get_ylim()
@@ -168,8 +177,15 @@ def _finish(fig, spec: Spec, spare, out_dir: Path, bottom_in: float = 0.6,
 
 
 def _line_marks(ax, lines: list[Spec]) -> None:
-    """A few markers along each line that has one: one scatter per marker shape."""
+    """A few markers along each line that has one: one scatter per marker shape. A line of
+    one point (a 1-epoch run) draws nothing, so one without a marker of its own is drawn as
+    a short bar (``SINGLE_POINT``), a level like its dotted or dashed line would show."""
     by_marker: dict[str, list] = {}
+    single = [ln for ln in lines if not ln.get("marker") and len(ln["x"]) == 1]
+    if single:
+        ax.scatter([ln["x"][0] for ln in single], [ln["mean"][0] for ln in single],
+                   s=SINGLE_POINT[1], marker=SINGLE_POINT[0], c=[ln["color"] for ln in single],
+                   linewidths=1.8, zorder=3)
     for j, ln in enumerate(lines):
         if not ln.get("marker") or len(ln["x"]) == 0:
             continue
@@ -201,7 +217,7 @@ def draw_curves(plt, spec: Spec, out_dir: Path) -> list[Path]:
     from matplotlib.collections import LineCollection, PolyCollection
 
     fig, axes, spare = _grid(plt, len(spec["panels"]), spec.get("ncols"),
-                             sharex=spec.get("sharex", True))
+                             sharex=spec.get("sharex", True), legend=bool(spec.get("legend")))
     for ax, panel in zip(axes, spec["panels"]):
         lines = []
         for ln in panel["lines"]:
@@ -223,6 +239,10 @@ def draw_curves(plt, spec: Spec, out_dir: Path) -> list[Path]:
             _line_marks(ax, lines)
             ax.autoscale_view()
         _panel_extras(ax, panel)
+        if not spec.get("int_x", True):  # a continuous x (time): a few readable ticks
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(5, steps=[1, 2, 2.5, 5, 10]))
         _style(ax, panel, int_x=spec.get("int_x", True))
     return _finish(fig, spec, spare, out_dir)
 
@@ -261,7 +281,8 @@ def draw_points(plt, spec: Spec, out_dir: Path) -> list[Path]:
 def draw_budget(plt, spec: Spec, out_dir: Path) -> list[Path]:
     from matplotlib.collections import LineCollection
 
-    fig, axes, spare = _grid(plt, len(spec["panels"]), spec.get("ncols"), sharex=True)
+    fig, axes, spare = _grid(plt, len(spec["panels"]), spec.get("ncols"), sharex=True,
+                             legend=bool(spec.get("legend")))
     for ax, panel in zip(axes, spec["panels"]):
         # one artist per kind of mark (see the module docstring)
         seg, segc, mx, my, mc = [], [], [], [], []

@@ -187,11 +187,15 @@ def test_latex_tables_are_well_formed(mixed_report):
         body = _strip_escapes(text)
         assert body.count("{") == body.count("}"), tex.name
         env = "table*" if r"\begin{table*}" in body else "table"
-        for env in (env, "tabular"):
+        tabular = "tabularx" if r"\begin{tabularx}" in body else "tabular"
+        for env in (env, tabular):
             assert body.count(rf"\begin{{{env}}}") == body.count(rf"\end{{{env}}}") == 1
         for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
             assert body.count(rule) == 1, (tex.name, rule)
-        spec = re.search(r"\\begin\{tabular\}\{([lr]+)\}", body).group(1)
+        # a tabularx's name column is one X (ragged right): one column like l or r
+        spec = re.search(r"\\begin\{tabularx?\}(?:\{\\linewidth\})?\{(.+)\}\n", body).group(1)
+        spec = re.sub(r">\{.*?\}X", "X", spec)
+        assert re.fullmatch("X?[lr]+", spec), (tex.name, spec)
         lines = body.split(r"\toprule")[1].split(r"\bottomrule")[0].splitlines()
         rows = [ln for ln in lines if ln.strip().endswith(r"\\")]
         assert rows, tex.name
@@ -287,8 +291,8 @@ def test_seed_and_cost_answers(answers):
     assert seeds.startswith("Over 6 method×cell groups with n ≥ 2")
     assert f"median {np.std([0.1, -0.1, 0.05, -0.05], ddof=1):.2f} points" in seeds
     cost = answers["cost"]["bullets"][0]
-    assert "slb takes 2.00 s per epoch" in cost and "×2.00 fp's epoch time" in cost
-    assert "method parameters ×2.00" in cost and "×2.00 dorefa" in cost
+    assert "SLB takes 2.00 s per epoch" in cost and "×2.00 fp's epoch time" in cost
+    assert "method parameters ×2.00" in cost and "×2.00 DoReFa-Net" in cost  # display names
 
 
 def test_single_budget_study_does_not_answer_budget(mixed):

@@ -41,7 +41,8 @@ def study(tmp_path_factory) -> Path:
     for s in range(2):
         _record_costs(root / "runs" / f"slb1_{s}", inf, 13.0, 0.5)
         _record_costs(root / "runs" / f"fp{s}", None, 10.0, 0.25)
-    records.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n')
+    records.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n'
+                              '[report.settings]\ncifar10 = "CIFAR-10"\n')
     return root
 
 
@@ -70,7 +71,10 @@ def test_cost_table_shows_sizes_ops_ratios_and_units(study):
     (table, memory) = costs.cost_tables(st, _setting(st))
     head = table.header
     row = {r[0] + r[1]: dict(zip(head, r)) for r in table.rows}
-    w1, w2, fp = row["slbW1/A32, 4 ep"], row["slbW2/A32, 4 ep"], row["fpW32/A32, 4 ep"]
+    # display names in rows and titles, the ids in the CSV
+    w1, w2, fp = row["SLBW1/A32, 4 ep"], row["SLBW2/A32, 4 ep"], row["FP (32-bit)W32/A32, 4 ep"]
+    assert table.caption == "Cost per method and cell, CIFAR-10 / resnet20"
+    assert memory.caption.startswith("Memory of SLB's parameters") and memory.rows[0][0] == "SLB"
     assert w1["train FLOPs/step × fp"] == "×1.30" and w2["train FLOPs/step × fp"] == "n/a"
     assert fp["OPs"] == "40.8 M" and fp["BOPs"] == "0" and w1["BOPs"] == "1.29 G"
     assert w1["compute"] == "1.0 CPU-h" and fp["compute"] == "30 CPU-min"
@@ -90,6 +94,8 @@ def test_cost_answer_names_deployed_size_and_ops(study):
     a = R.question("cost").ask(st)
     assert a["answered"]
     bullet = a["bullets"][0]
+    assert bullet.startswith("CIFAR-10 / resnet20 on cpu: test (2 threads): SLB takes 2.00 s")
+    assert a["text"].startswith("Cost of SLB from")
     assert "training FLOPs per step ×1.30 fp's" in bullet
     assert "W1/A32: 0.0508 MB, 20.6 M OPs (fp: 1.1 MB, 40.8 M OPs; ×21.6 smaller)" in bullet
     assert "used 1.5 CPU-h" in a["text"]  # 2 x 0.5 + 2 x 0.25 + 2 x 8 s

@@ -358,6 +358,68 @@ def test_equal_compute_table_figure_and_answer(slow_twice):
     assert any("own 4-epoch runs fit in T*" in b for b in a["bullets"])
 
 
+def test_a_seed_not_reached_by_t_star_marks_its_row_instead_of_dropping_it(tmp_path):
+    """One slb seed is fast (1 s per epoch), the other slow (9 s): by T* (dorefa's 4-epoch
+    budget, 4 s) the slow one has not finished an epoch. Reading the row off its fast seed
+    alone would show n = 1 from a biased sample: the row is "not reached" and not compared."""
+    root = tmp_path / "fast_slow"
+    for s, off in enumerate([0.1, -0.1]):
+        write_run(root, f"d{s}", method="dorefa", acc=90.0 + off, seed=s, epoch_time=1.0)
+        write_run(root, f"s{s}", method="slb", acc=95.0 + off, seed=s,
+                  epoch_time=[1.5, 9.0][s])
+    st = R.load_study(root, ours="slb")
+    s = only_setting(st)
+    (cell,) = timing.equal_compute_cells(st, s)
+    assert cell["t_star"] == pytest.approx(4.0) and cell["cheapest"] == "dorefa"
+    slb = next(r for r in cell["rows"] if r["label"] == "slb")
+    assert not slb["full"] and slb["not_reached"] == 1
+    assert slb["values"] == [] and slb["summary"].n == 0          # not n = 1 of the fast seed
+    assert not any(k[0] == V.EQUAL_COMPUTE for k in V.family(st, s))  # no test on a subset
+    t = CO.equal_compute_table(st, s)
+    row = next(r for r in t.rows if r[2] == "SLB")
+    assert row[5] == "none by 1 of 2 seeds" and row[6] == CO.NOT_REACHED and row[9] == ""
+    assert any("biased sample" in n for n in t.notes)
+    assert t.data.set_index("row").loc["slb", "n"] == 0
+    a = R.question("compute").ask(st)
+    assert not a["answered"] and "faster seeds" in a["text"]
+    assert "1 of its 2 seeds had not finished one epoch by T*" in a["bullets"][0]
+
+
+def test_noisy_epoch_times_of_one_row_carry_a_caveat(tmp_path):
+    """fp's three seeds took 1, 1.5 and 2.5 s per epoch for the same work (CV 0.45): the
+    cost and equal-compute answers and tables say so beside their ratios; dorefa's and
+    slb's steady times are not named, and a study without such spread has no caveat."""
+    root = tmp_path / "noisy"
+    fp_times = [1.0, 1.5, 2.5]
+    for s, off in enumerate(OFFS3):
+        write_run(root, f"f{s}", method="fp", w=32, acc=93 + off, seed=s,
+                  epoch_time=fp_times[s])
+        write_run(root, f"s{s}", method="slb", acc=90 + off, seed=s, epoch_time=2.0)
+        write_run(root, f"d{s}", method="dorefa", acc=89 + off, seed=s, epoch_time=1.0 + s / 50)
+    st = R.load_study(root, ours="slb")
+    s = only_setting(st)
+    (row,) = timing.time_spread(st, s)
+    cv = np.std(fp_times, ddof=1) / np.mean(fp_times)
+    assert row["label"] == "fp" and row["cv"] == pytest.approx(cv) and row["n"] == 3
+    caveat = timing.spread_caveat(st, s)
+    assert f"FP (32-bit) W32/A32: 1.0–2.5 s (CV {cv:.2f}, 3 runs)" in caveat
+    assert "DoReFa-Net" not in caveat and "SLB" not in caveat
+    cost = R.question("cost").ask(st)
+    assert caveat in cost["text"] and "fp's epoch time" in cost["bullets"][0]
+    assert caveat in R.question("compute").ask(st)["text"]
+    from harness.report import costs
+
+    assert caveat in costs.cost_tables(st, s)[0].notes
+    assert caveat in CO.equal_compute_table(st, s).notes
+    calm = tmp_path / "calm"
+    for seed, off in enumerate(OFFS3):
+        write_run(calm, f"f{seed}", method="fp", w=32, acc=93 + off, seed=seed)
+        write_run(calm, f"s{seed}", method="slb", acc=90 + off, seed=seed, epoch_time=2.0)
+    st = R.load_study(calm, ours="slb")
+    assert timing.spread_caveat(st, only_setting(st)) == ""
+    assert "coefficient of variation" not in R.question("cost").ask(st)["text"]
+
+
 def test_equal_compute_gpu_hours_and_other_hardware(tmp_path):
     root = tmp_path / "gpu"
     for s, off in enumerate(OFFS3):
@@ -417,3 +479,41 @@ def test_stratified_bootstrap_resamples_within_cells():
     frac, flo, fhi = S.performance_profile(x, [5.0, 30.0, 50.75, 60.0])
     assert list(frac) == [1.0, 0.5, pytest.approx(1 / 6), 0.0]
     assert flo[1] == fhi[1] == 0.5  # three runs of each cell, always: exactly half above 30
+
+
+# --------------------------------------------------------------------------- 1-epoch budgets
+
+def test_one_epoch_budget_reads_in_the_singular_and_draws_its_single_points(tmp_path):
+    """A 1-epoch study: no "1 epochs" anywhere, and the fp reference (a dotted line without
+    marker, here a single point) is drawn as a visible mark."""
+    import re
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from harness import plots
+
+    root = tmp_path / "one_epoch"
+    for s, off in enumerate(OFFS3):
+        write_run(root, f"s{s}", method="slb", acc=60 + off, epochs=1, seed=s, epoch_time=2.0)
+        write_run(root, f"d{s}", method="dorefa", acc=55 + off, epochs=1, seed=s)
+        write_run(root, f"f{s}", method="fp", w=32, acc=65 + off, epochs=1, seed=s)
+    records.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n')
+    report = R.write_report(root, jobs=1)
+    texts = [report.read_text()] + [p.read_text() for p in
+                                     (report.parent / "tables").glob("*.[mt][de]*")]
+    assert not any(re.search(r"\b1 epochs\b", t) for t in texts)
+    assert "(this study has one budget: 1 epoch)" in texts[0]
+    st = R.load_study(root)
+    (fig, *_) = F.convergence_figures(st, only_setting(st))
+    assert fig.spec["panels"][0]["title"] == "W1/A32, 1 epoch"
+    lines = fig.spec["panels"][0]["lines"]
+    fp = next(ln for ln in lines if ln["color"] == "#000000")
+    assert len(fp["x"]) == 1 and not fp["marker"]       # nothing to draw as a line
+    _, ax = plt.subplots()
+    plots._line_marks(ax, lines)
+    drawn = [(tuple(np.round(o, 6)), c) for col in ax.collections
+             for o, c in zip(col.get_offsets(), col.get_facecolors())]
+    assert any(o == (1.0, pytest.approx(65.0)) for o, _ in drawn)   # fp's point is marked
+    plt.close("all")

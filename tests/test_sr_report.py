@@ -74,7 +74,10 @@ def sr_study(tmp_path):
     for seed, p in enumerate(PSNR["slb"]):  # a variant of ours: 0.2 dB lower
         write_sr_run(root, f"slbnone_s{seed}", method="slb", variant="slb-none", psnr=p - 0.2,
                      seed=seed, options={"bn": "none"}, manifest=manifest)
-    (root / "study.toml").write_text('[study]\nname = "t"\n[report]\nours = "slb"\n')
+    (root / "study.toml").write_text('[study]\nname = "t"\n[report]\nours = "slb"\n'
+                                     '[report.settings]\nsr_standin = "skimage stand-in"\n'
+                                     'srresnet = "SRResNet"\n'
+                                     '[report.variants]\n"slb-none" = "SLB without BN"\n')
     records.atomic_write_json(root / "manifest.json", {"study": "t", "runs": manifest})
     return root
 
@@ -96,8 +99,9 @@ def test_sr_main_table_has_floor_ceiling_and_seed_statistics(sr_study):
         assert row.loc[m, "n"] == 3
     assert "lqnet" not in row.index  # failed: out of the numbers, listed as excluded
     md = next(tables.glob("sr_main_*_e4.md")).read_text()
-    assert "| slb | W1/A32 | 31.20 ± 0.20 (3) |" in md
-    assert "bicubic (floor)" in md and "fp (ceiling)" in md
+    assert "| SLB | W1/A32 | 31.20 ± 0.20 (3) |" in md        # display names, ids in the CSV
+    assert "bicubic (floor)" in md and "FP (32-bit) (ceiling)" in md
+    assert "Super-resolution, skimage stand-in / SRResNet x2, 4 epochs" in md
     assert "| +1.20 | -1.00 |" in md       # slb: over bicubic, to fp
     assert "not Set5/Set14" in md
     assert "## Super-resolution" in report and "lqnet" in report.split(
@@ -117,6 +121,18 @@ def test_sr_comparisons_are_welch_in_db(sr_study):
     assert r["p_a_greater"] == pytest.approx(7.5 / 9)
 
 
+def test_sr_tables_name_rows_and_settings_by_display_name(sr_study):
+    R.write_report(sr_study)
+    tables = sr_study / "report" / "tables"
+    comp = next(tables.glob("sr_comparisons_*.md")).read_text()
+    assert "skimage stand-in / SRResNet x2: SLB minus each baseline" in comp
+    assert "| SLB | DoReFa-Net | W1/A32, 4 ep |" in comp and "| slb |" not in comp
+    abl = next(tables.glob("sr_ablations_*.md")).read_text()
+    assert "| SLB without BN − SLB | bn=none |" in abl
+    csv = _table(next(tables.glob("sr_comparisons_*.csv")))   # the ids stay in the CSVs
+    assert set(csv["ours"]) == {"slb"} and "DoReFa-Net" in set(csv["baseline_name"])
+
+
 def test_sr_ablation_compares_variants_of_ours_with_its_default(sr_study):
     R.write_report(sr_study)
     abl = _table(next((sr_study / "report" / "tables").glob("sr_ablations_*.csv")))
@@ -129,7 +145,9 @@ def test_sr_reviewer_answer_names_the_best_ste_baseline(sr_study):
     st = R.load_study(sr_study)
     ans = {a["key"]: a for a in R.reviewer_answers(st)}["sr"]
     assert ans["answered"]
-    assert "best STE baseline dorefa" in ans["bullets"][0] and "+0.20" in ans["bullets"][0]
+    assert "SLB 31.20 ± 0.20 (n=3) dB vs the best STE baseline DoReFa-Net" in ans["bullets"][0]
+    assert "DoReFa-Net +0.20" in ans["bullets"][0] and "dorefa" not in ans["bullets"][0]
+    assert "of SLB minus the STE baselines" in ans["text"]
     assert "over 2 comparisons" in ans["text"]  # ste and dorefa; bop is not an STE method
 
 
@@ -145,13 +163,47 @@ def test_sr_figures_are_drawn(sr_study):
     fig = sr.crops_figure(st, s)
     titles = [p["title"] for p in fig.spec["panels"]]
     # HR, bicubic, then the median-PSNR seed of fp, ours and the best STE baseline
-    assert titles == ["HR", "bicubic", "fp (32.20 dB)", "slb (31.20 dB)", "dorefa (31.00 dB)"]
+    assert titles == ["HR", "bicubic", "FP (32-bit) (32.20 dB)", "SLB (31.20 dB)",
+                      "DoReFa-Net (31.00 dB)"]
+    assert fig.spec["title"] == "Super-resolution crops, skimage stand-in / SRResNet x2, " \
+        "W1/A32, 4 ep" and "best STE baseline (DoReFa-Net)" in fig.caption
     curves = sr.curves_figure(st, s).spec["panels"]
-    assert [p["title"] for p in curves] == ["W1/A32, 4 ep",
-                                            "slb, W1/A32: continuous − deployed",
-                                            "slb-none, W1/A32: continuous − deployed"]
-    assert {ln["color"] for ln in curves[0]["lines"]} >= {"0.5"}  # the bicubic line
+    assert [p["title"] for p in curves] == ["W1/A32, 4 ep", "SLB: continuous − deployed",
+                                            "SLB without BN: continuous − deployed"]
     assert np.allclose(curves[1]["lines"][0]["mean"], 0.3)
+
+
+def test_sr_psnr_figure_uses_the_shared_styles_and_highlight(sr_study):
+    """Ours, the strongest other row (dorefa: 31.0 dB, above ste and bop) and fp in their
+    report-wide styles, the other rows thin grey, bicubic its own line; every row in its own
+    style in the all-rows companion."""
+    from harness.report import sr
+    from harness.report import style as ST
+
+    st = R.load_study(sr_study)
+    s = sr.sr_settings(st)[0]
+    styles = ST.row_styles(st)
+    fig = sr.curves_figure(st, s)
+    lines = fig.spec["panels"][0]["lines"]
+    by_color = {ln["color"]: ln for ln in lines}
+    for lab in ("slb", "dorefa", "fp"):   # in full: colour, dash and marker of the row
+        ln = by_color[styles[lab]["color"]]
+        assert (ln["ls"], ln["marker"]) == (styles[lab]["ls"], styles[lab]["marker"])
+    assert by_color[styles["slb"]["color"]]["band"] and not by_color["#000000"]["band"]
+    grey = [ln for ln in lines if ln["color"] == ST.CONTEXT["color"]]
+    assert len(grey) == 3 and not any(ln["band"] for ln in grey)   # ste, bop, slb-none
+    assert sum(ln["color"] == sr.BICUBIC_LINE["color"] for ln in lines) == 1
+    assert len({(ln["color"], str(ln["ls"])) for ln in lines}) == 5   # 4 in full, 1 grey
+    legend = [e["label"] for e in fig.spec["legend"]]
+    assert legend == ["FP (32-bit)", "DoReFa-Net", "SLB", "SLB without BN",
+                      "other rows (thin grey)", "bicubic (floor)"]
+    every = sr.curves_figure(st, s, all_rows=True)
+    assert every.name.startswith("sr_psnr_all_")
+    colors = {ln["color"] for ln in every.spec["panels"][0]["lines"]}
+    assert {styles[k[0]]["color"] for k in sr.sr_groups(st, s)} <= colors
+    assert ST.CONTEXT["color"] not in colors
+    R.write_report(sr_study)
+    assert next((sr_study / "report" / "figures").glob("sr_psnr_all_*.png")).stat().st_size
 
 
 def test_classification_sections_never_see_sr_runs(sr_study):
@@ -169,3 +221,19 @@ def test_classification_sections_never_see_sr_runs(sr_study):
     main = report.split("## Main results")[1].split("## ")[0]
     assert "31.20" not in main and "70.50" in main
     assert "super-resolution runs" in report.split("## ")[0]   # the header says so
+    assert "only super-resolution runs" not in report   # its classification questions answer
+
+
+def test_sr_only_study_says_so_in_every_classification_question(sr_study):
+    from harness.report.questions import SR_ONLY
+
+    answers = R.reviewer_answers(R.load_study(sr_study))
+    for a in answers:
+        if a["key"] == "sr":
+            assert a["answered"]
+            continue
+        assert a["text"] == f"{R.NOT_ANSWERED}: {SR_ONLY}.", a["key"]  # no false reason
+        assert not a["bullets"]
+    assert "only super-resolution runs" in SR_ONLY
+    head = R.write_report(sr_study).read_text().split("## ")[0]
+    assert "final deployed test PSNR (dB) or SSIM" in head and "accuracy" not in head

@@ -7,7 +7,7 @@ manifest.json (the expected runs, so runs without a directory are reported as mi
 Writes, under OUT (default results/<study>/report):
 
   report.md                 the narrative, tables and figures embedded
-  tables/NAME.{md,tex,csv}  markdown, booktabs LaTeX (paste-ready), numbers as CSV
+  tables/NAME.{md,tex,csv}  markdown, booktabs/tabularx LaTeX (paste-ready), numbers as CSV
   figures/NAME.{png,pdf}
 
 Every number is computed from the records (statistics in harness/stats.py, drawing in

@@ -118,7 +118,7 @@ def aggregate_table(st: StudyRecords, setting: str) -> Table | None:
     caption = f"Across cells: IQM and probability of improvement, {st.setting_name(setting)}"
     tex = Table(name, caption, ["Method", "cells", "IQM [95% CI]",
                                 f"P({oname} > row) [95% CI]"],
-                [[r[0], r[1], r[3], r[7]] for r in rows], n_label_cols=2, wide=True,
+                [[r[0], r[1], r[3], r[7]] for r in rows], n_label_cols=2, wide=True, wrap=True,
                 notes=[f"IQM: interquartile mean of every run over the row's cells; P({oname} "
                        "> row): on the cells both ran, averaged over cells; 95% stratified "
                        "bootstrap intervals (rliable's method)."] + notes[1:])

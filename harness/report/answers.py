@@ -15,7 +15,8 @@ def tally(tests: list[V.Test], a: str, b: str) -> str:
     sizes = sorted({t.family_size for t in tests})
     text = V.tally(tests, a, b)["text"]
     basis = (f"adjusted p < {S.ALPHA:g}, Benjamini-Hochberg over the "
-             f"{' and '.join(map(str, sizes))} comparisons of the report's setting"
+             f"{' and '.join(map(str, sizes))} comparison{'' if sizes == [1] else 's'} of the "
+             "report's setting"
              + ("s" if len(sizes) > 1 else ""))
     caveat = V.caveats(tests)
     return f"{text} ({basis}" + (f"; {caveat}" if caveat else "") + ")"

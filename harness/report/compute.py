@@ -48,9 +48,13 @@ from harness.report.tables import (
     fmt_ci,
     fmt_diff,
     grouped,
+    n_epochs,
+    plural,
     rule_note,
     setting_slug,
 )
+
+NOT_REACHED = "not reached"   # a seed had not finished one epoch by T*
 
 
 def shared_hardware_note(st: StudyRecords, kind: str) -> str:
@@ -74,6 +78,8 @@ def _unit(cells: list[dict[str, Any]]) -> tuple[str, float]:
 
 def _epochs_text(r: dict[str, Any], budget: int) -> str:
     ep = r["epochs_reached"]
+    if r["not_reached"]:
+        return f"none by {r['not_reached']} of {plural(len(r['runs']), 'seed')}"
     if not ep:
         return "none"
     if r["full"]:
@@ -110,7 +116,8 @@ def equal_compute_table(st: StudyRecords, setting: str) -> Table | None:
         for r in sorted(c["rows"], key=lambda r: st.order.index(r["label"])):
             s, lab = r["summary"], r["label"]
             t = _row_test(st, setting, ours, lab, cell, have)
-            acc = fmt_cell(s) + ("" if r["full"] else " †")
+            acc = (NOT_REACHED if r["not_reached"] else
+                   fmt_cell(s) + ("" if r["full"] else " †"))
             cheapest = f"{fmt_t(t_star, c, unit)} ({st.display(c['cheapest'])})"
             rows.append([cell_name(*cell), cheapest, st.display(lab),
                          fmt_t(r["budget_time"], c, unit),
@@ -131,7 +138,7 @@ def equal_compute_table(st: StudyRecords, setting: str) -> Table | None:
     tex_rows, groups = grouped(tex_rows)
     tex = Table(name, caption, ["Method", "time × T*", "epochs by T*", "acc. at T*",
                                 f"Δ ({oname} − row)", "p (adj.)"], tex_rows, bold=bold,
-                n_label_cols=1, groups=groups, wide=True,
+                n_label_cols=1, groups=groups, wide=True, wrap=True,
                 notes=[notes[0] + " Bold Δ: significant under the report's verdict rule."])
     return Table(name, caption, ["Cell", "T* (cheapest)", "Method", "budget time",
                                  "× T*", "epochs by T*", "accuracy at T*", "95% CI",
@@ -179,6 +186,13 @@ def _table_notes(st, setting, cells, usable, oname, unit, rows) -> list[str]:
                      "multi-GPU run used).")
     if any(CLIPPED in r[7] for r in rows):
         notes.append(clipped_note())
+    caveat = timing.spread_caveat(st, setting)
+    if caveat:
+        notes.append(caveat)
+    if any(r[6] == NOT_REACHED for r in rows):
+        notes.append(f"{NOT_REACHED}: a seed of the row had not finished one epoch by T*; the "
+                     "row's other seeds alone would be a biased sample (its fastest runs), so "
+                     "it has no accuracy at T* and is not compared there.")
     notes += [f"{cell_name(*c['cell'])}: not compared, {c['skipped']}." for c in cells
               if c["skipped"]]
     return notes
@@ -213,7 +227,7 @@ def time_figure(st: StudyRecords, setting: str) -> Figure | None:
         marks = [{"x": t_star, "y": r["summary"].mean, "color": styles[r["label"]]["color"],
                   "marker": styles[r["label"]]["marker"]} for r in c["rows"]
                  if r["label"] in full and r["summary"].n and not r["full"]]
-        panels.append({"title": f"{cell_name(*cell[:2])}, {cell[2]} epochs", "lines": lines,
+        panels.append({"title": f"{cell_name(*cell[:2])}, {n_epochs(cell[2])}", "lines": lines,
                        "ylim": ylim(lines), "from_epoch": start + 1,
                        "vlines": [{"x": t_star, "color": "0.35", "ls": "--"}], "marks": marks})
     if not panels:

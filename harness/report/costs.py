@@ -28,8 +28,9 @@ import torch
 from harness import config as C
 from harness import models, opcount
 from harness.cost import memory_costs
+from harness.report import timing
 from harness.report.load import StudyRecords, cached_per_setting
-from harness.report.tables import Table, cell_name, slug
+from harness.report.tables import Table, cell_name, grouped, setting_slug
 from harness.report.tables import _human_bytes as human_bytes
 from harness.report.tables import _ratio as ratio
 
@@ -192,7 +193,8 @@ def cost_rows(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
 def _cost_data(st: StudyRecords, setting: str, r: dict[str, Any]) -> dict[str, Any]:
     fp = r["fp"] or {}
     return {"setting": st.setting_labels[setting], "row": r["row"],
-            "w_bits": r["cell"][0], "a_bits": r["cell"][1], "epochs": r["cell"][2],
+            "name": st.display(r["row"]), "w_bits": r["cell"][0], "a_bits": r["cell"][1],
+            "epochs": r["cell"][2],
             "hardware": r["device_name"], "device": r["device"], "n": r["n"],
             "size_bytes": r["size"], "bops": r["bops"], "ops": r["ops"],
             "flops": r["inf_flops"], "costs_from": r["source"],
@@ -234,7 +236,8 @@ def cost_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]]) -> T
     for r in rows_:
         fp = r["fp"] or {}
         gpu = str(r["device"]).startswith("cuda")
-        row = [r["row"], cell_name(*r["cell"])] + ([hw_id[r["device_name"]]] if len(hw) > 1 else [])
+        row = [st.display(r["row"]), cell_name(*r["cell"])] + (
+            [hw_id[r["device_name"]]] if len(hw) > 1 else [])
         row += [str(r["n"]), megabytes(r["size"]), si(r["bops"]), si(r["ops"]),
                 ratio(r["train_flops"], fp.get("train_flops")),
                 f"{r['epoch_s']:.2f}", ratio(r["epoch_s"], fp.get("epoch_s")),
@@ -246,10 +249,35 @@ def cost_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]]) -> T
     header = ["Method", "Cell"] + (["HW"] if len(hw) > 1 else []) + [
         "n", "size MB", "BOPs", "OPs", "train FLOPs/step × fp", "s/epoch", "× fp", "peak MB",
         "× fp", "method params", "× fp", "compute"]
-    return Table(f"cost_{slug(st.setting_labels[setting])}",
-                 f"Cost per method and cell, {st.setting_labels[setting]}", header, rows,
-                 pd.DataFrame([_cost_data(st, setting, r) for r in rows_]),
-                 notes=_cost_notes(rows_, hw, hw_id), n_label_cols=3 if len(hw) > 1 else 2)
+    notes = _cost_notes(rows_, hw, hw_id) + [x for x in [timing.spread_caveat(st, setting)]
+                                            if x]
+    name, caption = (f"cost_{setting_slug(st, setting)}",
+                     f"Cost per method and cell, {st.setting_name(setting)}")
+    return Table(name, caption, header, rows,
+                 pd.DataFrame([_cost_data(st, setting, r) for r in rows_]), notes=notes,
+                 n_label_cols=3 if len(hw) > 1 else 2,
+                 tex=_compact_cost(name, caption, rows,
+                                   [(r["cell"], r["device_name"], i) for i, r in enumerate(rows_)],
+                                   len(hw) > 1, notes))
+
+
+def _compact_cost(name: str, caption: str, rows: list[list[str]], order: list[tuple],
+                  multi_hw: bool, notes: list[str]) -> Table:
+    """The paper version: a heading per cell (and hardware; ``order``: each row's sort key),
+    each ratio to fp beside its value; BOPs and training FLOPs stay in the markdown and CSV
+    versions."""
+    k = 3 if multi_hw else 2  # the label columns: method, cell[, hardware]
+    keyed = []
+    for _, r in sorted(zip(order, rows), key=lambda t: t[0]):
+        n, size, _, ops, _, epoch_s, x_t, mem, x_m, params, x_p, compute = r[k:]
+        keyed.append((", ".join(r[1:k]), [r[0], n, size, ops, f"{epoch_s} ({x_t})",
+                                          f"{mem} ({x_m})", f"{params} ({x_p})", compute]))
+    tex_rows, groups = grouped(keyed)
+    return Table(name, caption, ["Method", "n", "size MB", "OPs", "s/epoch (× fp)",
+                                 "peak MB (× fp)", "method params (× fp)", "compute"],
+                 tex_rows, groups=groups, wide=True, wrap=True,
+                 notes=notes[:1] + ["BOPs and training FLOPs per step: in the markdown and CSV "
+                                    "versions of this table."] + notes[1:])
 
 
 # --------------------------------------------------------------------------- method memory
@@ -328,7 +356,7 @@ def memory_rows(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
 
 
 def memory_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]]) -> Table:
-    rows = [[r["row"], f"W{r['w_bits']}", human_bytes(r["method_param_bytes"]),
+    rows = [[st.display(r["row"]), f"W{r['w_bits']}", human_bytes(r["method_param_bytes"]),
              ratio(r["method_param_bytes"], r["fp_method_param_bytes"]),
              human_bytes(r["method_optimizer_state_bytes"]),
              ratio(r["method_optimizer_state_bytes"], r["fp_method_optimizer_state_bytes"]),
@@ -342,10 +370,11 @@ def memory_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]]) ->
              "model's weights of the same layers (and their optimizer state). peak MB: the "
              "study's runs in that cell, relative to fp's; 'not run' where the study has no "
              "such cell."]
-    return Table(f"method_memory_{slug(st.setting_labels[setting])}",
-                 f"Memory of {rows_[0]['row']}'s parameters by weight bits, "
-                 f"{st.setting_labels[setting]}", header, rows, pd.DataFrame(rows_),
-                 notes=notes, n_label_cols=2)
+    return Table(f"method_memory_{setting_slug(st, setting)}",
+                 f"Memory of {st.display(rows_[0]['row'])}'s parameters by weight bits, "
+                 f"{st.setting_name(setting)}", header, rows,
+                 pd.DataFrame([{**r, "name": st.display(r["row"])} for r in rows_]),
+                 notes=notes, n_label_cols=2, wrap=True)
 
 
 def cost_tables(st: StudyRecords, setting: str) -> list[Table]:

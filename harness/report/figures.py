@@ -30,7 +30,7 @@ from harness import plots
 from harness import stats as S
 from harness.report import style as ST
 from harness.report.load import StudyRecords
-from harness.report.tables import budget_rows, cell_name, setting_slug
+from harness.report.tables import budget_rows, cell_name, n_epochs, setting_slug
 
 # The one derived companion panel: a declared continuous-state (not deployable) accuracy
 # minus the deployed one, drawn right after that accuracy.
@@ -234,7 +234,7 @@ def _convergence(st: StudyRecords, setting: str, all_rows: bool = False) -> Figu
         return curve(st, setting, lab, cell)
 
     panels, full, context, lines = _curve_panels(
-        st, setting, styles, all_rows, get, lambda c: f"{cell_name(*c[:2])}, {c[2]} epochs")
+        st, setting, styles, all_rows, get, lambda c: f"{cell_name(*c[:2])}, {n_epochs(c[2])}")
     if not panels:
         return None
     name = f"convergence{'_all' if all_rows else ''}_{setting_slug(st, setting)}"
@@ -351,7 +351,7 @@ def _internals(st: StudyRecords, setting: str) -> Figure | None:
     spec = {"kind": "curves", "name": name, "panels": panels,
             "ncols": n_metrics if n_metrics <= plots.MAX_COLS else plots.MAX_COLS,
             "legend": [ST.legend_entry(styles, lab) for lab in st.order if lab in shown],
-            "xlabel": "epoch", "title": f"Companion panels, {sl}, {longest} epochs"}
+            "xlabel": "epoch", "title": f"Companion panels, {sl}, {n_epochs(longest)}"}
     titles = list(dict.fromkeys(p["title"] for p in panels))
     listed = ", ".join(titles[:-1]) + " and " + titles[-1] if len(titles) > 1 else titles[0]
     gap = (f" The gap panel ({GAP_PANEL[1]}) is the continuous-state (not deployable) "
@@ -397,11 +397,11 @@ def _seeds(st: StudyRecords, setting: str) -> Figure:
     name = f"seeds_{setting_slug(st, setting)}"
     spec = {"kind": "points", "name": name, "panels": panels,
             "ylabel": "final deployed test accuracy (%)",
-            "title": f"Final accuracy per seed, {sl}, {main_e} epochs (dots: seeds; "
+            "title": f"Final accuracy per seed, {sl}, {n_epochs(main_e)} (dots: seeds; "
                      "bar: mean with 95% CI)"}
     other = (" The other budgets' seeds are in the budget figure."
              if _budget_spec(st, setting) else "")
-    caption = (f"Final deployed accuracy of every seed ({sl}, {main_e} epochs), one "
+    caption = (f"Final deployed accuracy of every seed ({sl}, {n_epochs(main_e)}), one "
                f"column per row (named below it); the larger marker beside the dots is the "
                f"mean with its 95% t-interval (hollow, no bar: n = 1)."
                + (" Intervals that reached past [0, 100] are clipped to it." if clipped else "")

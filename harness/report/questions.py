@@ -8,7 +8,9 @@ An answer that the study cannot give starts with ``NOT_ANSWERED`` and says why a
 would answer it (which variants or budgets to add). Questions about method options
 (``answer_option``) name the options they are about in ``options``; questions about one
 baseline (``answer_versus``) name it in ``baseline``; questions that compare "ours" with
-the others set ``needs_ours`` (without a [report] ours they say so).
+the others set ``needs_ours`` (without a [report] ours they say so). A question is about the
+classification runs unless its ``task`` says otherwise ("sr"); in a study with only
+super-resolution runs such a question says so (``SR_ONLY``) instead of answering.
 
 Data flow: answers read the ``StudyRecords`` (load.py), the memoised per-setting rows of
 tables.py (``comparisons``, ``ablations``) and costs.py (``cost_rows``), timing.py and
@@ -34,9 +36,19 @@ from harness.report.answers import MAX_BULLETS, NOT_ANSWERED, bullets, tally  # 
 from harness.report.costs import cost_rows, device_time, si
 from harness.report.load import OURS_NOT_SET, StudyRecords
 from harness.report.sr import sr_answer
-from harness.report.tables import ablations, cell_name, comparisons, fmt_opts, where
+from harness.report.tables import (
+    ablations,
+    cell_name,
+    comparisons,
+    fmt_opts,
+    n_epochs,
+    plural,
+    where,
+)
 
 Answer = tuple[str, list[str]]  # (paragraph, bullets)
+SR_ONLY = ("the study has only super-resolution runs, and this question is answered from "
+           "classification runs (the super-resolution question answers from the SR runs)")
 
 
 @dataclass(frozen=True)
@@ -51,9 +63,12 @@ class Question:
     options: tuple[str, ...] = ()                # answer_option: the method options it is about
     baseline: str = ""                           # answer_versus: the method compared with ours
     needs_ours: bool = False                     # compares "ours" ([report] ours) with others
+    task: str = "classify"                       # the runs it reads: classify or sr
 
     def ask(self, st: StudyRecords) -> dict[str, Any]:
-        if self.needs_ours and not st.ours:
+        if self.task == "classify" and not st.settings() and st.settings("sr"):
+            text, bullets = f"{NOT_ANSWERED}: {SR_ONLY}.", []
+        elif self.needs_ours and not st.ours:
             text, bullets = f"{NOT_ANSWERED}: {OURS_NOT_SET}.", []
         else:
             text, bullets = self.answer(st, self)
@@ -83,7 +98,7 @@ def _seed_counts(st: StudyRecords) -> list[int]:
 def budget_question(st: StudyRecords) -> str:
     bs = _all_budgets(st)
     held = (f" ({' vs '.join(map(str, bs))} epochs in this study)" if len(bs) > 1 else
-            f" (this study has one budget: {bs[0]} epochs)" if bs else "")
+            f" (this study has one budget: {n_epochs(bs[0])})" if bs else "")
     return f"Does the comparison hold at matched epoch budgets, and at longer ones{held}?"
 
 
@@ -102,13 +117,13 @@ def _budget_item(st: StudyRecords, s: str, ours: str, w: int, a: int,
         rivals = [(st.group(s, b, (w, a, e))["summary"], b) for b in base_labels]
         rivals = [r for r in rivals if r[0].n]
         if not rivals:
-            parts.append(f"at {e} epochs {st.display(ours)} {S.fmt_summary(g['summary'])} "
+            parts.append(f"at {n_epochs(e)} {st.display(ours)} {S.fmt_summary(g['summary'])} "
                          "(no baseline at this budget)")
             continue
         sb, b = max(rivals, key=lambda r: r[0].mean)
         t = V.test(st, s, (ours, (w, a, e)), (b, (w, a, e)))
         tests.append(t)
-        parts.append(f"at {e} epochs {_vs(st, ours, g['summary'], b, sb, t)}")
+        parts.append(f"at {n_epochs(e)} {_vs(st, ours, g['summary'], b, sb, t)}")
     if len(budgets) > 1:
         lo_e, hi_e = budgets[0], budgets[-1]
         t = V.test(st, s, (ours, (w, a, hi_e)), (ours, (w, a, lo_e)))
@@ -121,7 +136,7 @@ def answer_budget(st: StudyRecords, q: Question) -> Answer:
     multi = [s for s in st.settings() if len({c[2] for c in st.cells(s, True)}) > 1]
     if not multi:
         bs = _all_budgets(st)
-        what = (f"every included run has the same budget ({bs[0]} epochs), so it shows "
+        what = (f"every included run has the same budget ({n_epochs(bs[0])}), so it shows "
                 f"only the matched comparison at that budget (see the comparisons); a second "
                 f"budget in the spec's [grid] epochs (e.g. epochs = [{bs[0]}, {2 * bs[0]}]) "
                 "would answer it" if bs else "no run completed")
@@ -160,7 +175,7 @@ def answer_budget(st: StudyRecords, q: Question) -> Answer:
 
 def seeds_question(st: StudyRecords) -> str:
     ns = _seed_counts(st)
-    held = (f" ({ns[0]} seeds per cell here)" if len(ns) == 1 else
+    held = (f" ({plural(ns[0], 'seed')} per cell here)" if len(ns) == 1 else
             f" ({ns[0]}–{ns[-1]} seeds per cell here)" if ns else "")
     return ("How large is the seed-to-seed variation next to the differences between "
             f"methods{held}?")
@@ -305,7 +320,7 @@ def _baseline_ratios_text(st: StudyRecords, s: str, rows_: list[dict[str, Any]],
                   if r["row"] == lab and r["device_name"] == dev}
         rs = [r["epoch_s"] / theirs[r["cell"]] for r in here if theirs.get(r["cell"])]
         if rs:
-            others.append(f"×{np.median(rs):.2f} {lab}")
+            others.append(f"×{np.median(rs):.2f} {st.display(lab)}")
     if not others:
         return ""
     return "; epoch time relative to the baselines (median over shared cells): " + \
@@ -323,7 +338,7 @@ def _cost_items(st: StudyRecords, s: str) -> list[str]:
     for dev in sorted({r["device_name"] for r in mine}):
         here = [r for r in mine if r["device_name"] == dev]
         med = float(np.median([r["epoch_s"] for r in here]))
-        txt = (f"{st.setting_labels[s]} on {dev}: {ours} takes {med:.2f} s per epoch "
+        txt = (f"{st.setting_name(s)} on {dev}: {st.display(ours)} takes {med:.2f} s per epoch "
                + (f"(median over {len(here)} cells)" if len(here) > 1 else
                   f"({cell_name(*here[0]['cell'])})"))
         with_fp = [r for r in here if r["fp"]]
@@ -338,12 +353,14 @@ def _cost_items(st: StudyRecords, s: str) -> list[str]:
 def answer_cost(st: StudyRecords, q: Question) -> Answer:
     items = [item for s in st.settings() for item in _cost_items(st, s)]
     if not items:
-        return f"{NOT_ANSWERED}: no completed {st.ours} run records its cost.", []
+        return f"{NOT_ANSWERED}: no completed {st.ours_name} run records its cost.", []
     total = st.runs.dropna(subset=["device_hours"])
     hours = total.groupby(total["device"].astype(str).str.startswith("cuda"))["device_hours"].sum()
     spent = "; ".join(device_time(h, bool(k)) for k, h in hours.items())
-    text = (f"Cost of {st.ours} from the summaries (full table: cost tables). The whole study "
-            f"used {spent} (all records, failed runs included).")
+    text = (f"Cost of {st.ours_name} from the summaries (full table: cost tables). The whole "
+            f"study used {spent} (all records, failed runs included).")
+    caveats = [c for c in (timing.spread_caveat(st, s) for s in st.settings()) if c]
+    text += "".join(f" {c}" for c in caveats)
     return text, bullets(items, "the cost tables")
 
 
@@ -367,7 +384,7 @@ def answer_versus(st: StudyRecords, q: Question) -> Answer:
                f"cells {st.ours} runs would answer it")
         return f"{NOT_ANSWERED}: {why}.", []
     oname = next((st.display(lab) for lab in st.order if st.method_of.get(lab) == other), other)
-    return (f"{st.ours_name} against {oname} over {len(tests)} cells: "
+    return (f"{st.ours_name} against {oname} over {plural(len(tests), 'cell')}: "
             f"{tally(tests, st.ours_name, oname)}.", bullets(items, "the comparison tables"))
 
 
@@ -399,27 +416,35 @@ def _compute_item(st: StudyRecords, s: str, c: dict[str, Any], ours: str,
                   tests: list) -> str | None:
     rows = {r["label"]: r for r in c["rows"]}
     mine = rows.get(ours)
-    if mine is None or not mine["values"]:
+    if mine is None or not (mine["values"] or mine["not_reached"]):
         return None
     cell = c["cell"]
+    kind = c["kind"]
+    head = (f"{where(st, s, cell)}: T* = {timing.fmt_time(c['t_star'], kind)} "
+            f"({st.display(c['cheapest'])}'s {n_epochs(cell[2])}); {st.display(ours)}'s budget "
+            f"took ×{mine['budget_time'] / c['t_star']:.2f} that")
+    if mine["not_reached"]:
+        return (f"{head}; {mine['not_reached']} of its {plural(len(mine['runs']), 'seed')} "
+                "had not finished one epoch by T*, so it has no accuracy at T* and is not compared "
+                "there.")
     others = [r for lab, r in rows.items() if st.method_of.get(lab) != st.ours and r["values"]]
+    unreached = [st.display(lab) for lab, r in rows.items() if r["not_reached"]]
     here = [V.test(st, s, (ours, cell), (r["label"], cell), kind=V.EQUAL_COMPUTE)
             for r in others]
     tests += here
-    kind = c["kind"]
-    head = (f"{where(st, s, cell)}: T* = {timing.fmt_time(c['t_star'], kind)} "
-            f"({st.display(c['cheapest'])}'s {cell[2]} epochs); {st.display(ours)}'s budget took "
-            f"×{mine['budget_time'] / c['t_star']:.2f} that")
     reached = ("its whole budget fits" if mine["full"] else
                f"by T* it had finished {min(mine['epochs_reached'])}"
                + (f"–{max(mine['epochs_reached'])}" if len(set(mine["epochs_reached"])) > 1
-                  else "") + f" of its {cell[2]} epochs (read off its curve)")
+                  else "") + f" of its {n_epochs(cell[2])} (read off its curve)")
     text = f"{head}; {reached}: {S.fmt_summary(mine['summary'])}"
     if others:
         best = max(others, key=lambda r: r["summary"].mean)
         t = here[others.index(best)]
         text += (f"; the strongest other row at T*, {st.display(best['label'])}, "
                  f"{S.fmt_summary(best['summary'])}: {t.fmt()}")
+    if unreached:
+        text += (f"; not compared, a seed of theirs had not finished one epoch by T*: "
+                 f"{', '.join(unreached)}")
     tw = mine["trained_within"]
     if tw:
         text += (f"; {st.display(ours)}'s own {tw[0]}-epoch runs fit in T* and reached "
@@ -441,16 +466,19 @@ def answer_compute(st: StudyRecords, q: Question) -> Answer:
     if not tests:
         timed = any(timing.cumulative_time(st, r) is not None for r in st.metrics)
         reason = ("; ".join(why) if why else
+                  f"{st.ours_name} or the rows it meets had a seed that had not finished one "
+                  "epoch by T* in every cell, so nothing can be compared there without "
+                  "biasing it to the faster seeds" if items else
                   "the records have no per-epoch training times (metrics.csv epoch_time_s)"
                   if not timed else
                   f"no cell holds {st.ours} and another method with recorded times; running "
                   f"{st.ours} in the baselines' cells would answer it")
-        return f"{NOT_ANSWERED}: {reason}.", []
+        return f"{NOT_ANSWERED}: {reason}.", bullets(items, "the equal-compute tables")
     on = st.ours_name
     text = (f"Each cell's T* is the training time of its cheapest row's whole budget; every "
             f"row's accuracy once it had used T* is read off its curve (its schedule unfinished "
-            f"unless its whole budget fits). Over {len(tests)} comparisons of {on} with the "
-            f"other methods at T*, {tally(tests, on, 'the other method')}. Details in the "
+            f"unless its whole budget fits). Over {plural(len(tests), 'comparison')} of {on} "
+            f"with the other methods at T*, {tally(tests, on, 'the other method')}. Details in the "
             f"equal-compute tables.")
     if any(c["kind"] == "CPU" for s in st.settings() for c in timing.equal_compute_cells(st, s)
            if not c["skipped"]):
@@ -458,6 +486,7 @@ def answer_compute(st: StudyRecords, q: Question) -> Answer:
         text += (" The times are CPU wall-clock"
                  + (f" with up to {conc} runs sharing the machine" if isinstance(conc, int)
                     and conc > 1 else "") + ", so ratios near 1 are within timing noise.")
+    text += "".join(f" {c}" for c in (timing.spread_caveat(st, s) for s in st.settings()) if c)
     return text, bullets(items, "the equal-compute tables")
 
 
@@ -473,7 +502,8 @@ def answer_aggregate(st: StudyRecords, q: Question) -> Answer:
         if mine is None:
             continue
         few |= min(st.group(s, ours, c)["summary"].n for c in mine["cells"]) <= S.FEW_SEEDS
-        text_parts.append(f"{st.display(ours)}'s IQM over the {len(mine['cells'])} cells it ran"
+        text_parts.append(f"{st.display(ours)}'s IQM over the "
+                          f"{plural(len(mine['cells']), 'cell')} it ran"
                           + (f" ({st.setting_name(s)})" if len(st.settings()) > 1 else "")
                           + f" is {mine['iqm']:.2f} {S.fmt_interval(mine['ci'])}")
         for r in rows:
@@ -540,7 +570,7 @@ QUESTIONS: tuple[Question, ...] = (
              "Is it better than the STE methods on super-resolution at the same budget, and "
              "by how many dB ± what?",
              needs="super-resolution runs of ours and of STE baselines in the same cells",
-             answer=sr_answer, needs_ours=True),
+             answer=sr_answer, needs_ours=True, task="sr"),
 )
 assert len({q.key for q in QUESTIONS}) == len(QUESTIONS), "question keys must be unique"
 

@@ -167,11 +167,15 @@ def _header(st: StudyRecords) -> list[str]:
              f"excluded: {_excluded_counts(st)} (listed in [Runs excluded from the numbers]"
              f"(#runs-excluded-from-the-numbers))", ""]
     lines += [f"> Note: {n}" for n in st.notes] + ([""] if st.notes else [])
-    lines += ["Every number is the final deployed test accuracy (%) over seeds unless stated "
-              "otherwise: mean ± sample std (n), 95% t-intervals (clipped to [0, 100] where "
-              "they reach past it, and marked), Welch's t-test for differences. Cells with "
-              f"n < 2 have no error bar and are marked. One verdict rule everywhere: {S.RULE}. "
-              "See [Statistical methods](#statistical-methods).", ""]
+    sr_only = not st.settings() and bool(st.settings("sr"))
+    lines += [("Every number is the final deployed test PSNR (dB) or SSIM on Y over seeds "
+               "unless stated otherwise: mean ± sample std (n), Welch's t-test for differences."
+               if sr_only else
+               "Every number is the final deployed test accuracy (%) over seeds unless stated "
+               "otherwise: mean ± sample std (n), 95% t-intervals (clipped to [0, 100] where "
+               "they reach past it, and marked), Welch's t-test for differences.")
+              + " Cells with n < 2 have no error bar and are marked. One verdict rule "
+              f"everywhere: {S.RULE}. See [Statistical methods](#statistical-methods).", ""]
     return lines
 
 

@@ -108,7 +108,7 @@ def reproduction_table(st: StudyRecords, setting: str) -> Table:
     name = f"reproduction_{slug(st.setting_labels[setting])}"
     compact = Table(name, f"Reproduction: measured vs reported, {st.setting_name(setting)}",
                     ["Method", "Cell", "Measured", "Source", "Rep.†", "Δ", "Δ/std", "in CI"],
-                    rows, n_label_cols=2, left_extra=(3,), wide=True,
+                    rows, n_label_cols=2, left_extra=(3,), wide=True, wrap=True,
                     notes=["Δ: measured − reported (points); Δ/std: that gap in seed "
                            "standard deviations; in CI: whether the reported number lies in "
                            "the measured 95% t-interval."])

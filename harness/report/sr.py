@@ -34,9 +34,27 @@ from harness import stats as S
 from harness.report import style as ST
 from harness.report import verdicts as V
 from harness.report.answers import NOT_ANSWERED, bullets, tally
-from harness.report.figures import Figure
+from harness.report.figures import (
+    Figure,
+    cut,
+    first_shown,
+    legend_for,
+    panel_lines,
+    ylim,
+    zoom_caption,
+)
 from harness.report.load import StudyRecords, cached_per_setting
-from harness.report.tables import Table, _option_diff, cell_name, fmt_opts, slug
+from harness.report.tables import (
+    Table,
+    _option_diff,
+    cell_name,
+    fmt_opts,
+    grouped,
+    n_epochs,
+    plural,
+    same_n,
+    setting_slug,
+)
 
 # the baselines trained with a straight-through estimator (see each methods/<name>.py)
 STE_METHODS = ("ste", "dorefa", "lqnet", "hashing", "lsq")
@@ -60,7 +78,7 @@ def test_set(setting: str) -> str:
 
 
 def where_sr(st: StudyRecords, setting: str, cell) -> str:
-    return cell_name(*cell) + (f", {st.setting_labels[setting]}"
+    return cell_name(*cell) + (f", {st.setting_name(setting)}"
                                if len(sr_settings(st)) > 1 else "")
 
 
@@ -105,50 +123,71 @@ def _rows(st: StudyRecords, setting: str, epochs: int) -> list[tuple[str, int, i
     return sorted(keys, key=lambda k: (order.get(k[0], len(order)), k[1], k[2]))
 
 
-def _fp(st: StudyRecords, setting: str, epochs: int) -> dict[str, Any] | None:
-    g = [v for k, v in sr_groups(st, setting).items()
+def _fp_row(st: StudyRecords, setting: str, epochs: int) -> tuple[str, dict[str, Any]] | None:
+    """(label, group) of the fp row at this budget."""
+    g = [(k[0], v) for k, v in sr_groups(st, setting).items()
          if k[3] == epochs and st.method_of.get(k[0]) == "fp"]
     return g[0] if g else None
 
 
+def _fp(st: StudyRecords, setting: str, epochs: int) -> dict[str, Any] | None:
+    row = _fp_row(st, setting, epochs)
+    return row[1] if row else None
+
+
 # --------------------------------------------------------------------------- tables
 
-def _fmt(s: S.Summary, digits: int) -> str:
+def _fmt(s: S.Summary, digits: int, with_n: bool = True) -> str:
     if s.n == 0:
         return "–"
     if s.n == 1:
         return f"{s.mean:.{digits}f} (1)*"
-    return f"{s.mean:.{digits}f} ± {s.std:.{digits}f} ({s.n})"
+    return f"{s.mean:.{digits}f} ± {s.std:.{digits}f}" + (f" ({s.n})" if with_n else "")
 
 
 def main_table(st: StudyRecords, setting: str, epochs: int) -> Table:
     groups, floor, fp = sr_groups(st, setting), bicubic(st, setting), _fp(st, setting, epochs)
-    name = f"sr_main_{slug(st.setting_labels[setting])}_e{epochs}"
+    name = f"sr_main_{setting_slug(st, setting)}_e{epochs}"
     header = ["Method", "W/A", "PSNR (dB)", "SSIM", "vs bicubic (dB)", "vs fp (dB)"]
-    rows, data = [], []
+    keys = _rows(st, setting, epochs)
+    n_all = same_n([groups[(lab, w, a, epochs)]["p"] for lab, w, a in keys])
+    rows, data, tex_rows, tex_groups = [], [], [], {}
     if floor:
         rows.append(["bicubic (floor)", "–", f"{floor[0]:.2f}", f"{floor[1]:.4f}", "0.00",
                      f"{floor[0] - fp['p'].mean:+.2f}" if fp else "–"])
-        data.append({"method": "bicubic", "w_bits": None, "a_bits": None, "n": 0,
-                     "psnr_mean": floor[0], "psnr_std": None, "ssim_mean": floor[1],
+        tex_rows.append([rows[-1][0], *rows[-1][2:]])
+        data.append({"method": "bicubic", "name": "bicubic", "w_bits": None, "a_bits": None,
+                     "n": 0, "psnr_mean": floor[0], "psnr_std": None, "ssim_mean": floor[1],
                      "ssim_std": None})
-    for lab, w, a in _rows(st, setting, epochs):
+    for lab, w, a in keys:
         g = groups[(lab, w, a, epochs)]
         is_fp = st.method_of.get(lab) == "fp"
-        rows.append([lab + (" (ceiling)" if is_fp else ""), f"W{w}/A{a}", _fmt(g["p"], 2),
-                     _fmt(g["s"], 4),
-                     f"{g['p'].mean - floor[0]:+.2f}" if floor else "–",
-                     "0.00" if is_fp else (f"{g['p'].mean - fp['p'].mean:+.2f}" if fp else "–")])
-        data.append({"method": lab, "w_bits": w, "a_bits": a, "n": g["p"].n,
+        diffs = [f"{g['p'].mean - floor[0]:+.2f}" if floor else "–",
+                 "0.00" if is_fp else (f"{g['p'].mean - fp['p'].mean:+.2f}" if fp else "–")]
+        shown = st.display(lab) + (" (ceiling)" if is_fp else "")
+        rows.append([shown, f"W{w}/A{a}", _fmt(g["p"], 2), _fmt(g["s"], 4), *diffs])
+        if not is_fp and cell_name(w, a) not in tex_groups.values():
+            tex_groups[len(tex_rows)] = cell_name(w, a)   # a heading per W/A pair
+        tex_rows.append([shown, _fmt(g["p"], 2, not n_all), _fmt(g["s"], 4, not n_all), *diffs])
+        data.append({"method": lab, "name": st.display(lab), "w_bits": w, "a_bits": a,
+                     "n": g["p"].n,
                      "psnr_mean": g["p"].mean, "psnr_std": g["p"].std,
                      "ssim_mean": g["s"].mean, "ssim_std": g["s"].std})
-    notes = [f"Final deployed network, {epochs} epochs; PSNR and SSIM on Y with a "
+    seeds = f"over {n_all} seeds" if n_all else "over seeds (n)"
+    notes = [f"Final deployed network, {n_epochs(epochs)}; PSNR and SSIM on Y with a "
              f"{_ident(setting).get('sr.scale')}-pixel border cropped, mean over the test "
              f"images of {test_set(setting)}; mean ± sample std over seeds (n); (1)* one seed, "
              "no error bar. Bicubic: MATLAB-style bicubic upscaling of the same LR images."]
-    return Table(name, f"Super-resolution, {st.setting_labels[setting]}, {epochs} epochs: "
-                 "final PSNR (dB) and SSIM", header, rows, pd.DataFrame(data), notes=notes,
-                 n_label_cols=2)
+    caption = (f"Super-resolution, {st.setting_name(setting)}, {n_epochs(epochs)}: final PSNR "
+               "(dB) and SSIM")
+    tex = Table(name, caption, ["Method", "PSNR (dB)", "SSIM", "Δ bic.", "Δ fp"], tex_rows,
+                groups=tex_groups, wide=False, wrap=True,
+                notes=[f"Final deployed network; PSNR and SSIM on Y ({test_set(setting)}), "
+                       f"mean ± sample std {seeds}; Δ bic., Δ fp: PSNR minus bicubic's, fp's (dB)."
+                       + (" (1)* one seed." if any("(1)*" in v for r in tex_rows for v in r)
+                          else "")])
+    return Table(name, caption, header, rows, pd.DataFrame(data), notes=notes, n_label_cols=2,
+                 tex=tex)
 
 
 @cached_per_setting
@@ -185,24 +224,37 @@ def comparison_table(st: StudyRecords, setting: str) -> Table:
     comps, adj = [r for r, _ in tests], [t.p_adj for _, t in tests]
     header = ["Ours", "Baseline", "Cell", "Δ PSNR (dB)", "95% CI", "p", "p (BH)", "P(A>B)",
               "Δ SSIM", "Verdict"]
-    rows, data = [], []
-    for r, pa in zip(comps, adj):
+    rows, data, keyed, bold = [], [], [], set()
+    for i, (r, pa) in enumerate(zip(comps, adj)):
         c = r["cmp"]
-        rows.append([r["ours"], r["baseline"], cell_name(*r["cell"]), f"{c.diff:+.2f}",
+        ours, base = st.display(r["ours"]), st.display(r["baseline"])
+        rows.append([ours, base, cell_name(*r["cell"]), f"{c.diff:+.2f}",
                      S.fmt_interval(c.ci, 2, signed=True), S.fmt_p(c.p), S.fmt_p(pa),
                      f"{c.p_a_greater:.2f}", f"{r['ssim_diff']:+.4f}",
-                     c.verdict(r["ours"], r["baseline"], pa)])
-        data.append({"ours": r["ours"], "baseline": r["baseline"], "w_bits": r["cell"][0],
+                     c.verdict(ours, base, pa)])
+        keyed.append((cell_name(*r["cell"]), [base, *rows[-1][3:5], S.fmt_p(pa),
+                                              rows[-1][8]]))
+        if tests[i][1].decision in ("higher", "lower"):
+            bold.add((i, 1))
+        data.append({"ours": r["ours"], "baseline": r["baseline"], "ours_name": ours,
+                     "baseline_name": base, "w_bits": r["cell"][0],
                      "a_bits": r["cell"][1], "epochs": r["cell"][2], "diff_db": c.diff,
                      "ci_low": c.ci[0] if c.ci else None, "ci_high": c.ci[1] if c.ci else None,
                      "p": c.p, "p_bh": pa, "p_a_greater": c.p_a_greater,
                      "ssim_diff": r["ssim_diff"]})
-    return Table(f"sr_comparisons_{slug(st.setting_labels[setting])}",
-                 f"Super-resolution, {st.setting_labels[setting]}: {st.ours} minus each "
-                 "baseline, final PSNR (dB)", header, rows, pd.DataFrame(data),
+    name = f"sr_comparisons_{setting_slug(st, setting)}"
+    caption = (f"Super-resolution, {st.setting_name(setting)}: {st.ours_name} minus each "
+               "baseline, final PSNR (dB)")
+    tex_rows, groups = grouped(keyed)
+    tex = Table(name, caption, ["Baseline", "Δ PSNR", "95% CI", "p (adj.)", "Δ SSIM"],
+                tex_rows, bold=bold, groups=groups, wide=False, wrap=True,
+                notes=[f"Δ: {st.ours_name} minus the baseline (PSNR in dB, on Y); 95% CI and p "
+                       "from Welch's t-test over seeds, p Benjamini-Hochberg adjusted over "
+                       "this table. Bold Δ: significant under that rule."])
+    return Table(name, caption, header, rows, pd.DataFrame(data),
                  notes=["Welch's t-test over seeds; 95% CI of the difference in dB; p (BH): "
                         "Benjamini-Hochberg over this table; P(A>B): share of seed pairs "
-                        "where ours is higher."], n_label_cols=3, left_extra=(-1,))
+                        "where ours is higher."], n_label_cols=3, left_extra=(-1,), tex=tex)
 
 
 def _mean_psnr(st: StudyRecords, run_ids: list[str]) -> list[float]:
@@ -235,23 +287,33 @@ def sr_ablations(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
 def ablation_table(st: StudyRecords, setting: str) -> Table:
     header = ["Variant", "Options", "Cell", "Δ final PSNR (dB)", "95% CI", "p",
               "Δ mean-over-epochs PSNR (dB)", "95% CI", "p"]
-    rows, data = [], []
+    rows, data, keyed = [], [], []
     for r in sr_ablations(st, setting):
         f, m = r["final"], r["mean"]
-        rows.append([f"{r['variant']} − {r['default']}", fmt_opts(r["options"]),
+        rows.append([f"{st.display(r['variant'])} − {st.display(r['default'])}",
+                     fmt_opts(r["options"]),
                      cell_name(*r["cell"]),
                      f"{f.diff:+.2f}", S.fmt_interval(f.ci, 2, signed=True), S.fmt_p(f.p),
                      f"{m.diff:+.2f}", S.fmt_interval(m.ci, 2, signed=True), S.fmt_p(m.p)])
-        data.append({"variant": r["variant"], "default": r["default"], "w_bits": r["cell"][0],
+        keyed.append((cell_name(*r["cell"]), [rows[-1][0], *rows[-1][3:]]))
+        data.append({"variant": r["variant"], "default": r["default"],
+                     "name": st.display(r["variant"]), "w_bits": r["cell"][0],
                      "a_bits": r["cell"][1], "epochs": r["cell"][2], "final_diff_db": f.diff,
                      "final_p": f.p, "mean_diff_db": m.diff, "mean_p": m.p})
-    return Table(f"sr_ablations_{slug(st.setting_labels[setting])}",
-                 f"Super-resolution, {st.setting_labels[setting]}: variants of {st.ours} minus "
-                 "its default variant", header, rows, pd.DataFrame(data),
-                 notes=["Welch's t-test over seeds. Mean-over-epochs: each run's deployed test "
-                        "PSNR averaged over its epochs, which shows a difference during "
-                        "training that the final epoch may no longer show."],
-                 n_label_cols=3)
+    name = f"sr_ablations_{setting_slug(st, setting)}"
+    caption = (f"Super-resolution, {st.setting_name(setting)}: variants of {st.ours_name} "
+               "minus its default variant")
+    notes = ["Welch's t-test over seeds. Mean-over-epochs: each run's deployed test PSNR "
+             "averaged over its epochs, which shows a difference during training that the "
+             "final epoch may no longer show."]
+    tex_rows, groups = grouped(keyed)
+    tex = Table(name, caption, ["Variant", "Δ", "95% CI", "p", "Δ", "95% CI", "p"], tex_rows,
+                groups=groups, wide=True, wrap=True,
+                header_groups=[("", 1), ("final PSNR (dB)", 3), ("mean over epochs (dB)", 3)],
+                notes=[notes[0] + " Options of each variant: in the markdown and CSV versions "
+                       "of this table."])
+    return Table(name, caption, header, rows, pd.DataFrame(data), notes=notes, n_label_cols=3,
+                 tex=tex)
 
 
 # --------------------------------------------------------------------------- figures
@@ -266,52 +328,87 @@ def _curve(st: StudyRecords, run_ids: list[str]) -> dict[str, Any] | None:
     return {"x": list(range(1, n + 1)), "mean": mean, "lo": lo, "hi": hi}
 
 
-def curves_figure(st: StudyRecords, setting: str) -> Figure | None:
-    """Deployed test PSNR per epoch: a panel per (W/A, budget) with fp and bicubic in each."""
-    colors = {lab: s["color"] for lab, s in ST.row_styles(st).items()}  # as every figure
+BICUBIC_LINE = {"color": "0.55", "ls": (0, (1, 3)), "lw": 1.2, "marker": "", "band": False}
+
+
+def _psnr_cells(st: StudyRecords, setting: str) -> list[tuple[int, int, int]]:
+    """Cells with a row other than fp (fp is drawn in each of its budget); fp's when alone."""
+    cells = _cells(st, setting)
+    quant = [c for c in cells if any(k[1:] == c and st.method_of.get(k[0]) != "fp"
+                                     for k in sr_groups(st, setting))]
+    return quant or cells
+
+
+def curves_figure(st: StudyRecords, setting: str, all_rows: bool = False) -> Figure | None:
+    """Deployed test PSNR per epoch, a panel per (W/A, budget) with fp and bicubic in each,
+    in the report's shared styles (style.py): ours, the strongest other row and fp in full,
+    the others thin grey (``all_rows``: every row in its own style, no bands); then ours'
+    continuous-minus-deployed panels."""
+    styles = ST.row_styles(st)
     groups, floor = sr_groups(st, setting), bicubic(st, setting)
-    panels, shown = [], {}
-    for w, a, e in _cells(st, setting):
-        if (w, a) == (32, 32) and len(_cells(st, setting)) > 1:
-            continue  # fp is drawn in every other panel
-        lines = []
-        for (lab, gw, ga, ge), g in groups.items():
-            if ge != e or not ((gw, ga) == (w, a) or st.method_of.get(lab) == "fp"):
-                continue
-            cur = _curve(st, g["run_ids"])
-            if cur:
-                fp = st.method_of.get(lab) == "fp"
-                lines.append({**cur, "color": colors.get(lab, "0.3"), "ls": "--" if fp else "-"})
-                shown[lab] = colors.get(lab, "0.3")
-        if floor and lines:
+
+    def get(lab, cell):
+        w, a, e = cell
+        g = (next((v for k, v in groups.items() if k[0] == lab and k[3] == e), None)
+             if st.method_of.get(lab) == "fp" else groups.get((lab, w, a, e)))
+        return _curve(st, g["run_ids"]) if g else None
+
+    panels, full_all, context_any = [], [], False
+    for cell in _psnr_cells(st, setting):
+        lines, full, context = panel_lines(st, setting, cell, styles, all_rows, get)
+        if not lines:
+            continue
+        if floor:
             x = lines[0]["x"]
             lines.append({"x": x, "mean": [floor[0]] * len(x), "lo": None, "hi": None,
-                          "color": "0.5", "ls": ":"})
-        if lines:
-            panels.append({"title": cell_name(w, a, e), "lines": lines})
+                          **BICUBIC_LINE})
+        start = first_shown(cell[2])
+        lines = [cut(ln, start) for ln in lines]
+        full_all += [lab for lab in full if lab not in full_all]
+        context_any |= bool(context)
+        panels.append({"title": cell_name(*cell), "lines": lines, "ylim": ylim(lines, None),
+                       "from_epoch": start + 1})
     if not panels:
         return None
-    panels += _continuous_panels(st, setting, colors)
-    legend = [{"label": lab, "color": c, "ls": "--" if st.method_of.get(lab) == "fp" else "-"}
-              for lab, c in shown.items()]
+    gap_panels, gap_rows = ([], []) if all_rows else _continuous_panels(st, setting, styles)
+    legend = legend_for(st, styles, full_all + [lab for lab in gap_rows if lab not in full_all],
+                        context_any)
     if floor:
-        legend.append({"label": "bicubic", "color": "0.5", "ls": ":"})
-    name = f"sr_psnr_{slug(st.setting_labels[setting])}"
-    spec = {"kind": "curves", "name": name, "panels": panels, "legend": legend,
-            "xlabel": "epoch", "ylabel": "deployed test PSNR (dB, Y)",
-            "title": f"Super-resolution PSNR per epoch, {st.setting_labels[setting]}"}
-    return Figure(name, spec, f"Deployed test PSNR (dB, Y channel) on {test_set(setting)} "
-                  "per epoch: mean over seeds with a 95% CI band; fp dashed, bicubic dotted. "
-                  f"Panels named 'continuous − deployed': {st.ours}'s PSNR with its "
-                  "continuous (training-state) weights minus the deployed network's, where "
-                  "logged.")
+        legend.append({"label": "bicubic (floor)", **BICUBIC_LINE})
+    sl = st.setting_name(setting)
+    name = f"sr_psnr{'_all' if all_rows else ''}_{setting_slug(st, setting)}"
+    spec = {"kind": "curves", "name": name, "panels": panels + gap_panels, "legend": legend,
+            "context_rows": context_any, "xlabel": "epoch",
+            "ylabel": "deployed test PSNR (dB, Y)",
+            "title": f"Super-resolution PSNR per epoch, {sl}"
+                     + (", every row" if all_rows else " (mean, 95% CI band)")}
+    if all_rows:
+        what = ("every row in its own colour, marker and dash (the same as in every figure of "
+                "this report), mean over seeds, no bands")
+    else:
+        what = ("ours and the strongest other method in the panel (highest final mean PSNR) "
+                "as mean over seeds with a 95% CI band, fp (the ceiling) as a dotted black "
+                "line; the other rows as thin grey lines (each in its own style in the "
+                "all-rows figure)")
+        if not st.ours:
+            what = what.replace("ours and the strongest other method in the panel (highest "
+                                "final mean PSNR)", "the two rows with the highest final mean")
+    caption = (f"Deployed test PSNR (dB, Y channel) on {test_set(setting)} per epoch ({sl}), "
+               f"one panel per W/A cell and budget: {what}; bicubic (the floor) as a grey, "
+               "loosely dotted line." + zoom_caption(panels))
+    if gap_panels:
+        caption += (f" Panels named 'continuous − deployed': {st.ours_name}'s PSNR with its "
+                    "continuous (training-state) weights minus the deployed network's, per "
+                    "variant that logs it.")
+    return Figure(name, spec, caption)
 
 
-def _continuous_panels(st: StudyRecords, setting: str, colors) -> list[dict[str, Any]]:
-    """Per W/A of ours: its continuous-state PSNR minus the deployed one per epoch (dB), for
-    methods that log a continuous-state score (SLB's ``test_acc_continuous`` column holds the
-    task's score, here PSNR)."""
-    out = []
+def _continuous_panels(st: StudyRecords, setting: str, styles
+                       ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Per W/A of ours' variants: its continuous-state PSNR minus the deployed one per epoch
+    (dB), for methods that log a continuous-state score (SLB's ``test_acc_continuous``
+    column holds the task's score, here PSNR). Returns (panels, rows drawn)."""
+    out, rows = [], []
     for (lab, w, a, e), g in sr_groups(st, setting).items():
         if st.method_of.get(lab) != st.ours:
             continue
@@ -321,10 +418,13 @@ def _continuous_panels(st: StudyRecords, setting: str, colors) -> list[dict[str,
             continue
         n = min(len(m) for m in mats)
         mean, lo, hi = S.curve_band(np.stack([m[:n] for m in mats]))
-        out.append({"title": f"{lab}, {cell_name(w, a)}: continuous − deployed",
-                    "lines": [{"x": list(range(1, n + 1)), "mean": mean, "lo": lo, "hi": hi,
-                               "color": colors.get(lab, "0.3")}]})
-    return out
+        line = cut({"x": list(range(1, n + 1)), "mean": mean, "lo": lo, "hi": hi,
+                    **ST.line_style(styles, lab, True)}, first_shown(e))
+        where = f", {cell_name(w, a, e)}" if len(_psnr_cells(st, setting)) > 1 else ""
+        out.append({"title": f"{st.display(lab)}{where}: continuous − deployed",
+                    "lines": [line], "ylim": ylim([line], None)})
+        rows += [lab] if lab not in rows else []
+    return out, rows
 
 
 def _median_run(st: StudyRecords, g: dict[str, Any]) -> str | None:
@@ -354,9 +454,9 @@ def crops_figure(st: StudyRecords, setting: str) -> Figure | None:
     w, a, e = ours_cells[0]
     ours = st.default_variant(st.ours, [k[0] for k in groups if k[1:] == (w, a, e)])
     ste = best_ste(st, setting, (w, a, e))
-    fp = _fp(st, setting, e)
-    picks = ([("fp", fp)] if fp else []) + [(lab, groups[(lab, w, a, e)])
-                                            for lab in (ours, ste) if lab]
+    fp = _fp_row(st, setting, e)
+    fp_lab = fp[0] if fp else None
+    picks = ([fp] if fp else []) + [(lab, groups[(lab, w, a, e)]) for lab in (ours, ste) if lab]
     runs = [(lab, g, _median_run(st, g)) for lab, g in picks]
     runs = [(lab, g, r) for lab, g, r in runs if r]
     if not runs:
@@ -366,15 +466,16 @@ def crops_figure(st: StudyRecords, setting: str) -> Figure | None:
     panels_all.append({"title": "bicubic", "image": str(first / "sr_crop_bicubic.png")})
     for lab, g, r in runs:
         p = dict(zip(g["run_ids"], g["psnr"]))[r]
-        panels_all.append({"title": f"{lab} ({p:.2f} dB)",
+        panels_all.append({"title": f"{st.display(lab)} ({p:.2f} dB)",
                            "image": str(st.dir / "runs" / r / "sr_crop.png")})
-    name = f"sr_crops_{slug(st.setting_labels[setting])}"
+    name = f"sr_crops_{setting_slug(st, setting)}"
     spec = {"kind": "images", "name": name, "panels": panels_all, "ncols": len(panels_all),
-            "title": f"Super-resolution crops, {st.setting_labels[setting]}, "
+            "title": f"Super-resolution crops, {st.setting_name(setting)}, "
                      f"{cell_name(w, a, e)}"}
     return Figure(name, spec, "The same window (centre of the first test image of "
                   f"{test_set(setting)}) from the HR image, its bicubic upscaling, and the "
-                  f"deployed fp, {ours} and best STE baseline ({ste or 'none'}) networks, each "
+                  f"deployed {st.display(fp_lab) if fp_lab else 'fp'}, {st.display(ours)} and "
+                  f"best STE baseline ({st.display(ste) if ste else 'none'}) networks, each "
                   "the seed with the median final PSNR of its row; the dB in each title is "
                   "that run's PSNR on the whole test set.")
 
@@ -384,8 +485,8 @@ def crops_figure(st: StudyRecords, setting: str) -> Figure | None:
 def sr_table_blocks(st: StudyRecords) -> list:
     out: list = []
     for s in sr_settings(st):
-        out.append(f"Test set: {test_set(s)}. Scale x{_ident(s).get('sr.scale')}, "
-                   f"{_ident(s).get('model.name')}.")
+        out.append(f"{st.setting_name(s)} (scale x{_ident(s).get('sr.scale')}); test set: "
+                   f"{test_set(s)}.")
         out.append("")
         for e in sorted({c[2] for c in _cells(st, s)}):
             out.append(main_table(st, s, e))
@@ -397,7 +498,10 @@ def sr_table_blocks(st: StudyRecords) -> list:
 def sr_figure_blocks(st: StudyRecords) -> list:
     out: list = []
     for s in sr_settings(st):
-        out += [f for f in (curves_figure(st, s), crops_figure(st, s)) if f is not None]
+        psnr = curves_figure(st, s)
+        every = curves_figure(st, s, all_rows=True) if psnr and psnr.spec["context_rows"] \
+            else None
+        out += [f for f in (psnr, every, crops_figure(st, s)) if f is not None]
     return out
 
 
@@ -416,17 +520,18 @@ def sr_answer(st: StudyRecords, q) -> tuple[str, list[str]]:
         for cell, rs in sorted(by_cell.items()):
             cmps += [r["test"] for r in rs]
             best = max(rs, key=lambda r: r["b"].mean)
-            items.append(f"{where_sr(st, s, cell)}: {best['ours']} "
+            items.append(f"{where_sr(st, s, cell)}: {st.display(best['ours'])} "
                          f"{S.fmt_summary(best['a'])} dB vs the best STE baseline "
-                         f"{best['baseline']} {S.fmt_summary(best['b'])} dB, difference in dB "
-                         f"{best['test'].fmt()}; against every STE baseline (dB): "
-                         + "; ".join(f"{r['baseline']} {r['cmp'].diff:+.2f}" for r in rs) + ".")
+                         f"{st.display(best['baseline'])} {S.fmt_summary(best['b'])} dB, "
+                         f"difference in dB {best['test'].fmt()}; against every STE baseline "
+                         "(dB): " + "; ".join(f"{st.display(r['baseline'])} "
+                                              f"{r['cmp'].diff:+.2f}" for r in rs) + ".")
     if not items:
-        return (f"{NOT_ANSWERED}: no SR cell has both {st.ours} and an STE baseline "
+        return (f"{NOT_ANSWERED}: no SR cell has both {st.ours_name} and an STE baseline "
                 f"({', '.join(STE_METHODS)}).", [])
-    summary = tally(cmps, st.ours, "the STE baseline")
-    text = (f"Final deployed test PSNR (Y) of {st.ours} minus the STE baselines at the same "
-            f"budget and bits, over {len(cmps)} comparisons: {summary}. The test sets are "
-            "named in the Super-resolution section (the offline default is "
+    summary = tally(cmps, st.ours_name, "the STE baseline")
+    text = (f"Final deployed test PSNR (Y) of {st.ours_name} minus the STE baselines at the "
+            f"same budget and bits, over {plural(len(cmps), 'comparison')}: {summary}. The test "
+            "sets are named in the Super-resolution section (the offline default is "
             "a scikit-image stand-in, not Set5/Set14).")
     return text, bullets(items, "the super-resolution comparison tables")

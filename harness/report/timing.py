@@ -10,14 +10,25 @@ training time (``cumulative_time``). Per cell (W/A pair, epoch budget) of a sett
 - each row's accuracy once it had used T*: per seed, the deployed test accuracy at the last
   epoch whose cumulative time is within T* (times ``1 + TIME_TOLERANCE``, as wall-clock
   times vary by a few percent), read off its curve like the budget table's read-offs (its
-  schedule had not finished); a row whose whole budget fits is "full";
+  schedule had not finished); a row whose whole budget fits is "full"; a row with a seed that
+  had not finished one epoch by T* is "not reached" (``not_reached``: how many seeds) and has
+  no accuracy at T*: its faster seeds alone would be a biased sample, so it is not compared;
 - the row's runs of a shorter budget of the same W/A pair whose whole schedule fits in T*
   ("trained within T*"), shown beside the read-off.
 
 A cell whose runs come from different hardware is not compared (``skipped`` says why).
+
 Device time is CPU time for CPU runs and GPU time for CUDA runs (one device per run: the
 records do not say how many a multi-GPU run used). Tables, figures, the verdict family and
-the reviewer answer read these rows; nothing here formats text beyond ``fmt_time``.
+the reviewer answer read these rows; nothing here formats text beyond ``fmt_time`` and
+``spread_caveat``.
+
+Timing noise: every run of a row at one W/A pair does the same work per epoch, whatever its
+seed or budget, so its runs' mean epoch times (summary.json ``mean_epoch_time_s``) on one
+hardware should agree within a few percent. ``time_spread`` lists the rows whose runs
+disagree by a coefficient of variation above ``TIME_CV_CAVEAT`` (other work on a shared
+machine), and ``spread_caveat`` is the sentence the cost and equal-compute tables and answers
+add: their time ratios are that uncertain.
 """
 from __future__ import annotations
 
@@ -25,11 +36,14 @@ import math
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from harness import stats as S
+from harness.report import tables as T  # cell_name; tables imports this module in turn
 from harness.report.load import StudyRecords, cached_per_setting
 
 TIME_TOLERANCE = 0.05   # an epoch within T* * 1.05 counts as reached within T*
+TIME_CV_CAVEAT = 0.15   # runs of one row whose epoch times vary more than this: a caveat
 
 
 def cumulative_time(st: StudyRecords, run_id: str):
@@ -80,17 +94,20 @@ def _group_times(st: StudyRecords, setting: str, label: str, cell) -> list[tuple
     return out
 
 
-def readoff_at(runs: list[tuple], t_star: float) -> tuple[list[float], list[int]]:
-    """Per run: the accuracy at the last epoch finished within T* (with TIME_TOLERANCE) and
-    that epoch; runs that had not finished one epoch by then are left out."""
-    vals, epochs = [], []
+def readoff_at(runs: list[tuple], t_star: float) -> tuple[list[float], list[int], int]:
+    """The accuracy at the last epoch finished within T* (with TIME_TOLERANCE) and that
+    epoch, per run that had finished one by then; and how many runs had not (their row is
+    "not reached": the caller must not summarise the others alone)."""
+    vals, epochs, missed = [], [], 0
     limit = t_star * (1 + TIME_TOLERANCE)
     for _, t, acc in runs:
         k = int(np.searchsorted(t, limit, side="right"))
         if k:
             vals.append(float(acc[k - 1]))
             epochs.append(k)
-    return vals, epochs
+        else:
+            missed += 1
+    return vals, epochs, missed
 
 
 def _trained_within(st: StudyRecords, setting: str, label: str, cell, t_star: float):
@@ -141,12 +158,15 @@ def equal_compute_cells(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
         t_star = cheapest["budget_time"]
         for r in rows:
             full = r["budget_time"] <= t_star * (1 + TIME_TOLERANCE)
+            missed = 0
             if full:  # its whole budget fits: its final accuracies
                 vals = list(st.group(setting, r["label"], cell)["acc"])
                 epochs = [cell[2]] * len(vals)
             else:
-                vals, epochs = readoff_at(r["runs"], t_star)
-            r.update(values=vals, epochs_reached=epochs, full=full,
+                vals, epochs, missed = readoff_at(r["runs"], t_star)
+                if missed:  # only its faster seeds: a biased sample, so none at all
+                    vals = []
+            r.update(values=vals, epochs_reached=epochs, full=full, not_reached=missed,
                      summary=S.describe(vals, bootstrap=False, bounds=S.PERCENT),
                      trained_within=_trained_within(st, setting, r["label"], cell, t_star))
         out.append({**base, "t_star": t_star, "cheapest": cheapest["label"], "rows": rows,
@@ -166,3 +186,37 @@ def time_curve(st: StudyRecords, setting: str, label: str, cell) -> dict[str, An
     lo, hi, clipped = S.clip_band(lo, hi, S.PERCENT)
     return {"x": times.mean(axis=0), "mean": mean, "lo": lo, "hi": hi, "n": len(runs),
             "clipped": clipped}
+
+
+@cached_per_setting
+def time_spread(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
+    """The rows (per W/A pair and hardware, over every seed and budget, 2 runs or more) whose
+    runs' mean epoch times have a coefficient of variation (sample std / mean) above
+    ``TIME_CV_CAVEAT``, in display order."""
+    inc = st.included[st.included["setting"] == setting]
+    inc = inc.assign(t=pd.to_numeric(inc["mean_epoch_time_s"], errors="coerce")).dropna(
+        subset=["t"])
+    order = {lab: i for i, lab in enumerate(st.order)}
+    out = []
+    for (lab, w, a, hw), t in inc.groupby(["label", "w_bits", "a_bits", "device_name"])["t"]:
+        if len(t) < 2 or not t.mean() > 0:
+            continue
+        cv = float(t.std(ddof=1) / t.mean())
+        if cv > TIME_CV_CAVEAT:
+            out.append({"label": lab, "cell": (int(w), int(a)), "hardware": hw, "n": len(t),
+                        "min": float(t.min()), "max": float(t.max()), "cv": cv})
+    return sorted(out, key=lambda r: (order.get(r["label"], len(order)), r["cell"]))
+
+
+def spread_caveat(st: StudyRecords, setting: str) -> str:
+    """A sentence naming the rows of ``time_spread`` ('' when there are none)."""
+    rows = time_spread(st, setting)
+    if not rows:
+        return ""
+    listed = "; ".join(f"{st.display(r['label'])} {T.cell_name(*r['cell'])}: "
+                       f"{r['min']:.1f}–{r['max']:.1f} s (CV {r['cv']:.2f}, {r['n']} runs)"
+                       for r in rows)
+    return (f"Per-epoch training times vary across a row's own runs (seeds and budgets, same "
+            f"hardware) by a coefficient of variation above {TIME_CV_CAVEAT:.2f} in: {listed}. "
+            "The same work took that much more or less time (other load on the machine), so "
+            "time ratios involving these rows are uncertain by about as much.")
