@@ -8,7 +8,7 @@
                  reference, bits, executor, description
     [executor]   resources and where to run (see EXECUTOR_TYPES)
     [scales.NAME]  epochs_divisor, min_epochs, max_seeds, set (e.g. `--scale smoke`)
-    [report]     read by the report only
+    [report]     read by the report (its keys checked here too: harness/report/keys.py)
 
 :func:`load_spec` reads a spec in small named steps (study table, scale, recipe, grid,
 variants, executor, expansion, whole-study checks), collecting every problem before it
@@ -36,6 +36,7 @@ from typing import Any
 
 from harness import config as C
 from harness import tasks
+from harness.report.keys import check_report_table
 from methods.errors import UserError
 
 # keys a run gets from the grid or the variant, never from the shared recipe
@@ -222,6 +223,8 @@ def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None
     variants = _variants(raw, allow_unmatched, path.parent, p)
     executor = {**EXECUTOR_DEFAULTS, **p.typed(raw.get("executor", {}), EXECUTOR_TYPES,
                                                "executor")}
+    for key, message in check_report_table(raw.get("report", {})):
+        p.add(f"{key}: {message}")
     study = Study(path, str(name), raw, scale, executor=executor)
     scale_set = C.flatten(scale_t.get("set", {}))
     _fix_root(scale_set, path.parent)  # a scale's data.root is relative to the spec too
