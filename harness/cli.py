@@ -12,7 +12,7 @@ import importlib
 import sys
 from typing import Any
 
-from methods.errors import UserError
+from methods.errors import UserError, each
 
 # subcommand -> (module, function, one-line help)
 COMMANDS = {
@@ -261,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return getattr(importlib.import_module(module), function)(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        for one in each(e):  # several mistakes found at once: one line each
+            print(f"error: {one}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM in a command that handles it
         print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)

@@ -8,7 +8,7 @@
                  reference, bits, executor, description
     [executor]   resources and where to run (see EXECUTOR_TYPES)
     [scales.NAME]  epochs_divisor, min_epochs, max_seeds, set (e.g. `--scale smoke`)
-    [report]     read by the report only
+    [report]     read by the report (its keys checked here too: harness/report/keys.py)
 
 :func:`load_spec` reads a spec in small named steps (study table, scale, recipe, grid,
 variants, executor, expansion, whole-study checks), collecting every problem before it
@@ -36,7 +36,8 @@ from typing import Any
 
 from harness import config as C
 from harness import tasks
-from methods.errors import UserError
+from harness.report.keys import check_report_table
+from methods.errors import UserError, each
 
 # keys a run gets from the grid or the variant, never from the shared recipe
 GRID_KEYS = ("method", "w_bits", "a_bits", "epochs", "seed")
@@ -66,6 +67,13 @@ CELL_PATTERN = re.compile(r"W(\d+)(?:\.\.W?(\d+))?/A(\d+)(?:\.\.A?(\d+))?")
 # leading dot, so nothing a spec says can leave the study directory
 MAX_NAME = 100
 SAFE_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_NAME - 1}}}")
+# what the shared recipe is resolved with when it is checked on its own: a method and grid values
+# that cannot fail (epochs: the largest allowed, so no warm-up is too long), so every problem
+# found is the recipe's
+RECIPE_PROBE = {"method": "fp", "w_bits": 32, "a_bits": 32, "epochs": 10**6, "seed": 0}
+# recipe keys whose checks read another key's value: set aside with it when it is bad (a
+# model.block checked against a model name that is a typo would be a second, false problem)
+DEPENDS_ON = {"model.name": "model."}
 UNMATCHED_FIX = ("set unmatched = true on the variant (and study.allow_unmatched = true) for a "
                  "deliberately unmatched comparison")
 
@@ -216,19 +224,23 @@ def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None
     scale = scale or "full"
     scale_t = _scale(raw, scale, p)
     recipe = _recipe(raw, sets, path.parent, p)
+    n = len(p.items)
     for key in _bad_recipe_keys(recipe, p):
         del recipe[key]  # reported once here, not again for every run
+    recipe_ok = len(p.items) == n
     bits, budget_map, seeds, excludes = _grid(raw, scale, scale_t, p)
     variants = _variants(raw, allow_unmatched, path.parent, p)
     executor = {**EXECUTOR_DEFAULTS, **p.typed(raw.get("executor", {}), EXECUTOR_TYPES,
                                                "executor")}
+    for key, message in check_report_table(raw.get("report", {})):
+        p.add(f"{key}: {message}")
     study = Study(path, str(name), raw, scale, executor=executor)
     scale_set = C.flatten(scale_t.get("set", {}))
     _fix_root(scale_set, path.parent)  # a scale's data.root is relative to the spec too
     cell_recipe = _cell_recipe(raw, recipe, _set_keys(sets), _all_cells(variants, bits),
                                path.parent, p)
     _expand(study, recipe, scale_set, variants, bits, budget_map, seeds, excludes, p,
-            cell_recipe)
+            cell_recipe, recipe_ok)
     _check_data_roots(study, p, data_warnings)
     _check_recipe_shared(study, p)
     _check_distinct_variants(study, p)
@@ -319,7 +331,7 @@ def _recipe(raw: dict, sets: list[str] | None, spec_dir: Path, p: Problems) -> d
             value = str(Path(value).resolve())  # --set paths are relative to the caller
         recipe[key] = value
     for key in recipe:
-        if key in GRID_KEYS or key.startswith(("method.", "meta.")):
+        if _not_recipe(key):
             p.add(f"recipe.{key}: set by the grid or a variant, not the shared recipe; move it "
                   "to [grid] or [variants.NAME]")
     _fix_root(recipe, spec_dir)
@@ -327,8 +339,12 @@ def _recipe(raw: dict, sets: list[str] | None, spec_dir: Path, p: Problems) -> d
 
 
 def _bad_recipe_keys(recipe: dict[str, Any], p: Problems) -> list[str]:
-    """Check each shared recipe key on its own (unknown keys, wrong types), so every bad key
-    is reported once, with a "did you mean" for misspelled names."""
+    """Check the shared recipe once, before any run, and report every bad key once (with a
+    "did you mean" for misspelled names): each key on its own for its name and type, then the
+    rest together through config resolution (ranges, choices, model and dataset names). A key
+    resolution refuses is reported and set aside (with the keys that depend on it,
+    ``DEPENDS_ON``) and the rest resolved again, so one bad key hides no other. Returns the
+    keys to leave out of the runs."""
     bad = []
     for key, value in recipe.items():
         try:
@@ -336,7 +352,28 @@ def _bad_recipe_keys(recipe: dict[str, Any], p: Problems) -> list[str]:
         except UserError as e:
             p.add(f"recipe.{e}")
             bad.append(key)
-    return bad
+    probe = {k: v for k, v in recipe.items() if k not in bad and not _not_recipe(k)}
+    while True:
+        try:
+            C.resolve(C.from_flat({**probe, **RECIPE_PROBE}))
+            return bad
+        except UserError as e:
+            blamed = [one for one in each(e) if one.field in probe]
+            if not blamed:  # a key the recipe leaves at its default (e.g. sr.* without task),
+                if not bad:    # unless a key was set aside: it may only follow from that
+                    p.add(f"recipe.{e}")
+                return bad
+        for one in blamed:
+            p.add(f"recipe.{one}")
+            prefix = DEPENDS_ON.get(one.field)
+            for key in [k for k in probe if k == one.field or prefix and k.startswith(prefix)]:
+                del probe[key]
+                bad.append(key)
+
+
+def _not_recipe(key: str) -> bool:
+    """Keys set by the grid or a variant (reported by ``_recipe`` when a recipe sets one)."""
+    return key in GRID_KEYS or key.startswith(("method.", "meta."))
 
 
 def _pairs(value: Any, where: str, p: Problems) -> list[tuple[int, int]]:
@@ -446,7 +483,7 @@ def _variant(name: str, t: Any, allow_unmatched: bool, spec_dir: Path,
         p.add(f"{w}.unmatched: set study.allow_unmatched = true to allow unmatched comparisons "
               "in this study")
     for key in recipe:
-        if key in GRID_KEYS or key.startswith(("method.", "meta.")):
+        if _not_recipe(key):
             p.add(f"{w}.recipe.{key}: not a recipe key; use options or the grid")
     _fix_root(recipe, spec_dir)
     bits = _pairs(t["bits"], f"{w}.bits", p) if "bits" in t else None
@@ -484,7 +521,7 @@ def _method_recipe_changes(method: str, options: dict[str, Any]) -> list[str]:
 
 def _expand(study: Study, recipe: dict, scale_set: dict, variants: dict[str, Variant],
             bits: list, budget_map: dict, seeds: list, excl, p: Problems,
-            cell_recipe: dict | None = None) -> None:
+            cell_recipe: dict | None = None, recipe_ok: bool = True) -> None:
     excludes, chosen = excl
     if chosen is not None:
         unknown = [v for v in chosen if v not in variants]
@@ -492,9 +529,11 @@ def _expand(study: Study, recipe: dict, scale_set: dict, variants: dict[str, Var
             p.add(f"grid.variants: {unknown} not defined under [variants]")
         variants = {k: v for k, v in variants.items() if k in chosen}
     for v in variants.values():
+        method_ok = _method_ok(v, p)
         cell_options = _cell_options(v, _variant_cells(v, bits), p)
-        if cell_options is None:
-            continue  # its per-cell options are broken: reported once, not once per run
+        if not method_ok or cell_options is None:
+            continue  # its method, options or per-cell options are broken: reported once,
+                      # not once per run
         runs = []
         for w, a in _variant_cells(v, bits):
             for e in budget_map:
@@ -505,7 +544,8 @@ def _expand(study: Study, recipe: dict, scale_set: dict, variants: dict[str, Var
                     continue
                 cell = (cell_options.get((w, a), {}), (cell_recipe or {}).get((w, a), {}))
                 for s in seeds:
-                    run = _one_run(study, v, recipe, scale_set, w, a, budget_map[e], s, p, cell)
+                    run = _one_run(study, v, recipe, scale_set, w, a, budget_map[e], s, p, cell,
+                                   recipe_ok)
                     if run is not None:
                         runs.append(run)
         if _run_ids_fit(v, runs, p):
@@ -525,8 +565,25 @@ def _run_ids_fit(v: Variant, runs: list[Run], p: Problems) -> bool:
     return False
 
 
+def _method_ok(v: Variant, p: Problems) -> bool:
+    """The variant's method exists and its options parse; every problem reported once."""
+    from methods.base import get
+
+    try:
+        get(v.method).parse_options(dict(v.options))
+        return True
+    except UserError as err:
+        for one in each(err):
+            p.add(f"variants.{v.name}: {one}")
+        return False
+
+
 def _one_run(study: Study, v: Variant, recipe: dict, scale_set: dict, w: int, a: int,
-             epochs: int, seed: int, p: Problems, cell: tuple[dict, dict] = ({}, {})) -> Run | None:
+             epochs: int, seed: int, p: Problems, cell: tuple[dict, dict] = ({}, {}),
+             recipe_ok: bool = True) -> Run | None:
+    """One run resolved, or None with its problems reported. When the shared recipe had
+    problems (keys set aside, at their defaults here), a problem of a key the variant does
+    not set may only follow from those, and is left out."""
     cell_options, cell_recipe = cell
     flat = {**recipe, **cell_recipe, **v.recipe, **scale_set, "method": v.method,
             **{f"method.{k}": val for k, val in {**v.options, **cell_options}.items()},
@@ -536,8 +593,11 @@ def _one_run(study: Study, v: Variant, recipe: dict, scale_set: dict, w: int, a:
     try:
         cfg = C.resolve(C.from_flat(flat))
     except UserError as err:
-        shared = err.field in recipe and err.field not in v.recipe
-        p.add(f"recipe.{err}" if shared else f"variants.{v.name}: {err}")
+        for one in each(err):
+            if one.field in recipe and one.field not in v.recipe:
+                p.add(f"recipe.{one}")
+            elif recipe_ok or one.field in {**v.recipe, **cell_recipe} or _not_recipe(one.field):
+                p.add(f"variants.{v.name}: {one}")
         return None
     res = {**study.executor, **v.executor}
     h = C.config_hash(cfg)
@@ -602,7 +662,7 @@ def _set_keys(sets: list[str] | None) -> set[str]:
 def _per_cell(table: Any, where: str, cells: list[tuple[int, int]], defaults: set[str],
               check, p: Problems) -> dict[tuple[int, int], dict[str, Any]] | None:
     """{cell: merged values} of a table keyed by cell patterns (see the module docstring).
-    ``check(values)`` returns what is wrong with one pattern's values ("" when nothing).
+    ``check(values)`` returns what is wrong with one pattern's values (a line each).
     None when the table has a problem (each reported here, once)."""
     n = len(p.items)
     if not isinstance(table, dict):
@@ -620,9 +680,10 @@ def _per_cell(table: Any, where: str, cells: list[tuple[int, int]], defaults: se
             p.add(f'{where}."{key}": expected a table of values, got {values!r}')
             continue
         values = C.flatten(values)
-        problem = check(values)
-        if problem:
+        problems = check(values)
+        for problem in problems:
             p.add(f'{where}."{key}": {problem}')
+        if problems:
             continue
         named = [c for c in cells if rng[0][0] <= c[0] <= rng[0][1]
                  and rng[1][0] <= c[1] <= rng[1][1]]
@@ -652,22 +713,30 @@ def _cell_options(v: Variant, cells: list[tuple[int, int]],
     """A variant's options per cell (``cell_options``), each pattern checked by its method."""
     from methods.base import load_all
 
-    cls = load_all().get(v.method)  # an unknown method is reported when its runs resolve
+    cls = load_all().get(v.method)  # an unknown method is reported by _method_ok
 
-    def check(values: dict[str, Any]) -> str:
+    def problems(options: dict[str, Any]) -> list[str]:
+        try:
+            cls.parse_options(options)
+            return []
+        except UserError as e:
+            return [str(one) for one in each(e)]
+
+    def check(values: dict[str, Any]) -> list[str]:
         if cls is None:
-            return ""
+            return []
         try:
             options = cls.parse_options({**v.options, **values})
-        except UserError as e:
-            return str(e)
+        except UserError as e:  # the variant's own bad options are reported by _method_ok
+            base = problems(v.options)
+            return [str(one) for one in each(e) if str(one) not in base]
         if v.unmatched:
-            return ""
+            return []
         # the same matched check as the variant's options (those it reports itself)
         changes = [c for c in cls.recipe_changes(options)
                    if c not in _method_recipe_changes(v.method, v.options)]
-        return (f"{'; '.join(changes)}, so the variant does not share the recipe; {UNMATCHED_FIX}"
-                if changes else "")
+        return ([f"{'; '.join(changes)}, so the variant does not share the recipe; "
+                 f"{UNMATCHED_FIX}"] if changes else [])
 
     return _per_cell(v.cell_options, f"variants.{v.name}.cell_options", cells,
                      set(C.flatten(v.options)), check, p)
@@ -686,16 +755,18 @@ def _cell_recipe(raw: dict, recipe: dict, set_keys: set[str], cells: list[tuple[
               "study.reproduction = true); a matched study shares one recipe in every cell")
         return {}
 
-    def check(values: dict[str, Any]) -> str:
-        fixed = [k for k in values if k in GRID_KEYS or k.startswith(("method.", "meta."))]
+    def check(values: dict[str, Any]) -> list[str]:
+        fixed = [k for k in values if _not_recipe(k)]
         if fixed:
-            return (f"{', '.join(fixed)}: set by the grid or a variant, not a recipe key "
-                    "(method options per cell: the variant's cell_options)")
-        try:
-            C.from_flat(dict(values))
-        except UserError as e:
-            return str(e)
-        return ""
+            return [f"{', '.join(fixed)}: set by the grid or a variant, not a recipe key "
+                    "(method options per cell: the variant's cell_options)"]
+        out = []
+        for key, value in values.items():
+            try:
+                C.from_flat({key: value})
+            except UserError as e:
+                out.append(str(e))
+        return out
 
     out = _per_cell(table, "cell_recipe", cells, set(recipe), check, p) or {}
     for values in out.values():

@@ -1,7 +1,8 @@
 """Method options: frozen dataclasses parsed from TOML/--set values (torch-free).
 
 Declare each field with :func:`option` (default, help, choices, path). Unknown keys, wrong types
-and values outside a field's choices raise a UserError naming ``method.<option>``. An option
+and values outside a field's choices raise a UserError naming ``method.<option>`` (several bad
+options: a UserErrors holding one for each). An option
 declared with ``path=True`` names a file: a study resolves it against the spec file's folder
 when it reads the spec (jobs run in a code snapshot, not where the user typed the command).
 """
@@ -12,7 +13,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from methods.errors import UserError, did_you_mean, require
+from methods.errors import UserError, did_you_mean, raise_all, require
 
 
 def option(default: Any, help: str, *, choices: tuple | None = None, path: bool = False) -> Any:
@@ -66,23 +67,33 @@ def _coerce(value: Any, annotation: Any, field: str) -> Any:
 def parse_options(options_cls: type, raw: dict[str, Any], prefix: str) -> Any:
     """Build a frozen options dataclass from a dict; unknown keys and bad types are errors.
 
-    Fields may declare ``metadata={"choices": (...)}``; values outside are errors too.
+    Fields may declare ``metadata={"choices": (...)}``; values outside are errors too. Every
+    bad option is found: one raises its UserError, several a UserErrors holding each.
     """
     fields = {f.name: f for f in dataclasses.fields(options_cls)}
     hints = typing.get_type_hints(options_cls)
-    known = ", ".join(sorted(fields)) or "none"
-    values = {}
+    values, errors = {}, []
     for key, value in raw.items():
-        hint = did_you_mean(key, fields).removeprefix("; ") if fields else ""
-        require(key in fields, f"{prefix}.{key}",
-                f"unknown option{f' ({hint})' if 'did you mean' in hint else ''}; known "
-                f"options: {known}")
-        value = _coerce(value, hints[key], f"{prefix}.{key}")
-        choices = fields[key].metadata.get("choices")
-        require(choices is None or value in choices, f"{prefix}.{key}",
-                f"{value!r} is not one of {list(choices or ())}")
-        values[key] = value
+        try:
+            values[key] = _option(fields, hints, key, value, prefix)
+        except UserError as e:
+            errors.append(e)
+    raise_all(errors)
     return options_cls(**values)
+
+
+def _option(fields: dict, hints: dict, key: str, value: Any, prefix: str) -> Any:
+    """One option's value, converted to its type and checked against its choices."""
+    known = ", ".join(sorted(fields)) or "none"
+    hint = did_you_mean(key, fields).removeprefix("; ") if fields else ""
+    require(key in fields, f"{prefix}.{key}",
+            f"unknown option{f' ({hint})' if 'did you mean' in hint else ''}; known "
+            f"options: {known}")
+    value = _coerce(value, hints[key], f"{prefix}.{key}")
+    choices = fields[key].metadata.get("choices")
+    require(choices is None or value in choices, f"{prefix}.{key}",
+            f"{value!r} is not one of {list(choices or ())}")
+    return value
 
 
 def path_options(options_cls: type) -> set[str]:

@@ -13,6 +13,7 @@ import torch
 
 from harness import config as C
 from harness.cli import main
+from methods import errors
 from methods.base import UserError, load_all
 from methods.slb import load_fp_state
 
@@ -191,3 +192,22 @@ def test_cli_prints_a_bad_option_in_one_line_and_exits_2(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and err.startswith("error: method.gamma:"), err
     assert "must be in (0, 1]" in err
     assert not out.exists()
+
+
+def test_every_bad_option_is_found_at_once(tmp_path, capsys):
+    # a wrong type, an unknown option and a value outside the choices: three errors, one each
+    bad = {"method.t0": "abc", "method.bnn": "sbn", "method.init": "zeros", "method.t1": 2.0}
+    with pytest.raises(UserError) as e:
+        C.build(flags={"method": "slb", **bad})
+    assert [one.field for one in errors.each(e.value)] == ["method.t0", "method.bnn",
+                                                          "method.init"]
+    assert e.value.field == "method.t0" and "\n" not in str(e.value)
+    out = tmp_path / "run"
+    rc = main(["run", "--method", "slb", "--out", str(out)]
+              + [f"--set={k}={v}" for k, v in bad.items()])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and not out.exists()
+    assert err == ["error: method.t0: expected a number, got 'abc'",
+                   "error: method.bnn: unknown option (did you mean 'bn'?); known options: "
+                   + ", ".join(sorted(load_all()["slb"].Options.__dataclass_fields__)),
+                   "error: method.init: 'zeros' is not one of ['random', 'from_fp']"]

@@ -2,7 +2,7 @@
 
 Reads only what a study leaves behind: runs/<id>/{config,summary}.json and metrics.csv (via
 harness.records), study.toml (its optional [report] table: reference, reference_dataset,
-ours, and the display-name tables methods, variants, settings; see load.REPORT_KEYS) and
+ours, and the display-name tables methods, variants, settings; see keys.REPORT_KEYS) and
 manifest.json (the expected runs, so runs without a directory are reported as missing).
 Writes, under OUT (default results/<study>/report):
 
@@ -16,6 +16,7 @@ flagged unmatched are listed and left out of every number.
 
 The package, in the order data flows through it:
 
+  keys.py       the [report] keys and their checks (also run by `sweep` on a spec)
   load.py       records -> StudyRecords (runs table, metrics, groups per setting/row/cell,
                 display names)
   timing.py     per-epoch training times -> every row's accuracy at equal compute

@@ -45,24 +45,10 @@ from harness import plots
 from harness import stats as S
 from harness.config import LATER_KEYS, NON_SEMANTIC, flatten
 from harness.records import load_run, metric_columns
+from harness.report.keys import REPORT_KEYS, check_report_table
 from methods.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
-# study.toml's [report] table: key -> (check, what to write). The renames map an internal id
-# to the text tables, figures and answers print.
-_NAMES = (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str)
-                                                and x.strip() for k, x in v.items()),
-          'a table of id = "display name"')
-REPORT_KEYS: dict[str, tuple[Any, str]] = {
-    "ours": (lambda v: isinstance(v, str), 'a method name, e.g. "slb"'),
-    "reference": (lambda v: isinstance(v, str), "the path of a CSV of reported numbers"),
-    "reference_dataset": (lambda v: isinstance(v, str), 'a dataset label, e.g. "cifar10"'),
-    "methods": (_NAMES[0], _NAMES[1] + ', e.g. { dorefa = "DoReFa-Net" }'),
-    "variants": (_NAMES[0], _NAMES[1] + ', e.g. { "slb-sbn4" = "SLB, SBN every 4 steps" }'),
-    "settings": (_NAMES[0], _NAMES[1] + ' for a dataset, a model or a whole setting, e.g. '
-                 '{ imagefolder = "CIFAR-10 (JPEG copy)", resnet20 = "ResNet-20" }'),
-}
-
 # metrics.csv columns the report reads besides the methods' internal metrics: the deployed
 # test accuracy, or for super-resolution runs PSNR and SSIM
 SCORE_COLUMNS = ("epoch", "test_acc", "test_psnr", "test_ssim")
@@ -95,20 +81,6 @@ def shown_path(path, written: str = "") -> str:
     if written and not Path(written).expanduser().is_absolute():
         return written
     return p.name
-
-
-def check_report_table(table: Any) -> list[tuple[str, str]]:
-    """Problems of a study's [report] table, as (field, message): a wrong type is one;
-    an unknown key is one too (the report itself only notes those: see ``_report_options``)."""
-    if not isinstance(table, dict):
-        return [("report", "must be a table: [report]")]
-    out = []
-    for k, v in table.items():
-        if k not in REPORT_KEYS:
-            out.append((f"report.{k}", f"unknown key; [report] takes {', '.join(REPORT_KEYS)}"))
-        elif not REPORT_KEYS[k][0](v):
-            out.append((f"report.{k}", f"is {v!r}; write {REPORT_KEYS[k][1]}"))
-    return out
 
 
 # --------------------------------------------------------------------------- the study

@@ -1,0 +1,40 @@
+"""study.toml's [report] table: its keys and their checks (no pandas: `sweep` checks a spec's
+[report] table with these before anything is written, the report again when it reads one)."""
+from __future__ import annotations
+
+from typing import Any
+
+from methods.errors import did_you_mean
+
+# key -> (check, what to write). The renames map an internal id to the text tables, figures
+# and answers print.
+_NAMES = (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str)
+                                                and x.strip() for k, x in v.items()),
+          'a table of id = "display name"')
+REPORT_KEYS: dict[str, tuple[Any, str]] = {
+    "ours": (lambda v: isinstance(v, str), 'a method name, e.g. "slb"'),
+    "reference": (lambda v: isinstance(v, str), "the path of a CSV of reported numbers"),
+    "reference_dataset": (lambda v: isinstance(v, str), 'a dataset label, e.g. "cifar10"'),
+    "methods": (_NAMES[0], _NAMES[1] + ', e.g. { dorefa = "DoReFa-Net" }'),
+    "variants": (_NAMES[0], _NAMES[1] + ', e.g. { "slb-sbn4" = "SLB, SBN every 4 steps" }'),
+    "settings": (_NAMES[0], _NAMES[1] + ' for a dataset, a model or a whole setting, e.g. '
+                 '{ imagefolder = "CIFAR-10 (JPEG copy)", resnet20 = "ResNet-20" }'),
+}
+
+
+def check_report_table(table: Any) -> list[tuple[str, str]]:
+    """Problems of a study's [report] table, as (field, message): a wrong type is one;
+    an unknown key is one too (the report itself only notes those: see
+    ``load._report_options``; a spec given to `sweep` must not hold one)."""
+    if not isinstance(table, dict):
+        return [("report", "must be a table: [report]")]
+    out = []
+    for k, v in table.items():
+        if k not in REPORT_KEYS:
+            hint = did_you_mean(k, REPORT_KEYS)
+            hint = hint + " " if "did you mean" in hint else "; "
+            out.append((f"report.{k}", f"unknown key{hint}[report] takes "
+                                       f"{', '.join(REPORT_KEYS)}"))
+        elif not REPORT_KEYS[k][0](v):
+            out.append((f"report.{k}", f"is {v!r}; write {REPORT_KEYS[k][1]}"))
+    return out
