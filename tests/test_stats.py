@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -183,3 +184,16 @@ def test_aggregate_iqm_by_hand():
     assert v == pytest.approx(np.mean([3, 4, 5, 6]))  # the middle half of 1..8
     assert 1.0 <= ci[0] <= v <= ci[1] <= 8.0
     assert S.aggregate_iqm(cells) == (v, ci)      # fixed seed: reproducible
+
+
+def test_one_constant_side_is_welch_on_the_other_side_without_a_warning():
+    """Every seed of B at the same accuracy: B's variance is 0 and Welch's test reduces to a
+    one-sample t-test of A (df = n_A - 1); scipy's precision-loss warning is not shown."""
+    a, b = [83.11111111111111, 86.44444444444444, 89.77777777777777], [98.66666666666667] * 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c = S.compare(a, b)
+    t = (np.mean(a) - b[0]) / (np.std(a, ddof=1) / np.sqrt(3))   # -8.0 / (3.333... / 1.732)
+    assert c.df == pytest.approx(2.0)
+    assert c.p == pytest.approx(2 * sps.t.sf(abs(t), 2), rel=1e-9)
+    assert c.p == pytest.approx(0.0239078, abs=1e-6)
