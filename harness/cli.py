@@ -66,10 +66,11 @@ def _registries(wanted: bool) -> dict[str, Any]:
     registries import torch)."""
     if not wanted:
         return {"method": "(registry)", "model": "(registry)", "dataset": "(registry)"}
-    from harness import data, describe, models
+    from harness import config, data, models
     from methods.base import load_all
 
-    defaults = {k["key"]: k["default"] for k in describe.config_keys()}  # the run flags' keys
+    defaults = config.flatten(config.to_dict(config.RunConfig()))  # the run flags' keys
+    defaults["method"] = defaults.pop("method.name")
     return {"defaults": {k: "none" if v == "" else v for k, v in defaults.items()},
             "method": ", ".join(sorted(load_all())),
             "model": ", ".join(sorted(models.describe_models())),

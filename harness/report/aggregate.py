@@ -28,8 +28,8 @@ import pandas as pd
 from harness import stats as S
 from harness.report import style as ST
 from harness.report.figures import Figure
-from harness.report.load import StudyRecords, cached_per_setting
-from harness.report.tables import Table, cell_name, setting_slug
+from harness.report.load import StudyRecords, cached_per_setting, cell_name
+from harness.report.tables import Table, setting_slug
 
 
 def _samples(st: StudyRecords, setting: str, label: str, cells) -> list[list[float]]:

@@ -38,11 +38,10 @@ from harness.report.figures import (
     ylim,
     zoom_caption,
 )
-from harness.report.load import StudyRecords
+from harness.report.load import StudyRecords, cell_name
 from harness.report.tables import (
     CLIPPED,
     Table,
-    cell_name,
     clipped_note,
     fmt_cell,
     fmt_ci,

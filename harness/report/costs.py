@@ -29,8 +29,8 @@ from harness import config as C
 from harness import models, opcount
 from harness.cost import memory_costs
 from harness.report import timing
-from harness.report.load import StudyRecords, cached_per_setting
-from harness.report.tables import Table, cell_name, grouped, setting_slug
+from harness.report.load import StudyRecords, cached_per_setting, cell_name
+from harness.report.tables import Table, grouped, setting_slug
 from harness.report.tables import _human_bytes as human_bytes
 from harness.report.tables import _ratio as ratio
 

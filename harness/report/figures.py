@@ -29,8 +29,8 @@ import numpy as np
 from harness import plots
 from harness import stats as S
 from harness.report import style as ST
-from harness.report.load import StudyRecords
-from harness.report.tables import budget_rows, cell_name, n_epochs, setting_slug
+from harness.report.load import StudyRecords, cell_name
+from harness.report.tables import budget_rows, n_epochs, setting_slug
 
 # The one derived companion panel: a declared continuous-state (not deployable) accuracy
 # minus the deployed one, drawn right after that accuracy.

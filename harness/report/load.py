@@ -83,6 +83,11 @@ def shown_path(path, written: str = "") -> str:
     return p.name
 
 
+def cell_name(w: int, a: int, epochs: int | None = None) -> str:
+    """A W/A cell and its budget as every table, figure and answer names it: 'W1/A32, 8 ep'."""
+    return f"W{w}/A{a}" + (f", {epochs} ep" if epochs is not None else "")
+
+
 # --------------------------------------------------------------------------- the study
 
 @dataclass

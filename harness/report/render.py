@@ -39,13 +39,14 @@ from harness.report.load import (
     OURS_NOT_SET,
     StudyRecords,
     add_bootstraps,
+    cell_name,
     is_known,
     load_study,
     shown_path,
 )
 from harness.report.questions import reviewer_answers
 from harness.report.sr import sr_figure_blocks, sr_table_blocks
-from harness.report.tables import Table, cell_name, md_escape, where
+from harness.report.tables import Table, md_escape, where
 
 Block = Table | Figure | str
 TABLES_DIR, FIGURES_DIR = "tables", "figures"   # under the report folder, linked relatively

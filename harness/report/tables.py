@@ -34,7 +34,7 @@ import pandas as pd
 from harness import stats as S
 from harness.records import atomic_write_text
 from harness.report import verdicts as V
-from harness.report.load import StudyRecords, cached_per_setting, is_known, reported
+from harness.report.load import StudyRecords, cached_per_setting, cell_name, is_known, reported
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
         "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
@@ -177,10 +177,6 @@ def plural(n: int, word: str, words: str = "") -> str:
 
 def n_epochs(n: int) -> str:
     return plural(n, "epoch")
-
-
-def cell_name(w: int, a: int, epochs: int | None = None) -> str:
-    return f"W{w}/A{a}" + (f", {epochs} ep" if epochs is not None else "")
 
 
 def where(st: StudyRecords, setting: str, c) -> str:

@@ -39,8 +39,7 @@ import numpy as np
 import pandas as pd
 
 from harness import stats as S
-from harness.report import tables as T  # cell_name; tables imports this module in turn
-from harness.report.load import StudyRecords, cached_per_setting
+from harness.report.load import StudyRecords, cached_per_setting, cell_name
 
 TIME_TOLERANCE = 0.05   # an epoch within T* * 1.05 counts as reached within T*
 TIME_CV_CAVEAT = 0.15   # runs of one row whose epoch times vary more than this: a caveat
@@ -213,7 +212,7 @@ def spread_caveat(st: StudyRecords, setting: str) -> str:
     rows = time_spread(st, setting)
     if not rows:
         return ""
-    listed = "; ".join(f"{st.display(r['label'])} {T.cell_name(*r['cell'])}: "
+    listed = "; ".join(f"{st.display(r['label'])} {cell_name(*r['cell'])}: "
                        f"{r['min']:.1f}–{r['max']:.1f} s (CV {r['cv']:.2f}, {r['n']} runs)"
                        for r in rows)
     return (f"Per-epoch training times vary across a row's own runs (seeds and budgets, same "
