@@ -235,17 +235,19 @@ class RunSummary:
     best_metric: float | None = None
     final_metrics: dict[str, float] = field(default_factory=dict)
     # what the method changed in the network after its last epoch (methods.base.Method.
-    # changed_after_training, e.g. SLB's end-of-training BN recalibration): only then may the
-    # final score differ from the last epoch's
-    changed_after_training: str = ""
+    # changed_after_training, e.g. SLB's end-of-training BN recalibration; "" = nothing): only
+    # then may the final score differ from the last epoch's. None: a record written before the
+    # trainer said (the check is skipped for it)
+    changed_after_training: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
              if f.name != "extra"}
-        for k in ("error", "changed_after_training"):
-            if not d[k]:
-                del d[k]
+        if not d["error"]:
+            del d["error"]
+        if d["changed_after_training"] is None:
+            del d["changed_after_training"]
         if self.task == "classify":
             for k in TASK_FIELDS:
                 del d[k]
@@ -364,10 +366,10 @@ def load_run(run_dir: Path, with_metrics: bool = True, columns: Columns = None) 
     config hash; summary.json parses as a RunSummary with the same hash, epochs_completed
     equal to the config's epochs, a final score (accuracy in [0, 100]; another task's
     ``final_metric``) equal to the last epoch's unless the method changed the network after
-    it (``changed_after_training``), and a best score equal to the best of the epochs and
-    the final one;
-    metrics.csv has its task's standard columns, one row per epoch numbered 1..n, and finite
-    numbers in every standard column.
+    it (``changed_after_training``; records older than that field are not held to it), and a
+    best score equal to the best of the epochs and the final one; metrics.csv has its task's
+    standard columns, one row per epoch numbered 1..n, and finite numbers in every standard
+    column.
     ``columns``: the metrics columns to load and check (a list, or a function of the record
     and the CSV header); None = all. ``with_metrics=False`` still validates the standard
     columns but keeps no DataFrame."""
@@ -455,7 +457,7 @@ def _check_completed(rec: RunRecord, with_metrics: bool, columns: Columns) -> st
     if numeric["epoch"].tolist() != list(range(1, want + 1)):
         return "metrics.csv epochs are not numbered 1..n"
     last = float(numeric[score].iloc[-1])
-    if not s.changed_after_training and abs(final - last) > 1e-6 * max(1.0, abs(last)):
+    if s.changed_after_training == "" and abs(final - last) > 1e-6 * max(1.0, abs(last)):
         return (f"the final {score} in summary.json ({final!r}) is not the last epoch's "
                 f"({last!r}) and the method changed nothing after training")
     top = max(numeric[score].max(), final)

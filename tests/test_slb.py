@@ -15,7 +15,7 @@ import torch
 
 from conftest import tiny_cfg
 from harness import config as C
-from harness import train
+from harness import records, train
 from harness.cli import main
 from harness.export import export_and_check
 from methods.base import Progress, UserError, quant_layers
@@ -514,3 +514,14 @@ def test_argmax_rows_matches_torch_argmax_including_ties(n):
     g = torch.Generator().manual_seed(n)
     a = torch.randint(0, 3, (n, 500), generator=g).float()   # many ties
     assert torch.equal(argmax_rows(a), a.argmax(0))
+
+
+@pytest.mark.parametrize("bn", ["recal_end", "sbn"])
+def test_a_run_says_what_slb_changed_after_training_and_its_record_is_completed(bn, tmp_path):
+    """recal_end recalibrates after the last epoch, so the final score may differ from the
+    last epoch's: the summary says why, and the record validator accepts it."""
+    cfg = tiny_cfg("slb", epochs=2, sets=[f"method.bn={bn}", "method.recal_batches=2"])
+    s = train.run(cfg, tmp_path, echo=lambda m: None)
+    assert s.status == "completed"
+    assert (s.changed_after_training != "") == (bn == "recal_end")
+    assert records.load_run(tmp_path).status == "completed"
