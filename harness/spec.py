@@ -101,6 +101,13 @@ EXECUTOR_TYPES = {  # key: (type check, what to write)
     **{k: (lambda v: isinstance(v, str), "a string") for k in
        ("partition", "account", "qos", "constraint")},
 }
+_BOOL = (lambda v: isinstance(v, bool), "true or false (no quotes)")
+_TEXT = (lambda v: isinstance(v, str), 'a quoted string, e.g. "..."')
+STUDY_TYPES = {"name": _TEXT, "description": _TEXT, "question": _TEXT,
+               "gpu_hours": (lambda v: _num(v) and v >= 0, "a number of GPU-hours >= 0"),
+               "allow_unmatched": _BOOL, "reproduction": _BOOL}
+VARIANT_FLAGS = {"unmatched": _BOOL, "reference": _BOOL, "description": _TEXT,
+                 "method": (lambda v: isinstance(v, str), 'a method name, e.g. "slb"')}
 SCALE_TYPES = {
     "epochs_divisor": (lambda v: _num(v) and v > 0, "a number > 0"),
     "min_epochs": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
@@ -268,6 +275,8 @@ def _study_table(raw: dict, path: Path, p: Problems) -> tuple[str, bool]:
         p.add("study: expected a table, e.g. [study] name = \"mine\"")
         study_t = {}
     p.known(study_t, STUDY_KEYS, "study")
+    study_t = p.typed({k: v for k, v in study_t.items() if k in STUDY_TYPES}, STUDY_TYPES,
+                      "study")
     name = study_t.get("name", path.stem)
     if not SAFE_NAME.fullmatch(str(name)):
         p.add(f"study.name: {name!r} must be letters, digits, '-', '_', '.' (not first), at "
@@ -464,6 +473,9 @@ def _variant(name: str, t: Any, allow_unmatched: bool, spec_dir: Path,
         p.add(f"{w}: expected a table")
         return None
     p.known(t, VARIANT_KEYS, w)
+    flags = p.typed({k: v for k, v in t.items() if k in VARIANT_FLAGS}, VARIANT_FLAGS, w)
+    if set(flags) != {k for k in t if k in VARIANT_FLAGS}:
+        return None   # a wrong type named above; the rest of the variant would mislead
     if "method" not in t:
         p.add(f"{w}.method: missing; name the method, e.g. method = \"slb\"")
         return None

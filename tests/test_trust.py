@@ -448,3 +448,23 @@ def test_a_real_process_never_prints_a_traceback_for_bad_values(tmp_path):
                         str(tmp_path / "r")], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.strip() == "error: seed: must be >= 0, got -1"
+
+
+def test_spec_flags_and_texts_of_the_wrong_type_are_one_line_each(tmp_path):
+    """TOML strings where booleans belong ("false" would be true in Python) and numbers where
+    text belongs: one error each, and nothing planned from them."""
+    p = tmp_path / "s.toml"
+    p.write_text(SPEC.replace('name = "trust"', 'name = "trust"\nallow_unmatched = "false"\n'
+                              'gpu_hours = "lots"\ndescription = 7')
+                 + '[variants.fp]\nmethod = "fp"\nreference = "no"\n'
+                 + '[variants.big]\nmethod = "ste"\nunmatched = "false"\n'
+                 + 'recipe = { batch_size = 32 }\n')
+    with pytest.raises(spec.SpecErrors) as e:
+        spec.load_spec(p)
+    lines = [ln.removeprefix(f"{p}: ") for ln in e.value.errors]
+    assert sorted(lines) == sorted([
+        "study.allow_unmatched: expected true or false (no quotes), got 'false'",
+        "study.gpu_hours: expected a number of GPU-hours >= 0, got 'lots'",
+        "study.description: expected a quoted string, e.g. \"...\", got 7",
+        "variants.fp.reference: expected true or false (no quotes), got 'no'",
+        "variants.big.unmatched: expected true or false (no quotes), got 'false'"]), lines
