@@ -243,7 +243,8 @@ def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None
         p.add(f"{key}: {message}")
     study = Study(path, str(name), raw, scale, executor=executor)
     scale_set = C.flatten(scale_t.get("set", {}))
-    _fix_root(scale_set, path.parent)  # a scale's data.root is relative to the spec too
+    _fix_root(scale_set, path.parent)  # a scale's paths are relative to the spec too
+    _fix_method_paths(scale_set, path.parent)
     cell_recipe = _cell_recipe(raw, recipe, _set_keys(sets), _all_cells(variants, bits),
                                path.parent, p)
     _expand(study, recipe, scale_set, variants, bits, budget_map, seeds, excludes, p,
@@ -322,6 +323,16 @@ def _fix_option_paths(method: str, options: Any, spec_dir: Path) -> None:
         return
     for key in path_options(cls.Options):
         _fix_path(options, key, spec_dir)
+
+
+def _fix_method_paths(flat: dict[str, Any], spec_dir: Path) -> None:
+    """Flat ``method.<option>`` keys (a scale's ``set``) that name files for some method."""
+    from methods.base import load_all
+    from methods.options import path_options
+
+    for cls in load_all().values():
+        for key in path_options(cls.Options):
+            _fix_path(flat, f"method.{key}", spec_dir)
 
 
 def _recipe(raw: dict, sets: list[str] | None, spec_dir: Path, p: Problems) -> dict[str, Any]:

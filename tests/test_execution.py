@@ -475,6 +475,19 @@ def test_file_options_are_relative_to_the_spec_and_checked_when_it_is_read(tmp_p
                               "state-dict file"]
 
 
+def test_a_file_option_set_by_a_scale_is_relative_to_the_spec_too(tmp_path, monkeypatch):
+    specs = tmp_path / "specs"
+    (specs / "ck").mkdir(parents=True)
+    (specs / "ck" / "fp.pt").write_bytes(b"x")
+    p = specs / "slb.toml"
+    p.write_text(SLB_SPEC.replace(', init_from = "fp_ck.pt"', "").replace(
+        'cell_options = { "W2/A32" = { init_from = "w2/fp_ck.pt" } }\n', "")
+        + '[scales.tiny]\nset = { "method.init_from" = "ck/fp.pt" }\n')
+    monkeypatch.chdir(tmp_path)
+    study = spec.load_spec(p, scale="tiny")
+    assert {r.cfg.method_options["init_from"] for r in study.runs} == {str(specs / "ck" / "fp.pt")}
+
+
 def test_a_run_that_cannot_start_is_recorded_failed_with_its_reason(tmp_path, monkeypatch):
     """The init file is gone by the time the job starts: the run is failed (not missing) in
     `status`, with the one-line reason."""
