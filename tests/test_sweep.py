@@ -190,7 +190,9 @@ def test_two_concurrent_sweeps_never_submit_the_same_run(tmp_path):
     procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for _ in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), outs
+    for p, out in zip(procs, outs):  # shown in full when the test fails
+        print(f"--- sweep exited {p.returncode}:\n{out}")
+    assert all(p.returncode == 0 for p in procs), [p.returncode for p in procs]
     subs = [json.loads(ln) for ln in (res / "s" / "submissions.jsonl").read_text().splitlines()]
     assert len(subs) == 5 and len({s["run_id"] for s in subs}) == 5
     counts, _ = sweep.status_counts(res / "s")
