@@ -162,9 +162,10 @@ def ensure_writable_dir(path: Path, field: str, fix: str) -> None:
         raise UserError(field, f"{str(path)!r} is a file; {fix}")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-probe"
-        probe.write_text("")
-        probe.unlink()
+        # a probe of this process's own (two sweeps starting together once shared one name,
+        # and the second's unlink failed after the first had removed it)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-"):
+            pass
     except OSError as e:
         raise UserError(field, f"cannot write to {str(path)!r} ({e.strerror}); {fix}") from None
 

@@ -468,3 +468,18 @@ def test_spec_flags_and_texts_of_the_wrong_type_are_one_line_each(tmp_path):
         "study.description: expected a quoted string, e.g. \"...\", got 7",
         "variants.fp.reference: expected true or false (no quotes), got 'no'",
         "variants.big.unmatched: expected true or false (no quotes), got 'false'"]), lines
+
+
+def test_two_processes_checking_one_results_folder_never_trip_each_other(tmp_path):
+    """Two sweeps started together both check that the study folder is writable; each must
+    use a probe of its own (a shared probe name failed the second sweep now and then)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    target = tmp_path / "res" / "s"
+
+    def check(_):
+        records.ensure_writable_dir(target, "--results", "pass a writable --results directory")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(check, range(400)))   # raised a UserError within a few calls before
+    assert not [p for p in target.iterdir() if p.name.startswith(".write-probe")]
