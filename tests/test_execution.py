@@ -157,14 +157,20 @@ def test_cancel_stops_every_worker_and_counts_them(tmp_path):
         assert "resumed at epoch 1" in (run / "log.txt").read_text()
 
 
+def _prepared(spec_path: Path, results: Path):
+    """The study of ``spec_path`` with its manifest and pending records under ``results``,
+    as a sweep leaves them just before it submits."""
+    study = spec.load_spec(spec_path)
+    sdir = results / study.name
+    (sdir / "runs").mkdir(parents=True)
+    sweep.write_manifest(study, sdir, echo=lambda s: None)
+    sweep.prepare_records(study.runs, sdir)
+    return study, sdir
+
+
 def test_cancel_leaves_a_process_with_a_reused_pid_alone(tmp_path, capsys):
     """A record names PID X; X now belongs to an unrelated process: not killed, not running."""
-    p = write_spec(tmp_path, "reuse")
-    study = spec.load_spec(p)
-    sdir = tmp_path / "res" / "reuse"
-    (sdir / "runs").mkdir(parents=True)
-    sweep.write_manifest(study, sdir)
-    sweep.prepare_records(study.runs, sdir)
+    study, sdir = _prepared(write_spec(tmp_path, "reuse"), tmp_path / "res")
     stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
     try:
         fake = {"pid": stranger.pid, "pgid": stranger.pid, "token": "0:1",
@@ -186,12 +192,7 @@ def test_cancel_leaves_a_process_with_a_reused_pid_alone(tmp_path, capsys):
 def test_a_finished_local_sweep_reports_runs_that_never_started_as_missing(tmp_path, capsys):
     """The sweep's own process is alive when it prints its final states: runs it queued but
     never started are missing, not pending; runs queued by another live sweep are pending."""
-    p = write_spec(tmp_path, "ended")
-    study = spec.load_spec(p)
-    sdir = tmp_path / "res" / "ended"
-    (sdir / "runs").mkdir(parents=True)
-    sweep.write_manifest(study, sdir)
-    sweep.prepare_records(study.runs, sdir)
+    study, sdir = _prepared(write_spec(tmp_path, "ended"), tmp_path / "res")
     me = procs.identity(os.getpid(), group=False)
     jobs.append_submissions(sdir, [{"run_id": r.run_id, "job_id": f"local-{os.getpid()}",
                                     "executor": "local", "sweep": me} for r in study.runs])
@@ -497,11 +498,7 @@ def test_a_run_that_cannot_start_is_recorded_failed_with_its_reason(tmp_path, mo
     (specs / "w2" / "fp_ck.pt").write_bytes(b"x")
     p = specs / "slb.toml"
     p.write_text(SLB_SPEC)
-    study = spec.load_spec(p)
-    sdir = tmp_path / "res" / study.name
-    (sdir / "runs").mkdir(parents=True)
-    sweep.write_manifest(study, sdir, echo=lambda s: None)
-    sweep.prepare_records(study.runs, sdir)
+    study, sdir = _prepared(p, tmp_path / "res")
     (specs / "fp_ck.pt").unlink()
     run = next(r for r in study.runs if r.w_bits == 1)
     reason = (f"method.init_from: file {str(specs / 'fp_ck.pt')!r} not found; pass a "
