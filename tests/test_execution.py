@@ -248,13 +248,24 @@ RUN = [sys.executable, "-m", "harness", "run", "--method", "ste", "--epochs", "3
        "--set", "model.width=0.25", "--set", "progress=line", "--batch-size", "50"]
 
 
-def test_sigterm_ends_a_run_interrupted_and_it_resumes(tmp_path):
+def _held_run(tmp_path: Path, stream=subprocess.PIPE):
+    """A `run` started in a subprocess and held before its second epoch (hold, env, RUN_DIR,
+    process)."""
     hold, env = hold_env(tmp_path)
     out = tmp_path / "run"
     proc = subprocess.Popen(RUN + ["--out", str(out)], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=stream, stderr=stream)
     try:
         wait_until(lambda: len(held_runs(hold)) == 1, what="the run to be held")
+    except BaseException:
+        proc.kill()   # never leave a held run behind
+        raise
+    return hold, env, out, proc
+
+
+def test_sigterm_ends_a_run_interrupted_and_it_resumes(tmp_path):
+    hold, env, out, proc = _held_run(tmp_path)
+    try:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -274,12 +285,8 @@ def test_sigterm_ends_a_run_interrupted_and_it_resumes(tmp_path):
 def test_show_calls_a_killed_run_interrupted_not_running(tmp_path, capsys):
     """SIGKILL leaves summary.json saying running: `show` believes it only while the trainer
     named in RUN_DIR/.owner lives (the rule of `status`)."""
-    hold, env = hold_env(tmp_path)
-    out = tmp_path / "run"
-    proc = subprocess.Popen(RUN + ["--out", str(out)], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, _, out, proc = _held_run(tmp_path, subprocess.DEVNULL)
     try:
-        wait_until(lambda: len(held_runs(hold)) == 1, what="the run to be held")
         assert main(["show", str(out)]) == 0
         assert f"{out}: running (pid {proc.pid})" in capsys.readouterr().out
         proc.kill()
