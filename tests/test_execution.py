@@ -457,16 +457,23 @@ cell_options = { "W2/A32" = { init_from = "w2/fp_ck.pt" } }
 """
 
 
-def test_file_options_are_relative_to_the_spec_and_checked_when_it_is_read(tmp_path,
-                                                                           monkeypatch):
-    """Jobs start in the code snapshot, so a relative init_from must name the file next to
-    the spec, resolved when the spec is read, wherever the command was typed."""
+def _slb_spec_with_init_files(tmp_path: Path) -> Path:
+    """SLB_SPEC in tmp_path/specs, next to the two init files it names."""
     specs = tmp_path / "specs"
     (specs / "w2").mkdir(parents=True)
     (specs / "fp_ck.pt").write_bytes(b"x")
     (specs / "w2" / "fp_ck.pt").write_bytes(b"x")
     p = specs / "slb.toml"
     p.write_text(SLB_SPEC)
+    return p
+
+
+def test_file_options_are_relative_to_the_spec_and_checked_when_it_is_read(tmp_path,
+                                                                           monkeypatch):
+    """Jobs start in the code snapshot, so a relative init_from must name the file next to
+    the spec, resolved when the spec is read, wherever the command was typed."""
+    p = _slb_spec_with_init_files(tmp_path)
+    specs = p.parent
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -499,12 +506,8 @@ def test_a_file_option_set_by_a_scale_is_relative_to_the_spec_too(tmp_path, monk
 def test_a_run_that_cannot_start_is_recorded_failed_with_its_reason(tmp_path, monkeypatch):
     """The init file is gone by the time the job starts: the run is failed (not missing) in
     `status`, with the one-line reason."""
-    specs = tmp_path / "specs"
-    (specs / "w2").mkdir(parents=True)
-    (specs / "fp_ck.pt").write_bytes(b"x")
-    (specs / "w2" / "fp_ck.pt").write_bytes(b"x")
-    p = specs / "slb.toml"
-    p.write_text(SLB_SPEC)
+    p = _slb_spec_with_init_files(tmp_path)
+    specs = p.parent
     study, sdir = _prepared(p, tmp_path / "res")
     (specs / "fp_ck.pt").unlink()
     run = next(r for r in study.runs if r.w_bits == 1)
