@@ -250,14 +250,10 @@ def _convergence(st: StudyRecords, setting: str, all_rows: bool = False) -> Figu
                 "of this report), mean over seeds, no bands (they are in the convergence "
                 "figure)")
     else:
-        what = ("ours and the strongest other method in the panel (highest final mean) as "
-                "mean over seeds with a 95% t-interval band"
+        what = (ST.highlighted_rows(st) + " as mean over seeds with a 95% t-interval band"
                 + (", the full-precision reference (fp) as a dotted line" if has_fp else "")
                 + "; the other rows as thin grey lines (each in its own style in the "
                   "all-rows figure)")
-        if not st.ours:
-            what = what.replace("ours and the strongest other method in the panel (highest "
-                                "final mean)", "the two rows with the highest final mean")
     caption = (f"Deployed test accuracy per epoch ({sl}), one panel per W/A cell and epoch "
                f"budget: {what}."
                + (" fp (W32/A32) is drawn in every panel of its budget as the reference."

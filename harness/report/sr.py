@@ -386,13 +386,9 @@ def curves_figure(st: StudyRecords, setting: str, all_rows: bool = False) -> Fig
         what = ("every row in its own colour, marker and dash (the same as in every figure of "
                 "this report), mean over seeds, no bands")
     else:
-        what = ("ours and the strongest other method in the panel (highest final mean PSNR) "
-                "as mean over seeds with a 95% CI band, fp (the ceiling) as a dotted black "
-                "line; the other rows as thin grey lines (each in its own style in the "
-                "all-rows figure)")
-        if not st.ours:
-            what = what.replace("ours and the strongest other method in the panel (highest "
-                                "final mean PSNR)", "the two rows with the highest final mean")
+        what = (ST.highlighted_rows(st, " PSNR") + " as mean over seeds with a 95% CI band, "
+                "fp (the ceiling) as a dotted black line; the other rows as thin grey lines "
+                "(each in its own style in the all-rows figure)")
     caption = (f"Deployed test PSNR (dB, Y channel) on {test_set(setting)} per epoch ({sl}), "
                f"one panel per W/A cell and budget: {what}; bicubic (the floor) as a grey, "
                "loosely dotted line." + zoom_caption(panels))

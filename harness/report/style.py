@@ -61,6 +61,13 @@ def highlight(st: StudyRecords, setting: str, means: dict[str, float]) -> list[s
     return chosen + fp[:1]
 
 
+def highlighted_rows(st: StudyRecords, score: str = "") -> str:
+    """How a caption names the rows :func:`highlight` draws in full (``score``: e.g. " PSNR")."""
+    if not st.ours:
+        return "the two rows with the highest final mean"
+    return f"ours and the strongest other method in the panel (highest final mean{score})"
+
+
 def line_style(styles: dict[str, dict[str, Any]], label: str, full: bool) -> dict[str, Any]:
     """The plots.py line keys of a row: in full, or as a grey context line."""
     if not full:
