@@ -304,10 +304,28 @@ class Trainer:
         copies (harness.opcount): the run itself is untouched."""
         if not self.dist.main:
             return
+        self.costs = self.recorded_costs()   # a resume: the first attempt counted them
+        if self.costs is not None:
+            return
         d = self.data
         inf = opcount.inference_cost(self.cfg, d.num_classes, d.in_channels, d.image_size)
         self.costs = ({k: v for k, v in inf.items() if k != "layers"},
                       opcount.count_training_flops(self, Trainer.train_step))
+
+    def recorded_costs(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The costs an earlier attempt of this run recorded in its summary.json (same config,
+        same number of processes), without the parts cost_fields measures afresh; None when
+        there are none."""
+        try:
+            s = records.read_summary(self.run_dir)
+        except (OSError, ValueError, TypeError):
+            return None
+        train = s.training_cost
+        if s.config_hash != C.config_hash(self.cfg) or not s.inference_cost or \
+                "flops_per_step" not in train or train.get("world_size") != self.dist.world:
+            return None
+        fresh = ("step_time_s", "device_hours", "world_size", "threads")
+        return s.inference_cost, {k: v for k, v in train.items() if k not in fresh}
 
     def progress(self, epoch: int) -> Progress:
         return Progress(epoch, self.cfg.epochs, self.step_count, self.spe)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import metrics_without_timing, tiny_cfg
+from conftest import metrics_without_timing, run_interrupted, tiny_cfg
 from harness import config as C
 from harness import opcount, records, train
 
@@ -126,3 +126,24 @@ def test_input_shape_of_named_datasets_and_unknown_folders(tmp_path):
                       torch.device("cpu"))
     assert opcount.input_shape_of({"data": {"name": "digits"}}) == (
         d.in_channels, tuple(d.image_size), d.num_classes)
+
+
+def test_a_resumed_run_keeps_the_costs_its_first_attempt_counted(tmp_path, monkeypatch):
+    """Counting copies the model and runs extra steps (and SLB's hooks): a resume (a requeued
+    job) reuses what the first attempt recorded instead of counting again."""
+    cfg = tiny_cfg("slb", epochs=2, sets=["method.bn=recal_epoch", "method.recal_batches=2"])
+    run_interrupted(cfg, tmp_path, 1, monkeypatch)
+    first = records.read_summary(tmp_path)
+    assert first.training_cost["flops_per_step"] > 0
+
+    def no_second_count(*a, **k):
+        raise AssertionError("counted again on resume")
+
+    monkeypatch.setattr(opcount, "count_training_flops", no_second_count)
+    monkeypatch.setattr(opcount, "inference_cost", no_second_count)
+    s = train.run(cfg, tmp_path, echo=lambda m: None)
+    assert s.status == "completed"
+    assert s.inference_cost == first.inference_cost
+    fresh = ("step_time_s", "device_hours", "world_size", "threads")
+    assert {k: v for k, v in s.training_cost.items() if k not in fresh} == \
+        {k: v for k, v in first.training_cost.items() if k not in fresh}
