@@ -278,13 +278,10 @@ def check(mcfg) -> None:
     require(not mcfg.width <= 0, "model.width", f"must be > 0, got {mcfg.width}")
     require(mcfg.name != "resnet18" or mcfg.width == 1.0, "model.width",
             "resnet18 (torchvision) supports only width 1.0")
-    require(mcfg.block in BLOCKS, "model.block",
-            f"{mcfg.block!r} unknown; use one of {list(BLOCKS)}")
-    require(mcfg.shortcut in SHORTCUTS, "model.shortcut",
-            f"{mcfg.shortcut!r} unknown; use one of {list(SHORTCUTS)}")
-    takes = MODELS[mcfg.name].options
-    for key, default in (("block", "standard"), ("shortcut", "B")):
-        require(key in takes or getattr(mcfg, key) == default, f"model.{key}",
+    takes = MODELS[mcfg.name].options   # (block and shortcut values: config's choices)
+    defaults = type(mcfg)()
+    for key in ("block", "shortcut"):
+        require(key in takes or getattr(mcfg, key) == getattr(defaults, key), f"model.{key}",
                 f"{mcfg.name} has no {key} option; drop it (models with one: "
                 f"{[n for n, m in MODELS.items() if key in m.options]})")
 

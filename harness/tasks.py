@@ -30,9 +30,6 @@ from harness.dist import Dist
 from harness.sr_metrics import psnr_y, ssim_y, to_uint8
 from methods.errors import require
 
-SR_SCALES = (2, 3, 4)
-SR_LOSSES = ("l1", "mse")
-
 
 class Task:
     """The interface; see the module docstring."""
@@ -202,15 +199,9 @@ class SuperResolution(Task):
                 f"{sorted(n for n, m in models.MODELS.items() if m.task == 'sr')}")
         sr_data.check_name(cfg.data.name)
         s = cfg.sr
-        require(s.scale in SR_SCALES, "sr.scale", f"{s.scale} unsupported; use one of "
-                f"{list(SR_SCALES)}")
         require(s.patch_size >= s.scale and s.patch_size % s.scale == 0, "sr.patch_size",
                 f"{s.patch_size} must be a positive multiple of sr.scale={s.scale}, "
                 f"e.g. {s.scale * 16}")
-        require(s.repeat >= 1, "sr.repeat", f"must be >= 1, got {s.repeat}")
-        require(s.blocks >= 0, "sr.blocks", f"must be >= 0 (0 = 16), got {s.blocks}")
-        require(s.loss in SR_LOSSES, "sr.loss", f"{s.loss!r} unknown; use one of "
-                f"{list(SR_LOSSES)}")
 
     def default_augment(self, data_name: str) -> bool:
         return True  # flips and transposes (EDSR)
