@@ -51,9 +51,9 @@ def aggregate_rows(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
         cells = _usable_cells(st, setting, lab)
         if not cells:
             continue
-        iqm, ci = S.aggregate_iqm(_samples(st, setting, lab, cells))
-        row = {"label": lab, "cells": cells, "runs": sum(len(x) for x in
-                                                         _samples(st, setting, lab, cells)),
+        samples = _samples(st, setting, lab, cells)
+        iqm, ci = S.aggregate_iqm(samples)
+        row = {"label": lab, "cells": cells, "runs": sum(len(x) for x in samples),
                "iqm": iqm, "ci": ci, "shared": [], "poi": None}
         shared = [c for c in cells if c in mine]
         if ours and lab != ours and st.method_of.get(lab) != st.ours and shared:

@@ -211,6 +211,7 @@ def sr_comparisons(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: (r["cell"], order.get(r["baseline"], 0)))
 
 
+@cached_per_setting
 def sr_tests(st: StudyRecords, setting: str) -> list[tuple[dict[str, Any], V.Test]]:
     """Every SR comparison of a setting with its Benjamini-Hochberg adjusted p over the
     setting's SR comparisons: the report's one verdict rule (verdicts.py) for PSNR."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from harness import stats as S
 from harness.report import timing
-from harness.report.load import StudyRecords
+from harness.report.load import StudyRecords, cached_per_setting
 
 FINAL, EQUAL_COMPUTE = "final", "equal_compute"   # what a test compares
 
@@ -114,12 +114,10 @@ def _equal_compute_pairs(st: StudyRecords, setting: str) -> list[tuple[Side, Sid
     return pairs
 
 
+@cached_per_setting
 def family(st: StudyRecords, setting: str) -> dict[tuple, Test]:
     """Every comparison of the setting, keyed (kind, A side, B side) in the order they were
     first asked for, with BH-adjusted p-values over all of them."""
-    key = ("verdict_family", setting)
-    if key in st._cache:
-        return st._cache[key]
     keys: dict[tuple, None] = {}
     for kind, pairs in ((FINAL, _final_pairs(st, setting)),
                         (EQUAL_COMPUTE, _equal_compute_pairs(st, setting))):
@@ -129,9 +127,7 @@ def family(st: StudyRecords, setting: str) -> dict[tuple, Test]:
     cmps = {k: S.compare(_values(st, setting, k[0], k[1]), _values(st, setting, k[0], k[2]))
             for k in keys}
     adj = S.adjust_pvalues([c.p for c in cmps.values()])
-    out = {k: Test(c, p, len(cmps)) for (k, c), p in zip(cmps.items(), adj)}
-    st._cache[key] = out
-    return out
+    return {k: Test(c, p, len(cmps)) for (k, c), p in zip(cmps.items(), adj)}
 
 
 def test(st: StudyRecords, setting: str, a: Side, b: Side, kind: str = FINAL) -> Test:
