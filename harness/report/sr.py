@@ -43,17 +43,18 @@ from harness.report.figures import (
     ylim,
     zoom_caption,
 )
-from harness.report.load import StudyRecords, cached_per_setting
+from harness.report.load import StudyRecords, cached_per_setting, cell_name
 from harness.report.tables import (
     Table,
     _option_diff,
-    cell_name,
+    fmt_cell,
     fmt_opts,
     grouped,
     n_epochs,
     plural,
     same_n,
     setting_slug,
+    where,
 )
 
 # the baselines trained with a straight-through estimator (see each methods/<name>.py)
@@ -75,11 +76,6 @@ def test_set(setting: str) -> str:
     d = _ident(setting)
     name = d.get("data.name")
     return TEST_SETS.get(name, f"the test/ images of the {name} data root")
-
-
-def where_sr(st: StudyRecords, setting: str, cell) -> str:
-    return cell_name(*cell) + (f", {st.setting_name(setting)}"
-                               if len(sr_settings(st)) > 1 else "")
 
 
 # --------------------------------------------------------------------------- groups
@@ -137,14 +133,6 @@ def _fp(st: StudyRecords, setting: str, epochs: int) -> dict[str, Any] | None:
 
 # --------------------------------------------------------------------------- tables
 
-def _fmt(s: S.Summary, digits: int, with_n: bool = True) -> str:
-    if s.n == 0:
-        return "–"
-    if s.n == 1:
-        return f"{s.mean:.{digits}f} (1)*"
-    return f"{s.mean:.{digits}f} ± {s.std:.{digits}f}" + (f" ({s.n})" if with_n else "")
-
-
 def main_table(st: StudyRecords, setting: str, epochs: int) -> Table:
     groups, floor, fp = sr_groups(st, setting), bicubic(st, setting), _fp(st, setting, epochs)
     name = f"sr_main_{setting_slug(st, setting)}_e{epochs}"
@@ -165,10 +153,11 @@ def main_table(st: StudyRecords, setting: str, epochs: int) -> Table:
         diffs = [f"{g['p'].mean - floor[0]:+.2f}" if floor else "–",
                  "0.00" if is_fp else (f"{g['p'].mean - fp['p'].mean:+.2f}" if fp else "–")]
         shown = st.display(lab) + (" (ceiling)" if is_fp else "")
-        rows.append([shown, f"W{w}/A{a}", _fmt(g["p"], 2), _fmt(g["s"], 4), *diffs])
+        rows.append([shown, f"W{w}/A{a}", fmt_cell(g["p"]), fmt_cell(g["s"], digits=4), *diffs])
         if not is_fp and cell_name(w, a) not in tex_groups.values():
             tex_groups[len(tex_rows)] = cell_name(w, a)   # a heading per W/A pair
-        tex_rows.append([shown, _fmt(g["p"], 2, not n_all), _fmt(g["s"], 4, not n_all), *diffs])
+        tex_rows.append([shown, fmt_cell(g["p"], not n_all),
+                         fmt_cell(g["s"], not n_all, digits=4), *diffs])
         data.append({"method": lab, "name": st.display(lab), "w_bits": w, "a_bits": a,
                      "n": g["p"].n,
                      "psnr_mean": g["p"].mean, "psnr_std": g["p"].std,
@@ -517,7 +506,7 @@ def sr_answer(st: StudyRecords, q) -> tuple[str, list[str]]:
         for cell, rs in sorted(by_cell.items()):
             cmps += [r["test"] for r in rs]
             best = max(rs, key=lambda r: r["b"].mean)
-            items.append(f"{where_sr(st, s, cell)}: {st.display(best['ours'])} "
+            items.append(f"{where(st, s, cell)}: {st.display(best['ours'])} "
                          f"{S.fmt_summary(best['a'])} dB vs the best STE baseline "
                          f"{st.display(best['baseline'])} {S.fmt_summary(best['b'])} dB, "
                          f"difference in dB {best['test'].fmt()}; against every STE baseline "

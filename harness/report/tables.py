@@ -34,7 +34,14 @@ import pandas as pd
 from harness import stats as S
 from harness.records import atomic_write_text
 from harness.report import verdicts as V
-from harness.report.load import StudyRecords, cached_per_setting, cell_name, is_known, reported
+from harness.report.load import (
+    StudyRecords,
+    cached_per_setting,
+    cell_name,
+    is_known,
+    reported,
+    task_of,
+)
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
         "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
@@ -181,7 +188,7 @@ def n_epochs(n: int) -> str:
 
 def where(st: StudyRecords, setting: str, c) -> str:
     """A cell, and its setting when the study has several: 'W1/A32, CIFAR-10 / ResNet-20'."""
-    multi = len(st.settings()) > 1
+    multi = len(st.settings(task_of(setting))) > 1
     return cell_name(*c) + (f", {st.setting_name(setting)}" if multi else "")
 
 
@@ -194,12 +201,12 @@ def setting_slug(st: StudyRecords, setting: str) -> str:
     return slug(st.setting_labels[setting])
 
 
-def fmt_cell(s: S.Summary, with_n: bool = True) -> str:
+def fmt_cell(s: S.Summary, with_n: bool = True, digits: int = 2) -> str:
     if s.n == 0:
         return "–"
     if s.n == 1:
-        return f"{s.mean:.2f} (1)*"
-    return f"{s.mean:.2f} ± {s.std:.2f}" + (f" ({s.n})" if with_n else "")
+        return f"{s.mean:.{digits}f} (1)*"
+    return f"{s.mean:.{digits}f} ± {s.std:.{digits}f}" + (f" ({s.n})" if with_n else "")
 
 
 def same_n(summaries: list[S.Summary]) -> int | None:
