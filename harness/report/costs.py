@@ -31,10 +31,23 @@ from harness.cost import memory_costs
 from harness.report import timing
 from harness.report.load import StudyRecords, cached_per_setting, cell_name
 from harness.report.tables import Table, grouped, setting_slug
-from harness.report.tables import _human_bytes as human_bytes
-from harness.report.tables import _ratio as ratio
 
 MEMORY_BITS = (1, 2, 4)
+
+
+def human_bytes(b: float | None) -> str:
+    if b is None or not math.isfinite(b):
+        return "n/a"
+    for unit, k in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if b >= k:
+            return f"{b / k:.1f} {unit}"
+    return f"{b:.0f} B"
+
+
+def ratio(x: float | None, ref: float | None) -> str:
+    if x is None or ref is None or not ref or not math.isfinite(x) or not math.isfinite(ref):
+        return "n/a"
+    return f"×{x / ref:.2f}"
 
 
 # --------------------------------------------------------------------------- from configs

@@ -23,7 +23,6 @@ long names, and checks exactly that.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -655,23 +654,6 @@ def ablation_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]],
                        "of each variant: in the markdown and CSV versions of this table."])
     return Table(name, caption, header, rows, pd.DataFrame(data), notes=notes,
                  n_label_cols=3, left_extra=(-1,), tex=tex)
-
-
-# --------------------------------------------------------------------------- cost
-
-def _human_bytes(b: float | None) -> str:
-    if b is None or not math.isfinite(b):
-        return "n/a"
-    for unit, k in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if b >= k:
-            return f"{b / k:.1f} {unit}"
-    return f"{b:.0f} B"
-
-
-def _ratio(x: float | None, ref: float | None) -> str:
-    if x is None or ref is None or not ref or not math.isfinite(x) or not math.isfinite(ref):
-        return "n/a"
-    return f"×{x / ref:.2f}"
 
 
 # --------------------------------------------------------------------------- excluded runs
