@@ -33,8 +33,9 @@ from torch import nn
 
 from harness import config as C
 from harness import models, onnx_export, opcount, packing, records, tasks
+from harness.dist import Dist
 from harness.env import resolve_device
-from harness.train import Dist, Trainer
+from harness.train import Trainer
 from methods.act import make_act_quantizer
 from methods.base import (
     QLayer,

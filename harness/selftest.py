@@ -53,9 +53,10 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from harness import bench, export, records, train
+from harness import bench, export, records, tasks, train
 from harness import config as C
 from harness import data as data_mod
+from harness.dist import Dist
 from harness.env import environment, resolve_device
 from methods.base import load_all
 from methods.errors import UserError, require
@@ -168,7 +169,7 @@ def logits(model: torch.nn.Module, data, cfg: C.RunConfig,
     for x, y in data.test_batches(cfg.data.eval_batch_size):
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with train.autocast(cfg, device):
+        with tasks.autocast(cfg, device):
             outs.append(model(x).float())
         ys.append(y)
     model.train(was)
@@ -298,13 +299,13 @@ def ddp_worker(argv: list[str]) -> int:
     then save RESULT (losses, final state, accuracies) for the parent to compare."""
     cfg_path, run_dir, result = argv
     cfg = C.build(cfg_path)
-    dist = train.Dist.from_env()
+    dist = Dist.from_env()
     if dist.main:
         train.prepare_run_dir(Path(run_dir), cfg)
     t = RecordingTrainer(cfg, Path(run_dir))
     s = t.run_guarded()
     with t.method.deployed(t.model):  # this rank alone, the whole test set
-        _, alone = train.evaluate(t.model, t.data, cfg, t.device)
+        _, alone = tasks.evaluate(t.model, t.data, cfg, t.device)
     records.atomic_torch_save(Path(result), {
         "rank": dist.rank, "world": dist.world, "status": s.status,
         "final_test_acc": s.final_test_acc, "alone_test_acc": alone, "steps": t.step_count,

@@ -35,7 +35,7 @@ from harness.cost import memory_costs
 from harness.dist import Dist
 from harness.env import environment, peak_memory_mb, reset_peak_memory, resolve_device
 from harness.loggers import SINKS
-from harness.tasks import autocast, evaluate  # noqa: F401  (selftest uses train.evaluate)
+from harness.tasks import autocast
 from methods.act import PactAct
 from methods.base import Method, Progress, UserError, WeightQuantizer
 from methods.base import get as get_method
