@@ -63,3 +63,19 @@ def run_interrupted(cfg: C.RunConfig, run_dir: Path, stop_before_epoch: int, mon
         m.setattr(train.Trainer, "train_epoch", train_epoch)
         with pytest.raises(Interrupt):
             train.run(cfg, run_dir, echo=echo)
+
+
+def preempt(job_id: str, stderr, timeout: float = 120) -> None:
+    """Preemption as SLURM does it, in its order: SIGTERM (submitit logs and ignores it), then,
+    once the job has caught it, USR2 (checkpoint and requeue). Two back-to-back scancel calls
+    may arrive in either order: USR2 first makes submitit requeue as for a time-out, and the
+    late SIGTERM then kills its `scontrol requeue`. ``stderr()``: the job's stderr so far."""
+    import subprocess
+    import time
+
+    subprocess.run(["scancel", job_id, "--signal", "SIGTERM"], check=True)
+    deadline = time.monotonic() + timeout
+    while "Bypassing signal SIGTERM" not in stderr():
+        assert time.monotonic() < deadline, f"job {job_id} never caught SIGTERM: {stderr()}"
+        time.sleep(0.1)
+    subprocess.run(["scancel", job_id, "--signal", "USR2"], check=True)

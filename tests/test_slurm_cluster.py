@@ -16,6 +16,8 @@ import pytest
 import submitit
 from submitit.helpers import Checkpointable
 
+from conftest import preempt
+
 pytestmark = pytest.mark.slurm
 
 # the jobs run outside pytest, where this module is not importable: ship its code by value
@@ -121,7 +123,7 @@ def test_checkpointable_job_requeues_and_resumes_from_its_state(slurm_executor, 
         assert not job.done(), job.stderr()
         time.sleep(0.1)
     t0 = time.monotonic()
-    job._interrupt()  # preemption: SIGTERM (ignored by submitit), then USR2: checkpoint+requeue
+    preempt(job.job_id, lambda: job.stderr() or "")  # SIGTERM (ignored), then USR2: requeue
     second = progress.with_suffix(".start2")
     while not second.exists():
         assert time.monotonic() - t0 < 90, f"job {job.job_id} was not restarted: {job.stderr()}"

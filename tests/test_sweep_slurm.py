@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, preempt
 from harness import jobs, records, sweep
 from harness import spec as spec_mod
 from harness.cli import main
@@ -167,10 +167,10 @@ def test_preempted_job_requeues_and_resumes_from_its_checkpoint(slurm_cluster, t
     wait_until(lambda: held(hold, run_dir).exists(), what="the run to reach its hold point")
     assert rows(run_dir) == 1
     held(hold, run_dir).unlink()
-    # preemption as SLURM does it (submitit's _interrupt): SIGTERM, which submitit ignores,
-    # then USR2: the job checkpoints and requeues itself
-    subprocess.run(["scancel", job_id, "--signal", "SIGTERM"], check=True)
-    subprocess.run(["scancel", job_id, "--signal", "USR2"], check=True)
+    # preemption as SLURM does it: SIGTERM, which submitit ignores, then USR2: the job
+    # checkpoints and requeues itself
+    preempt(job_id, lambda: "".join(p.read_text() for p in
+                                    (sdir / "submitit").glob(f"{job_id}_*log.err")))
     wait_until(lambda: held(hold, run_dir).exists(), what="the requeued job to resume")
     log = (run_dir / "log.txt").read_text()
     assert "resumed at epoch 1" in log, log
