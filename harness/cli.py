@@ -12,25 +12,27 @@ import importlib
 import sys
 from typing import Any
 
-from methods.errors import UserError, each
+from harness.errors import UserError, each
 
 # subcommand -> (module, function, one-line help)
 COMMANDS = {
-    "run": ("harness.train", "cmd_run", "train one run into RUN_DIR (resumes if interrupted)"),
-    "export": ("harness.export", "cmd_export",
+    "run": ("harness.run.trainer", "cmd_run",
+            "train one run into RUN_DIR (resumes if interrupted)"),
+    "export": ("harness.deploy.export", "cmd_export",
                "write RUN_DIR/deployed.pt, bit-packed weights (and ONNX), and check each"),
-    "sweep": ("harness.sweep", "cmd_sweep",
+    "sweep": ("harness.study.sweep", "cmd_sweep",
               "expand a study spec and submit the runs not yet completed"),
-    "status": ("harness.sweep", "cmd_status", "states of a study's runs, failures and job ids"),
-    "cancel": ("harness.sweep", "cmd_cancel", "cancel a study's queued and running jobs"),
+    "status": ("harness.study.sweep", "cmd_status",
+               "states of a study's runs, failures and job ids"),
+    "cancel": ("harness.study.sweep", "cmd_cancel", "cancel a study's queued and running jobs"),
     "report": ("harness.report", "cmd_report",
                "tables, figures and reviewer answers from a study's run records"),
-    "bench": ("harness.bench", "cmd_bench",
+    "bench": ("harness.tools.bench", "cmd_bench",
               "time and memory of every method vs a bare PyTorch loop"),
-    "config": ("harness.describe", "cmd_config",
+    "config": ("harness.tools.describe", "cmd_config",
                "every config key with its type, default, allowed values and meaning"),
-    "show": ("harness.describe", "cmd_show", "a run's state, code, config and last metrics"),
-    "selftest": ("harness.selftest", "cmd_selftest",
+    "show": ("harness.tools.describe", "cmd_show", "a run's state, code, config and last metrics"),
+    "selftest": ("harness.tools.selftest", "cmd_selftest",
                  "prove the training path on a device (GPU): every method trains, deploys as "
                  "exported and repeats; epoch times, step ratios, DDP"),
 }
@@ -66,7 +68,9 @@ def _registries(wanted: bool) -> dict[str, Any]:
     registries import torch)."""
     if not wanted:
         return {"method": "(registry)", "model": "(registry)", "dataset": "(registry)"}
-    from harness import config, data, models
+    from harness import config
+    from harness.tasks import models
+    from harness.tasks.classify import data
     from methods.base import load_all
 
     defaults = config.flatten(config.to_dict(config.RunConfig()))  # the run flags' keys

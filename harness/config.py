@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.loggers import SINKS
-from methods.errors import UserError, require
+from harness.errors import UserError, require
+from harness.run.loggers import SINKS
 from methods.options import _coerce, options_dict
 
 OPTIMIZERS = ("sgd", "adam", "adamw")

@@ -155,7 +155,7 @@ def write_metrics(run_dir: Path, rows: list[dict[str, Any]],
 
 def ensure_writable_dir(path: Path, field: str, fix: str) -> None:
     """Create ``path`` and check a file can be written there, or raise a UserError."""
-    from methods.errors import UserError
+    from harness.errors import UserError
 
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -192,7 +192,7 @@ class RunSummary:
     by a signal after writing its last checkpoint: a re-run resumes it).
     Accuracies are percentages of the deployed network; times in seconds; memory in MiB
     (``peak_mem_kind`` says what was measured); sizes in bytes. ``env`` describes where and
-    with which code the run ran (harness.env.environment). Keys this version does not know
+    with which code the run ran (harness.run.env.environment). Keys this version does not know
     are kept in ``extra`` and written back unchanged.
 
     A run of another task than classification (``task``, e.g. "sr") has no accuracies: its
@@ -220,9 +220,9 @@ class RunSummary:
     # {column: [title, [low, high] or null]}} (methods.base.Method.display_name, ...)
     method_info: dict[str, Any] = field(default_factory=dict)
     # what identifies the training data: source files, subset indices, content hash
-    # (harness.data.fingerprint)
+    # (harness.tasks.classify.data.fingerprint)
     data_fingerprint: dict[str, Any] = field(default_factory=dict)
-    # what the deployed network costs to run and the run cost to train (harness.opcount,
+    # what the deployed network costs to run and the run cost to train (harness.costs.opcount,
     # measured at the run's start): {"macs", "bops", "flops", "ops", "size_bytes",
     # "code_bytes", "input_shape", "num_classes"} and {"flops_per_step", "epoch_hook_flops",
     # "end_hook_flops", "total_flops", "steps_per_epoch", "step_time_s", "device_hours",

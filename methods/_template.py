@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from harness.errors import require
 from methods._ops import sign
 from methods.base import Method, WeightQuantizer
-from methods.errors import require
 from methods.options import option
 
 # 1. Options: a frozen dataclass; each field is a `method.<option>` key declared with

@@ -27,7 +27,7 @@ passes it positionally. Every hook has a do-nothing default, so a simple method 
 or three of them.
 
 Shared quantizer primitives (sign with sign(0) = +1, per-channel reshapes, straight-through
-sign and round) live in ``methods._ops``; option checks use ``methods.errors.require``.
+sign and round) live in ``methods._ops``; option checks use ``harness.errors.require``.
 """
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.errors import UserError, did_you_mean, require  # noqa: F401  (re-exported)
 from methods._ops import per_channel, sign
-from methods.errors import UserError, did_you_mean, require  # noqa: F401  (re-exported)
 from methods.options import NoOptions, _coerce, options_dict, parse_options  # noqa: F401
 
 # --------------------------------------------------------------------------- registry

@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from methods.errors import UserError, did_you_mean, raise_all, require
+from harness.errors import UserError, did_you_mean, raise_all, require
 
 
 def option(default: Any, help: str, *, choices: tuple | None = None, path: bool = False) -> Any:

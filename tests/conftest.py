@@ -50,7 +50,7 @@ class Interrupt(BaseException):
 def run_interrupted(cfg: C.RunConfig, run_dir: Path, stop_before_epoch: int, monkeypatch,
                     echo=lambda s: None) -> None:
     """Train until ``stop_before_epoch`` (0-based) starts, then die as a killed job would."""
-    from harness import train
+    from harness.run import trainer as train
 
     original = train.Trainer.train_epoch
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import metrics_without_timing, tiny_cfg
-from harness import train
+from harness.run import trainer as train
 from methods.base import Progress, UserError, decode, get
 from methods.bop import BopWeight, bop_flip, bop_update_m
 

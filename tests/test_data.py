@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from harness import config as C
-from harness import data as D
+from harness.tasks.classify import data as D
 from methods.base import UserError
 
 

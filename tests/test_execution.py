@@ -4,7 +4,7 @@ provenance in every run, code snapshots for local sweeps, the matched check on o
 change the recipe.
 
 Runs under test are held at an epoch boundary by the trainer's test hold point
-(SLBENCH_HOLD_DIR, see harness.train.hold_point) and checked by state, never by sleeping, so
+(SLBENCH_HOLD_DIR, see harness.run.trainer.hold_point) and checked by state, never by sleeping, so
 these tests pass on machines of any speed.
 """
 from __future__ import annotations
@@ -21,9 +21,12 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from harness import jobs, procs, records, spec, sweep
+from harness import records
 from harness.cli import main
-from methods.errors import UserError
+from harness.errors import UserError
+from harness.run import procs
+from harness.study import backends as jobs
+from harness.study import spec, sweep
 
 SPEC = """
 [study]

@@ -12,8 +12,11 @@ import pytest
 import torch
 
 from conftest import ROOT, tiny_cfg
-from harness import export as E
-from harness import onnx_export, opcount, packing, train
+from harness.costs import opcount
+from harness.deploy import export as E
+from harness.deploy import onnx as onnx_export
+from harness.deploy import packing
+from harness.run import trainer as train
 from methods.act import DorefaAct, PactAct, SignAct, export_form
 from methods.base import UserError, load_all
 
@@ -85,7 +88,7 @@ def test_onnx_matches_the_harness_and_packing_is_exact(method, w_bits, a_bits, a
     assert E._same_network(again, model)
     sizes = packing.file_sizes(blob)
     assert sizes["packed_bytes"] == size and (size < sizes["fp32_bytes"] or w_bits == 32)
-    # the payload is the model size harness.opcount computes from the config alone (plus the
+    # the payload is the model size harness.costs.opcount computes from the config alone (plus the
     # 8-byte batch-norm batch counters)
     counters = sum(k.endswith("num_batches_tracked") for k in blob["state"])
     inf = opcount.inference_cost(t.cfg, blob["num_classes"], blob["in_channels"],

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import metrics_without_timing, tiny_cfg
-from harness import train
+from harness.run import trainer as train
 from methods.base import UserError, decode, get
 from methods.hashing import HashWeight, binary_entropy, quantization_loss
 

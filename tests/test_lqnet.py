@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import tiny_cfg
-from harness import train
+from harness.run import trainer as train
 from methods.base import UserError, decode, quant_layers
 from methods.lqnet import (
     LqAct,

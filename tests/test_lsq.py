@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import tiny_cfg
-from harness import train
+from harness.run import trainer as train
 from methods.base import UserError, decode, get
 from methods.lsq import LsqWeight, lsq_init, lsq_quantize, lsq_range
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from harness import config as C
+from harness import errors
 from harness.cli import main
-from methods import errors
 from methods.base import UserError, load_all
 from methods.slb import load_fp_state
 

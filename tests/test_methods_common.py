@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from conftest import metrics_without_timing, run_interrupted, tiny_cfg
-from harness import train
-from harness.export import export_and_check
+from harness.deploy.export import export_and_check
+from harness.run import trainer as train
 from methods.base import UserError, decode, load_all, quant_layers
 
 METHODS = sorted(load_all())

@@ -14,9 +14,9 @@ from torch import nn
 
 from conftest import ROOT, tiny_cfg
 from harness import config as C
-from harness import models as M
-from harness import train
-from harness.export import export_and_check
+from harness.deploy.export import export_and_check
+from harness.run import trainer as train
+from harness.tasks import models as M
 from methods.base import QLayer, UserError
 from methods.base import get as get_method
 

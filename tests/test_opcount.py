@@ -7,7 +7,9 @@ import torch
 
 from conftest import metrics_without_timing, run_interrupted, tiny_cfg
 from harness import config as C
-from harness import opcount, records, train
+from harness import records
+from harness.costs import opcount
+from harness.run import trainer as train
 
 
 def test_resnet20_macs_by_hand():
@@ -120,7 +122,7 @@ def test_input_shape_of_named_datasets_and_unknown_folders(tmp_path):
     assert opcount.input_shape_of({"data": {"name": "imagefolder",
                                             "root": str(tmp_path / "none")}}) is None
     # the registry's shape is the loaded data's (digits is the one loadable everywhere)
-    from harness import data as data_mod
+    from harness.tasks.classify import data as data_mod
 
     d = data_mod.load(C.build(flags={"data.name": "digits", "device": "cpu"}).data,
                       torch.device("cpu"))

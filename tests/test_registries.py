@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from harness import config as C
-from harness import data as D
-from harness import models as M
+from harness.tasks import models as M
+from harness.tasks.classify import data as D
 from methods.base import UserError
 
 

@@ -21,8 +21,8 @@ from report_records import write_run
 from harness import config as C
 from harness import records
 from harness import report as R
-from harness import stats as S
 from harness.cli import main
+from harness.report import stats as S
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_REF = ROOT.parent / "shared" / "reference" / "slb_reported.csv"
@@ -446,6 +446,6 @@ def test_non_semantic_keys_mirror_config():
 
 @pytest.mark.slow
 def test_bench_report_runs():
-    from harness.bench_records import bench_report
+    from harness.tools.bench_records import bench_report
 
     assert bench_report(40) > 0

@@ -10,8 +10,9 @@ from test_report import write_run
 
 from conftest import ROOT
 from harness import config as C
-from harness import opcount, records
+from harness import records
 from harness import report as R
+from harness.costs import opcount
 from harness.report import costs
 
 

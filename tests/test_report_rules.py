@@ -16,13 +16,13 @@ from scipy import stats as sps
 
 from harness import records
 from harness import report as R
-from harness import stats as S
+from harness.errors import UserError
 from harness.report import aggregate as AG
 from harness.report import compute as CO
 from harness.report import figures as F
+from harness.report import stats as S
 from harness.report import timing
 from harness.report import verdicts as V
-from methods.errors import UserError
 
 OFFS3 = [0.1, -0.1, 0.0]
 
@@ -492,7 +492,7 @@ def test_one_epoch_budget_reads_in_the_singular_and_draws_its_single_points(tmp_
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from harness import plots
+    from harness.report import plots
 
     root = tmp_path / "one_epoch"
     for s, off in enumerate(OFFS3):

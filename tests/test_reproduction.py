@@ -15,10 +15,11 @@ import pytest
 from test_report import write_run
 
 from conftest import ROOT
-from harness import records, sweep
+from harness import records
 from harness import report as R
 from harness.cli import main
-from harness.spec import parse_cell_pattern
+from harness.study import sweep
+from harness.study.spec import parse_cell_pattern
 
 SPEC = """
 [study]

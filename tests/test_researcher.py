@@ -16,9 +16,13 @@ import pytest
 import torch
 
 from conftest import ROOT, run_interrupted, tiny_cfg
-from harness import cli, describe, jobs, sweep, train
+from harness import cli
 from harness import config as C
 from harness.cli import main
+from harness.run import trainer as train
+from harness.study import backends as jobs
+from harness.study import sweep
+from harness.tools import describe
 
 RUN = ["run", "--method", "ste", "--epochs", "3", "--set", "data.subset_train=200",
        "--set", "data.subset_test=100", "--set", "model.width=0.25", "--batch-size", "50"]
@@ -342,7 +346,7 @@ class _Broken:
 
 
 def test_a_failing_logger_never_fails_the_run(tmp_path, monkeypatch):
-    from harness import loggers
+    from harness.run import loggers
 
     monkeypatch.setitem(loggers.SINKS, "broken", _Broken)
     said = []

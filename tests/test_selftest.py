@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from conftest import ROOT, tiny_cfg
-from harness import bench, export, selftest
-from harness import data as data_mod
 from harness.cli import main
+from harness.deploy import export
+from harness.tasks.classify import data as data_mod
+from harness.tools import bench, selftest
 from methods.base import Progress
 
 SMALL = ["--device", "cpu", "--dataset", "digits", "--model", "small_cnn", "--width", "0.25",

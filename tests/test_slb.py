@@ -15,9 +15,10 @@ import torch
 
 from conftest import tiny_cfg
 from harness import config as C
-from harness import records, train
+from harness import records
 from harness.cli import main
-from harness.export import export_and_check
+from harness.deploy.export import export_and_check
+from harness.run import trainer as train
 from methods.base import Progress, UserError, quant_layers
 from methods.slb import (
     Slb,

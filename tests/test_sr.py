@@ -14,9 +14,12 @@ from PIL import Image
 
 from conftest import CIFAR_JPEG
 from harness import config as C
-from harness import models, records, sr_data, train
-from harness import sr_metrics as M
-from harness.export import export_and_check
+from harness import records
+from harness.deploy.export import export_and_check
+from harness.run import trainer as train
+from harness.tasks import models
+from harness.tasks.sr import data as sr_data
+from harness.tasks.sr import metrics as M
 from methods.base import UserError, load_all, quant_layers
 
 METHODS = sorted(load_all())

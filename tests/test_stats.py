@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness import stats as S
+from harness.report import stats as S
 
 A = [90.1, 90.3, 89.9, 90.4, 90.2]
 B = [89.5, 89.8, 89.4, 89.9, 89.6]

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from harness import records, sweep
+from harness import records
 from harness.cli import main
+from harness.study import sweep
 
 SPEC = """
 [study]
@@ -266,7 +267,7 @@ def test_a_second_process_on_a_running_run_stops_at_once(tmp_path):
     import fcntl
 
     from conftest import tiny_cfg
-    from harness import train
+    from harness.run import trainer as train
 
     cfg = tiny_cfg("ste")
     train.prepare_run_dir(tmp_path, cfg)

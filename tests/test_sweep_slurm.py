@@ -8,7 +8,7 @@ run the code of their submission even when the checkout is broken afterwards; a 
 study submits nothing; a spec with errors submits nothing; a 2-task DDP job (gloo).
 
 No test races the clock: a run under test is held at an epoch boundary (after its first
-epoch's checkpoint) by the trainer's test hold point (SLBENCH_HOLD_DIR, harness.train), the
+epoch's checkpoint) by the trainer's test hold point (SLBENCH_HOLD_DIR, harness.run.trainer), the
 test acts on it there, and releases it by deleting the hold file.
 """
 from __future__ import annotations
@@ -23,9 +23,11 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, preempt
-from harness import jobs, records, sweep
-from harness import spec as spec_mod
+from harness import records
 from harness.cli import main
+from harness.study import backends as jobs
+from harness.study import spec as spec_mod
+from harness.study import sweep
 
 pytestmark = pytest.mark.slurm
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import tiny_cfg
-from harness import train
-from harness.export import export_and_check
+from harness.deploy.export import export_and_check
+from harness.run import trainer as train
 from methods import _template as T
 from methods.base import REGISTRY, load_all, register
 

@@ -15,7 +15,8 @@ import torch
 
 from conftest import ROOT, metrics_without_timing, tiny_cfg
 from harness import config as C
-from harness import records, train
+from harness import records
+from harness.run import trainer as train
 from methods.base import Method
 
 

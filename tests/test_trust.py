@@ -26,11 +26,14 @@ import torch
 
 from conftest import ROOT, metrics_without_timing, tiny_cfg
 from harness import config as C
-from harness import data as data_mod
-from harness import jobs, records, spec, sweep, train
+from harness import records
 from harness.cli import main
+from harness.errors import UserError
 from harness.report import load_study
-from methods.errors import UserError
+from harness.run import trainer as train
+from harness.study import backends as jobs
+from harness.study import spec, sweep
+from harness.tasks.classify import data as data_mod
 
 SPEC = """
 [study]
@@ -203,7 +206,7 @@ def test_a_crafted_checkpoint_never_runs_and_the_run_restarts(tmp_path):
 
 
 def test_crafted_deployed_and_init_from_files_never_run(tmp_path):
-    from harness.export import load_deployed
+    from harness.deploy.export import load_deployed
 
     pwned = tmp_path / "pwned"
     bad = tmp_path / "deployed.pt"

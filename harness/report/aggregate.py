@@ -1,7 +1,7 @@
 """Across the cells of a setting, in the manner of rliable (Agarwal et al., NeurIPS 2021).
 
 Data flow: the final deployed accuracies of the included runs (``st.groups``), per row and
-cell -> harness.stats' stratified-bootstrap aggregates (each cell's seeds resampled on their
+cell -> harness.report.stats' stratified-bootstrap aggregates (each cell's seeds resampled on their
 own):
 
 - ``aggregate_rows``: per row, the interquartile mean (IQM) of all its runs over every cell
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import stats as S
+from harness.report import stats as S
 from harness.report import style as ST
 from harness.report.figures import Figure
 from harness.report.load import StudyRecords, cached_per_setting, cell_name

@@ -3,7 +3,7 @@ question of their own, such as sr.py): how an unanswerable question says so, how
 verdicts is put in one sentence, how long a list of bullets may get."""
 from __future__ import annotations
 
-from harness import stats as S
+from harness.report import stats as S
 from harness.report import verdicts as V
 
 NOT_ANSWERED = "Not answered by this study"

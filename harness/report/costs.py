@@ -4,13 +4,14 @@ bits (SLB's logits: n = 2^bits values per weight).
 
 Data flow: load.py puts the costs a run recorded (summary ``inference_cost``/
 ``training_cost``) in the runs table; a record written before runs recorded them gets its size
-and operation counts computed from its config.json (harness.opcount) when the input shape is
-known without the data (harness.opcount.input_shape_of), and n/a otherwise; its training
+and operation counts computed from its config.json (harness.costs.opcount) when the input shape is
+known without the data (harness.costs.opcount.input_shape_of), and n/a otherwise; its training
 FLOPs are n/a. ``cost_rows`` (memoised per setting; the reviewer answer reads it
 too) aggregates them per row, cell and hardware; ``cost_tables`` is the section's builder.
 
-Units: size in MB (10^6 bytes) of the deployed payload (harness.packing stores exactly it);
-BOPs and OPs per image with the Bi-Real Net convention (OPs = BOPs/64 + FLOPs, harness.opcount);
+Units: size in MB (10^6 bytes) of the deployed payload (harness.deploy.packing stores exactly
+it); BOPs and OPs per image with the Bi-Real Net convention (OPs = BOPs/64 + FLOPs,
+harness.costs.opcount);
 training FLOPs per step as torch's FlopCounterMode counts them (2 per multiply-add), shown
 relative to fp; device time = wall-clock time x processes, in CPU-minutes (CPU-hours from one
 hour up) or GPU-hours, two significant digits.
@@ -26,11 +27,12 @@ import pandas as pd
 import torch
 
 from harness import config as C
-from harness import models, opcount
-from harness.cost import memory_costs
+from harness.costs import opcount
+from harness.costs.memory import memory_costs
 from harness.report import timing
 from harness.report.load import StudyRecords, cached_per_setting, cell_name
 from harness.report.tables import Table, grouped, setting_slug
+from harness.tasks import models
 
 MEMORY_BITS = (1, 2, 4)
 
@@ -234,7 +236,7 @@ def _cost_notes(rows_: list[dict[str, Any]], hw: list[str], hw_id: dict[str, str
         "the measurement."]
     if any(r["source"] == "config" for r in rows_):
         notes.append("Size, BOPs and OPs of records written before runs recorded them are "
-                     "computed from their configs (harness.opcount).")
+                     "computed from their configs (harness.costs.opcount).")
     if len(hw) > 1:
         notes.append("Hardware: " + "; ".join(f"{hw_id[h]} = {h}" for h in hw) + ".")
     else:
@@ -308,7 +310,7 @@ def method_memory(cfg: C.RunConfig, shape: tuple[int, tuple[int, int], int]) -> 
 
 
 def _method_memory(cfg: C.RunConfig, shape, device: str) -> dict[str, int]:
-    from harness import train
+    from harness.run import trainer as train
 
     c, hw, k = shape
     with torch.random.fork_rng(), torch.device(device):
@@ -379,7 +381,7 @@ def memory_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]]) ->
               f"peak MB (runs, A{rows_[0]['a_bits']})", "× fp"]
     notes = ["method params: bytes of the parameters the method keeps for the quantized layers "
              "(latent weights, logits, scales), counted on the study's model and optimizer "
-             "after one step (harness.cost.memory_costs); × fp weights: relative to the fp "
+             "after one step (harness.costs.memory.memory_costs); × fp weights: relative to the fp "
              "model's weights of the same layers (and their optimizer state). peak MB: the "
              "study's runs in that cell, relative to fp's; 'not run' where the study has no "
              "such cell."]

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from harness import plots
-from harness import stats as S
+from harness.report import plots
+from harness.report import stats as S
 from harness.report import style as ST
 from harness.report.load import StudyRecords, cell_name
 from harness.report.tables import budget_rows, n_epochs, setting_slug

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from methods.errors import did_you_mean
+from harness.errors import did_you_mean
 
 # key -> (check, what to write). The renames map an internal id to the text tables, figures
 # and answers print.

@@ -12,7 +12,7 @@ uses). It builds
   and the internal metrics its method declares (summary.json ``method_info``, see
   ``methods.base.Method.info``), described study-wide in ``internal_metrics``;
 - ``groups``: (setting, row label, w_bits, a_bits, epochs) -> the seeds' final accuracies
-  and their ``harness.stats`` summary;
+  and their ``harness.report.stats`` summary;
 - the display order of the rows, "ours" (study.toml [report] ours, or --ours; None when
   neither names one), the reported reference numbers, the recipe differences inside a cell;
 - display names: ``st.display(label)`` for a row (the method's declared display name, e.g.
@@ -41,12 +41,12 @@ from typing import Any
 
 import pandas as pd
 
-from harness import plots
-from harness import stats as S
 from harness.config import LATER_KEYS, NON_SEMANTIC, flatten
+from harness.errors import UserError
 from harness.records import load_run, metric_columns
+from harness.report import plots
+from harness.report import stats as S
 from harness.report.keys import REPORT_KEYS, check_report_table
-from methods.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 # metrics.csv columns the report reads besides the methods' internal metrics: the deployed
@@ -333,7 +333,7 @@ def _summary_columns(summ: dict[str, Any]) -> dict[str, Any]:
 
 def _cost_columns(summ: dict[str, Any]) -> dict[str, Any]:
     """The deployed network's size and op counts and the training cost a run recorded
-    (harness.opcount; None in records that predate them: report/costs.py fills in what it
+    (harness.costs.opcount; None in records that predate them: report/costs.py fills in what it
     can from the config); device-hours default to the wall-clock hours of one process."""
     inf, tr = summ.get("inference_cost") or {}, summ.get("training_cost") or {}
     wall = summ.get("wall_time_s")

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from harness import stats as S
+from harness.report import stats as S
 from harness.report import timing
 from harness.report import verdicts as V
 from harness.report.aggregate import aggregate_rows

@@ -24,14 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import plots
-from harness import stats as S
 from harness.records import atomic_write_json, atomic_write_text
 from harness.report import aggregate as AG
 from harness.report import compute as CO
-from harness.report import costs
+from harness.report import costs, plots
 from harness.report import figures as F
 from harness.report import reproduction as R
+from harness.report import stats as S
 from harness.report import tables as T
 from harness.report import verdicts as V
 from harness.report.figures import Figure

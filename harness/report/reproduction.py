@@ -11,7 +11,7 @@ one line per source (e.g. README Reported, Epoch400, Epoch500):
   gap / std  that gap in units of the seeds' sample std (n ≥ 2 and std > 0)
   in 95% CI  whether the reported number lies inside the 95% t-interval of the measured mean
 
-Statistics come from the cell's ``harness.stats`` summary (load.py). The table says when the
+Statistics come from the cell's ``harness.report.stats`` summary (load.py). The table says when the
 measured runs are not at full scale, so a smoke run's gap is never read as a finding.
 """
 from __future__ import annotations

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import stats as S
+from harness.report import stats as S
 from harness.report import style as ST
 from harness.report import verdicts as V
 from harness.report.answers import NOT_ANSWERED, bullets, tally

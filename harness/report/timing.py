@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import stats as S
+from harness.report import stats as S
 from harness.report.load import StudyRecords, cached_per_setting, cell_name
 
 TIME_TOLERANCE = 0.05   # an epoch within T* * 1.05 counts as reached within T*

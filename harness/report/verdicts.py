@@ -10,7 +10,7 @@
 - ours at its longest budget against its shortest, per W/A pair (the budget answer);
 - ours against every other row at equal compute, per cell (timing.py's read-offs).
 
-Each is Welch's t-test (``harness.stats.compare``); the p-values are Benjamini-Hochberg
+Each is Welch's t-test (``harness.report.stats.compare``); the p-values are Benjamini-Hochberg
 adjusted over the whole family, and ``stats.RULE`` decides (``Comparison.decide`` on the
 adjusted p). Tables, bold cells and answers all ask ``test(...)``, so a pair never gets two
 verdicts, and every place that states one can say over how many comparisons it was
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness import stats as S
+from harness.report import stats as S
 from harness.report import timing
 from harness.report.load import StudyRecords, cached_per_setting
 

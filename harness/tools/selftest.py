@@ -10,17 +10,17 @@ training set is loaded onto the device once and shared by every run. Sections, i
   train     every method at W1/A32 and W2/A32 where it supports them (fp at W32), ``--epochs``
             over the training set, under deterministic settings; checks per run that
             - the loss falls: the mean of the last tenth of the steps <= LOSS_FALL x the first's;
-            - deployed == export: deployed.pt written by harness.export, rebuilt from that file
-              alone (harness.export.load_deployed), gives every test image the class the
+            - deployed == export: deployed.pt written by harness.deploy.export, rebuilt from that
+              file alone (harness.deploy.export.load_deployed), gives every test image the class the
               trained deployed network gives it, and the run's final accuracy;
             - same seed, same run: a second run agrees bitwise in every step's loss, every
               parameter and buffer, and every metrics row.
   switches  fp and SLB W1 under channels_last, bf16 autocast, and both with torch.compile:
             the loss falls and deployed == export under each.
-  epoch     one fp training epoch timed (CUDA events after a warm-up epoch: harness.bench
+  epoch     one fp training epoch timed (CUDA events after a warm-up epoch: harness.tools.bench
             time_epochs) with default settings, channels_last, bf16 autocast, both, and all
-            three with torch.compile; the GPU target (harness.bench.EPOCH_TARGET_S).
-  ratios    harness.bench.run_bench: every method's step time over fp, the ratios and
+            three with torch.compile; the GPU target (harness.tools.bench.EPOCH_TARGET_S).
+  ratios    harness.tools.bench.run_bench: every method's step time over fp, the ratios and
             targets `python -m harness bench` reports.
   ddp       2 processes (NCCL on a node with 2 or more GPUs, gloo on the CPU) running the
             trainer as torchrun would (RANK/WORLD_SIZE/LOCAL_RANK), against one process with
@@ -53,13 +53,16 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from harness import bench, export, records, tasks, train
 from harness import config as C
-from harness import data as data_mod
+from harness import records, tasks
+from harness.deploy import export
 from harness.dist import Dist
-from harness.env import environment, resolve_device
+from harness.errors import UserError, require
+from harness.run import trainer as train
+from harness.run.env import environment, resolve_device
+from harness.tasks.classify import data as data_mod
+from harness.tools import bench
 from methods.base import load_all
-from methods.errors import UserError, require
 
 FORMAT = "slbench-selftest/1"
 SECTIONS = ("train", "switches", "epoch", "ratios", "ddp")
@@ -178,7 +181,7 @@ def logits(model: torch.nn.Module, data, cfg: C.RunConfig,
 
 def deployed_equals_export(t: RecordingTrainer, summary: records.RunSummary,
                            run_dir: Path, data) -> tuple[bool, str, dict[str, Any]]:
-    """Export the finished run (harness.export), rebuild the network from deployed.pt alone,
+    """Export the finished run (harness.deploy.export), rebuild the network from deployed.pt alone,
     and compare it with the trained network in its deployed state on every test image."""
     path = run_dir / "deployed.pt"
     records.atomic_torch_save(path, export.export(run_dir, str(t.device), data=data))
@@ -287,7 +290,7 @@ def _free_port() -> int:
 
 def _pythonpath() -> str:
     """This checkout first, so worker processes import the code under test."""
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     rest = os.environ.get("PYTHONPATH", "")
     return root + (os.pathsep + rest if rest else "")
 
@@ -690,7 +693,7 @@ def run_ranks(folder: Path, world: int, cpu: bool, timeout: float) -> list[int]:
                    os.environ.get("CUBLAS_WORKSPACE_CONFIG", CUBLAS)}
         if cpu:
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 2) // world))
-        cmd = [sys.executable, "-c", "import sys; from harness.selftest import ddp_worker; "
+        cmd = [sys.executable, "-c", "import sys; from harness.tools.selftest import ddp_worker; "
                "sys.exit(ddp_worker(sys.argv[1:]))", str(folder / "config.json"),
                str(folder / "run"), str(folder / f"rank{rank}.pt")]
         log = open(folder / f"rank{rank}.log", "w")
@@ -783,7 +786,7 @@ def to_markdown(s: Summary) -> str:
             "variant", "median_epoch_s", "images_per_s", "warmup_s", "steps_per_epoch",
             "train_images"]), ""]
     if s.ratios:
-        lines += ["## Step time of every method over fp (harness.bench)", "",
+        lines += ["## Step time of every method over fp (harness.tools.bench)", "",
                   *_table(s.ratios, list(s.ratios[0])), ""]
     targets = [f"- {t['status']}: {t['target']}" for t in s.targets] or ["- none measured"]
     skipped = [f"- {k['what']}: {k['reason']}" for k in s.skipped] or ["- nothing"]

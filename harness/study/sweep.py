@@ -8,9 +8,9 @@
 A study directory holds ``study.toml`` (frozen copy of the spec), ``manifest.json`` (the
 expanded runs and the excluded cells), ``runs/<run_id>/`` (run records), ``submissions.jsonl``
 (one line per submitted run: job id, executor, code snapshot, time), ``snapshots/<id>/`` (the
-source the jobs run, see harness.source) and ``submitit/`` or ``local-logs/`` (job logs).
+source the jobs run, see harness.run.source) and ``submitit/`` or ``local-logs/`` (job logs).
 
-Spec parsing lives in harness.spec, executors behind one interface in harness.jobs.
+Spec parsing lives in harness.study.spec, executors behind one interface in harness.study.backends.
 Safety: the whole spec is validated before anything is written or submitted; a lock file
 serialises sweeps of one study, and a run whose last job is still queued or running is never
 submitted again, so re-running a sweep command is always safe.
@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from harness import config as C
-from harness import jobs, records, train
-from harness.jobs import ACTIVE, BACKENDS, job_states, read_submissions
-from harness.spec import Run, SpecErrors, Study, load_spec, print_plan
-from methods.errors import UserError
+from harness import records
+from harness.errors import UserError
+from harness.run import trainer as train
+from harness.study import backends as jobs
+from harness.study.backends import ACTIVE, BACKENDS, job_states, read_submissions
+from harness.study.spec import Run, SpecErrors, Study, load_spec, print_plan
 
 EXECUTORS = tuple(BACKENDS)
 

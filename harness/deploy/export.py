@@ -11,12 +11,12 @@ deployed.pt = {
               classification: its score, e.g. the test PSNR in dB),
 }
 
-Every export also writes RUN_DIR/deployed_packed.zip (harness.packing: the codes at their
+Every export also writes RUN_DIR/deployed_packed.zip (harness.deploy.packing: the codes at their
 bit width; its size is printed next to the same network's with float32 weights) and checks
 that the network rebuilt from it equals the one rebuilt from deployed.pt bit for bit, and
-RUN_DIR/ops.csv (harness.opcount: MACs, bits, BOPs, FLOPs and weights of every layer).
+RUN_DIR/ops.csv (harness.costs.opcount: MACs, bits, BOPs, FLOPs and weights of every layer).
 ``--format onnx`` also writes RUN_DIR/deployed.onnx and runs it with onnxruntime over the
-test set (harness.onnx_export). A run whose deployed form the export cannot express (an
+test set (harness.deploy.onnx). A run whose deployed form the export cannot express (an
 activation quantizer other than the recipe's, a quantized layer without codes) is refused
 with a one-line error naming the layer.
 """
@@ -32,10 +32,14 @@ import torch
 from torch import nn
 
 from harness import config as C
-from harness import models, onnx_export, opcount, packing, records, tasks
+from harness import records, tasks
+from harness.costs import opcount
+from harness.deploy import onnx as onnx_export
+from harness.deploy import packing
 from harness.dist import Dist
-from harness.env import resolve_device
-from harness.train import Trainer
+from harness.run.env import resolve_device
+from harness.run.trainer import Trainer
+from harness.tasks import models
 from methods.act import make_act_quantizer
 from methods.base import (
     QLayer,

@@ -16,8 +16,8 @@ Inference (per model and W/A cell, from the config and the input shape alone):
               scales, and every other tensor inference needs (full-precision weights, biases,
               batch-norm statistics and affine parameters, PACT clip values) at 32 bits
               (batch-norm batch counters left out). The method's export decides the shapes of
-              levels and scales (a function of C_out only). ``harness.packing`` stores exactly
-              this payload (plus the 8-byte batch counters); a test checks the two agree for
+              levels and scales (a function of C_out only). ``harness.deploy.packing`` stores
+              exactly this payload (plus the 8-byte batch counters); a test checks the two agree for
               every method.
 
 Training (per run, measured once at its start by :func:`count_training_flops`): FLOPs
@@ -44,8 +44,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from harness import data as data_mod
-from harness import models
+from harness.tasks import models
+from harness.tasks.classify import data as data_mod
 from methods.act import make_act_quantizer
 from methods.base import Progress
 from methods.base import get as get_method

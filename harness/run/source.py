@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SOURCE_PATHS = ("harness", "methods", "pyproject.toml")
 MARKER = "SOURCE.json"
 DIFF = "SOURCE.diff"

@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import sr_models
+from harness.errors import did_you_mean
+from harness.tasks.sr import models as sr_models
 from methods.act import make_act_quantizer, nonlinearity
 from methods.base import QLayer, require, set_module
-from methods.errors import did_you_mean
 
 
 def _c(channels: int, width: float) -> int:

@@ -7,13 +7,13 @@
     backend.cancel(sdir, subs)     # stop what is queued or running; a line with real counts
 
 Nothing outside this module asks which executor a study used. Every backend runs the code
-of a snapshot taken at submission (harness.source), except ``debug``, which runs in the
+of a snapshot taken at submission (harness.run.source), except ``debug``, which runs in the
 calling process (for tests and debugging).
 
-Local workers (``python -m harness.jobs``) pull runs one at a time from the sweep process
+Local workers (``python -m harness.study.backends``) pull runs one at a time from the sweep process
 (a shared queue: a free worker takes the next run), each in a process group of its own;
 they die with the sweep (PR_SET_PDEATHSIG), end a run ``interrupted`` on SIGTERM, and every
-run records its trainer's identity (RUN_DIR/.owner, harness.procs) so `status` and
+run records its trainer's identity (RUN_DIR/.owner, harness.run.procs) so `status` and
 `cancel` act only on processes that really are that run's trainer.
 """
 from __future__ import annotations
@@ -34,8 +34,9 @@ from typing import Any, Callable
 
 import submitit
 
-from harness import procs, records, source
-from methods.errors import UserError
+from harness import records
+from harness.errors import UserError
+from harness.run import procs, source
 
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING",
           "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
@@ -126,7 +127,9 @@ def run_one(run_dir: str, threads: int = 0) -> records.RunSummary:
     import torch
 
     from harness import config as C
-    from harness import env, tasks, train
+    from harness import tasks
+    from harness.run import env
+    from harness.run import trainer as train
 
     if threads > 0:  # one job per cpus_per_task: don't oversubscribe the cores
         torch.set_num_threads(threads)
@@ -426,7 +429,8 @@ class LocalPool:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **source.job_environment(self.snap),
                "SLBENCH_PARENT_PID": str(os.getpid()), "SLBENCH_WORKER_LOGS": str(self.log_dir)}
-        p = subprocess.Popen([sys.executable, "-m", "harness.jobs"], cwd=self.snap.path, env=env,
+        p = subprocess.Popen([sys.executable, "-m", "harness.study.backends"],
+                             cwd=self.snap.path, env=env,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                              start_new_session=True)  # own process group: signalled as one
         w = {"proc": p, "run": None, "t0": 0.0, "ident": procs.identity(p.pid)}
@@ -515,7 +519,7 @@ def _dur(s: float) -> str:
 def worker_main() -> int:
     """A local worker: read run directories from stdin, train each, answer one JSON line per
     run on the original stdout; everything else it prints goes to its log file."""
-    from harness import train
+    from harness.run import trainer as train
 
     procs.die_with_parent()
     if os.environ.get("SLBENCH_PARENT_PID") and \

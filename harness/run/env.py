@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from harness import source
+from harness.run import source
 from methods.base import UserError
 
 
@@ -27,7 +27,7 @@ def resolve_device(name: str) -> torch.device:
 
 def git_commit() -> str:
     """The harness commit, with '-dirty' when tracked or untracked source differs (see
-    harness.source); 'unknown' outside git."""
+    harness.run.source); 'unknown' outside git."""
     return source.state().label
 
 

@@ -15,7 +15,7 @@ datasets are in harness/data.py); the SR task (harness/tasks.py) reads only this
   Set5/Set14, NOT those sets: numbers on them are not comparable with published tables, and
   reports call the set "skimage stand-in". Grey photographs are used as R = G = B.
 
-The degradation is harness.sr_metrics.degrade (MATLAB-style bicubic, 8-bit LR) applied
+The degradation is harness.tasks.sr.metrics.degrade (MATLAB-style bicubic, 8-bit LR) applied
 once at load to every mod-cropped HR image. Training draws, per image and per epoch
 (``sr.repeat`` times), one random LR patch of ``sr.patch_size / scale`` pixels and the
 aligned HR patch, with a random horizontal flip, vertical flip and transpose (the EDSR
@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from harness.data import IMG_EXT, SUBSET_SEED
-from harness.sr_metrics import bicubic_upscale, degrade, modcrop, psnr_y, ssim_y, to_uint8
-from methods.errors import UserError, require
+from harness.errors import UserError, require
+from harness.tasks.classify.data import IMG_EXT, SUBSET_SEED
+from harness.tasks.sr.metrics import bicubic_upscale, degrade, modcrop, psnr_y, ssim_y, to_uint8
 
 # scikit-image's bundled photographs used as the offline test set (all ship in its wheel)
 STANDIN = ("astronaut", "camera", "chelsea", "coffee", "rocket", "coins")

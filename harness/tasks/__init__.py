@@ -24,11 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import data as data_mod
-from harness import models, records, sr_data
+from harness import records
 from harness.dist import Dist
-from harness.sr_metrics import psnr_y, ssim_y, to_uint8
-from methods.errors import require
+from harness.errors import require
+from harness.tasks import models
+from harness.tasks.classify import data as data_mod
+from harness.tasks.sr import data as sr_data
+from harness.tasks.sr.metrics import psnr_y, ssim_y, to_uint8
 
 
 class Task:
@@ -287,7 +289,7 @@ class SuperResolution(Task):
         window of the HR image and of its bicubic upscaling (for the report's figure)."""
         from PIL import Image
 
-        from harness.sr_metrics import bicubic_upscale
+        from harness.tasks.sr.metrics import bicubic_upscale
 
         t = data.test_sets[0][1][0]
         was_training = model.training

@@ -20,10 +20,10 @@ The file is a zip archive (stdlib zipfile; reading it never runs code) of two me
                                   statistics and affine parameters, biases, PACT clip values,
                                   the full-precision first and last layers)
 
-data.bin holds exactly the payload harness.opcount counts as the model size (plus the
+data.bin holds exactly the payload harness.costs.opcount counts as the model size (plus the
 batch-norm batch counters, 8 bytes each); the rest of the file is the header.
 
-:func:`read_packed` returns the same dictionary as ``deployed.pt`` (``harness.export``), so
+:func:`read_packed` returns the same dictionary as ``deployed.pt`` (``harness.deploy.export``), so
 ``export.rebuild_model`` rebuilds the network bit for bit from either file.
 :func:`file_sizes` writes the packed file and, for comparison, the same network with every
 weight as float32 into the same container, and returns both sizes in bytes.

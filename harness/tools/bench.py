@@ -5,7 +5,8 @@
                             [--out results/bench] [--report-runs 1000]
 
 Timing: every variant is built first; then, round after round, each variant runs ``steps``
-training steps through the real code path (harness.train.Trainer.train_step with all method hooks;
+training steps through the real code path (harness.run.trainer.Trainer.train_step with all
+method hooks;
 the bare loop is plain nn.Conv2d/SGD/cross-entropy on the same augmented batches, so both
 see the same memory layout: the batched crop makes them channels-last), in an order that
 rotates every round so drift (thermal, other load) spreads evenly. We report the median step
@@ -42,11 +43,13 @@ import torch
 import torch.nn.functional as F
 
 from harness import config as C
-from harness import data as D
-from harness import models, records, train
-from harness.bench_records import bench_report
-from harness.cost import optimizer_state_bytes
-from harness.env import device_name, environment, resolve_device
+from harness import records
+from harness.costs.memory import optimizer_state_bytes
+from harness.run import trainer as train
+from harness.run.env import device_name, environment, resolve_device
+from harness.tasks import models
+from harness.tasks.classify import data as D
+from harness.tools.bench_records import bench_report
 from methods.base import Progress, WeightQuantizer, load_all
 
 # Step-time targets: (variant prefix, ratio denominator, limit), i.e. a variant's median step
@@ -374,7 +377,7 @@ def cmd_bench(args) -> int:
 # --------------------------------------------------------------------------- whole epochs
 
 def time_epochs(trainer, epochs: int, warmup_epochs: int = 1) -> dict[str, Any]:
-    """Seconds per training epoch of a set-up ``harness.train.Trainer`` (its real
+    """Seconds per training epoch of a set-up ``harness.run.trainer.Trainer`` (its real
     ``train_epoch``: device-side augmentation, every method hook, one host sync at the end).
 
     ``warmup_epochs`` untimed epochs first (torch.compile's compilations, also the one for a

@@ -29,17 +29,19 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from harness import config as C
-from harness import models, opcount, procs, records, source, tasks
+from harness import records, tasks
 from harness.cli import RUN_FLAGS
-from harness.cost import memory_costs
+from harness.costs import opcount
+from harness.costs.memory import memory_costs
 from harness.dist import Dist
-from harness.env import environment, peak_memory_mb, reset_peak_memory, resolve_device
-from harness.loggers import SINKS
-from harness.tasks import autocast
+from harness.errors import require
+from harness.run import procs, source
+from harness.run.env import environment, peak_memory_mb, reset_peak_memory, resolve_device
+from harness.run.loggers import SINKS
+from harness.tasks import autocast, models
 from methods.act import PactAct
 from methods.base import Method, Progress, UserError, WeightQuantizer
 from methods.base import get as get_method
-from methods.errors import require
 
 # --------------------------------------------------------------------------- set-up
 
@@ -301,7 +303,7 @@ class Trainer:
 
     def measure_costs(self) -> None:
         """The deployed network's op counts and size, and the FLOPs of a training step, on
-        copies (harness.opcount): the run itself is untouched."""
+        copies (harness.costs.opcount): the run itself is untouched."""
         if not self.dist.main:
             return
         self.costs = self.recorded_costs()   # a resume: the first attempt counted them

@@ -36,8 +36,8 @@ from typing import Any
 
 from harness import config as C
 from harness import tasks
+from harness.errors import UserError, each
 from harness.report.keys import check_report_table
-from methods.errors import UserError, each
 
 # keys a run gets from the grid or the variant, never from the shared recipe
 GRID_KEYS = ("method", "w_bits", "a_bits", "epochs", "seed")

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from harness import config as C
-from harness import data, models, records
-from harness.jobs import owner_alive
+from harness import records
+from harness.errors import UserError, require
+from harness.study.backends import owner_alive
+from harness.tasks import models
+from harness.tasks.classify import data
 from methods.base import get, load_all
-from methods.errors import UserError, require
 
 
 def config_keys() -> list[dict[str, Any]]:

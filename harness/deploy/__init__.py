@@ -1,0 +1,1 @@
+"""The deployed network: export, bit packing, ONNX."""

@@ -1,0 +1,1 @@
+"""One run: the trainer, its run directory, signals, environment and sinks."""

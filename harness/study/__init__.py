@@ -1,0 +1,1 @@
+"""Many runs: study specs, sweeps and job backends."""

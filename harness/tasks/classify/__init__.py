@@ -1,0 +1,1 @@
+"""Image classification: datasets and networks."""

@@ -1,0 +1,1 @@
+"""Tools around the pipelines: bench, selftest, config and show."""
