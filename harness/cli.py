@@ -12,19 +12,20 @@ import importlib
 import sys
 from typing import Any
 
+from harness.config import RUN_FLAGS
 from harness.errors import UserError, each
 
 # subcommand -> (module, function, one-line help)
 COMMANDS = {
-    "run": ("harness.run.trainer", "cmd_run",
+    "run": ("harness.run.command", "cmd_run",
             "train one run into RUN_DIR (resumes if interrupted)"),
     "export": ("harness.deploy.export", "cmd_export",
                "write RUN_DIR/deployed.pt, bit-packed weights (and ONNX), and check each"),
     "sweep": ("harness.study.sweep", "cmd_sweep",
               "expand a study spec and submit the runs not yet completed"),
-    "status": ("harness.study.sweep", "cmd_status",
+    "status": ("harness.study.status", "cmd_status",
                "states of a study's runs, failures and job ids"),
-    "cancel": ("harness.study.sweep", "cmd_cancel", "cancel a study's queued and running jobs"),
+    "cancel": ("harness.study.status", "cmd_cancel", "cancel a study's queued and running jobs"),
     "report": ("harness.report", "cmd_report",
                "tables, figures and reviewer answers from a study's run records"),
     "bench": ("harness.tools.bench", "cmd_bench",
@@ -64,36 +65,11 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _registries(wanted: bool) -> dict[str, Any]:
-    """Choices for the help text, read from the registries (only when help is shown: the
-    registries import torch)."""
+    """Choices for `run --help`, read from the registries (only then: the registries load
+    the methods and networks, and torch), through the module that describes them."""
     if not wanted:
         return {"method": "(registry)", "model": "(registry)", "dataset": "(registry)"}
-    from harness import config
-    from harness.tasks import models
-    from harness.tasks.classify import data
-    from methods.base import load_all
-
-    defaults = config.flatten(config.to_dict(config.RunConfig()))  # the run flags' keys
-    defaults["method"] = defaults.pop("method.name")
-    return {"defaults": {k: "none" if v == "" else v for k, v in defaults.items()},
-            "method": ", ".join(sorted(load_all())),
-            "model": ", ".join(sorted(models.describe_models())),
-            "dataset": ", ".join(sorted(data.describe_datasets()))}
-
-
-RUN_FLAGS = [  # (flag, config key, type, help)
-    ("--method", "method", str, "weight method: {method}"),
-    ("--w-bits", "w_bits", int, "weight bits (default: the method's own)"),
-    ("--a-bits", "a_bits", int, "activation bits; 32 = no quantization"),
-    ("--model", "model.name", str, "model: {model}"),
-    ("--dataset", "data.name", str, "dataset: {dataset}"),
-    ("--data-root", "data.root", str, "dataset folder"),
-    ("--epochs", "epochs", int, "training epochs"),
-    ("--seed", "seed", int, "run seed"),
-    ("--batch-size", "batch_size", int, "training batch size"),
-    ("--lr", "optim.lr", float, "base learning rate"),
-    ("--device", "device", str, "auto | cpu | cuda | cuda:N"),
-]
+    return importlib.import_module("harness.tools.describe").run_help_names()
 
 
 def _add_run(sub, names: dict[str, str]) -> None:
@@ -257,7 +233,8 @@ def build_parser(help_wanted: bool = True) -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(help_wanted=any(a in ("-h", "--help") for a in argv))
+    wants_run_help = argv[:1] == ["run"] and any(a in ("-h", "--help") for a in argv)
+    parser = build_parser(help_wanted=wants_run_help)
     args, extra = parser.parse_known_args(argv)
     if extra:  # named by the subcommand's own parser, so the hint points at its --help
         parser._subparsers._group_actions[0].choices[args.command].error(

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import json
 import math
-import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -18,8 +16,21 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError, require
-from harness.run.loggers import SINKS
-from methods.options import _coerce, options_dict
+
+# the `run` command's flags: (flag, config key, type, help) ({name}: the registry's names)
+RUN_FLAGS = [  # (flag, config key, type, help)
+    ("--method", "method", str, "weight method: {method}"),
+    ("--w-bits", "w_bits", int, "weight bits (default: the method's own)"),
+    ("--a-bits", "a_bits", int, "activation bits; 32 = no quantization"),
+    ("--model", "model.name", str, "model: {model}"),
+    ("--dataset", "data.name", str, "dataset: {dataset}"),
+    ("--data-root", "data.root", str, "dataset folder"),
+    ("--epochs", "epochs", int, "training epochs"),
+    ("--seed", "seed", int, "run seed"),
+    ("--batch-size", "batch_size", int, "training batch size"),
+    ("--lr", "optim.lr", float, "base learning rate"),
+    ("--device", "device", str, "auto | cpu | cuda | cuda:N"),
+]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
@@ -34,6 +45,41 @@ NON_SEMANTIC = ("device", "data.root", "data.download", "data.workers", "progres
 # them: left out of the config hash at that value, so earlier run ids stay valid. (Method
 # options say the same through Method.inert_options.)
 LATER_KEYS = {"optim.quant_lr_scale": 1.0, "model.block": "standard", "model.shortcut": "B"}
+
+
+def coerce(value: Any, annotation: Any, field: str) -> Any:
+    """Convert a TOML/--set value to the annotated option type, or raise a UserError."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(value, inner[0], field)
+    if origin is tuple:
+        require(isinstance(value, (list, tuple)), field,
+                f"expected a list like [1, 2], got {value!r}")
+        return tuple(coerce(v, args[0], field) for v in value)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise UserError(field, f"expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise UserError(field, f"expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        require(not isinstance(value, bool) and isinstance(value, (int, float)), field,
+                f"expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        require(isinstance(value, str), field, f"expected a string, got {value!r}")
+        return value
+    return value
 
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, lo: float | None = None,
@@ -101,18 +147,6 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class SrConfig:
-    """Super-resolution keys (task = "sr"; left out of a classification run's records)."""
-    scale: int = opt(2, "upscaling factor", choices=(2, 3, 4))
-    patch_size: int = opt(96, "HR training patch side in pixels (LR: patch_size / scale)",
-                          lo=2, hi=4096)
-    repeat: int = opt(1, "random patches per training image per epoch", lo=1, hi=10**4)
-    blocks: int = opt(0, "residual blocks of the SR network; 0 = the paper's 16", lo=0,
-                      hi=1000)
-    loss: str = opt("l1", "training loss: l1 (EDSR) or mse (SRResNet)", choices=("l1", "mse"))
-
-
-@dataclass(frozen=True)
 class MetaConfig:
     """Bookkeeping from the sweep; part of the record, and of the hash."""
     study: str = opt("", "study name (set by the sweep)")
@@ -145,26 +179,42 @@ class RunConfig:
     loggers: tuple[str, ...] = opt((), "extra logging sinks, e.g. [\"tensorboard\"] "
                                        "(metrics.csv is always written)")
     meta: MetaConfig = opt(None, "sweep bookkeeping", factory=MetaConfig)
-    task: str = opt("classify", "what the run learns: classify, or sr (super-resolution; "
-                                "harness/tasks.py)", choices=("classify", "sr"))
-    sr: SrConfig = opt(None, "super-resolution section (task = sr)", factory=SrConfig)
+    task: str = opt("classify", "what the run learns (harness/tasks/; `python -m harness "
+                                "config` lists the tasks and their keys)")
+    task_options: dict = opt(None, "<task>.<key>: the task's own section, e.g. sr.scale",
+                             factory=dict)
 
 
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "meta": MetaConfig,
-            "sr": SrConfig}
-# keys only a non-classification run records (a classification config.json is unchanged)
-TASK_KEYS = ("task", "sr")
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "meta": MetaConfig}
+DEFAULT_TASK = RunConfig.task
+# the two fields whose values are parsed by a registry (harness/run/resolve.py): raw dicts in
+# a config read from keys, the method's and the task's frozen options once resolved
+PARSED_LATER = ("method_options", "task_options")
 
 
 # --------------------------------------------------------------------------- dict <-> config
 
+def options_dict(options: Any) -> dict[str, Any]:
+    """Parsed options (a frozen dataclass) or raw ones (a dict) as a plain dict, tuples as
+    lists: what config.json records."""
+    if dataclasses.is_dataclass(options):
+        options = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dict(options).items()}
+
+
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
-    d = dataclasses.asdict(cfg)
-    if cfg.task == "classify":
-        for k in TASK_KEYS:
-            del d[k]
-    options = d.pop("method_options")
-    d["method"] = {"name": cfg.method, **options}
+    """config.json: the method as a table ``method = {name, options...}``; the task's keys
+    under its name (``sr = {...}``), and ``task`` itself only when it is not the default (a
+    classification config.json holds no task keys, as before tasks existed)."""
+    d = dataclasses.asdict(dataclasses.replace(cfg, method_options={}, task_options={}))
+    del d["method_options"], d["task_options"]
+    d["method"] = {"name": cfg.method, **options_dict(cfg.method_options)}
+    if cfg.task == DEFAULT_TASK:
+        del d["task"]
+    else:
+        options = cfg.task_options
+        raw = not dataclasses.is_dataclass(options)  # unresolved: {section: {key: value}}
+        d[cfg.task] = options_dict(options.get(cfg.task, {}) if raw else options)
     for table in [d] + [d[sec] for sec in SECTIONS if sec in d]:
         for k, v in table.items():
             if isinstance(v, tuple):
@@ -184,28 +234,35 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _known_keys() -> set[str]:
-    keys = {f.name for f in dataclasses.fields(RunConfig)} - {"method_options"} - set(SECTIONS)
+    keys = {f.name for f in dataclasses.fields(RunConfig)} - set(PARSED_LATER) - set(SECTIONS)
     for sec, cls in SECTIONS.items():
         keys |= {f"{sec}.{f.name}" for f in dataclasses.fields(cls)}
     return keys | {"method.name"}
 
 
-def _suggest(key: str) -> str:
+def suggest(key: str) -> str:
     close = difflib.get_close_matches(key, sorted(_known_keys()), n=1)
     return (f"; did you mean {close[0]!r}?" if close
             else "; see `python -m harness config` for every key")
 
 
 def from_flat(flat: dict[str, Any]) -> RunConfig:
-    """Build and type-check a RunConfig from dotted keys (method.<opt> kept raw)."""
+    """Build and type-check a RunConfig from dotted keys. ``method.<option>`` keys and keys of
+    a section this module does not know (a task's, ``sr.scale``) are kept raw, for
+    resolution (harness/run/resolve.py) to parse with the method's and the task's options."""
     top: dict[str, Any] = {}
     sections: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     method_options: dict[str, Any] = {}
+    task_options: dict[str, dict[str, Any]] = {}
     hints = typing.get_type_hints(RunConfig)
     known = _known_keys()
     for key, value in flat.items():
         if key.startswith("method.") and key != "method.name":
             method_options[key[len("method."):]] = value
+            continue
+        head, dot, rest = key.partition(".")
+        if dot and head not in SECTIONS and head != "method":
+            task_options.setdefault(head, {})[rest] = value
             continue
         if key == "method.name":
             key = "method"
@@ -214,14 +271,14 @@ def from_flat(flat: dict[str, Any]) -> RunConfig:
                             f"{key}.{dataclasses.fields(SECTIONS[key])[0].name} = ..., got "
                             f"{value!r}")
         if key not in known and key != "method":
-            raise UserError(key, f"unknown config key{_suggest(key)}")
+            raise UserError(key, f"unknown config key{suggest(key)}")
         if "." in key:
             sec, name = key.split(".", 1)
             sec_hints = typing.get_type_hints(SECTIONS[sec])
-            sections[sec][name] = _coerce(value, sec_hints[name], key)
+            sections[sec][name] = coerce(value, sec_hints[name], key)
         else:
-            top[key] = _coerce(value, hints[key], key)
-    return RunConfig(**top, method_options=method_options,
+            top[key] = coerce(value, hints[key], key)
+    return RunConfig(**top, method_options=method_options, task_options=task_options,
                      **{s: SECTIONS[s](**v) for s, v in sections.items()})
 
 
@@ -264,18 +321,19 @@ def load_file(path: str | Path) -> dict[str, Any]:
     return flatten(d)
 
 
-def build(file: str | Path | None = None, flags: dict[str, Any] | None = None,
-          sets: list[str] | None = None) -> RunConfig:
-    """defaults <- file <- flags (None values ignored) <- --set, then resolve and validate."""
+def gather(file: str | Path | None = None, flags: dict[str, Any] | None = None,
+           sets: list[str] | None = None) -> dict[str, Any]:
+    """Dotted keys of defaults <- file <- flags (None values ignored) <- --set."""
     flat: dict[str, Any] = {}
     if file:
         flat.update(load_file(file))
     flat.update({k: v for k, v in (flags or {}).items() if v is not None})
     flat.update(parse_sets(sets or []))
-    return resolve(from_flat(flat))
+    return flat
 
 
 def from_dict(d: dict[str, Any]) -> RunConfig:
+    """An unresolved RunConfig from a config.json object."""
     d = {k: v for k, v in d.items() if k != "config_hash"}
     return from_flat(flatten(d))
 
@@ -287,6 +345,8 @@ def check_fields(obj: Any, prefix: str = "") -> None:
     inside their range, strings among their choices."""
     for f in dataclasses.fields(obj):
         value, meta, key = getattr(obj, f.name), f.metadata, prefix + f.name
+        if f.name in PARSED_LATER:
+            continue  # checked by their own registries
         if dataclasses.is_dataclass(value):
             check_fields(value, key + ".")
             continue
@@ -313,69 +373,6 @@ def _check_range(key: str, value: float, meta: dict) -> None:
         ok = value < hi if meta["hi_open"] else value <= hi
         require(ok, key, f"must be {'<' if meta['hi_open'] else '<='} {n(hi)}, got {n(value)}"
                 + ("; is it a typo?" if hi >= 64 else ""))
-
-
-def resolve(cfg: RunConfig) -> RunConfig:
-    """Fill defaults that depend on other fields and validate everything (no I/O).
-
-    The task, method, model and dataset registries import torch: imported here, not at the
-    top, so the report and `status` (which read configs but never resolve them) stay light."""
-    from harness import tasks
-    from methods.base import get as get_method
-
-    method_cls = get_method(cfg.method)
-    w_bits = cfg.w_bits or method_cls.default_bits
-    method_cls.check_bits(w_bits)
-    options = method_cls.parse_options(dict(cfg.method_options))
-    method_cls.check_options(options, w_bits, cfg.a_bits)
-    check_fields(cfg)
-    dev = cfg.device
-    require(dev in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", dev) is not None,
-            "device", f"{dev!r} unknown; use auto, cpu, cuda or cuda:N")
-    for name in cfg.loggers:
-        require(name in SINKS, "loggers", f"{name!r} unknown; use some of {list(SINKS)}")
-    task = tasks.get(cfg.task)
-    task.check(cfg)                    # model and dataset names, the task's own keys
-    require(cfg.data.subset_train != 1, "data.subset_train",
-            "1 image makes no training step (a 1-image batch is dropped); use 0 (all) or >= 2")
-    o = cfg.optim
-    require(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas",
-            "give two values in [0, 1), e.g. [0.9, 0.999]")
-    require(o.warmup_epochs < cfg.epochs, "optim.warmup_epochs",
-            f"must be below the {cfg.epochs} training epochs")
-    require(all(math.isfinite(m) and m >= 0 for m in o.milestones) and
-            list(o.milestones) == sorted(o.milestones), "optim.milestones",
-            "must be increasing epochs >= 0, e.g. [100, 150]")
-    augment = cfg.data.augment
-    if augment is None:
-        augment = task.default_augment(cfg.data.name)
-    return dataclasses.replace(
-        cfg, w_bits=w_bits, method_options=options_dict(options),
-        data=dataclasses.replace(cfg.data, augment=augment))
-
-
-def method_options(cfg: RunConfig) -> Any:
-    from methods.base import get as get_method
-
-    return get_method(cfg.method).parse_options(dict(cfg.method_options))
-
-
-def config_hash(cfg: RunConfig) -> str:
-    """sha256 (16 hex) of the resolved config without the keys in NON_SEMANTIC, nor the
-    LATER_KEYS at the value they had before they existed (so earlier run ids still match),
-    nor the method's inert options."""
-    from methods.base import get as get_method
-
-    flat = flatten(to_dict(cfg))
-    for k in NON_SEMANTIC:
-        flat.pop(k, None)
-    for k, default in LATER_KEYS.items():
-        if flat.get(k) == default:
-            flat.pop(k)
-    for k in get_method(cfg.method).inert_options(dict(cfg.method_options)):
-        flat.pop(f"method.{k}", None)
-    blob = json.dumps(flat, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def describe_diff(old: dict[str, Any], new: RunConfig) -> list[str]:

@@ -17,119 +17,33 @@ append-only log (a torn last line at worst).
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import io
-import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
+from harness import files
+from harness.config import DEFAULT_TASK
+from harness.tasks import base as tasks
 
-METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr",
-                  "epoch_time_s", "samples_per_s"]
-# a super-resolution run (task "sr", harness/tasks.py): PSNR (dB) and SSIM on Y
-SR_METRIC_COLUMNS = ["epoch", "train_loss", "test_loss", "test_psnr", "test_ssim", "lr",
-                     "epoch_time_s", "samples_per_s"]
-TASK_METRIC_COLUMNS = {"classify": METRIC_COLUMNS, "sr": SR_METRIC_COLUMNS}
 TIMING_COLUMNS = ["epoch_time_s", "samples_per_s"]  # the only columns that vary run to run
 STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
 PEAK_MEM_KINDS = ("cuda_max_allocated", "cpu_peak_rss")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone makes files 0600
-
-
-def _atomic(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Delete the temp files a killed atomic write left behind (``.NAME.*.tmp``); call it only
-    while holding the folder's lock, so no live write loses its file."""
-    gone = []
-    for tmp in Path(folder).glob(".*.tmp"):
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-            gone.append(tmp)
-    return gone
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda f: f.write(text.encode()))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    _atomic(path, lambda f: f.write(data))
-
-
-def _clean(obj: Any) -> Any:
-    """JSON cannot hold NaN/inf: write them as null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(_clean(obj), indent=2, sort_keys=True) + "\n")
-
-
-def atomic_torch_save(path: Path, obj: Any) -> None:
-    import torch
-
-    _atomic(path, lambda f: torch.save(obj, f))
-
-
-def load_tensors(path: Path, device: Any = "cpu") -> Any:
-    """torch.load that can never run code: ``weights_only=True`` accepts tensors and plain
-    Python containers and numbers only, so a crafted checkpoint.pt or deployed.pt shared by
-    someone else raises instead of executing (checkpoints are written to fit this)."""
-    import torch
-
-    return torch.load(path, map_location=device, weights_only=True)
-
-
-def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    _atomic(path, lambda f: np.save(f, arr))
-
-
 def metric_columns(config: dict[str, Any] | None) -> list[str]:
     """The standard metrics.csv columns of a run with this config.json (its task's)."""
-    return TASK_METRIC_COLUMNS.get((config or {}).get("task", "classify"), METRIC_COLUMNS)
+    task = tasks.load_all().get((config or {}).get("task", DEFAULT_TASK))
+    return list(task.columns) if task else []
 
 
-def metrics_csv(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
-    columns = columns or METRIC_COLUMNS
+def metrics_csv(rows: list[dict[str, Any]], columns: list[str] | tuple[str, ...] = ()) -> str:
+    """metrics.csv of ``rows``: the standard ``columns`` first (default: the default task's),
+    then the method's."""
+    columns = list(columns) or list(tasks.get(DEFAULT_TASK).columns)
     if not rows:
         return ",".join(columns) + "\n"
     extra = [k for k in rows[0] if k not in columns]
@@ -149,35 +63,8 @@ def _cell(v: Any) -> Any:
 
 
 def write_metrics(run_dir: Path, rows: list[dict[str, Any]],
-                  columns: list[str] | None = None) -> None:
-    atomic_write_text(Path(run_dir) / "metrics.csv", metrics_csv(rows, columns))
-
-
-def ensure_writable_dir(path: Path, field: str, fix: str) -> None:
-    """Create ``path`` and check a file can be written there, or raise a UserError."""
-    from harness.errors import UserError
-
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise UserError(field, f"{str(path)!r} is a file; {fix}")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        # a probe of this process's own (two sweeps starting together once shared one name,
-        # and the second's unlink failed after the first had removed it)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-"):
-            pass
-    except OSError as e:
-        raise UserError(field, f"cannot write to {str(path)!r} ({e.strerror}); {fix}") from None
-
-
-def append_log(run_dir: Path, line: str) -> None:
-    with open(Path(run_dir) / "log.txt", "a") as f:
-        f.write(line.rstrip("\n") + "\n")
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    with open(path) as f:
-        return json.load(f)
+                  columns: list[str] | tuple[str, ...] = ()) -> None:
+    files.atomic_write_text(Path(run_dir) / "metrics.csv", metrics_csv(rows, columns))
 
 
 # --------------------------------------------------------------------------- summary.json
@@ -249,15 +136,19 @@ class RunSummary:
             del d["error"]
         if d["changed_after_training"] is None:
             del d["changed_after_training"]
-        if self.task == "classify":
-            for k in TASK_FIELDS:
+        if _result_fields(self.task)[0] != "final_metric":
+            for k in GENERIC_RESULT_FIELDS:  # a task with result fields of its own
                 del d[k]
         return {**self.extra, **d}
 
     @property
     def result(self) -> float | None:
-        """The final score: deployed test accuracy (%), or the task's ``final_metric``."""
-        return self.final_test_acc if self.task == "classify" else self.final_metric
+        """The final score of the task's headline metric (accuracy %, PSNR dB, ...)."""
+        return getattr(self, _result_fields(self.task)[0])
+
+    @property
+    def best(self) -> float | None:
+        return getattr(self, _result_fields(self.task)[1])
 
     @classmethod
     def from_json(cls, d: Any) -> "RunSummary":
@@ -291,7 +182,16 @@ class RunSummary:
                    mean_epoch_time_s=sum(times) / len(times) if times else None, **fields)
 
 
-TASK_FIELDS = ("task", "metric", "final_metric", "best_metric", "final_metrics")
+def _result_fields(task: str) -> tuple[str, str]:
+    """The summary fields holding a task's final and best headline score (an unknown task,
+    in a record from elsewhere: the generic ones)."""
+    card = tasks.load_all().get(task)
+    return (card.final_field, card.best_field) if card else ("final_metric", "best_metric")
+
+
+# where a task without result fields of its own (harness/tasks/base.py: final_field) keeps
+# its result; left out of the summary of a task with its own (classification's accuracies)
+GENERIC_RESULT_FIELDS = ("task", "metric", "final_metric", "best_metric", "final_metrics")
 
 
 def _check_type(name: str, value: Any, annotation: str) -> None:
@@ -314,7 +214,7 @@ def _check_type(name: str, value: Any, annotation: str) -> None:
 
 
 def write_summary(run_dir: Path, summary: RunSummary) -> None:
-    atomic_write_json(Path(run_dir) / "summary.json", summary.to_json())
+    files.atomic_write_json(Path(run_dir) / "summary.json", summary.to_json())
 
 
 def record_failure(run_dir: Path, status: str, error: str, epochs: int, config_hash: str,
@@ -331,7 +231,7 @@ def record_failure(run_dir: Path, status: str, error: str, epochs: int, config_h
 
 def read_summary(run_dir: Path) -> RunSummary:
     """RUN_DIR/summary.json as a RunSummary (OSError/ValueError when unreadable)."""
-    return RunSummary.from_json(read_json(Path(run_dir) / "summary.json"))
+    return RunSummary.from_json(files.read_json(Path(run_dir) / "summary.json"))
 
 
 # --------------------------------------------------------------------------- loading records
@@ -388,7 +288,7 @@ def _read_config(rec: RunRecord) -> str:
     if not path.exists():
         return "no config.json"
     try:
-        rec.config = read_json(path)
+        rec.config = files.read_json(path)
     except (OSError, ValueError) as e:
         return f"config.json unreadable: {e}"
     if not isinstance(rec.config, dict) or not isinstance(rec.config.get("config_hash"), str):
@@ -405,13 +305,18 @@ def _read_summary(rec: RunRecord) -> str:
     if not path.exists():
         return ""
     try:
-        rec.summary = RunSummary.from_json(read_json(path))
+        rec.summary = RunSummary.from_json(files.read_json(path))
     except (OSError, ValueError, TypeError) as e:
         return f"summary.json unreadable: {e}"
     if rec.summary.config_hash and rec.summary.config_hash != rec.config["config_hash"]:
         return (f"summary.json belongs to config {rec.summary.config_hash}, config.json is "
                 f"{rec.config['config_hash']}")
     return ""
+
+
+def _bounds(bounds: tuple[float | None, float | None]) -> str:
+    lo, hi = bounds
+    return f"[{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
 
 
 def _number(v: Any) -> float | None:
@@ -422,17 +327,21 @@ def _check_completed(rec: RunRecord, with_metrics: bool, columns: Columns) -> st
     import pandas as pd  # only here: status of a study without completed runs needs none
 
     s, want = rec.summary, rec.config["epochs"]
-    standard = metric_columns(rec.config)
+    task = tasks.load_all().get(rec.config.get("task", DEFAULT_TASK))
+    if task is None:
+        return f"config.json names an unknown task {rec.config.get('task')!r}"
+    standard = list(task.columns)
     if s.epochs_completed != want:
         return f"completed with {s.epochs_completed} of {want} epochs"
-    if s.task == "classify":
-        score, final, best = "test_acc", _number(s.final_test_acc), _number(s.best_test_acc)
-        if final is None or not 0.0 <= final <= 100.0:
-            return f"final_test_acc is {s.final_test_acc!r}, not an accuracy in [0, 100]"
-    else:
-        score, final, best = s.metric, _number(s.final_metric), _number(s.best_metric)
-        if score not in standard or final is None:
-            return f"final_metric is {s.final_metric!r} for metric {s.metric!r}"
+    if s.task != task.name:
+        return f"summary.json is of task {s.task!r}, config.json of {task.name!r}"
+    headline = task.headline()
+    score, final, best = headline.column, _number(s.result), _number(s.best)
+    if task.final_field == "final_metric" and s.metric != score:
+        return f"final_metric is {s.final_metric!r} for metric {s.metric!r}"
+    if final is None or not headline.within(final):
+        return (f"{task.final_field} is {s.result!r}, not a {headline.title} in "
+                f"{_bounds(headline.bounds)}")
     path = rec.path / "metrics.csv"
     try:
         header = pd.read_csv(path, nrows=0).columns.tolist()

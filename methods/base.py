@@ -43,7 +43,7 @@ from torch import nn
 
 from harness.errors import UserError, did_you_mean, require  # noqa: F401  (re-exported)
 from methods._ops import per_channel, sign
-from methods.options import NoOptions, _coerce, options_dict, parse_options  # noqa: F401
+from methods.options import NoOptions, parse_options  # noqa: F401  (re-exported)
 
 # --------------------------------------------------------------------------- registry
 
@@ -268,8 +268,8 @@ class Method:
         """Checks that need the parsed options and the bit widths (default: none)."""
 
     @classmethod
-    def inert_options(cls, options: dict[str, Any]) -> set[str]:
-        """Names of resolved options that change nothing this run computes: at the value that
+    def inert_options(cls, options: Any) -> set[str]:
+        """Names of the parsed options that change nothing this run computes: at the value that
         reproduces what the code did before the option existed, or ignored by the other
         options. The config hash (the run id) leaves them out, so adding an option keeps the
         ids of earlier runs (default: none)."""

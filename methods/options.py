@@ -13,6 +13,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from harness.config import coerce
 from harness.errors import UserError, did_you_mean, raise_all, require
 
 
@@ -27,41 +28,6 @@ def option(default: Any, help: str, *, choices: tuple | None = None, path: bool 
 @dataclass(frozen=True)
 class NoOptions:
     pass
-
-
-def _coerce(value: Any, annotation: Any, field: str) -> Any:
-    """Convert a TOML/--set value to the annotated option type, or raise a UserError."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], field)
-    if origin is tuple:
-        require(isinstance(value, (list, tuple)), field,
-                f"expected a list like [1, 2], got {value!r}")
-        return tuple(_coerce(v, args[0], field) for v in value)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise UserError(field, f"expected true or false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise UserError(field, f"expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        require(not isinstance(value, bool) and isinstance(value, (int, float)), field,
-                f"expected a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        require(isinstance(value, str), field, f"expected a string, got {value!r}")
-        return value
-    return value
 
 
 def parse_options(options_cls: type, raw: dict[str, Any], prefix: str) -> Any:
@@ -89,7 +55,7 @@ def _option(fields: dict, hints: dict, key: str, value: Any, prefix: str) -> Any
     require(key in fields, f"{prefix}.{key}",
             f"unknown option{f' ({hint})' if 'did you mean' in hint else ''}; known "
             f"options: {known}")
-    value = _coerce(value, hints[key], f"{prefix}.{key}")
+    value = coerce(value, hints[key], f"{prefix}.{key}")
     choices = fields[key].metadata.get("choices")
     require(choices is None or value in choices, f"{prefix}.{key}",
             f"{value!r} is not one of {list(choices or ())}")
@@ -99,11 +65,3 @@ def _option(fields: dict, hints: dict, key: str, value: Any, prefix: str) -> Any
 def path_options(options_cls: type) -> set[str]:
     """The options that name files (``metadata={"path": True}``)."""
     return {f.name for f in dataclasses.fields(options_cls) if f.metadata.get("path")}
-
-
-def options_dict(options: Any) -> dict[str, Any]:
-    out = {}
-    for f in dataclasses.fields(options):
-        v = getattr(options, f.name)
-        out[f.name] = list(v) if isinstance(v, tuple) else v
-    return out

@@ -565,11 +565,11 @@ class Slb(Method):
         check_candidate_count(options, w_bits)
 
     @classmethod
-    def inert_options(cls, options: dict[str, Any]) -> set[str]:
+    def inert_options(cls, options: SlbOptions) -> set[str]:
         """hard_end off and recal_from unused or "first" compute what the code did before
         these options existed (calibration from the first epoch)."""
-        inert = set() if options.get("hard_end") else {"hard_end"}
-        if options.get("bn") != "recal_epoch" or options.get("recal_from") == "first":
+        inert = set() if options.hard_end else {"hard_end"}
+        if options.bn != "recal_epoch" or options.recal_from == "first":
             inert.add("recal_from")
         return inert
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from harness import config as C
-from harness import records
+from harness import config, records
+from harness.run import resolve
 
 pytest_plugins = ["slurm_fixture"]
 
@@ -22,13 +22,13 @@ os.environ.setdefault("SLBENCH_CACHE", "off")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-def tiny_cfg(method: str = "fp", sets: list[str] | None = None, **flags) -> C.RunConfig:
+def tiny_cfg(method: str = "fp", sets: list[str] | None = None, **flags) -> config.RunConfig:
     """A config that trains in about a second: small_cnn at width 0.25 on 300 digits."""
     base = {"method": method, "epochs": 2, "batch_size": 64, "progress": "none",
             "data.subset_train": 300, "data.subset_test": 200, "model.width": 0.25,
             "optim.lr": 0.05}
     base.update(flags)
-    return C.build(flags=base, sets=sets or [])
+    return resolve.build(flags=base, sets=sets or [])
 
 
 def metrics_without_timing(run_dir: Path) -> pd.DataFrame:
@@ -47,12 +47,12 @@ class Interrupt(BaseException):
     """Raised inside training to simulate a kill between two epochs."""
 
 
-def run_interrupted(cfg: C.RunConfig, run_dir: Path, stop_before_epoch: int, monkeypatch,
+def run_interrupted(cfg: config.RunConfig, run_dir: Path, stop_before_epoch: int, monkeypatch,
                     echo=lambda s: None) -> None:
     """Train until ``stop_before_epoch`` (0-based) starts, then die as a killed job would."""
-    from harness.run import trainer as train
+    from harness.run import rundir, trainer
 
-    original = train.Trainer.train_epoch
+    original = trainer.Trainer.train_epoch
 
     def train_epoch(self, e):
         if e == stop_before_epoch:
@@ -60,9 +60,9 @@ def run_interrupted(cfg: C.RunConfig, run_dir: Path, stop_before_epoch: int, mon
         return original(self, e)
 
     with monkeypatch.context() as m:
-        m.setattr(train.Trainer, "train_epoch", train_epoch)
+        m.setattr(trainer.Trainer, "train_epoch", train_epoch)
         with pytest.raises(Interrupt):
-            train.run(cfg, run_dir, echo=echo)
+            rundir.run(cfg, run_dir, echo=echo)
 
 
 def preempt(job_id: str, stderr, timeout: float = 120) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import config as C
-from harness import records
+from harness import config, files, records
+from harness.run import resolve
 from methods.base import get as get_method
 
 
@@ -25,15 +25,15 @@ def write_run(root: Path, run_id: str, *, method: str, acc: float | None, w: int
     """One run record. ``method_info`` defaults to the method's own declaration for slb runs
     with ``slb_scalars`` and to none otherwise (as records written before runs had it);
     ``curve`` replaces the per-epoch test accuracies."""
-    cfg = C.RunConfig(method=method, method_options=dict(options or {}), w_bits=w, a_bits=a,
-                      epochs=epochs, seed=seed, model=C.ModelConfig(name=model),
-                      data=C.DataConfig(name=dataset),
-                      meta=C.MetaConfig(study=study or root.name, variant=variant, scale="test",
-                                        unmatched=unmatched))
-    d = C.to_dict(cfg)
-    d["config_hash"] = C.config_hash(cfg)
+    cfg = config.RunConfig(method=method, method_options=dict(options or {}), w_bits=w, a_bits=a,
+                      epochs=epochs, seed=seed, model=config.ModelConfig(name=model),
+                      data=config.DataConfig(name=dataset),
+                      meta=config.MetaConfig(study=study or root.name, variant=variant,
+                                             scale="test", unmatched=unmatched))
+    d = config.to_dict(cfg)
+    d["config_hash"] = resolve.config_hash(cfg)
     run = root / "runs" / run_id
-    records.atomic_write_json(run / "config.json", d)
+    files.atomic_write_json(run / "config.json", d)
     n = epochs if rows is None else rows
     final = acc if acc is not None else 50.0
     metric_rows = []

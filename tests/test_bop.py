@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import metrics_without_timing, tiny_cfg
-from harness.run import trainer as train
+from harness.run import rundir, trainer
 from methods.base import Progress, UserError, decode, get
 from methods.bop import BopWeight, bop_flip, bop_update_m
 
@@ -58,8 +58,8 @@ def test_channel_scale_forward_and_export():
 
 
 def test_binary_weights_never_reach_the_recipe_optimizer(tmp_path):
-    t = train.Trainer(tiny_cfg("bop", sets=["method.scaling=channel"]), tmp_path)
-    t.setup()
+    t = trainer.Trainer(tiny_cfg("bop", sets=["method.scaling=channel"]), tmp_path)
+    t.build()
     in_opt = {id(p): g["kind"] for g in t.optimizer.param_groups for p in g["params"]}
     wqs = [m for m in t.model.modules() if isinstance(m, BopWeight)]
     assert wqs
@@ -86,7 +86,7 @@ def test_step_schedule_decays_gamma_and_tau():
 
 
 def test_flip_ratio_is_logged_per_epoch(tmp_path):
-    train.run(tiny_cfg("bop", epochs=1, sets=["method.gamma=0.01", "method.tau=1e-6"]),
+    rundir.run(tiny_cfg("bop", epochs=1, sets=["method.gamma=0.01", "method.tau=1e-6"]),
               tmp_path, echo=lambda s: None)
     df = metrics_without_timing(tmp_path)
     assert len(df) == 1

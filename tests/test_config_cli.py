@@ -8,39 +8,41 @@ import sys
 import pytest
 
 from conftest import ROOT, tiny_cfg
-from harness import config as C
-from harness import records
+from harness import config, files
 from harness.cli import main
+from harness.run import resolve
 
 
 def test_set_values_are_typed_and_method_options_validated():
-    cfg = C.build(flags={"method": "ste"}, sets=["model.width=0.5", "optim.milestones=[3, 6]",
+    cfg = resolve.build(flags={"method": "ste"}, sets=["model.width=0.5", "optim.milestones=[3, 6]",
                                                  "method.scaling=channel", "method.clip=false",
                                                  "data.augment=true", "optim.name=adam"])
     assert cfg.model.width == 0.5 and cfg.optim.milestones == (3.0, 6.0)
-    assert cfg.method_options == {"scaling": "channel", "clip": False, "latent_clip": True}
+    assert config.options_dict(cfg.method_options) == {"scaling": "channel", "clip": False,
+                                                        "latent_clip": True}
     assert cfg.data.augment is True and cfg.optim.name == "adam"
     assert cfg.w_bits == 1  # the method's default
 
 
 def test_dataset_default_augmentation_is_resolved():
-    assert C.build(flags={"data.name": "digits"}).data.augment is False
+    assert resolve.build(flags={"data.name": "digits"}).data.augment is False
 
 
 def test_config_round_trips_through_json_and_hash_ignores_paths_and_device(tmp_path):
     cfg = tiny_cfg("dorefa", w_bits=2)
-    again = C.resolve(C.from_dict(json.loads(json.dumps(C.to_dict(cfg)))))
-    assert again == cfg and C.config_hash(again) == C.config_hash(cfg)
-    moved = C.build(flags={**C.flatten(C.to_dict(cfg)), "device": "cpu", "data.root": "/x"})
-    assert C.config_hash(moved) == C.config_hash(cfg)
-    assert C.config_hash(tiny_cfg("dorefa", w_bits=2, seed=1)) != C.config_hash(cfg)
+    again = resolve.from_dict((json.loads(json.dumps(config.to_dict(cfg)))))
+    assert again == cfg and resolve.config_hash(again) == resolve.config_hash(cfg)
+    moved = resolve.build(flags={**config.flatten(config.to_dict(cfg)), "device": "cpu",
+                                 "data.root": "/x"})
+    assert resolve.config_hash(moved) == resolve.config_hash(cfg)
+    assert resolve.config_hash(tiny_cfg("dorefa", w_bits=2, seed=1)) != resolve.config_hash(cfg)
 
 
 def test_toml_config_file(tmp_path):
     f = tmp_path / "c.toml"
     f.write_text('epochs = 3\n[method]\nname = "ste"\nscaling = "layer"\n[model]\nwidth = 0.5\n')
-    cfg = C.build(f)
-    assert (cfg.method, cfg.method_options["scaling"], cfg.epochs, cfg.model.width) == \
+    cfg = resolve.build(f)
+    assert (cfg.method, cfg.method_options.scaling, cfg.epochs, cfg.model.width) == \
         ("ste", "layer", 3, 0.5)
 
 
@@ -126,5 +128,5 @@ def test_malformed_data_is_a_one_line_user_error(tmp_path, capsys):
         rc = main(["run", "--out", str(tmp_path / "r" / args[1]), "--set", "progress=none", *args])
         err = capsys.readouterr().err.strip()
         assert rc == 2 and len(err.splitlines()) == 1 and "data.root" in err, err
-        summary = records.read_json(tmp_path / "r" / args[1] / "summary.json")
+        summary = files.read_json(tmp_path / "r" / args[1] / "summary.json")
         assert summary["status"] == "failed" and "data.root" in summary["error"]

@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from harness import config as C
+from harness import config
 from harness.tasks.classify import data as D
 from methods.base import UserError
 
 
-def dcfg(**kw) -> C.DataConfig:
-    return C.DataConfig(**kw)
+def dcfg(**kw) -> config.DataConfig:
+    return config.DataConfig(**kw)
 
 
 def test_balanced_subset_is_balanced_fixed_and_seed_free():

@@ -21,12 +21,13 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from harness import records
+from harness import files, records
 from harness.cli import main
 from harness.errors import UserError
-from harness.run import procs
-from harness.study import backends as jobs
-from harness.study import spec, sweep
+from harness.run import job, procs
+from harness.study import spec, status, sweep
+from harness.study.backends import base as backends_base
+from harness.study.backends import slurm as slurm_backend
 
 SPEC = """
 [study]
@@ -89,7 +90,7 @@ def owners(sdir: Path) -> list[dict]:
     out = []
     for run in (sdir / "runs").iterdir():
         try:
-            out.append(records.read_json(run / ".owner"))
+            out.append(files.read_json(run / ".owner"))
         except OSError:
             pass
     return out
@@ -107,17 +108,17 @@ def test_local_workers_pull_from_one_queue(tmp_path):
     sdir = tmp_path / "res" / "queue"
     try:
         wait_until(lambda: first in held_runs(hold), what="the first run to be held")
-        wait_until(lambda: sweep.status_counts(sdir)[0]["completed"] == 3,
+        wait_until(lambda: status.status_counts(sdir)[0]["completed"] == 3,
                    what="the other worker to finish the three other runs")
-        assert sweep.status_counts(sdir)[0]["running"] == 1
+        assert status.status_counts(sdir)[0]["running"] == 1
         (hold / f"hold-{first}").unlink()
         out, err = proc.communicate(timeout=180)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    assert sweep.status_counts(sdir)[0]["completed"] == 4
+    assert status.status_counts(sdir)[0]["completed"] == 4
     assert out.count("[") >= 4 and "[4/4]" in out and "ETA" in out   # one line per run
-    subs = jobs.read_submissions(sdir)
+    subs = backends_base.read_submissions(sdir)
     snap = {s["snapshot"] for s in subs.values()}
     assert len(snap) == 1 and (sdir / "snapshots" / next(iter(snap)) / "harness").is_dir()
     for run in (sdir / "runs").iterdir():
@@ -131,7 +132,7 @@ def test_cancel_stops_every_worker_and_counts_them(tmp_path):
     sdir = tmp_path / "res" / "cancel"
     try:
         wait_until(lambda: len(held_runs(hold)) == 2, what="both runs to be held")
-        counts, rows = sweep.status_counts(sdir)
+        counts, rows = status.status_counts(sdir)
         assert counts["running"] == 2, rows
         trainers = owners(sdir)
         assert len(trainers) == 2 and all(procs.alive(t) for t in trainers)
@@ -146,7 +147,7 @@ def test_cancel_stops_every_worker_and_counts_them(tmp_path):
     assert not any(procs.alive(t) for t in trainers)          # no trainer left
     assert proc.returncode == 130
     assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
-    counts, _ = sweep.status_counts(sdir)
+    counts, _ = status.status_counts(sdir)
     assert counts["interrupted"] == 2 and counts["running"] == 0
     for run in (sdir / "runs").iterdir():
         s = records.read_summary(run)
@@ -178,11 +179,11 @@ def test_cancel_leaves_a_process_with_a_reused_pid_alone(tmp_path, capsys):
     try:
         fake = {"pid": stranger.pid, "pgid": stranger.pid, "token": "0:1",
                 "host": socket.gethostname()}
-        jobs.append_submissions(sdir, [{"run_id": r.run_id, "job_id": "local-1",
+        backends_base.append_submissions(sdir, [{"run_id": r.run_id, "job_id": "local-1",
                                         "executor": "local", "sweep": fake} for r in study.runs])
-        records.atomic_write_json(sdir / "runs" / study.runs[0].run_id / ".owner", fake)
+        files.atomic_write_json(sdir / "runs" / study.runs[0].run_id / ".owner", fake)
         assert not procs.alive(fake) and procs.alive(procs.identity(stranger.pid))
-        counts, _ = sweep.status_counts(sdir)
+        counts, _ = status.status_counts(sdir)
         assert counts["running"] == 0 and counts["pending"] == 0
         assert main(["cancel", str(sdir)]) == 0
         assert "stopped 0 local worker process(es)" in capsys.readouterr().out
@@ -197,17 +198,17 @@ def test_a_finished_local_sweep_reports_runs_that_never_started_as_missing(tmp_p
     never started are missing, not pending; runs queued by another live sweep are pending."""
     study, sdir = _prepared(write_spec(tmp_path, "ended"), tmp_path / "res")
     me = procs.identity(os.getpid(), group=False)
-    jobs.append_submissions(sdir, [{"run_id": r.run_id, "job_id": f"local-{os.getpid()}",
+    backends_base.append_submissions(sdir, [{"run_id": r.run_id, "job_id": f"local-{os.getpid()}",
                                     "executor": "local", "sweep": me} for r in study.runs])
     capsys.readouterr()
-    assert sweep.summarize_exit(sdir, finished=True) == 1
+    assert status.summarize_exit(sdir, finished=True) == 1
     assert capsys.readouterr().out == "states: missing 2\n"
     other = subprocess.Popen(["sleep", "300"])
     try:
-        jobs.append_submissions(sdir, [{"run_id": study.runs[0].run_id, "job_id": "local-x",
-                                        "executor": "local",
-                                        "sweep": procs.identity(other.pid, group=False)}])
-        counts, _ = sweep.status_counts(sdir)
+        backends_base.append_submissions(sdir, [{
+            "run_id": study.runs[0].run_id, "job_id": "local-x", "executor": "local",
+            "sweep": procs.identity(other.pid, group=False)}])
+        counts, _ = status.status_counts(sdir)
         assert counts["pending"] == 1 and counts["missing"] == 1
     finally:
         other.kill()
@@ -228,7 +229,7 @@ def test_killed_sweep_leaves_no_orphan_and_ctrl_c_is_one_line(tmp_path):
                    what="the workers to die with the sweep")
     finally:
         proc.kill()
-    counts, _ = sweep.status_counts(sdir)
+    counts, _ = status.status_counts(sdir)
     assert counts["running"] == 0 and counts["interrupted"] == 2
     # Ctrl-C on a sweep: one line, exit 130, workers gone
     for f in hold.glob("*.held"):
@@ -386,7 +387,7 @@ def test_options_that_change_the_recipe_make_a_variant_unmatched(tmp_path):
         "cell_options =", "unmatched = true\ncell_options ="))
     study = spec.load_spec(p)
     lq = [r for r in study.runs if r.variant == "lq"]
-    assert lq and all(r.unmatched and r.cfg.method_options["act_quant"] == "lqnet" for r in lq)
+    assert lq and all(r.unmatched and r.cfg.method_options.act_quant == "lqnet" for r in lq)
 
 
 def test_slurm_states_are_asked_in_chunks_of_query_chunk_jobs(monkeypatch):
@@ -401,11 +402,11 @@ def test_slurm_states_are_asked_in_chunks_of_query_chunk_jobs(monkeypatch):
             return "".join(f"{j}_[0-1]|COMPLETED\n" for j in ids)
         return "1449_1|RUNNING\n" if "1449" in ids else ""
 
-    monkeypatch.setattr(jobs.shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(jobs, "_query", fake_query)
+    monkeypatch.setattr(slurm_backend.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(slurm_backend, "_query", fake_query)
     ids = [f"{1000 + i}_{k}" for i in range(450) for k in (0, 1)]
-    states = jobs.slurm_states(ids)
-    assert jobs.QUERY_CHUNK == 200
+    states = slurm_backend.slurm_states(ids)
+    assert backends_base.QUERY_CHUNK == 200
     assert [(name, len(chunk)) for name, chunk in calls] == [
         ("sacct", 200), ("squeue", 200), ("sacct", 200), ("squeue", 200), ("sacct", 50),
         ("squeue", 50)]
@@ -422,10 +423,10 @@ def test_wait_for_polls_less_often_for_big_studies_and_at_least_once_a_minute(
     subs = {f"r{i}": {"run_id": f"r{i}", "executor": "slurm"} for i in range(n_jobs)}
     polls = iter([{"r0": "RUNNING"}, {"r0": "PENDING"}, {"r0": "COMPLETED"}])
     slept = []
-    monkeypatch.setattr(sweep, "read_submissions", lambda sdir: subs)
-    monkeypatch.setattr(sweep, "job_states", lambda sdir, s, strict=True: next(polls))
-    monkeypatch.setattr(sweep.time, "sleep", slept.append)
-    sweep.wait_for(tmp_path)
+    monkeypatch.setattr(status, "read_submissions", lambda sdir: subs)
+    monkeypatch.setattr(status, "job_states", lambda sdir, s, strict=True: next(polls))
+    monkeypatch.setattr(status.time, "sleep", slept.append)
+    status.wait_for(tmp_path)
     assert slept == [interval, interval]
 
 
@@ -433,7 +434,7 @@ def test_submitit_parameters_use_submitits_own_names():
     shape = {"timeout_min": 60, "cpus_per_task": 4, "mem_gb": 8, "tasks_per_node": 2,
              "nodes": 1, "gpus_per_task": 1, "partition": "gpu", "account": "", "qos": "",
              "constraint": ""}
-    params = jobs.submitit_parameters(shape, {"array_parallelism": 8, "setup": [],
+    params = slurm_backend.submitit_parameters(shape, {"array_parallelism": 8, "setup": [],
                                               "sbatch": {"exclusive": ""}})
     assert params == {"timeout_min": 60, "cpus_per_task": 4, "mem_gb": 8, "tasks_per_node": 2,
                       "nodes": 1, "slurm_partition": "gpu", "slurm_array_parallelism": 8,
@@ -481,7 +482,7 @@ def test_file_options_are_relative_to_the_spec_and_checked_when_it_is_read(tmp_p
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     study = spec.load_spec(p)
-    got = {(r.w_bits, r.a_bits): r.cfg.method_options["init_from"] for r in study.runs}
+    got = {(r.w_bits, r.a_bits): r.cfg.method_options.init_from for r in study.runs}
     assert got == {(1, 32): str(specs / "fp_ck.pt"), (2, 32): str(specs / "w2" / "fp_ck.pt")}
     # a file next to where the command runs but not next to the spec is refused up front
     (specs / "fp_ck.pt").unlink()
@@ -503,7 +504,7 @@ def test_a_file_option_set_by_a_scale_is_relative_to_the_spec_too(tmp_path, monk
         + '[scales.tiny]\nset = { "method.init_from" = "ck/fp.pt" }\n')
     monkeypatch.chdir(tmp_path)
     study = spec.load_spec(p, scale="tiny")
-    assert {r.cfg.method_options["init_from"] for r in study.runs} == {str(specs / "ck" / "fp.pt")}
+    assert {r.cfg.method_options.init_from for r in study.runs} == {str(specs / "ck" / "fp.pt")}
 
 
 def test_a_run_that_cannot_start_is_recorded_failed_with_its_reason(tmp_path, monkeypatch):
@@ -517,11 +518,11 @@ def test_a_run_that_cannot_start_is_recorded_failed_with_its_reason(tmp_path, mo
     reason = (f"method.init_from: file {str(specs / 'fp_ck.pt')!r} not found; pass a "
               "checkpoint.pt or state-dict file")
     with pytest.raises(UserError, match="method.init_from"):
-        jobs.run_one(str(sdir / "runs" / run.run_id))
+        job.run_one(str(sdir / "runs" / run.run_id))
     s = records.read_summary(sdir / "runs" / run.run_id)
     assert s.status == "failed" and s.error == reason
-    assert s.config_hash == records.read_json(sdir / "runs" / run.run_id / "config.json")[
+    assert s.config_hash == files.read_json(sdir / "runs" / run.run_id / "config.json")[
         "config_hash"]
-    counts, rows = sweep.status_counts(sdir)
+    counts, rows = status.status_counts(sdir)
     assert counts["failed"] == 1 and counts["missing"] == 1
     assert [r["detail"] for r in rows if r["state"] == "failed"] == [reason]

@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from conftest import ROOT, tiny_cfg
+from harness import records
 from harness.costs import opcount
 from harness.deploy import export as E
 from harness.deploy import onnx as onnx_export
 from harness.deploy import packing
-from harness.run import trainer as train
+from harness.run import rundir, trainer
 from methods.act import DorefaAct, PactAct, SignAct, export_form
 from methods.base import UserError, load_all
 
@@ -32,12 +33,12 @@ CASES += [(m, METHODS[m].default_bits if m != "fp" else 32, 4, "dorefa") for m i
 def _trained(method, w_bits, a_bits, a_quant, tmp_path, steps=2):
     """A set-up trainer after a few training steps (BN statistics and quantizer state move)."""
     cfg = tiny_cfg(method, w_bits=w_bits, a_bits=a_bits, a_quant=a_quant)
-    t = train.Trainer(cfg, tmp_path)
-    t.setup()
+    t = trainer.Trainer(cfg, tmp_path)
+    t.build()
     for i, (x, y) in enumerate(t.data.train_batches(cfg.batch_size, t.gen)):
         if i == steps:
             break
-        t.train_step(x, y, t.progress(0))
+        t.step(x, y, t.progress(0))
         t.step_count += 1
     t.model.eval()
     return t
@@ -145,8 +146,8 @@ def test_check_counts_flips_and_differing_images(tmp_path):
 
 def test_a_method_activation_quantizer_is_refused_naming_the_layer(tmp_path):
     cfg = tiny_cfg("lqnet", w_bits=2, a_bits=2, sets=["method.act_quant=lqnet"])
-    t = train.Trainer(cfg, tmp_path)
-    t.setup()  # LQ-Net's prepare() installs its own activation quantizer
+    t = trainer.Trainer(cfg, tmp_path)
+    t.build()  # LQ-Net's prepare() installs its own activation quantizer
     first = next(n for n, m in t.model.named_modules() if hasattr(m, "wq"))
     with pytest.raises(UserError, match=f"layer '{first}'.*LqAct, not the recipe's PactAct"):
         E.deployed_blob(t)
@@ -154,7 +155,7 @@ def test_a_method_activation_quantizer_is_refused_naming_the_layer(tmp_path):
 
 def _run(tmp_path, method="slb", bits=1, a_bits=1):
     out = tmp_path / "run"
-    s = train.run(tiny_cfg(method, w_bits=bits, a_bits=a_bits), out, echo=lambda s: None)
+    s = rundir.run(tiny_cfg(method, w_bits=bits, a_bits=a_bits), out, echo=lambda s: None)
     assert s.status == "completed"
     return out
 
@@ -170,11 +171,11 @@ def test_cli_export_onnx_writes_checks_and_prints_both_accuracies(tmp_path):
     assert p.returncode == 0, p.stderr
     assert (out / "deployed.onnx").is_file() and (out / packing.FILENAME).is_file()
     line = next(s for s in p.stdout.splitlines() if "onnxruntime" in s)
-    acc = train.records.read_summary(out).final_test_acc
+    acc = records.read_summary(out).final_test_acc
     assert f"vs harness {acc:.2f}%" in line and "0 predictions differ" in line
     assert "bit for bit" in p.stdout
     ops = pd.read_csv(out / "ops.csv")
-    summary = train.records.read_summary(out)
+    summary = records.read_summary(out)
     assert list(ops.columns) == ["layer", "macs", "w_bits", "a_bits", "bops", "flops", "params"]
     assert ops["macs"].sum() == summary.inference_cost["macs"]
     assert ops["bops"].sum() == summary.inference_cost["bops"]
@@ -190,7 +191,7 @@ def test_cli_export_bad_input_is_one_line(tmp_path):
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "--format" in p.stderr
     cfg = tiny_cfg("ste", w_bits=1)
     run_dir = tmp_path / "unfinished"
-    train.prepare_run_dir(run_dir, cfg)
+    rundir.prepare_run_dir(run_dir, cfg)
     p = _cli(run_dir, "--format", "onnx")
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "finish it first" in p.stderr
     with pytest.raises(UserError, match="--format"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import metrics_without_timing, tiny_cfg
-from harness.run import trainer as train
+from harness.run import rundir, trainer
 from methods.base import UserError, decode, get
 from methods.hashing import HashWeight, binary_entropy, quantization_loss
 
@@ -70,9 +70,9 @@ def test_binary_entropy_in_nats():
 
 
 def test_method_loss_is_lambda_times_sum_plus_entropy(tmp_path):
-    t = train.Trainer(tiny_cfg("hashing", sets=["method.lam=0.01", "method.entropy=0.001"]),
+    t = trainer.Trainer(tiny_cfg("hashing", sets=["method.lam=0.01", "method.entropy=0.001"]),
                       tmp_path)
-    t.setup()
+    t.build()
     wqs = [m for m in t.model.modules() if isinstance(m, HashWeight)]
     q = sum(((m.weight - m.scale()[:, None, None, None] * torch.where(
         m.weight >= 0, 1.0, -1.0)) ** 2).sum() for m in wqs)
@@ -84,13 +84,13 @@ def test_method_loss_is_lambda_times_sum_plus_entropy(tmp_path):
 
 
 def test_no_loss_terms_means_no_extra_loss(tmp_path):
-    t = train.Trainer(tiny_cfg("hashing", sets=["method.lam=0"]), tmp_path)
-    t.setup()
+    t = trainer.Trainer(tiny_cfg("hashing", sets=["method.lam=0"]), tmp_path)
+    t.build()
     assert t.method.loss(t.model) is None
 
 
 def test_quantization_loss_is_logged_per_epoch(tmp_path):
-    train.run(tiny_cfg("hashing", epochs=1, sets=["method.entropy=0.001"]), tmp_path,
+    rundir.run(tiny_cfg("hashing", epochs=1, sets=["method.entropy=0.001"]), tmp_path,
               echo=lambda s: None)
     df = metrics_without_timing(tmp_path)
     assert len(df) == 1

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import tiny_cfg
-from harness.run import trainer as train
+from harness.run import trainer
 from methods.base import UserError, decode, quant_layers
 from methods.lqnet import (
     LqAct,
@@ -151,9 +151,9 @@ def test_lqnet_activations_need_a_bits_below_32():
 
 
 def test_lqnet_activation_option_trains_its_basis(tmp_path):
-    t = train.Trainer(tiny_cfg("lqnet", w_bits=2, a_bits=2,
+    t = trainer.Trainer(tiny_cfg("lqnet", w_bits=2, a_bits=2,
                                sets=["method.act_quant=lqnet"]), tmp_path)
-    t.setup()
+    t.build()
     acts = [layer.act for _, layer in quant_layers(t.model)]
     assert acts and all(isinstance(a, LqAct) and a.bits == 2 for a in acts)
     before = [a.basis.clone() for a in acts]

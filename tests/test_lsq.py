@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import tiny_cfg
-from harness.run import trainer as train
+from harness.run import trainer
 from methods.base import UserError, decode, get
 from methods.lsq import LsqWeight, lsq_init, lsq_quantize, lsq_range
 
@@ -95,8 +95,8 @@ def test_export_codes_levels_scale():
 
 
 def test_step_is_a_quantizer_parameter(tmp_path):
-    t = train.Trainer(tiny_cfg("lsq", w_bits=2, sets=["method.granularity=channel"]), tmp_path)
-    t.setup()
+    t = trainer.Trainer(tiny_cfg("lsq", w_bits=2, sets=["method.granularity=channel"]), tmp_path)
+    t.build()
     kinds = {id(p): g["kind"] for g in t.optimizer.param_groups for p in g["params"]}
     wqs = [m for m in t.model.modules() if isinstance(m, LsqWeight)]
     assert wqs and all(kinds[id(m.step)] == "quant" and kinds[id(m.weight)] == "weight"

@@ -11,9 +11,9 @@ import math
 import pytest
 import torch
 
-from harness import config as C
 from harness import errors
 from harness.cli import main
+from harness.run import resolve
 from methods.base import UserError, load_all
 from methods.slb import load_fp_state
 
@@ -147,7 +147,7 @@ def test_bad_option_is_a_user_error_naming_it(method, options, w_bits, a_bits, f
     flags = {"method": method, "w_bits": w_bits, "a_bits": a_bits,
              **{f"method.{k}": v for k, v in options.items()}}
     with pytest.raises(UserError) as e:
-        C.build(flags=flags)
+        resolve.build(flags=flags)
     assert e.value.field == field
     text = str(e.value)
     assert text.startswith(f"{field}: ") and "\n" not in text
@@ -166,7 +166,7 @@ def test_the_table_covers_every_method_and_every_option():
 
 def test_unknown_method():
     with pytest.raises(UserError) as e:
-        C.build(flags={"method": "nope"})
+        resolve.build(flags={"method": "nope"})
     assert e.value.field == "method" and "choose one of" in str(e.value)
 
 
@@ -198,7 +198,7 @@ def test_every_bad_option_is_found_at_once(tmp_path, capsys):
     # a wrong type, an unknown option and a value outside the choices: three errors, one each
     bad = {"method.t0": "abc", "method.bnn": "sbn", "method.init": "zeros", "method.t1": 2.0}
     with pytest.raises(UserError) as e:
-        C.build(flags={"method": "slb", **bad})
+        resolve.build(flags={"method": "slb", **bad})
     assert [one.field for one in errors.each(e.value)] == ["method.t0", "method.bnn",
                                                           "method.init"]
     assert e.value.field == "method.t0" and "\n" not in str(e.value)

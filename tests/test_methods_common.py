@@ -12,7 +12,7 @@ import torch
 
 from conftest import metrics_without_timing, run_interrupted, tiny_cfg
 from harness.deploy.export import export_and_check
-from harness.run import trainer as train
+from harness.run import rundir, trainer
 from methods.base import UserError, decode, load_all, quant_layers
 
 METHODS = sorted(load_all())
@@ -20,8 +20,8 @@ CASES = [(m, b) for m in METHODS for b in sorted(load_all()[m].bits & {1, 2, 4, 
 
 
 def _trainer(method, bits, tmp_path, **kw):
-    t = train.Trainer(tiny_cfg(method, w_bits=bits, **kw), tmp_path)
-    t.setup()
+    t = trainer.Trainer(tiny_cfg(method, w_bits=bits, **kw), tmp_path)
+    t.build()
     return t
 
 
@@ -51,7 +51,7 @@ def test_one_epoch_trains_and_deploys_discrete_weights(name, bits, tmp_path):
     t = _trainer(name, bits, tmp_path)
     before = {k: v.clone() for k, v in t.model.state_dict().items()}
     stats = _one_epoch(t)
-    assert t.step_count == t.spe and math.isfinite(stats["train_loss"])
+    assert t.step_count == t.steps_per_epoch and math.isfinite(stats["train_loss"])
     changed = [k for k, v in t.model.state_dict().items()
                if v.is_floating_point() and not torch.equal(v, before[k])]
     assert any(".wq." in k for k in changed), "no weight-quantizer state changed in an epoch"
@@ -76,8 +76,8 @@ def test_one_epoch_trains_and_deploys_discrete_weights(name, bits, tmp_path):
 @pytest.mark.parametrize("name,bits", CASES)
 def test_same_seed_same_metrics_and_export_round_trip(name, bits, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    sa = train.run(tiny_cfg(name, w_bits=bits), a, echo=lambda s: None)
-    train.run(tiny_cfg(name, w_bits=bits), b, echo=lambda s: None)
+    sa = rundir.run(tiny_cfg(name, w_bits=bits), a, echo=lambda s: None)
+    rundir.run(tiny_cfg(name, w_bits=bits), b, echo=lambda s: None)
     assert sa.status == "completed"
     assert metrics_without_timing(a).equals(metrics_without_timing(b))
     acc, want = export_and_check(a, echo=lambda s: None)
@@ -93,10 +93,10 @@ def test_killed_run_resumes_to_the_same_result(name, tmp_path, monkeypatch):
     bits = load_all()[name].default_bits
     cfg = tiny_cfg(name, w_bits=bits, epochs=3)
     full, cut = tmp_path / "full", tmp_path / "cut"
-    train.run(cfg, full, echo=lambda s: None)
+    rundir.run(cfg, full, echo=lambda s: None)
     run_interrupted(cfg, cut, stop_before_epoch=1, monkeypatch=monkeypatch)
     assert len(metrics_without_timing(cut)) == 1
-    train.run(cfg, cut, echo=lambda s: None)
+    rundir.run(cfg, cut, echo=lambda s: None)
     assert metrics_without_timing(full).equals(metrics_without_timing(cut))
     fa = torch.load(full / "checkpoint.pt", weights_only=True)["model"]
     fb = torch.load(cut / "checkpoint.pt", weights_only=True)["model"]

@@ -13,12 +13,15 @@ import torch
 from torch import nn
 
 from conftest import ROOT, tiny_cfg
-from harness import config as C
 from harness.deploy.export import export_and_check
-from harness.run import trainer as train
-from harness.tasks import models as M
+from harness.run import resolve, rundir
+from harness.tasks import models
+from harness.tasks.classify import models as classify_models
 from methods.base import QLayer, UserError
 from methods.base import get as get_method
+
+RESNET20 = classify_models.MODELS["resnet20"]
+BIREAL = classify_models.MODELS["bireal_resnet18"]
 
 
 def n_params(model: nn.Module) -> int:
@@ -45,15 +48,15 @@ def resnet20_params(shortcut: str, prelu: bool) -> int:
 
 def test_resnet20_option_a_is_the_papers_0_27_m():
     assert resnet20_params("A", False) == 269_722                       # "0.27M" (He et al.)
-    model = M.MODELS["resnet20"](10, 3, (32, 32), 1.0, nn.ReLU, block="standard", shortcut="A")
+    model = RESNET20(10, 3, (32, 32), 1.0, nn.ReLU, block="standard", shortcut="A")
     assert n_params(model) == 269_722
     assert not any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) for m in model.modules())
 
 
-@pytest.mark.parametrize("block", M.BLOCKS)
-@pytest.mark.parametrize("shortcut", M.SHORTCUTS)
+@pytest.mark.parametrize("block", classify_models.BLOCKS)
+@pytest.mark.parametrize("shortcut", classify_models.SHORTCUTS)
 def test_resnet20_blocks_and_shortcuts_shapes_and_counts(block, shortcut):
-    model = M.MODELS["resnet20"](10, 3, (32, 32), 1.0, nn.ReLU, block=block, shortcut=shortcut)
+    model = RESNET20(10, 3, (32, 32), 1.0, nn.ReLU, block=block, shortcut=shortcut)
     assert n_params(model) == resnet20_params(shortcut, block == "convprelubn")
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     prelus = [m for m in model.modules() if isinstance(m, nn.PReLU)]
@@ -62,7 +65,7 @@ def test_resnet20_blocks_and_shortcuts_shapes_and_counts(block, shortcut):
 
 def test_convprelubn_is_conv_prelu_bn_and_adds_the_shortcut_last():
     torch.manual_seed(0)
-    blk = M.BasicBlock(4, 8, 2, nn.ReLU, block="convprelubn", shortcut="A").eval()
+    blk = classify_models.BasicBlock(4, 8, 2, nn.ReLU, block="convprelubn", shortcut="A").eval()
     x = torch.randn(2, 4, 8, 8)
     out = blk.bn1(blk.act1(blk.conv1(x)))
     out = blk.bn2(blk.act2(blk.conv2(out)))
@@ -73,7 +76,7 @@ def test_convprelubn_is_conv_prelu_bn_and_adds_the_shortcut_last():
 
 
 def test_default_resnet20_is_the_old_one():
-    old = M.MODELS["resnet20"](10, 3, (32, 32), 1.0, nn.ReLU)
+    old = classify_models.MODELS["resnet20"](10, 3, (32, 32), 1.0, nn.ReLU)
     assert n_params(old) == resnet20_params("B", False)
     assert [n for n, _ in old.named_parameters()][:6] == [
         "conv1.weight", "bn1.weight", "bn1.bias", "layers.0.conv1.weight",
@@ -95,23 +98,23 @@ def bireal_params(width_channels=(64, 128, 256, 512), classes=1000, prelu=False)
     return total + cin * classes + classes
 
 
-@pytest.mark.parametrize("block", M.BLOCKS)
+@pytest.mark.parametrize("block", classify_models.BLOCKS)
 def test_bireal_resnet18_counts_and_small_forward(block):
     prelu = block == "convprelubn"
-    full = M.MODELS["bireal_resnet18"](1000, 3, (224, 224), 1.0, nn.ReLU, block=block)
+    full = classify_models.MODELS["bireal_resnet18"](1000, 3, (224, 224), 1.0, nn.ReLU, block=block)
     assert n_params(full) == bireal_params(prelu=prelu)
     assert bireal_params() == 11_689_512          # as torchvision's ResNet-18: same weights
-    small = M.MODELS["bireal_resnet18"](10, 3, (32, 32), 0.25, nn.Hardtanh, block=block)
+    small = BIREAL(10, 3, (32, 32), 0.25, nn.Hardtanh, block=block)
     assert n_params(small) == bireal_params((16, 32, 64, 128), 10, prelu)
     assert small(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     convs3 = [m for m in small.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
-    units = [m for m in small.modules() if isinstance(m, M.BiRealUnit)]
+    units = [m for m in small.modules() if isinstance(m, classify_models.BiRealUnit)]
     assert len(convs3) == len(units) == 16                # a shortcut around every 3x3 conv
 
 
 def test_bireal_unit_adds_a_real_valued_shortcut_around_its_conv():
     torch.manual_seed(0)
-    unit = M.BiRealUnit(4, 8, 2, nn.Hardtanh, "standard").eval()
+    unit = classify_models.BiRealUnit(4, 8, 2, nn.Hardtanh, "standard").eval()
     x = torch.randn(2, 4, 8, 8)
     down = unit.shortcut[2](unit.shortcut[1](nn.functional.avg_pool2d(x, 2)))
     want = unit.bn(unit.conv(nn.functional.hardtanh(x))) + down
@@ -123,7 +126,7 @@ def test_bireal_trains_with_slb_weights_and_the_policy():
                                 "model.quantize_shortcut=false"], a_bits=1)
     method_cls = get_method("slb")
     method = method_cls(method_cls.parse_options({}), 1)
-    model = M.build(cfg, 10, 3, (32, 32), method)
+    model = models.build(cfg, classify_models.MODELS, 10, 3, (32, 32), method)
     q = [n for n, m in model.named_modules() if isinstance(m, QLayer)]
     assert len(q) == 16 and all(".conv" in n for n in q)   # first conv, FC, 1x1s stay fp
     out = model(torch.randn(2, 3, 32, 32))
@@ -138,7 +141,7 @@ def test_new_models_train_export_and_rebuild_exactly(model, sets, tmp_path):
     cfg = tiny_cfg("slb", sets=[f"model.name={model}", "method.bn=recal_epoch",
                                 "method.recal_from=first", "method.recal_batches=2", *sets],
                    epochs=1, a_bits=4)
-    assert train.run(cfg, tmp_path, echo=lambda s: None).status == "completed"
+    assert rundir.run(cfg, tmp_path, echo=lambda s: None).status == "completed"
     acc, want = export_and_check(tmp_path, echo=lambda s: None)
     assert acc == want
 
@@ -153,7 +156,7 @@ def test_new_models_train_export_and_rebuild_exactly(model, sets, tmp_path):
 ])
 def test_bad_model_options_are_user_errors(sets, field, part):
     with pytest.raises(UserError) as e:
-        C.build(flags={"method": "fp"}, sets=sets)
+        resolve.build(flags={"method": "fp"}, sets=sets)
     assert e.value.field == field and part in str(e.value)
 
 
@@ -164,16 +167,16 @@ def test_committed_run_ids_survive_the_new_keys():
     assert len(runs) >= 100
     for path in runs:
         d = json.loads(Path(path).read_text())
-        cfg = C.resolve(C.from_dict(d))
+        cfg = resolve.from_dict((d))
         assert cfg.model.block == "standard" and cfg.model.shortcut == "B"
         assert path.parent.name.endswith("_" + d["config_hash"][:8])     # the run id
-        same = C.config_hash(cfg) == d["config_hash"]
+        same = resolve.config_hash(cfg) == d["config_hash"]
         assert same == (d["method"].get("bn") != "recal_epoch"), path.parent.name
     # the old meaning of recal_epoch, asked for explicitly, is the old id again
     d = json.loads(next(p for p in runs if "recal-epoch" in str(p)).read_text())
     d["method"]["recal_from"] = "first"
-    assert C.config_hash(C.resolve(C.from_dict(d))) == d["config_hash"]
+    assert resolve.config_hash(resolve.from_dict((d))) == d["config_hash"]
     # non-default model keys do enter the hash
     base = tiny_cfg("fp", sets=["model.name=resnet20"])
     other = tiny_cfg("fp", sets=["model.name=resnet20", "model.shortcut=A"])
-    assert C.config_hash(base) != C.config_hash(other)
+    assert resolve.config_hash(base) != resolve.config_hash(other)

@@ -6,10 +6,9 @@ import pytest
 import torch
 
 from conftest import metrics_without_timing, run_interrupted, tiny_cfg
-from harness import config as C
 from harness import records
 from harness.costs import opcount
-from harness.run import trainer as train
+from harness.run import resolve, rundir, trainer
 
 
 def test_resnet20_macs_by_hand():
@@ -23,13 +22,14 @@ def test_resnet20_macs_by_hand():
     total = conv1 + stage1 + stage2 + stage3 + fc
     assert total == 40_813_184
     for w, a in ((1, 1), (1, 32), (2, 32), (4, 32)):
-        cfg = C.build(flags={"method": "slb", "w_bits": w, "a_bits": a, "model.name": "resnet20"})
+        cfg = resolve.build(flags={"method": "slb", "w_bits": w, "a_bits": a,
+                                   "model.name": "resnet20"})
         r = opcount.inference_cost(cfg, 10, 3, (32, 32))
         fp_layers = conv1 + fc                   # first conv and last linear stay fp
         assert r["macs"] == total and r["flops"] == fp_layers
         assert r["bops"] == (total - fp_layers) * w * a
         assert r["ops"] == r["bops"] / 64 + fp_layers
-    fp = opcount.inference_cost(C.build(flags={"method": "fp", "model.name": "resnet20"}),
+    fp = opcount.inference_cost(resolve.build(flags={"method": "fp", "model.name": "resnet20"}),
                                 10, 3, (32, 32))
     assert fp["bops"] == 0 and fp["flops"] == fp["ops"] == total
 
@@ -54,9 +54,9 @@ def test_small_cnn_dorefa_w2a2_size_and_ops_by_hand():
 
 
 def _step_flops(method, sets=(), **flags):
-    t = train.Trainer(tiny_cfg(method, sets=list(sets), **flags), "/nonexistent")
-    t.setup()
-    return t, opcount.count_training_flops(t, train.Trainer.train_step)
+    t = trainer.Trainer(tiny_cfg(method, sets=list(sets), **flags), "/nonexistent")
+    t.build()
+    return t, opcount.count_training_flops(t.counting_copy())
 
 
 def test_state_bn_adds_exactly_one_forward_per_step():
@@ -83,14 +83,15 @@ def test_recalibration_is_counted_once_per_epoch():
                                                  "method.recal_batches=3"])
     forward = 2 * 64 * opcount.inference_cost(t.cfg, 10, 1, (8, 8))["macs"]
     assert rec["epoch_hook_flops"] == 3 * forward
-    assert rec["total_flops"] == (rec["flops_per_step"] * t.spe + 3 * forward) * t.cfg.epochs
+    per_epoch = rec["flops_per_step"] * t.steps_per_epoch + 3 * forward
+    assert rec["total_flops"] == per_epoch * t.cfg.epochs
 
 
 def test_counting_leaves_the_run_untouched(tmp_path, monkeypatch):
     cfg = tiny_cfg("slb", w_bits=1)
-    train.run(cfg, tmp_path / "counted", echo=lambda s: None)
-    monkeypatch.setattr(train.Trainer, "measure_costs", lambda self: None)
-    train.run(cfg, tmp_path / "not", echo=lambda s: None)
+    rundir.run(cfg, tmp_path / "counted", echo=lambda s: None)
+    monkeypatch.setattr(trainer.Trainer, "measure_costs", lambda self: None)
+    rundir.run(cfg, tmp_path / "not", echo=lambda s: None)
     a, b = tmp_path / "counted", tmp_path / "not"
     assert metrics_without_timing(a).equals(metrics_without_timing(b))
     ma = torch.load(a / "checkpoint.pt", weights_only=True)["model"]
@@ -124,7 +125,7 @@ def test_input_shape_of_named_datasets_and_unknown_folders(tmp_path):
     # the registry's shape is the loaded data's (digits is the one loadable everywhere)
     from harness.tasks.classify import data as data_mod
 
-    d = data_mod.load(C.build(flags={"data.name": "digits", "device": "cpu"}).data,
+    d = data_mod.load(resolve.build(flags={"data.name": "digits", "device": "cpu"}).data,
                       torch.device("cpu"))
     assert opcount.input_shape_of({"data": {"name": "digits"}}) == (
         d.in_channels, tuple(d.image_size), d.num_classes)
@@ -143,7 +144,7 @@ def test_a_resumed_run_keeps_the_costs_its_first_attempt_counted(tmp_path, monke
 
     monkeypatch.setattr(opcount, "count_training_flops", no_second_count)
     monkeypatch.setattr(opcount, "inference_cost", no_second_count)
-    s = train.run(cfg, tmp_path, echo=lambda m: None)
+    s = rundir.run(cfg, tmp_path, echo=lambda m: None)
     assert s.status == "completed"
     assert s.inference_cost == first.inference_cost
     fresh = ("step_time_s", "device_hours", "world_size", "threads")

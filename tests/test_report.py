@@ -18,8 +18,7 @@ import pandas as pd
 import pytest
 from report_records import write_run
 
-from harness import config as C
-from harness import records
+from harness import config, files, records
 from harness import report as R
 from harness.cli import main
 from harness.report import stats as S
@@ -51,7 +50,7 @@ def mixed(tmp_path_factory) -> Path:
     write_run(root, "diverged0", method="ste", acc=None, seed=4, status="diverged", rows=1,
               error="non-finite loss in epoch 2", manifest=man)
     bad = write_run(root, "corrupt0", method="dorefa", acc=89.0, seed=5, manifest=man)
-    records.atomic_write_text(bad / "summary.json", '{"status": "completed", "final_te')
+    files.atomic_write_text(bad / "summary.json", '{"status": "completed", "final_te')
     write_run(root, "partial0", method="dorefa", acc=10.0, seed=6, rows=2, manifest=man)
     write_run(root, "unmatched0", method="dorefa", acc=10.0, seed=7, unmatched=True,
               manifest=man)
@@ -66,11 +65,11 @@ def mixed(tmp_path_factory) -> Path:
     ref.write_text("# reported numbers, not measured\nmethod,dataset,model,w_bits,a_bits,top1,"
                    "source\nslb,cifar10,resnet20,1,32,90.6,paper table 1\n"
                    "slb,cifar10,vgg_small,1,32,93.8,paper table 1\n")
-    records.atomic_write_json(root / "manifest.json", {
+    files.atomic_write_json(root / "manifest.json", {
         "study": "mixed", "scale": "test", "runs": man,
         "excluded": [{"variant": "bop", "w_bits": 2, "a_bits": 32, "epochs": 4,
                       "reason": "bop is binary only"}]})
-    records.atomic_write_text(root / "study.toml", 'name = "mixed"\n[report]\n'
+    files.atomic_write_text(root / "study.toml", 'name = "mixed"\n[report]\n'
                               'reference = "../reported.csv"\nours = "slb"\n')
     return root
 
@@ -250,7 +249,7 @@ def answered(tmp_path_factory) -> Path:
                   options={"bn": "recal_end"}, acc=89.5 + off, epochs=4, seed=s,
                   epoch_time=1.5, slb_scalars=True)
         write_run(root, f"fp{s}", method="fp", w=32, acc=93 + off, epochs=4, seed=s)
-    records.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n')
+    files.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n')
     return root
 
 
@@ -397,9 +396,9 @@ def test_recipe_difference_inside_a_cell_is_reported(tmp_path):
     for s in range(2):
         write_run(root, f"a{s}", method="slb", acc=90.0, seed=s)
         run = write_run(root, f"b{s}", method="ste", acc=89.0, seed=s)
-    cfg = records.read_json(run / "config.json")
+    cfg = files.read_json(run / "config.json")
     cfg["optim"]["lr"] = 0.5
-    records.atomic_write_json(run / "config.json", cfg)
+    files.atomic_write_json(run / "config.json", cfg)
     md = R.write_report(root, jobs=1).read_text()
     section = md[md.index("Recipe differences inside a cell"):]
     assert "`optim.lr` = 0.1 (slb, ste); 0.5 (ste)" in section.splitlines()[2]
@@ -441,7 +440,7 @@ def test_import_is_cheap():
 
 def test_non_semantic_keys_mirror_config():
     # the report groups settings without these keys; they must stay those of the hash
-    assert set(C.NON_SEMANTIC) >= {"device", "data.root"}
+    assert set(config.NON_SEMANTIC) >= {"device", "data.root"}
 
 
 @pytest.mark.slow

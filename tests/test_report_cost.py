@@ -9,11 +9,11 @@ import pytest
 from test_report import write_run
 
 from conftest import ROOT
-from harness import config as C
-from harness import records
+from harness import files, records
 from harness import report as R
 from harness.costs import opcount
 from harness.report import costs
+from harness.run import resolve
 
 
 def _record_costs(run: Path, inference: dict | None, flops_per_step: float | None,
@@ -35,14 +35,14 @@ def study(tmp_path_factory) -> Path:
         for w in (1, 2):
             write_run(root, f"slb{w}_{s}", method="slb", w=w, acc=90.0 + s / 10, seed=s,
                       epoch_time=2.0)
-    cfg = C.build(flags={"method": "slb", "w_bits": 1, "model.name": "resnet20",
+    cfg = resolve.build(flags={"method": "slb", "w_bits": 1, "model.name": "resnet20",
                          "data.name": "cifar10"})
     inf = {k: v for k, v in opcount.inference_cost(cfg, 10, 3, (32, 32)).items()
            if k != "layers"}
     for s in range(2):
         _record_costs(root / "runs" / f"slb1_{s}", inf, 13.0, 0.5)
         _record_costs(root / "runs" / f"fp{s}", None, 10.0, 0.25)
-    records.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n'
+    files.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n'
                               '[report.settings]\ncifar10 = "CIFAR-10"\n')
     return root
 

@@ -22,7 +22,7 @@ import pytest
 from report_records import write_run
 from test_sr_report import write_sr_run
 
-from harness import records
+from harness import files
 from harness import report as R
 
 PDFLATEX = shutil.which("pdflatex")
@@ -64,7 +64,7 @@ def tex_tables(tmp_path_factory) -> list[Path]:
     ref = root.parent / "ref.csv"
     ref.write_text("method,dataset,model,w_bits,a_bits,top1,source\n"
                    "slb,cifar10,resnet20,1,32,90.6,paper table 1\n")
-    records.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n'
+    files.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n'
                               'reference = "../ref.csv"\n[report.variants]\n'
                               f'"slb-recal" = "{LONG["slb-recal"]}"\n[report.methods]\n'
                               f'dorefa = "{LONG["dorefa"]}"\nste = "{LONG["ste"]}"\n'
@@ -79,7 +79,7 @@ def tex_tables(tmp_path_factory) -> list[Path]:
             if method == "slb":
                 write_sr_run(sr, f"slbnone_{seed}", method="slb", variant="slb-none",
                              psnr=psnr + off - 0.2, seed=seed, options={"bn": "none"})
-    records.atomic_write_text(sr / "study.toml", '[report]\nours = "slb"\n'
+    files.atomic_write_text(sr / "study.toml", '[report]\nours = "slb"\n'
                               f'[report.methods]\ndorefa = "{LONG["dorefa"]}"\n'
                               f'ste = "{LONG["ste"]}"\n[report.variants]\n'
                               f'"slb-none" = "{LONG["slb-none"]}"\n')

@@ -14,7 +14,7 @@ import pytest
 from report_records import write_run
 from scipy import stats as sps
 
-from harness import records
+from harness import files
 from harness import report as R
 from harness.errors import UserError
 from harness.report import aggregate as AG
@@ -46,7 +46,7 @@ def near_100(tmp_path_factory):
     for s, acc in enumerate([99.9, 90.0, 99.99]):
         write_run(root, f"d{s}", method="dorefa", acc=acc, seed=s)
         write_run(root, f"s{s}", method="slb", acc=97.0 + OFFS3[s], seed=s, slb_scalars=True)
-    records.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n')
+    files.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n')
     return root
 
 
@@ -113,7 +113,7 @@ def crowded(tmp_path_factory):
         for s, off in enumerate(OFFS3):
             write_run(root, f"{variant or m}{s}", method=m, variant=variant, acc=acc + off,
                       w=w, seed=s, options={"bn": "none"} if variant else None)
-    records.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n')
+    files.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n')
     return root
 
 
@@ -151,7 +151,7 @@ def test_renames_in_tables_figures_and_answers_ids_in_csv(crowded, tmp_path):
 
     root = tmp_path / "renamed"
     shutil.copytree(crowded, root)
-    records.atomic_write_text(root / "study.toml", '''[report]
+    files.atomic_write_text(root / "study.toml", '''[report]
 ours = "slb"
 [report.methods]
 dorefa = "DoReFa"
@@ -180,11 +180,11 @@ def test_report_table_is_checked(crowded, tmp_path):
 
     root = tmp_path / "bad"
     shutil.copytree(crowded, root)
-    records.atomic_write_text(root / "study.toml", '[report]\nsettings = "CIFAR-10"\n')
+    files.atomic_write_text(root / "study.toml", '[report]\nsettings = "CIFAR-10"\n')
     with pytest.raises(UserError, match="report.settings") as e:
         R.load_study(root)
     assert "\n" not in str(e.value)
-    records.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\ncolour = 1\n'
+    files.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\ncolour = 1\n'
                               '[report.variants]\nslb-typo = "x"\n')
     notes = " ".join(R.load_study(root).notes)
     assert "`colour` is not one the report reads" in notes
@@ -238,7 +238,7 @@ def test_bold_verdict_and_answer_agree(tmp_path, extra_rows, significant):
         write_run(root, f"d{s}", method="dorefa", acc=B048[s], seed=s)
         for k, m in enumerate(["ste", "hashing", "bop"][:extra_rows]):
             write_run(root, f"{m}{s}", method=m, acc=90.0 + 0.1 * k + OFFS3[s] * 10, seed=s)
-    records.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n')
+    files.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n')
     out = R.write_report(root, jobs=1)
     st = R.load_study(root)
     t = V.test(st, only_setting(st), ("slb", (1, 32, 4)), ("dorefa", (1, 32, 4)))
@@ -312,7 +312,7 @@ def slow_twice(tmp_path_factory):
                   epoch_time=2.0)
         write_run(root, f"d4{s}", method="dorefa", acc=86.0 + off, epochs=4, seed=s,
                   epoch_time=1.0)
-    records.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n'
+    files.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n'
                               '[executor]\nlocal_concurrency = 2\n')
     return root
 
@@ -499,7 +499,7 @@ def test_one_epoch_budget_reads_in_the_singular_and_draws_its_single_points(tmp_
         write_run(root, f"s{s}", method="slb", acc=60 + off, epochs=1, seed=s, epoch_time=2.0)
         write_run(root, f"d{s}", method="dorefa", acc=55 + off, epochs=1, seed=s)
         write_run(root, f"f{s}", method="fp", w=32, acc=65 + off, epochs=1, seed=s)
-    records.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n')
+    files.atomic_write_text(root / "study.toml", '[report]\nours = "slb"\n')
     report = R.write_report(root, jobs=1)
     texts = [report.read_text()] + [p.read_text() for p in
                                      (report.parent / "tables").glob("*.[mt][de]*")]

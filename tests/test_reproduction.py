@@ -15,7 +15,7 @@ import pytest
 from test_report import write_run
 
 from conftest import ROOT
-from harness import records
+from harness import config, files
 from harness import report as R
 from harness.cli import main
 from harness.study import sweep
@@ -70,12 +70,12 @@ def test_cell_patterns_parse_exact_cells_and_ranges():
 
 def test_per_cell_options_and_recipe_resolve_into_each_run(tmp_path):
     cfgs = by_cell(sweep.load_spec(write_spec(tmp_path)))
-    factor = {c: cfg.method_options["factor"] for c, cfg in cfgs.items()}
+    factor = {c: cfg.method_options.factor for c, cfg in cfgs.items()}
     assert factor == {"W1/A1": 1.03, "W1/A4": 1.03, "W1/A32": 1.04, "W2/A2": 1.04,
                       "W2/A32": 1.05}
     lr = {c: cfg.optim.lr for c, cfg in cfgs.items()}
     assert lr == {"W1/A1": 0.02, "W1/A4": 0.02, "W1/A32": 0.05, "W2/A2": 0.05, "W2/A32": 0.05}
-    assert all(cfg.method_options["bn"] == "recal_epoch" for cfg in cfgs.values())
+    assert all(cfg.method_options.bn == "recal_epoch" for cfg in cfgs.values())
     # --set overrides the shared recipe in every cell, per-cell keys included
     cfgs = by_cell(sweep.load_spec(write_spec(tmp_path), sets=["optim.lr=0.07"]))
     assert {cfg.optim.lr for cfg in cfgs.values()} == {0.07}
@@ -235,7 +235,7 @@ def test_reproduction_studies_run_the_readme_recipe_per_cell(fake_cifar, name, m
                             sets=[f"data.root={fake_cifar}"])
     assert len(study.runs) == 60 and {r.seed for r in study.runs} == {0, 1, 2, 3, 4}
     for r in study.runs:
-        c, o = r.cfg, r.cfg.method_options
+        c, o = r.cfg, config.options_dict(r.cfg.method_options)
         assert o["factor"] == README_FACTOR[f"W{r.w_bits}/A{r.a_bits}"]
         assert (o["schedule"], o["t0"], o["start"], o["end"], o["bn"], o["recal_from"]) == (
             "exp", 1.0, start, 0.9, "recal_epoch", "window")
@@ -258,14 +258,14 @@ def test_matched_grids_share_the_readme_recipe_with_slbs_factor_per_cell(fake_ci
                for r in study.runs}
     assert len(recipes) == 1                                   # one recipe for every method
     slb = [r for r in study.runs if r.variant == "slb"]
-    assert all(r.cfg.method_options["factor"] == README_FACTOR[f"W{r.w_bits}/A{r.a_bits}"]
+    assert all(r.cfg.method_options.factor == README_FACTOR[f"W{r.w_bits}/A{r.a_bits}"]
                for r in slb) and len(slb) == 40
 
 
 def test_imagenet_reproduction_is_bireal_adam_ddp():
     study = sweep.load_spec(ROOT / "studies" / "slb_reproduce_imagenet.toml", scale="smoke")
     assert len(study.runs) == 9
-    assert {r.cfg.method_options["factor"] for r in study.runs} == {1.05}
+    assert {r.cfg.method_options.factor for r in study.runs} == {1.05}
     c = study.runs[0].cfg
     assert (c.model.name, c.model.block, c.optim.name, c.optim.lr, c.optim.weight_decay) == (
         "bireal_resnet18", "convprelubn", "adam", 1e-3, 0.0)
@@ -313,7 +313,7 @@ def planted(tmp_path) -> Path:
                   manifest=man)
         write_run(root, f"d{s}", method="slb", variant="slb-sbn", a=1, acc=70.0 + off, seed=s,
                   epochs=500, manifest=man)
-    records.atomic_write_json(root / "manifest.json", {"study": "repro", "scale": "full",
+    files.atomic_write_json(root / "manifest.json", {"study": "repro", "scale": "full",
                                                        "runs": man})
     (root / "study.toml").write_text(f'[report]\nreference = "{REFERENCE}"\nours = "slb"\n')
     return root

@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from conftest import ROOT, run_interrupted, tiny_cfg
-from harness import cli
-from harness import config as C
+from harness import cli, config
 from harness.cli import main
-from harness.run import trainer as train
-from harness.study import backends as jobs
-from harness.study import sweep
+from harness.run import resolve, rundir, trainer
+from harness.study import status, sweep
+from harness.study.backends import slurm as slurm_backend
+from harness.tasks.sr import SrOptions
 from harness.tools import describe
 
 RUN = ["run", "--method", "ste", "--epochs", "3", "--set", "data.subset_train=200",
@@ -31,7 +31,7 @@ RUN = ["run", "--method", "ste", "--epochs", "3", "--set", "data.subset_train=20
 def test_run_prints_a_start_line_epoch_lines_and_where_it_resumed(tmp_path, capsys,
                                                                   monkeypatch):
     out = tmp_path / "r"
-    cfg = C.build(flags={"method": "ste", "epochs": 3, "data.subset_train": 200,
+    cfg = resolve.build(flags={"method": "ste", "epochs": 3, "data.subset_train": 200,
                          "data.subset_test": 100, "model.width": 0.25, "batch_size": 50,
                          "progress": "line"})
     run_interrupted(cfg, out, 2, monkeypatch, echo=print)
@@ -63,7 +63,8 @@ def test_a_config_mismatch_names_the_keys_and_resume_needs_no_command(tmp_path, 
 
 def test_config_lists_every_key_of_the_dataclasses(capsys):
     keys = {r["key"]: r for r in describe.config_keys()}
-    flat = C.flatten(C.to_dict(C.RunConfig(task="sr")))  # with the task keys
+    with_sr = config.RunConfig(task="sr", task_options=SrOptions())  # with the task's keys
+    flat = config.flatten(config.to_dict(with_sr))
     flat["task"] = "classify"
     flat.pop("method.name")
     assert set(keys) == set(flat) | {"method"}
@@ -254,7 +255,7 @@ def test_executor_auto_picks_slurm_only_when_a_controller_answers(tmp_path, monk
     p = tmp_path / "s.toml"
     p.write_text(_fixed())
     for answers, chosen in ((False, "local"), (True, "slurm")):
-        monkeypatch.setattr(jobs, "slurm_answers", lambda: answers)
+        monkeypatch.setattr(slurm_backend, "slurm_answers", lambda: answers)
         assert main(["sweep", str(p), "--dry-run", "--results", str(tmp_path / "res")]) == 0
         assert f"executor: {chosen} (auto:" in capsys.readouterr().out
 
@@ -279,28 +280,28 @@ def _same_as_metrics(run_dir: Path) -> None:
 def test_tensorboard_logs_equal_metrics_also_after_a_kill_and_resume(tmp_path, monkeypatch):
     cfg = tiny_cfg("slb", epochs=4, sets=['loggers=["tensorboard"]'])
     whole = tmp_path / "whole"
-    train.run(cfg, whole, echo=lambda s: None)
+    rundir.run(cfg, whole, echo=lambda s: None)
     _same_as_metrics(whole)
     cut = tmp_path / "cut"
     run_interrupted(cfg, cut, 2, monkeypatch)
-    train.run(cfg, cut, echo=lambda s: None)
+    rundir.run(cfg, cut, echo=lambda s: None)
     _same_as_metrics(cut)
     assert len(list((cut / "tensorboard").glob("events.*"))) >= 2   # the log went on
     # loggers is not part of the run id: turning TensorBoard on does not make a new run
-    assert C.config_hash(cfg) == C.config_hash(tiny_cfg("slb", epochs=4))
+    assert resolve.config_hash(cfg) == resolve.config_hash(tiny_cfg("slb", epochs=4))
 
 
 def test_adamw_and_a_learning_rate_scale_for_quantizer_parameters(tmp_path):
     cfg = tiny_cfg("lsq", w_bits=2, epochs=1, sets=["optim.name=adamw",
                                                       "optim.quant_lr_scale=0.1"])
-    t = train.Trainer(cfg, tmp_path)
-    t.setup()
+    t = trainer.Trainer(cfg, tmp_path)
+    t.build()
     assert isinstance(t.optimizer, torch.optim.AdamW)
     lrs = {g["kind"]: g["lr"] for g in t.optimizer.param_groups}
     assert lrs["quant"] == pytest.approx(0.1 * lrs["weight"]) and lrs["weight"] == cfg.optim.lr
-    assert train.run(cfg, tmp_path / "r", echo=lambda s: None).status == "completed"
+    assert rundir.run(cfg, tmp_path / "r", echo=lambda s: None).status == "completed"
     # the new key, left at its default, keeps old run ids
-    assert "optim.quant_lr_scale" not in C.cell_key(tiny_cfg("lsq", w_bits=2))
+    assert "optim.quant_lr_scale" not in config.cell_key(tiny_cfg("lsq", w_bits=2))
 
 
 def test_local_sweep_progress_lines(tmp_path):
@@ -315,21 +316,22 @@ def test_local_sweep_progress_lines(tmp_path):
     for k, line in enumerate(lines, 1):
         assert re.fullmatch(rf"\[{k}/2\] c_w1a32_e1_s\d_\w{{8}}: completed \d+\.\d\d% in "
                             r"\d+\.\ds; elapsed \S+, ETA \S+", line), line
-    status = subprocess.run([sys.executable, "-m", "harness", "status",
-                             str(tmp_path / "res" / "clean")], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)
-    assert "2/2 runs done: completed 2" in status.stdout
-    assert sweep.status_counts(tmp_path / "res" / "clean")[0]["completed"] == 2
+    shown = subprocess.run([sys.executable, "-m", "harness", "status",
+                            str(tmp_path / "res" / "clean")], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+    assert "2/2 runs done: completed 2" in shown.stdout
+    assert status.status_counts(tmp_path / "res" / "clean")[0]["completed"] == 2
 
 
 def test_the_bar_runs_over_each_epochs_steps_and_keeps_its_line(tmp_path, capsys):
     cfg = tiny_cfg("ste", epochs=2, sets=["progress=bar"])
-    train.run(cfg, tmp_path / "r", echo=print)
+    rundir.run(cfg, tmp_path / "r", echo=print)
     out, err = capsys.readouterr()
-    steps = train.Trainer(cfg, tmp_path / "x")
-    steps.setup()
+    steps = trainer.Trainer(cfg, tmp_path / "x")
+    steps.build()
     for e in (1, 2):   # a bar over the steps of each epoch, on stderr
-        assert re.search(rf"epoch {e}/2: +\d+%\|.*\| \d/{steps.spe} \[", err), err[-400:]
+        bar = rf"epoch {e}/2: +\d+%\|.*\| \d/{steps.steps_per_epoch} \["
+        assert re.search(bar, err), err[-400:]
     epoch_lines = [ln for ln in out.splitlines() if re.match(r"epoch [12]/2\b", ln)]
     assert len(epoch_lines) == 2, out   # one line per finished epoch stays in the history
 
@@ -350,7 +352,7 @@ def test_a_failing_logger_never_fails_the_run(tmp_path, monkeypatch):
 
     monkeypatch.setitem(loggers.SINKS, "broken", _Broken)
     said = []
-    s = train.run(tiny_cfg("ste", epochs=2, sets=['loggers=["broken"]']), tmp_path,
+    s = rundir.run(tiny_cfg("ste", epochs=2, sets=['loggers=["broken"]']), tmp_path,
                   echo=said.append)
     assert s.status == "completed"
     warnings = [m for m in said if m.startswith("warning: logger _Broken failed")]

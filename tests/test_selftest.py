@@ -115,12 +115,12 @@ def test_a_failed_or_crashing_check_fails_the_selftest(tmp_path, monkeypatch, ca
 
 def _shard_grads(cfg, data, rows: slice) -> dict[str, torch.Tensor]:
     """One process's first gradient on some rows of the first batch (no all-reduce)."""
-    t = selftest.RecordingTrainer(cfg, Path("/nonexistent"), data)
-    t.setup()
+    t = selftest.recording_trainer(cfg, Path("/nonexistent"), data)
+    t.build()
     t.method.on_epoch_start(t.model, t.progress(0))
     x, y = next(iter(t.data.train_batches(cfg.batch_size, t.gen)))
-    t.train_step(x[rows], y[rows], Progress(0, cfg.epochs, 0, t.spe))
-    return t.first_grads
+    t.step(x[rows], y[rows], Progress(0, cfg.epochs, 0, t.steps_per_epoch))
+    return t.on_step.first_grads
 
 
 def test_ddp_comparison_tells_a_wrong_shard_from_a_right_one():
@@ -171,8 +171,8 @@ def test_compile_switch_trains_and_deploys_as_exported(tmp_path):
 
 def test_time_epochs_times_the_trainers_real_epochs(tmp_path):
     cfg = tiny_cfg("fp", epochs=4)
-    t = selftest.RecordingTrainer(cfg, tmp_path)
-    t.setup()
+    t = selftest.recording_trainer(cfg, tmp_path)
+    t.build()
     fig = bench.time_epochs(t, epochs=2)
     assert len(fig["epoch_s"]) == 2 and all(s > 0 for s in fig["epoch_s"])
     assert fig["train_images"] == 300 and fig["steps_per_epoch"] == 5

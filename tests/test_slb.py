@@ -14,11 +14,10 @@ import pytest
 import torch
 
 from conftest import tiny_cfg
-from harness import config as C
 from harness import records
 from harness.cli import main
 from harness.deploy.export import export_and_check
-from harness.run import trainer as train
+from harness.run import resolve, rundir, trainer
 from methods.base import Progress, UserError, quant_layers
 from methods.slb import (
     Slb,
@@ -191,7 +190,7 @@ def test_sgdr_cycles_restart_and_the_last_ends_at_t1():
 
 def test_method_sets_t_in_every_layer_and_logs_it(tmp_path):
     t = _trainer(tmp_path, ["method.t1=50", "method.start=0", "method.end=1"], epochs=4)
-    t.method.on_epoch_start(t.model, Progress(2, 4, 2 * t.spe, t.spe))
+    t.method.on_epoch_start(t.model, Progress(2, 4, 2 * t.steps_per_epoch, t.steps_per_epoch))
     want = 1.0 * 50.0 ** (2 / 4)
     assert t.method.inv_temperature == pytest.approx(want)
     for wq in _slb(t.model):
@@ -203,18 +202,18 @@ def test_method_sets_t_in_every_layer_and_logs_it(tmp_path):
 
 def test_metrics_row_k_holds_the_t_that_trained_epoch_k(tmp_path, monkeypatch):
     seen: dict[int, set] = {}
-    original = train.Trainer.train_step
+    original = trainer.Trainer.step
 
     def spy(self, x, y, prog):
         seen.setdefault(prog.epoch, set()).update(
             float(wq.inv_temperature) for wq in _slb(self.model))
         return original(self, x, y, prog)
 
-    monkeypatch.setattr(train.Trainer, "train_step", spy)
+    monkeypatch.setattr(trainer.Trainer, "step", spy)
     cfg = tiny_cfg("slb", sets=["method.factor=2", "method.start=0.2", "method.end=0.8",
                                 "method.bn=none"],
                    epochs=10, **{"data.subset_train": 100, "data.subset_test": 50})
-    train.run(cfg, tmp_path / "r", echo=lambda s: None)
+    rundir.run(cfg, tmp_path / "r", echo=lambda s: None)
     table = [1, 1, 2, 4, 8, 16, 32, 64, 64, 64]                    # the golden-stick table
     assert pd.read_csv(tmp_path / "r" / "metrics.csv")["inv_temperature"].tolist() == table
     assert [seen[k] for k in range(10)] == [{v} for v in table]
@@ -224,16 +223,17 @@ def test_hard_end_trains_with_the_argmax_weights_and_a_zero_logit_gradient(tmp_p
     sets = ["method.factor=2", "method.start=0.2", "method.end=0.8"]
     t = _trainer(tmp_path, sets + ["method.hard_end=true"], epochs=10)
     wq = _slb(t.model)[1]
-    t.method.on_epoch_start(t.model, Progress(6, 10, 0, t.spe))     # n = 7 < t_end_epoch = 8
+    # n = 7 < t_end_epoch = 8
+    t.method.on_epoch_start(t.model, Progress(6, 10, 0, t.steps_per_epoch))
     assert not torch.equal(wq(), wq.deployed_weight())
-    t.method.on_epoch_start(t.model, Progress(7, 10, 0, t.spe))     # n = 8: the end flag
+    t.method.on_epoch_start(t.model, Progress(7, 10, 0, t.steps_per_epoch))  # n = 8: end flag
     w = wq()
     assert torch.equal(w, wq.deployed_weight())
     (w * torch.randn_like(w)).sum().backward()
     assert wq.logits.grad is not None and not wq.logits.grad.any()   # zero, not None
     assert t.method.scalars(t.model, t.run)["quant_gap"] == 0.0
     soft = _trainer(tmp_path / "soft", sets, epochs=10)                # off by default
-    soft.method.on_epoch_start(soft.model, Progress(9, 10, 0, soft.spe))
+    soft.method.on_epoch_start(soft.model, Progress(9, 10, 0, soft.steps_per_epoch))
     assert not any(torch.equal(q(), q.deployed_weight()) for q in _slb(soft.model))
 
 
@@ -246,7 +246,7 @@ def test_recal_epoch_starts_when_the_temperature_starts_changing(recal_from, wan
     calibrated = []
     for k in range(4):                                 # T = 1, 1, 2, 4: changes in epoch 2
         t.run.epoch = k
-        t.method.on_epoch_start(t.model, Progress(k, 10, k * t.spe, t.spe))
+        t.method.on_epoch_start(t.model, Progress(k, 10, k * t.steps_per_epoch, t.steps_per_epoch))
         before = _snapshot(t)
         t.method.after_epoch(t.model, t.run)
         calibrated.append(any(key.endswith("_q") for key in _changed(before, _snapshot(t))))
@@ -255,18 +255,19 @@ def test_recal_epoch_starts_when_the_temperature_starts_changing(recal_from, wan
 
 
 def test_added_options_at_their_old_behaviour_keep_run_ids():
-    assert Slb.inert_options({"bn": "sbn", "recal_from": "window", "hard_end": False}) == {
-        "recal_from", "hard_end"}
-    assert Slb.inert_options({"bn": "recal_epoch", "recal_from": "first",
-                              "hard_end": True}) == {"recal_from"}
-    assert Slb.inert_options({"bn": "recal_epoch", "recal_from": "window"}) == {"hard_end"}
+    def inert(**options):
+        return Slb.inert_options(Slb.parse_options(options))
+
+    assert inert(bn="sbn", recal_from="window", hard_end=False) == {"recal_from", "hard_end"}
+    assert inert(bn="recal_epoch", recal_from="first", hard_end=True) == {"recal_from"}
+    assert inert(bn="recal_epoch", recal_from="window") == {"hard_end"}
 
 
 # --------------------------------------------------------------------------- eq. 6: state BN
 
 def _trainer(tmp_path, sets=(), **flags):
-    t = train.Trainer(tiny_cfg("slb", sets=list(sets), **flags), tmp_path)
-    t.setup()
+    t = trainer.Trainer(tiny_cfg("slb", sets=list(sets), **flags), tmp_path)
+    t.build()
     return t
 
 
@@ -302,7 +303,7 @@ def test_sbn_keeps_two_statistic_sets_and_evaluation_uses_the_quantized_one(tmp_
     _epoch(t)
     for bn in bns[1:]:   # after a quantized layer, the two sets differ
         assert not torch.allclose(bn.running_mean, bn.running_mean_q)
-        assert bn.num_batches_tracked.item() == bn.num_batches_tracked_q.item() == t.spe
+        assert bn.num_batches_tracked.item() == bn.num_batches_tracked_q.item() == t.steps_per_epoch
     x = next(t.data.test_batches(50))[0]
     with t.method.deployed(t.model):
         for bn in bns:   # the contract harness/export.py relies on
@@ -333,9 +334,10 @@ def test_sbn_pass_updates_only_the_quantized_set_and_state_dict_is_canonical(tmp
     x, y = next(t.data.train_batches(64, torch.Generator().manual_seed(0)))
     t.model.train()
     before = _snapshot(t)
-    t.method.after_step(t.model, x, y, Progress(0, 2, 0, t.spe))   # step 1 of 2: no pass
+    # step 1 of 2: no pass
+    t.method.after_step(t.model, x, y, Progress(0, 2, 0, t.steps_per_epoch))
     assert not _changed(before, _snapshot(t))
-    t.method.after_step(t.model, x, y, Progress(0, 2, 1, t.spe))
+    t.method.after_step(t.model, x, y, Progress(0, 2, 1, t.steps_per_epoch))
     changed = _changed(before, _snapshot(t))
     assert changed and all(k.endswith("_q") for k in changed), changed
     with t.method.deployed(t.model):
@@ -405,12 +407,12 @@ def test_deployed_values_are_a_subset_of_v(bits, sets, tmp_path):
                                   ["method.candidates=[-1, -0.25, 0.25, 1]"]])
 def test_export_round_trip(sets, tmp_path):
     cfg = tiny_cfg("slb", sets=sets, w_bits=2, epochs=1)
-    assert train.run(cfg, tmp_path, echo=lambda s: None).status == "completed"
+    assert rundir.run(cfg, tmp_path, echo=lambda s: None).status == "completed"
     acc, want = export_and_check(tmp_path, echo=lambda s: None)
     assert acc == want
     blob = torch.load(tmp_path / "deployed.pt", weights_only=True)
     ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"]
-    v = torch.tensor(cfg.method_options["candidates"] or torch.linspace(-1, 1, 4).tolist())
+    v = torch.tensor(cfg.method_options.candidates or torch.linspace(-1, 1, 4).tolist())
     for name, e in blob["layers"].items():
         assert torch.equal(e["levels"], v) and e["scale"].item() == 1.0 and e["bits"] == 2
         codes = ck[f"{name}.wq.logits"].argmax(0).view(e["codes"].shape)
@@ -421,8 +423,8 @@ def test_export_round_trip(sets, tmp_path):
 
 
 def test_from_fp_reads_a_state_dict(tmp_path):
-    fp = train.Trainer(tiny_cfg("fp"), tmp_path / "fp")
-    fp.setup()
+    fp = trainer.Trainer(tiny_cfg("fp"), tmp_path / "fp")
+    fp.build()
     torch.save(fp.model.state_dict(), tmp_path / "fp.pt")
     t = _trainer(tmp_path / "s", ["method.init=from_fp",
                                   f"method.init_from={str(tmp_path / 'fp.pt')!r}"])
@@ -468,16 +470,16 @@ BAD = [  # (--set values, w_bits, field)
 @pytest.mark.parametrize("sets,bits,field", BAD)
 def test_bad_options_are_user_errors(sets, bits, field):
     with pytest.raises(UserError) as e:
-        C.build(flags={"method": "slb", "w_bits": bits}, sets=sets)
+        resolve.build(flags={"method": "slb", "w_bits": bits}, sets=sets)
     assert e.value.field == field and "\n" not in str(e.value)
 
 
 def test_good_options_resolve():
-    cfg = C.build(flags={"method": "slb", "w_bits": 2},
+    cfg = resolve.build(flags={"method": "slb", "w_bits": 2},
                   sets=["method.candidates=[-1, 0, 1]", "method.allow_any_count=true",
                         "method.schedule=sgdr", "method.granularity=step", "method.bn=recal_end"])
-    assert cfg.method_options["candidates"] == [-1.0, 0.0, 1.0]
-    assert cfg.method_options["factor"] is None
+    assert cfg.method_options.candidates == (-1.0, 0.0, 1.0)
+    assert cfg.method_options.factor is None
 
 
 def test_cli_reports_a_bad_option_in_one_line_before_creating_a_run(tmp_path, capsys):
@@ -522,7 +524,7 @@ def test_a_run_says_what_slb_changed_after_training_and_its_record_is_completed(
     """recal_end recalibrates after the last epoch, so the final score may differ from the
     last epoch's: the summary says why, and the record validator accepts it."""
     cfg = tiny_cfg("slb", epochs=2, sets=[f"method.bn={bn}", "method.recal_batches=2"])
-    s = train.run(cfg, tmp_path, echo=lambda m: None)
+    s = rundir.run(cfg, tmp_path, echo=lambda m: None)
     assert s.status == "completed"
     assert (s.changed_after_training != "") == (bn == "recal_end")
     assert records.load_run(tmp_path).status == "completed"

@@ -13,13 +13,15 @@ import torch
 from PIL import Image
 
 from conftest import CIFAR_JPEG
-from harness import config as C
-from harness import records
+from harness import config, records
 from harness.deploy.export import export_and_check
-from harness.run import trainer as train
+from harness.run import resolve, rundir, trainer
 from harness.tasks import models
+from harness.tasks.classify import Classify
+from harness.tasks.sr import SuperResolution
 from harness.tasks.sr import data as sr_data
 from harness.tasks.sr import metrics as M
+from harness.tasks.sr import models as sr_models
 from methods.base import UserError, load_all, quant_layers
 
 METHODS = sorted(load_all())
@@ -157,7 +159,7 @@ def sr_cfg(root, method: str = "fp", model: str = "srresnet", sets=(), **flags):
             "epochs": 2, "batch_size": 4, "optim.name": "adam", "optim.lr": 1e-3,
             "progress": "none"}
     base.update(flags)
-    return C.build(flags=base, sets=list(sets))
+    return resolve.build(flags=base, sets=list(sets))
 
 
 def test_sr_data_pairs_patches_and_test_images(hr_root):
@@ -192,21 +194,21 @@ def test_standin_test_set_is_the_bundled_photographs():
 @pytest.mark.parametrize("name", ["srresnet", "edsr_baseline"])
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_sr_networks_upscale_by_their_scale(name, scale):
-    net = models.MODELS[name](3, 3, (8, 8), 0.25, torch.nn.ReLU, scale=scale, blocks=2)
+    net = sr_models.MODELS[name](3, 3, (8, 8), 0.25, torch.nn.ReLU, scale=scale, blocks=2)
     assert net(torch.rand(2, 3, 7, 9)).shape == (2, 3, 7 * scale, 9 * scale)
 
 
 @pytest.mark.parametrize("name,bn", [("srresnet", True), ("edsr_baseline", False)])
 def test_policy_quantizes_the_residual_blocks_only(name, bn, hr_root):
     cfg = sr_cfg(hr_root, "ste", model=name, **{"sr.blocks": 3})
-    method = train.make_method(cfg)
-    net = models.build(cfg, 3, 3, (4, 4), method)
+    method = resolve.make_method(cfg)
+    net = models.build(cfg, sr_models.MODELS, 3, 3, (4, 4), method)
     q = sorted(n for n, _ in quant_layers(net))
     assert q == sorted(f"blocks.{i}.conv{j}" for i in range(3) for j in (1, 2))
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == bn
     both = sr_cfg(hr_root, "ste", model=name, sets=["model.quantize_first=true",
                                                     "model.quantize_last=true"])
-    net = models.build(both, 3, 3, (4, 4), train.make_method(both))
+    net = models.build(both, sr_models.MODELS, 3, 3, (4, 4), resolve.make_method(both))
     names = {n for n, _ in quant_layers(net)}
     assert any(n.startswith("head") for n in names) and "tail" in names
 
@@ -218,13 +220,13 @@ def test_every_method_trains_deploys_and_exports_an_sr_network(name, hr_root, tm
     bits = load_all()[name].default_bits
     cfg = sr_cfg(hr_root, name, w_bits=bits)
     run_dir = tmp_path / name
-    s = train.run(cfg, run_dir, echo=lambda line: None)
+    s = rundir.run(cfg, run_dir, echo=lambda line: None)
     assert s.status == "completed" and s.task == "sr" and s.metric == "test_psnr"
     assert s.final_test_acc is None and math.isfinite(s.final_metric)
     assert s.final_metrics["test_psnr"] == s.final_metric
     assert 10 < s.final_metrics["bicubic_psnr"] < 60
     df = __import__("pandas").read_csv(run_dir / "metrics.csv")
-    assert list(df.columns[:8]) == records.SR_METRIC_COLUMNS and len(df) == 2
+    assert list(df.columns[:8]) == list(SuperResolution.columns) and len(df) == 2
     assert df["test_psnr"].iloc[-1] == s.final_metric
     for f in ("sr_crop.png", "sr_crop_hr.png", "sr_crop_bicubic.png"):
         with Image.open(run_dir / f) as im:
@@ -244,10 +246,10 @@ def test_killed_sr_run_resumes_to_the_same_result(hr_root, tmp_path, monkeypatch
     from conftest import metrics_without_timing, run_interrupted
 
     cfg = sr_cfg(hr_root, "slb", epochs=3)
-    train.run(cfg, tmp_path / "full", echo=lambda line: None)
+    rundir.run(cfg, tmp_path / "full", echo=lambda line: None)
     run_interrupted(cfg, tmp_path / "cut", stop_before_epoch=1, monkeypatch=monkeypatch)
     assert len(metrics_without_timing(tmp_path / "cut")) == 1
-    train.run(cfg, tmp_path / "cut", echo=lambda line: None)
+    rundir.run(cfg, tmp_path / "cut", echo=lambda line: None)
     full, cut = (metrics_without_timing(tmp_path / d) for d in ("full", "cut"))
     assert full.equals(cut)
     a, b = (records.read_summary(tmp_path / d) for d in ("full", "cut"))
@@ -259,7 +261,7 @@ def test_slb_state_bn_is_a_no_op_without_bn(hr_root, tmp_path):
     runs = {}
     for bn in ("sbn", "none"):
         cfg = sr_cfg(hr_root, "slb", model="edsr_baseline", sets=[f"method.bn={bn}"])
-        train.run(cfg, tmp_path / bn, echo=lambda line: None)
+        rundir.run(cfg, tmp_path / bn, echo=lambda line: None)
         runs[bn] = __import__("pandas").read_csv(tmp_path / bn / "metrics.csv").drop(
             columns=records.TIMING_COLUMNS)
     assert runs["sbn"].equals(runs["none"])
@@ -267,8 +269,8 @@ def test_slb_state_bn_is_a_no_op_without_bn(hr_root, tmp_path):
 
 def test_slb_keeps_quantized_bn_statistics_in_srresnet(hr_root, tmp_path):
     cfg = sr_cfg(hr_root, "slb", model="srresnet")
-    t = train.Trainer(cfg, tmp_path)
-    t.setup()
+    t = trainer.Trainer(cfg, tmp_path)
+    t.build()
     t.train_epoch(0)
     from methods.slb import StateBN
 
@@ -281,7 +283,7 @@ def test_standin_dataset_trains_on_cifar_jpeg_patches(tmp_path):
     cfg = sr_cfg(CIFAR_JPEG, "fp", model="edsr_baseline",
                  **{"data.name": "sr_standin", "data.subset_train": 16, "data.subset_test": 1,
                     "sr.patch_size": 32, "epochs": 1})
-    s = train.run(cfg, tmp_path / "r", echo=lambda line: None)
+    s = rundir.run(cfg, tmp_path / "r", echo=lambda line: None)
     assert s.status == "completed" and math.isfinite(s.final_metric)
 
 
@@ -291,23 +293,23 @@ def test_classification_records_hold_no_task_keys(tmp_path):
     from conftest import tiny_cfg
 
     cfg = tiny_cfg("fp")
-    assert not {"task", "sr"} & set(C.to_dict(cfg))
-    train.run(cfg, tmp_path, echo=lambda line: None)
+    assert not {"task", "sr"} & set(config.to_dict(cfg))
+    rundir.run(cfg, tmp_path, echo=lambda line: None)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert not {"task", "sr"} & set(saved)
     summ = json.loads((tmp_path / "summary.json").read_text())
-    assert not set(records.TASK_FIELDS) & set(summ) and summ["final_test_acc"] is not None
+    assert not set(records.GENERIC_RESULT_FIELDS) & set(summ) and summ["final_test_acc"] is not None
     header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert header == records.METRIC_COLUMNS
-    assert C.from_dict(saved).task == "classify"
+    assert header == list(Classify.columns)
+    assert config.from_dict(saved).task == "classify"
 
 
 def test_sr_config_round_trips(hr_root):
     cfg = sr_cfg(hr_root, **{"sr.scale": 4, "sr.loss": "mse", "sr.patch_size": 16})
-    d = C.to_dict(cfg)
+    d = config.to_dict(cfg)
     assert d["task"] == "sr" and d["sr"]["scale"] == 4
-    assert C.resolve(C.from_dict(d)) == cfg and C.config_hash(C.from_dict(d)) == \
-        C.config_hash(cfg)
+    assert resolve.from_dict((d)) == cfg and resolve.config_hash(config.from_dict(d)) == \
+        resolve.config_hash(cfg)
 
 
 @pytest.mark.parametrize("change,field", [
@@ -327,17 +329,17 @@ def test_bad_sr_config_is_a_user_error(change, field, hr_root):
 
 def test_sr_keys_or_models_without_task_sr_are_refused():
     with pytest.raises(UserError) as e:
-        C.build(flags={"sr.scale": 3})
-    assert e.value.field == "task"
+        resolve.build(flags={"sr.scale": 3})
+    assert e.value.field == "sr.scale" and "task=sr" in str(e.value)
     with pytest.raises(UserError) as e:
-        C.build(flags={"model.name": "srresnet"})
+        resolve.build(flags={"model.name": "srresnet"})
     assert e.value.field == "model.name"
 
 
 def test_missing_sr_data_is_a_user_error(tmp_path):
     cfg = sr_cfg(tmp_path)
     with pytest.raises(UserError, match="train") as e:
-        train.run(cfg, tmp_path / "run", echo=lambda line: None)
+        rundir.run(cfg, tmp_path / "run", echo=lambda line: None)
     assert e.value.field == "data.root"
 
 

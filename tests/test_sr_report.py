@@ -12,9 +12,10 @@ from PIL import Image
 from report_records import write_run
 from scipy import stats
 
-from harness import config as C
-from harness import records
+from harness import config, files, records
 from harness import report as R
+from harness.run import resolve
+from harness.tasks.sr import SrOptions, SuperResolution
 
 BICUBIC = (30.0, 0.85)
 PSNR = {"fp": [32.0, 32.2, 32.4], "slb": [31.0, 31.2, 31.4], "ste": [30.5, 30.6, 30.7],
@@ -25,23 +26,23 @@ def write_sr_run(root, run_id: str, *, method: str, psnr: float, seed: int, w: i
                  epochs: int = 4, status: str = "completed", manifest: list | None = None,
                  variant: str = "", options: dict | None = None):
     variant = variant or method
-    cfg = C.RunConfig(method=method, method_options=dict(options or {}), w_bits=w, a_bits=32,
+    cfg = config.RunConfig(method=method, method_options=dict(options or {}), w_bits=w, a_bits=32,
                       epochs=epochs, seed=seed,
-                      task="sr", sr=C.SrConfig(scale=2, patch_size=32),
-                      model=C.ModelConfig(name="srresnet", width=0.25),
-                      data=C.DataConfig(name="sr_standin", augment=True),
-                      meta=C.MetaConfig(study="t", variant=variant, scale="test"))
-    d = C.to_dict(cfg)
-    d["config_hash"] = C.config_hash(cfg)
+                      task="sr", task_options=SrOptions(scale=2, patch_size=32),
+                      model=config.ModelConfig(name="srresnet", width=0.25),
+                      data=config.DataConfig(name="sr_standin", augment=True),
+                      meta=config.MetaConfig(study="t", variant=variant, scale="test"))
+    d = config.to_dict(cfg)
+    d["config_hash"] = resolve.config_hash(cfg)
     run = root / "runs" / run_id
-    records.atomic_write_json(run / "config.json", d)
+    files.atomic_write_json(run / "config.json", d)
     rows = [{"epoch": e, "train_loss": 0.1 / e, "test_loss": 0.05 / e,
              "test_psnr": psnr - 0.5 * (epochs - e), "test_ssim": 0.9 - 0.01 * (epochs - e),
              "lr": 1e-3, "epoch_time_s": 2.0, "samples_per_s": 500.0} for e in range(1, epochs + 1)]
     if method == "slb":  # SLB logs its continuous-state score: here PSNR, 0.3 dB above
         for r in rows:
             r["test_acc_continuous"] = r["test_psnr"] + 0.3
-    records.write_metrics(run, rows, records.SR_METRIC_COLUMNS)
+    records.write_metrics(run, rows, list(SuperResolution.columns))
     final = {"test_loss": 0.05 / epochs, "test_psnr": psnr, "test_ssim": psnr / 35.0,
              "bicubic_psnr": BICUBIC[0], "bicubic_ssim": BICUBIC[1]}
     done = status == "completed"
@@ -78,7 +79,7 @@ def sr_study(tmp_path):
                                      '[report.settings]\nsr_standin = "skimage stand-in"\n'
                                      'srresnet = "SRResNet"\n'
                                      '[report.variants]\n"slb-none" = "SLB without BN"\n')
-    records.atomic_write_json(root / "manifest.json", {"study": "t", "runs": manifest})
+    files.atomic_write_json(root / "manifest.json", {"study": "t", "runs": manifest})
     return root
 
 
@@ -207,13 +208,13 @@ def test_sr_psnr_figure_uses_the_shared_styles_and_highlight(sr_study):
 
 
 def test_classification_sections_never_see_sr_runs(sr_study):
-    man = records.read_json(sr_study / "manifest.json")
+    man = files.read_json(sr_study / "manifest.json")
     for seed in range(2):
         write_run(sr_study, f"cls_fp_s{seed}", method="fp", acc=80.0 + seed, w=32, seed=seed,
                   manifest=man["runs"], study="t")
         write_run(sr_study, f"cls_slb_s{seed}", method="slb", acc=70.0 + seed, seed=seed,
                   manifest=man["runs"], study="t")
-    records.atomic_write_json(sr_study / "manifest.json", man)
+    files.atomic_write_json(sr_study / "manifest.json", man)
     st = R.load_study(sr_study)
     assert len(st.settings()) == 1 and len(st.settings("sr")) == 1
     assert all(k[0] == st.settings()[0] for k in st.groups)  # accuracy groups: classification

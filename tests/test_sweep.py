@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from harness import records
+from harness import files
 from harness.cli import main
-from harness.study import sweep
+from harness.study import status, sweep
 
 SPEC = """
 [study]
@@ -63,9 +63,9 @@ def test_expansion_counts_exclusions_and_matched_cells(tmp_path):
     ste = next(r for r in study.runs if r.variant == "ste" and r.w_bits == 1)
     bwn = next(r for r in study.runs if r.variant == "bwn" and r.seed == ste.seed
                and r.epochs == ste.epochs)
-    from harness import config as C
-    assert C.cell_key(ste.cfg) == C.cell_key(bwn.cfg)
-    assert ste.cfg.meta.variant == "ste" and bwn.cfg.method_options["scaling"] == "channel"
+    from harness import config
+    assert config.cell_key(ste.cfg) == config.cell_key(bwn.cfg)
+    assert ste.cfg.meta.variant == "ste" and bwn.cfg.method_options.scaling == "channel"
     again = sweep.load_spec(write_spec(tmp_path))
     assert [r.run_id for r in again.runs] == [r.run_id for r in study.runs]   # stable ids
 
@@ -146,10 +146,10 @@ def test_debug_sweep_runs_everything_once_then_nothing(tmp_path, capsys):
     res = tmp_path / "res"
     assert main(["sweep", str(spec), "--executor", "debug", "--results", str(res)]) == 0
     sdir = res / "s"
-    counts, rows = sweep.status_counts(sdir)
+    counts, rows = status.status_counts(sdir)
     assert counts["completed"] == len(rows) == 5
     assert (sdir / "study.toml").read_text() == spec.read_text()
-    manifest = records.read_json(sdir / "manifest.json")
+    manifest = files.read_json(sdir / "manifest.json")
     assert len(manifest["runs"]) == 5 and manifest["excluded"]
     capsys.readouterr()
     assert main(["sweep", str(spec), "--executor", "debug", "--results", str(res)]) == 0
@@ -166,11 +166,11 @@ def test_failed_runs_are_retried_only_on_request_and_interrupted_ones_resume(tmp
     sdir = res / "s"
     runs = sorted((sdir / "runs").iterdir())
     failed, cut = runs[0], runs[1]
-    s = records.read_json(failed / "summary.json")
-    records.atomic_write_json(failed / "summary.json", {**s, "status": "failed", "error": "boom"})
-    s = records.read_json(cut / "summary.json")
-    records.atomic_write_json(cut / "summary.json", {**s, "status": "running"})
-    counts, _ = sweep.status_counts(sdir)
+    s = files.read_json(failed / "summary.json")
+    files.atomic_write_json(failed / "summary.json", {**s, "status": "failed", "error": "boom"})
+    s = files.read_json(cut / "summary.json")
+    files.atomic_write_json(cut / "summary.json", {**s, "status": "running"})
+    counts, _ = status.status_counts(sdir)
     assert counts["failed"] == 1 and counts["interrupted"] == 1
     capsys.readouterr()
     main(["status", str(sdir)])
@@ -196,7 +196,7 @@ def test_two_concurrent_sweeps_never_submit_the_same_run(tmp_path):
     assert all(p.returncode == 0 for p in procs), [p.returncode for p in procs]
     subs = [json.loads(ln) for ln in (res / "s" / "submissions.jsonl").read_text().splitlines()]
     assert len(subs) == 5 and len({s["run_id"] for s in subs}) == 5
-    counts, _ = sweep.status_counts(res / "s")
+    counts, _ = status.status_counts(res / "s")
     assert counts["completed"] == 5
 
 
@@ -256,26 +256,26 @@ def test_set_data_root_reaches_existing_runs_and_failed_runs_exit_nonzero(tmp_pa
     sdir = tmp_path / "res" / "s"
     sweep.prepare_records(study.runs[:1], sdir)
     run_dir = sdir / "runs" / study.runs[0].run_id
-    assert records.read_json(run_dir / "config.json")["data"]["root"] == "/tmp"
+    assert files.read_json(run_dir / "config.json")["data"]["root"] == "/tmp"
     moved = sweep.load_spec(spec, sets=["data.root=/var"])
     assert moved.runs[0].run_id == study.runs[0].run_id          # same run, same id
     sweep.prepare_records(moved.runs[:1], sdir)
-    assert records.read_json(run_dir / "config.json")["data"]["root"] == "/var"
+    assert files.read_json(run_dir / "config.json")["data"]["root"] == "/var"
 
 
 def test_a_second_process_on_a_running_run_stops_at_once(tmp_path):
     import fcntl
 
     from conftest import tiny_cfg
-    from harness.run import trainer as train
+    from harness.run import rundir
 
     cfg = tiny_cfg("ste")
-    train.prepare_run_dir(tmp_path, cfg)
+    rundir.prepare_run_dir(tmp_path, cfg)
     with open(tmp_path / ".lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        out = train.run(cfg, tmp_path, echo=lambda s: None)
+        out = rundir.run(cfg, tmp_path, echo=lambda s: None)
     assert out.status == "running" and not (tmp_path / "metrics.csv").exists()
-    assert train.run(cfg, tmp_path, echo=lambda s: None).status == "completed"
+    assert rundir.run(cfg, tmp_path, echo=lambda s: None).status == "completed"
 
 
 def test_a_run_that_cannot_start_is_recorded_failed_with_its_error(tmp_path, capsys):
@@ -290,7 +290,7 @@ def test_a_run_that_cannot_start_is_recorded_failed_with_its_error(tmp_path, cap
     spec = write_spec(tmp_path, text=text)
     res = tmp_path / "res"
     assert main(["sweep", str(spec), "--executor", "debug", "--results", str(res)]) == 1
-    counts, rows = sweep.status_counts(res / "s")
+    counts, rows = status.status_counts(res / "s")
     assert counts["failed"] == len(rows) == 5                 # recorded, never 'missing'
     capsys.readouterr()
     main(["status", str(res / "s")])

@@ -25,9 +25,10 @@ import pytest
 from conftest import ROOT, preempt
 from harness import records
 from harness.cli import main
-from harness.study import backends as jobs
 from harness.study import spec as spec_mod
-from harness.study import sweep
+from harness.study import status, sweep
+from harness.study.backends import base as backends_base
+from harness.study.backends import slurm as slurm_backend
 
 pytestmark = pytest.mark.slurm
 
@@ -106,8 +107,8 @@ def submit_one(tmp_path: Path, name: str):
     sweep.freeze_spec(study, sdir)
     sweep.write_manifest(study, sdir)
     sweep.prepare_records(study.runs, sdir)
-    jobs.SlurmBackend().submit(jobs.Submit(sdir, study.executor), study.runs)
-    job_id = next(iter(jobs.read_submissions(sdir).values()))["job_id"]
+    slurm_backend.SlurmBackend().submit(backends_base.Submit(sdir, study.executor), study.runs)
+    job_id = next(iter(backends_base.read_submissions(sdir).values()))["job_id"]
     return study, sdir, sdir / "runs" / study.runs[0].run_id, job_id
 
 
@@ -116,7 +117,7 @@ def held(hold: Path, run_dir: Path) -> Path:
 
 
 def slurm_state(job_id: str) -> str:
-    return jobs.slurm_states([job_id]).get(job_id, "UNKNOWN")
+    return slurm_backend.slurm_states([job_id]).get(job_id, "UNKNOWN")
 
 
 def finish(hold: Path, run_dir: Path) -> None:
@@ -133,10 +134,10 @@ def test_small_study_runs_as_one_array_then_resubmits_nothing(slurm_cluster, tmp
     assert main(["sweep", str(p), "--executor", "slurm", "--results", str(res), "--wait"]) == 0
     elapsed = time.time() - t0
     sdir = res / "arr"
-    subs = jobs.read_submissions(sdir)
+    subs = backends_base.read_submissions(sdir)
     assert len(subs) == 4
     assert len({s["job_id"].split("_")[0] for s in subs.values()}) == 1   # one array
-    counts, rows_ = sweep.status_counts(sdir)
+    counts, rows_ = status.status_counts(sdir)
     assert counts["completed"] == 4, rows_
     wait_until(lambda: all(slurm_state(s["job_id"]) == "COMPLETED" for s in subs.values()),
                timeout=30, what="sacct to report COMPLETED")
@@ -148,19 +149,19 @@ def test_small_study_runs_as_one_array_then_resubmits_nothing(slurm_cluster, tmp
 
 
 def test_study_larger_than_max_array_size_is_split(slurm_cluster, tmp_path, capsys):
-    limit = jobs.max_array_size()
+    limit = slurm_backend.max_array_size()
     assert limit == slurm_cluster.module.MAX_ARRAY_SIZE == 5  # the test cluster's small limit
     p = spec(tmp_path, "big", n=100, seeds="[0, 1, 2, 3]")   # 8 runs
     res = tmp_path / "res"
     assert main(["sweep", str(p), "--executor", "slurm", "--results", str(res), "--wait"]) == 0
-    subs = jobs.read_submissions(res / "big")
+    subs = backends_base.read_submissions(res / "big")
     arrays: dict[str, list[int]] = {}
     for s in subs.values():
         base, index = s["job_id"].split("_")
         arrays.setdefault(base, []).append(int(index))
     assert sorted(len(v) for v in arrays.values()) == [3, 5], arrays
     assert all(max(v) < limit for v in arrays.values())
-    assert sweep.status_counts(res / "big")[0]["completed"] == 8
+    assert status.status_counts(res / "big")[0]["completed"] == 8
     assert capsys.readouterr().out.count("submitted ") == 2
 
 
@@ -194,8 +195,9 @@ def test_killed_job_is_resubmitted_by_the_next_sweep_and_resumes(slurm_cluster, 
     study, sdir, run_dir, job_id = submit_one(tmp_path, "kill")
     wait_until(lambda: held(hold, run_dir).exists(), what="the run to reach its hold point")
     subprocess.run(["scancel", "--signal=KILL", "--full", job_id], check=True)
-    wait_until(lambda: slurm_state(job_id) not in jobs.ACTIVE, timeout=60, what="the job to die")
-    counts, _ = sweep.status_counts(sdir)
+    wait_until(lambda: slurm_state(job_id) not in backends_base.ACTIVE, timeout=60,
+               what="the job to die")
+    counts, _ = status.status_counts(sdir)
     assert counts["interrupted"] == 1
     (hold / "hold-all").unlink()
     capsys.readouterr()
@@ -231,15 +233,15 @@ def test_queued_jobs_run_the_code_of_their_submission(slurm_cluster, tmp_path):
                               "slurm", "--results", str(res)], cwd=checkout, env=env,
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stdout + out.stderr
-        subs = jobs.read_submissions(res / "snap")
+        subs = backends_base.read_submissions(res / "snap")
         assert len(subs) == 4
         assert {slurm_state(s["job_id"]) for s in subs.values()} == {"PENDING"}
         (checkout / "harness" / "train.py").write_text(
             "raise RuntimeError('the checkout was broken after submission')\n")
     finally:
         subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=True)
-    sweep.wait_for(res / "snap", poll_s=0.5)
-    counts, rows_ = sweep.status_counts(res / "snap")
+    status.wait_for(res / "snap", poll_s=0.5)
+    counts, rows_ = status.status_counts(res / "snap")
     assert counts["completed"] == 4, rows_
     snap = {s["snapshot"] for s in subs.values()}
     assert len(snap) == 1 and (res / "snap" / "snapshots" / snap.pop()).is_dir()

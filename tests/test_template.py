@@ -7,7 +7,7 @@ import torch
 
 from conftest import tiny_cfg
 from harness.deploy.export import export_and_check
-from harness.run import trainer as train
+from harness.run import rundir
 from methods import _template as T
 from methods.base import REGISTRY, load_all, register
 
@@ -30,7 +30,7 @@ def test_ternary_golden_values():
 
 
 def test_the_template_trains_deploys_and_exports(ternary, tmp_path):
-    s = train.run(tiny_cfg("ternary"), tmp_path, echo=lambda m: None)
+    s = rundir.run(tiny_cfg("ternary"), tmp_path, echo=lambda m: None)
     assert s.status == "completed"
     acc, want = export_and_check(tmp_path, echo=lambda m: None)
     assert acc == want

@@ -14,30 +14,30 @@ import pytest
 import torch
 
 from conftest import ROOT, metrics_without_timing, tiny_cfg
-from harness import config as C
-from harness import records
-from harness.run import trainer as train
+from harness import config, files, records
+from harness.run import optim, resolve, rundir, trainer
+from harness.tasks.classify import Classify
 from methods.base import Method
 
 
 def test_lr_schedules():
-    o = C.OptimConfig(schedule="cosine")
-    assert train.lr_factor(0, 10, 4, o) == 1.0
-    assert train.lr_factor(20, 10, 4, o) == pytest.approx(0.5)          # half way
-    step = C.OptimConfig(schedule="step", milestones=(2, 3), gamma=0.1)
-    assert [train.lr_factor(s, 10, 4, step) for s in (19, 20, 29, 30)] == \
+    o = config.OptimConfig(schedule="cosine")
+    assert optim.lr_factor(0, 10, 4, o) == 1.0
+    assert optim.lr_factor(20, 10, 4, o) == pytest.approx(0.5)          # half way
+    step = config.OptimConfig(schedule="step", milestones=(2, 3), gamma=0.1)
+    assert [optim.lr_factor(s, 10, 4, step) for s in (19, 20, 29, 30)] == \
         pytest.approx([1, 0.1, 0.1, 0.01])
-    warm = C.OptimConfig(schedule="constant", warmup_epochs=1)
-    assert [train.lr_factor(s, 4, 3, warm) for s in (0, 3, 4)] == [0.25, 1.0, 1.0]
-    wc = C.OptimConfig(schedule="cosine", warmup_epochs=1)
-    assert train.lr_factor(4 + 4, 4, 3, wc) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))
+    warm = config.OptimConfig(schedule="constant", warmup_epochs=1)
+    assert [optim.lr_factor(s, 4, 3, warm) for s in (0, 3, 4)] == [0.25, 1.0, 1.0]
+    wc = config.OptimConfig(schedule="cosine", warmup_epochs=1)
+    assert optim.lr_factor(4 + 4, 4, 3, wc) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))
 
 
 def test_weight_decay_groups_exclude_bn_and_quantizer_params(tmp_path):
     cfg = tiny_cfg("ste", a_bits=2, sets=["optim.wd_exclude_bn=true",
                                           "optim.wd_exclude_quant=true"])
-    t = train.Trainer(cfg, tmp_path)
-    t.setup()
+    t = trainer.Trainer(cfg, tmp_path)
+    t.build()
     groups = {g["kind"]: g for g in t.optimizer.param_groups}
     assert groups["weight"]["weight_decay"] == cfg.optim.weight_decay > 0
     assert groups["bn"]["weight_decay"] == 0 and groups["quant"]["weight_decay"] == 0
@@ -48,26 +48,26 @@ def test_weight_decay_groups_exclude_bn_and_quantizer_params(tmp_path):
 
 
 def test_records_contract(tmp_path):
-    s = train.run(tiny_cfg("ste"), tmp_path, echo=lambda m: None)
-    summary = records.read_json(tmp_path / "summary.json")
+    s = rundir.run(tiny_cfg("ste"), tmp_path, echo=lambda m: None)
+    summary = files.read_json(tmp_path / "summary.json")
     assert summary["status"] == "completed" == s.status
     for key in ("final_test_acc", "best_test_acc", "epochs_completed", "wall_time_s",
                 "peak_mem_mb", "method_param_bytes", "optimizer_state_bytes"):
         assert summary[key] is not None, key
     assert set(summary["env"]) >= {"python", "torch", "device_name", "harness_commit", "hostname"}
-    cfg = records.read_json(tmp_path / "config.json")
-    assert cfg["config_hash"] == C.config_hash(tiny_cfg("ste"))
+    cfg = files.read_json(tmp_path / "config.json")
+    assert cfg["config_hash"] == resolve.config_hash(tiny_cfg("ste"))
     m = records.load_run(tmp_path).metrics
-    assert list(m.columns[:8]) == records.METRIC_COLUMNS and len(m) == 2
+    assert list(m.columns[:8]) == list(Classify.columns) and len(m) == 2
     assert summary["final_test_acc"] == m["test_acc"].iloc[-1]
     assert not list(tmp_path.glob(".*.tmp"))  # no temp files left behind
 
 
 def test_nan_loss_stops_the_run_as_diverged(tmp_path, monkeypatch):
     monkeypatch.setattr(Method, "loss", lambda self, model: torch.tensor(float("nan")))
-    s = train.run(tiny_cfg("fp", epochs=3), tmp_path, echo=lambda m: None)
+    s = rundir.run(tiny_cfg("fp", epochs=3), tmp_path, echo=lambda m: None)
     assert s.status == "diverged"
-    assert records.read_json(tmp_path / "summary.json")["status"] == "diverged"
+    assert files.read_json(tmp_path / "summary.json")["status"] == "diverged"
     assert records.load_run(tmp_path).status == "diverged"
 
 
@@ -102,10 +102,10 @@ def test_process_killed_mid_run_resumes_identically(tmp_path):
 
 
 def test_short_real_run_on_cifar10_jpeg_learns(cifar_jpeg, tmp_path):
-    cfg = C.build(flags={"method": "fp", "model.name": "resnet20", "data.name": "imagefolder",
+    cfg = resolve.build(flags={"method": "fp", "model.name": "resnet20", "data.name": "imagefolder",
                          "data.root": str(cifar_jpeg), "data.subset_train": 1000,
                          "data.subset_test": 500, "model.width": 0.5, "epochs": 4,
                          "batch_size": 64, "optim.lr": 0.05, "progress": "none"})
-    s = train.run(cfg, tmp_path, echo=lambda m: None)
+    s = rundir.run(cfg, tmp_path, echo=lambda m: None)
     assert s.status == "completed"
     assert s.final_test_acc > 20.0, s.final_test_acc   # chance is 10%

@@ -25,14 +25,13 @@ import pytest
 import torch
 
 from conftest import ROOT, metrics_without_timing, tiny_cfg
-from harness import config as C
-from harness import records
+from harness import config, files, records
 from harness.cli import main
 from harness.errors import UserError
 from harness.report import load_study
-from harness.run import trainer as train
-from harness.study import backends as jobs
-from harness.study import spec, sweep
+from harness.run import resolve, rundir, trainer
+from harness.study import spec, status, sweep
+from harness.study.backends import base as backends_base
 from harness.tasks.classify import data as data_mod
 
 SPEC = """
@@ -105,7 +104,7 @@ HOSTILE = [  # (name, damage, words of the reason)
     ("accuracy is text", lambda r: _edit_json(r / "summary.json", final_test_acc="abc"),
      "final_test_acc"),
     ("accuracy out of range", lambda r: _edit_json(r / "summary.json", final_test_acc=1e9),
-     "not an accuracy"),
+     "not a test accuracy"),
     ("bare NaN accuracy", lambda r: (r / "summary.json").write_text(
         (r / "summary.json").read_text().replace('"final_test_acc": ', '"final_test_acc": NaN, '
                                                  '"x": ')), "final_test_acc"),
@@ -142,9 +141,9 @@ def test_hostile_record_is_corrupt_everywhere(sdir, name, damage, reason):
     damage(run)
     rec = records.load_run(run)
     assert rec.status == "corrupt" and reason in rec.problem, rec.problem
-    state, detail = sweep.run_state(run, None)
+    state, detail = status.run_state(run, None)
     assert state == "corrupt" and reason in detail
-    counts, _ = sweep.status_counts(sdir)
+    counts, _ = status.status_counts(sdir)
     assert counts["corrupt"] == 1 and counts["completed"] == 2
     st = load_study(sdir, jobs=1)
     row = st.runs.set_index("run_id").loc[run.name]
@@ -180,7 +179,7 @@ def test_only_manifest_runs_count_and_copies_are_excluded(sdir):
     assert not rows.loc[other.name, "included"]
     assert len(st.included) == 3 and st.groups  # n = 3, not 5
     assert next(iter(st.groups.values()))["summary"].n == 3
-    counts, rows_ = sweep.status_counts(sdir)
+    counts, rows_ = status.status_counts(sdir)
     assert counts["completed"] == 3 and len(rows_) == 3
 
 
@@ -198,9 +197,10 @@ def test_a_crafted_checkpoint_never_runs_and_the_run_restarts(tmp_path):
     cfg = tiny_cfg("ste", epochs=1)
     pwned = tmp_path / "pwned"
     run = tmp_path / "run"
-    train.prepare_run_dir(run, cfg)
-    torch.save({"config_hash": C.config_hash(cfg), "x": _Exploit(pwned)}, run / "checkpoint.pt")
-    s = train.run(cfg, run, echo=lambda m: None)
+    rundir.prepare_run_dir(run, cfg)
+    torch.save({"config_hash": resolve.config_hash(cfg), "x": _Exploit(pwned)},
+               run / "checkpoint.pt")
+    s = rundir.run(cfg, run, echo=lambda m: None)
     assert s.status == "completed" and not pwned.exists()
     assert "checkpoint unreadable" in (run / "log.txt").read_text()
 
@@ -215,19 +215,19 @@ def test_crafted_deployed_and_init_from_files_never_run(tmp_path):
         load_deployed(bad, torch.device("cpu"))
     with pytest.raises(UserError, match="method.init_from"):
         tiny_cfg("slb", sets=["method.init=from_fp", f"method.init_from={bad}"])
-        train.Trainer(tiny_cfg("slb", sets=["method.init=from_fp", f"method.init_from={bad}"]),
-                      tmp_path / "r").setup()
+        trainer.Trainer(tiny_cfg("slb", sets=["method.init=from_fp", f"method.init_from={bad}"]),
+                      tmp_path / "r").build()
     assert not pwned.exists()
 
 
 def test_a_checkpoint_of_another_config_is_ignored_not_fatal(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    train.run(tiny_cfg("ste", epochs=1), a, echo=lambda m: None)
+    rundir.run(tiny_cfg("ste", epochs=1), a, echo=lambda m: None)
     cfg_b = tiny_cfg("ste", epochs=2)
-    train.prepare_run_dir(b, cfg_b)
+    rundir.prepare_run_dir(b, cfg_b)
     shutil.copy2(a / "checkpoint.pt", b / "checkpoint.pt")
     said = []
-    s = train.run(cfg_b, b, echo=said.append)
+    s = rundir.run(cfg_b, b, echo=said.append)
     assert s.status == "completed" and s.epochs_completed == 2
     assert any("belongs to config" in m and "starting from scratch" in m for m in said)
 
@@ -276,7 +276,7 @@ def test_status_never_drops_a_manifest_entry(sdir, capsys):
             r["run_id"] = long_id
     manifest["runs"] += [5, {"run_id": "../../x"}]
     (sdir / "manifest.json").write_text(json.dumps(manifest))
-    counts, rows = sweep.status_counts(sdir)
+    counts, rows = status.status_counts(sdir)
     assert len(long_id) > 100 and counts["completed"] == 3 and counts["corrupt"] == 2
     assert long_id in {r["run_id"] for r in rows if r["state"] == "completed"}
     bad = [r["detail"] for r in rows if r["state"] == "corrupt"]
@@ -302,7 +302,7 @@ def test_the_image_cache_notices_changed_and_corrupt_files(tmp_path, monkeypatch
             for i in range(3):
                 Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(
                     root / split / c / f"{i}.png")
-    dcfg = C.DataConfig(name="imagefolder", root=str(root), augment=False)
+    dcfg = config.DataConfig(name="imagefolder", root=str(root), augment=False)
     first = data_mod.load_arrays(dcfg).x_train.copy()
     assert list((tmp_path / "cache").glob("images-*.npy"))          # cached
     target = root / "train" / "a" / "0.png"
@@ -396,19 +396,19 @@ def test_bad_spec_values(tmp_path, change, needle):
 def test_foreign_lines_and_a_corrupt_manifest_do_not_break_a_study(sdir, capsys):
     with open(sdir / "submissions.jsonl", "a") as f:
         f.write("5\n[1]\n{\"run_id\": 3}\n")
-    assert len(jobs.read_submissions(sdir)) == 3
+    assert len(backends_base.read_submissions(sdir)) == 3
     (sdir / "manifest.json").write_text("{not json")
     with pytest.raises(UserError, match="rebuilds the manifest"):
-        sweep.status_counts(sdir)
+        status.status_counts(sdir)
     assert main(["sweep", str(sdir.parent / "trust.toml"), "--executor", "debug",
                  "--results", str(sdir.parent)]) == 0
     assert (sdir / "manifest.json.corrupt-1").exists()
-    assert sweep.status_counts(sdir)[0]["completed"] == 3
+    assert status.status_counts(sdir)[0]["completed"] == 3
 
 
 def test_a_full_disk_is_one_line_and_keeps_the_last_good_records(tmp_path, monkeypatch, capsys):
     out = tmp_path / "r"
-    real = records._atomic
+    real = files.atomic_write
     calls = {"n": 0}
 
     def full(path, write):
@@ -418,14 +418,14 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_good_records(tmp_path, monke
                 raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real(path, write)
 
-    monkeypatch.setattr(records, "_atomic", full)
+    monkeypatch.setattr(files, "atomic_write", full)
     args = ["run", "--method", "ste", "--epochs", "3", "--set", "data.subset_train=100",
             "--set", "model.width=0.25", "--set", "progress=none", "--out", str(out)]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no space left" in err, err
     assert records.read_summary(out).epochs_completed == 1
-    monkeypatch.setattr(records, "_atomic", real)
+    monkeypatch.setattr(files, "atomic_write", real)
     (out / ".metrics.csv.x1y2.tmp").write_text("a killed write left this")
     assert main(args) == 0
     assert not list(out.glob(".*.tmp"))
@@ -433,7 +433,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_good_records(tmp_path, monke
 
 
 def test_non_finite_parameters_end_the_run_diverged(tmp_path, monkeypatch):
-    real = train.Trainer.train_epoch
+    real = trainer.Trainer.train_epoch
 
     def poisoned(self, epoch):
         stats = real(self, epoch)
@@ -441,8 +441,8 @@ def test_non_finite_parameters_end_the_run_diverged(tmp_path, monkeypatch):
             next(self.model.parameters()).view(-1)[0] = float("inf")
         return stats
 
-    monkeypatch.setattr(train.Trainer, "train_epoch", poisoned)
-    s = train.run(tiny_cfg("fp", epochs=2), tmp_path, echo=lambda m: None)
+    monkeypatch.setattr(trainer.Trainer, "train_epoch", poisoned)
+    s = rundir.run(tiny_cfg("fp", epochs=2), tmp_path, echo=lambda m: None)
     assert s.status == "diverged" and "after epoch 1" in s.error
 
 
@@ -481,7 +481,7 @@ def test_two_processes_checking_one_results_folder_never_trip_each_other(tmp_pat
     target = tmp_path / "res" / "s"
 
     def check(_):
-        records.ensure_writable_dir(target, "--results", "pass a writable --results directory")
+        files.ensure_writable_dir(target, "--results", "pass a writable --results directory")
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(check, range(400)))   # raised a UserError within a few calls before

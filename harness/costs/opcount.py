@@ -30,12 +30,10 @@ LQ-Net's least squares are included), averaged per step; plus the method's per-e
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import json
 import random
-import types
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +42,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from harness.config import options_dict
 from harness.tasks import models
-from harness.tasks.classify import data as data_mod
+from harness.tasks.base import get as get_task
+from harness.tasks.classify import data as classify_data
 from methods.act import make_act_quantizer
 from methods.base import Progress
 from methods.base import get as get_method
@@ -53,14 +53,15 @@ from methods.base import get as get_method
 TRAIN_STEPS = 4  # exact for per-step work that repeats every 1, 2 or 4 steps (sbn_every)
 
 @functools.lru_cache(maxsize=64)
-def _plain(mcfg, a_bits: int, num_classes: int, in_channels: int,
-           image_size: tuple[int, int], sr: Any = None) -> tuple:
+def _plain(task: str, mcfg, a_bits: int, num_classes: int, in_channels: int,
+           image_size: tuple[int, int], task_options: Any = None) -> tuple:
     """What the counts need of the float network, by layer: (name, conv?, C_out, weight
     numel, MACs), the policy's layer names, and the numel of its other inference tensors
     (the activation function, ReLU or Hardtanh, changes none of them)."""
     with torch.device("meta"):  # shapes only: no memory, no arithmetic
-        model = models.build(_Cfg(mcfg, a_bits, sr), num_classes, in_channels, image_size,
-                             None).eval()
+        registry = get_task(task).runtime().models
+        model = models.build(_Cfg(mcfg, a_bits, task_options), registry, num_classes,
+                             in_channels, image_size, None).eval()
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(torch.zeros(1, in_channels, *image_size))
     root = type(model).__name__ + "."
@@ -77,11 +78,11 @@ def _plain(mcfg, a_bits: int, num_classes: int, in_channels: int,
 
 @dataclasses.dataclass(frozen=True)
 class _Cfg:
-    """The config fields models.build reads for the float network (``sr``: the SR section,
-    for super-resolution models)."""
+    """The config fields models.build reads for the float network (``task_options``: the
+    task's section, e.g. the SR scale and depth)."""
     model: Any
     a_bits: int
-    sr: Any = None
+    task_options: Any = None
 
 
 @functools.lru_cache(maxsize=256)
@@ -102,9 +103,9 @@ def _export_numel(method: str, options_json: str, w_bits: int, conv: bool, c_out
 def inference_cost(cfg, num_classes: int, in_channels: int, image_size) -> dict[str, Any]:
     """MACs, BOPs, FLOPs, OPs and size of the deployed network (module docstring), per
     layer and in total."""
-    layers, policy, other = _plain(cfg.model, 32, num_classes, in_channels, tuple(image_size),
-                                   getattr(cfg, "sr", None))
-    options = json.dumps(dict(cfg.method_options), sort_keys=True, default=str)
+    layers, policy, other = _plain(cfg.task, cfg.model, 32, num_classes, in_channels,
+                                   tuple(image_size), cfg.task_options)
+    options = json.dumps(options_dict(cfg.method_options), sort_keys=True, default=str)
     act_numel = sum(t.numel() for t in make_act_quantizer(
         cfg.a_bits, cfg.a_quant, cfg.pact_init).state_dict().values())
     rows, code_bits, other_bits = [], 0, other * 32
@@ -131,7 +132,8 @@ def input_shape_of(cfg_dict: dict[str, Any]) -> tuple[int, tuple[int, int], int]
     its summary: the named datasets, or an image folder whose root exists here."""
     data = cfg_dict.get("data") or {}
     name = data.get("name")
-    known = data_mod.DATASETS.get(name)   # the registry's fixed shape, for records that predate
+    # the registry's fixed shape, for records that predate
+    known = classify_data.DATASETS.get(name)
     if known is not None and known.shape:  # the recorded input shape
         c, h, w, k = known.shape
         return c, (h, w), k
@@ -139,8 +141,8 @@ def input_shape_of(cfg_dict: dict[str, Any]) -> tuple[int, tuple[int, int], int]
     if name == "imagefolder" and (root / "train").is_dir():
         try:
             classes = [d for d in (root / "train").iterdir() if d.is_dir()]
-            w, h = data_mod._image_size(root)
-            if max(w, h) > data_mod.SMALL_IMAGE_MAX:
+            w, h = classify_data._image_size(root)
+            if max(w, h) > classify_data.SMALL_IMAGE_MAX:
                 h = w = 224  # streamed folders are resized to 224 px
             return 3, (h, w), len(classes)
         except Exception:  # an unreadable folder: the shape stays unknown
@@ -156,38 +158,31 @@ def _flops(fn) -> int:
     return int(counter.get_total_flops())
 
 
-def count_training_flops(trainer: Any, step_fn: Any, steps: int = TRAIN_STEPS) -> dict[str, Any]:
+def count_training_flops(shadow: Any, steps: int = TRAIN_STEPS) -> dict[str, Any]:
     """FLOPs of training steps and of the method's epoch and end hooks (module docstring),
-    on deep copies of ``trainer``'s model, method and optimizer (the LR schedule is left
-    out), so the run itself is untouched: every random-number state is restored afterwards,
-    and batches come from a generator of their own (``RunContext.train_batches``).
-    ``step_fn(trainer, x, y, progress)``: the trainer's own step (Trainer.train_step), called
-    on the copy, so a subclass's bookkeeping never sees these steps."""
-    shadow = copy.copy(trainer)
-    shadow.model, shadow.method, shadow.optimizer = copy.deepcopy(
-        (trainer.model, trainer.method, trainer.optimizer))
-    shadow.scheduler = types.SimpleNamespace(step=lambda: None)  # the LR changes no FLOPs
-    shadow.forward = shadow.model
-    shadow.run = dataclasses.replace(trainer.run, log=lambda line: None)
+    taken on ``shadow``, a trainer's ``counting_copy()`` (its own model, method and optimizer,
+    no LR schedule, no logging), so the run itself is untouched: every random-number state is
+    restored afterwards, and batches come from a generator of their own
+    (``RunContext.train_batches``)."""
     py, npy = random.getstate(), np.random.get_state()
-    devices = [trainer.device] if trainer.device.type == "cuda" else []
+    devices = [shadow.device] if shadow.device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):
-            n = min(steps, trainer.spe)
+            n = min(steps, shadow.steps_per_epoch)
             batches = list(shadow.run.train_batches(n, seed_offset=7919))
             shadow.model.train()
 
             def run_steps():
                 for i, (x, y) in enumerate(batches):
-                    step_fn(shadow, x, y, Progress(0, trainer.cfg.epochs, i, trainer.spe))
+                    shadow.step(x, y, Progress(0, shadow.cfg.epochs, i, shadow.steps_per_epoch))
 
             step = _flops(run_steps) / n
-            epoch_hook = _flops(lambda: shadow.method.after_epoch(shadow.model, shadow.run))
+            epoch_hook = _flops(shadow.epoch_hook)
             end_hook = _flops(lambda: shadow.method.after_training(shadow.model, shadow.run))
     finally:
         random.setstate(py)
         np.random.set_state(npy)
-    total = (step * trainer.spe + epoch_hook) * trainer.cfg.epochs + end_hook
+    total = (step * shadow.steps_per_epoch + epoch_hook) * shadow.cfg.epochs + end_hook
     return {"flops_per_step": step, "steps_counted": n, "epoch_hook_flops": epoch_hook,
-            "end_hook_flops": end_hook, "steps_per_epoch": trainer.spe,
+            "end_hook_flops": end_hook, "steps_per_epoch": shadow.steps_per_epoch,
             "total_flops": total}

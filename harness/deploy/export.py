@@ -31,15 +31,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from harness import config as C
-from harness import records, tasks
+from harness import files, records
+from harness.config import RunConfig, to_dict
 from harness.costs import opcount
 from harness.deploy import onnx as onnx_export
 from harness.deploy import packing
 from harness.dist import Dist
+from harness.run import checkpoint, resolve
 from harness.run.env import resolve_device
 from harness.run.trainer import Trainer
 from harness.tasks import models
+from harness.tasks.base import get as get_task
 from methods.act import make_act_quantizer
 from methods.base import (
     QLayer,
@@ -66,7 +68,7 @@ class FixedWeight(WeightQuantizer):
         return self.weight
 
 
-def _load_finished(run_dir: Path) -> tuple[C.RunConfig, records.RunSummary]:
+def _load_finished(run_dir: Path) -> tuple[RunConfig, records.RunSummary]:
     cfg_path = run_dir / "config.json"
     if not cfg_path.exists():
         raise UserError("RUN_DIR", f"{str(run_dir)!r} has no config.json; pass a run directory")
@@ -78,7 +80,7 @@ def _load_finished(run_dir: Path) -> tuple[C.RunConfig, records.RunSummary]:
     if status != "completed":
         raise UserError("RUN_DIR", f"run in {str(run_dir)!r} is {status}; finish it first with "
                         f"`python -m harness run --resume {run_dir}`")
-    return C.resolve(C.from_dict(records.read_json(cfg_path))), summary
+    return resolve.from_dict(files.read_json(cfg_path)), summary
 
 
 def export(run_dir: Path, device: str | None = None, data=None) -> dict[str, Any]:
@@ -88,10 +90,10 @@ def export(run_dir: Path, device: str | None = None, data=None) -> dict[str, Any
     run_dir = Path(run_dir)
     cfg, _ = _load_finished(run_dir)
     if device:
-        cfg = C.resolve(C.from_dict({**C.to_dict(cfg), "device": device}))
-    trainer = Trainer(cfg, run_dir)
-    trainer.setup(data)
-    if not trainer.load_checkpoint() or not trainer.final_done:
+        cfg = resolve.from_dict({**to_dict(cfg), "device": device})
+    trainer = Trainer(cfg, run_dir, data=data)
+    trainer.build()
+    if not trainer.restore() or not trainer.finished:
         raise UserError("RUN_DIR", f"{run_dir}/checkpoint.pt is missing or not final; "
                         f"finish the run with `python -m harness run --resume {run_dir}`")
     return deployed_blob(trainer)
@@ -118,12 +120,12 @@ def deployed_blob(trainer: Trainer) -> dict[str, Any]:
             modname, _, attr = key.rpartition(".")
             module = model.get_submodule(modname) if modname else model
             state[key] = getattr(module, attr).detach().cpu().clone()
-    return {"format": FORMAT, "config": C.to_dict(cfg), "config_hash": C.config_hash(cfg),
+    return {"format": FORMAT, "config": to_dict(cfg), "config_hash": resolve.config_hash(cfg),
             "num_classes": trainer.data.num_classes, "in_channels": trainer.data.in_channels,
             "image_size": list(trainer.data.image_size), "layers": layers, "state": state}
 
 
-def check_expressible(cfg: C.RunConfig, model: nn.Module) -> None:
+def check_expressible(cfg: RunConfig, model: nn.Module) -> None:
     """Refuse (UserError naming the layer) what codes/levels/scale and the recipe's
     activation quantizers cannot express: a method's own activation quantizer, a quantized
     layer without an export, codes outside [0, 2^bits)."""
@@ -146,10 +148,11 @@ def check_expressible(cfg: C.RunConfig, model: nn.Module) -> None:
                                 f"cannot be stored at {wq.bits} bits")
 
 
-def rebuild_model(cfg: C.RunConfig, num_classes: int, in_channels: int, image_size,
+def rebuild_model(cfg: RunConfig, num_classes: int, in_channels: int, image_size,
                   layers: dict[str, dict[str, Any]], state: dict | None = None) -> nn.Module:
     """The deployed network from export data alone (no method code involved)."""
-    model = models.build(cfg, num_classes, in_channels, tuple(image_size), method=None)
+    registry = get_task(cfg.task).runtime().models
+    model = models.build(cfg, registry, num_classes, in_channels, tuple(image_size), method=None)
     for name, entry in layers.items():
         layer = model.get_submodule(name)
         if "codes" in entry:
@@ -167,11 +170,11 @@ def rebuild_model(cfg: C.RunConfig, num_classes: int, in_channels: int, image_si
     return model
 
 
-def load_deployed(path: Path, device: torch.device) -> tuple[C.RunConfig, nn.Module]:
-    blob = records.load_tensors(path)
+def load_deployed(path: Path, device: torch.device) -> tuple[RunConfig, nn.Module]:
+    blob = checkpoint.load_tensors(path)
     if blob.get("format") != FORMAT:
         raise UserError("deployed.pt", f"{path} is not a {FORMAT} file")
-    cfg = C.resolve(C.from_dict(blob["config"]))
+    cfg = resolve.from_dict(blob["config"])
     model = rebuild_model(cfg, blob["num_classes"], blob["in_channels"], blob["image_size"],
                           blob["layers"], blob["state"])
     return cfg, model.to(device)
@@ -206,22 +209,23 @@ def export_run(run_dir: Path, device: str | None = None, fmt: str = "torch",
     run_dir = Path(run_dir)
     _, summary = _load_finished(run_dir)
     blob = export(run_dir, device)
-    records.atomic_torch_save(run_dir / "deployed.pt", blob)
+    checkpoint.save_tensors(run_dir / "deployed.pt", blob)
     cfg, model = load_deployed(run_dir / "deployed.pt",
                                resolve_device(device or blob["config"]["device"]))
     dev = next(model.parameters()).device
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    task = tasks.get(cfg.task)
-    require(fmt != "onnx" or task.name == "classify", "--format",
+    task = get_task(cfg.task).runtime()
+    score = task.card.headline().column
+    require(fmt != "onnx" or task.card.name == "classify", "--format",
             "the ONNX check compares class predictions: it is for classification runs; "
             "export this run with --format torch")
     data = task.load_data(cfg, dev)
-    acc = task.evaluate(model, data, cfg, dev, Dist())[task.primary]
+    acc = task.evaluate(model, data, cfg, dev, Dist())[score]
     blob["test_acc"] = acc
-    records.atomic_torch_save(run_dir / "deployed.pt", blob)
+    checkpoint.save_tensors(run_dir / "deployed.pt", blob)
     n_q = sum(1 for e in blob["layers"].values() if "codes" in e)
-    echo(f"wrote {run_dir / 'deployed.pt'}: {n_q} quantized layers; rebuilt {task.primary} "
+    echo(f"wrote {run_dir / 'deployed.pt'}: {n_q} quantized layers; rebuilt {score} "
          f"{acc:.4g} (summary: {summary.result:.4g})")
 
     packed = run_dir / packing.FILENAME
@@ -240,7 +244,7 @@ def export_run(run_dir: Path, device: str | None = None, fmt: str = "torch",
     result = ExportResult(acc, summary.result, size, fp32, exact)
     inf = opcount.inference_cost(cfg, blob["num_classes"], blob["in_channels"],
                                  blob["image_size"])
-    records.atomic_write_text(run_dir / "ops.csv", pd.DataFrame(inf["layers"]).to_csv(index=False))
+    files.atomic_write_text(run_dir / "ops.csv", pd.DataFrame(inf["layers"]).to_csv(index=False))
     echo(f"wrote {run_dir / 'ops.csv'}: MACs, BOPs and FLOPs of every layer; in all "
          f"{inf['macs']:,} MACs, {inf['bops']:,} BOPs, {inf['flops']:,} FLOPs, "
          f"{inf['ops']:,.0f} OPs per image")

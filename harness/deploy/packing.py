@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness import records
+from harness import files
 from methods.base import UserError, decode
 
 FORMAT = "slbench-packed/1"
@@ -122,7 +122,7 @@ def _zip(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
 def write_packed(path: Path, blob: dict[str, Any]) -> int:
     """Write ``blob`` (a deployed.pt dictionary) packed to ``path`` atomically; its size."""
     data = _zip(*_arrays(blob, pack=True))
-    records.atomic_write_bytes(Path(path), data)
+    files.atomic_write_bytes(Path(path), data)
     return len(data)
 
 

@@ -32,6 +32,7 @@ from harness.costs.memory import memory_costs
 from harness.report import timing
 from harness.report.load import StudyRecords, cached_per_setting, cell_name
 from harness.report.tables import Table, grouped, setting_slug
+from harness.run import resolve
 from harness.tasks import models
 
 MEMORY_BITS = (1, 2, 4)
@@ -64,7 +65,7 @@ def _inference_from_config(cfg_json: str) -> tuple[tuple[str, Any], ...]:
     if shape is None:
         return ()
     try:
-        cfg = C.resolve(C.from_dict(cfg_dict))
+        cfg = resolve.from_dict((cfg_dict))
         c, hw, k = shape
         inf = opcount.inference_cost(cfg, k, c, hw)
     except Exception:  # a config this version cannot rebuild: its costs stay n/a
@@ -310,15 +311,17 @@ def method_memory(cfg: C.RunConfig, shape: tuple[int, tuple[int, int], int]) -> 
 
 
 def _method_memory(cfg: C.RunConfig, shape, device: str) -> dict[str, int]:
-    from harness.run import trainer as train
+    from harness.run.optim import default_param_groups, make_optimizer
+    from harness.tasks.base import get as get_task
 
     c, hw, k = shape
     with torch.random.fork_rng(), torch.device(device):
         torch.manual_seed(0)
-        method = train.make_method(cfg)
-        model = models.build(cfg, k, c, tuple(hw), method)
-        groups = method.param_groups(model, train.default_param_groups(model, cfg.optim))
-        opt = train.make_optimizer(groups, cfg.optim)
+        method = resolve.make_method(cfg)
+        registry = get_task(cfg.task).runtime().models
+        model = models.build(cfg, registry, k, c, tuple(hw), method)
+        groups = method.param_groups(model, default_param_groups(model, cfg.optim))
+        opt = make_optimizer(groups, cfg.optim)
         for group in opt.param_groups:
             for p in group["params"]:
                 p.grad = torch.zeros_like(p)
@@ -353,13 +356,13 @@ def memory_rows(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
         return []
     from methods.base import get as get_method
 
-    base = C.resolve(C.from_dict(cfg_dict))
-    fp = method_memory(C.resolve(C.from_dict({**cfg_dict, "method": {"name": "fp"},
+    base = resolve.from_dict((cfg_dict))
+    fp = method_memory(resolve.from_dict(({**cfg_dict, "method": {"name": "fp"},
                                              "w_bits": 32})), shape)
     peaks = {(r["cell"][0], r["cell"][1]): r for r in cost_rows(st, setting) if r["row"] == lab}
     out = []
     for bits in sorted(set(MEMORY_BITS) & get_method(base.method).bits):
-        cfg = C.resolve(C.from_dict({**cfg_dict, "w_bits": bits}))
+        cfg = resolve.from_dict(({**cfg_dict, "w_bits": bits}))
         mem = method_memory(cfg, shape)
         run = peaks.get((bits, base.a_bits))
         out.append({"row": lab, "w_bits": bits, "a_bits": base.a_bits, **mem,

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.records import atomic_write_json, atomic_write_text
+from harness.files import atomic_write_json, atomic_write_text
 from harness.report import aggregate as AG
 from harness.report import compute as CO
 from harness.report import costs, plots

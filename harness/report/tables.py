@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.records import atomic_write_text
+from harness.files import atomic_write_text
 from harness.report import stats as S
 from harness.report import verdicts as V
 from harness.report.load import (

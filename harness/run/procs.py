@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness import files
+
 
 def _boot_id() -> str:
     try:
@@ -104,3 +106,11 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, int(sig), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+
+
+def owner_alive(run_dir: Path) -> bool:
+    """True while the process named in RUN_DIR/.owner (its trainer) still runs."""
+    try:
+        return alive(files.read_json(Path(run_dir) / ".owner"))
+    except (OSError, ValueError):
+        return False

@@ -5,7 +5,7 @@
                             [--out results/bench] [--report-runs 1000]
 
 Timing: every variant is built first; then, round after round, each variant runs ``steps``
-training steps through the real code path (harness.run.trainer.Trainer.train_step with all
+training steps through the real code path (harness.run.trainer.Trainer.step with all
 method hooks;
 the bare loop is plain nn.Conv2d/SGD/cross-entropy on the same augmented batches, so both
 see the same memory layout: the batched crop makes them channels-last), in an order that
@@ -26,6 +26,7 @@ default.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import gc
 import multiprocessing
@@ -42,19 +43,36 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from harness import config as C
-from harness import records
+from harness import config, files
 from harness.costs.memory import optimizer_state_bytes
-from harness.run import trainer as train
+from harness.run import resolve
 from harness.run.env import device_name, environment, resolve_device
+from harness.run.trainer import Trainer
 from harness.tasks import models
-from harness.tasks.classify import data as D
+from harness.tasks.classify import data as classify_data
+from harness.tasks.classify import models as classify_models
 from harness.tools.bench_records import bench_report
 from methods.base import Progress, WeightQuantizer, load_all
 
 # Step-time targets: (variant prefix, ratio denominator, limit), i.e. a variant's median step
 # time may be at most ``limit`` times the bare loop's or fp's. They were set for ResNet-20 at
 # batch 128 (TARGET_MODEL); other models get the ratios without PASS/MISS.
+# `bench`'s settings and their defaults, as its command line declares them (harness/cli.py;
+# a test keeps the two equal): what other tools (the selftest) start from
+DEFAULTS = {"model": "resnet20", "width": 1.0, "methods": None, "bits": [1, 2, 4],
+            "device": "cpu", "batch_size": 128, "rounds": 10, "steps": 2, "warmup": 2,
+            "threads": 0, "channels_last": False, "amp": False, "compile": False,
+            "memory": "held", "what": "train", "report_runs": 1000, "out": "results/bench"}
+
+
+def settings(**overrides: Any) -> argparse.Namespace:
+    """`bench`'s settings: its defaults with ``overrides``."""
+    unknown = set(overrides) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown bench settings {sorted(unknown)}")
+    return argparse.Namespace(**{**DEFAULTS, **overrides})
+
+
 TARGET_MODEL = "resnet20"
 TARGETS = [
     ("fp", "bare", 1.05), ("ste", "fp", 1.10), ("dorefa", "fp", 1.10), ("lsq", "fp", 1.10),
@@ -87,8 +105,8 @@ def _synthetic(n: int, image: int, device):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (n, 3, image, image), dtype=np.uint8)
     y = (np.arange(n) % 10).astype(np.int64)
-    return D.InMemoryData(D.Arrays(x, y, x[:256], y[:256], [str(i) for i in range(10)]),
-                          device, augment=True)
+    arrays = classify_data.Arrays(x, y, x[:256], y[:256], [str(i) for i in range(10)])
+    return classify_data.InMemoryData(arrays, device, augment=True)
 
 
 def _cfg(args, method: str, bits: int, options: dict[str, Any]):
@@ -97,7 +115,7 @@ def _cfg(args, method: str, bits: int, options: dict[str, Any]):
             "epochs": 10, "progress": "none", "channels_last": args.channels_last,
             "amp": args.amp, "compile": args.compile,
             **{f"method.{k}": v for k, v in options.items()}}
-    return C.resolve(C.from_flat(flat))
+    return resolve.resolve(config.from_flat(flat))
 
 
 def variants(args) -> list[BenchVariant]:
@@ -127,7 +145,8 @@ def _build(args, v: BenchVariant, data, device) -> None:
     gen = torch.Generator().manual_seed(0)
     if v.name == "bare":
         cfg = _cfg(args, "fp", 32, {})
-        model = models.build(cfg, 10, 3, data.image_size, method=None).to(device)
+        model = models.build(cfg, classify_models.MODELS, 10, 3, data.image_size,
+                             method=None).to(device)
         if args.channels_last:
             model.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
@@ -143,20 +162,18 @@ def _build(args, v: BenchVariant, data, device) -> None:
         v.info = {"model": model, "optimizer": opt}
         return
     cfg = _cfg(args, v.method, v.bits, v.options)
-    t = train.Trainer(cfg, Path("/nonexistent-bench-run"))
-    t.setup(data=data)
+    t = Trainer(cfg, Path("/nonexistent-bench-run"), data=data)
+    t.build()
     batches = _endless(data, cfg.batch_size, gen, cfg.channels_last)
     counter = {"step": 0}
 
     def step():
         x, y = next(batches)
-        prog = Progress(0, cfg.epochs, counter["step"], t.spe)
-        t.train_step(x, y, prog)
+        prog = Progress(0, cfg.epochs, counter["step"], t.steps_per_epoch)
+        t.step(x, y, prog)
         counter["step"] += 1
 
-    def epoch_hook():
-        t.method.after_epoch(t.model, t.run)
-    v.step, v.epoch_hook = step, epoch_hook
+    v.step, v.epoch_hook = step, t.epoch_hook
     v.info = {"model": t.model, "optimizer": t.optimizer, "trainer": t}
 
 
@@ -337,7 +354,7 @@ def check_targets(df) -> list[str]:
 
 def write(df, lines: list[str], out: Path, meta: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    records.atomic_write_text(out / "bench.csv", df.to_csv(index=False))
+    files.atomic_write_text(out / "bench.csv", df.to_csv(index=False))
     cols = ["variant", "median_step_s", "vs_bare", "vs_fp", "vs_fp_with_epoch_hook",
             "peak_train_mb", "held_mb", "mem_vs_ste_w1", "method_param_mb", "method_opt_state_mb"]
     table = df[cols]
@@ -346,7 +363,7 @@ def write(df, lines: list[str], out: Path, meta: str) -> None:
             for r in table.itertuples(index=False)]
     md = [f"# Benchmark\n\n{meta}\n", head, *body,
           "\n## Targets\n", *[f"- {line}" for line in lines], ""]
-    records.atomic_write_text(out / "bench.md", "\n".join(md))
+    files.atomic_write_text(out / "bench.md", "\n".join(md))
 
 
 def cmd_bench(args) -> int:
@@ -408,7 +425,7 @@ def time_epochs(trainer, epochs: int, warmup_epochs: int = 1) -> dict[str, Any]:
     n = trainer.data.num_train
     med = statistics.median(times)
     return {"warmup_s": warm, "epoch_s": times, "median_epoch_s": med,
-            "images_per_s": n / med, "train_images": n, "steps_per_epoch": trainer.spe,
+            "images_per_s": n / med, "train_images": n, "steps_per_epoch": trainer.steps_per_epoch,
             "train_loss": losses}
 
 

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from harness import config as C
-from harness import records
-from harness.records import atomic_write_json, atomic_write_text
+from harness import files, records
+from harness.files import atomic_write_json, atomic_write_text
 
 BENCH_CELLS = ((1, 1), (1, 2), (1, 4), (1, 32), (2, 2), (2, 32), (4, 4), (4, 32))
 # (method, variant, options, weight bits allowed, accuracy offset in points)
@@ -53,7 +53,7 @@ def _write_config(run_dir: Path, *, method: str, options: dict[str, Any] | None,
                                         unmatched=unmatched))
     d = C.to_dict(cfg)
     d["config_hash"] = C.config_hash(cfg)
-    records.atomic_write_json(run_dir / "config.json", d)
+    files.atomic_write_json(run_dir / "config.json", d)
     return d["config_hash"]
 
 

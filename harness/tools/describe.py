@@ -9,13 +9,10 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from harness import config as C
-from harness import records
+from harness import config, files, records
 from harness.errors import UserError, require
-from harness.study.backends import owner_alive
-from harness.tasks import models
-from harness.tasks.classify import data
-from methods.base import get, load_all
+from harness.run.procs import owner_alive
+from harness.tasks import base as tasks
 
 
 def config_keys() -> list[dict[str, Any]]:
@@ -27,6 +24,11 @@ def config_keys() -> list[dict[str, Any]]:
         for f in dataclasses.fields(cls):
             if f.name == "method_options":
                 continue
+            if f.name == "task_options":  # each task's own section, under its name
+                for card in tasks.load_all().values():
+                    if dataclasses.is_dataclass(card.Options) and dataclasses.fields(card.Options):
+                        walk(card.Options, f"{card.name}.")
+                continue
             if dataclasses.is_dataclass(hints[f.name]):
                 walk(hints[f.name], f"{prefix}{f.name}.")
                 continue
@@ -34,7 +36,7 @@ def config_keys() -> list[dict[str, Any]]:
             out.append({"key": prefix + f.name, "type": _type_name(hints[f.name]),
                         "default": default, "allowed": _allowed(prefix + f.name, f.metadata),
                         "help": f.metadata.get("help", "")})
-    walk(C.RunConfig, "")
+    walk(config.RunConfig, "")
     return out
 
 
@@ -45,21 +47,23 @@ def _type_name(t: Any) -> str:
 def _allowed(key: str, meta: dict) -> str:
     if meta.get("choices") is not None:
         return " | ".join(str(c) for c in meta["choices"])
-    registries = {"method": lambda: sorted(load_all()), "model.name": lambda: sorted(
-        models.describe_models()), "data.name": lambda: sorted(data.describe_datasets())}
-    if key in registries:
-        return " | ".join(registries[key]())
+    if key in ("method", "model.name", "data.name"):
+        return "(listed below)"
+    if key == "task":
+        return " | ".join(sorted(tasks.load_all()))
     lo, hi = meta.get("lo"), meta.get("hi")
     if lo is None and hi is None:
         return ""
     left = "(" if meta.get("lo_open") else "["
     right = ")" if meta.get("hi_open") else "]"
-    show = C.show_number
+    show = config.show_number
     return f"{left}{'' if lo is None else show(lo)}, {'' if hi is None else show(hi)}{right}"
 
 
 def method_options(name: str) -> list[dict[str, Any]]:
     """A method's ``method.<option>`` keys with type, default and choices."""
+    from methods.base import get
+
     cls = get(name)
     hints = typing.get_type_hints(cls.Options)
     return [{"key": f"method.{f.name}", "type": _type_name(hints[f.name]),
@@ -80,6 +84,10 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def cmd_config(args) -> int:
+    """Every config key first (from the dataclasses alone), then the registries' names: the
+    methods, and each task's models and datasets, which load their modules (and torch)."""
+    from methods.base import get, load_all
+
     if args.method:
         cls = get(args.method)
         print(f"method {cls.name} ({cls.display_name or cls.name}): weight bits "
@@ -87,16 +95,18 @@ def cmd_config(args) -> int:
         rows = method_options(args.method)
         print("\n".join(_table(rows)) if rows else "no options")
         return 0
-    print("\n".join(_table(config_keys())))
+    print("\n".join(_table(config_keys())), flush=True)
     print("\nmethods (method.<option>: python -m harness config --method NAME):")
     for name, cls in sorted(load_all().items()):
         print(f"  {name:<10} {cls.display_name or name}, weight bits {sorted(cls.bits)}")
-    print("models:")
-    for name, desc in sorted(models.describe_models().items()):
-        print(f"  {name:<12} {desc}")
-    print("datasets:")
-    for name, desc in sorted(data.describe_datasets().items()):
-        print(f"  {name:<14} {desc}")
+    for name, card in sorted(tasks.load_all().items()):
+        runtime = card.runtime()
+        print(f"task {name}: {card.description}\n  models:")
+        for model, entry in sorted(runtime.models.items()):
+            print(f"    {model:<16} {entry.description}")
+        print("  datasets:")
+        for dataset, desc in sorted(runtime.datasets.items()):
+            print(f"    {dataset:<16} {desc}")
     return 0
 
 
@@ -106,7 +116,7 @@ def cmd_show(args) -> int:
             f"{str(run_dir)!r} has no config.json; pass a run directory")
     rec = records.load_run(run_dir)
     cfg = rec.config or {}
-    flat = C.flatten({k: v for k, v in cfg.items() if k != "config_hash"})
+    flat = config.flatten({k: v for k, v in cfg.items() if k != "config_hash"})
     if "method.name" in flat:
         flat = {"method": flat.pop("method.name"), **flat}
     defaults = {**{r["key"]: r["default"] for r in config_keys()}, **_resolved_defaults(cfg)}
@@ -116,9 +126,10 @@ def cmd_show(args) -> int:
     print(f"{run_dir}: {state}" + (f" ({note})" if note else ""))
     s = rec.summary
     if s is not None:
+        headline = tasks.load_all().get(s.task, tasks.get(config.DEFAULT_TASK)).headline()
         print(f"  epochs {s.epochs_completed}/{s.epochs}, wall {s.wall_time_s:.1f}s"
-              + (f", final deployed test acc {s.final_test_acc:.2f}%"
-                 if s.final_test_acc is not None else "")
+              + (f", final deployed {headline.title} {headline.fmt(s.result)}"
+                 if s.result is not None else "")
               + (f", error: {s.error}" if s.error else ""))
         env = s.env
         print(f"  code {env.get('harness_commit', '?')}"
@@ -140,9 +151,11 @@ def _resolved_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
     names = {"method": {"name": (cfg.get("method") or {}).get("name", "fp")},
              "data": {"name": (cfg.get("data") or {}).get("name", "digits")},
              "model": {"name": (cfg.get("model") or {}).get("name", "small_cnn")},
-             "task": cfg.get("task", "classify")}
+             "task": cfg.get("task", config.DEFAULT_TASK)}
     try:
-        flat = C.flatten(C.to_dict(C.resolve(C.from_dict(names))))
+        from harness.run import resolve
+
+        flat = config.flatten(config.to_dict(resolve.from_dict(names)))
     except (UserError, ValueError, TypeError, KeyError):
         return {}
     return {k: v for k, v in flat.items()  # the names themselves keep their plain defaults
@@ -153,7 +166,7 @@ def _running_or_stale(run_dir: Path, s: records.RunSummary) -> tuple[str, str]:
     """A summary that says running is believed only while its trainer lives (RUN_DIR/.owner,
     the rule `status` and `sweep` use); a trainer on another machine cannot be checked."""
     try:
-        owner = records.read_json(run_dir / ".owner")
+        owner = files.read_json(run_dir / ".owner")
     except (OSError, ValueError):
         owner = None
     if not isinstance(owner, dict):
@@ -187,3 +200,17 @@ def _last_rows(run_dir: Path) -> list[dict[str, str]]:
             return list(csv.DictReader(f))
     except (OSError, csv.Error):
         return []
+
+
+def run_help_names() -> dict[str, Any]:
+    """What `run --help` fills in: the config defaults of the run flags' keys, and the names
+    of the methods and of every task's models and datasets."""
+    from methods.base import load_all
+
+    defaults = config.flatten(config.to_dict(config.RunConfig()))  # the run flags' keys
+    defaults["method"] = defaults.pop("method.name")
+    runtimes = [card.runtime() for card in tasks.load_all().values()]
+    return {"defaults": {k: "none" if v == "" else v for k, v in defaults.items()},
+            "method": ", ".join(sorted(load_all())),
+            "model": ", ".join(sorted(m for r in runtimes for m in r.models)),
+            "dataset": ", ".join(sorted(d for r in runtimes for d in r.datasets))}

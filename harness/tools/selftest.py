@@ -53,14 +53,18 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from harness import config as C
-from harness import records, tasks
+from harness import files, records
+from harness.config import RunConfig, to_dict
 from harness.deploy import export
 from harness.dist import Dist
 from harness.errors import UserError, require
-from harness.run import trainer as train
+from harness.run import checkpoint, resolve
 from harness.run.env import environment, resolve_device
-from harness.tasks.classify import data as data_mod
+from harness.run.rundir import prepare_run_dir
+from harness.run.trainer import Trainer
+from harness.tasks.classify import data as classify_data
+from harness.tasks.classify.runtime import evaluate as classify_evaluate
+from harness.tasks.runtime import autocast
 from harness.tools import bench
 from methods.base import load_all
 
@@ -122,40 +126,40 @@ class Summary:
 
 # --------------------------------------------------------------------------- training runs
 
-class RecordingTrainer(train.Trainer):
-    """The real Trainer, on data loaded once, keeping every step's loss (on the device: no
-    extra host syncs)."""
+class StepRecorder:
+    """A trainer's ``on_step`` hook: every step's loss (kept on the device: no extra host
+    syncs) and the first step's gradients (all-reduced under DDP)."""
 
-    def __init__(self, cfg: C.RunConfig, run_dir: Path, data=None):
-        super().__init__(cfg, run_dir, echo=lambda line: None)
-        self.preloaded = data
+    def __init__(self):
         self.losses: list[torch.Tensor] = []
+        self.first_grads: dict[str, torch.Tensor] = {}
 
-    def setup(self, data=None) -> None:
-        super().setup(data if data is not None else self.preloaded)
-
-    def train_step(self, x, y, prog):
-        loss, total, out = super().train_step(x, y, prog)
-        if not self.losses:  # the first step's gradients (all-reduced under DDP)
+    def __call__(self, trainer: Trainer, loss, total, out) -> None:
+        if not self.losses:
             self.first_grads = {n: p.grad.detach().cpu().clone()
-                                for n, p in self.model.named_parameters() if p.grad is not None}
+                                for n, p in trainer.model.named_parameters()
+                                if p.grad is not None}
         self.losses.append(loss)
-        return loss, total, out
 
-    def loss_trace(self) -> torch.Tensor:
+    def trace(self) -> torch.Tensor:
         return torch.stack(self.losses).float().cpu() if self.losses else torch.zeros(0)
 
 
-def train_once(cfg: C.RunConfig, run_dir: Path, data) -> tuple[RecordingTrainer,
+def recording_trainer(cfg: RunConfig, run_dir: Path, data=None) -> Trainer:
+    """The real Trainer, quiet, on data loaded once, recording its steps (``on_step``)."""
+    return Trainer(cfg, run_dir, echo=lambda line: None, data=data, on_step=StepRecorder())
+
+
+def train_once(cfg: RunConfig, run_dir: Path, data) -> tuple[Trainer,
                                                                records.RunSummary]:
     """One run through the trainer's guarded path into ``run_dir``."""
-    train.prepare_run_dir(run_dir, cfg)
-    t = RecordingTrainer(cfg, run_dir, data)
+    prepare_run_dir(run_dir, cfg)
+    t = recording_trainer(cfg, run_dir, data)
     return t, t.run_guarded()
 
 
-def loss_falls(t: RecordingTrainer) -> tuple[bool, dict[str, Any]]:
-    trace = t.loss_trace()
+def loss_falls(t: Trainer) -> tuple[bool, dict[str, Any]]:
+    trace = t.on_step.trace()
     k = max(1, len(trace) // 10)
     first, last = float(trace[:k].mean()), float(trace[-k:].mean())
     return last <= LOSS_FALL * first, {"steps": len(trace), "first_tenth_loss": first,
@@ -163,7 +167,7 @@ def loss_falls(t: RecordingTrainer) -> tuple[bool, dict[str, Any]]:
 
 
 @torch.no_grad()
-def logits(model: torch.nn.Module, data, cfg: C.RunConfig,
+def logits(model: torch.nn.Module, data, cfg: RunConfig,
            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Every test image's logits (as the trainer evaluates: layout, autocast) and label."""
     was = model.training
@@ -172,19 +176,19 @@ def logits(model: torch.nn.Module, data, cfg: C.RunConfig,
     for x, y in data.test_batches(cfg.data.eval_batch_size):
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with tasks.autocast(cfg, device):
+        with autocast(cfg, device):
             outs.append(model(x).float())
         ys.append(y)
     model.train(was)
     return torch.cat(outs), torch.cat(ys)
 
 
-def deployed_equals_export(t: RecordingTrainer, summary: records.RunSummary,
+def deployed_equals_export(t: Trainer, summary: records.RunSummary,
                            run_dir: Path, data) -> tuple[bool, str, dict[str, Any]]:
     """Export the finished run (harness.deploy.export), rebuild the network from deployed.pt alone,
     and compare it with the trained network in its deployed state on every test image."""
     path = run_dir / "deployed.pt"
-    records.atomic_torch_save(path, export.export(run_dir, str(t.device), data=data))
+    checkpoint.save_tensors(path, export.export(run_dir, str(t.device), data=data))
     cfg, rebuilt = export.load_deployed(path, t.device)
     if cfg.channels_last:
         rebuilt.to(memory_format=torch.channels_last)
@@ -205,10 +209,10 @@ def deployed_equals_export(t: RecordingTrainer, summary: records.RunSummary,
     return ok, detail, figures
 
 
-def same_run(a: RecordingTrainer, b: RecordingTrainer) -> tuple[bool, str, dict[str, Any]]:
+def same_run(a: Trainer, b: Trainer) -> tuple[bool, str, dict[str, Any]]:
     """Two runs of one config and seed: every step's loss, every tensor of the final model
     and every metrics row (timing columns aside) bitwise equal."""
-    la, lb = a.loss_trace(), b.loss_trace()
+    la, lb = a.on_step.trace(), b.on_step.trace()
     steps_equal = la.shape == lb.shape and torch.equal(la, lb)
     sa, sb = a.model.state_dict(), b.model.state_dict()
     differ = [k for k in sa if not torch.equal(sa[k], sb[k])]
@@ -301,40 +305,40 @@ def ddp_worker(argv: list[str]) -> int:
     """One process of the DDP check: train CONFIG into RUN_DIR as rank $RANK of $WORLD_SIZE,
     then save RESULT (losses, final state, accuracies) for the parent to compare."""
     cfg_path, run_dir, result = argv
-    cfg = C.build(cfg_path)
+    cfg = resolve.build(cfg_path)
     dist = Dist.from_env()
     if dist.main:
-        train.prepare_run_dir(Path(run_dir), cfg)
-    t = RecordingTrainer(cfg, Path(run_dir))
+        prepare_run_dir(Path(run_dir), cfg)
+    t = recording_trainer(cfg, Path(run_dir))
     s = t.run_guarded()
     with t.method.deployed(t.model):  # this rank alone, the whole test set
-        _, alone = tasks.evaluate(t.model, t.data, cfg, t.device)
-    records.atomic_torch_save(Path(result), {
+        _, alone = classify_evaluate(t.model, t.data, cfg, t.device)
+    checkpoint.save_tensors(Path(result), {
         "rank": dist.rank, "world": dist.world, "status": s.status,
         "final_test_acc": s.final_test_acc, "alone_test_acc": alone, "steps": t.step_count,
-        "losses": t.loss_trace(), "rows": t.rows, "first_grads": t.first_grads,
+        "losses": t.on_step.trace(), "rows": t.rows, "first_grads": t.on_step.first_grads,
         "state": {k: v.detach().cpu() for k, v in t.model.state_dict().items()}})
     return 0
 
 
-def sharded_first_grads(cfg: C.RunConfig, data, world: int) -> dict[str, torch.Tensor]:
+def sharded_first_grads(cfg: RunConfig, data, world: int) -> dict[str, torch.Tensor]:
     """The first step's gradient as ``world`` DDP ranks compute it, in one process: each
-    rank's rows (r, r + world, ... of the first batch, as train.Dist.shard takes them) through
+    rank's rows (r, r + world, ... of the first batch, as Dist.shard takes them) through
     their own forward (their own BN statistics) and backward, then averaged, as DDP's
     all-reduce does."""
     from methods.base import Progress
 
     grads = []
     for rank in range(world):
-        t = RecordingTrainer(cfg, Path("/nonexistent-selftest-run"), data)
-        t.setup()
+        t = recording_trainer(cfg, Path("/nonexistent-selftest-run"), data)
+        t.build()
         t.model.train()
         t.method.on_epoch_start(t.model, t.progress(0))
         x, y = next(iter(t.data.train_batches(cfg.batch_size, t.gen)))
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        t.train_step(x[rank::world], y[rank::world], Progress(0, cfg.epochs, 0, t.spe))
-        grads.append(t.first_grads)
+        t.step(x[rank::world], y[rank::world], Progress(0, cfg.epochs, 0, t.steps_per_epoch))
+        grads.append(t.on_step.first_grads)
     return {k: sum(g[k] for g in grads) / world for k in grads[0]}
 
 
@@ -417,9 +421,9 @@ class Selftest:
         self.dataset = args.dataset or detect_dataset(args.data_root, args.download)
         self.skip = set(args.skip)
         self.methods = resolve_methods(args.methods)
-        self.base = C.build(flags=self.flags("fp", 32), sets=args.set)  # validates every key
-        data_mod.check_root(self.base.data)
-        records.ensure_writable_dir(Path(args.out), "--out", "choose a writable directory")
+        self.base = resolve.build(flags=self.flags("fp", 32), sets=args.set)  # validates every key
+        classify_data.check_root(self.base.data)
+        files.ensure_writable_dir(Path(args.out), "--out", "choose a writable directory")
         self.summary = Summary(started=time.strftime("%Y-%m-%d %H:%M:%S"),
                                command=list(sys.argv))
         self.out = Path(args.out)  # the selftest's own folder once the data has loaded
@@ -435,8 +439,8 @@ class Selftest:
                 "batch_size": a.batch_size, "seed": 0, "device": a.device,
                 "progress": "none", **switches}
 
-    def cfg(self, method: str, bits: int, **switches) -> C.RunConfig:
-        return C.build(flags=self.flags(method, bits, **switches), sets=self.args.set)
+    def cfg(self, method: str, bits: int, **switches) -> RunConfig:
+        return resolve.build(flags=self.flags(method, bits, **switches), sets=self.args.set)
 
     # --- bookkeeping
     def add(self, check: Check) -> None:
@@ -469,7 +473,7 @@ class Selftest:
         s.env = device_env(self.device)
         if self.needs_data():  # unreadable data is a one-line error, before anything is written
             t = time.perf_counter()
-            self.data = data_mod.load(self.base.data, self.device)
+            self.data = classify_data.load(self.base.data, self.device)
             s.section_s["load_data"] = time.perf_counter() - t
         self.out = unique_dir(self.out, f"selftest-{time.strftime('%Y%m%d-%H%M%S')}-"
                                         f"{self.device.type}")
@@ -579,8 +583,9 @@ class Selftest:
             with self.guarded("epoch", name):
                 cfg = self.cfg("fp", 32, **SWITCHES.get(name, {}),
                                epochs=1 + a.timing_epochs)
-                t = train.Trainer(cfg, self.out / "runs" / f"epoch-{name}", echo=lambda s: None)
-                t.setup(self.data)
+                t = Trainer(cfg, self.out / "runs" / f"epoch-{name}", echo=lambda s: None,
+                            data=self.data)
+                t.build()
                 fig = bench.time_epochs(t, a.timing_epochs)
                 self.summary.epoch_times.append({"variant": name, **fig})
                 finite = all(map(_finite, fig["train_loss"]))
@@ -600,15 +605,12 @@ class Selftest:
                                             f"fp epoch, fastest switches ({best})"))
 
     def section_ratios(self) -> None:
-        from harness.cli import build_parser
-
         a = self.args
-        argv = ["bench", "--device", a.device, "--model", a.model, "--width", str(a.width),
-                "--batch-size", str(a.batch_size), "--rounds", str(a.bench_rounds),
-                "--steps", str(a.bench_steps), "--warmup", "2",
-                "--bits", *map(str, a.bench_bits), "--methods", *self.methods]
-        df, lines = bench.run_bench(build_parser(help_wanted=False).parse_args(argv),
-                                    echo=self.say)
+        wanted = bench.settings(device=a.device, model=a.model, width=a.width,
+                                batch_size=a.batch_size, rounds=a.bench_rounds,
+                                steps=a.bench_steps, warmup=2, bits=list(a.bench_bits),
+                                methods=list(self.methods))
+        df, lines = bench.run_bench(wanted, echo=self.say)
         cols = ["variant", "median_step_s", "vs_bare", "vs_fp", "vs_fp_with_epoch_hook",
                 "peak_train_mb"]
         self.summary.ratios = df[cols].to_dict("records")
@@ -628,13 +630,13 @@ class Selftest:
         cfg = self.cfg(method, bits)
         folder = self.out / "ddp"
         folder.mkdir(parents=True, exist_ok=True)
-        records.atomic_write_json(folder / "config.json", C.to_dict(cfg))
+        files.atomic_write_json(folder / "config.json", to_dict(cfg))
         backend = "nccl" if self.device.type == "cuda" else "gloo"
         label = f"{method} W{bits}/A32, 2 processes ({backend})"
         with self.guarded("ddp", f"{label}: trains"):
             codes = run_ranks(folder, world=2, cpu=self.device.type == "cpu",
                               timeout=self.args.ddp_timeout)
-            ranks = [records.load_tensors(folder / f"rank{r}.pt") if code == 0 else None
+            ranks = [checkpoint.load_tensors(folder / f"rank{r}.pt") if code == 0 else None
                      for r, code in enumerate(codes)]
             ok = all(r is not None and r["status"] == "completed" for r in ranks)
             self.add(Check("ddp", f"{label}: trains", "pass" if ok else "fail",
@@ -644,9 +646,9 @@ class Selftest:
                 return
             emulated = sharded_first_grads(cfg, self.data, world=2)
             t, summ = train_once(cfg, folder / "single", self.data)
-            single = {"losses": t.loss_trace(), "rows": t.rows, "steps": t.step_count,
+            single = {"losses": t.on_step.trace(), "rows": t.rows, "steps": t.step_count,
                       "final_test_acc": summ.final_test_acc,
-                      "grad_rel_diff": rel_diff(t.first_grads, emulated)}
+                      "grad_rel_diff": rel_diff(t.on_step.first_grads, emulated)}
             for check in compare_ddp(ranks, emulated, single):
                 self.add(check)
 
@@ -739,7 +741,7 @@ def resolve_methods(names: list[str] | None) -> list[str]:
 
 def unique_dir(parent: Path, name: str) -> Path:
     """parent/name, or parent/name-2, -3, ...: a selftest never overwrites an earlier one."""
-    records.ensure_writable_dir(parent, "--out", "choose a writable directory")
+    files.ensure_writable_dir(parent, "--out", "choose a writable directory")
     path, i = parent / name, 1
     while True:
         try:
@@ -801,8 +803,8 @@ def to_markdown(s: Summary) -> str:
 
 def write(s: Summary, out: Path) -> tuple[Path, Path]:
     js, md = out / "selftest.json", out / "selftest.md"
-    records.atomic_write_json(js, asdict(s))
-    records.atomic_write_text(md, to_markdown(s))
+    files.atomic_write_json(js, asdict(s))
+    files.atomic_write_text(md, to_markdown(s))
     return js, md
 
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from harness.errors import UserError, did_you_mean, require
-from harness.records import atomic_save_npy
+from harness.files import atomic_save_npy
 
 SUBSET_SEED = 20201  # fixed: subsets never depend on the run seed
 FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"

@@ -295,4 +295,9 @@ def load(cfg, device: torch.device) -> SrData:
                         "check the files") from None
     if dcfg.subset_test > 0:
         test_sets = [(n, imgs[: dcfg.subset_test]) for n, imgs in test_sets]
-    return SrData(train, test_sets, cfg.sr, bool(dcfg.augment), device)
+    return SrData(train, test_sets, cfg.task_options, bool(dcfg.augment), device)
+
+
+def describe_datasets() -> dict[str, str]:
+    """Dataset name -> its one-line description (for help texts)."""
+    return {name: d.description for name, d in SR_DATASETS.items()}

@@ -1,4 +1,4 @@
-"""Super-resolution networks, registered in harness/models.py's MODELS (task "sr").
+"""Super-resolution networks, each one :class:`harness.tasks.models.Model` entry of ``MODELS``.
 
 Every factory takes (num_classes = output channels, in_channels, image_size, width, act,
 scale, blocks) and maps an LR image in [0, 1] to the HR estimate; ``width`` multiplies the 64
@@ -44,6 +44,8 @@ import math
 
 import torch
 from torch import nn
+
+from harness.tasks.models import Model
 
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)  # EDSR's RGB mean of DIV2K
 
@@ -144,3 +146,11 @@ def edsr_baseline(num_classes, in_channels, image_size, width, act, scale=2, blo
 
 def srresnet(num_classes, in_channels, image_size, width, act, scale=2, blocks=0):
     return SrResNet(num_classes, in_channels, width, act, scale, blocks)
+
+
+MODELS: dict[str, Model] = {m.name: m for m in (
+    Model("edsr_baseline", "SR: EDSR baseline (Lim et al. 2017), 16 blocks x 64 channels "
+          "x model.width, no BN (task sr)", edsr_baseline, task_options=("scale", "blocks")),
+    Model("srresnet", "SR: SRResNet (Ledig et al. 2017), 16 blocks x 64 channels x "
+          "model.width, with BN (task sr)", srresnet, task_options=("scale", "blocks")),
+)}

@@ -1,0 +1,157 @@
+"""Expansion: every (variant, cell, budget, seed) of the grid becomes one resolved run, or a
+problem reported once; cells a method cannot run or the spec excludes are listed with why."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness import config
+from harness.errors import UserError, each
+from harness.run import resolve
+from harness.study.spec.cells import cell_options, variant_cells
+from harness.study.spec.methods import parsed_options, unsupported
+from harness.study.spec.schema import (
+    MAX_NAME,
+    RESOURCE_KEYS,
+    SAFE_NAME,
+    Grid,
+    Problems,
+    Run,
+    Study,
+    Variant,
+    not_recipe,
+)
+
+
+@dataclass
+class Plan:
+    """Everything expansion reads: the study, the shared recipe (problem keys set aside:
+    ``recipe_ok`` is False then), a scale's ``set``, the variants, the grid and the
+    per-cell recipe."""
+
+    study: Study
+    recipe: dict[str, Any]
+    scale_set: dict[str, Any]
+    variants: dict[str, Variant]
+    grid: Grid
+    problems: Problems
+    cell_recipe: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    recipe_ok: bool = True
+
+
+def expand(plan: Plan) -> None:
+    """Fill ``plan.study.runs`` and ``.excluded``; every problem goes to ``plan.problems``."""
+    variants, p = plan.variants, plan.problems
+    if plan.grid.chosen is not None:
+        unknown = [v for v in plan.grid.chosen if v not in variants]
+        if unknown:
+            p.add(f"grid.variants: {unknown} not defined under [variants]")
+        variants = {k: v for k, v in variants.items() if k in plan.grid.chosen}
+    for v in variants.values():
+        ok = method_ok(v, p)
+        per_cell = cell_options(v, variant_cells(v, plan.grid.bits), p)
+        if not ok or per_cell is None:
+            continue  # its method, options or per-cell options are broken: reported once,
+                      # not once per run
+        runs = [run for cell in variant_cells(v, plan.grid.bits)
+                for run in cell_runs(plan, v, cell, per_cell.get(cell, {}))]
+        if run_ids_fit(v, runs, p):
+            plan.study.runs += runs
+
+
+def cell_runs(plan: Plan, v: Variant, cell: tuple[int, int],
+              options: dict[str, Any]) -> list[Run]:
+    """A variant's runs in one cell: every budget and seed (a budget it cannot or may not
+    run is listed as excluded instead)."""
+    w, a = cell
+    runs = []
+    for budget, epochs in plan.grid.budgets.items():
+        reason = excluded(plan.grid.excludes, v.name, w, a, budget) or unsupported(v.method, w)
+        if reason is not None:
+            plan.study.excluded.append({"variant": v.name, "w_bits": w, "a_bits": a,
+                                        "epochs": epochs, "reason": reason})
+            continue
+        for seed in plan.grid.seeds:
+            run = one_run(plan, v, cell, epochs, seed, options)
+            if run is not None:
+                runs.append(run)
+    return runs
+
+
+def run_ids_fit(v: Variant, runs: list[Run], p: Problems) -> bool:
+    """Run ids (the variant's name plus cell, budget, seed and hash) are folder names, held
+    to the same pattern and length as every name that becomes a path (SAFE_NAME)."""
+    longest = max((r.run_id for r in runs), key=len, default="")
+    if SAFE_NAME.fullmatch(longest) or not longest:
+        return True
+    over = len(longest) - MAX_NAME
+    p.add(f"variants.{v.name}: the name makes run ids of up to {len(longest)} characters "
+          f"(e.g. {longest!r}), over the limit of {MAX_NAME}; shorten the variant name to at "
+          f"most {max(1, len(v.name) - over)} characters")
+    return False
+
+
+def method_ok(v: Variant, p: Problems) -> bool:
+    """The variant's method exists and its options parse; every problem reported once."""
+    try:
+        parsed_options(v.method, v.options)
+        return True
+    except UserError as err:
+        for one in each(err):
+            p.add(f"variants.{v.name}: {one}")
+        return False
+
+
+def one_run(plan: Plan, v: Variant, cell: tuple[int, int], epochs: int, seed: int,
+            cell_opts: dict[str, Any]) -> Run | None:
+    """One run resolved, or None with its problems reported. When the shared recipe had
+    problems (keys set aside, at their defaults here), a problem of a key the variant does
+    not set may only follow from those, and is left out. Its method options are the
+    variant's, then the cell's, parsed once per distinct set; a scale's ``set`` may name
+    method options too, under the variant's."""
+    study, (w, a) = plan.study, cell
+    cell_recipe = plan.cell_recipe.get(cell, {})
+    flat = {**plan.recipe, **cell_recipe, **v.recipe, **plan.scale_set, "method": v.method,
+            "w_bits": w, "a_bits": a, "epochs": epochs, "seed": seed, "progress": "line",
+            "meta.study": study.name, "meta.variant": v.name, "meta.scale": study.scale,
+            "meta.unmatched": v.unmatched}
+    scale_options = {k[len("method."):]: flat.pop(k) for k in list(flat)
+                     if k.startswith("method.")}
+    try:
+        options = parsed_options(v.method, {**scale_options, **v.options, **cell_opts})
+        cfg = resolve.resolve(dataclasses.replace(config.from_flat(flat),
+                                                  method_options=options))
+    except UserError as err:
+        report_run_problems(plan, v, cell_recipe, err)
+        return None
+    res = {**study.executor, **v.executor}
+    h = resolve.config_hash(cfg)
+    return Run(f"{v.name}_w{w}a{a}_e{epochs}_s{seed}_{h[:8]}", v.name, v.method, cfg, w, a,
+               epochs, seed, v.unmatched, tuple((k, json.dumps(res[k])) for k in RESOURCE_KEYS))
+
+
+def report_run_problems(plan: Plan, v: Variant, cell_recipe: dict[str, Any],
+                        err: UserError) -> None:
+    """A run's problems, each under what the user must change: the recipe or the variant."""
+    p = plan.problems
+    for one in each(err):
+        if one.field in plan.recipe and one.field not in v.recipe:
+            p.add(f"recipe.{one}")
+        elif plan.recipe_ok or one.field in {**v.recipe, **cell_recipe} or \
+                not_recipe(one.field):
+            p.add(f"variants.{v.name}: {one}")
+
+
+def excluded(excludes: list[dict], variant: str, w: int, a: int, e: int) -> str | None:
+    """Why the spec excludes this (variant, cell, budget), or None."""
+    for ex in excludes:
+        if ex.get("variant", variant) != variant:
+            continue
+        if "bits" in ex and list(ex["bits"]) != [w, a]:
+            continue
+        if "epochs" in ex and ex["epochs"] != e:
+            continue
+        return "excluded by the spec" + (f": {ex['reason']}" if ex.get("reason") else "")
+    return None

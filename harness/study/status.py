@@ -1,0 +1,178 @@
+"""A study's state from its records and its jobs: `status`, `cancel`, and the counts the
+sweep prints. Reads records and asks the job backends; never loads torch.
+
+    python -m harness status results/<study>
+    python -m harness cancel results/<study>
+"""
+from __future__ import annotations
+
+import collections
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import files, records
+from harness.errors import UserError
+from harness.study.backends import BACKENDS
+from harness.study.backends.base import ACTIVE, job_states, read_submissions
+
+STATES = ("pending", "running", "completed", "failed", "diverged", "interrupted", "missing",
+          "corrupt")
+
+
+def run_state(run_dir: Path, job_state: str | None) -> tuple[str, str]:
+    """(state, detail) of one expected run from its record and its last job's state."""
+    active = job_state in ACTIVE
+    rec = records.load_run(run_dir, with_metrics=False)
+    if rec.problem == "no config.json":
+        return ("pending", "") if active else ("missing", "")
+    if rec.problem:
+        return ("running", "") if active else ("corrupt", rec.problem)
+    status = rec.status
+    if status in ("completed", "diverged"):
+        return status, rec.summary.error
+    if status == "failed" and not active:
+        return "failed", rec.summary.error
+    if active:
+        return ("running" if job_state != "PENDING" and status is not None
+                and status != "pending" else "pending"), ""
+    if status == "pending":
+        return "missing", "submitted but never started" if job_state else ""
+    done = rec.summary.epochs_completed if rec.summary is not None else 0
+    return "interrupted", f"stopped at epoch {done}" + (
+        f" (last job {job_state})" if job_state else "")
+
+
+def summarize_exit(sdir: Path, finished: bool = False) -> int:
+    """1 when a run of the study failed, diverged or is corrupt, or (``finished``: nothing
+    can still be queued) did not complete, so scripts notice."""
+    counts = status_counts(sdir)[0]
+    print("states: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
+    bad = sum(v for k, v in counts.items() if k != "completed" and (finished or k in
+                                                                   ("failed", "diverged",
+                                                                    "corrupt")))
+    if bad:
+        print(f"{bad} run(s) did not complete: python -m harness status {shown_path(sdir)}",
+              file=sys.stderr)
+    return 1 if bad else 0
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def wait_for(sdir: Path, poll_s: float = 2.0, timeout_s: float = 1e9) -> None:
+    """Block until no job of the study is queued or running. The scheduler is asked at most
+    every ``poll_s`` seconds, and less often for big studies (one query per 100 jobs a second
+    at most, never slower than once a minute)."""
+    t0 = time.time()
+    while time.time() - t0 < timeout_s:
+        subs = read_submissions(sdir)
+        jstates = job_states(sdir, subs, strict=False)
+        if not any(st in ACTIVE for st in jstates.values()):
+            return
+        time.sleep(min(60.0, max(poll_s, len(subs) / 100)))
+
+
+def status_counts(sdir: Path) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    manifest_path = sdir / "manifest.json"
+    if not manifest_path.exists():
+        raise UserError("STUDY_DIR", f"{str(sdir)!r} has no manifest.json; pass a study "
+                        "directory made by `python -m harness sweep`")
+    try:
+        manifest = files.read_json(manifest_path)
+        runs = list(manifest["runs"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError("STUDY_DIR", f"{manifest_path} is corrupt ({e}); re-run the sweep "
+                        "command: it rebuilds the manifest from the spec") from None
+    subs = read_submissions(sdir)
+    jstates = job_states(sdir, subs, strict=False)
+    rows = []
+    for i, r in enumerate(runs):
+        if isinstance(r, dict) and not r.get("current", True):
+            continue  # a run of an earlier version of the spec
+        rid = r.get("run_id") if isinstance(r, dict) else None
+        if not isinstance(rid, str) or not PLAIN_NAME.fullmatch(rid):
+            rows.append(_unreadable_entry(i, r))  # counted and shown, never dropped
+            continue
+        state, detail = run_state(sdir / "runs" / r["run_id"], jstates.get(r["run_id"]))
+        sub = subs.get(r["run_id"], {})
+        rows.append({**r, "state": state, "detail": detail, "job_id": sub.get("job_id", ""),
+                     "job_state": jstates.get(r["run_id"], "")})
+    counts = {s: sum(1 for x in rows if x["state"] == s) for s in STATES}
+    return counts, rows
+
+
+# a run id that names a folder inside runs/ (any length: ids made before the spec held them
+# to SAFE_NAME's length are still classified)
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _unreadable_entry(i: int, entry: Any) -> dict[str, Any]:
+    """A manifest entry that names no run directory, as a corrupt row with the reason."""
+    shown = str(entry.get("run_id") if isinstance(entry, dict) else entry)[:80]
+    return {"run_id": shown, "variant": "?", "w_bits": "?", "a_bits": "?", "epochs": "?",
+            "state": "corrupt", "job_id": "", "job_state": "", "manifest_entry": True,
+            "detail": f"manifest.json runs[{i}] names no run directory ({shown!r} is not a "
+                      "plain folder name); re-run the sweep command to rebuild the manifest"}
+
+
+def _last_error_line(sdir: Path, row: dict[str, Any]) -> tuple[str, str]:
+    if row.get("manifest_entry"):
+        return row["detail"], str(sdir / "manifest.json")
+    run_dir = sdir / "runs" / row["run_id"]
+    log = run_dir / "log.txt"
+    line = row.get("detail", "")
+    if log.exists():
+        lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
+        if lines and not line:
+            line = lines[-1]
+    job_log = ""
+    if row.get("job_id"):
+        cand = sdir / "submitit" / f"{row['job_id']}_0_log.err"
+        job_log = str(cand) if cand.exists() else str(sdir / "submitit")
+    return line, job_log or str(log)
+
+
+def cmd_status(args) -> int:
+    sdir = Path(args.study_dir)
+    counts, rows = status_counts(sdir)
+    done = sum(counts[k] for k in ("completed", "failed", "diverged"))
+    print(f"{sdir}: {done}/{len(rows)} runs done: "
+          + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
+    per = collections.defaultdict(collections.Counter)
+    for r in rows:
+        per[(str(r.get("variant", "?")), f"W{r.get('w_bits', '?')}/A{r.get('a_bits', '?')}",
+             r.get("epochs", "?"))][r["state"]] += 1
+    for (variant, bits, e), c in sorted(per.items(), key=lambda kv: (
+            kv[0][:2], (0, kv[0][2]) if isinstance(kv[0][2], int) else (1, str(kv[0][2])))):
+        print(f"  {variant:<20} {bits:<8} e{e:<5} " + ", ".join(f"{k} {v}" for k, v in
+                                                                 sorted(c.items())))
+    bad = [r for r in rows if r["state"] in ("failed", "diverged", "interrupted", "corrupt")]
+    for r in bad:
+        line, log = _last_error_line(sdir, r)
+        print(f"  {r['state']}: {r['run_id']}: {line[:200]}  [log: {log}]")
+    jobs = sorted({r["job_id"].split("_")[0] for r in rows if r["job_id"]})
+    if jobs:
+        print("jobs: " + " ".join(jobs))
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    sdir = Path(args.study_dir)
+    if not (sdir / "manifest.json").exists():
+        raise UserError("STUDY_DIR", f"{str(sdir)!r} is not a study directory")
+    subs = read_submissions(sdir)
+    lines = []
+    for name, backend in BACKENDS.items():
+        mine = {r: s for r, s in subs.items() if s.get("executor") == name}
+        if mine:
+            lines.append(backend().cancel(sdir, mine))
+    print("; ".join(lines) if lines else "nothing was submitted for this study")
+    return 0
