@@ -30,6 +30,7 @@ test: setup system-deps lint
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 bench: setup
 	$(PY) -m harness bench

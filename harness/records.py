@@ -9,7 +9,7 @@ RUN_DIR/
   checkpoint.pt    model, optimizer, scheduler, method state, RNG states, epoch, metric rows
   log.txt          human-readable log (appended)
   deployed.pt      written by `python -m harness export`
-  sr_crop*.png     an SR run's output, HR and bicubic crops (harness/tasks.py), for reports
+  sr_crop*.png     an SR run's output, HR and bicubic crops (harness/tasks/), for reports
 
 Every file is replaced atomically (write a temp file in the same folder, fsync, rename), so
 a killed process leaves either the old or the new file, never half of one. log.txt is an
@@ -145,6 +145,13 @@ class RunSummary:
     def result(self) -> float | None:
         """The final score of the task's headline metric (accuracy %, PSNR dB, ...)."""
         return getattr(self, _result_fields(self.task)[0])
+
+    def score_text(self) -> str:
+        """The final headline score with its unit ('98.00%', '28.41 dB'); '' when none."""
+        card = tasks.load_all().get(self.task)
+        if card is None or self.result is None:
+            return ""
+        return card.headline().fmt(self.result)
 
     @property
     def best(self) -> float | None:
@@ -370,7 +377,8 @@ def _check_completed(rec: RunRecord, with_metrics: bool, columns: Columns) -> st
     if s.changed_after_training == "" and abs(final - last) > 1e-6 * max(1.0, abs(last)):
         return (f"the final {score} in summary.json ({final!r}) is not the last epoch's "
                 f"({last!r}) and the method changed nothing after training")
-    top = max(numeric[score].max(), final)
+    pick = max if headline.higher_is_better else min
+    top = pick(numeric[score].max() if pick is max else numeric[score].min(), final)
     if best is None or abs(best - top) > 1e-6 * max(1.0, abs(top)):
         return f"the best {score} in summary.json ({best!r}) disagrees with the metrics ({top!r})"
     if with_metrics:

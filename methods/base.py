@@ -1,7 +1,7 @@
 """The method interface, the registry and the quantized layer every method plugs into.
 
 A *method* decides how the weights of the quantized layers are parametrized, trained and
-deployed. The trainer (harness/train.py) only calls the hooks below, in this order, and never
+deployed. The trainer (harness/run/trainer.py) only calls the hooks below, in this order, and never
 asks which method it holds:
 
     method = get("slb")(options, w_bits)
@@ -21,8 +21,10 @@ asks which method it holds:
     method.after_training(model, run)                  # before the final evaluation
     state_dict()/load_state_dict()                     # what a resume needs beyond the model
 
-``run`` is the trainer's RunContext (harness/train.py): the config (``run.cfg``), the data
-(``run.data``), ``run.evaluate(model)``, ``run.train_batches(n)`` and ``run.log``. The trainer
+``run`` is the trainer's RunContext (harness/run/trainer.py): the config (``run.cfg``), the
+data (``run.data``), ``run.evaluate(model)`` (test loss and the task's headline score),
+``run.score`` (that metric; ``.column`` names a column about it), ``run.train_batches(n)``
+and ``run.log``. The trainer
 passes it positionally. Every hook has a do-nothing default, so a simple method overrides two
 or three of them.
 
@@ -235,7 +237,9 @@ class Method:
     name: ClassVar[str] = ""
     display_name: ClassVar[str] = ""  # how reports name it ("DoReFa-Net"); "" = ``name``
     # metrics.csv columns the method adds that reports draw as companion panels:
-    # column -> (title, (lower bound, upper bound) or None); the trainer records this
+    # column -> (title, (lower bound, upper bound) or None); the trainer records this. A
+    # column about the task's headline score says "{score}" in its name, "{score_short}" and
+    # "{score_unit}" in its title and "score" for its bounds (Method.info fills them in)
     internal_metrics: ClassVar[dict[str, tuple[str, tuple[float | None, float | None] | None]]] = {}
     # of those, the ones reports draw on a log axis (when they span a wide range)
     log_scale_metrics: ClassVar[tuple[str, ...]] = ()
@@ -250,11 +254,18 @@ class Method:
         self.w_bits = w_bits
 
     @classmethod
-    def info(cls) -> dict[str, Any]:
-        """What a run records about its method for reports (summary.json ``method_info``)."""
-        return {"display_name": cls.display_name or cls.name,
-                "internal_metrics": {k: [t, list(b) if b else None]
-                                     for k, (t, b) in cls.internal_metrics.items()},
+    def info(cls, score: Any = None) -> dict[str, Any]:
+        """What a run records about its method for reports (summary.json ``method_info``);
+        ``score``: the task's headline metric (harness/tasks/base.py Metric), for columns
+        declared about it; default: classification's test accuracy."""
+        column, short, unit, bounds = ("test_acc", "test acc", "%", (0.0, 100.0)) \
+            if score is None else (score.column, score.short, score.unit, score.bounds)
+        metrics = {}
+        for k, (title, b) in cls.internal_metrics.items():
+            b = bounds if b == "score" else b
+            metrics[k.format(score=column)] = [
+                title.format(score_short=short, score_unit=unit), list(b) if b else None]
+        return {"display_name": cls.display_name or cls.name, "internal_metrics": metrics,
                 "log_scale": list(cls.log_scale_metrics)}
 
     # --- construction

@@ -530,7 +530,9 @@ class Slb(Method):
     name = "slb"
     display_name = "SLB"
     internal_metrics = {
-        "test_acc_continuous": ("continuous-state test acc (%)", (0.0, 100.0)),
+        # the task's headline score with the continuous weights: test_acc_continuous (%) for
+        # classification, test_psnr_continuous (dB) for super-resolution
+        "{score}_continuous": ("continuous-state {score_short} ({score_unit})", "score"),
         "temperature": ("temperature tau", (0.0, None)),
         "quant_gap": ("quant_gap", (0.0, None)),
     }
@@ -681,13 +683,13 @@ class Slb(Method):
             gaps.append(float(torch.linalg.vector_norm(w_c - w_q)
                               / torch.linalg.vector_norm(w_q).clamp_min(tiny)))
             entropies.append(float(softmax_entropy(wq.logits, wq.inv_temperature, 0).mean()))
-        _, acc_continuous = run.evaluate(model)
+        _, score_continuous = run.evaluate(model)
         return {"inv_temperature": self.inv_temperature,
                 "temperature": 1.0 / self.inv_temperature,
                 "quant_gap": sum(gaps) / max(1, len(gaps)),
                 "flip_ratio": self.flip_ratio,
                 "entropy": sum(entropies) / max(1, len(entropies)),
-                "test_acc_continuous": acc_continuous}
+                f"{run.score.column}_continuous": score_continuous}
 
     def state_dict(self) -> dict[str, Any]:
         return {"calibrated": self.calibrated}

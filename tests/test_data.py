@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from harness import config
-from harness.tasks.classify import data as D
+from harness.tasks.classify import data as classify_data
 from methods.base import UserError
 
 
@@ -23,22 +23,22 @@ def dcfg(**kw) -> config.DataConfig:
 
 def test_balanced_subset_is_balanced_fixed_and_seed_free():
     labels = np.repeat(np.arange(10), 50)
-    a = D.balanced_subset(labels, 95, 10)
+    a = classify_data.balanced_subset(labels, 95, 10)
     assert len(a) == 95 and len(set(a)) == 95
     counts = np.bincount(labels[a], minlength=10)
     assert counts.max() - counts.min() <= 1
     np.random.seed(123)
     torch.manual_seed(123)
-    assert np.array_equal(a, D.balanced_subset(labels, 95, 10))
-    assert len(D.balanced_subset(labels, 0, 10)) == 500
+    assert np.array_equal(a, classify_data.balanced_subset(labels, 95, 10))
+    assert len(classify_data.balanced_subset(labels, 0, 10)) == 500
 
 
 def test_digits_fixed_stratified_split():
-    a = D.load_arrays(dcfg(name="digits"))
+    a = classify_data.load_arrays(dcfg(name="digits"))
     assert a.x_train.shape == (1347, 1, 8, 8) and a.x_test.shape == (450, 1, 8, 8)
     assert a.x_train.dtype == np.uint8 and a.x_train.max() == 255
     assert np.bincount(a.y_test).min() >= 43  # stratified: 25% of each class
-    b = D.load_arrays(dcfg(name="digits"))
+    b = classify_data.load_arrays(dcfg(name="digits"))
     assert np.array_equal(a.x_test, b.x_test)
 
 
@@ -65,7 +65,8 @@ def _write_cifar(root: Path, cifar100: bool) -> np.ndarray:
 @pytest.mark.parametrize("cifar100", [False, True])
 def test_cifar_official_pickle_layout(tmp_path, cifar100):
     first = _write_cifar(tmp_path, cifar100)
-    a = D.load_arrays(dcfg(name="cifar100" if cifar100 else "cifar10", root=str(tmp_path)))
+    name = "cifar100" if cifar100 else "cifar10"
+    a = classify_data.load_arrays(dcfg(name=name, root=str(tmp_path)))
     assert a.x_train.shape == ((20 if cifar100 else 100), 3, 32, 32)
     # official rows are 1024 red, then green, then blue values, row-major
     assert a.x_train[0, 1, 2, 3] == first[0, 1024 + 2 * 32 + 3]
@@ -89,27 +90,27 @@ def test_mnist_idx_files(tmp_path, gz):
     for s, x in xs.items():
         _write_idx(tmp_path / f"{s}-images-idx3-ubyte", x, gz)
         _write_idx(tmp_path / f"{s}-labels-idx1-ubyte", np.arange(len(x)) % 10, gz)
-    a = D.load_arrays(dcfg(name="mnist", root=str(tmp_path)))
+    a = classify_data.load_arrays(dcfg(name="mnist", root=str(tmp_path)))
     assert a.x_train.shape == (30, 1, 28, 28) and a.x_test.shape == (10, 1, 28, 28)
     assert np.array_equal(a.x_train[:, 0], xs["train"].astype(np.uint8))
 
 
 def test_fashion_mnist_from_debian_package():
-    if not Path(D.FASHION_MNIST_DEBIAN, "train-images-idx3-ubyte.gz").exists():
+    if not Path(classify_data.FASHION_MNIST_DEBIAN, "train-images-idx3-ubyte.gz").exists():
         pytest.skip("Debian's dataset-fashion-mnist is not installed (make system-deps)")
-    a = D.load_arrays(dcfg(name="fashion-mnist", subset_train=1000, subset_test=500))
+    a = classify_data.load_arrays(dcfg(name="fashion-mnist", subset_train=1000, subset_test=500))
     assert a.x_train.shape == (1000, 1, 28, 28) and a.x_test.shape == (500, 1, 28, 28)
     assert np.bincount(a.y_train).tolist() == [100] * 10
     assert a.x_train.std() > 50  # real images, not blank
 
 
 def test_imagefolder_on_the_cifar10_jpeg_copy(cifar_jpeg):
-    a = D.load_arrays(dcfg(name="imagefolder", root=str(cifar_jpeg), subset_train=50,
+    a = classify_data.load_arrays(dcfg(name="imagefolder", root=str(cifar_jpeg), subset_train=50,
                            subset_test=20))
     assert a.x_train.shape == (50, 3, 32, 32) and a.x_test.shape == (20, 3, 32, 32)
     assert a.classes[0] == "airplane" and np.bincount(a.y_train).tolist() == [5] * 10
-    files, labels, _ = D._list_images(cifar_jpeg / "train", None)
-    idx = D.balanced_subset(labels, 50, 10)
+    files, labels, _ = classify_data._list_images(cifar_jpeg / "train", None)
+    idx = classify_data.balanced_subset(labels, 50, 10)
     expect = np.asarray(Image.open(files[idx[0]]).convert("RGB")).transpose(2, 0, 1)
     assert np.array_equal(a.x_train[0], expect)
 
@@ -121,14 +122,15 @@ def test_imagefolder_on_the_cifar10_jpeg_copy(cifar_jpeg):
 ])
 def test_bad_roots_are_user_errors(name, root, msg):
     with pytest.raises(UserError, match=msg) as e:
-        D.check_root(dcfg(name=name, root=root))
+        classify_data.check_root(dcfg(name=name, root=root))
     assert e.value.field == "data.root"
 
 
 def test_crop_and_flip_match_a_per_image_reference():
     x = torch.arange(2 * 3 * 6 * 6, dtype=torch.uint8).reshape(2, 3, 6, 6)
-    data = D.InMemoryData(D.Arrays(x.numpy(), np.zeros(2, np.int64), x.numpy(),
-                                   np.zeros(2, np.int64), ["a"]), torch.device("cpu"), True)
+    arrays = classify_data.Arrays(x.numpy(), np.zeros(2, np.int64), x.numpy(),
+                                  np.zeros(2, np.int64), ["a"])
+    data = classify_data.InMemoryData(arrays, torch.device("cpu"), True)
     out = data._crop_flip(x, torch.Generator().manual_seed(5))
     g = torch.Generator().manual_seed(5)
     shift = torch.randint(0, 9, (2, 2), generator=g)
@@ -141,9 +143,9 @@ def test_crop_and_flip_match_a_per_image_reference():
 
 
 def test_subset_does_not_depend_on_the_run_seed():
-    a = D.load(tiny_data := dcfg(name="digits", subset_train=100), torch.device("cpu"))
+    a = classify_data.load(tiny_data := dcfg(name="digits", subset_train=100), torch.device("cpu"))
     torch.manual_seed(99)
-    b = D.load(tiny_data, torch.device("cpu"))
+    b = classify_data.load(tiny_data, torch.device("cpu"))
     assert torch.equal(a.x_train, b.x_train)
 
 
@@ -157,7 +159,7 @@ def test_imagenet_size_folders_stream_through_a_dataloader(tmp_path):
             for i in range(n):
                 arr = rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)
                 Image.fromarray(arr).save(tmp_path / split / c / f"{i}.png")
-    d = D.load(dcfg(name="imagefolder", root=str(tmp_path), augment=True, workers=0,
+    d = classify_data.load(dcfg(name="imagefolder", root=str(tmp_path), augment=True, workers=0,
                     subset_train=8), torch.device("cpu"))
     assert d.streamed and d.num_train == 8 and d.num_test == 4 and d.classes == ["a", "b"]
     batches = list(d.train_batches(4, torch.Generator().manual_seed(0)))

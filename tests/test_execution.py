@@ -4,7 +4,7 @@ provenance in every run, code snapshots for local sweeps, the matched check on o
 change the recipe.
 
 Runs under test are held at an epoch boundary by the trainer's test hold point
-(SLBENCH_HOLD_DIR, see harness.run.trainer.hold_point) and checked by state, never by sleeping, so
+(SLBENCH_HOLD_DIR, see harness.run.signals.hold_point) and checked by state, never by sleeping, so
 these tests pass on machines of any speed.
 """
 from __future__ import annotations

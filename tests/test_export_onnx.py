@@ -14,9 +14,8 @@ import torch
 from conftest import ROOT, tiny_cfg
 from harness import records
 from harness.costs import opcount
-from harness.deploy import export as E
+from harness.deploy import export, packing
 from harness.deploy import onnx as onnx_export
-from harness.deploy import packing
 from harness.run import rundir, trainer
 from methods.act import DorefaAct, PactAct, SignAct, export_form
 from methods.base import UserError, load_all
@@ -45,8 +44,8 @@ def _trained(method, w_bits, a_bits, a_quant, tmp_path, steps=2):
 
 
 def _deployed(t):
-    blob = E.deployed_blob(t)
-    model = E.rebuild_model(t.cfg, blob["num_classes"], blob["in_channels"],
+    blob = export.deployed_blob(t)
+    model = export.rebuild_model(t.cfg, blob["num_classes"], blob["in_channels"],
                             blob["image_size"], blob["layers"], blob["state"])
     return blob, model.eval()
 
@@ -73,7 +72,7 @@ def test_onnx_matches_the_harness_and_packing_is_exact(method, w_bits, a_bits, a
     for name, e in blob["layers"].items():
         if "codes" not in e:
             continue
-        w = E.decode(e["codes"], e["levels"], e["scale"]).numpy()
+        w = export.decode(e["codes"], e["levels"], e["scale"]).numpy()
         assert any(v.shape == w.shape and np.array_equal(v, w) for v in inits.values()), name
     # packed at the bit width, and rebuilt bit for bit
     size = packing.write_packed(tmp_path / "p.zip", blob)
@@ -84,9 +83,9 @@ def test_onnx_matches_the_harness_and_packing_is_exact(method, w_bits, a_bits, a
             assert (got == v) if k == "bits" else (got.dtype == v.dtype and torch.equal(got, v))
     assert back["state"].keys() == blob["state"].keys()
     assert all(torch.equal(back["state"][k], v) for k, v in blob["state"].items())
-    again = E.rebuild_model(t.cfg, back["num_classes"], back["in_channels"],
+    again = export.rebuild_model(t.cfg, back["num_classes"], back["in_channels"],
                             back["image_size"], back["layers"], back["state"]).eval()
-    assert E._same_network(again, model)
+    assert export._same_network(again, model)
     sizes = packing.file_sizes(blob)
     assert sizes["packed_bytes"] == size and (size < sizes["fp32_bytes"] or w_bits == 32)
     # the payload is the model size harness.costs.opcount computes from the config alone (plus the
@@ -136,7 +135,7 @@ def test_check_counts_flips_and_differing_images(tmp_path):
     blob, model = _deployed(t)
     path = tmp_path / "m.onnx"
     onnx_export.write_onnx(model, blob["in_channels"], blob["image_size"], path)
-    wrong = E.rebuild_model(t.cfg, blob["num_classes"], blob["in_channels"],
+    wrong = export.rebuild_model(t.cfg, blob["num_classes"], blob["in_channels"],
                             blob["image_size"], blob["layers"], blob["state"]).eval()
     bn = next(m for m in wrong.modules() if isinstance(m, torch.nn.BatchNorm2d))
     bn.running_mean += 0.5
@@ -150,7 +149,7 @@ def test_a_method_activation_quantizer_is_refused_naming_the_layer(tmp_path):
     t.build()  # LQ-Net's prepare() installs its own activation quantizer
     first = next(n for n, m in t.model.named_modules() if hasattr(m, "wq"))
     with pytest.raises(UserError, match=f"layer '{first}'.*LqAct, not the recipe's PactAct"):
-        E.deployed_blob(t)
+        export.deployed_blob(t)
 
 
 def _run(tmp_path, method="slb", bits=1, a_bits=1):
@@ -179,7 +178,7 @@ def test_cli_export_onnx_writes_checks_and_prints_both_accuracies(tmp_path):
     assert list(ops.columns) == ["layer", "macs", "w_bits", "a_bits", "bops", "flops", "params"]
     assert ops["macs"].sum() == summary.inference_cost["macs"]
     assert ops["bops"].sum() == summary.inference_cost["bops"]
-    r = E.export_run(out, fmt="onnx", echo=lambda s: None)
+    r = export.export_run(out, fmt="onnx", echo=lambda s: None)
     assert r.ok and r.onnx.acc_onnx == r.onnx.acc_torch == acc
     assert r.packed_bytes == (out / packing.FILENAME).stat().st_size < r.fp32_bytes
 
@@ -195,4 +194,4 @@ def test_cli_export_bad_input_is_one_line(tmp_path):
     p = _cli(run_dir, "--format", "onnx")
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "finish it first" in p.stderr
     with pytest.raises(UserError, match="--format"):
-        E.export_run(run_dir, fmt="tflite")
+        export.export_run(run_dir, fmt="tflite")

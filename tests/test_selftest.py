@@ -14,8 +14,10 @@ import torch
 from conftest import ROOT, tiny_cfg
 from harness.cli import main
 from harness.deploy import export
-from harness.tasks.classify import data as data_mod
-from harness.tools import bench, selftest
+from harness.tasks.classify import data as classify_data
+from harness.tools import bench
+from harness.tools.selftest import checks as selftest_checks
+from harness.tools.selftest import ddp as selftest_ddp
 from methods.base import Progress
 
 SMALL = ["--device", "cpu", "--dataset", "digits", "--model", "small_cnn", "--width", "0.25",
@@ -76,7 +78,7 @@ def test_selftest_runs_end_to_end_on_the_cpu(tmp_path):
                    "replicas identical", "distributed evaluation",
                    "one process on whole batches"}
     assert checks[("ddp", "first gradient equals one process on the same global batch")][
-        "figures"]["rel_diff"] < selftest.DDP_GRAD_RTOL
+        "figures"]["rel_diff"] < selftest_ddp.DDP_GRAD_RTOL
     skipped = {k["what"] for k in s["skipped"]}
     assert skipped == {"compile", "CUDA path"}
     assert {t["status"] for t in s["targets"]} == {"n/a"}  # no H100 here: nothing to judge
@@ -90,7 +92,7 @@ def test_selftest_runs_end_to_end_on_the_cpu(tmp_path):
 def test_a_failed_or_crashing_check_fails_the_selftest(tmp_path, monkeypatch, capsys):
     """A check that fails and one that raises are both failed checks (the second with its
     traceback); the selftest carries on, writes its summary and exits 1."""
-    monkeypatch.setattr(selftest, "LOSS_FALL", 0.0)  # no loss falls to zero
+    monkeypatch.setattr(selftest_checks, "LOSS_FALL", 0.0)  # no loss falls to zero
 
     def broken_export(*args, **kwargs):
         raise RuntimeError("export broke")
@@ -115,7 +117,7 @@ def test_a_failed_or_crashing_check_fails_the_selftest(tmp_path, monkeypatch, ca
 
 def _shard_grads(cfg, data, rows: slice) -> dict[str, torch.Tensor]:
     """One process's first gradient on some rows of the first batch (no all-reduce)."""
-    t = selftest.recording_trainer(cfg, Path("/nonexistent"), data)
+    t = selftest_checks.recording_trainer(cfg, Path("/nonexistent"), data)
     t.build()
     t.method.on_epoch_start(t.model, t.progress(0))
     x, y = next(iter(t.data.train_batches(cfg.batch_size, t.gen)))
@@ -128,12 +130,12 @@ def test_ddp_comparison_tells_a_wrong_shard_from_a_right_one():
     one rank's half alone (a rank that skipped the all-reduce or took the wrong rows) fails,
     and so does a buffer that differs between the replicas."""
     cfg = tiny_cfg("slb", w_bits=1)
-    data = data_mod.load(cfg.data, torch.device("cpu"))
-    emulated = selftest.sharded_first_grads(cfg, data, world=2)
+    data = classify_data.load(cfg.data, torch.device("cpu"))
+    emulated = selftest_ddp.sharded_first_grads(cfg, data, world=2)
     halves = [_shard_grads(cfg, data, slice(r, None, 2)) for r in (0, 1)]
     mean = {k: (halves[0][k] + halves[1][k]) / 2 for k in emulated}
-    assert selftest.rel_diff(mean, emulated) == 0.0
-    assert selftest.rel_diff(halves[0], emulated) > 0.3
+    assert selftest_ddp.rel_diff(mean, emulated) == 0.0
+    assert selftest_ddp.rel_diff(halves[0], emulated) > 0.3
     state = {"w": torch.ones(3), "bn.running_mean": torch.zeros(3)}
     rows = [{"train_loss": 1.0}]
 
@@ -143,11 +145,11 @@ def test_ddp_comparison_tells_a_wrong_shard_from_a_right_one():
 
     single = {"losses": torch.tensor([2.0]), "steps": 5, "rows": rows, "final_test_acc": 50.0,
               "grad_rel_diff": 0.2}
-    good = {c.name: c.status for c in selftest.compare_ddp(
+    good = {c.name: c.status for c in selftest_ddp.compare_ddp(
         [rank(mean, state), rank(mean, state)], emulated, single)}
     assert set(good.values()) == {"pass"}
     drifted = dict(state, **{"bn.running_mean": torch.tensor([0.0, 0.0, 1e-3])})
-    bad = {c.name: c.status for c in selftest.compare_ddp(
+    bad = {c.name: c.status for c in selftest_ddp.compare_ddp(
         [rank(halves[0], state), rank(halves[0], drifted)], emulated, single)}
     assert bad["first gradient equals one process on the same global batch"] == "fail"
     assert bad["replicas identical"] == "fail"
@@ -158,20 +160,20 @@ def test_compile_switch_trains_and_deploys_as_exported(tmp_path):
     """channels_last + bf16 autocast + torch.compile, as on the GPU, on a tiny model (the
     compilation costs 40-90 s on this 2-core machine, cold)."""
     cfg = tiny_cfg("fp", epochs=2, **{"data.subset_train": 256},
-                   **selftest.SWITCHES["channels_last+amp+compile"])
-    data = data_mod.load(cfg.data, torch.device("cpu"))
-    t, summary = selftest.train_once(cfg, tmp_path / "run", data)
+                   **selftest_checks.SWITCHES["channels_last+amp+compile"])
+    data = classify_data.load(cfg.data, torch.device("cpu"))
+    t, summary = selftest_checks.train_once(cfg, tmp_path / "run", data)
     assert summary.status == "completed" and t.forward is not t.model  # compiled
-    falls, fig = selftest.loss_falls(t)
+    falls, fig = selftest_checks.loss_falls(t)
     assert falls and fig["steps"] == 8, fig
-    ok, detail, fig = selftest.deployed_equals_export(t, summary, tmp_path / "run", data)
+    ok, detail, fig = selftest_checks.deployed_equals_export(t, summary, tmp_path / "run", data)
     assert ok, detail
     assert fig["same_class"] == fig["test_images"] == 200
 
 
 def test_time_epochs_times_the_trainers_real_epochs(tmp_path):
     cfg = tiny_cfg("fp", epochs=4)
-    t = selftest.recording_trainer(cfg, tmp_path)
+    t = selftest_checks.recording_trainer(cfg, tmp_path)
     t.build()
     fig = bench.time_epochs(t, epochs=2)
     assert len(fig["epoch_s"]) == 2 and all(s > 0 for s in fig["epoch_s"])
@@ -196,8 +198,8 @@ def test_inputs_are_checked_before_any_work(tmp_path, capsys):
     (tmp_path / "pickles").mkdir()
     (tmp_path / "pickles" / "data_batch_1").write_bytes(b"")
     (tmp_path / "jpeg" / "train").mkdir(parents=True)
-    assert selftest.detect_dataset(str(tmp_path / "pickles"), False) == "cifar10"
-    assert selftest.detect_dataset(str(tmp_path / "jpeg"), False) == "imagefolder"
+    assert selftest_checks.detect_dataset(str(tmp_path / "pickles"), False) == "cifar10"
+    assert selftest_checks.detect_dataset(str(tmp_path / "jpeg"), False) == "imagefolder"
     cases = [(["--device", "cpu", "--data-root", str(tmp_path)], "--data-root"),
              (["--device", "cpu"], "--data-root"),
              (["--device", "cpu", "--dataset", "digits", "--methods", "slbb"], "--methods"),
@@ -215,10 +217,10 @@ def test_nvidia_driver_is_read_from_proc(tmp_path):
     proc = tmp_path / "version"
     proc.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 "
                     "22:23:56 UTC 2024\nGCC version:  gcc version 12.3.0\n")
-    assert selftest.nvidia_driver(proc) == "550.54.15"
+    assert selftest_checks.nvidia_driver(proc) == "550.54.15"
 
 
 def test_a_selftest_never_overwrites_an_earlier_one(tmp_path):
-    a = selftest.unique_dir(tmp_path, "selftest-x-cpu")
-    b = selftest.unique_dir(tmp_path, "selftest-x-cpu")
+    a = selftest_checks.unique_dir(tmp_path, "selftest-x-cpu")
+    b = selftest_checks.unique_dir(tmp_path, "selftest-x-cpu")
     assert a != b and a.is_dir() and b.name == "selftest-x-cpu-2"

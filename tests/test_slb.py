@@ -306,7 +306,7 @@ def test_sbn_keeps_two_statistic_sets_and_evaluation_uses_the_quantized_one(tmp_
         assert bn.num_batches_tracked.item() == bn.num_batches_tracked_q.item() == t.steps_per_epoch
     x = next(t.data.test_batches(50))[0]
     with t.method.deployed(t.model):
-        for bn in bns:   # the contract harness/export.py relies on
+        for bn in bns:   # the contract harness/deploy/export.py relies on
             assert bn.running_mean is bn._buffers["running_mean"]
             assert torch.equal(bn.running_var, t.model.state_dict()[_key(t, bn, "running_var_q")])
         before = _logits(t, x)

@@ -20,7 +20,7 @@ from harness.tasks import models
 from harness.tasks.classify import Classify
 from harness.tasks.sr import SuperResolution
 from harness.tasks.sr import data as sr_data
-from harness.tasks.sr import metrics as M
+from harness.tasks.sr import metrics as sr_metrics
 from harness.tasks.sr import models as sr_models
 from methods.base import UserError, load_all, quant_layers
 
@@ -36,17 +36,17 @@ def _gray(value: int, h: int = 20, w: int = 24) -> torch.Tensor:
 def test_psnr_of_a_one_level_grey_offset_is_hand_computed():
     # R = G = B: Y = 16 + 219 v, so one 8-bit level is 219/255 on Y;
     # PSNR = 10 log10(255^2 / (219/255)^2) = 20 log10(255^2 / 219) = 49.4527 dB
-    assert M.psnr_y(_gray(101), _gray(100), 0) == pytest.approx(49.4527, abs=1e-4)
-    assert math.isinf(M.psnr_y(_gray(100), _gray(100), 2))
+    assert sr_metrics.psnr_y(_gray(101), _gray(100), 0) == pytest.approx(49.4527, abs=1e-4)
+    assert math.isinf(sr_metrics.psnr_y(_gray(100), _gray(100), 2))
 
 
 def test_psnr_crops_the_border():
     a, b = _gray(100), _gray(100).clone()
     b[:, :2, :] = 255  # differences only in the two top rows
-    assert math.isinf(M.psnr_y(a, b, 2))
+    assert math.isinf(sr_metrics.psnr_y(a, b, 2))
     # uncropped: 2 of 20 rows differ by 155 levels -> MSE = (155 * 219 / 255)^2 / 10
     mse = (155 * 219 / 255) ** 2 / 10
-    assert M.psnr_y(a, b, 0) == pytest.approx(10 * math.log10(255 ** 2 / mse), abs=1e-9)
+    assert sr_metrics.psnr_y(a, b, 0) == pytest.approx(10 * math.log10(255 ** 2 / mse), abs=1e-9)
 
 
 def test_ssim_of_two_flat_images_is_hand_computed():
@@ -54,8 +54,9 @@ def test_ssim_of_two_flat_images_is_hand_computed():
     ya, yb = 16 + 219 * 100 / 255, 16 + 219 * 140 / 255
     c1 = (0.01 * 255) ** 2
     want = (2 * ya * yb + c1) / (ya ** 2 + yb ** 2 + c1)
-    assert M.ssim_y(_gray(100, 30, 30), _gray(140, 30, 30), 2) == pytest.approx(want, abs=1e-12)
-    assert M.ssim_y(_gray(100, 30, 30), _gray(100, 30, 30), 0) == pytest.approx(1.0)
+    got = sr_metrics.ssim_y(_gray(100, 30, 30), _gray(140, 30, 30), 2)
+    assert got == pytest.approx(want, abs=1e-12)
+    assert sr_metrics.ssim_y(_gray(100, 30, 30), _gray(100, 30, 30), 0) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("border", [0, 2, 4])
@@ -65,21 +66,21 @@ def test_psnr_and_ssim_match_scikit_image_on_the_same_arrays(border):
     rng = np.random.default_rng(border)
     hr = rng.integers(0, 256, (3, 48, 40), dtype=np.uint8)
     sr = np.clip(hr.astype(int) + rng.integers(-25, 26, hr.shape), 0, 255).astype(np.uint8)
-    ya, yb = (M.rgb_to_y(torch.from_numpy(x).double() / 255).numpy() for x in (sr, hr))
+    ya, yb = (sr_metrics.rgb_to_y(torch.from_numpy(x).double() / 255).numpy() for x in (sr, hr))
     if border:
         ya, yb = ya[border:-border, border:-border], yb[border:-border, border:-border]
     sr_t, hr_t = torch.from_numpy(sr), torch.from_numpy(hr)
-    assert M.psnr_y(sr_t, hr_t, border) == pytest.approx(
+    assert sr_metrics.psnr_y(sr_t, hr_t, border) == pytest.approx(
         peak_signal_noise_ratio(yb, ya, data_range=255), abs=1e-9)
-    assert M.ssim_y(sr_t, hr_t, border) == pytest.approx(
+    assert sr_metrics.ssim_y(sr_t, hr_t, border) == pytest.approx(
         structural_similarity(yb, ya, data_range=255, gaussian_weights=True, sigma=1.5,
                               use_sample_covariance=False), abs=1e-9)
 
 
 def test_y_channel_is_matlab_rgb2ycbcr():
     px = torch.tensor([[[1.0]], [[0.0]], [[0.0]]])  # pure red: 16 + 65.481
-    assert float(M.rgb_to_y(px)) == pytest.approx(81.481)
-    assert float(M.rgb_to_y(torch.ones(3, 1, 1))) == pytest.approx(235.0)
+    assert float(sr_metrics.rgb_to_y(px)) == pytest.approx(81.481)
+    assert float(sr_metrics.rgb_to_y(torch.ones(3, 1, 1))) == pytest.approx(235.0)
 
 
 # --------------------------------------------------------------------------- degradation
@@ -87,7 +88,7 @@ def test_y_channel_is_matlab_rgb2ycbcr():
 def test_x2_bicubic_kernel_is_matlab_antialiased_cubic():
     # cubic(a=-0.5) widened 2x: taps at 0.5, 1.5, 2.5, 3.5 input pixels from the centre,
     # cubic(d/2)/2 = 0.43359375, 0.11328125, -0.03515625, -0.01171875 (hand-computed)
-    m = M.resize_matrix(16, 8, 0.5)
+    m = sr_metrics.resize_matrix(16, 8, 0.5)
     half = [-0.01171875, -0.03515625, 0.11328125, 0.43359375]
     assert m[3, 3:11].tolist() == pytest.approx(half + half[::-1], abs=1e-15)
     assert m.sum(dim=1).tolist() == pytest.approx([1.0] * 8)
@@ -103,9 +104,9 @@ def test_imresize_by_an_integer_factor_equals_the_dense_matrix(factor, size):
     """The strided shrink path (one kernel, mirrored border) against M_h x M_w^T."""
     h, w = (n * factor for n in size)
     x = torch.rand(2, 3, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    mh = M.resize_matrix(h, size[0], 1 / factor)
-    mw = M.resize_matrix(w, size[1], 1 / factor)
-    assert torch.allclose(M.imresize(x, 1 / factor), mh @ x @ mw.t(), atol=1e-13, rtol=0)
+    mh = sr_metrics.resize_matrix(h, size[0], 1 / factor)
+    mw = sr_metrics.resize_matrix(w, size[1], 1 / factor)
+    assert torch.allclose(sr_metrics.imresize(x, 1 / factor), mh @ x @ mw.t(), atol=1e-13, rtol=0)
 
 
 @pytest.mark.parametrize("scale", [0.5, 1 / 3, 0.25, 2.0, 3.0])
@@ -114,7 +115,7 @@ def test_imresize_equals_pil_bicubic_away_from_the_border(scale):
     a = rng.random((48, 60)).astype(np.float32)
     size = (math.ceil(60 * scale - 1e-9), math.ceil(48 * scale - 1e-9))
     pil = np.asarray(Image.fromarray(a, mode="F").resize(size, Image.BICUBIC))
-    ours = M.imresize(torch.from_numpy(a).double(), scale).numpy()
+    ours = sr_metrics.imresize(torch.from_numpy(a).double(), scale).numpy()
     assert ours.shape == pil.shape
     k = 6 if scale > 1 else 4  # PIL truncates the kernel at the border, MATLAB mirrors
     assert np.abs(pil - ours)[k:-k, k:-k].max() < 1e-5
@@ -123,15 +124,16 @@ def test_imresize_equals_pil_bicubic_away_from_the_border(scale):
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_degrade_shapes_range_and_constants(scale):
     rng = np.random.default_rng(scale)
-    hr = M.modcrop(torch.from_numpy(rng.integers(0, 256, (3, 50, 62), dtype=np.uint8)), scale)
+    image = torch.from_numpy(rng.integers(0, 256, (3, 50, 62), dtype=np.uint8))
+    hr = sr_metrics.modcrop(image, scale)
     assert hr.shape[-2] % scale == 0 and hr.shape[-1] % scale == 0
-    lr = M.degrade(hr, scale)
+    lr = sr_metrics.degrade(hr, scale)
     assert lr.dtype == torch.uint8
     assert lr.shape == (3, hr.shape[-2] // scale, hr.shape[-1] // scale)
-    up = M.bicubic_upscale(lr, scale)
+    up = sr_metrics.bicubic_upscale(lr, scale)
     assert up.shape == hr.shape and 0 <= float(up.min()) and float(up.max()) <= 1
     flat = _gray(77, 12 * scale, 8 * scale)
-    assert torch.equal(M.degrade(flat, scale), _gray(77, 12, 8))
+    assert torch.equal(sr_metrics.degrade(flat, scale), _gray(77, 12, 8))
 
 
 # --------------------------------------------------------------------------- tiny data
@@ -174,7 +176,7 @@ def test_sr_data_pairs_patches_and_test_images(hr_root):
     assert 0 <= float(lr.min()) and float(hr.max()) <= 1
     for x, y in zip(lr, hr):  # every LR patch is the degradation of its HR patch, up to
         # the border (the LR image was made from the whole HR image, as EDSR's)
-        inner = M.degrade(M.to_uint8(y), 2).float()[:, 1:-1, 1:-1] / 255
+        inner = sr_metrics.degrade(sr_metrics.to_uint8(y), 2).float()[:, 1:-1, 1:-1] / 255
         assert (inner - x[:, 1:-1, 1:-1]).abs().max() <= 3 / 255
     t = data.test_sets[0][1][0]
     assert t.hr.shape == (3, 20, 28) and t.lr.shape == (3, 10, 14)

@@ -1,4 +1,4 @@
-"""harness/stats.py on hand-made numbers with known answers."""
+"""harness/report/stats.py on hand-made numbers with known answers."""
 from __future__ import annotations
 
 import math

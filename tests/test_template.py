@@ -8,7 +8,7 @@ import torch
 from conftest import tiny_cfg
 from harness.deploy.export import export_and_check
 from harness.run import rundir
-from methods import _template as T
+from methods import _template as template
 from methods.base import REGISTRY, load_all, register
 
 
@@ -16,14 +16,14 @@ from methods.base import REGISTRY, load_all, register
 def ternary():
     load_all()
     assert "ternary" not in REGISTRY          # the template is never registered by itself
-    register(T.Ternary)
+    register(template.Ternary)
     yield
     del REGISTRY["ternary"]
 
 
 def test_ternary_golden_values():
     w = torch.tensor([-1.0, -0.2, 0.05, 0.3, 2.0])
-    t, alpha = T.ternary(w, 0.7)
+    t, alpha = template.ternary(w, 0.7)
     # delta = 0.7 * mean|w| = 0.7 * 0.71 = 0.497: only -1.0 and 2.0 survive
     assert t.tolist() == [-1.0, 0.0, 0.0, 0.0, 1.0]
     assert alpha.item() == pytest.approx(1.5)

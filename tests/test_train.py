@@ -109,3 +109,24 @@ def test_short_real_run_on_cifar10_jpeg_learns(cifar_jpeg, tmp_path):
     s = rundir.run(cfg, tmp_path, echo=lambda m: None)
     assert s.status == "completed"
     assert s.final_test_acc > 20.0, s.final_test_acc   # chance is 10%
+
+
+def test_raise_on_sigterm_gives_back_the_handler_it_replaced():
+    import signal
+
+    from harness.run.signals import Interrupted, raise_on_sigterm, restore_sigterm
+
+    seen = []
+    mine = lambda signum, frame: seen.append(signum)  # noqa: E731
+    old = signal.signal(signal.SIGTERM, mine)
+    try:
+        previous = raise_on_sigterm()
+        assert previous is mine
+        with pytest.raises(Interrupted):
+            signal.raise_signal(signal.SIGTERM)
+        restore_sigterm(previous)
+        assert signal.getsignal(signal.SIGTERM) is mine
+        signal.raise_signal(signal.SIGTERM)
+        assert seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -10,6 +10,7 @@ from harness.errors import require
 from harness.run import resolve
 from harness.run.rundir import run
 from harness.run.signals import Interrupted, raise_on_sigterm, restore_sigterm
+from harness.tasks.base import get as get_task
 
 
 def cmd_run(args) -> int:
@@ -37,11 +38,7 @@ def cmd_run(args) -> int:
         restore_sigterm(before)
     if summary.status == "completed":
         if Dist.from_env().main:
-            if summary.task == "classify":
-                print(f"{args.out}: completed, final deployed test accuracy "
-                      f"{summary.final_test_acc:.2f}%")
-            else:
-                print(f"{args.out}: completed, final deployed {summary.metric} "
-                      f"{summary.final_metric:.4g}")
+            title = get_task(summary.task).headline().title
+            print(f"{args.out}: completed, final deployed {title} {summary.score_text()}")
         return 0
     return 3 if summary.status == "diverged" else 1

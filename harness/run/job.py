@@ -106,7 +106,7 @@ def worker_main() -> int:
 def _work(job: dict[str, Any]) -> dict[str, Any]:
     try:
         s = run_one(job["run_dir"], int(job.get("threads", 0)))
-        return {"status": s.status, "final_test_acc": s.final_test_acc, "error": s.error}
+        return {"status": s.status, "score": s.score_text(), "error": s.error}
     except UserError as e:
         return {"status": "failed", "error": str(e)}
     except Exception as e:  # recorded as failed in the run's summary; take the next run

@@ -59,6 +59,7 @@ class RunContext:
     data: Any
     evaluate: Callable[[nn.Module], tuple[float, float]]  # (test loss, the task's score)
     log: Callable[[str], None]
+    score: Any = None        # the task's headline metric (harness/tasks/base.py Metric)
     epoch: int = 0
 
     def train_batches(self, n: int,
@@ -151,7 +152,8 @@ class Trainer:
             self.task.load_data(cfg, self.device)
         self.method = make_method(cfg)
         self.model = self.task.build_model(cfg, self.data, self.method).to(self.device)
-        self.run = RunContext(cfg, self.device, self.data, self.evaluate_model, self.log)
+        self.run = RunContext(cfg, self.device, self.data, self.evaluate_model, self.log,
+                              score=self.task.card.headline())
         self.method.prepare(self.model, self.run)
         self.model.to(self.device)
         if cfg.channels_last:
@@ -376,7 +378,8 @@ class Trainer:
             peak_mem_mb=peak_memory_mb(self.device),
             peak_mem_kind="cuda_max_allocated" if self.device.type == "cuda" else "cpu_peak_rss",
             **memory_costs(self.model, self.optimizer), config_hash=config_hash(self.cfg),
-            env=environment(self.device), method_info=type(self.method).info(),
+            env=environment(self.device),
+            method_info=type(self.method).info(self.task.card.headline()),
             data_fingerprint=getattr(self.data, "fingerprint", {}),
             **self.cost_fields(), error=error,
             changed_after_training=self.method.changed_after_training() if self.finished

@@ -17,6 +17,7 @@ from harness import files, records
 from harness.errors import UserError
 from harness.study.backends import BACKENDS
 from harness.study.backends.base import ACTIVE, job_states, read_submissions
+from harness.tasks import base as tasks
 
 STATES = ("pending", "running", "completed", "failed", "diverged", "interrupted", "missing",
           "corrupt")
@@ -24,8 +25,12 @@ STATES = ("pending", "running", "completed", "failed", "diverged", "interrupted"
 
 def run_state(run_dir: Path, job_state: str | None) -> tuple[str, str]:
     """(state, detail) of one expected run from its record and its last job's state."""
+    return state_of(records.load_run(run_dir, with_metrics=False), job_state)
+
+
+def state_of(rec: records.RunRecord, job_state: str | None) -> tuple[str, str]:
+    """(state, detail) of a run record given its last job's state."""
     active = job_state in ACTIVE
-    rec = records.load_run(run_dir, with_metrics=False)
     if rec.problem == "no config.json":
         return ("pending", "") if active else ("missing", "")
     if rec.problem:
@@ -101,10 +106,14 @@ def status_counts(sdir: Path) -> tuple[dict[str, int], list[dict[str, Any]]]:
         if not isinstance(rid, str) or not PLAIN_NAME.fullmatch(rid):
             rows.append(_unreadable_entry(i, r))  # counted and shown, never dropped
             continue
-        state, detail = run_state(sdir / "runs" / r["run_id"], jstates.get(r["run_id"]))
+        rec = records.load_run(sdir / "runs" / r["run_id"], with_metrics=False)
+        state, detail = state_of(rec, jstates.get(r["run_id"]))
         sub = subs.get(r["run_id"], {})
+        done = state == "completed" and rec.summary is not None
         rows.append({**r, "state": state, "detail": detail, "job_id": sub.get("job_id", ""),
-                     "job_state": jstates.get(r["run_id"], "")})
+                     "job_state": jstates.get(r["run_id"], ""),
+                     "score": rec.summary.result if done else None,
+                     "task": rec.summary.task if done else None})
     counts = {s: sum(1 for x in rows if x["state"] == s) for s in STATES}
     return counts, rows
 
@@ -147,13 +156,18 @@ def cmd_status(args) -> int:
     print(f"{sdir}: {done}/{len(rows)} runs done: "
           + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
     per = collections.defaultdict(collections.Counter)
+    scores = collections.defaultdict(list)
     for r in rows:
-        per[(str(r.get("variant", "?")), f"W{r.get('w_bits', '?')}/A{r.get('a_bits', '?')}",
-             r.get("epochs", "?"))][r["state"]] += 1
-    for (variant, bits, e), c in sorted(per.items(), key=lambda kv: (
+        key = (str(r.get("variant", "?")), f"W{r.get('w_bits', '?')}/A{r.get('a_bits', '?')}",
+               r.get("epochs", "?"))
+        per[key][r["state"]] += 1
+        if r.get("score") is not None:
+            scores[key].append((r["task"], r["score"]))
+    for key, c in sorted(per.items(), key=lambda kv: (
             kv[0][:2], (0, kv[0][2]) if isinstance(kv[0][2], int) else (1, str(kv[0][2])))):
-        print(f"  {variant:<20} {bits:<8} e{e:<5} " + ", ".join(f"{k} {v}" for k, v in
-                                                                 sorted(c.items())))
+        variant, bits, e = key
+        print(f"  {variant:<20} {bits:<8} e{e:<5} " + ", ".join(
+            f"{k} {v}" for k, v in sorted(c.items())) + _mean_score(scores.get(key, [])))
     bad = [r for r in rows if r["state"] in ("failed", "diverged", "interrupted", "corrupt")]
     for r in bad:
         line, log = _last_error_line(sdir, r)
@@ -162,6 +176,18 @@ def cmd_status(args) -> int:
     if jobs:
         print("jobs: " + " ".join(jobs))
     return 0
+
+
+def _mean_score(scores: list[tuple[str, float]]) -> str:
+    """', mean test accuracy 91.20%' over a group's completed runs (their task's headline);
+    '' when there are none."""
+    if not scores:
+        return ""
+    card = tasks.load_all().get(scores[0][0])
+    if card is None:
+        return ""
+    headline = card.headline()
+    return f", mean {headline.title} {headline.fmt(sum(s for _, s in scores) / len(scores))}"
 
 
 def cmd_cancel(args) -> int:

@@ -43,6 +43,7 @@ class Metric:
     bounds: tuple[float | None, float | None] = (None, None)
     higher_is_better: bool = True
     digits: int = 2
+    short: str = ""               # a short title for labels ("test acc"); "" = ``title``
 
     def fmt(self, value: float | None) -> str:
         """'91.20%' or '28.41 dB'; 'n/a' for a missing value."""
@@ -54,6 +55,10 @@ class Metric:
     def within(self, value: float) -> bool:
         lo, hi = self.bounds
         return math.isfinite(value) and (lo is None or value >= lo) and (hi is None or value <= hi)
+
+    def __post_init__(self):
+        if not self.short:
+            object.__setattr__(self, "short", self.title)
 
     @property
     def label(self) -> str:

@@ -1,8 +1,8 @@
 """Synthetic run records for timing the report (`python -m harness bench --what report`).
 
 ``synthetic_run`` writes one run directory through the same schema and writers as the
-trainer: config.json from ``harness.config`` (``C.RunConfig``, ``C.to_dict``,
-``C.config_hash``), metrics.csv with ``records.write_metrics`` and summary.json as a
+trainer: config.json from ``harness.config`` (``config.RunConfig``, ``config.to_dict``,
+``resolve.config_hash``), metrics.csv with ``records.write_metrics`` and summary.json as a
 ``records.RunSummary`` (``method_info`` from the method's own declaration, ``peak_mem_kind``
 one of ``records.PEAK_MEM_KINDS``) with ``records.write_summary``. The numbers are whatever
 the caller passes.
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from harness import config as C
-from harness import files, records
+from harness import config, files, records
 from harness.files import atomic_write_json, atomic_write_text
+from harness.run import resolve
 
 BENCH_CELLS = ((1, 1), (1, 2), (1, 4), (1, 32), (2, 2), (2, 32), (4, 4), (4, 32))
 # (method, variant, options, weight bits allowed, accuracy offset in points)
@@ -46,13 +46,14 @@ def _write_config(run_dir: Path, *, method: str, options: dict[str, Any] | None,
                   variant: str, w_bits: int, a_bits: int, epochs: int, seed: int, model: str,
                   dataset: str, study: str, scale: str, unmatched: bool) -> str:
     """config.json as the trainer writes it; returns its config_hash."""
-    cfg = C.RunConfig(method=method, method_options=dict(options or {}), w_bits=w_bits,
-                      a_bits=a_bits, epochs=epochs, seed=seed,
-                      model=C.ModelConfig(name=model), data=C.DataConfig(name=dataset),
-                      meta=C.MetaConfig(study=study, variant=variant, scale=scale,
-                                        unmatched=unmatched))
-    d = C.to_dict(cfg)
-    d["config_hash"] = C.config_hash(cfg)
+    cfg = config.RunConfig(method=method, method_options=dict(options or {}), w_bits=w_bits,
+                           a_bits=a_bits, epochs=epochs, seed=seed,
+                           model=config.ModelConfig(name=model),
+                           data=config.DataConfig(name=dataset),
+                           meta=config.MetaConfig(study=study, variant=variant, scale=scale,
+                                                  unmatched=unmatched))
+    d = config.to_dict(cfg)
+    d["config_hash"] = resolve.config_hash(cfg)
     files.atomic_write_json(run_dir / "config.json", d)
     return d["config_hash"]
 

@@ -22,8 +22,7 @@ class DebugBackend:
         for r in runs:
             try:
                 s = job.run_one(str(ctx.sdir / "runs" / r.run_id))
-                what = s.status + (f" {s.final_test_acc:.2f}%" if s.final_test_acc is not None
-                                   else "")
+                what = f"{s.status} {s.score_text()}".rstrip()
             except Exception as e:  # noqa: BLE001 - recorded in the run's summary
                 what = f"failed ({f'{type(e).__name__}: {e}'.splitlines()[0][:200]})"
             ctx.echo(f"  {r.run_id}: {what}")

@@ -157,9 +157,7 @@ class LocalPool:
                 t_start: float) -> None:
         elapsed = time.monotonic() - t_start
         eta = elapsed / done * (total - done)
-        acc = result.get("final_test_acc")
-        what = result.get("status", "?") + (f" {acc:.2f}%" if isinstance(acc, (int, float))
-                                            else "")
+        what = f"{result.get('status', '?')} {result.get('score') or ''}".rstrip()
         if result.get("error") and result.get("status") != "completed":
             what += f" ({result['error'][:160]})"
         self.ctx.echo(f"[{done}/{total}] {Path(run).name}: {what} in "

@@ -13,7 +13,7 @@ class Classify(Task):
     description = "image classification: cross-entropy, top-1 accuracy of the deployed network"
     columns = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr",
                "epoch_time_s", "samples_per_s")
-    metrics = (Metric("test_acc", "test accuracy", "%", (0.0, 100.0)),)
+    metrics = (Metric("test_acc", "test accuracy", "%", (0.0, 100.0), short="test acc"),)
     final_field = "final_test_acc"
     best_field = "best_test_acc"
     runtime_module = "harness.tasks.classify.runtime"

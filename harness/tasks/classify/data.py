@@ -11,7 +11,7 @@ seed, so every method and seed of a study sees the same images.
 Every dataset is one :class:`Dataset` entry of ``DATASETS`` (name, one-line description, loader,
 default augmentation, data root, root check); :func:`check_name`, :func:`default_augment`,
 :func:`check_root`, :func:`load` and :func:`describe_datasets` read only that registry.
-Super-resolution data (HR images, bicubic LR, patches) is harness/sr_data.py, with its own
+Super-resolution data (HR images, bicubic LR, patches) is harness/tasks/sr/data.py, with its own
 registry.
 """
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Super-resolution data: HR images, their bicubic LR versions, training patches, test images.
 
 Every SR dataset is one :class:`SrDataset` entry of ``SR_DATASETS`` (the classification
-datasets are in harness/data.py); the SR task (harness/tasks.py) reads only this registry.
+datasets are in harness/tasks/classify/data.py); the SR task (harness/tasks/sr/) reads only
+this registry.
 
 - ``hr_folder``: ``data.root`` holds ``train/`` and ``test/`` folders of HR images (PNG, JPEG,
   ...; searched recursively, sorted by path). DIV2K / Set5 / Set14 / B100 / Urban100 as

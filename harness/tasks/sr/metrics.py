@@ -10,7 +10,7 @@ BasicSR follow them; facts recalled, the sources themselves not available offlin
   to sum 1, and MATLAB's symmetric border (index 0 reads pixel 1, index -1 reads pixel 2).
   Checked here against the hand-computed x2 kernel and against PIL's bicubic (same kernel) on
   interior pixels; not checked against MATLAB itself (not available offline). Measured on
-  the stand-in test set (harness/sr_data.py), the bicubic floor (downscale, 8 bits, upscale)
+  the stand-in test set (harness/tasks/sr/data.py), the bicubic floor (downscale, 8 bits, upscale)
   at x2/x3/x4 is 31.644/29.336/28.017 dB here, 31.639/29.334/28.015 with PIL's bicubic (same
   kernel, borders truncated), 31.811/29.459/28.127 with torch's antialiased bicubic (a =
   -0.75) and 31.951/27.968/26.820 with torch's default (no antialiasing): PSNR from a torch
