@@ -40,11 +40,14 @@ PROGRESS = ("auto", "bar", "line", "none")
 SEED_LIMIT = 2**32
 BIG = 10**9  # an upper bound for counts that only guards against typos (1e7 for 1e3)
 # Keys that do not change what is computed; left out of the config hash (the run id).
-NON_SEMANTIC = ("device", "data.root", "data.download", "data.workers", "progress", "loggers")
+NON_SEMANTIC = ("device", "data.root", "data.download", "data.workers", "progress", "loggers",
+                "meta.tuned_by")
 # Keys added after run records existed, at the value that computes what the code did before
 # them: left out of the config hash at that value, so earlier run ids stay valid. (Method
 # options say the same through Method.inert_options.)
-LATER_KEYS = {"optim.quant_lr_scale": 1.0, "model.block": "standard", "model.shortcut": "B"}
+LATER_KEYS = {"optim.quant_lr_scale": 1.0, "model.block": "standard", "model.shortcut": "B",
+              "data.val_split": 0.0, "data.val_seed": 0, "init.source": "", "init.epochs": 0,
+              "meta.stage": "", "meta.tuned": []}
 
 
 def coerce(value: Any, annotation: Any, field: str) -> Any:
@@ -107,6 +110,11 @@ class DataConfig:
     eval_batch_size: int = opt(500, "batch size of evaluation", lo=1, hi=10**6)
     workers: int = opt(4, "DataLoader workers for streamed (ImageNet-size) folders", lo=0,
                        hi=256)
+    val_split: float = opt(0.0, "validation images held out of the training images: a "
+                                "fraction (< 1) or a count; 0 = none. Stratified by class and "
+                                "fixed by data.val_seed, never by the run seed", lo=0, hi=BIG)
+    val_seed: int = opt(0, "seed of the validation split (the same images for every run)",
+                        lo=0, hi=SEED_LIMIT, hi_open=True)
 
 
 @dataclass(frozen=True)
@@ -147,12 +155,29 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class InitConfig:
+    """Where a run's weights start: the method's own initialisation, or a full-precision run
+    (pretraining as a study stage; each method maps the weights, methods/base.py)."""
+    source: str = opt("", "a completed full-precision run whose weights this run starts from: "
+                          "a run directory, or (in a study, set by the sweep) a run id of the "
+                          "same study; empty = the method's own initialisation")
+    epochs: int = opt(0, "the epochs that source trained, counted in the matched budget "
+                         "(pretrain + this run's epochs)", lo=0, hi=10**6)
+
+
+@dataclass(frozen=True)
 class MetaConfig:
     """Bookkeeping from the sweep; part of the record, and of the hash."""
     study: str = opt("", "study name (set by the sweep)")
     variant: str = opt("", "variant name (set by the sweep)")
     scale: str = opt("", "scale profile (set by the sweep)")
     unmatched: bool = opt(False, "the variant changes the shared recipe (set by the sweep)")
+    stage: str = opt("", "the study stage: \"tune\" for a tuning trial, else empty (set by the "
+                         "sweep)")
+    tuned: tuple[str, ...] = opt((), "the keys whose values the study's tuning chose (set by "
+                                     "the sweep)")
+    tuned_by: str = opt("", "the tuning that chose them: a hash of its trial run ids (not part "
+                            "of the run id)")
 
 
 @dataclass(frozen=True)
@@ -167,6 +192,7 @@ class RunConfig:
     model: ModelConfig = opt(None, "model section", factory=ModelConfig)
     data: DataConfig = opt(None, "data section", factory=DataConfig)
     optim: OptimConfig = opt(None, "optimizer section", factory=OptimConfig)
+    init: InitConfig = opt(None, "initialisation section", factory=InitConfig)
     epochs: int = opt(10, "training epochs", lo=1, hi=10**6)
     seed: int = opt(0, "run seed", lo=0, hi=SEED_LIMIT, hi_open=True)
     batch_size: int = opt(128, "training batch size", lo=1, hi=10**6)
@@ -185,7 +211,8 @@ class RunConfig:
                              factory=dict)
 
 
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "meta": MetaConfig}
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "init": InitConfig,
+            "meta": MetaConfig}
 DEFAULT_TASK = RunConfig.task
 # the two fields whose values are parsed by a registry (harness/run/resolve.py): raw dicts in
 # a config read from keys, the method's and the task's frozen options once resolved

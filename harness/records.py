@@ -330,6 +330,12 @@ def _number(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
+def _val_split(config: dict[str, Any]) -> bool:
+    """Whether a config.json holds out a validation split (its metrics then have val columns)."""
+    data = config.get("data")
+    return isinstance(data, dict) and bool(data.get("val_split"))
+
+
 def _check_completed(rec: RunRecord, with_metrics: bool, columns: Columns) -> str:
     import pandas as pd  # only here: status of a study without completed runs needs none
 
@@ -337,7 +343,7 @@ def _check_completed(rec: RunRecord, with_metrics: bool, columns: Columns) -> st
     task = tasks.load_all().get(rec.config.get("task", DEFAULT_TASK))
     if task is None:
         return f"config.json names an unknown task {rec.config.get('task')!r}"
-    standard = list(task.columns)
+    standard = list(task.columns) + list(task.val_columns() if _val_split(rec.config) else ())
     if s.epochs_completed != want:
         return f"completed with {s.epochs_completed} of {want} epochs"
     if s.task != task.name:

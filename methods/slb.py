@@ -115,10 +115,10 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from methods._fpstate import load_fp_state
 from methods.base import (
     Method,
     Progress,
-    UserError,
     WeightQuantizer,
     code_dtype,
     parse_options,
@@ -585,6 +585,12 @@ class Slb(Method):
             logits.mul_(self.opt.init_std)
         return SlbWeight(w, self.w_bits, v, logits)
 
+    def fp_quantizer(self, layer: Any, name: str) -> SlbWeight:
+        """From a trained fp network (init.source): the from_fp logits of its weight."""
+        w = layer.weight.detach()
+        v = self.candidates.to(w)
+        return SlbWeight(w, self.w_bits, v, fp_logits(w, v))
+
     def _fp_weight(self, name: str, w: torch.Tensor) -> torch.Tensor:
         if not self.opt.init_from:
             return w
@@ -696,21 +702,3 @@ class Slb(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.calibrated = bool(state.get("calibrated", False))
-
-
-def load_fp_state(path: str) -> dict[str, torch.Tensor]:
-    """Float weights by parameter name from a harness checkpoint, a deployed.pt or a state dict."""
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)  # never runs code
-    except Exception as e:  # any unreadable file is the user's to fix
-        raise UserError("method.init_from", f"cannot read {path!r} ({type(e).__name__}); "
-                        "pass a checkpoint.pt or a saved state dict") from None
-    if isinstance(blob, dict) and isinstance(blob.get("model"), dict):
-        blob = blob["model"]
-    elif isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict):
-        blob = blob["state_dict"]
-    elif isinstance(blob, dict) and isinstance(blob.get("layers"), dict):
-        blob = {f"{k}.weight": v["weight"] for k, v in blob["layers"].items() if "weight" in v}
-    require(isinstance(blob, dict), "method.init_from",
-            f"{path!r} holds no state dict; pass a checkpoint.pt or a saved state dict")
-    return {k: v for k, v in blob.items() if torch.is_tensor(v)}

@@ -26,6 +26,7 @@ class TaskRuntime:
     card: type[base.Task] = base.Task
     models: dict[str, models.Model] = {}
     datasets: dict[str, str] = {}    # name -> one-line description (help texts, `config`)
+    has_val_split = False            # whether data.val_split may hold out validation images
 
     # --- checks (config resolution; no I/O)
     def check(self, cfg) -> None:
@@ -34,6 +35,8 @@ class TaskRuntime:
         models.check(cfg.model, self.models)
         require(cfg.data.name in self.datasets, "data.name",
                 self.unknown(cfg.data.name, "dataset", "datasets"))
+        require(not cfg.data.val_split or self.has_val_split, "data.val_split",
+                f"task {self.card.name} has no validation split yet; drop data.val_split")
 
     def unknown_model(self, name: str) -> str:
         return self.unknown(name, "model", "models")
@@ -81,6 +84,12 @@ class TaskRuntime:
 
     def evaluate(self, model: nn.Module, data, cfg, device: torch.device, dist) -> dict[str, float]:
         """The test columns of metrics.csv (test_loss first, then the scores)."""
+        raise NotImplementedError
+
+    def evaluate_val(self, model: nn.Module, data, cfg, device: torch.device,
+                     dist) -> dict[str, float]:
+        """The validation columns (``val_loss`` and ``val_`` + each score, on the images
+        data.val_split holds out; a task with ``has_val_split`` implements it)."""
         raise NotImplementedError
 
     # --- records and output
