@@ -25,14 +25,15 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from harness import config, files
+from harness import config, files, stages
 from harness.errors import UserError
 from harness.run.resolve import config_hash
 from harness.run.rundir import prepare_run_dir
+from harness.study import schedule
 from harness.study.backends import BACKENDS, slurm
-from harness.study.backends.base import Submit, job_states, read_submissions
 from harness.study.spec import Run, SpecErrors, Study, load_spec, print_plan
-from harness.study.status import run_state, shown_path, summarize_exit, wait_for
+from harness.study.spec.schema import Slot
+from harness.study.status import shown_path, summarize_exit, wait_for
 
 EXECUTORS = tuple(BACKENDS)
 
@@ -88,13 +89,17 @@ def write_manifest(study: Study, sdir: Path, echo=print) -> None:
         echo(f"note: manifest.json was unreadable; kept as manifest.json.corrupt-{n} and "
              "rebuilt from the spec")
         runs = {}
-    runs.update({r.run_id: r.manifest() for r in study.runs})
-    current = {r.run_id for r in study.runs}
+    runs.update({r.run_id: r.manifest() for r in study.items})
+    current = {r.run_id for r in study.items}
     for rid, r in runs.items():
         r["current"] = rid in current
+        bound = stages.bound_run(sdir, rid) if r.get("slot") else None
+        if bound:
+            r["bound"] = bound
+    extra = {"tune": study.tune.describe()} if study.tune is not None else {}
     files.atomic_write_json(path, {
         "study": study.name, "scale": study.scale, "spec": str(study.path),
-        "runs": list(runs.values()), "excluded": study.excluded})
+        "runs": list(runs.values()), "excluded": study.excluded, **extra})
 
 
 # --------------------------------------------------------------------------- run states
@@ -102,19 +107,10 @@ def write_manifest(study: Study, sdir: Path, echo=print) -> None:
 # --------------------------------------------------------------------------- commands
 
 def plan_runs(study: Study, sdir: Path, retry_failed: bool,
-              strict: bool = True) -> tuple[list[Run], dict[str, int]]:
-    subs = read_submissions(sdir)
-    jstates = job_states(sdir, subs, strict)
-    todo, skipped = [], {}
-    for r in study.runs:
-        state, _ = run_state(sdir / "runs" / r.run_id, jstates.get(r.run_id))
-        if state in ("missing", "interrupted") or (state == "failed" and retry_failed):
-            todo.append(r)
-        elif state == "corrupt":
-            todo.append(r)  # the trainer restarts it from its checkpoint or from scratch
-        else:
-            skipped[state] = skipped.get(state, 0) + 1
-    return todo, skipped
+              strict: bool = True) -> tuple[list, dict[str, int]]:
+    """(runs to submit, state -> count of the others) without writing anything (dry runs)."""
+    work = schedule.plan(study, sdir, retry_failed, strict, write=False)
+    return work.runs, work.skipped
 
 
 def run_dir_of(sdir: Path, run_id: str) -> Path:
@@ -152,8 +148,15 @@ def dry_run_lines(study: Study, sdir: Path, retry_failed: bool) -> list[str]:
                         "cell": f"W{r.w_bits}/A{r.a_bits}", "w_bits": r.w_bits,
                         "a_bits": r.a_bits, "epochs": r.epochs, "seed": r.seed,
                         "unmatched": r.unmatched, "to_submit": r.run_id in submit,
-                        "config": {**config.to_dict(r.cfg), "config_hash": config_hash(r.cfg)}})
-            for r in study.runs]
+                        "stage": r.stage, **_deferred(r)})
+            for r in study.items]
+
+
+def _deferred(r) -> dict:
+    """A run's config; a deferred run's untuned config and the keys its tuning chooses."""
+    if isinstance(r, Slot):
+        return {"deferred": True, "tuned": list(r.tuned), "config": r.template}
+    return {"config": {**config.to_dict(r.cfg), "config_hash": config_hash(r.cfg)}}
 
 
 def _stderr(line: str) -> None:
@@ -196,24 +199,28 @@ def cmd_sweep(args) -> int:
         return 0
     files.ensure_writable_dir(sdir, "--results", "pass a writable --results directory")
     with locked(sdir):
-        todo, skipped = plan_runs(study, sdir, args.retry_failed)
-        _print_todo(todo, skipped)
         freeze_spec(study, sdir)
+        work = schedule.plan(study, sdir, args.retry_failed)  # binds ready deferred runs
+        _print_todo(work.runs, work.skipped, work.blocked)
         write_manifest(study, sdir)
-        if not todo:
+        if not work.todo:
             return 0
-        prepare_records(todo, sdir)
         # local and debug runs block until done, holding the lock: a second sweep waits
-        BACKENDS[args.executor]().submit(Submit(sdir, study.executor), todo)
+        schedule.submit(work, sdir, study.executor, BACKENDS[args.executor](),
+                        lambda runs: prepare_records(runs, sdir))
     if args.wait:
         wait_for(sdir)
     print(f"study directory: {shown_path(sdir)}")
     return summarize_exit(sdir, finished=args.wait or args.executor != "slurm")
 
 
-def _print_todo(todo: list, skipped: dict[str, int]) -> None:
+def _print_todo(todo: list, skipped: dict[str, int], blocked: dict[str, str] = None) -> None:
     msg = ", ".join(f"{n} {s}" for s, n in sorted(skipped.items()))
     print(f"to submit: {len(todo)} runs" + (f" (skipping {msg})" if msg else ""))
+    for key, why in sorted((blocked or {}).items())[:10]:
+        print(f"  blocked: {key}: {why}")
+    if len(blocked or {}) > 10:
+        print(f"  ... and {len(blocked) - 10} more blocked (python -m harness status)")
 
 
 # a run id that names a folder inside runs/ (any length: ids made before the spec held them

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,6 +39,9 @@ class Submit:
     sdir: Path
     executor: dict[str, Any]          # the spec's [executor] table (with defaults)
     echo: Callable[[str], None] = print
+    # run id -> the job ids it starts after (SLURM dependencies; blocking backends run the
+    # stages in order instead and ignore it)
+    after: dict[str, list[str]] = field(default_factory=dict)
 
     def append(self, entries: list[dict[str, Any]]) -> None:
         append_submissions(self.sdir, entries)

@@ -27,6 +27,7 @@ class LocalBackend:
     """Worker processes on this machine, fed one run at a time from one queue."""
 
     name = "local"
+    blocking = True   # submit() returns when its runs have ended: stages run in order
 
     def submit(self, ctx: Submit, runs: list) -> None:
         snap = source.snapshot(ctx.sdir / "snapshots")

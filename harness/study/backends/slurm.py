@@ -16,7 +16,7 @@ import submitit
 
 from harness.errors import UserError
 from harness.run import source
-from harness.run.job import RunJob
+from harness.run.job import RunJob, SlotJob
 from harness.study.backends.base import ACTIVE, QUERY_CHUNK, JobQueryError, Submit
 
 DEFAULT_MAX_ARRAY = 1001  # SLURM's default MaxArraySize
@@ -126,19 +126,22 @@ class SlurmBackend:
                             "start the local cluster (python slurm/cluster.py start)")
         snap = source.snapshot(ctx.sdir / "snapshots")
         limit = max_array_size()
-        for shape, group in _by_shape(runs).items():
+        for (shape, after), group in _by_shape(runs, ctx.after).items():
             ex = submitit.AutoExecutor(folder=str(ctx.sdir / "submitit"), cluster="slurm")
             params = submitit_parameters(shape, ctx.executor)
             params["slurm_setup"] = [f"cd {snap.path}", f"export PYTHONPATH={snap.path}"
                                      "${PYTHONPATH:+:$PYTHONPATH}"] + list(ctx.executor["setup"])
+            if after:  # a later stage: starts when the jobs of its inputs have succeeded
+                params["slurm_dependency"] = "afterok:" + ":".join(after)
             ex.update_parameters(**params)
             for i in range(0, len(group), limit):  # arrays no larger than MaxArraySize
-                self._submit_array(ex, group[i:i + limit], ctx, snap, shape)
+                self._submit_array(ex, group[i:i + limit], ctx, snap, shape, after)
 
     def _submit_array(self, ex, group: list, ctx: Submit, snap: source.Snapshot,
-                      shape: dict) -> None:
-        fns = [RunJob(str(ctx.sdir / "runs" / r.run_id), int(shape["cpus_per_task"]))
-               for r in group]
+                      shape: dict, after: tuple = ()) -> None:
+        threads = int(shape["cpus_per_task"])
+        fns = [SlotJob(str(ctx.sdir), r.slot_id, threads) if hasattr(r, "slot_id") else
+               RunJob(str(ctx.sdir / "runs" / r.run_id), threads) for r in group]
         try:
             with _cwd(snap.path), ex.batch():
                 batch = [ex.submit(fn) for fn in fns]
@@ -148,10 +151,11 @@ class SlurmBackend:
                             f"({text[-1][:300] if text else type(e).__name__}); check "
                             "[executor] partition/account/qos/resources") from None
         ctx.append([{"run_id": r.run_id, "job_id": str(j.job_id), "executor": self.name,
-                     "snapshot": snap.id, "time": time.time()} for r, j in zip(group, batch)])
+                     "snapshot": snap.id, "time": time.time(),
+                     **({"after": list(after)} if after else {})} for r, j in zip(group, batch)])
         base = str(batch[0].job_id).split("_")[0] if batch else "-"
-        ctx.echo(f"submitted {len(batch)} runs as slurm array {base} ({_shape_str(shape)}); "
-                 f"code snapshot {snap.id}")
+        ctx.echo(f"submitted {len(batch)} runs as slurm array {base} ({_shape_str(shape)}"
+                 f"{f'; after {len(after)} jobs' if after else ''}); code snapshot {snap.id}")
 
     def states(self, sdir: Path, subs: dict[str, dict[str, Any]]) -> dict[str, str]:
         states = slurm_states([s["job_id"] for s in subs.values() if s.get("job_id")])
@@ -165,11 +169,13 @@ class SlurmBackend:
         return f"cancelled {len(ids)} SLURM jobs"
 
 
-def _by_shape(runs: list) -> dict[Any, list]:
+def _by_shape(runs: list, after: dict[str, list[str]]) -> dict[Any, list]:
+    """Runs grouped by job shape and by the jobs they wait for (one array each)."""
     out: dict[Any, list] = {}
     for r in runs:
-        out.setdefault(r.shape, []).append(r)
-    return {_Shape({k: json.loads(v) for k, v in shape}): group for shape, group in out.items()}
+        out.setdefault((r.shape, tuple(after.get(r.run_id, ()))), []).append(r)
+    return {(_Shape({k: json.loads(v) for k, v in shape}), deps): group
+            for (shape, deps), group in out.items()}
 
 
 class _Shape(dict):

@@ -50,6 +50,8 @@ from harness.study.spec.schema import (
     is_int,
     not_recipe,
 )
+from harness.study.spec.stages import add_stages, final_stage
+from harness.study.spec.tune import check_inits, init_table, tune_table
 
 
 def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None = None,
@@ -89,10 +91,15 @@ def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None
     fix_method_paths(scale_set, path.parent)
     per_cell = cell_recipe(raw, recipe, set_keys(sets), all_cells(variants, grid.bits),
                            path.parent, p)
-    expand(Plan(study, recipe, scale_set, variants, grid, p, per_cell, recipe_ok))
+    tune = tune_table(raw, variants, grid.seeds, scale_t, {**recipe, **scale_set}, p)
+    check_inits(variants, list(grid.budgets.values()), tune, scale_t, p)
+    plan = Plan(study, recipe, scale_set, variants, grid, p, per_cell, recipe_ok, tune=tune,
+                stage_for=final_stage)
+    expand(plan)
     check_data_roots(study, p, data_warnings)
     check_recipe_shared(study, p)
     check_distinct_variants(study, p)
+    add_stages(plan)   # tuning trials, pretraining sources, deferred final runs
     if not study.runs and not p.items:
         p.add("the grid expands to no runs; check grid and variants")
     if p.items:
@@ -322,5 +329,7 @@ def variant_table(name: str, t: Any, allow_unmatched: bool, spec_dir: Path,
     cell_options = {k: dict(v) if isinstance(v, dict) else v for k, v in cell_options.items()}
     for values in (options, *cell_options.values()):
         fix_option_paths(t["method"], values, spec_dir)
+    init = init_table(t["init"], f"{w}.init", p) if "init" in t else None
     return Variant(name, t["method"], options, recipe, unmatched,
-                   bool(t.get("reference", False)), bits, dict(ex), cell_options)
+                   bool(t.get("reference", False)), bits, dict(ex), cell_options,
+                   t.get("tune"), init)
