@@ -52,6 +52,9 @@ v* hand-off from forward to after_step is a Python attribute: untested with ``co
 (4) every value's code is the true code of its sorted level, whereas the official code gives
 the lowest bin the all -1 (weights) / all 0 (activations) code: the same while the basis
 stays positive, as it does in practice.
+Pretrained start (``init.source``): W = the fp weights and the basis fitted to them by 10
+QEM steps (the paper's init ignores the weights), BN re-estimated: at >= 4 bits within 2
+points of the fp accuracy at step 0 (tested); at 1 bit a binarised network that cannot.
 """
 from __future__ import annotations
 

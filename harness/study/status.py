@@ -89,8 +89,8 @@ def blocked_reasons(entries: dict[str, dict[str, Any]], states: dict[str, str],
                 continue
             again = "; sweep again to run it" if st in ("interrupted", "missing", "corrupt") \
                 else ""
-            out[key] = f"needs {need}, which is {st}{again}"
-            break
+            out[key] = out[need] if need in out else f"needs {need}, which is {st}{again}"
+            break                                          # (a blocked input: its reason)
     return out
 
 
