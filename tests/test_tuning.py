@@ -250,3 +250,12 @@ def test_a_final_runs_id_follows_its_chosen_value(tmp_path, capsys):
     assert entry["bound"] == run_id and entry["slot"] and entry["tuned"] == ["optim.lr"]
     assert manifest["tune"]["trials"] == 3
     assert sweep.plan_runs(study, sdir, False)[0] == []
+
+
+def test_the_trials_own_recipe_keys_reach_the_trials_only(tmp_path):
+    study = load_spec(write(tmp_path, tune='trials = 3\nrecipe = { "optim.gamma" = 0.5 }'))
+    assert {r.cfg.optim.gamma for r in study.runs if r.stage == "tune"} == {0.5}
+    assert {r.cfg.optim.gamma for r in study.runs if r.stage == "final"} == {0.1}
+    assert {s.template["optim"]["gamma"] for s in study.slots} == {0.1}
+    with pytest.raises(SpecErrors, match="tune.recipe.data.subset_train: the trials share"):
+        load_spec(write(tmp_path, tune='trials = 3\nrecipe = { "data.subset_train" = 10 }'))

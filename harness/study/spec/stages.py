@@ -91,7 +91,7 @@ def trial_runs(plan: Plan, v: Variant, cell: tuple[int, int]) -> list[Run]:
             options = {key[len("method."):]: value for key, value in point.items()
                        if key.startswith("method.")}
             stage = dataclasses.replace(
-                src, keys={**src.keys, **keys, "data.val_split": tune.val_split,
+                src, keys={**src.keys, **tune.recipe, **keys, "data.val_split": tune.val_split,
                            "meta.stage": "tune"},
                 options=options, tag=f"_t{k}", name="tune", trial=k, params=dict(point))
             run = one_run(plan, v, cell, tune.epochs, seed, cell_opts, stage)

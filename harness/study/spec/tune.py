@@ -8,6 +8,8 @@ own ``tune`` space and its ``init`` (what they may say, and the trial points the
     seeds = [100, 101]    # tuning seeds, none of them a grid seed
     val_split = 5000      # the validation split trials are scored on (default: the recipe's)
     sampler_seed = 0      # random sampling's seed
+    recipe = { "optim.milestones" = [50, 75] }   # recipe keys of the trials alone (a step
+                                                 # schedule's milestones at the tuning budget)
     variants = ["ste", "slb"]   # the tuned variants (default: all but references and
                                 # pretraining sources)
 
@@ -35,9 +37,11 @@ from typing import Any
 
 import numpy as np
 
-from harness.study.spec.schema import Problems, is_int, is_number
+from harness import config
+from harness.study.spec.schema import Problems, is_int, is_number, not_recipe
 
-TUNE_KEYS = ("space", "trials", "epochs", "seeds", "val_split", "sampler_seed", "variants")
+TUNE_KEYS = ("space", "trials", "epochs", "seeds", "val_split", "sampler_seed", "variants",
+             "recipe")
 # what tuning may choose: the optimizer, the batch, PACT's initial clip and method options;
 # never the data, the model or the grid's keys (those would change what is compared)
 TUNABLE = ("optim.", "method.", "batch_size", "pact_init")
@@ -79,6 +83,7 @@ class Tune:
     val_split: float
     sampler_seed: int
     variants: list[str]                     # the tuned variants
+    recipe: dict[str, Any] = field(default_factory=dict)   # the trials' own recipe keys
     points_of: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def space(self, variant: str) -> dict[str, Dimension]:
@@ -99,6 +104,7 @@ class Tune:
         """What the manifest records of the protocol (the report's tuning section)."""
         return {"trials": self.trials, "epochs": self.epochs, "seeds": self.seeds,
                 "val_split": self.val_split, "sampler_seed": self.sampler_seed,
+                "recipe": self.recipe,
                 "variants": {v: {"space": {k: describe_dimension(d) for k, d in
                                            self.space(v).items()},
                                  "sampler": self.sampler(v), "points": self.points(v)}
@@ -230,13 +236,28 @@ def tune_table(raw: dict[str, Any], variants: dict, grid_seeds: list[int], scale
     sampler_seed = t.get("sampler_seed", 0)
     if not (is_int(sampler_seed) and sampler_seed >= 0):
         p.add(f"tune.sampler_seed: an integer >= 0, got {sampler_seed!r}")
+    recipe = tune_recipe(t.get("recipe", {}), p)
     if len(p.items) > n:
         return None
     tune = Tune(shared, own, 0, scaled(epochs, scale_t), seeds[: scale_t.get("max_seeds") or
                                                                None], float(split),
-                sampler_seed, tuned)
+                sampler_seed, tuned, recipe)
     tune.trials = trial_count(tune, t.get("trials"), p)
     return tune if len(p.items) == n else None
+
+
+def tune_recipe(table: Any, p: Problems) -> dict[str, Any]:
+    """``tune.recipe``: recipe keys for the trials alone (checked when the trials resolve)."""
+    if not isinstance(table, dict):
+        p.add("tune.recipe: expected a table of recipe keys, e.g. "
+              '{ "optim.milestones" = [50, 75] }')
+        return {}
+    flat = config.flatten(table)
+    for key in flat:
+        if not_recipe(key) or key.startswith("data."):
+            p.add(f"tune.recipe.{key}: the trials share the study's grid keys, method options "
+                  "and data; only other recipe keys may differ (e.g. optim.milestones)")
+    return flat
 
 
 def tuned_variants(t: dict, variants: dict, p: Problems) -> list[str]:
