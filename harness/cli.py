@@ -206,11 +206,15 @@ def _add_selftest(sub) -> None:
     p.add_argument("--bench-bits", nargs="*", type=int, default=[1, 2, 4],
                    help="weight bits the ratios cover")
     p.add_argument("--skip", nargs="*", default=[],
-                   choices=("train", "switches", "epoch", "ratios", "ddp", "compile"),
+                   choices=("train", "switches", "epoch", "ratios", "ddp", "packing", "compile"),
                    help="sections to leave out (compile: the torch.compile variants); the "
                         "summary lists what was skipped")
     p.add_argument("--ddp-timeout", type=float, default=900,
                    help="seconds the 2-process DDP check may take")
+    p.add_argument("--packing-ks", nargs="*", type=int, default=[1, 2, 4, 8],
+                   help="runs at once on the device the packing section measures")
+    p.add_argument("--packing-steps", type=int, default=50,
+                   help="timed training steps of each process in the packing section")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config key for every run, e.g. --set optim.lr=0.05")
     p.add_argument("--out", default="results/selftest", help="parent folder of the summary")

@@ -6,7 +6,7 @@ import contextlib
 import fcntl
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from harness import files, records
 from harness.config import RunConfig, describe_diff, to_dict
@@ -46,9 +46,10 @@ def prepare_run_dir(run_dir: Path, cfg: RunConfig) -> str:
     return rec.status if rec.status in ("completed", "diverged") else "resume"
 
 
-def run(cfg: RunConfig, run_dir: Path,
-        echo: Callable[[str], None] = print) -> records.RunSummary:
-    """Train (or resume, or do nothing if finished) one run into ``run_dir``.
+def run(cfg: RunConfig, run_dir: Path, echo: Callable[[str], None] = print,
+        data: Any = None) -> records.RunSummary:
+    """Train (or resume, or do nothing if finished) one run into ``run_dir``; ``data``: its
+    dataset already loaded (a job running several runs on the same data).
 
     An exclusive lock on RUN_DIR/.lock makes a second process on the same run (a duplicate
     job, a user re-running the command) stop at once instead of interleaving records."""
@@ -57,7 +58,7 @@ def run(cfg: RunConfig, run_dir: Path,
     if not Dist.from_env().main:  # rank 0 owns (checks, locks, writes) the run directory
         if prepare_state(run_dir) in ("completed", "diverged"):
             return records.read_summary(run_dir)
-        return Trainer(cfg, run_dir, echo).run_guarded()
+        return Trainer(cfg, run_dir, echo, data=data).run_guarded()
     echo = safe_echo(echo)
     state = prepare_run_dir(run_dir, cfg)
     if state in ("completed", "diverged"):
@@ -79,7 +80,7 @@ def run(cfg: RunConfig, run_dir: Path,
         if problem and problem != "no config.json":
             echo(f"{run_dir}: records are corrupt ({problem}); repairing from the checkpoint")
         with owner_file(run_dir):
-            return Trainer(cfg, run_dir, echo).run_guarded()
+            return Trainer(cfg, run_dir, echo, data=data).run_guarded()
 
 
 def prepare_state(run_dir: Path) -> str | None:

@@ -84,18 +84,14 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def cmd_config(args) -> int:
-    """Every config key first (from the dataclasses alone), then the registries' names: the
-    methods, and each task's models and datasets, which load their modules (and torch)."""
-    from methods.base import get, load_all
-
+    """Every config key first (from the dataclasses alone, before torch is loaded), then the
+    registries' names: the methods, and each task's models and datasets, which load their
+    modules (and torch)."""
     if args.method:
-        cls = get(args.method)
-        print(f"method {cls.name} ({cls.display_name or cls.name}): weight bits "
-              f"{sorted(cls.bits)}, default {cls.default_bits}")
-        rows = method_options(args.method)
-        print("\n".join(_table(rows)) if rows else "no options")
-        return 0
+        return _method_config(args.method)
     print("\n".join(_table(config_keys())), flush=True)
+    from methods.base import load_all
+
     print("\nmethods (method.<option>: python -m harness config --method NAME):")
     for name, cls in sorted(load_all().items()):
         print(f"  {name:<10} {cls.display_name or name}, weight bits {sorted(cls.bits)}")
@@ -107,6 +103,17 @@ def cmd_config(args) -> int:
         print("  datasets:")
         for dataset, desc in sorted(runtime.datasets.items()):
             print(f"    {dataset:<16} {desc}")
+    return 0
+
+
+def _method_config(name: str) -> int:
+    from methods.base import get
+
+    cls = get(name)
+    print(f"method {cls.name} ({cls.display_name or cls.name}): weight bits "
+          f"{sorted(cls.bits)}, default {cls.default_bits}")
+    rows = method_options(name)
+    print("\n".join(_table(rows)) if rows else "no options")
     return 0
 
 

@@ -24,7 +24,9 @@ class Stop(BaseException):
 
 
 class LocalBackend:
-    """Worker processes on this machine, fed one run at a time from one queue."""
+    """Worker processes on this machine, fed one run at a time from one queue
+    (``local_concurrency`` x ``runs_per_gpu`` of them; each keeps its last data set loaded
+    for its next run, as a packed SLURM task's lane does)."""
 
     name = "local"
 
@@ -33,8 +35,10 @@ class LocalBackend:
         me = procs.identity(os.getpid(), group=False)
         ctx.append([{"run_id": r.run_id, "job_id": f"local-{os.getpid()}", "executor": self.name,
                      "sweep": me, "snapshot": snap.id, "time": time.time()} for r in runs])
-        n = max(1, min(int(ctx.executor["local_concurrency"]), len(runs)))
-        threads = int(ctx.executor["cpus_per_task"])
+        # runs_per_gpu: K runs at a time per worker slot, as a packed SLURM task runs them
+        per_slot = int(ctx.executor.get("runs_per_gpu", 1))
+        n = max(1, min(int(ctx.executor["local_concurrency"]) * per_slot, len(runs)))
+        threads = max(1, int(ctx.executor["cpus_per_task"]) // per_slot)
         ctx.echo(f"running {len(runs)} runs in {n} local worker processes "
                  f"(code snapshot {snap.id})")
         pool = LocalPool(ctx, snap, n, threads)

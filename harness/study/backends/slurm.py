@@ -132,26 +132,30 @@ class SlurmBackend:
             params["slurm_setup"] = [f"cd {snap.path}", f"export PYTHONPATH={snap.path}"
                                      "${PYTHONPATH:+:$PYTHONPATH}"] + list(ctx.executor["setup"])
             ex.update_parameters(**params)
-            for i in range(0, len(group), limit):  # arrays no larger than MaxArraySize
-                self._submit_array(ex, group[i:i + limit], ctx, snap, shape)
+            step = limit * int(shape["runs_per_gpu"]) * int(shape["runs_per_job"])
+            for i in range(0, len(group), step):  # arrays no larger than MaxArraySize
+                self._submit_array(ex, group[i:i + step], ctx, snap, shape)
 
     def _submit_array(self, ex, group: list, ctx: Submit, snap: source.Snapshot,
                       shape: dict) -> None:
-        fns = [RunJob(str(ctx.sdir / "runs" / r.run_id), int(shape["cpus_per_task"]))
-               for r in group]
+        packs = packed(group, int(shape["runs_per_gpu"]), int(shape["runs_per_job"]))
+        fns = [RunJob([[str(ctx.sdir / "runs" / r.run_id) for r in lane] for lane in pack],
+                      int(shape["cpus_per_task"])) for pack in packs]
         try:
             with _cwd(snap.path), ex.batch():
-                batch = [ex.submit(fn) for fn in fns]
+                jobs = [ex.submit(fn) for fn in fns]
         except Exception as e:  # sbatch refused (partition, account, limits, ...)
             text = str(e).strip().splitlines()
             raise UserError("executor", f"the scheduler refused the jobs "
                             f"({text[-1][:300] if text else type(e).__name__}); check "
                             "[executor] partition/account/qos/resources") from None
         ctx.append([{"run_id": r.run_id, "job_id": str(j.job_id), "executor": self.name,
-                     "snapshot": snap.id, "time": time.time()} for r, j in zip(group, batch)])
-        base = str(batch[0].job_id).split("_")[0] if batch else "-"
-        ctx.echo(f"submitted {len(batch)} runs as slurm array {base} ({_shape_str(shape)}); "
-                 f"code snapshot {snap.id}")
+                     "snapshot": snap.id, "time": time.time()}
+                    for pack, j in zip(packs, jobs) for lane in pack for r in lane])
+        base = str(jobs[0].job_id).split("_")[0] if jobs else "-"
+        each = "" if len(packs) == len(group) else f" in {len(packs)} tasks"
+        ctx.echo(f"submitted {len(group)} runs{each} as slurm array {base} "
+                 f"({_shape_str(shape)}); code snapshot {snap.id}")
 
     def states(self, sdir: Path, subs: dict[str, dict[str, Any]]) -> dict[str, str]:
         states = slurm_states([s["job_id"] for s in subs.values() if s.get("job_id")])
@@ -163,6 +167,19 @@ class SlurmBackend:
         for i in range(0, len(ids), QUERY_CHUNK):
             subprocess.run(["scancel", *ids[i:i + QUERY_CHUNK]], check=False)
         return f"cancelled {len(ids)} SLURM jobs"
+
+
+def packed(runs: list, per_gpu: int, per_job: int) -> list[list[list]]:
+    """Runs in packs of ``per_gpu`` x ``per_job``, one pack per array task: ``per_gpu`` lanes
+    run at the same time, each working through up to ``per_job`` runs in turn. Runs are
+    dealt to lanes in order, so a lane's runs tend to share their data."""
+    size = per_gpu * per_job
+    out = []
+    for i in range(0, len(runs), size):
+        chunk = runs[i:i + size]
+        lanes = [chunk[k * per_job:(k + 1) * per_job] for k in range(per_gpu)]
+        out.append([lane for lane in lanes if lane])
+    return out
 
 
 def _by_shape(runs: list) -> dict[Any, list]:

@@ -81,6 +81,7 @@ def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None
     variants = variants_table(raw, allow_unmatched, path.parent, p)
     executor = {**EXECUTOR_DEFAULTS, **p.typed(raw.get("executor", {}), EXECUTOR_TYPES,
                                                "executor")}
+    check_packing(executor, "executor", p)
     for key, message in check_report_table(raw.get("report", {})):
         p.add(f"{key}: {message}")
     study = Study(path, str(name), raw, scale, executor=executor)
@@ -98,6 +99,15 @@ def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None
     if p.items:
         raise SpecErrors(p.items)
     return study
+
+
+def check_packing(executor: dict[str, Any], where: str, p: Problems) -> None:
+    """Packed tasks (several runs per GPU or per job) hold one process per run: not a
+    multi-process (DDP) job."""
+    packs = executor.get("runs_per_gpu", 1) > 1 or executor.get("runs_per_job", 1) > 1
+    if packs and (executor.get("tasks_per_node", 1) > 1 or executor.get("nodes", 1) > 1):
+        p.add(f"{where}.runs_per_gpu/runs_per_job: packing runs into a task needs "
+              "tasks_per_node = 1 and nodes = 1 (a DDP run is a task of its own)")
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -313,6 +323,7 @@ def variant_table(name: str, t: Any, allow_unmatched: bool, spec_dir: Path,
     bits = pairs(t["bits"], f"{w}.bits", p) if "bits" in t else None
     ex = p.typed(t.get("executor", {}), {k: EXECUTOR_TYPES[k] for k in RESOURCE_KEYS},
                  f"{w}.executor")
+    check_packing(ex, f"{w}.executor", p)
     cell_options = t.get("cell_options", {})
     if not isinstance(cell_options, dict):
         p.add(f'{w}.cell_options: expected a table keyed by cells, e.g. '

@@ -23,10 +23,12 @@ EXECUTOR_DEFAULTS = {
     "partition": "", "account": "", "qos": "", "constraint": "", "timeout_min": 240,
     "gpus_per_task": 0, "cpus_per_task": 2, "mem_gb": 8, "tasks_per_node": 1, "nodes": 1,
     "array_parallelism": 16, "setup": [], "sbatch": {}, "local_concurrency": 2,
+    "runs_per_gpu": 1, "runs_per_job": 1,
 }
 # the executor keys that shape one job (runs with equal shapes share a job array)
 RESOURCE_KEYS = ("timeout_min", "gpus_per_task", "cpus_per_task", "mem_gb", "tasks_per_node",
-                 "nodes", "partition", "constraint", "qos", "account")
+                 "nodes", "partition", "constraint", "qos", "account", "runs_per_gpu",
+                 "runs_per_job")
 SECTIONS = ("study", "recipe", "grid", "variants", "executor", "scales", "report", "cell_recipe")
 STUDY_KEYS = ("name", "description", "allow_unmatched", "question", "gpu_hours", "reproduction")
 VARIANT_KEYS = ("method", "options", "recipe", "unmatched", "reference", "bits", "executor",
@@ -67,6 +69,8 @@ EXECUTOR_TYPES = {  # key: (type check, what to write)
     "nodes": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
     "array_parallelism": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
     "local_concurrency": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "runs_per_gpu": (lambda v: is_int(v) and 1 <= v <= 64, "an integer in [1, 64]"),
+    "runs_per_job": (lambda v: is_int(v) and 1 <= v <= 10**4, "an integer in [1, 10000]"),
     "setup": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
               'a list of shell lines, e.g. ["module load cuda"]'),
     "sbatch": (lambda v: isinstance(v, dict), 'a table, e.g. { exclusive = "" }'),

@@ -52,9 +52,12 @@ def cmd_selftest(args) -> int:
     """`python -m harness selftest`: exit 0 when every check passed, 1 otherwise."""
     if not torch.cuda.is_initialized():  # cuBLAS reads it when CUDA starts
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS)
-    for name in ("epochs", "timing_epochs", "bench_rounds", "bench_steps", "batch_size"):
+    for name in ("epochs", "timing_epochs", "bench_rounds", "bench_steps", "batch_size",
+                 "packing_steps"):
         require(getattr(args, name) >= 1, f"--{name.replace('_', '-')}", "must be >= 1")
     require(args.width > 0, "--width", "must be > 0")
+    require(all(1 <= k <= 64 for k in args.packing_ks), "--packing-ks",
+            "each K must be in [1, 64]")
     require(args.ddp_timeout > 0, "--ddp-timeout", "must be > 0 seconds")
     st = Selftest(args)
     summary = st.run()

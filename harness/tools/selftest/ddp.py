@@ -31,7 +31,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _pythonpath() -> str:
+def pythonpath() -> str:
     """This checkout first, so worker processes import the code under test."""
     root = str(Path(__file__).resolve().parents[2])
     rest = os.environ.get("PYTHONPATH", "")
@@ -155,7 +155,7 @@ def run_ranks(folder: Path, world: int, cpu: bool, timeout: float) -> list[int]:
     for rank in range(world):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world),
                "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "PYTHONPATH": _pythonpath(), "CUBLAS_WORKSPACE_CONFIG":
+               "PYTHONPATH": pythonpath(), "CUBLAS_WORKSPACE_CONFIG":
                    os.environ.get("CUBLAS_WORKSPACE_CONFIG", CUBLAS)}
         if cpu:
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 2) // world))
