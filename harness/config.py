@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import tomllib
@@ -206,8 +207,8 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
     """config.json: the method as a table ``method = {name, options...}``; the task's keys
     under its name (``sr = {...}``), and ``task`` itself only when it is not the default (a
     classification config.json holds no task keys, as before tasks existed)."""
-    d = dataclasses.asdict(dataclasses.replace(cfg, method_options={}, task_options={}))
-    del d["method_options"], d["task_options"]
+    d = {name: _plain(getattr(cfg, name)) for name in _field_names(RunConfig)
+         if name not in PARSED_LATER}
     d["method"] = {"name": cfg.method, **options_dict(cfg.method_options)}
     if cfg.task == DEFAULT_TASK:
         del d["task"]
@@ -215,11 +216,24 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
         options = cfg.task_options
         raw = not dataclasses.is_dataclass(options)  # unresolved: {section: {key: value}}
         d[cfg.task] = options_dict(options.get(cfg.task, {}) if raw else options)
-    for table in [d] + [d[sec] for sec in SECTIONS if sec in d]:
-        for k, v in table.items():
-            if isinstance(v, tuple):
-                table[k] = list(v)
     return d
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def _plain(value: Any) -> Any:
+    """A config value as JSON has it: dataclasses as dicts, tuples as lists (what
+    dataclasses.asdict gives, without its deep copies: a spec converts 10^5 configs)."""
+    if dataclasses.is_dataclass(value):
+        return {name: _plain(getattr(value, name)) for name in _field_names(type(value))}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -254,7 +268,7 @@ def from_flat(flat: dict[str, Any]) -> RunConfig:
     sections: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     method_options: dict[str, Any] = {}
     task_options: dict[str, dict[str, Any]] = {}
-    hints = typing.get_type_hints(RunConfig)
+    hints = type_hints(RunConfig)
     known = _known_keys()
     for key, value in flat.items():
         if key.startswith("method.") and key != "method.name":
@@ -274,12 +288,18 @@ def from_flat(flat: dict[str, Any]) -> RunConfig:
             raise UserError(key, f"unknown config key{suggest(key)}")
         if "." in key:
             sec, name = key.split(".", 1)
-            sec_hints = typing.get_type_hints(SECTIONS[sec])
+            sec_hints = type_hints(SECTIONS[sec])
             sections[sec][name] = coerce(value, sec_hints[name], key)
         else:
             top[key] = coerce(value, hints[key], key)
     return RunConfig(**top, method_options=method_options, task_options=task_options,
                      **{s: SECTIONS[s](**v) for s, v in sections.items()})
+
+
+@functools.cache
+def type_hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints`` of a config or options dataclass, evaluated once."""
+    return typing.get_type_hints(cls)
 
 
 def parse_value(text: str) -> Any:
@@ -364,15 +384,15 @@ def show_number(x: float) -> str:
 
 def _check_range(key: str, value: float, meta: dict) -> None:
     lo, hi = meta.get("lo"), meta.get("hi")
-    require(math.isfinite(value), key, f"must be a finite number, got {value}")
-    n = show_number
-    if lo is not None:
-        ok = value > lo if meta["lo_open"] else value >= lo
-        require(ok, key, f"must be {'>' if meta['lo_open'] else '>='} {n(lo)}, got {n(value)}")
-    if hi is not None:
-        ok = value < hi if meta["hi_open"] else value <= hi
-        require(ok, key, f"must be {'<' if meta['hi_open'] else '<='} {n(hi)}, got {n(value)}"
-                + ("; is it a typo?" if hi >= 64 else ""))
+    if not math.isfinite(value):
+        raise UserError(key, f"must be a finite number, got {value}")
+    n = show_number   # messages are built only for a value out of range (specs check many)
+    if lo is not None and not (value > lo if meta["lo_open"] else value >= lo):
+        raise UserError(key, f"must be {'>' if meta['lo_open'] else '>='} {n(lo)}, got "
+                        f"{n(value)}")
+    if hi is not None and not (value < hi if meta["hi_open"] else value <= hi):
+        raise UserError(key, f"must be {'<' if meta['hi_open'] else '<='} {n(hi)}, got "
+                        f"{n(value)}" + ("; is it a typo?" if hi >= 64 else ""))
 
 
 def describe_diff(old: dict[str, Any], new: RunConfig) -> list[str]:
