@@ -22,9 +22,9 @@ def write_run(root: Path, run_id: str, *, method: str, acc: float | None, w: int
               manifest: list | None = None, method_info: dict | None = None,
               device: str = "cpu", device_name: str = "cpu: test (2 threads)",
               curve: list[float] | None = None, study: str = "") -> Path:
-    """One run record. ``method_info`` defaults to the method's own declaration for slb runs
-    with ``slb_scalars`` and to none otherwise (as records written before runs had it);
-    ``curve`` replaces the per-epoch test accuracies."""
+    """One run record. ``method_info`` defaults to the method's own declaration, as the
+    trainer records it (``{}``: a record written before runs recorded it); ``curve`` replaces
+    the per-epoch test accuracies."""
     cfg = C.RunConfig(method=method, method_options=dict(options or {}), w_bits=w, a_bits=a,
                       epochs=epochs, seed=seed, model=C.ModelConfig(name=model),
                       data=C.DataConfig(name=dataset),
@@ -48,7 +48,7 @@ def write_run(root: Path, run_id: str, *, method: str, acc: float | None, w: int
                       "test_acc_continuous": r["test_acc"] + 1.0})
         metric_rows.append(r)
     records.write_metrics(run, metric_rows)
-    if method_info is None and slb_scalars:
+    if method_info is None:
         method_info = get_method(method).info()
     summ = records.RunSummary(
         status=status, final_test_acc=acc if status == "completed" else None,
@@ -62,7 +62,7 @@ def write_run(root: Path, run_id: str, *, method: str, acc: float | None, w: int
         env={"python": "3.11.7", "torch": "2.14.1", "device": device,
              "device_name": device_name, "harness_commit": "abc1234",
              "hostname": "h"},
-        method_info=method_info or {}, error=error)
+        method_info=method_info, error=error)
     records.write_summary(run, summ)
     if manifest is not None:
         manifest.append({"run_id": run_id, "variant": variant or method, "method": method,

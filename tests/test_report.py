@@ -367,26 +367,41 @@ def test_internal_metrics_and_display_name_come_from_method_info(tmp_path):
     # declared only (and the epoch times equal compute reads)
     assert set(st.metrics["m0"]) == {"epoch", "test_acc", "epoch_time_s", "temperature"}
     names = st.runs.set_index("run_id")["display_name"]
-    # without method_info: the method's declaration in today's code
     assert names["m0"] == "My Method" and names["d0"] == "DoReFa-Net"
     md = R.write_report(root, jobs=1).read_text()
     assert "the internal metrics the methods declare" in md and "my temperature" in md
     assert "gap panel" not in md  # no continuous-state accuracy declared
+    assert "hold no method_info" not in md
 
 
-def test_records_without_method_info_use_the_methods_declaration(mixed, tmp_path):
+def test_records_without_method_info_are_named_by_id_not_by_todays_code(mixed, tmp_path):
+    """The report reads only records: a method whose records predate method_info is named by
+    its id and has no internal metrics (today's method classes are never asked), and the
+    header says why; a record without it takes another record's of the same method."""
     root = tmp_path / "old"
     for s in range(2):
-        run = write_run(root, f"s{s}", method="slb", acc=90.0 + s, seed=s, slb_scalars=True)
-        summ = records.read_summary(run)
-        summ.method_info = {}
-        records.write_summary(run, summ)
+        run = write_run(root, f"s{s}", method="slb", acc=90.0 + s, seed=s, slb_scalars=True,
+                        method_info={})
+        write_run(root, f"d{s}", method="dorefa", acc=89.0 + s, seed=s)
     st = R.load_study(root)
-    assert list(st.internal_metrics) == ["test_acc_continuous", "temperature", "quant_gap"]
-    assert "flip_ratio" not in st.metrics["s0"]  # logged, not declared
-    assert set(st.runs["display_name"]) == {"SLB"}  # today's declaration
+    assert st.internal_metrics == {}
+    assert set(st.metrics["s0"]) == {"epoch", "test_acc", "epoch_time_s"}
+    assert dict(zip(st.runs["run_id"], st.runs["display_name"]))["s0"] == "slb"
+    assert st.display("dorefa") == "DoReFa-Net"
+    (note,) = [n for n in st.notes if "method_info" in n]
+    assert note.startswith("the records of slb hold no method_info") and "dorefa" not in note
+    # one slb record with method_info: the others take its declaration
+    summ = records.read_summary(run)
+    summ.method_info = {"display_name": "SLB",
+                        "internal_metrics": {"quant_gap": ["gap", None]}}
+    records.write_summary(run, summ)
+    st = R.load_study(root)
+    assert set(st.runs["display_name"]) == {"SLB", "DoReFa-Net"}
+    assert list(st.internal_metrics) == ["quant_gap"] and "quant_gap" in st.metrics["s0"]
+    assert not [n for n in st.notes if "method_info" in n]
     with_info = R.load_study(mixed)  # its slb runs record method_info
-    assert list(with_info.internal_metrics) == list(st.internal_metrics)
+    assert list(with_info.internal_metrics) == ["test_acc_continuous", "temperature",
+                                                "quant_gap"]
     assert with_info.runs.set_index("run_id").loc["slb0", "display_name"] == "SLB"
 
 

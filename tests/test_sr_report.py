@@ -15,6 +15,7 @@ from scipy import stats
 from harness import config as C
 from harness import records
 from harness import report as R
+from methods.base import get as get_method
 
 BICUBIC = (30.0, 0.85)
 PSNR = {"fp": [32.0, 32.2, 32.4], "slb": [31.0, 31.2, 31.4], "ste": [30.5, 30.6, 30.7],
@@ -52,7 +53,7 @@ def write_sr_run(root, run_id: str, *, method: str, psnr: float, seed: int, w: i
              "python": "3.11.7", "harness_commit": "abc1234"},
         task="sr", metric="test_psnr", final_metric=psnr if done else None,
         best_metric=psnr, final_metrics=final if done else {},
-        error="" if done else "RuntimeError: boom"))
+        method_info=get_method(method).info(), error="" if done else "RuntimeError: boom"))
     shade = int(np.clip(psnr * 6, 0, 255))
     for name, v in (("sr_crop", shade), ("sr_crop_hr", 200), ("sr_crop_bicubic", 100)):
         Image.fromarray(np.full((16, 16, 3), v, np.uint8)).save(run / f"{name}.png")

@@ -469,43 +469,30 @@ def _runs_table(study_dir: Path, manifest: dict[str, Any] | None, jobs: int):
 
 # --------------------------------------------------------------------------- method_info
 
-@functools.lru_cache(maxsize=None)
-def _current_info(method: str) -> dict[str, Any]:
-    """The method's declaration in today's code (methods.base.Method.info()): what records
-    written before runs recorded method_info fall back on. Imports torch, so it is asked
-    only for such records; {} for a method the code no longer has."""
-    try:
-        from methods.base import get
-
-        return get(method).info()
-    except Exception:  # noqa: BLE001 - unknown or unimportable method: no declaration
-        return {}
-
-
 def _resolve_method_info(st: StudyRecords, infos: dict[str, dict[str, Any]]) -> None:
     """Per run: its method's display name (runs table ``display_name``) and internal
     metrics; keeps in ``st.metrics`` only the declared ones and describes them in
     ``st.internal_metrics``.
 
     A run without method_info takes that of another record of its method; when none has
-    one, the method's current declaration (``_current_info``), else the method id."""
+    one (records written before runs recorded it), the method id names its rows and none
+    of its metrics is an internal metric (the header says so: the report reads only the
+    records, never today's method code)."""
     by_method: dict[str, dict[str, Any]] = {}
     for run_id, method in zip(st.runs["run_id"], st.runs["method"]):
         if infos.get(run_id):
             by_method.setdefault(method, infos[run_id])
     st.runs["display_name"] = [
-        (infos.get(r) or by_method.get(m) or _current_info(str(m))).get("display_name") or m
+        (infos.get(r) or by_method.get(m) or {}).get("display_name") or m
         for r, m in zip(st.runs["run_id"], st.runs["method"])]
     found: dict[str, tuple[str, Any]] = {}
     for run_id, method in zip(st.runs["run_id"], st.runs["method"]):
         cols = st.metrics.get(run_id)
         if cols is None:
             continue
-        info = infos.get(run_id) or by_method.get(method)
-        if info is None and set(cols) - set(SCORE_COLUMNS) - {"epoch_time_s"}:
-            info = _current_info(str(method))
+        info = infos.get(run_id) or by_method.get(method) or {}
         declared = declared_metrics(info) or {}
-        st.log_scale |= {str(c) for c in (info or {}).get("log_scale") or () if c in declared}
+        st.log_scale |= {str(c) for c in info.get("log_scale") or () if c in declared}
         st.metrics[run_id] = {c: v for c, v in cols.items()
                               if c in SCORE_COLUMNS or c == "epoch_time_s" or c in declared}
         for c in st.metrics[run_id]:
@@ -513,6 +500,14 @@ def _resolve_method_info(st: StudyRecords, infos: dict[str, dict[str, Any]]) -> 
                 found[c] = declared[c]
     percent = [c for c, (_, b) in found.items() if is_percentage(b)]
     st.internal_metrics = {c: found[c] for c in percent + [c for c in found if c not in percent]}
+    undeclared = sorted({str(m) for r, m, status in zip(st.runs["run_id"], st.runs["method"],
+                                                        st.runs["status"])
+                         if status != "missing" and m and m not in by_method})
+    if undeclared:
+        st.notes.append(f"the records of {', '.join(undeclared)} hold no method_info (written "
+                        "before runs recorded their method's display name and internal "
+                        "metrics): their rows are named by the method id and their internal "
+                        "metrics are not drawn (the report reads only the records)")
 
 
 def is_percentage(bounds) -> bool:
