@@ -17,6 +17,8 @@ flagged unmatched are listed and left out of every number.
 The package, in the order data flows through it:
 
   keys.py       the [report] keys and their checks (also run by `sweep` on a spec)
+  runs.py       run directories -> the runs table (status, cell, setting, recorded costs)
+                and the included runs' metrics
   load.py       records -> StudyRecords (runs table, metrics, groups per setting/row/cell,
                 display names)
   timing.py     per-epoch training times -> every row's accuracy at equal compute
@@ -48,7 +50,7 @@ from typing import Any
 _EXPORTS = {
     "write_report": "render", "build_report": "render", "SECTIONS": "render",
     "Section": "render", "per_setting": "render",
-    "load_study": "load", "load_record": "load", "StudyRecords": "load",
+    "load_study": "load", "load_record": "runs", "StudyRecords": "load",
     "add_bootstraps": "load",
     "Table": "tables", "Figure": "figures",
     "QUESTIONS": "questions", "Question": "questions", "question": "questions",

@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.report import stats as S
-from harness.report import style as ST
+from harness.report import stats, style
 from harness.report.figures import Figure
 from harness.report.load import StudyRecords, cached_per_setting, cell_name
-from harness.report.tables import Table, setting_slug
+from harness.report.table import Table
+from harness.report.tables import setting_slug
 
 
 def _samples(st: StudyRecords, setting: str, label: str, cells) -> list[list[float]]:
@@ -52,15 +52,16 @@ def aggregate_rows(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
         if not cells:
             continue
         samples = _samples(st, setting, lab, cells)
-        iqm, ci = S.aggregate_iqm(samples)
+        iqm, ci = stats.aggregate_iqm(samples)
         row = {"label": lab, "cells": cells, "runs": sum(len(x) for x in samples),
                "iqm": iqm, "ci": ci, "shared": [], "poi": None}
         shared = [c for c in cells if c in mine]
         if ours and lab != ours and st.method_of.get(lab) != st.ours and shared:
             a, b = _samples(st, setting, ours, shared), _samples(st, setting, lab, shared)
-            poi, poi_ci, _ = S.probability_of_improvement(a, b)
+            poi, poi_ci, _ = stats.probability_of_improvement(a, b)
             row.update(shared=shared, poi=poi, poi_ci=poi_ci,
-                       iqm_row_shared=S.aggregate_iqm(b), iqm_ours_shared=S.aggregate_iqm(a))
+                       iqm_row_shared=stats.aggregate_iqm(b),
+                       iqm_ours_shared=stats.aggregate_iqm(a))
         out.append(row)
     return out
 
@@ -73,7 +74,7 @@ def _cells_text(cells) -> str:
 
 
 def _iqm_text(v: float, ci) -> str:
-    return f"{v:.2f} {S.fmt_interval(ci)}" if ci else f"{v:.2f}"
+    return f"{v:.2f} {stats.fmt_interval(ci)}" if ci else f"{v:.2f}"
 
 
 def aggregate_table(st: StudyRecords, setting: str) -> Table | None:
@@ -104,14 +105,15 @@ def aggregate_table(st: StudyRecords, setting: str) -> Table | None:
     notes = [f"IQM: interquartile mean of the final deployed accuracy (%) of every run of the "
              f"row over the cells it ran (cells with at least 2 seeds); 95% percentile "
              f"interval from the stratified bootstrap (each cell's seeds resampled on their "
-             f"own, {S.AGG_RESAMPLES} resamples, fixed seed), as rliable computes it. IQMs over "
+             f"own, {stats.AGG_RESAMPLES} resamples, fixed seed), as rliable computes it. "
+             f"IQMs over "
              f"different cells are not comparable: {oname} and each row are compared on the "
              f"cells both ran (shared). P({oname} > row): per shared cell the share of run pairs "
              f"{oname} wins (ties ½), averaged over the cells, with its stratified-bootstrap "
              f"interval; 0.5 is a tie, and an interval that excludes 0.5 is a consistent "
              f"advantage."]
     ns = {st.group(setting, r["label"], c)["summary"].n for r in rows_ for c in r["cells"]}
-    if min(ns) <= S.FEW_SEEDS:
+    if min(ns) <= stats.FEW_SEEDS:
         notes.append(f"With {min(ns)} seeds per cell the bootstrap sees few distinct "
                      "resamples: these intervals are narrower than the uncertainty is.")
     name = f"aggregate_{setting_slug(st, setting)}"
@@ -146,30 +148,30 @@ def _profile_panel(st: StudyRecords, setting: str, w: int, a: int, styles) -> di
     eps = 1e-6 * max(1.0, float(np.ptp(allv)))
     taus = np.unique(np.concatenate([allv, allv - eps, [max(0.0, allv.min() - 1),
                                                         min(100.0, allv.max() + 1)]]))
-    iqm = {lab: S.aggregate_iqm(s)[0] for lab, s in rows.items()}
+    iqm = {lab: stats.aggregate_iqm(s)[0] for lab, s in rows.items()}
     means = {lab: v if np.isfinite(v) else float(np.mean(np.concatenate(rows[lab])))
              for lab, v in iqm.items()}
-    full = ST.highlight(st, setting, means)
+    full = style.highlight(st, setting, means)
     lines = []
     for lab in sorted(rows, key=lambda x: x in full):  # context first
-        frac, lo, hi = S.performance_profile(rows[lab], taus)
-        style = ST.line_style(styles, lab, lab in full)
+        frac, lo, hi = stats.performance_profile(rows[lab], taus)
+        look = style.line_style(styles, lab, lab in full)
         lines.append({"x": taus, "mean": frac * 100, "lo": None if lo is None else lo * 100,
-                      "hi": None if hi is None else hi * 100, **style})
+                      "hi": None if hi is None else hi * 100, **look})
     return {"title": f"{cell_name(w, a)}, {len(cells)} budget" + ("s" if len(cells) > 1 else ""),
             "lines": lines, "ylim": (-2, 102), "full": full, "context": len(full) < len(rows)}
 
 
 def profile_figure(st: StudyRecords, setting: str) -> Figure | None:
-    styles = ST.row_styles(st)
+    styles = style.row_styles(st)
     pairs = sorted({c[:2] for c in st.cells(setting, included_only=True)})
     panels = [p for p in (_profile_panel(st, setting, w, a, styles) for w, a in pairs) if p]
     if not panels:
         return None
     full = [lab for lab in st.order if any(lab in p["full"] for p in panels)]
-    legend = [ST.legend_entry(styles, lab) for lab in full]
+    legend = [style.legend_entry(styles, lab) for lab in full]
     if any(p["context"] for p in panels):
-        legend.append(ST.CONTEXT_LEGEND)
+        legend.append(style.CONTEXT_LEGEND)
     sl = st.setting_name(setting)
     name = f"profile_{setting_slug(st, setting)}"
     spec = {"kind": "curves", "name": name, "panels": panels, "legend": legend,

@@ -21,10 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.report import stats as S
-from harness.report import style as ST
-from harness.report import timing
-from harness.report import verdicts as V
+from harness.report import stats, style, timing, verdicts
 from harness.report.figures import (
     Figure,
     budgets,
@@ -39,7 +36,7 @@ from harness.report.figures import (
     zoom_caption,
 )
 from harness.report.load import StudyRecords, cell_name
-from harness.report.tables import (
+from harness.report.table import (
     CLIPPED,
     Table,
     clipped_note,
@@ -49,9 +46,8 @@ from harness.report.tables import (
     grouped,
     n_epochs,
     plural,
-    rule_note,
-    setting_slug,
 )
+from harness.report.tables import rule_note, setting_slug
 
 NOT_REACHED = "not reached"   # a seed had not finished one epoch by T*
 
@@ -93,11 +89,11 @@ def _trained_text(r: dict[str, Any]) -> str:
 
 
 def _row_test(st: StudyRecords, setting: str, ours: str | None, lab: str, cell,
-              have: set) -> V.Test | None:
+              have: set) -> verdicts.Test | None:
     if ours is None or ours not in have or lab == ours or lab not in have \
             or st.method_of.get(lab) == st.ours:
         return None
-    return V.test(st, setting, (ours, cell), (lab, cell), kind=V.EQUAL_COMPUTE)
+    return verdicts.test(st, setting, (ours, cell), (lab, cell), kind=verdicts.EQUAL_COMPUTE)
 
 
 def equal_compute_table(st: StudyRecords, setting: str) -> Table | None:
@@ -122,12 +118,12 @@ def equal_compute_table(st: StudyRecords, setting: str) -> Table | None:
                          fmt_t(r["budget_time"], c, unit),
                          f"×{r['budget_time'] / t_star:.2f}", _epochs_text(r, cell[2]), acc,
                          fmt_ci(s), _trained_text(r),
-                         fmt_diff(t.cmp) if t else "", S.fmt_p(t.p_adj) if t else "",
+                         fmt_diff(t.cmp) if t else "", stats.fmt_p(t.p_adj) if t else "",
                          t.verdict(oname, st.display(lab)) if t else ""])
             tex_rows.append((f"{cell_name(*cell)}, T* = {fmt_t(t_star, c, unit)}",
                              [st.display(lab), f"×{r['budget_time'] / t_star:.2f}",
                               _epochs_text(r, cell[2]), acc, fmt_diff(t.cmp) if t else "",
-                              S.fmt_p(t.p_adj) if t else ""]))
+                              stats.fmt_p(t.p_adj) if t else ""]))
             if t and t.decision in ("higher", "lower"):
                 bold.add((len(tex_rows) - 1, 4))
             data.append(_data_row(st, setting, c, r, t))
@@ -147,7 +143,7 @@ def equal_compute_table(st: StudyRecords, setting: str) -> Table | None:
 
 
 def _data_row(st: StudyRecords, setting: str, c: dict[str, Any], r: dict[str, Any],
-              t: V.Test | None) -> dict[str, Any]:
+              t: verdicts.Test | None) -> dict[str, Any]:
     """The CSV row (seconds, ids) of one row of one cell."""
     s, tw, cell = r["summary"], r["trained_within"], c["cell"]
     return {"setting": st.setting_labels[setting], "w_bits": cell[0], "a_bits": cell[1],
@@ -204,7 +200,7 @@ def time_figure(st: StudyRecords, setting: str) -> Figure | None:
     usable = [c for c in cells.values() if not c["skipped"]]
     if not usable:
         return None
-    styles = ST.row_styles(st)
+    styles = style.row_styles(st)
     unit = _unit(usable)
 
     def get(lab, cell):

@@ -26,7 +26,8 @@ import pandas as pd
 
 from harness.report import timing
 from harness.report.load import StudyRecords, cached_per_setting, cell_name
-from harness.report.tables import Table, grouped, setting_slug
+from harness.report.table import Table, grouped
+from harness.report.tables import setting_slug
 
 
 def human_bytes(b: float | None) -> str:

@@ -26,11 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from harness.report import plots
-from harness.report import stats as S
-from harness.report import style as ST
+from harness.report import plots, stats, style
 from harness.report.load import StudyRecords, cell_name
-from harness.report.tables import budget_rows, n_epochs, setting_slug
+from harness.report.table import n_epochs
+from harness.report.tables import budget_rows, setting_slug
 
 # The one derived companion panel: a declared continuous-state (not deployable) accuracy
 # minus the deployed one, drawn right after that accuracy.
@@ -54,15 +53,15 @@ class Figure:
 # --------------------------------------------------------------------------- shared pieces
 
 def curve(st: StudyRecords, setting: str, label: str, cell, column: str = "test_acc",
-          bounds=S.PERCENT) -> dict[str, Any] | None:
+          bounds=stats.PERCENT) -> dict[str, Any] | None:
     """Mean and 95% band (clipped to ``bounds``) over the seeds of one group, per epoch."""
     g = st.group(setting, label, cell)
     mats = [st.metrics[r][column] for r in g["run_ids"] if column in st.metrics[r]]
     if not mats:
         return None
     n = min(len(m) for m in mats)
-    mean, lo, hi = S.curve_band(np.stack([m[:n] for m in mats]))
-    lo, hi, clipped = S.clip_band(lo, hi, bounds)
+    mean, lo, hi = stats.curve_band(np.stack([m[:n] for m in mats]))
+    lo, hi, clipped = stats.clip_band(lo, hi, bounds)
     return {"x": list(range(1, n + 1)), "mean": mean, "lo": lo, "hi": hi, "n": len(mats),
             "clipped": clipped}
 
@@ -80,7 +79,7 @@ def cut(line: dict[str, Any], start: int) -> dict[str, Any]:
                        if line.get(k) is not None}}
 
 
-def ylim(lines: list[dict], bounds=S.PERCENT) -> tuple[float, float] | None:
+def ylim(lines: list[dict], bounds=stats.PERCENT) -> tuple[float, float] | None:
     """Limits holding every line and band whole, padded, never past ``bounds``."""
     vals = [np.asarray(ln[k], dtype=float) for ln in lines for k in ("mean", "lo", "hi")
             if ln.get(k) is not None and (k == "mean" or ln.get("band", True))]
@@ -89,7 +88,7 @@ def ylim(lines: list[dict], bounds=S.PERCENT) -> tuple[float, float] | None:
     if not len(vals):
         return None
     lo, hi = float(vals.min()), float(vals.max())
-    pad = max(0.5, 0.05 * (hi - lo)) if bounds == S.PERCENT else 0.05 * (hi - lo)
+    pad = max(0.5, 0.05 * (hi - lo)) if bounds == stats.PERCENT else 0.05 * (hi - lo)
     lo, hi = lo - pad, hi + pad
     if bounds:
         lo = lo if bounds[0] is None else max(lo, bounds[0])
@@ -187,12 +186,12 @@ def panel_lines(st: StudyRecords, setting: str, cell, styles, all_rows: bool,
         if cur:
             curves[ref[0]] = {**cur, "reference": True}
     means = {lab: float(np.asarray(c["mean"])[-1]) for lab, c in curves.items()}
-    full = list(curves) if all_rows else ST.highlight(st, setting, means)
+    full = list(curves) if all_rows else style.highlight(st, setting, means)
     context = [lab for lab in curves if lab not in full]
-    lines = [{**c, **ST.line_style(styles, lab, False)} for lab, c in curves.items()
+    lines = [{**c, **style.line_style(styles, lab, False)} for lab, c in curves.items()
              if lab in context]
     for lab in [lab for lab in st.order if lab in full]:
-        ls = ST.line_style(styles, lab, True)
+        ls = style.line_style(styles, lab, True)
         if all_rows:
             ls.update(lw=1.0, band=False)
         elif st.method_of.get(lab) == "fp":  # the reference: a line, its band in the tables
@@ -202,8 +201,8 @@ def panel_lines(st: StudyRecords, setting: str, cell, styles, all_rows: bool,
 
 
 def legend_for(st: StudyRecords, styles, full: list[str], context: bool) -> list[dict]:
-    out = [ST.legend_entry(styles, lab) for lab in st.order if lab in full]
-    return out + ([ST.CONTEXT_LEGEND] if context else [])
+    out = [style.legend_entry(styles, lab) for lab in st.order if lab in full]
+    return out + ([style.CONTEXT_LEGEND] if context else [])
 
 
 def _curve_panels(st: StudyRecords, setting: str, styles, all_rows: bool, get_curve,
@@ -227,7 +226,7 @@ def _curve_panels(st: StudyRecords, setting: str, styles, all_rows: bool, get_cu
 
 def _convergence(st: StudyRecords, setting: str, all_rows: bool = False) -> Figure | None:
     """Deployed accuracy per epoch, one panel per (W/A pair, budget)."""
-    styles = ST.row_styles(st)
+    styles = style.row_styles(st)
     sl = st.setting_name(setting)
 
     def get(lab, cell):
@@ -250,7 +249,7 @@ def _convergence(st: StudyRecords, setting: str, all_rows: bool = False) -> Figu
                 "of this report), mean over seeds, no bands (they are in the convergence "
                 "figure)")
     else:
-        what = (ST.highlighted_rows(st) + " as mean over seeds with a 95% t-interval band"
+        what = (style.highlighted_rows(st) + " as mean over seeds with a 95% t-interval band"
                 + (", the full-precision reference (fp) as a dotted line" if has_fp else "")
                 + "; the other rows as thin grey lines (each in its own style in the "
                   "all-rows figure)")
@@ -287,8 +286,8 @@ def _gap_curve(st: StudyRecords, setting: str, label: str, cell) -> dict[str, An
         return None
     mats = [st.metrics[r][CONTINUOUS_ACC] - st.metrics[r]["test_acc"] for r in runs]
     n = min(len(m) for m in mats)
-    mean, lo, hi = S.curve_band(np.stack([m[:n] for m in mats]))
-    lo, hi, clipped = S.clip_band(lo, hi, GAP_BOUNDS)
+    mean, lo, hi = stats.curve_band(np.stack([m[:n] for m in mats]))
+    lo, hi, clipped = stats.clip_band(lo, hi, GAP_BOUNDS)
     return {"x": list(range(1, n + 1)), "mean": mean, "lo": lo, "hi": hi,
             "clipped": clipped}
 
@@ -299,12 +298,26 @@ def _internal_line(st: StudyRecords, setting: str, lab: str, cell, col: str, bou
     return curve(st, setting, lab, cell, col, bounds)
 
 
+def _internal_panel(st: StudyRecords, cell, col: str, title: str, bounds, lines: list[dict],
+                    first: bool) -> dict[str, Any]:
+    """One companion panel (``first``: the first of its cell's row, which it names)."""
+    start = first_shown(cell[2])
+    lines = [cut(ln, start) for ln in lines]
+    vals = np.concatenate([np.asarray(ln["mean"], float) for ln in lines])
+    vals = vals[np.isfinite(vals)]
+    logy = bool(col in st.log_scale and len(vals) and vals.min() > 0
+                and vals.max() / vals.min() > 20)
+    return {"title": title, "lines": lines, "cell": cell,
+            "ylabel": cell_name(*cell[:2]) if first else "",
+            "logy": logy, "ylim": None if logy else ylim(lines, bounds), "from_epoch": start + 1}
+
+
 def _internals(st: StudyRecords, setting: str) -> Figure | None:
     """Companion panels of the internal metrics the methods declare (summary.json
     method_info; ``st.internal_metrics``): one row of panels per W/A pair at the longest
     budget, one panel per metric, one line per row (variant) that logs it."""
     sl = st.setting_name(setting)
-    styles = ST.row_styles(st)
+    styles = style.row_styles(st)
 
     def has(lab, c, col):
         return any(col in st.metrics[r] for r in st.group(setting, lab, c)["run_ids"])
@@ -324,29 +337,20 @@ def _internals(st: StudyRecords, setting: str) -> Figure | None:
             for lab in [lab for lab, c in keys if c == cell and has(lab, c, src)]:
                 cur = _internal_line(st, setting, lab, cell, col, bounds)
                 if cur:
-                    lines.append({**cur, **ST.line_style(styles, lab, True), "lw": 1.2})
+                    lines.append({**cur, **style.line_style(styles, lab, True), "lw": 1.2})
                     shown += [lab] if lab not in shown else []
             if not lines:
                 continue
-            start = first_shown(cell[2])
-            lines = [cut(ln, start) for ln in lines]
-            every += lines
-            vals = np.concatenate([np.asarray(ln["mean"], float) for ln in lines])
-            vals = vals[np.isfinite(vals)]
-            logy = bool(col in st.log_scale and len(vals) and vals.min() > 0
-                        and vals.max() / vals.min() > 20)
             first = not panels or panels[-1]["cell"] != cell
-            panels.append({"title": title, "lines": lines, "cell": cell,
-                           "ylabel": cell_name(*cell[:2]) if first else "",
-                           "logy": logy, "ylim": None if logy else ylim(lines, bounds),
-                           "from_epoch": start + 1})
+            panels.append(_internal_panel(st, cell, col, title, bounds, lines, first))
+            every += panels[-1]["lines"]
     if not panels:
         return None
     n_metrics = len({p["title"] for p in panels})
     name = f"internals_{setting_slug(st, setting)}"
     spec = {"kind": "curves", "name": name, "panels": panels,
             "ncols": n_metrics if n_metrics <= plots.MAX_COLS else plots.MAX_COLS,
-            "legend": [ST.legend_entry(styles, lab) for lab in st.order if lab in shown],
+            "legend": [style.legend_entry(styles, lab) for lab in st.order if lab in shown],
             "xlabel": "epoch", "title": f"Companion panels, {sl}, {n_epochs(longest)}"}
     titles = list(dict.fromkeys(p["title"] for p in panels))
     listed = ", ".join(titles[:-1]) + " and " + titles[-1] if len(titles) > 1 else titles[0]
@@ -372,7 +376,7 @@ def _main_budget(st: StudyRecords, setting: str) -> int:
 
 def _seeds(st: StudyRecords, setting: str) -> Figure:
     """Final accuracy of every seed at the main budget, beside the mean and its CI."""
-    styles = ST.row_styles(st)
+    styles = style.row_styles(st)
     sl = st.setting_name(setting)
     labels = st.labels(setting)
     main_e = _main_budget(st, setting)
@@ -407,7 +411,7 @@ def _seeds(st: StudyRecords, setting: str) -> Figure:
 
 # --------------------------------------------------------------------------- budget
 
-def _budget_panel_row(lab: str, mine: list[dict], style: dict[str, Any]) -> dict | None:
+def _budget_panel_row(lab: str, mine: list[dict], look: dict[str, Any]) -> dict | None:
     """One row of a budget panel: its trained budgets, and the accuracies read off its
     longest runs' curves."""
     tr = [r for r in mine if r["source"] == "trained"]
@@ -415,7 +419,7 @@ def _budget_panel_row(lab: str, mine: list[dict], style: dict[str, Any]) -> dict
         return None
     longest = max(r["epoch"] for r in tr)
     ro = [r for r in mine if r["source"] == "readoff" and r["from"] == longest]
-    return {"label": lab, **style, "clipped": any(r["summary"].clipped for r in tr),
+    return {"label": lab, **look, "clipped": any(r["summary"].clipped for r in tr),
             "trained": {
                 "x": [r["epoch"] for r in tr], "mean": [r["summary"].mean for r in tr],
                 "lo": [r["summary"].ci[0] if r["summary"].ci else None for r in tr],
@@ -429,7 +433,7 @@ def _budget_spec(st: StudyRecords, setting: str):
     rows_ = budget_rows(st, setting)
     if not rows_:
         return None
-    styles = ST.row_styles(st)
+    styles = style.row_styles(st)
     bs = sorted({r["epoch"] for r in rows_})
     panels, full_all, context_any = [], [], False
     for w, a in sorted({(r["w"], r["a"]) for r in rows_}):
@@ -439,12 +443,12 @@ def _budget_spec(st: StudyRecords, setting: str):
         # highlighted by the mean at the longest budget each row trained for
         means = {lab: max(tr, key=lambda r: r["epoch"])["summary"].mean
                  for lab, tr in trained.items() if tr}
-        full = ST.highlight(st, setting, means)
+        full = style.highlight(st, setting, means)
         prow = []
         for lab in sorted(means, key=lambda x: x in full):  # context first, then in full
-            style = ({**ST.line_style(styles, lab, True), "lw": 1.2} if lab in full else
-                     {**ST.CONTEXT, "marker": "o"})
-            p = _budget_panel_row(lab, mine[lab], style)
+            look = ({**style.line_style(styles, lab, True), "lw": 1.2} if lab in full else
+                    {**style.CONTEXT, "marker": "o"})
+            p = _budget_panel_row(lab, mine[lab], look)
             if p is not None:
                 prow.append(p)
         if any(len(p["trained"]["x"]) > 1 for p in prow):

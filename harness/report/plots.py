@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.records import _atomic
+from harness.records import atomic_write_bytes
 
 Spec = dict[str, Any]
 PANEL_W, PANEL_H = 3.2, 2.4   # inches per panel
@@ -171,7 +171,7 @@ def _finish(fig, spec: Spec, spare, out_dir: Path, bottom_in: float = 0.6,
                     **({"pil_kwargs": {"compress_level": 1}} if ext == "png" else {}))
         data = buf.getvalue()
         path = out_dir / f"{spec['name']}.{ext}"
-        _atomic(path, lambda f, data=data: f.write(data))
+        atomic_write_bytes(path, data)
         paths.append(path)
     return paths
 

@@ -28,23 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from harness.report import stats as S
-from harness.report import timing
-from harness.report import verdicts as V
+from harness.report import stats, timing, verdicts
 from harness.report.aggregate import aggregate_rows
 from harness.report.answers import MAX_BULLETS, NOT_ANSWERED, bullets, tally  # noqa: F401
 from harness.report.costs import cost_rows, device_time, si
-from harness.report.load import OURS_NOT_SET, StudyRecords
+from harness.report.load import OURS_NOT_SET, StudyRecords, cell_name
 from harness.report.sr import sr_answer
-from harness.report.tables import (
-    ablations,
-    cell_name,
-    comparisons,
-    fmt_opts,
-    n_epochs,
-    plural,
-    where,
-)
+from harness.report.table import fmt_opts, n_epochs, plural
+from harness.report.tables import ablations, comparisons, where
 
 Answer = tuple[str, list[str]]  # (paragraph, bullets)
 SR_ONLY = ("the study has only super-resolution runs, and this question is answered from "
@@ -80,8 +71,9 @@ class Question:
 
 # --------------------------------------------------------------------------- helpers
 
-def _vs(st: StudyRecords, a: str, sa: S.Summary, b: str, sb: S.Summary, t: V.Test) -> str:
-    return (f"{st.display(a)} {S.fmt_summary(sa)} vs {st.display(b)} {S.fmt_summary(sb)}: "
+def _vs(st: StudyRecords, a: str, sa: stats.Summary, b: str, sb: stats.Summary,
+        t: verdicts.Test) -> str:
+    return (f"{st.display(a)} {stats.fmt_summary(sa)} vs {st.display(b)} {stats.fmt_summary(sb)}: "
             f"{t.fmt()}")
 
 
@@ -117,16 +109,16 @@ def _budget_item(st: StudyRecords, s: str, ours: str, w: int, a: int,
         rivals = [(st.group(s, b, (w, a, e))["summary"], b) for b in base_labels]
         rivals = [r for r in rivals if r[0].n]
         if not rivals:
-            parts.append(f"at {n_epochs(e)} {st.display(ours)} {S.fmt_summary(g['summary'])} "
+            parts.append(f"at {n_epochs(e)} {st.display(ours)} {stats.fmt_summary(g['summary'])} "
                          "(no baseline at this budget)")
             continue
         sb, b = max(rivals, key=lambda r: r[0].mean)
-        t = V.test(st, s, (ours, (w, a, e)), (b, (w, a, e)))
+        t = verdicts.test(st, s, (ours, (w, a, e)), (b, (w, a, e)))
         tests.append(t)
         parts.append(f"at {n_epochs(e)} {_vs(st, ours, g['summary'], b, sb, t)}")
     if len(budgets) > 1:
         lo_e, hi_e = budgets[0], budgets[-1]
-        t = V.test(st, s, (ours, (w, a, hi_e)), (ours, (w, a, lo_e)))
+        t = verdicts.test(st, s, (ours, (w, a, hi_e)), (ours, (w, a, lo_e)))
         own.append(t)
         parts.append(f"{st.display(ours)} at {hi_e} minus {lo_e} epochs: {t.fmt()}")
     return f"{where(st, s, (w, a))}: " + "; ".join(parts) + "." if parts else None
@@ -141,8 +133,8 @@ def answer_budget(st: StudyRecords, q: Question) -> Answer:
                 f"budget in the spec's [grid] epochs (e.g. epochs = [{bs[0]}, {2 * bs[0]}]) "
                 "would answer it" if bs else "no run completed")
         return f"{NOT_ANSWERED}: {what}.", []
-    tests: list[V.Test] = []
-    own: list[V.Test] = []
+    tests: list[verdicts.Test] = []
+    own: list[verdicts.Test] = []
     items = []
     for s in multi:
         ours = st.default_variant(st.ours, st.labels(s))
@@ -162,7 +154,7 @@ def answer_budget(st: StudyRecords, q: Question) -> Answer:
     if own:
         up = sum(t.decision == "higher" for t in own)
         down = sum(t.decision == "lower" for t in own)
-        caveat = V.caveats(own)
+        caveat = verdicts.caveats(own)
         text += (f" Training {on} longer raises its accuracy significantly in {up} and lowers "
                  f"it significantly in {down} of {len(own)} W/A cells"
                  + (f" ({caveat})" if caveat else "") + ".")
@@ -189,7 +181,7 @@ def _seed_comparisons_text(st: StudyRecords) -> str:
         t = comps[0]["test"]
         d = t.decision
         return (f" The one {on}-vs-baseline difference is {t.cmp.diff:+.2f} points, "
-                + (S.TOO_SMALL if d == "small" else
+                + (stats.TOO_SMALL if d == "small" else
                    "significant" if d in ("higher", "lower") else "not significant")
                 + f" ({t.fmt()}).")
     if not comps:
@@ -198,11 +190,11 @@ def _seed_comparisons_text(st: StudyRecords) -> str:
     tests = [r["test"] for r in comps]
     sig = sum(t.decision in ("higher", "lower") for t in tests)
     small = sum(t.decision == "small" for t in tests)
-    caveat = V.caveats(tests)
+    caveat = verdicts.caveats(tests)
     return (f" The {len(comps)} {on}-vs-baseline differences have median |Δ| "
             f"{np.median(diffs):.2f} points; {sig} of them are significant under the "
-            f"report's rule (adjusted p < {S.ALPHA:g})"
-            + (f", and {small} {'has' if small == 1 else 'have'} {S.TOO_SMALL}"
+            f"report's rule (adjusted p < {stats.ALPHA:g})"
+            + (f", and {small} {'has' if small == 1 else 'have'} {stats.TOO_SMALL}"
                if small else "") + (f"; {caveat}" if caveat else "") + ".")
 
 
@@ -253,8 +245,8 @@ def answer_option(st: StudyRecords, q: Question) -> Answer:
         d = st.group(s, r["default"], r["cell"])["summary"]
         tests.append(r["test"])
         items.append(f"{where(st, s, r['cell'])}: {st.display(r['variant'])} [{mine}]{extra} "
-                     f"{S.fmt_summary(r['summary'])} vs {st.display(r['default'])} [{base}] "
-                     f"{S.fmt_summary(d)}: {r['test'].fmt()}.")
+                     f"{stats.fmt_summary(r['summary'])} vs {st.display(r['default'])} [{base}] "
+                     f"{stats.fmt_summary(d)}: {r['test'].fmt()}.")
     methods = sorted({st.display(st.default_variant(r["method"], st.labels(s)) or r["method"])
                       for s, r, _ in rows})
     text = (f"Variants of {', '.join(methods)} against the default variant, over "
@@ -429,26 +421,26 @@ def _compute_item(st: StudyRecords, s: str, c: dict[str, Any], ours: str,
                 "there.")
     others = [r for lab, r in rows.items() if st.method_of.get(lab) != st.ours and r["values"]]
     unreached = [st.display(lab) for lab, r in rows.items() if r["not_reached"]]
-    here = [V.test(st, s, (ours, cell), (r["label"], cell), kind=V.EQUAL_COMPUTE)
+    here = [verdicts.test(st, s, (ours, cell), (r["label"], cell), kind=verdicts.EQUAL_COMPUTE)
             for r in others]
     tests += here
     reached = ("its whole budget fits" if mine["full"] else
                f"by T* it had finished {min(mine['epochs_reached'])}"
                + (f"–{max(mine['epochs_reached'])}" if len(set(mine["epochs_reached"])) > 1
                   else "") + f" of its {n_epochs(cell[2])} (read off its curve)")
-    text = f"{head}; {reached}: {S.fmt_summary(mine['summary'])}"
+    text = f"{head}; {reached}: {stats.fmt_summary(mine['summary'])}"
     if others:
         best = max(others, key=lambda r: r["summary"].mean)
         t = here[others.index(best)]
         text += (f"; the strongest other row at T*, {st.display(best['label'])}, "
-                 f"{S.fmt_summary(best['summary'])}: {t.fmt()}")
+                 f"{stats.fmt_summary(best['summary'])}: {t.fmt()}")
     if unreached:
         text += (f"; not compared, a seed of theirs had not finished one epoch by T*: "
                  f"{', '.join(unreached)}")
     tw = mine["trained_within"]
     if tw:
         text += (f"; {st.display(ours)}'s own {tw[0]}-epoch runs fit in T* and reached "
-                 f"{S.fmt_summary(tw[1])}")
+                 f"{stats.fmt_summary(tw[1])}")
     return text + "."
 
 
@@ -501,11 +493,11 @@ def answer_aggregate(st: StudyRecords, q: Question) -> Answer:
         mine = next((r for r in rows if r["label"] == ours), None)
         if mine is None:
             continue
-        few |= min(st.group(s, ours, c)["summary"].n for c in mine["cells"]) <= S.FEW_SEEDS
+        few |= min(st.group(s, ours, c)["summary"].n for c in mine["cells"]) <= stats.FEW_SEEDS
         text_parts.append(f"{st.display(ours)}'s IQM over the "
                           f"{plural(len(mine['cells']), 'cell')} it ran"
                           + (f" ({st.setting_name(s)})" if len(st.settings()) > 1 else "")
-                          + f" is {mine['iqm']:.2f} {S.fmt_interval(mine['ci'])}")
+                          + f" is {mine['iqm']:.2f} {stats.fmt_interval(mine['ci'])}")
         for r in rows:
             if r["poi"] is None or r["poi_ci"] is None:
                 continue
@@ -514,7 +506,7 @@ def answer_aggregate(st: StudyRecords, q: Question) -> Answer:
             above += lo > 0.5
             below += hi < 0.5
             items.append(f"P({st.display(ours)} > {st.display(r['label'])}) = {r['poi']:.2f} "
-                         f"{S.fmt_interval(r['poi_ci'])} over {len(r['shared'])} shared cells"
+                         f"{stats.fmt_interval(r['poi_ci'])} over {len(r['shared'])} shared cells"
                          + (f" ({st.setting_name(s)})" if len(st.settings()) > 1 else "")
                          + f"; IQM {r['iqm_ours_shared'][0]:.2f} vs "
                          f"{r['iqm_row_shared'][0]:.2f} there.")
@@ -526,7 +518,7 @@ def answer_aggregate(st: StudyRecords, q: Question) -> Answer:
             f"{total} rows, below 0.5 likewise against {below}, and undecided against "
             f"{total - above - below}.")
     if few:
-        text += (f" With {S.FEW_SEEDS} seeds or fewer per cell these intervals are optimistic "
+        text += (f" With {stats.FEW_SEEDS} seeds or fewer per cell these intervals are optimistic "
                  "(few distinct resamples).")
     return text, bullets(items, "the across-cells tables")
 

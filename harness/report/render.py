@@ -25,14 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.records import atomic_write_json, atomic_write_text
-from harness.report import aggregate as AG
-from harness.report import compute as CO
-from harness.report import costs, plots
-from harness.report import figures as F
-from harness.report import reproduction as R
-from harness.report import stats as S
-from harness.report import tables as T
-from harness.report import verdicts as V
+from harness.report import (
+    aggregate,
+    compute,
+    costs,
+    figures,
+    plots,
+    reproduction,
+    stats,
+    tables,
+    verdicts,
+)
 from harness.report.figures import Figure
 from harness.report.load import (
     OURS_NOT_SET,
@@ -45,7 +48,8 @@ from harness.report.load import (
 )
 from harness.report.questions import reviewer_answers
 from harness.report.sr import sr_figure_blocks, sr_table_blocks
-from harness.report.tables import Table, md_escape, where
+from harness.report.table import Table, md_escape
+from harness.report.tables import where
 
 Block = Table | Figure | str
 TABLES_DIR, FIGURES_DIR = "tables", "figures"   # under the report folder, linked relatively
@@ -175,7 +179,7 @@ def _header(st: StudyRecords) -> list[str]:
                "otherwise: mean ± sample std (n), 95% t-intervals (clipped to [0, 100] where "
                "they reach past it, and marked), Welch's t-test for differences.")
               + " Cells with n < 2 have no error bar and are marked. One verdict rule "
-              f"everywhere: {S.RULE}. See [Statistical methods](#statistical-methods).", ""]
+              f"everywhere: {stats.RULE}. See [Statistical methods](#statistical-methods).", ""]
     return lines
 
 
@@ -221,7 +225,7 @@ def _mismatch_lines(st: StudyRecords) -> list[str]:
 def excluded_blocks(st: StudyRecords) -> list[Block]:
     """The runs left out of every number, and why; spec exclusions, recipe differences,
     single-seed cells and run directories the manifest does not list."""
-    t = T.excluded_table(st)
+    t = tables.excluded_table(st)
     out: list[Block] = (["These runs are not in any table, figure or answer above.", "", t]
                         if t.rows else
                         ["None: every run record found is completed and matched.", ""])
@@ -240,12 +244,13 @@ def excluded_blocks(st: StudyRecords) -> list[Block]:
 
 def statistics_blocks(st: StudyRecords) -> list[Block]:
     """How every number is computed (the constants come from harness/stats.py)."""
-    sizes = ", ".join(f"{V.family_size(st, s)} in {st.setting_name(s)}" for s in st.settings())
+    sizes = ", ".join(f"{verdicts.family_size(st, s)} in {st.setting_name(s)}"
+                      for s in st.settings())
     return [f"- Per method and cell: mean, sample std (ddof = 1), 95% t-interval of the mean "
             f"(`scipy.stats.t.interval` with `scipy.stats.sem`), median and interquartile mean "
             f"(`scipy.stats.trim_mean`, 25% cut); a BCa bootstrap interval "
-            f"(`scipy.stats.bootstrap`, {S.BOOTSTRAP_RESAMPLES} resamples, seed "
-            f"{S.BOOTSTRAP_SEED}) when n ≥ {S.BOOTSTRAP_MIN_N}.",
+            f"(`scipy.stats.bootstrap`, {stats.BOOTSTRAP_RESAMPLES} resamples, seed "
+            f"{stats.BOOTSTRAP_SEED}) when n ≥ {stats.BOOTSTRAP_MIN_N}.",
             "- Bounded quantities: an accuracy lies in [0, 100], so a t-interval or band that "
             "reaches past it (few seeds, wide spread) is clipped to it and marked ‡ in tables "
             "(the captions of figures say when a band was clipped); internal metrics are "
@@ -253,7 +258,7 @@ def statistics_blocks(st: StudyRecords) -> list[Block]:
             "- Differences: Welch's t-test (`scipy.stats.ttest_ind(equal_var=False)`) and its "
             "95% interval of the difference; P(A > B) is the Mann-Whitney U statistic over all "
             "seed pairs divided by n_A·n_B (ties ½).",
-            f"- One verdict rule: {S.RULE}. The family is every comparison the report makes in "
+            f"- One verdict rule: {stats.RULE}. The family is every comparison the report makes in "
             f"a setting (ours against each baseline, the best row of each main-table column "
             f"against the others, each variant against its default, ours' longest budget "
             f"against its shortest, and ours against each baseline at equal compute): {sizes} "
@@ -263,9 +268,9 @@ def statistics_blocks(st: StudyRecords) -> list[Block]:
             "one.",
             "- p-values: 3 decimals below 0.1 (2 above), \"< 0.001\" below that, and more "
             "digits where rounding would put p on the other side of 0.05 (0.0496, not 0.050).",
-            f"- Fewer than {S.MIN_N_CONCLUDE} seeds on a side: the difference is shown but "
-            f"marked \"{S.TOO_SMALL}\"; with one seed there is no interval and no test; with "
-            f"{S.FEW_SEEDS} or fewer a sentence that concludes says so.",
+            f"- Fewer than {stats.MIN_N_CONCLUDE} seeds on a side: the difference is shown but "
+            f"marked \"{stats.TOO_SMALL}\"; with one seed there is no interval and no test; with "
+            f"{stats.FEW_SEEDS} or fewer a sentence that concludes says so.",
             "- Curves: per-epoch mean with a 95% t-interval band over seeds (none for n = 1).",
             "- Equal compute: a row's accuracy once it had used the training time of the "
             "cheapest row's whole budget in the cell, read off its curve (see the "
@@ -274,7 +279,7 @@ def statistics_blocks(st: StudyRecords) -> list[Block]:
             f"run over the cells, the probability of improvement (per cell the share of run "
             f"pairs won, averaged) and performance profiles, each with a 95% percentile "
             f"interval from the stratified bootstrap (`scipy.stats.bootstrap` over one sample "
-            f"per cell, {S.AGG_RESAMPLES} resamples).",
+            f"per cell, {stats.AGG_RESAMPLES} resamples).",
             ""]
 
 
@@ -288,34 +293,34 @@ def comparison_blocks(st: StudyRecords) -> list[Block]:
     """Ours minus each baseline, per setting; without ours, why there are none."""
     if not st.ours:
         return [f"None: {OURS_NOT_SET}.", ""]
-    return per_setting(T.comparison_tables)(st)
+    return per_setting(tables.comparison_tables)(st)
 
 
 SECTIONS: tuple[Section, ...] = (
     Section("Reviewer questions", "questions", answer_blocks),
-    Section("Main results", "main", per_setting(T.main_tables)),
+    Section("Main results", "main", per_setting(tables.main_tables)),
     Section("Reproduction: measured vs reported", "reproduction",
-            per_setting(R.reproduction_tables)),
+            per_setting(reproduction.reproduction_tables)),
     Section(_comparisons_title, "comparisons", comparison_blocks),
     Section("Super-resolution", "sr", sr_table_blocks),
     Section("Super-resolution figures", "sr_figures", sr_figure_blocks, figures=True),
-    Section("Convergence", "convergence", per_setting(F.convergence_figures), figures=True),
-    Section("Per-seed final accuracy", "seeds", per_setting(F.seed_figures), figures=True),
-    Section("Budget study", "budget", per_setting(T.budget_tables)),
-    Section("Budget figures", "budget_figures", per_setting(F.budget_figures), figures=True),
-    Section("Equal compute", "equal_compute", per_setting(CO.equal_compute_blocks),
+    Section("Convergence", "convergence", per_setting(figures.convergence_figures), figures=True),
+    Section("Per-seed final accuracy", "seeds", per_setting(figures.seed_figures), figures=True),
+    Section("Budget study", "budget", per_setting(tables.budget_tables)),
+    Section("Budget figures", "budget_figures", per_setting(figures.budget_figures), figures=True),
+    Section("Equal compute", "equal_compute", per_setting(compute.equal_compute_blocks),
             figures=True,
             intro="Accuracy against training time, and each row's accuracy once it had used "
                   "the time the cheapest row's whole budget took (T*)."),
-    Section("Across cells", "aggregate", per_setting(AG.aggregate_blocks), figures=True,
+    Section("Across cells", "aggregate", per_setting(aggregate.aggregate_blocks), figures=True,
             intro="Aggregates over every cell of a setting, in the manner of rliable: "
                   "interquartile mean, probability of improvement and performance profiles, "
                   "with stratified-bootstrap intervals."),
-    Section("Ablations", "ablations", per_setting(T.ablation_tables),
+    Section("Ablations", "ablations", per_setting(tables.ablation_tables),
             intro="Named variants of one method against its default variant (the variant "
                   "named like the method, else the first)."),
     Section("Cost", "cost", per_setting(costs.cost_tables)),
-    Section("Uncertainty details", "uncertainty", per_setting(T.uncertainty_tables)),
+    Section("Uncertainty details", "uncertainty", per_setting(tables.uncertainty_tables)),
     Section("Runs excluded from the numbers", "excluded", excluded_blocks),
     Section("Statistical methods", "statistics", statistics_blocks),
 )
@@ -364,15 +369,15 @@ def build_report(st: StudyRecords, out: Path, jobs: int = 0) -> Path:
     tdir, fdir = out / TABLES_DIR, out / FIGURES_DIR
     tdir.mkdir(parents=True, exist_ok=True)
     built, wait_figures = build_sections(st, fdir, jobs)
-    tables = {b.name: b for blocks in built.values() for b in blocks if isinstance(b, Table)}
-    for t in tables.values():
+    by_name = {b.name: b for blocks in built.values() for b in blocks if isinstance(b, Table)}
+    for t in by_name.values():
         t.write(tdir)
     md = report_markdown(st, built)
     written = wait_figures()
     report = out / "report.md"
     atomic_write_text(report, md)
     _prune_stale(out, [report] + [Path(p) for p in written]
-                 + [tdir / f"{n}.{x}" for n in tables for x in ("md", "tex", "csv")])
+                 + [tdir / f"{n}.{x}" for n in by_name for x in ("md", "tex", "csv")])
     return report
 
 

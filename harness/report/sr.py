@@ -30,9 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.report import stats as S
-from harness.report import style as ST
-from harness.report import verdicts as V
+from harness.report import stats, style, verdicts
 from harness.report.answers import NOT_ANSWERED, bullets, tally
 from harness.report.figures import (
     Figure,
@@ -44,18 +42,8 @@ from harness.report.figures import (
     zoom_caption,
 )
 from harness.report.load import StudyRecords, cached_per_setting, cell_name
-from harness.report.tables import (
-    Table,
-    _option_diff,
-    fmt_cell,
-    fmt_opts,
-    grouped,
-    n_epochs,
-    plural,
-    same_n,
-    setting_slug,
-    where,
-)
+from harness.report.table import Table, fmt_cell, fmt_opts, grouped, n_epochs, plural, same_n
+from harness.report.tables import option_diff, setting_slug, where
 
 # the baselines trained with a straight-through estimator (see each methods/<name>.py)
 STE_METHODS = ("ste", "dorefa", "lqnet", "hashing", "lsq")
@@ -92,8 +80,8 @@ def sr_groups(st: StudyRecords, setting: str) -> dict[tuple, dict[str, Any]]:
         ssim = [float(m.get("test_ssim", np.nan)) for m in df["final_metrics"]]
         out[(lab, int(w), int(a), int(e))] = {
             "psnr": psnr, "ssim": ssim, "seeds": df["seed"].tolist(),
-            "run_ids": df["run_id"].tolist(), "p": S.describe(psnr, bootstrap=False),
-            "s": S.describe(ssim, bootstrap=False)}
+            "run_ids": df["run_id"].tolist(), "p": stats.describe(psnr, bootstrap=False),
+            "s": stats.describe(ssim, bootstrap=False)}
     return out
 
 
@@ -194,19 +182,19 @@ def sr_comparisons(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
                 continue  # ours' other variants: sr_ablations
             out.append({"ours": lab, "baseline": blab, "cell": (w, a, e),
                         "a": g["p"], "b": b["p"],
-                        "cmp": S.compare(g["psnr"], b["psnr"]),
+                        "cmp": stats.compare(g["psnr"], b["psnr"]),
                         "ssim_diff": g["s"].mean - b["s"].mean})
     order = {lab: i for i, lab in enumerate(st.order)}
     return sorted(out, key=lambda r: (r["cell"], order.get(r["baseline"], 0)))
 
 
 @cached_per_setting
-def sr_tests(st: StudyRecords, setting: str) -> list[tuple[dict[str, Any], V.Test]]:
+def sr_tests(st: StudyRecords, setting: str) -> list[tuple[dict[str, Any], verdicts.Test]]:
     """Every SR comparison of a setting with its Benjamini-Hochberg adjusted p over the
     setting's SR comparisons: the report's one verdict rule (verdicts.py) for PSNR."""
     comps = sr_comparisons(st, setting)
-    adj = S.adjust_pvalues([r["cmp"].p for r in comps])
-    return [(r, V.Test(r["cmp"], pa, len(comps))) for r, pa in zip(comps, adj)]
+    adj = stats.adjust_pvalues([r["cmp"].p for r in comps])
+    return [(r, verdicts.Test(r["cmp"], pa, len(comps))) for r, pa in zip(comps, adj)]
 
 
 def comparison_table(st: StudyRecords, setting: str) -> Table:
@@ -219,10 +207,10 @@ def comparison_table(st: StudyRecords, setting: str) -> Table:
         c = r["cmp"]
         ours, base = st.display(r["ours"]), st.display(r["baseline"])
         rows.append([ours, base, cell_name(*r["cell"]), f"{c.diff:+.2f}",
-                     S.fmt_interval(c.ci, 2, signed=True), S.fmt_p(c.p), S.fmt_p(pa),
+                     stats.fmt_interval(c.ci, 2, signed=True), stats.fmt_p(c.p), stats.fmt_p(pa),
                      f"{c.p_a_greater:.2f}", f"{r['ssim_diff']:+.4f}",
                      c.verdict(ours, base, pa)])
-        keyed.append((cell_name(*r["cell"]), [base, *rows[-1][3:5], S.fmt_p(pa),
+        keyed.append((cell_name(*r["cell"]), [base, *rows[-1][3:5], stats.fmt_p(pa),
                                               rows[-1][8]]))
         if tests[i][1].decision in ("higher", "lower"):
             bold.add((i, 1))
@@ -266,10 +254,10 @@ def sr_ablations(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
             continue
         d = groups[(default, w, a, e)]
         out.append({"variant": lab, "default": default, "cell": (w, a, e),
-                    "final": S.compare(g["psnr"], d["psnr"]),
-                    "mean": S.compare(_mean_psnr(st, g["run_ids"]),
+                    "final": stats.compare(g["psnr"], d["psnr"]),
+                    "mean": stats.compare(_mean_psnr(st, g["run_ids"]),
                                       _mean_psnr(st, d["run_ids"])),
-                    "options": _option_diff(st.options_of.get(lab, {}),
+                    "options": option_diff(st.options_of.get(lab, {}),
                                             st.options_of.get(default, {}))})
     return sorted(out, key=lambda r: (r["cell"], r["variant"]))
 
@@ -283,8 +271,8 @@ def ablation_table(st: StudyRecords, setting: str) -> Table:
         rows.append([f"{st.display(r['variant'])} − {st.display(r['default'])}",
                      fmt_opts(r["options"]),
                      cell_name(*r["cell"]),
-                     f"{f.diff:+.2f}", S.fmt_interval(f.ci, 2, signed=True), S.fmt_p(f.p),
-                     f"{m.diff:+.2f}", S.fmt_interval(m.ci, 2, signed=True), S.fmt_p(m.p)])
+                     f"{f.diff:+.2f}", stats.fmt_interval(f.ci, 2, signed=True), stats.fmt_p(f.p),
+                     f"{m.diff:+.2f}", stats.fmt_interval(m.ci, 2, signed=True), stats.fmt_p(m.p)])
         keyed.append((cell_name(*r["cell"]), [rows[-1][0], *rows[-1][3:]]))
         data.append({"variant": r["variant"], "default": r["default"],
                      "name": st.display(r["variant"]), "w_bits": r["cell"][0],
@@ -314,7 +302,7 @@ def _curve(st: StudyRecords, run_ids: list[str]) -> dict[str, Any] | None:
     if not mats:
         return None
     n = min(len(m) for m in mats)
-    mean, lo, hi = S.curve_band(np.stack([m[:n] for m in mats]))
+    mean, lo, hi = stats.curve_band(np.stack([m[:n] for m in mats]))
     return {"x": list(range(1, n + 1)), "mean": mean, "lo": lo, "hi": hi}
 
 
@@ -334,7 +322,7 @@ def curves_figure(st: StudyRecords, setting: str, all_rows: bool = False) -> Fig
     in the report's shared styles (style.py): ours, the strongest other row and fp in full,
     the others thin grey (``all_rows``: every row in its own style, no bands); then ours'
     continuous-minus-deployed panels."""
-    styles = ST.row_styles(st)
+    styles = style.row_styles(st)
     groups, floor = sr_groups(st, setting), bicubic(st, setting)
 
     def get(lab, cell):
@@ -376,7 +364,7 @@ def curves_figure(st: StudyRecords, setting: str, all_rows: bool = False) -> Fig
         what = ("every row in its own colour, marker and dash (the same as in every figure of "
                 "this report), mean over seeds, no bands")
     else:
-        what = (ST.highlighted_rows(st, " PSNR") + " as mean over seeds with a 95% CI band, "
+        what = (style.highlighted_rows(st, " PSNR") + " as mean over seeds with a 95% CI band, "
                 "fp (the ceiling) as a dotted black line; the other rows as thin grey lines "
                 "(each in its own style in the all-rows figure)")
     caption = (f"Deployed test PSNR (dB, Y channel) on {test_set(setting)} per epoch ({sl}), "
@@ -403,9 +391,9 @@ def _continuous_panels(st: StudyRecords, setting: str, styles
         if not mats:
             continue
         n = min(len(m) for m in mats)
-        mean, lo, hi = S.curve_band(np.stack([m[:n] for m in mats]))
+        mean, lo, hi = stats.curve_band(np.stack([m[:n] for m in mats]))
         line = cut({"x": list(range(1, n + 1)), "mean": mean, "lo": lo, "hi": hi,
-                    **ST.line_style(styles, lab, True)}, first_shown(e))
+                    **style.line_style(styles, lab, True)}, first_shown(e))
         where = f", {cell_name(w, a, e)}" if len(_psnr_cells(st, setting)) > 1 else ""
         out.append({"title": f"{st.display(lab)}{where}: continuous − deployed",
                     "lines": [line], "ylim": ylim([line], None)})
@@ -507,8 +495,8 @@ def sr_answer(st: StudyRecords, q) -> tuple[str, list[str]]:
             cmps += [r["test"] for r in rs]
             best = max(rs, key=lambda r: r["b"].mean)
             items.append(f"{where(st, s, cell)}: {st.display(best['ours'])} "
-                         f"{S.fmt_summary(best['a'])} dB vs the best STE baseline "
-                         f"{st.display(best['baseline'])} {S.fmt_summary(best['b'])} dB, "
+                         f"{stats.fmt_summary(best['a'])} dB vs the best STE baseline "
+                         f"{st.display(best['baseline'])} {stats.fmt_summary(best['b'])} dB, "
                          f"difference in dB {best['test'].fmt()}; against every STE baseline "
                          "(dB): " + "; ".join(f"{st.display(r['baseline'])} "
                                               f"{r['cmp'].diff:+.2f}" for r in rs) + ".")

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.report import stats as S
+from harness.report import stats
 from harness.report.load import StudyRecords, cached_per_setting, cell_name
 
 TIME_TOLERANCE = 0.05   # an epoch within T* * 1.05 counts as reached within T*
@@ -166,7 +166,7 @@ def equal_compute_cells(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
                 if missed:  # only its faster seeds: a biased sample, so none at all
                     vals = []
             r.update(values=vals, epochs_reached=epochs, full=full, not_reached=missed,
-                     summary=S.describe(vals, bootstrap=False, bounds=S.PERCENT),
+                     summary=stats.describe(vals, bootstrap=False, bounds=stats.PERCENT),
                      trained_within=_trained_within(st, setting, r["label"], cell, t_star))
         out.append({**base, "t_star": t_star, "cheapest": cheapest["label"], "rows": rows,
                     "skipped": ""})
@@ -181,8 +181,8 @@ def time_curve(st: StudyRecords, setting: str, label: str, cell) -> dict[str, An
         return None
     n = min(len(t) for _, t, _ in runs)
     times = np.stack([t[:n] for _, t, _ in runs])
-    mean, lo, hi = S.curve_band(np.stack([acc[:n] for _, _, acc in runs]))
-    lo, hi, clipped = S.clip_band(lo, hi, S.PERCENT)
+    mean, lo, hi = stats.curve_band(np.stack([acc[:n] for _, _, acc in runs]))
+    lo, hi, clipped = stats.clip_band(lo, hi, stats.PERCENT)
     return {"x": times.mean(axis=0), "mean": mean, "lo": lo, "hi": hi, "n": len(runs),
             "clipped": clipped}
 

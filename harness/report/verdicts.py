@@ -21,8 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.report import stats as S
-from harness.report import timing
+from harness.report import stats, timing
 from harness.report.load import StudyRecords, cached_per_setting
 
 FINAL, EQUAL_COMPUTE = "final", "equal_compute"   # what a test compares
@@ -31,7 +30,7 @@ FINAL, EQUAL_COMPUTE = "final", "equal_compute"   # what a test compares
 @dataclass(frozen=True)
 class Test:
     """A minus B, its adjusted p-value and the family it was adjusted over."""
-    cmp: S.Comparison
+    cmp: stats.Comparison
     p_adj: float
     family_size: int
 
@@ -45,7 +44,7 @@ class Test:
 
     def fmt(self) -> str:
         """'+0.60 [+0.20, +1.00] (95% CI), p = 0.010, adjusted p = 0.030[, caveat]'."""
-        return S.fmt_comparison(self.cmp, p_adj=self.p_adj)
+        return stats.fmt_comparison(self.cmp, p_adj=self.p_adj)
 
 
 Side = tuple[str, tuple[int, int, int]]   # (row label, cell)
@@ -65,7 +64,7 @@ def _final_pairs(st: StudyRecords, setting: str) -> list[tuple[Side, Side]]:
         top = bold_candidate(st, setting, have, c)
         if top:
             pairs += [((top, c), (lab, c)) for lab in have if lab != top and
-                      st.group(setting, lab, c)["summary"].n >= S.MIN_N_CONCLUDE]
+                      st.group(setting, lab, c)["summary"].n >= stats.MIN_N_CONCLUDE]
         for m in dict.fromkeys(st.method_of[lab] for lab in have):
             default = st.default_variant(m, labels)
             if default in have:
@@ -84,11 +83,11 @@ def bold_candidate(st: StudyRecords, setting: str, labels: list[str], cell) -> s
     MIN_N_CONCLUDE seeds, when no row with fewer seeds has a mean as high."""
     summ = [(st.group(setting, lab, cell)["summary"], lab) for lab in labels]
     summ = [(s, lab) for s, lab in summ if s.n]
-    tested = [(s, lab) for s, lab in summ if s.n >= S.MIN_N_CONCLUDE]
+    tested = [(s, lab) for s, lab in summ if s.n >= stats.MIN_N_CONCLUDE]
     if len(tested) < 2:
         return None
     best, lab = max(tested, key=lambda t: t[0].mean)
-    if any(s.mean >= best.mean for s, other in summ if other != lab and s.n < S.MIN_N_CONCLUDE):
+    if any(s.mean >= best.mean for s, other in summ if other != lab and s.n < stats.MIN_N_CONCLUDE):
         return None
     return lab
 
@@ -124,9 +123,9 @@ def family(st: StudyRecords, setting: str) -> dict[tuple, Test]:
         for a, b in pairs:
             if (kind, b, a) not in keys:
                 keys.setdefault((kind, a, b))
-    cmps = {k: S.compare(_values(st, setting, k[0], k[1]), _values(st, setting, k[0], k[2]))
+    cmps = {k: stats.compare(_values(st, setting, k[0], k[1]), _values(st, setting, k[0], k[2]))
             for k in keys}
-    adj = S.adjust_pvalues([c.p for c in cmps.values()])
+    adj = stats.adjust_pvalues([c.p for c in cmps.values()])
     return {k: Test(c, p, len(cmps)) for (k, c), p in zip(cmps.items(), adj)}
 
 
@@ -136,7 +135,7 @@ def test(st: StudyRecords, setting: str, a: Side, b: Side, kind: str = FINAL) ->
     if (kind, a, b) in fam:
         return fam[(kind, a, b)]
     t = fam[(kind, b, a)]
-    return Test(S.flip(t.cmp), t.p_adj, t.family_size)
+    return Test(stats.flip(t.cmp), t.p_adj, t.family_size)
 
 
 def family_size(st: StudyRecords, setting: str) -> int:
