@@ -35,7 +35,7 @@ from harness.costs import opcount
 from harness.costs.memory import memory_costs
 from harness.dist import Dist
 from harness.errors import require
-from harness.run import procs, source
+from harness.run import procs, seeding, source
 from harness.run.env import environment, peak_memory_mb, reset_peak_memory, resolve_device
 from harness.run.loggers import SINKS
 from harness.tasks import autocast, models
@@ -290,6 +290,7 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         groups = self.method.param_groups(self.model, default_param_groups(self.model, cfg.optim))
         self.optimizer = make_optimizer(groups, cfg.optim)
+        self.seed_fingerprint = seeding.seed_fingerprint(self.model, self.gen)
         self.spe = self.data.steps_per_epoch(cfg.batch_size)
         self.display = Display(cfg, self.echo, self.spe, self.dist.main)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -490,6 +491,7 @@ class Trainer:
             **memory_costs(self.model, self.optimizer), config_hash=C.config_hash(self.cfg),
             env=environment(self.device), method_info=type(self.method).info(),
             data_fingerprint=getattr(self.data, "fingerprint", {}),
+            seed_fingerprint=getattr(self, "seed_fingerprint", {}),
             **self.cost_fields(), error=error,
             changed_after_training=self.method.changed_after_training() if self.final_done
             else "")
