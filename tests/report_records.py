@@ -21,10 +21,13 @@ def write_run(root: Path, run_id: str, *, method: str, acc: float | None, w: int
               model: str = "resnet20", dataset: str = "cifar10", error: str = "",
               manifest: list | None = None, method_info: dict | None = None,
               device: str = "cpu", device_name: str = "cpu: test (2 threads)",
-              curve: list[float] | None = None, study: str = "") -> Path:
+              curve: list[float] | None = None, study: str = "",
+              fingerprint: bool = False) -> Path:
     """One run record. ``method_info`` defaults to the method's own declaration, as the
     trainer records it (``{}``: a record written before runs recorded it); ``curve`` replaces
-    the per-epoch test accuracies."""
+    the per-epoch test accuracies; ``fingerprint``: record what the seed controlled as the
+    trainer does (the data order depends on the seed alone, the starting network on the
+    method and seed), else nothing, as records written before runs recorded it."""
     cfg = C.RunConfig(method=method, method_options=dict(options or {}), w_bits=w, a_bits=a,
                       epochs=epochs, seed=seed, model=C.ModelConfig(name=model),
                       data=C.DataConfig(name=dataset),
@@ -62,7 +65,9 @@ def write_run(root: Path, run_id: str, *, method: str, acc: float | None, w: int
         env={"python": "3.11.7", "torch": "2.14.1", "device": device,
              "device_name": device_name, "harness_commit": "abc1234",
              "hostname": "h"},
-        method_info=method_info, error=error)
+        method_info=method_info, error=error,
+        seed_fingerprint={"data_order": f"order-{seed}", "init": f"{method}-{seed}"}
+        if fingerprint else {})
     records.write_summary(run, summ)
     if manifest is not None:
         manifest.append({"run_id": run_id, "variant": variant or method, "method": method,

@@ -153,10 +153,10 @@ def test_comparisons_known_answer(mixed_report):
     row = df.loc["dorefa"]
     assert row["diff"] == pytest.approx(2.0)
     expected = S.compare([91.0 + o for o in OFFSETS], [89.0 + o for o in OFFSETS])
-    assert row["p_welch"] == pytest.approx(expected.p)
+    assert row["p"] == pytest.approx(expected.p)
     assert row["ci_low"] == pytest.approx(expected.ci[0])
     assert row["p_ours_greater"] == 1.0 and row["verdict"] == "SLB higher"
-    assert row["decision"] == "higher" and row["p_adj"] >= row["p_welch"]
+    assert row["decision"] == "higher" and row["p_adj"] >= row["p"]
     assert row["baseline_name"] == "DoReFa-Net"  # display name beside the id
     assert S.TOO_SMALL in df.loc["ste-clip", "verdict"]
 

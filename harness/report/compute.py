@@ -104,13 +104,14 @@ def equal_compute_table(st: StudyRecords, setting: str) -> Table | None:
     unit = _unit(usable)
     ours = st.default_variant(st.ours, st.labels(setting)) if st.ours else None
     oname = st.display(ours) if ours else "ours"
-    rows, data, bold, tex_rows = [], [], set(), []
+    rows, data, bold, tex_rows, tests = [], [], set(), [], []
     for c in usable:
         cell, t_star = c["cell"], c["t_star"]
         have = {r["label"] for r in c["rows"] if r["values"]}
         for r in sorted(c["rows"], key=lambda r: st.order.index(r["label"])):
             s, lab = r["summary"], r["label"]
             t = _row_test(st, setting, ours, lab, cell, have)
+            tests += [t] if t else []
             acc = (NOT_REACHED if r["not_reached"] else
                    fmt_cell(s) + ("" if r["full"] else " †"))
             cheapest = f"{fmt_t(t_star, c, unit)} ({st.display(c['cheapest'])})"
@@ -127,14 +128,16 @@ def equal_compute_table(st: StudyRecords, setting: str) -> Table | None:
             if t and t.decision in ("higher", "lower"):
                 bold.add((len(tex_rows) - 1, 4))
             data.append(_data_row(st, setting, c, r, t))
-    notes = _table_notes(st, setting, cells, usable, oname, unit, rows)
+    notes = _table_notes(st, setting, cells, usable, oname, unit, rows, tests)
     name = f"equal_compute_{setting_slug(st, setting)}"
     caption = f"Accuracy at equal training time, {st.setting_name(setting)}"
     tex_rows, groups = grouped(tex_rows)
     tex = Table(name, caption, ["Method", "time × T*", "epochs by T*", "acc. at T*",
                                 f"Δ ({oname} − row)", "p (adj.)"], tex_rows, bold=bold,
                 n_label_cols=1, groups=groups, wide=True, wrap=True,
-                notes=[notes[0] + " Bold Δ: significant under the report's verdict rule."])
+                notes=[notes[0] + (" Bold Δ: significant under the report's verdict rule."
+                                   if bold else "")]
+                + [n for n in notes[1:] if n != clipped_note()])
     return Table(name, caption, ["Cell", "T* (cheapest)", "Method", "budget time",
                                  "× T*", "epochs by T*", "accuracy at T*", "95% CI",
                                  "trained within T*", f"Δ ({oname} − row)", "p (adj.)",
@@ -156,7 +159,7 @@ def _data_row(st: StudyRecords, setting: str, c: dict[str, Any], r: dict[str, An
             "trained_within_epochs": tw[0] if tw else None,
             "trained_within_mean": tw[1].mean if tw else None,
             "diff_ours_minus_row": t.cmp.diff if t else None,
-            "p_welch": t.cmp.p if t else None, "p_adj": t.p_adj if t else None,
+            **verdicts.test_data(t),
             "decision": t.decision if t else None, "hardware": c["hardware"][0],
             "device_kind": c["kind"]}
 
@@ -165,8 +168,9 @@ def fmt_t(seconds: float, cell: dict[str, Any], unit: tuple[str, float]) -> str:
     return timing.fmt_time(seconds, cell["kind"], unit)
 
 
-def _table_notes(st, setting, cells, usable, oname, unit, rows) -> list[str]:
+def _table_notes(st, setting, cells, usable, oname, unit, rows, tests) -> list[str]:
     kind = usable[0]["kind"]
+    design = verdicts.design_note(tests)
     notes = [f"T*: the training time of the cheapest row's whole budget in the cell (the "
              f"records' per-epoch training times summed, evaluation excluded, mean over "
              f"seeds), in {unit[0]}. Accuracy at T*: the deployed test accuracy at the last "
@@ -174,7 +178,8 @@ def _table_notes(st, setting, cells, usable, oname, unit, rows) -> list[str]:
              f"noise); † read off its curve: its schedule (learning rate, temperature) had not "
              f"finished, so a run trained for that many epochs would do better. Trained "
              f"within T*: the row's shorter budget whose whole run fits in T*. Δ: {oname} "
-             f"minus the row at T*, Welch's t-test. " + rule_note(st, setting)
+             f"minus the row at T*" + (f", {design}. " if design else ". ")
+             + rule_note(st, setting)
              + shared_hardware_note(st, kind)]
     if kind == "GPU":
         notes.append("GPU time counts one GPU per run (the records do not say how many a "

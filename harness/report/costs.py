@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from harness.report import timing
+from harness.report.answers import NOT_ANSWERED, bullets
 from harness.report.load import StudyRecords, cached_per_setting, cell_name
 from harness.report.table import Table, grouped
 from harness.report.tables import setting_slug
@@ -322,3 +323,129 @@ def cost_tables(st: StudyRecords, setting: str) -> list[Table]:
     mem = memory_rows(st, setting) if rows else []
     return ([cost_table(st, setting, rows)] if rows else []) + (
         [memory_table(st, setting, mem)] if mem else [])
+
+
+# --------------------------------------------------------------------------- the answer
+
+def ratio_values(xs: list[float]) -> str:
+    """Ratios over cells as words: one value, two values stated as they are ('×2.00 or ×4.00,
+    by cell'; a median of two values is neither), else the median and range."""
+    xs = [x for x in xs if math.isfinite(x)]
+    if not xs:
+        return "n/a"
+    distinct = sorted({f"×{x:.2f}" for x in xs}, key=lambda t: float(t[1:]))
+    if len(distinct) <= 2:
+        return " or ".join(distinct) + (" by cell" if len(distinct) == 2 else "")
+    return (f"×{float(pd.Series(xs).median()):.2f} (median over cells; range "
+            f"{distinct[0]}–{distinct[-1]})")
+
+
+def _time_ratio(st: StudyRecords, setting: str, xs: list[float], denominator: str,
+                name: str) -> str:
+    """Epoch-time ratios to the row ``denominator`` (called ``name``), or why none is stated:
+    its own runs' epoch times vary too much (timing.time_spread) for a ratio to be a
+    finding."""
+    spread = [r for r in timing.time_spread(st, setting) if r["label"] == denominator]
+    if spread:
+        worst = max(spread, key=lambda r: r["cv"])
+        return (f"no ratio to {name}'s epoch time (its own runs took "
+                f"{worst['min']:.1f}–{worst['max']:.1f} s per epoch, coefficient of variation "
+                f"{worst['cv']:.2f}: other load on the machine)")
+    return f"{ratio_values(xs)} {name}'s epoch time"
+
+
+def _fp_ratios_text(st: StudyRecords, setting: str, with_fp: list[dict[str, Any]]) -> str:
+    """Ours' epoch time, training FLOPs, peak memory and method bytes relative to fp's."""
+    def rat(key: str) -> list[float]:
+        return [r[key] / r["fp"][key] for r in with_fp
+                if r["fp"][key] and math.isfinite(r[key])]
+
+    fp = st.default_variant("fp", st.labels(setting)) or "fp"
+    t, f = rat("epoch_s"), rat("train_flops")
+    txt = f", {_time_ratio(st, setting, t, fp, 'fp')}" if t else ""
+    txt += f"; training FLOPs per step {ratio_values(f)} fp's" if f else ""
+    return txt + (f"; peak memory {ratio_values(rat('mem'))}, method parameters "
+                  f"{ratio_values(rat('mparams'))} and their optimizer state "
+                  f"{ratio_values(rat('mopt'))} fp's")
+
+
+def _deployed_text(here: list[dict[str, Any]]) -> str:
+    """Ours' deployed size and OPs per cell, next to fp's."""
+    parts = []
+    for r in here:
+        fp = r["fp"] or {}
+        if not math.isfinite(r["size"]):
+            continue
+        part = f"{cell_name(*r['cell'][:2])}: {r['size'] / 1e6:.3g} MB, {si(r['ops'])} OPs"
+        if fp.get("size") and math.isfinite(fp["size"]):
+            part += (f" (fp: {fp['size'] / 1e6:.3g} MB, {si(fp['ops'])} OPs; "
+                     f"×{fp['size'] / r['size']:.1f} smaller)")
+        parts.append(part)
+    parts = list(dict.fromkeys(parts))  # budgets share a cell's deployed network
+    return ("; deployed " + "; ".join(parts)) if parts else ""
+
+
+def _baseline_ratios_text(st: StudyRecords, s: str, rows_: list[dict[str, Any]],
+                          here: list[dict[str, Any]], dev: str) -> str:
+    """Ours' epoch time relative to each baseline row on the same hardware; none to a row
+    whose own epoch times vary too much."""
+    unstable = {r["label"] for r in timing.time_spread(st, s)}
+    others, skipped = [], []
+    for lab in st.labels(s):
+        if st.method_of[lab] in (st.ours, "fp"):
+            continue
+        theirs = {(r["cell"]): r["epoch_s"] for r in rows_
+                  if r["row"] == lab and r["device_name"] == dev}
+        rs = [r["epoch_s"] / theirs[r["cell"]] for r in here if theirs.get(r["cell"])]
+        if rs and lab in unstable:
+            skipped.append(st.display(lab))
+        elif rs:
+            others.append(f"×{float(pd.Series(rs).median()):.2f} {st.display(lab)}")
+    text = ("; epoch time relative to the baselines (median over shared cells): "
+            + ", ".join(others)) if others else ""
+    if skipped:
+        text += (f"; none to {', '.join(skipped)} (their own epoch times vary by a coefficient "
+                 f"of variation above {timing.TIME_CV_CAVEAT:.2f})")
+    return text
+
+
+def _cost_item(st: StudyRecords, s: str, ours: str, rows_: list[dict[str, Any]],
+               dev: str) -> str:
+    """Ours' costs on one hardware of setting ``s``, every time ratio with its caveat."""
+    here = [r for r in rows_ if r["row"] == ours and r["device_name"] == dev]
+    med = float(pd.Series([r["epoch_s"] for r in here]).median())
+    clause = timing.shared_clause(st, "GPU" if str(here[0]["device"]).startswith("cuda")
+                                  else "CPU")
+    txt = (f"{st.setting_name(s)} on {dev}: {st.display(ours)} takes {med:.2f} s per epoch "
+           + (f"(median over {len(here)} cells" if len(here) > 1 else
+              f"({cell_name(*here[0]['cell'])}") + (f"; {clause})" if clause else ")"))
+    own = [r for r in timing.time_spread(st, s) if r["label"] == ours]
+    if own:
+        txt += (f", its own runs varying by a coefficient of variation up to "
+                f"{max(r['cv'] for r in own):.2f}")
+    with_fp = [r for r in here if r["fp"]]
+    txt += (_fp_ratios_text(st, s, with_fp) if with_fp else
+            "; no fp run on this hardware, so no ratio to fp")
+    return txt + _baseline_ratios_text(st, s, rows_, here, dev) + _deployed_text(here) + "."
+
+
+def answer_cost(st: StudyRecords, q) -> tuple[str, list[str]]:
+    """The cost question's answer: ours against fp and the baselines, per setting and
+    hardware."""
+    items = []
+    for s in st.settings():
+        ours = st.default_variant(st.ours, st.labels(s))
+        rows_ = cost_rows(st, s) if ours else []
+        items += [_cost_item(st, s, ours, rows_, dev) for dev in
+                  sorted({r["device_name"] for r in rows_ if r["row"] == ours})]
+    if not items:
+        return f"{NOT_ANSWERED}: no completed {st.ours_name} run records its cost.", []
+    total = st.runs.dropna(subset=["device_hours"])
+    hours = total.groupby(total["device"].astype(str).str.startswith("cuda"))["device_hours"].sum()
+    spent = "; ".join(device_time(h, bool(k)) for k, h in hours.items())
+    text = (f"Cost of {st.ours_name} from the summaries (full table: cost tables). The whole "
+            f"study used {spent} (all records, failed runs included).")
+    caveats = [c for c in (timing.spread_caveat(st, s) for s in st.settings()) if c]
+    text += "".join(f" {c}" for c in caveats)
+    return text, bullets(items, "the cost tables")
+

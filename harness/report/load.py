@@ -167,6 +167,15 @@ class StudyRecords:
                                        zip(df["w_bits"], df["a_bits"], df["epochs"])})
         return self._cache[key]
 
+    def seed_info(self, run_id: str) -> tuple[int | None, str]:
+        """(seed, data-order fingerprint or "") of a run (summary.json seed_fingerprint)."""
+        if "seed_info" not in self._cache:
+            self._cache["seed_info"] = {
+                r: (int(s) if is_known(s) else None, str(o) if is_known(o) else "")
+                for r, s, o in zip(self.runs["run_id"], self.runs["seed"],
+                                   self.runs["data_order"])}
+        return self._cache["seed_info"].get(run_id, (None, ""))
+
     def group(self, setting: str, label: str, cell: tuple[int, int, int]) -> dict[str, Any]:
         return self.groups.get((setting, label, *cell), _EMPTY_GROUP)
 
@@ -263,7 +272,7 @@ def load_study(study_dir: Path, reference: str | None = None,
                       notes=notes, options=rep)
     _resolve_method_info(st, infos)
     _label_settings(st)
-    if st.settings("sr"):
+    if st.settings("sr") and st.settings():  # both tasks: which numbers are where
         st.notes.append(SR_NOTE)
     _order_rows(st)
     _display_names(st)

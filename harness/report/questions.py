@@ -21,7 +21,6 @@ render.py turns ``reviewer_answers(study)`` into the "Reviewer questions" sectio
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,7 @@ import numpy as np
 from harness.report import stats, timing, verdicts
 from harness.report.aggregate import aggregate_rows
 from harness.report.answers import MAX_BULLETS, NOT_ANSWERED, bullets, tally  # noqa: F401
-from harness.report.costs import cost_rows, device_time, si
+from harness.report.costs import answer_cost
 from harness.report.load import OURS_NOT_SET, StudyRecords, cell_name
 from harness.report.sr import sr_answer
 from harness.report.table import fmt_opts, n_epochs, plural
@@ -264,98 +263,6 @@ def answer_option(st: StudyRecords, q: Question) -> Answer:
 
 # --------------------------------------------------------------------------- cost
 
-def _fp_ratios_text(with_fp: list[dict[str, Any]]) -> str:
-    """Ours' epoch time, peak memory and method bytes relative to fp's (medians over cells)."""
-    def rat(key: str, fpkey: str) -> list[float]:
-        return [r[key] / r["fp"][fpkey] for r in with_fp
-                if r["fp"][fpkey] and math.isfinite(r[key])]
-
-    def fmt(xs: list[float]) -> str:
-        return f"×{np.median(xs):.2f}" if xs else "n/a"
-
-    t, m = rat("epoch_s", "epoch_s"), rat("mem", "mem")
-    p, o = rat("mparams", "mparams"), rat("mopt", "mopt")
-    f = rat("train_flops", "train_flops")
-    txt = (f", {fmt(t)} fp's epoch time" + (
-        f" (range ×{min(t):.2f}–×{max(t):.2f})" if len(t) > 1 else "") if t else "")
-    txt += f"; training FLOPs per step {fmt(f)} fp's" if f else ""
-    txt += (f"; peak memory {fmt(m)}, method parameters {fmt(p)} and their "
-            f"optimizer state {fmt(o)} fp's" +
-            (" (medians over cells)" if len(with_fp) > 1 else ""))
-    return txt
-
-
-def _deployed_text(here: list[dict[str, Any]]) -> str:
-    """Ours' deployed size and OPs per cell, next to fp's."""
-    parts = []
-    for r in here:
-        fp = r["fp"] or {}
-        if not math.isfinite(r["size"]):
-            continue
-        part = f"{cell_name(*r['cell'][:2])}: {r['size'] / 1e6:.3g} MB, {si(r['ops'])} OPs"
-        if fp.get("size") and math.isfinite(fp["size"]):
-            part += (f" (fp: {fp['size'] / 1e6:.3g} MB, {si(fp['ops'])} OPs; "
-                     f"×{fp['size'] / r['size']:.1f} smaller)")
-        parts.append(part)
-    parts = list(dict.fromkeys(parts))  # budgets share a cell's deployed network
-    return ("; deployed " + "; ".join(parts)) if parts else ""
-
-
-def _baseline_ratios_text(st: StudyRecords, s: str, rows_: list[dict[str, Any]],
-                          here: list[dict[str, Any]], dev: str) -> str:
-    """Ours' epoch time relative to each baseline row on the same hardware."""
-    others = []
-    for lab in st.labels(s):
-        if st.method_of[lab] == st.ours or st.method_of[lab] == "fp":
-            continue
-        theirs = {(r["cell"]): r["epoch_s"] for r in rows_
-                  if r["row"] == lab and r["device_name"] == dev}
-        rs = [r["epoch_s"] / theirs[r["cell"]] for r in here if theirs.get(r["cell"])]
-        if rs:
-            others.append(f"×{np.median(rs):.2f} {st.display(lab)}")
-    if not others:
-        return ""
-    return "; epoch time relative to the baselines (median over shared cells): " + \
-        ", ".join(others)
-
-
-def _cost_items(st: StudyRecords, s: str) -> list[str]:
-    """One bullet per hardware ours ran on in setting ``s``."""
-    ours = st.default_variant(st.ours, st.labels(s))
-    if ours is None:
-        return []
-    rows_ = cost_rows(st, s)
-    mine = [r for r in rows_ if r["row"] == ours]
-    items = []
-    for dev in sorted({r["device_name"] for r in mine}):
-        here = [r for r in mine if r["device_name"] == dev]
-        med = float(np.median([r["epoch_s"] for r in here]))
-        txt = (f"{st.setting_name(s)} on {dev}: {st.display(ours)} takes {med:.2f} s per epoch "
-               + (f"(median over {len(here)} cells)" if len(here) > 1 else
-                  f"({cell_name(*here[0]['cell'])})"))
-        with_fp = [r for r in here if r["fp"]]
-        txt += (_fp_ratios_text(with_fp) if with_fp else
-                "; no fp run on this hardware, so no ratio to fp")
-        txt += _baseline_ratios_text(st, s, rows_, here, dev)
-        txt += _deployed_text(here)
-        items.append(txt + ".")
-    return items
-
-
-def answer_cost(st: StudyRecords, q: Question) -> Answer:
-    items = [item for s in st.settings() for item in _cost_items(st, s)]
-    if not items:
-        return f"{NOT_ANSWERED}: no completed {st.ours_name} run records its cost.", []
-    total = st.runs.dropna(subset=["device_hours"])
-    hours = total.groupby(total["device"].astype(str).str.startswith("cuda"))["device_hours"].sum()
-    spent = "; ".join(device_time(h, bool(k)) for k, h in hours.items())
-    text = (f"Cost of {st.ours_name} from the summaries (full table: cost tables). The whole "
-            f"study used {spent} (all records, failed runs included).")
-    caveats = [c for c in (timing.spread_caveat(st, s) for s in st.settings()) if c]
-    text += "".join(f" {c}" for c in caveats)
-    return text, bullets(items, "the cost tables")
-
-
 # --------------------------------------------------------------------------- one baseline
 
 def answer_versus(st: StudyRecords, q: Question) -> Answer:
@@ -400,8 +307,12 @@ def compute_question(st: StudyRecords) -> str:
     if r is None:
         return ("Does it still win at equal training time, each method given the time the "
                 "cheapest one's whole budget took?")
+    kinds = {c["kind"] for s in st.settings() for c in timing.equal_compute_cells(st, s)
+             if not c["skipped"]}
+    clause = timing.shared_clause(st, "CPU" if "CPU" in kinds else "GPU")
     return (f"{st.ours_name} takes ×{r:.2f} the other methods' training time per epoch here "
-            "(median over cells): does it still win at equal training time?")
+            f"(median over cells{'; ' + clause + ', so roughly' if clause else ''}): does it "
+            "still win at equal training time?")
 
 
 def _compute_item(st: StudyRecords, s: str, c: dict[str, Any], ours: str,
@@ -502,21 +413,24 @@ def answer_aggregate(st: StudyRecords, q: Question) -> Answer:
             if r["poi"] is None or r["poi_ci"] is None:
                 continue
             total += 1
-            lo, hi = r["poi_ci"]
-            above += lo > 0.5
-            below += hi < 0.5
+            above += r["poi_decision"] == "above"
+            below += r["poi_decision"] == "below"
             items.append(f"P({st.display(ours)} > {st.display(r['label'])}) = {r['poi']:.2f} "
                          f"{stats.fmt_interval(r['poi_ci'])} over {len(r['shared'])} shared cells"
                          + (f" ({st.setting_name(s)})" if len(st.settings()) > 1 else "")
+                         + f", adjusted {stats.fmt_p_eq(r['poi_p_adj'])}"
                          + f"; IQM {r['iqm_ours_shared'][0]:.2f} vs "
                          f"{r['iqm_row_shared'][0]:.2f} there.")
     if not total:
         return (f"{NOT_ANSWERED}: it needs {st.ours} and another method in the same cells with "
                 "at least 2 seeds each.", [])
+    family = plural(total, "probability", "probabilities")
     text = ("; ".join(text_parts) + f" (stratified bootstrap, 95%). Its probability of "
-            f"improvement is above 0.5 with the interval excluding 0.5 against {above} of "
-            f"{total} rows, below 0.5 likewise against {below}, and undecided against "
-            f"{total - above - below}.")
+            f"improvement: P(A>B) interval above 0.5 against {above} of {total} rows, "
+            f"P(A>B) interval below 0.5 against {below}, undecided against "
+            f"{total - above - below} (an interval counts only with its permutation p, "
+            f"Benjamini-Hochberg adjusted over the {family} of improvement, below "
+            f"{stats.ALPHA:g}).")
     if few:
         text += (f" With {stats.FEW_SEEDS} seeds or fewer per cell these intervals are optimistic "
                  "(few distinct resamples).")

@@ -169,14 +169,22 @@ def _summary_columns(summ: dict[str, Any]) -> dict[str, Any]:
         "commit": env.get("harness_commit", ""), "hostname": env.get("hostname", ""),
         "error": summ.get("error", ""), "task": summ.get("task", "classify"),
         "final_metrics": summ.get("final_metrics") or {},
-        **_cost_columns(summ),
+        **_cost_columns(summ), **_seed_columns(summ),
     }
+
+
+def _seed_columns(summ: dict[str, Any]) -> dict[str, Any]:
+    """What the run's seed controlled (summary.json seed_fingerprint: "" in records that
+    predate it) and the size of its training and test sets (data_fingerprint)."""
+    seed, data = summ.get("seed_fingerprint") or {}, summ.get("data_fingerprint") or {}
+    return {"data_order": str(seed.get("data_order") or ""), "init": str(seed.get("init") or ""),
+            "n_train": data.get("n_train"), "n_test": data.get("n_test")}
 
 
 def _cost_columns(summ: dict[str, Any]) -> dict[str, Any]:
     """The deployed network's size and op counts and the training cost a run recorded
-    (harness.costs.opcount; None in records that predate them: report/costs.py fills in what it
-    can from the config); device-hours default to the wall-clock hours of one process."""
+    (harness.costs.opcount; None in records that predate them: the report shows n/a);
+    device-hours default to the wall-clock hours of one process."""
     inf, tr = summ.get("inference_cost") or {}, summ.get("training_cost") or {}
     wall = summ.get("wall_time_s")
     hours = tr.get("device_hours", wall / 3600 if wall is not None else None)
@@ -210,6 +218,11 @@ def _run_row(run_id: str, rec, man: dict[str, Any], non_semantic: tuple) -> dict
         "recipe": json.dumps(sorted(recipe.items()), default=str),
         "unmatched": unmatched, "scale": meta.get("scale", ""), **_summary_columns(summ),
     }
+    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+    for part in ("train", "test"):  # records without data_fingerprint: the configured subset
+        if row[f"n_{part}"] is None and isinstance(data.get(f"subset_{part}"), int) \
+                and data[f"subset_{part}"] > 0:
+            row[f"n_{part}"] = data[f"subset_{part}"]
     row["stale"] = man.get("current") is False
     row["included"] = rec.status == "completed" and not unmatched and not row["stale"]
     row["reason"] = _exclusion_reason(row)

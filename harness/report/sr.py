@@ -25,12 +25,13 @@ stand-in, never called Set5/Set14 (harness/sr_data.py).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from harness.report import stats, style, verdicts
+from harness.report import design, stats, style, verdicts
 from harness.report.answers import NOT_ANSWERED, bullets, tally
 from harness.report.figures import (
     Figure,
@@ -42,7 +43,16 @@ from harness.report.figures import (
     zoom_caption,
 )
 from harness.report.load import StudyRecords, cached_per_setting, cell_name
-from harness.report.table import Table, fmt_cell, fmt_opts, grouped, n_epochs, plural, same_n
+from harness.report.table import (
+    Table,
+    fmt_cell,
+    fmt_diff_ci,
+    fmt_opts,
+    grouped,
+    n_epochs,
+    plural,
+    same_n,
+)
 from harness.report.tables import option_diff, setting_slug, where
 
 # the baselines trained with a straight-through estimator (see each methods/<name>.py)
@@ -182,7 +192,8 @@ def sr_comparisons(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
                 continue  # ours' other variants: sr_ablations
             out.append({"ours": lab, "baseline": blab, "cell": (w, a, e),
                         "a": g["p"], "b": b["p"],
-                        "cmp": stats.compare(g["psnr"], b["psnr"]),
+                        "cmp": verdicts.compare_runs(st, g["run_ids"], g["psnr"],
+                                                     b["run_ids"], b["psnr"]),
                         "ssim_diff": g["s"].mean - b["s"].mean})
     order = {lab: i for i, lab in enumerate(st.order)}
     return sorted(out, key=lambda r: (r["cell"], order.get(r["baseline"], 0)))
@@ -193,8 +204,8 @@ def sr_tests(st: StudyRecords, setting: str) -> list[tuple[dict[str, Any], verdi
     """Every SR comparison of a setting with its Benjamini-Hochberg adjusted p over the
     setting's SR comparisons: the report's one verdict rule (verdicts.py) for PSNR."""
     comps = sr_comparisons(st, setting)
-    adj = stats.adjust_pvalues([r["cmp"].p for r in comps])
-    return [(r, verdicts.Test(r["cmp"], pa, len(comps))) for r, pa in zip(comps, adj)]
+    tests = verdicts.adjusted({i: r["cmp"] for i, r in enumerate(comps)})
+    return [(r, tests[i]) for i, r in enumerate(comps)]
 
 
 def comparison_table(st: StudyRecords, setting: str) -> Table:
@@ -207,7 +218,7 @@ def comparison_table(st: StudyRecords, setting: str) -> Table:
         c = r["cmp"]
         ours, base = st.display(r["ours"]), st.display(r["baseline"])
         rows.append([ours, base, cell_name(*r["cell"]), f"{c.diff:+.2f}",
-                     stats.fmt_interval(c.ci, 2, signed=True), stats.fmt_p(c.p), stats.fmt_p(pa),
+                     fmt_diff_ci(c), stats.fmt_p(c.p), stats.fmt_p(pa),
                      f"{c.p_a_greater:.2f}", f"{r['ssim_diff']:+.4f}",
                      c.verdict(ours, base, pa)])
         keyed.append((cell_name(*r["cell"]), [base, *rows[-1][3:5], stats.fmt_p(pa),
@@ -218,27 +229,33 @@ def comparison_table(st: StudyRecords, setting: str) -> Table:
                      "baseline_name": base, "w_bits": r["cell"][0],
                      "a_bits": r["cell"][1], "epochs": r["cell"][2], "diff_db": c.diff,
                      "ci_low": c.ci[0] if c.ci else None, "ci_high": c.ci[1] if c.ci else None,
-                     "p": c.p, "p_bh": pa, "p_a_greater": c.p_a_greater,
+                     **verdicts.test_data(tests[i][1]), "p_a_greater": c.p_a_greater,
                      "ssim_diff": r["ssim_diff"]})
     name = f"sr_comparisons_{setting_slug(st, setting)}"
     caption = (f"Super-resolution, {st.setting_name(setting)}: {st.ours_name} minus each "
                "baseline, final PSNR (dB)")
     tex_rows, groups = grouped(keyed)
+    design = verdicts.design_note([t for _, t in tests])
+    family = plural(tests[0][1].family_size if tests else 0, "test")
     tex = Table(name, caption, ["Baseline", "Δ PSNR", "95% CI", "p (adj.)", "Δ SSIM"],
                 tex_rows, bold=bold, groups=groups, wide=False, wrap=True,
-                notes=[f"Δ: {st.ours_name} minus the baseline (PSNR in dB, on Y); 95% CI and p "
-                       "from Welch's t-test over seeds, p Benjamini-Hochberg adjusted over "
-                       "this table. Bold Δ: significant under that rule."])
+                notes=[f"Δ: {st.ours_name} minus the baseline (PSNR in dB, on Y); 95% CI and p: "
+                       f"{design}; p Benjamini-Hochberg adjusted over the {family} of this "
+                       "table." + (" Bold Δ: significant under that rule." if bold else "")])
+    paired = any(r["cmp"].paired for r in comps)
     return Table(name, caption, header, rows, pd.DataFrame(data),
-                 notes=["Welch's t-test over seeds; 95% CI of the difference in dB; p (BH): "
-                        "Benjamini-Hochberg over this table; P(A>B): share of seed pairs "
-                        "where ours is higher."], n_label_cols=3, left_extra=(-1,), tex=tex)
+                 notes=[f"{design[0].upper() + design[1:]}; 95% CI of the difference in dB; "
+                        f"p (BH): Benjamini-Hochberg over the {family} of this table; P(A>B): "
+                        "share of seed pairs" + (" (of seeds, where paired)" if paired else "")
+                        + " where ours is higher."] if design else [],
+                 n_label_cols=3, left_extra=(-1,), tex=tex)
 
 
-def _mean_psnr(st: StudyRecords, run_ids: list[str]) -> list[float]:
-    """Each run's deployed test PSNR averaged over its epochs (how early it got there)."""
-    return [float(np.mean(st.metrics[r]["test_psnr"])) for r in run_ids
-            if r in st.metrics and "test_psnr" in st.metrics[r]]
+def _mean_psnr(st: StudyRecords, run_ids: list[str]) -> tuple[list[str], list[float]]:
+    """(runs, each run's deployed test PSNR averaged over its epochs: how early it got
+    there)."""
+    ids = [r for r in run_ids if r in st.metrics and "test_psnr" in st.metrics[r]]
+    return ids, [float(np.mean(st.metrics[r]["test_psnr"])) for r in ids]
 
 
 @cached_per_setting
@@ -254,9 +271,10 @@ def sr_ablations(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
             continue
         d = groups[(default, w, a, e)]
         out.append({"variant": lab, "default": default, "cell": (w, a, e),
-                    "final": stats.compare(g["psnr"], d["psnr"]),
-                    "mean": stats.compare(_mean_psnr(st, g["run_ids"]),
-                                      _mean_psnr(st, d["run_ids"])),
+                    "final": verdicts.compare_runs(st, g["run_ids"], g["psnr"], d["run_ids"],
+                                                   d["psnr"]),
+                    "mean": verdicts.compare_runs(st, *_mean_psnr(st, g["run_ids"]),
+                                                  *_mean_psnr(st, d["run_ids"])),
                     "options": option_diff(st.options_of.get(lab, {}),
                                             st.options_of.get(default, {}))})
     return sorted(out, key=lambda r: (r["cell"], r["variant"]))
@@ -271,8 +289,8 @@ def ablation_table(st: StudyRecords, setting: str) -> Table:
         rows.append([f"{st.display(r['variant'])} − {st.display(r['default'])}",
                      fmt_opts(r["options"]),
                      cell_name(*r["cell"]),
-                     f"{f.diff:+.2f}", stats.fmt_interval(f.ci, 2, signed=True), stats.fmt_p(f.p),
-                     f"{m.diff:+.2f}", stats.fmt_interval(m.ci, 2, signed=True), stats.fmt_p(m.p)])
+                     f"{f.diff:+.2f}", fmt_diff_ci(f), stats.fmt_p(f.p),
+                     f"{m.diff:+.2f}", fmt_diff_ci(m), stats.fmt_p(m.p)])
         keyed.append((cell_name(*r["cell"]), [rows[-1][0], *rows[-1][3:]]))
         data.append({"variant": r["variant"], "default": r["default"],
                      "name": st.display(r["variant"]), "w_bits": r["cell"][0],
@@ -281,9 +299,13 @@ def ablation_table(st: StudyRecords, setting: str) -> Table:
     name = f"sr_ablations_{setting_slug(st, setting)}"
     caption = (f"Super-resolution, {st.setting_name(setting)}: variants of {st.ours_name} "
                "minus its default variant")
-    notes = ["Welch's t-test over seeds. Mean-over-epochs: each run's deployed test PSNR "
-             "averaged over its epochs, which shows a difference during training that the "
-             "final epoch may no longer show."]
+    abl = sr_ablations(st, setting)
+    design = verdicts.design_note([verdicts.Test(r[k], r[k].p, 1) for r in abl
+                                   for k in ("final", "mean")])
+    notes = [(f"{design[0].upper() + design[1:]}, unadjusted. " if design else "")
+             + "Mean-over-epochs: each run's deployed test PSNR averaged over its epochs, "
+             "which shows a difference during training that the final epoch may no longer "
+             "show."]
     tex_rows, groups = grouped(keyed)
     tex = Table(name, caption, ["Variant", "Δ", "95% CI", "p", "Δ", "95% CI", "p"], tex_rows,
                 groups=groups, wide=True, wrap=True,
@@ -464,9 +486,23 @@ def sr_table_blocks(st: StudyRecords) -> list:
         out.append("")
         for e in sorted({c[2] for c in _cells(st, s)}):
             out.append(main_table(st, s, e))
+        out += design.sr_design_lines(st, s, [g["p"] for g in sr_groups(st, s).values()],
+                                      [t for _, t in sr_tests(st, s)])
         if st.ours:
             out += [comparison_table(st, s), ablation_table(st, s)]
     return out
+
+
+def sr_statistics_lines(st: StudyRecords) -> list[str]:
+    """The Statistical methods section's super-resolution bullet ([] without SR runs)."""
+    sizes = {s: sum(math.isfinite(t.cmp.p) for _, t in sr_tests(st, s)) for s in sr_settings(st)}
+    if not sizes:
+        return []
+    listed = ", ".join(f"{n} in {st.setting_name(s)}" for s, n in sizes.items())
+    return [f"- Super-resolution: final deployed PSNR (dB) and SSIM on Y per seed; "
+            f"{st.ours_name or 'ours'} against each baseline per cell, Benjamini-Hochberg "
+            f"adjusted over the setting's super-resolution comparisons ({listed} tests); the "
+            f"same verdict rule decides."]
 
 
 def sr_figure_blocks(st: StudyRecords) -> list:

@@ -28,7 +28,8 @@ _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#
         "‡": r"$^\ddagger$",
         "×": r"$\times$", "Δ": r"$\Delta$", "≥": r"$\geq$", "≤": r"$\leq$", "<": r"$<$",
         ">": r"$>$", "·": r"$\cdot$", "τ": r"$\tau$", "*": r"$^*$", "½": r"$\frac{1}{2}$",
-        "…": r"\ldots{}", "≈": r"$\approx$", "→": r"$\to$", "—": "---"}
+        "…": r"\ldots{}", "≈": r"$\approx$", "→": r"$\to$", "—": "---", "√": r"$\surd$",
+        "α": r"$\alpha$", "§": r"\S{}"}
 # a hyphen that is a minus sign: before a digit, not inside a word ("-0.50", "[-1.2")
 _MINUS = re.compile(r"(?<![A-Za-z0-9.])-(?=\.?\d)")
 _PM = re.compile(r"(\d+(?:\.\d+)?) ± (\d+(?:\.\d+)?)")   # mean ± std
@@ -184,6 +185,11 @@ def same_n(summaries: list[stats.Summary]) -> int | None:
 
 def fmt_diff(c: stats.Comparison) -> str:
     return f"{c.diff:+.2f}"
+
+
+def fmt_diff_ci(c: stats.Comparison, digits: int = 2) -> str:
+    """The 95% interval of a difference, or "identical" for the same network (no test)."""
+    return "identical" if c.identical else stats.fmt_interval(c.ci, digits, signed=True)
 
 
 def fmt_ci(s: stats.Summary) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.report import stats, verdicts
+from harness.report import design, stats, verdicts
 from harness.report.load import (
     StudyRecords,
     cached_per_setting,
@@ -37,6 +37,7 @@ from harness.report.table import (
     fmt_cell,
     fmt_ci,
     fmt_diff,
+    fmt_diff_ci,
     fmt_opts,
     grouped,
     n_epochs,
@@ -60,7 +61,7 @@ def setting_slug(st: StudyRecords, setting: str) -> str:
 
 
 def rule_note(st: StudyRecords, setting: str) -> str:
-    n = plural(verdicts.family_size(st, setting), "comparison")
+    n = plural(verdicts.family_size(st, setting), "test")
     return f"Verdicts and bold: {stats.RULE} (here {n})."
 
 
@@ -184,26 +185,42 @@ def bold_winner(st: StudyRecords, setting: str, labels: list[str], cell) -> str 
 
 
 def uncertainty_table(st: StudyRecords, setting: str) -> Table:
-    rows, data = [], []
+    rows, data, keyed = [], [], []
+    n_test = design.test_set_size(st, setting)
     for lab in st.labels(setting):
         for c in st.cells(setting, included_only=True):
             s = st.group(setting, lab, c)["summary"]
             if s.n == 0:
                 continue
-            data.append(_stat_row(st, setting, lab, c))
+            se = design.binomial_se(s.mean, n_test)
+            data.append({**_stat_row(st, setting, lab, c), "test_set_se": se, "n_test": n_test})
             rows.append([st.display(lab), cell_name(*c), str(s.n), f"{s.mean:.2f}",
-                         f"{s.std:.2f}" if s.n > 1 else "–", fmt_ci(s),
+                         f"{s.std:.2f}" if s.n > 1 else "–",
+                         f"{se:.2f}" if se == se else "n/a", fmt_ci(s),
                          stats.fmt_interval(s.boot), f"{s.median:.2f}", f"{s.iqm:.2f}",
                          f"{s.min:.2f}–{s.max:.2f}"])
-    header = ["Method", "Cell", "n", "mean", "std", "95% t-CI", "95% bootstrap CI", "median",
-              "IQM", "min–max"]
-    notes = ["t-CI: t-interval of the mean (n ≥ 2). Bootstrap: BCa, 9999 resamples, fixed "
-             f"seed, only when n ≥ {stats.BOOTSTRAP_MIN_N}. IQM: mean of the middle 50% of seeds."]
-    if any(CLIPPED in r[5] for r in rows):
+            keyed.append((c, [rows[-1][0], *rows[-1][2:8], rows[-1][9]]))
+    header = ["Method", "Cell", "n", "mean", "std", "test SE", "95% t-CI", "95% bootstrap CI",
+              "median", "IQM", "min–max"]
+    notes = ["std: over seeds. test SE: the binomial standard error of one run's accuracy from "
+             "the test set's size alone, 100·√(p(1−p)/n), "
+             + (f"n = {n_test:,} test images." if n_test else
+                "n/a: the records do not say how many test images there were.")
+             + " t-CI: t-interval of the mean (n ≥ 2). Bootstrap: BCa, 9999 resamples, fixed "
+             f"seed, only when n ≥ {stats.BOOTSTRAP_MIN_N}. IQM: mean of the middle 50% of "
+             "seeds."]
+    if any(CLIPPED in r[6] for r in rows):
         notes.append(clipped_note())
-    return Table(f"uncertainty_{setting_slug(st, setting)}",
-                 f"Uncertainty per method and cell, {st.setting_name(setting)}", header, rows,
-                 pd.DataFrame(data), notes=notes, n_label_cols=2, wrap=True)
+    name = f"uncertainty_{setting_slug(st, setting)}"
+    caption = f"Uncertainty per method and cell, {st.setting_name(setting)}"
+    boot = any(r[7] != "n/a" for r in rows)
+    tex_rows, groups = grouped([(cell_name(*c), r if boot else r[:6] + r[7:])
+                                for c, r in sorted(keyed, key=lambda t: t[0])])
+    tex = Table(name, caption, ["Method", "n", "mean", "std", "test SE", "95% t-CI"]
+                + (["bootstrap CI"] if boot else []) + ["IQM"], tex_rows, groups=groups,
+                wide=True, wrap=True, notes=notes)
+    return Table(name, caption, header, rows, pd.DataFrame(data), notes=notes, n_label_cols=2,
+                 wrap=True, tex=tex)
 
 
 # --------------------------------------------------------------------------- comparisons
@@ -241,8 +258,7 @@ def _comparison_data(st: StudyRecords, setting: str, r: dict[str, Any]) -> dict[
             "n_ours": c.n_a, "n_baseline": c.n_b,
             "mean_ours": c.mean_a, "mean_baseline": c.mean_b, "diff": c.diff,
             "ci_low": c.ci[0] if c.ci else None, "ci_high": c.ci[1] if c.ci else None,
-            "p_welch": c.p, "p_adj": r["p_adj"], "family_size": r["test"].family_size,
-            "welch_df": c.df, "p_ours_greater": c.p_a_greater,
+            **verdicts.test_data(r["test"]), "p_ours_greater": c.p_a_greater,
             "decision": r["test"].decision,
             "verdict": r["test"].verdict(st.display(r["ours"]), st.display(r["baseline"]))}
 
@@ -255,18 +271,20 @@ def _compact_comparison(st: StudyRecords, setting: str, comps, name: str, captio
     for i, r in enumerate(comps):
         c: stats.Comparison = r["cmp"]
         keyed.append((cell_name(*r["cell"]), [st.display(r["baseline"]), fmt_diff(c),
-                                              stats.fmt_interval(c.ci, signed=True),
+                                              fmt_diff_ci(c),
                                               stats.fmt_p(r["p_adj"])]))
         if r["test"].decision in ("higher", "lower"):
             bold.add((i, 1))
     rows, groups = grouped(keyed)
     ours = st.display(comps[0]["ours"]) if comps else st.ours_name
+    design = verdicts.design_note([r["test"] for r in comps])
     return Table(name, caption, ["Baseline", "Δ", "95% CI", "p (adj.)"], rows,
                  bold=bold, n_label_cols=1, groups=groups, wide=False, wrap=True,
                  notes=[f"Δ: {ours} minus the baseline, mean final deployed accuracy (points); "
-                        "95% CI and p from Welch's t-test, p Benjamini-Hochberg adjusted over "
-                        f"the {verdicts.family_size(st, setting)} comparisons of the report's "
-                        f"setting. Bold Δ: significant under that rule."] + notes[1:])
+                        f"95% CI and p: {design}; p Benjamini-Hochberg adjusted over the "
+                        f"{plural(verdicts.family_size(st, setting), 'test')} of the report's "
+                        "setting." + (" Bold Δ: significant under that rule." if bold else "")]
+                 + notes[1:])
 
 
 def comparison_table(st: StudyRecords, setting: str, comps: list[dict[str, Any]]) -> Table:
@@ -275,18 +293,20 @@ def comparison_table(st: StudyRecords, setting: str, comps: list[dict[str, Any]]
     for r in comps:
         c: stats.Comparison = r["cmp"]
         rows.append([cell_name(*r["cell"]), st.display(r["baseline"]), fmt_cell(r["a"]),
-                     fmt_cell(r["b"]), fmt_diff(c), stats.fmt_interval(c.ci, signed=True),
+                     fmt_cell(r["b"]), fmt_diff(c), fmt_diff_ci(c),
                      stats.fmt_p(c.p), stats.fmt_p(r["p_adj"]), f"{c.p_a_greater:.2f}",
                      r["test"].verdict(ours, st.display(r["baseline"]))])
         data.append(_comparison_data(st, setting, r))
-    header = ["Cell", "Baseline", ours, "baseline", f"Δ ({ours} − baseline)", "95% CI (Welch)",
-              "p (Welch)", "p (adj.)", f"P({ours} > baseline)", "Verdict"]
+    header = ["Cell", "Baseline", ours, "baseline", f"Δ ({ours} − baseline)", "95% CI",
+              "p", "p (adj.)", f"P({ours} > baseline)", "Verdict"]
     few = [r for r in comps if r["cmp"].few_seeds]
-    notes = [f"Δ: difference of mean final deployed accuracy (points). CI and p: Welch's "
-             f"t-test (unequal variances), unadjusted. p (adj.): Benjamini-Hochberg adjusted "
-             f"over the {verdicts.family_size(st, setting)} comparisons this report makes in the "
-             f"setting. P({ours} > baseline): share of seed pairs where {ours} wins (ties ½). "
-             + rule_note(st, setting)]
+    paired = any(r["cmp"].paired for r in comps)
+    notes = [f"Δ: difference of mean final deployed accuracy (points). CI and p: "
+             f"{verdicts.design_note([r['test'] for r in comps])}; p unadjusted. p (adj.): "
+             f"Benjamini-Hochberg adjusted over the "
+             f"{plural(verdicts.family_size(st, setting), 'test')} this report makes in the "
+             f"setting. P({ours} > baseline): share of seed pairs where {ours} wins (ties ½)"
+             + (", of the seeds where paired. " if paired else ". ") + rule_note(st, setting)]
     if few:
         notes.append(f"{len(few)} of {len(comps)} comparisons rest on {stats.FEW_SEEDS} seeds a "
                      "side or fewer: a verdict there is fragile (one seed moves it).")
@@ -426,8 +446,7 @@ def _ablation_data(st: StudyRecords, setting: str, r: dict[str, Any],
             "n": s.n, "mean": s.mean, "std": s.std,
             "diff_vs_default": c.diff if c else None,
             "ci_low": c.ci[0] if c and c.ci else None,
-            "ci_high": c.ci[1] if c and c.ci else None, "p_welch": c.p if c else None,
-            "p_adj": r["test"].p_adj if r["test"] else None,
+            "ci_high": c.ci[1] if c and c.ci else None, **verdicts.test_data(r["test"]),
             "decision": r["test"].decision if r["test"] else None}
 
 
@@ -441,29 +460,32 @@ def ablation_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]],
                      st.display(r["variant"]) + (" (default)" if is_default else ""),
                      "" if is_default else fmt_opts(r["options"]), fmt_cell(r["summary"]),
                      "" if t is None else fmt_diff(t.cmp),
-                     "" if t is None else stats.fmt_interval(t.cmp.ci, signed=True),
+                     "" if t is None else fmt_diff_ci(t.cmp),
                      "" if t is None else stats.fmt_p(t.cmp.p),
                      "" if t is None else stats.fmt_p(t.p_adj),
                      "" if t is None else t.verdict("the variant", "the default")])
         data.append(_ablation_data(st, setting, r, method))
     header = ["Cell", "Variant", "Options (vs default)", "Accuracy", "Δ vs default",
-              "95% CI (Welch)", "p (Welch)", "p (adj.)", "Verdict"]
+              "95% CI", "p", "p (adj.)", "Verdict"]
     default = st.display(rows_[0]["default"]) if rows_ else ""
     mname = st.display(st.default_variant(method, st.labels(setting)) or method)
-    notes = [f"Variants of {mname}; Δ = variant minus the default variant ({default}), "
-             "Welch's t-test. " + rule_note(st, setting)]
+    design = verdicts.design_note([r["test"] for r in rows_ if r["test"]])
+    notes = [f"Variants of {mname}; Δ = variant minus the default variant ({default})"
+             + (f", {design}. " if design else ". ") + rule_note(st, setting)]
     name = f"ablation_{slug(method)}_{setting_slug(st, setting)}"
     caption = f"Ablation of {mname} variants, {st.setting_name(setting)}"
     n_all = same_n([r["summary"] for r in rows_])
     tex_rows, groups = grouped([(row[0], [row[1], fmt_cell(r["summary"], not n_all), row[4],
                                           row[5], row[7]]) for row, r in zip(rows, rows_)])
+    bold = {(i, 2) for i, r in enumerate(rows_)
+            if r["test"] and r["test"].decision in ("higher", "lower")}
     tex = Table(name, caption, ["Variant", "Accuracy", "Δ", "95% CI", "p (adj.)"],
-                tex_rows, n_label_cols=1, groups=groups, wide=True, wrap=True,
-                bold={(i, 2) for i, r in enumerate(rows_)
-                      if r["test"] and r["test"].decision in ("higher", "lower")},
+                tex_rows, n_label_cols=1, groups=groups, wide=True, wrap=True, bold=bold,
                 notes=[notes[0] + (f" Accuracy: mean ± std over {n_all} seeds." if n_all
-                                   else "") + " Bold Δ: significant under that rule. Options "
-                       "of each variant: in the markdown and CSV versions of this table."])
+                                   else "")
+                       + (" Bold Δ: significant under that rule." if bold else "")
+                       + " Options of each variant: in the markdown and CSV versions of this "
+                       "table."])
     return Table(name, caption, header, rows, pd.DataFrame(data), notes=notes,
                  n_label_cols=3, left_extra=(-1,), tex=tex)
 

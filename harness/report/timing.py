@@ -159,13 +159,16 @@ def equal_compute_cells(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
             full = r["budget_time"] <= t_star * (1 + TIME_TOLERANCE)
             missed = 0
             if full:  # its whole budget fits: its final accuracies
-                vals = list(st.group(setting, r["label"], cell)["acc"])
+                g = st.group(setting, r["label"], cell)
+                vals, ids = list(g["acc"]), list(g["run_ids"])
                 epochs = [cell[2]] * len(vals)
             else:
                 vals, epochs, missed = readoff_at(r["runs"], t_star)
+                ids = [rid for rid, _, _ in r["runs"]]
                 if missed:  # only its faster seeds: a biased sample, so none at all
-                    vals = []
-            r.update(values=vals, epochs_reached=epochs, full=full, not_reached=missed,
+                    vals, ids = [], []
+            r.update(values=vals, value_runs=ids, epochs_reached=epochs, full=full,
+                     not_reached=missed,
                      summary=stats.describe(vals, bootstrap=False, bounds=stats.PERCENT),
                      trained_within=_trained_within(st, setting, r["label"], cell, t_star))
         out.append({**base, "t_star": t_star, "cheapest": cheapest["label"], "rows": rows,
@@ -205,6 +208,16 @@ def time_spread(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
             out.append({"label": lab, "cell": (int(w), int(a)), "hardware": hw, "n": len(t),
                         "min": float(t.min()), "max": float(t.max()), "cv": cv})
     return sorted(out, key=lambda r: (order.get(r["label"], len(order)), r["cell"]))
+
+
+def shared_clause(st: StudyRecords, kind: str) -> str:
+    """What a sentence stating a CPU time or time ratio adds ('' for GPU times): 'CPU
+    wall-clock with up to 2 runs sharing the machine'."""
+    if kind != "CPU":
+        return ""
+    conc = (st.spec.get("executor") or {}).get("local_concurrency")
+    return "CPU wall-clock" + (f" with up to {conc} runs sharing the machine"
+                               if isinstance(conc, int) and conc > 1 else "")
 
 
 def spread_caveat(st: StudyRecords, setting: str) -> str:
