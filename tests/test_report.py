@@ -369,7 +369,7 @@ def test_internal_metrics_and_display_name_come_from_method_info(tmp_path):
     names = st.runs.set_index("run_id")["display_name"]
     assert names["m0"] == "My Method" and names["d0"] == "DoReFa-Net"
     md = R.write_report(root, jobs=1).read_text()
-    assert "the internal metrics the methods declare" in md and "my temperature" in md
+    assert "Internal metrics the methods declare" in md and "my temperature" in md
     assert "gap panel" not in md  # no continuous-state accuracy declared
     assert "hold no method_info" not in md
 

@@ -164,8 +164,8 @@ def test_sr_figures_are_drawn(sr_study):
     fig = sr.crops_figure(st, s)
     titles = [p["title"] for p in fig.spec["panels"]]
     # HR, bicubic, then the median-PSNR seed of fp, ours and the best STE baseline
-    assert titles == ["HR", "bicubic", "FP (32-bit) (32.20 dB)", "SLB (31.20 dB)",
-                      "DoReFa-Net (31.00 dB)"]
+    assert titles == ["HR", "bicubic", "FP (32-bit)\n(32.20 dB)", "SLB\n(31.20 dB)",
+                      "DoReFa-Net\n(31.00 dB)"]
     assert fig.spec["title"] == "Super-resolution crops, skimage stand-in / SRResNet x2, " \
         "W1/A32, 4 ep" and "best STE baseline (DoReFa-Net)" in fig.caption
     curves = sr.curves_figure(st, s).spec["panels"]

@@ -52,7 +52,7 @@ _EXPORTS = {
     "Section": "render", "per_setting": "render",
     "load_study": "load", "load_record": "runs", "StudyRecords": "load",
     "add_bootstraps": "load",
-    "Table": "tables", "Figure": "figures",
+    "Table": "table", "Figure": "figure",
     "QUESTIONS": "questions", "Question": "questions", "question": "questions",
     "reviewer_answers": "questions", "NOT_ANSWERED": "questions",
 }

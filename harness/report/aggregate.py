@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report import stats, style
-from harness.report.figures import Figure
+from harness.report.figure import Figure, figure_width, make_figure
 from harness.report.load import StudyRecords, cached_per_setting, cell_name
 from harness.report.table import Table, plural
 from harness.report.tables import setting_slug
@@ -220,16 +220,17 @@ def profile_figure(st: StudyRecords, setting: str) -> Figure | None:
     sl = st.setting_name(setting)
     name = f"profile_{setting_slug(st, setting)}"
     spec = {"kind": "curves", "name": name, "panels": panels, "legend": legend,
-            "int_x": False, "sharex": False, "xlabel": "final deployed test accuracy τ (%)",
-            "ylabel": "runs with accuracy > τ (%)",
-            "title": f"Performance profiles, {sl}"}
-    caption = (f"Performance profiles ({sl}): the share of a row's runs whose final deployed "
-               "accuracy exceeds τ, pooled over the budgets of each W/A cell (rows that ran "
-               "all of them), with a 95% stratified-bootstrap band for the highlighted rows "
-               "(ours and the row with the highest IQM among the others); the other rows thin "
-               "grey. A curve to the right is better everywhere; crossing curves mean the "
-               "ranking depends on the threshold.")
-    return Figure(name, spec, caption)
+            "width": figure_width(st), "int_x": False, "sharex": False,
+            "xlabel": "final deployed test accuracy τ (%)",
+            "ylabel": "runs with accuracy > τ (%)", "title": f"Performance profiles, {sl}"}
+    lead = (f"Performance profiles ({sl}): the share of a row's runs whose final deployed "
+            "accuracy exceeds τ, pooled over the budgets of each W/A cell (rows that ran all of "
+            "them); ours and the row with the highest IQM among the others in their styles. A "
+            "curve to the right is better everywhere; crossing curves mean the ranking depends "
+            "on the threshold.")
+    return make_figure(name, spec, lead, {
+        "band": "Shaded bands: 95% stratified-bootstrap intervals.",
+        "context": "Thin grey lines: the other rows."})
 
 
 def aggregate_blocks(st: StudyRecords, setting: str) -> list:

@@ -22,18 +22,23 @@ import numpy as np
 import pandas as pd
 
 from harness.report import stats, style, timing, verdicts
-from harness.report.figures import (
+from harness.report.figure import (
+    BAND_CLAUSE,
+    CONTEXT_CLAUSE,
     Figure,
     budgets,
-    clipped_caption,
+    clipped_clause,
     cut,
+    figure_width,
     first_shown,
-    layout,
+    fp_clause,
+    grid,
     legend_for,
+    make_figure,
     panel_cells,
     panel_lines,
     ylim,
-    zoom_caption,
+    zoom_note,
 )
 from harness.report.load import StudyRecords, cell_name
 from harness.report.table import (
@@ -200,6 +205,24 @@ def _table_notes(st, setting, cells, usable, oname, unit, rows, tests) -> list[s
 
 # --------------------------------------------------------------------------- figure
 
+def _time_panel(st: StudyRecords, setting: str, c: dict[str, Any], styles, unit,
+                get) -> tuple[dict[str, Any], list[str], bool]:
+    """(panel, rows in full, any context rows) of one cell: the curves, T* and each
+    highlighted row's accuracy at T* (rows whose whole budget fits have none)."""
+    cell = c["cell"]
+    lines, full, context = panel_lines(st, setting, cell, styles, False, get)
+    start = first_shown(cell[2])
+    lines = [cut(ln, start) for ln in lines]
+    t_star = c["t_star"] / unit[1]
+    marks = [{"x": t_star, "y": r["summary"].mean, "color": styles[r["label"]]["color"],
+              "label": r["label"]} for r in c["rows"]
+             if r["label"] in full and r["summary"].n and not r["full"]]
+    return ({"title": f"{cell_name(*cell[:2])}, {n_epochs(cell[2])}", "lines": lines,
+             "ylim": ylim(lines), "from_epoch": start + 1,
+             "vlines": [{"x": t_star, "color": "0.35", "ls": (0, (4, 2))}], "marks": marks},
+            full, bool(context))
+
+
 def time_figure(st: StudyRecords, setting: str) -> Figure | None:
     cells = {c["cell"]: c for c in timing.equal_compute_cells(st, setting)}
     usable = [c for c in cells.values() if not c["skipped"]]
@@ -210,49 +233,51 @@ def time_figure(st: StudyRecords, setting: str) -> Figure | None:
 
     def get(lab, cell):
         cur = timing.time_curve(st, setting, lab, cell)
-        return cur and {**cur, "x": np.asarray(cur["x"]) / unit[1]}
+        return cur and {**cur, "x": np.asarray(cur["x"]) / unit[1],
+                        **{k: [x / unit[1] for x in cur[k]] for k in ("clip_hi", "clip_lo")}}
 
-    panels, full_all, context_any, every = [], [], False, []
+    panels, full_all, context_any = [], [], False
     for cell in panel_cells(st, setting):
-        c = cells.get(cell)
-        if c is None or c["skipped"]:
-            continue
-        lines, full, context = panel_lines(st, setting, cell, styles, False, get)
-        start = first_shown(cell[2])
-        lines = [cut(ln, start) for ln in lines]
-        every += lines
-        full_all += [lab for lab in full if lab not in full_all]
-        context_any |= bool(context)
-        t_star = c["t_star"] / unit[1]
-        marks = [{"x": t_star, "y": r["summary"].mean, "color": styles[r["label"]]["color"],
-                  "marker": styles[r["label"]]["marker"]} for r in c["rows"]
-                 if r["label"] in full and r["summary"].n and not r["full"]]
-        panels.append({"title": f"{cell_name(*cell[:2])}, {n_epochs(cell[2])}", "lines": lines,
-                       "ylim": ylim(lines), "from_epoch": start + 1,
-                       "vlines": [{"x": t_star, "color": "0.35", "ls": "--"}], "marks": marks})
-    if not panels:
-        return None
+        if cells.get(cell) and not cells[cell]["skipped"]:
+            panel, full, context = _time_panel(st, setting, cells[cell], styles, unit, get)
+            panels.append(panel)
+            full_all += [lab for lab in full if lab not in full_all]
+            context_any |= context
+    return _time_figure(st, setting, panels, full_all, context_any, styles, unit,
+                        usable[0]["kind"]) if panels else None
+
+
+def _time_figure(st: StudyRecords, setting: str, panels, full_all, context_any, styles, unit,
+                 kind: str) -> Figure:
     sl = st.setting_name(setting)
+    width = figure_width(st)
     name = f"equal_compute_{setting_slug(st, setting)}"
     legend = legend_for(st, styles, full_all, context_any) + [
-        {"label": "T*: the cheapest row's full budget", "color": "0.35", "ls": "--"},
-        {"label": "accuracy at T* (read off)", "color": "0.35", "ls": "", "marker": "o",
-         "mfc": "white"}]
-    spec = {"kind": "curves", "name": name, "panels": panels, "int_x": False,
-            **{**layout(len(panels), len(budgets(st, setting))), "sharex": False},
+        {"label": "T*: the cheapest row's full budget", "color": "0.35", "ls": (0, (4, 2))}]
+    if any(p["marks"] for p in panels):
+        legend.append({"label": "mean accuracy at T* (each run read off at T*)",
+                       "color": "0.35", "ls": "", "marker": "o", "mfc": "white"})
+    spec = {"kind": "curves", "name": name, "panels": panels, "int_x": False, "width": width,
+            **{**grid(len(panels), len(budgets(st, setting)), width), "sharex": False},
             "legend": legend, "xlabel": f"cumulative training time ({unit[0]})",
             "ylabel": "deployed test accuracy (%)",
             "title": f"Deployed test accuracy against training time, {sl}"}
-    kind = usable[0]["kind"]
-    caption = (f"Deployed test accuracy against cumulative training time ({sl}, {unit[0]}; "
-               "one point per epoch, mean over seeds with a 95% band), one panel per W/A cell "
-               "and budget: ours, the strongest other method and fp in their styles, the "
-               "other rows thin grey. The dashed vertical line is T*, the time the cheapest "
-               "row's whole budget took; hollow marks: each highlighted row's accuracy once "
-               "it had used T* (read off its curve, see the equal-compute table)."
-               + shared_hardware_note(st, kind) + zoom_caption(panels)
-               + clipped_caption(every))
-    return Figure(name, spec, caption)
+    marked = [st.display(lab) for lab in st.order
+              if any(m["label"] == lab for p in panels for m in p["marks"])]
+    lead = (f"Deployed test accuracy against cumulative training time ({sl}, {unit[0]}; one "
+            f"point per epoch, mean time and mean accuracy over seeds), one panel per W/A cell "
+            f"and budget: {style.highlighted_rows(st)} and fp in their styles."
+            + shared_hardware_note(st, kind))
+    return make_figure(name, spec, lead, {
+        "band": BAND_CLAUSE, "clipped": clipped_clause(), "context": CONTEXT_CLAUSE,
+        "fp": fp_clause(),
+        "tstar": "The dashed vertical line is T*, the time the cheapest row's whole budget "
+                 "took.",
+        "hollow": f"Hollow circles ({', '.join(marked)}): the mean over seeds of each run's "
+                  "accuracy at the last epoch it had finished within T* (each run read at its "
+                  "own times, so a circle can sit off the curve of mean time against mean "
+                  "accuracy); a row whose whole budget fits in T* has none (its curve ends "
+                  "there)."}, zoom_note(panels))
 
 
 def equal_compute_blocks(st: StudyRecords, setting: str) -> list:

@@ -36,7 +36,7 @@ from harness.report import (
     stats,
     tables,
 )
-from harness.report.figures import Figure
+from harness.report.figure import Figure
 from harness.report.load import (
     OURS_NOT_SET,
     StudyRecords,

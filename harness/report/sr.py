@@ -33,15 +33,22 @@ import pandas as pd
 
 from harness.report import design, stats, style, verdicts
 from harness.report.answers import NOT_ANSWERED, bullets, tally
-from harness.report.figures import (
+from harness.report.figure import (
+    BAND_CLAUSE,
+    CONTEXT_CLAUSE,
     Figure,
+    band_line,
     cut,
+    figure_width,
     first_shown,
+    fp_clause,
     legend_for,
+    make_figure,
     panel_lines,
     ylim,
-    zoom_caption,
+    zoom_note,
 )
+from harness.report.figures import SEED_CLAUSES, seed_rows
 from harness.report.load import StudyRecords, cached_per_setting, cell_name
 from harness.report.table import (
     Table,
@@ -324,11 +331,12 @@ def _curve(st: StudyRecords, run_ids: list[str]) -> dict[str, Any] | None:
     if not mats:
         return None
     n = min(len(m) for m in mats)
-    mean, lo, hi = stats.curve_band(np.stack([m[:n] for m in mats]))
-    return {"x": list(range(1, n + 1)), "mean": mean, "lo": lo, "hi": hi}
+    return band_line(np.stack([m[:n] for m in mats]), None)
 
 
-BICUBIC_LINE = {"color": "0.55", "ls": (0, (1, 3)), "lw": 1.2, "marker": "", "band": False}
+BICUBIC_LINE = {"color": "0.55", "ls": (0, (1, 3)), "lw": 1.2, "marker": "", "band": False,
+                "role": "bicubic"}
+PSNR_LABEL = "deployed test PSNR (dB, Y)"
 
 
 def _psnr_cells(st: StudyRecords, setting: str) -> list[tuple[int, int, int]]:
@@ -339,12 +347,10 @@ def _psnr_cells(st: StudyRecords, setting: str) -> list[tuple[int, int, int]]:
     return quant or cells
 
 
-def curves_figure(st: StudyRecords, setting: str, all_rows: bool = False) -> Figure | None:
-    """Deployed test PSNR per epoch, a panel per (W/A, budget) with fp and bicubic in each,
-    in the report's shared styles (style.py): ours, the strongest other row and fp in full,
-    the others thin grey (``all_rows``: every row in its own style, no bands); then ours'
-    continuous-minus-deployed panels."""
-    styles = style.row_styles(st)
+def _psnr_panels(st: StudyRecords, setting: str, styles, all_rows: bool
+                 ) -> tuple[list[dict], list[str], bool]:
+    """(PSNR panels, rows in full, any context rows): a panel per (W/A, budget), fp and
+    bicubic in each, each panel with its own y-label."""
     groups, floor = sr_groups(st, setting), bicubic(st, setting)
 
     def get(lab, cell):
@@ -367,36 +373,68 @@ def curves_figure(st: StudyRecords, setting: str, all_rows: bool = False) -> Fig
         full_all += [lab for lab in full if lab not in full_all]
         context_any |= bool(context)
         panels.append({"title": cell_name(*cell), "lines": lines, "ylim": ylim(lines, None),
-                       "from_epoch": start + 1})
+                       "ylabel": PSNR_LABEL, "from_epoch": start + 1})
+    return panels, full_all, context_any
+
+
+def curves_figure(st: StudyRecords, setting: str, all_rows: bool = False) -> Figure | None:
+    """Deployed test PSNR per epoch, a panel per (W/A, budget) with fp and bicubic in each,
+    in the report's shared styles (style.py): ours, the strongest other row and fp in full,
+    the others thin grey (``all_rows``: every row in its own style, no bands); then ours'
+    continuous-minus-deployed panels (their own y-label and range)."""
+    styles = style.row_styles(st)
+    panels, full_all, context_any = _psnr_panels(st, setting, styles, all_rows)
     if not panels:
         return None
     gap_panels, gap_rows = ([], []) if all_rows else _continuous_panels(st, setting, styles)
     legend = legend_for(st, styles, full_all + [lab for lab in gap_rows if lab not in full_all],
                         context_any)
-    if floor:
+    if bicubic(st, setting):
         legend.append({"label": "bicubic (floor)", **BICUBIC_LINE})
     sl = st.setting_name(setting)
     name = f"sr_psnr{'_all' if all_rows else ''}_{setting_slug(st, setting)}"
     spec = {"kind": "curves", "name": name, "panels": panels + gap_panels, "legend": legend,
-            "context_rows": context_any, "xlabel": "epoch",
-            "ylabel": "deployed test PSNR (dB, Y)",
-            "title": f"Super-resolution PSNR per epoch, {sl}"
-                     + (", every row" if all_rows else " (mean, 95% CI band)")}
-    if all_rows:
-        what = ("every row in its own colour, marker and dash (the same as in every figure of "
-                "this report), mean over seeds, no bands")
-    else:
-        what = (style.highlighted_rows(st, " PSNR") + " as mean over seeds with a 95% CI band, "
-                "fp (the ceiling) as a dotted black line; the other rows as thin grey lines "
-                "(each in its own style in the all-rows figure)")
-    caption = (f"Deployed test PSNR (dB, Y channel) on {test_set(setting)} per epoch ({sl}), "
-               f"one panel per W/A cell and budget: {what}; bicubic (the floor) as a grey, "
-               "loosely dotted line." + zoom_caption(panels))
-    if gap_panels:
-        caption += (f" Panels named 'continuous − deployed': {st.ours_name}'s PSNR with its "
-                    "continuous (training-state) weights minus the deployed network's, per "
-                    "variant that logs it.")
-    return Figure(name, spec, caption)
+            "width": figure_width(st), "context_rows": context_any, "xlabel": "epoch",
+            "title": f"Super-resolution PSNR per epoch, {sl}" + (", every row" if all_rows
+                                                                  else "")}
+    what = ("every row in its own colour, marker and dash (the same in every figure of this "
+            "report), mean over seeds, without bands." if all_rows else
+            style.highlighted_rows(st, " PSNR") + ", mean over seeds.")
+    lead = (f"Deployed test PSNR (dB, Y channel) on {test_set(setting)} per epoch ({sl}), one "
+            f"panel per W/A cell and budget: {what}"
+            + (f" Panels named 'continuous − deployed' (their own scale): {st.ours_name}'s PSNR "
+               "with its continuous (training-state) weights minus the deployed network's, per "
+               "variant that logs it." if gap_panels else "")
+            + " The final-PSNR figure shows the differences the tables test, at their scale.")
+    return make_figure(name, spec, lead, {
+        "band": BAND_CLAUSE, "context": CONTEXT_CLAUSE, "fp": fp_clause(),
+        "bicubic": "Grey, loosely dotted line: bicubic upscaling (the floor)."},
+        zoom_note(panels))
+
+
+def final_figure(st: StudyRecords, setting: str) -> Figure | None:
+    """Final deployed PSNR of every seed per row, one panel per cell (fp beside the
+    quantized rows), on an axis as narrow as the values: the differences the tables test."""
+    styles = style.row_styles(st)
+    groups = sr_groups(st, setting)
+    panels = []
+    for cell in _psnr_cells(st, setting):
+        rows = [(lab, {"values": g["psnr"], "summary": g["p"]}) for lab in st.labels(setting)
+                for (glab, *c), g in groups.items() if glab == lab and (
+                    tuple(c) == cell or (st.method_of.get(lab) == "fp" and c[2] == cell[2]))]
+        if rows:
+            panels.append({"title": cell_name(*cell), "rows": seed_rows(st, styles, rows),
+                           "ylabel": "final PSNR (dB, Y)"})
+    if not panels:
+        return None
+    sl = st.setting_name(setting)
+    name = f"sr_final_{setting_slug(st, setting)}"
+    spec = {"kind": "points", "name": name, "panels": panels, "width": figure_width(st),
+            "title": f"Final PSNR per seed, {sl}"}
+    return make_figure(name, spec, f"Final deployed test PSNR (dB, Y) of every seed ({sl}), "
+                       "one column per row (named below it), on an axis as narrow as the "
+                       "values, so the differences the comparison tables test are visible.",
+                       SEED_CLAUSES)
 
 
 def _continuous_panels(st: StudyRecords, setting: str, styles
@@ -413,12 +451,12 @@ def _continuous_panels(st: StudyRecords, setting: str, styles
         if not mats:
             continue
         n = min(len(m) for m in mats)
-        mean, lo, hi = stats.curve_band(np.stack([m[:n] for m in mats]))
-        line = cut({"x": list(range(1, n + 1)), "mean": mean, "lo": lo, "hi": hi,
+        line = cut({**band_line(np.stack([m[:n] for m in mats]), None),
                     **style.line_style(styles, lab, True)}, first_shown(e))
         where = f", {cell_name(w, a, e)}" if len(_psnr_cells(st, setting)) > 1 else ""
         out.append({"title": f"{st.display(lab)}{where}: continuous − deployed",
-                    "lines": [line], "ylim": ylim([line], None)})
+                    "lines": [line], "ylim": ylim([line], None),
+                    "ylabel": "continuous − deployed (dB)"})
         rows += [lab] if lab not in rows else []
     return out, rows
 
@@ -462,18 +500,19 @@ def crops_figure(st: StudyRecords, setting: str) -> Figure | None:
     panels_all.append({"title": "bicubic", "image": str(first / "sr_crop_bicubic.png")})
     for lab, g, r in runs:
         p = dict(zip(g["run_ids"], g["psnr"]))[r]
-        panels_all.append({"title": f"{st.display(lab)} ({p:.2f} dB)",
+        panels_all.append({"title": f"{st.display(lab)}\n({p:.2f} dB)",
                            "image": str(st.dir / "runs" / r / "sr_crop.png")})
     name = f"sr_crops_{setting_slug(st, setting)}"
     spec = {"kind": "images", "name": name, "panels": panels_all, "ncols": len(panels_all),
+            "width": figure_width(st),
             "title": f"Super-resolution crops, {st.setting_name(setting)}, "
                      f"{cell_name(w, a, e)}"}
-    return Figure(name, spec, "The same window (centre of the first test image of "
+    return make_figure(name, spec, "The same window (centre of the first test image of "
                   f"{test_set(setting)}) from the HR image, its bicubic upscaling, and the "
                   f"deployed {st.display(fp_lab) if fp_lab else 'fp'}, {st.display(ours)} and "
                   f"best STE baseline ({st.display(ste) if ste else 'none'}) networks, each "
                   "the seed with the median final PSNR of its row; the dB in each title is "
-                  "that run's PSNR on the whole test set.")
+                  "that run's PSNR on the whole test set.", {})
 
 
 # --------------------------------------------------------------------------- sections
@@ -511,7 +550,8 @@ def sr_figure_blocks(st: StudyRecords) -> list:
         psnr = curves_figure(st, s)
         every = curves_figure(st, s, all_rows=True) if psnr and psnr.spec["context_rows"] \
             else None
-        out += [f for f in (psnr, every, crops_figure(st, s)) if f is not None]
+        out += [f for f in (psnr, every, final_figure(st, s), crops_figure(st, s))
+                if f is not None]
     return out
 
 

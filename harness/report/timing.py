@@ -178,16 +178,17 @@ def equal_compute_cells(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
 
 def time_curve(st: StudyRecords, setting: str, label: str, cell) -> dict[str, Any] | None:
     """Mean cumulative time and mean deployed accuracy per epoch over a group's seeds, with
-    the accuracy's 95% band clipped to [0, 100]."""
+    the accuracy's 95% band clipped to [0, 100] (clip_hi/clip_lo: the times where it was)."""
     runs = _group_times(st, setting, label, cell)
     if not runs:
         return None
     n = min(len(t) for _, t, _ in runs)
-    times = np.stack([t[:n] for _, t, _ in runs])
+    x = np.stack([t[:n] for _, t, _ in runs]).mean(axis=0)
     mean, lo, hi = stats.curve_band(np.stack([acc[:n] for _, _, acc in runs]))
+    clip_hi, clip_lo = ([], []) if lo is None else (x[hi > 100].tolist(), x[lo < 0].tolist())
     lo, hi, clipped = stats.clip_band(lo, hi, stats.PERCENT)
-    return {"x": times.mean(axis=0), "mean": mean, "lo": lo, "hi": hi, "n": len(runs),
-            "clipped": clipped}
+    return {"x": x, "mean": mean, "lo": lo, "hi": hi, "n": len(runs), "clipped": clipped,
+            "clip_hi": clip_hi, "clip_lo": clip_lo}
 
 
 @cached_per_setting
