@@ -163,10 +163,11 @@ def aggregate_table(st: StudyRecords, setting: str) -> Table | None:
     notes = _aggregate_notes(st, setting, rows_, oname)
     name = f"aggregate_{setting_slug(st, setting)}"
     caption = f"Across cells: IQM and probability of improvement, {st.setting_name(setting)}"
-    tex = Table(name, caption, ["Method", "cells", "IQM [95% CI]",
-                                f"P({oname} > row) [95% CI]", "p (adj.)"],
-                [[r[0], r[1], r[3], r[7], r[8]] for r in rows], n_label_cols=2, wide=True,
-                wrap=True, notes=notes)
+    tex = Table(name, caption, ["Method", "IQM [95% CI]", f"P({oname} > row) [95% CI]",
+                                "p (adj.)"],
+                [[r[0], r[3], r[7], r[8]] for r in rows], n_label_cols=1, wide=True,
+                wrap=True, notes=[notes[0] + " The cells each row ran: in the markdown and CSV "
+                                  "versions of this table."] + notes[1:])
     return Table(name, caption,
                  ["Method", "cells", "runs", "IQM [95% CI]", "shared cells", "IQM row (shared)",
                   f"IQM {oname} (shared)", f"P({oname} > row) [95% CI]", "p (adj.)",

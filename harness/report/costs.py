@@ -231,26 +231,34 @@ def cost_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]]) -> T
                  n_label_cols=3 if len(hw) > 1 else 2,
                  tex=_compact_cost(name, caption, rows,
                                    [(r["cell"], r["device_name"], i) for i, r in enumerate(rows_)],
-                                   len(hw) > 1, notes))
+                                   len(hw) > 1, notes,
+                                   sorted({str(r["mem_kind"]) for r in rows_})))
 
 
 def _compact_cost(name: str, caption: str, rows: list[list[str]], order: list[tuple],
-                  multi_hw: bool, notes: list[str]) -> Table:
+                  multi_hw: bool, notes: list[str], kinds: list[str]) -> Table:
     """The paper version: a heading per cell (and hardware; ``order``: each row's sort key),
-    each ratio to fp beside its value; BOPs and training FLOPs stay in the markdown and CSV
-    versions."""
+    each ratio to fp beside its value; seeds, BOPs, training FLOPs and device time stay in
+    the markdown and CSV versions, and the notes describe only what it shows."""
     k = 3 if multi_hw else 2  # the label columns: method, cell[, hardware]
     keyed = []
     for _, r in sorted(zip(order, rows), key=lambda t: t[0]):
-        n, size, _, ops, _, epoch_s, x_t, mem, x_m, params, x_p, compute = r[k:]
-        keyed.append((", ".join(r[1:k]), [r[0], n, size, ops, f"{epoch_s} ({x_t})",
-                                          f"{mem} ({x_m})", f"{params} ({x_p})", compute]))
+        _, size, _, ops, _, epoch_s, x_t, mem, x_m, params, x_p, _ = r[k:]
+        keyed.append((", ".join(r[1:k]), [r[0], size, ops, f"{epoch_s} ({x_t})",
+                                          f"{mem} ({x_m})", f"{params} ({x_p})"]))
     tex_rows, groups = grouped(keyed)
-    return Table(name, caption, ["Method", "n", "size MB", "OPs", "s/epoch (× fp)",
-                                 "peak MB (× fp)", "method params (× fp)", "compute"],
+    first = ("MB: size of the deployed network (quantized weights at their bit width, the "
+             "rest at 32 bits); OPs per image = BOPs/64 + FLOPs of the full-precision layers "
+             "(Bi-Real Net); s/epoch: mean training time per epoch, evaluation excluded; peak "
+             f"MB: {', '.join(kinds)}; params: bytes of the quantized layers' parameters; in "
+             "parentheses: relative to the fp runs on the same hardware (same activation bits "
+             "and budget when available). Seeds, BOPs, training FLOPs per step and device "
+             "time: in the markdown and CSV versions of this table.")
+    return Table(name, caption, ["Method", "MB", "OPs", "s/epoch (× fp)", "peak MB (× fp)",
+                                 "params (× fp)"],
                  tex_rows, groups=groups, wide=True, wrap=True,
-                 notes=notes[:1] + ["BOPs and training FLOPs per step: in the markdown and CSV "
-                                    "versions of this table."] + notes[1:])
+                 header_groups=[("", 1), ("deployed", 2), ("training", 3)],
+                 notes=[first] + notes[1:])
 
 
 # --------------------------------------------------------------------------- method memory

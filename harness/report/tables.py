@@ -104,14 +104,17 @@ def _usual_n(st: StudyRecords, setting: str, labels: list[str]) -> tuple[int | N
 
 
 def _main_notes(st: StudyRecords, setting: str, rows: list[list[str]], columns, sources: set,
-                n_usual: tuple[int | None, bool]) -> list[str]:
+                n_usual: tuple[int | None, bool], bold: bool) -> list[str]:
     n, every = n_usual
     seeds = (f"mean ± sample std over {n} seeds in every cell" if every else
              f"mean ± sample std over {n} seeds, or over the n seeds in parentheses" if n else
              "mean ± sample std (n seeds)")
-    notes = [f"Final deployed test accuracy (%): {seeds}. Bold: the best row of its column "
-             f"when it is higher than every other row with {stats.MIN_N_CONCLUDE} or more seeds, "
-             "and no row with fewer seeds has as high a mean. " + rule_note(st, setting)]
+    notes = [f"Final deployed test accuracy (%): {seeds}. "
+             + (f"Bold: the best row of its column when it is higher than every other row "
+                f"with {stats.MIN_N_CONCLUDE} or more seeds, and no row with fewer seeds has as "
+                f"high a mean. {rule_note(st, setting)}" if bold else
+                "No row is higher than every other in its column under the report's verdict "
+                "rule, so none is bold.")]
     if any("(1)*" in v for r in rows for v in r):
         notes.append("* n = 1: a single seed, no error bar, not compared.")
     if any(v == "–" for r in rows for v in r):
@@ -161,7 +164,7 @@ def main_table(st: StudyRecords, setting: str) -> Table:
                 bold.add((labels.index(winner), j))
     cap = f"Main results, {st.setting_name(setting)}"
     name = f"main_{setting_slug(st, setting)}"
-    notes = _main_notes(st, setting, rows, columns, sources, n_usual)
+    notes = _main_notes(st, setting, rows, columns, sources, n_usual, bool(bold))
     pairs = list(dict.fromkeys(c[:2] for _, c in columns))
     tex = Table(name, cap, ["Method"] + [f"{c[2]} ep" if k == "measured" else "rep.†"
                                          for k, c in columns], rows, bold=bold, notes=notes,
