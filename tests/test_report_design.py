@@ -163,7 +163,7 @@ def test_design_line_states_power_and_binomial_error(tmp_path):
 
 
 def test_ratio_values_states_two_values_as_they_are():
-    assert costs.ratio_values([2.0, 2.0, 4.0, 4.0]) == "×2.00 or ×4.00 by cell"
+    assert costs.ratio_values([2.0, 2.0, 4.0, 4.0]) == "×2.00 or ×4.00 (by cell)"
     assert costs.ratio_values([2.0, 2.0]) == "×2.00"
     assert costs.ratio_values([1.0, 2.0, 4.0]) == "×2.00 (median over cells; range ×1.00–×4.00)"
     assert costs.ratio_values([]) == "n/a"

@@ -14,7 +14,7 @@ def tally(tests: list[verdicts.Test], a: str, b: str) -> str:
     sizes = sorted({t.family_size for t in tests})
     text = verdicts.tally(tests, a, b)["text"]
     basis = (f"adjusted p < {stats.ALPHA:g}, Benjamini-Hochberg over the "
-             f"{' and '.join(map(str, sizes))} comparison{'' if sizes == [1] else 's'} of the "
+             f"{' and '.join(map(str, sizes))} test{'' if sizes == [1] else 's'} of the "
              "report's setting"
              + ("s" if len(sizes) > 1 else ""))
     caveat = verdicts.caveats(tests)

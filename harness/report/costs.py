@@ -343,7 +343,7 @@ def ratio_values(xs: list[float]) -> str:
         return "n/a"
     distinct = sorted({f"×{x:.2f}" for x in xs}, key=lambda t: float(t[1:]))
     if len(distinct) <= 2:
-        return " or ".join(distinct) + (" by cell" if len(distinct) == 2 else "")
+        return " or ".join(distinct) + (" (by cell)" if len(distinct) == 2 else "")
     return (f"×{float(pd.Series(xs).median()):.2f} (median over cells; range "
             f"{distinct[0]}–{distinct[-1]})")
 
@@ -370,11 +370,11 @@ def _fp_ratios_text(st: StudyRecords, setting: str, with_fp: list[dict[str, Any]
 
     fp = st.default_variant("fp", st.labels(setting)) or "fp"
     t, f = rat("epoch_s"), rat("train_flops")
-    txt = f", {_time_ratio(st, setting, t, fp, 'fp')}" if t else ""
+    txt = f"; {_time_ratio(st, setting, t, fp, 'fp')}" if t else ""
     txt += f"; training FLOPs per step {ratio_values(f)} fp's" if f else ""
-    return txt + (f"; peak memory {ratio_values(rat('mem'))}, method parameters "
-                  f"{ratio_values(rat('mparams'))} and their optimizer state "
-                  f"{ratio_values(rat('mopt'))} fp's")
+    return txt + (f"; relative to fp's: peak memory {ratio_values(rat('mem'))}, method "
+                  f"parameters {ratio_values(rat('mparams'))}, their optimizer state "
+                  f"{ratio_values(rat('mopt'))}")
 
 
 def _deployed_text(here: list[dict[str, Any]]) -> str:

@@ -153,13 +153,13 @@ def _shared_lines() -> list[str]:
 
 
 def _classify_lines(st: StudyRecords) -> list[str]:
-    sizes = ", ".join(f"{verdicts.family_size(st, s)} in {st.setting_name(s)}"
+    sizes = ", ".join(f"{verdicts.family_size(st, s)} tests in {st.setting_name(s)}"
                       for s in st.settings())
     return [
         f"- One verdict rule: {stats.RULE}. The family is every comparison the report makes "
         f"in a setting (ours against each baseline, the best row of each main-table column "
         f"against the others, each variant against its default, ours' longest budget against "
-        f"its shortest, and ours against each baseline at equal compute): {sizes} tests, "
+        f"its shortest, and ours against each baseline at equal compute): {sizes}, "
         "Benjamini-Hochberg adjusted (`scipy.stats.false_discovery_control`). Bold cells, "
         "verdict columns and the reviewer answers all read it; tables show the unadjusted p "
         "beside the adjusted one.",

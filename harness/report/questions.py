@@ -311,8 +311,8 @@ def compute_question(st: StudyRecords) -> str:
              if not c["skipped"]}
     clause = timing.shared_clause(st, "CPU" if "CPU" in kinds else "GPU")
     return (f"{st.ours_name} takes ×{r:.2f} the other methods' training time per epoch here "
-            f"(median over cells{'; ' + clause + ', so roughly' if clause else ''}): does it "
-            "still win at equal training time?")
+            f"(median over cells{'; ' + clause + ' times' if clause else ''}): does it still "
+            "win at equal training time?")
 
 
 def _compute_item(st: StudyRecords, s: str, c: dict[str, Any], ours: str,
@@ -323,9 +323,15 @@ def _compute_item(st: StudyRecords, s: str, c: dict[str, Any], ours: str,
         return None
     cell = c["cell"]
     kind = c["kind"]
+    clause = timing.shared_clause(st, kind)
+    noisy = [r for r in timing.time_spread(st, s)
+             if r["label"] == c["cheapest"] and r["cell"] == cell[:2]]
     head = (f"{where(st, s, cell)}: T* = {timing.fmt_time(c['t_star'], kind)} "
-            f"({st.display(c['cheapest'])}'s {n_epochs(cell[2])}); {st.display(ours)}'s budget "
-            f"took ×{mine['budget_time'] / c['t_star']:.2f} that")
+            f"({st.display(c['cheapest'])}'s {n_epochs(cell[2])}"
+            + (f", whose epoch times vary by a coefficient of variation of "
+               f"{noisy[0]['cv']:.2f}" if noisy else "") + f"); {st.display(ours)}'s budget "
+            f"took ×{mine['budget_time'] / c['t_star']:.2f} that"
+            + (f" ({clause} times)" if clause else ""))
     if mine["not_reached"]:
         return (f"{head}; {mine['not_reached']} of its {plural(len(mine['runs']), 'seed')} "
                 "had not finished one epoch by T*, so it has no accuracy at T* and is not compared "

@@ -309,7 +309,7 @@ def ablation_table(st: StudyRecords, setting: str) -> Table:
     abl = sr_ablations(st, setting)
     design = verdicts.design_note([verdicts.Test(r[k], r[k].p, 1) for r in abl
                                    for k in ("final", "mean")])
-    notes = [(f"{design[0].upper() + design[1:]}, unadjusted. " if design else "")
+    notes = [(f"{design[0].upper() + design[1:]}; p unadjusted. " if design else "")
              + "Mean-over-epochs: each run's deployed test PSNR averaged over its epochs, "
              "which shows a difference during training that the final epoch may no longer "
              "show."]
@@ -537,10 +537,10 @@ def sr_statistics_lines(st: StudyRecords) -> list[str]:
     sizes = {s: sum(math.isfinite(t.cmp.p) for _, t in sr_tests(st, s)) for s in sr_settings(st)}
     if not sizes:
         return []
-    listed = ", ".join(f"{n} in {st.setting_name(s)}" for s, n in sizes.items())
+    listed = ", ".join(f"{n} tests in {st.setting_name(s)}" for s, n in sizes.items())
     return [f"- Super-resolution: final deployed PSNR (dB) and SSIM on Y per seed; "
             f"{st.ours_name or 'ours'} against each baseline per cell, Benjamini-Hochberg "
-            f"adjusted over the setting's super-resolution comparisons ({listed} tests); the "
+            f"adjusted over the setting's super-resolution comparisons ({listed}); the "
             f"same verdict rule decides."]
 
 

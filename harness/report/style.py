@@ -36,8 +36,9 @@ PALETTE = ("#D55E00", "#009E73", "#E69F00", "#CC79A7", "#8C510A", "#999933", "#8
 OURS_MARKER = ("o", True)
 MARKERS = (("s", True), ("^", True), ("D", True), ("v", True), ("P", True), ("X", True),
            ("*", True), ("s", False), ("^", False), ("D", False), ("v", False))
+# solid, dashed, dash-dot, long dash, dash-dot-dot, dash-dash-dot: none dotted (fp's alone)
 DASHES = ("-", (0, (4, 1.6)), (0, (6, 1.5, 1.2, 1.5)), (0, (8, 2.5)),
-          (0, (2.5, 1.2, 1, 1.2, 1, 1.2)), (0, (1.5, 1.5)))
+          (0, (2.5, 1.2, 1, 1.2, 1, 1.2)), (0, (4, 1.2, 4, 1.2, 1.2, 1.2)))
 FP_DASH = ":"
 SHADES = (0.0, 0.45, -0.4, 0.7, -0.65)   # a method's variants: mixed with white (+) or black
 MIN_LUMA_STEP = 0.12
