@@ -287,3 +287,21 @@ def test_one_budget_one_cell_two_variants_lays_out_cleanly(tmp_path):
                 assert 0 <= box.x0 and box.x1 <= fig.bbox.width
         finally:
             matplotlib.pyplot.close(fig)
+
+
+def test_figure_width_key_is_checked(tmp_path):
+    from harness.errors import UserError
+    from harness.report.keys import check_report_table
+
+    for ok in ("column", "text", 6.75, 3):
+        assert check_report_table({"figure_width": ok}) == [], ok
+    for bad in ("wide", 1.0, 12, True):
+        ((field, msg),) = check_report_table({"figure_width": bad})
+        assert field == "report.figure_width" and '"column" (3.25 in)' in msg
+    root = tmp_path / "w"
+    write_run(root, "a", method="slb", acc=80.0)
+    records.atomic_write_text(root / "study.toml", '[report]\nfigure_width = "wide"\n')
+    with pytest.raises(UserError, match="report.figure_width"):
+        R.load_study(root)
+    records.atomic_write_text(root / "study.toml", '[report]\nfigure_width = 4.5\n')
+    assert render.figures.figure_width(R.load_study(root)) == 4.5

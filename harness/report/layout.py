@@ -162,13 +162,15 @@ def decorate(fig, spec: dict[str, Any], handles: tuple[list, list]) -> None:
 
 
 def save(fig, spec: dict[str, Any], out_dir: Path) -> list[Path]:
-    """NAME.png (DPI) and NAME.pdf (Type 42 fonts, no creation date), atomically."""
+    """NAME.png (DPI) and NAME.pdf (Type 42 fonts, no creation date), atomically. The
+    layout is computed once, for the PNG, and kept for the PDF."""
     paths = []
     for ext in ("png", "pdf"):
         buf = io.BytesIO()
         kw = ({"pil_kwargs": {"compress_level": 1}} if ext == "png" else  # fast zlib level
               {"metadata": {"CreationDate": None}})
         fig.savefig(buf, format=ext, dpi=DPI, **kw)
+        fig.set_layout_engine("none")  # the positions stay where the layout put them
         path = Path(out_dir) / f"{spec['name']}.{ext}"
         atomic_write_bytes(path, buf.getvalue())
         paths.append(path)
