@@ -30,7 +30,7 @@ MIN_WIDTH, MAX_WIDTH = 2.0, 10.0         # a number of inches must lie in this r
 MIN_FONT = 7.0                           # tick labels, legend, notes in panels
 LABEL_FONT = 7.5                         # axis labels and panel titles
 TITLE_FONT = 8.5                         # the figure's title
-CHAR_EM = 0.6                            # upper bound of DejaVu Sans' mean glyph width (em)
+CHAR_EM = 0.56                           # DejaVu Sans: mean glyph width (em) of labels
 MIN_PANEL_W = {"images": 1.05}           # inches per panel; other kinds: DEFAULT_PANEL_W
 DEFAULT_PANEL_W = 1.55
 DPI = 300
@@ -59,8 +59,11 @@ def lines(text: str) -> int:
 
 
 def max_cols(width: float, kind: str) -> int:
-    return max(1, int((width - (0.15 if kind == "images" else 0.3))
-                      // MIN_PANEL_W.get(kind, DEFAULT_PANEL_W)))
+    """Panels side by side at ``width``: each at least MIN_PANEL_W wide, and two from a
+    column's width up (a column of one panel per row runs off the page)."""
+    fit = int((width - (0.15 if kind == "images" else 0.3)) // MIN_PANEL_W.get(kind,
+                                                                            DEFAULT_PANEL_W))
+    return max(2 if width >= 3.0 else 1, fit)
 
 
 def columns(spec: dict[str, Any], n_panels: int) -> int:
@@ -147,7 +150,7 @@ def grid(plt, spec: dict[str, Any], below_in: float = 0.0):
             continue
         flat[lowest].xaxis.set_tick_params(labelbottom=True)
         if spec.get("xlabel"):
-            flat[lowest].set_xlabel(spec["xlabel"])
+            flat[lowest].set_xlabel(wrap(spec["xlabel"], pw, LABEL_FONT))
     return fig, flat[:n], pw
 
 
