@@ -122,6 +122,9 @@ class RunSummary:
     final_metric: float | None = None
     best_metric: float | None = None
     final_metrics: dict[str, float] = field(default_factory=dict)
+    # what the run's seed controlled, hashed before the first step (harness.run.seeding):
+    # {"data_order": ..., "init": ...}; empty in records that predate it
+    seed_fingerprint: dict[str, str] = field(default_factory=dict)
     # what the method changed in the network after its last epoch (methods.base.Method.
     # changed_after_training, e.g. SLB's end-of-training BN recalibration; "" = nothing): only
     # then may the final score differ from the last epoch's. None: a record written before the
