@@ -169,22 +169,20 @@ def slb_weight_candidates_first(logits: torch.Tensor, candidates: torch.Tensor,
 
 def argmax_rows(logits: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
     """argmax over dim 0 of candidates-first logits (n, N), the first index on ties (as
-    torch.argmax); with ``values``, values[argmax] written directly (eq. 4's W_q; no index
-    tensor, no gather). torch's argmax over a short leading axis is strided and ~15-30x slower on
-    the CPU: n = 2 is one comparison, n <= 32 one max over the rows and n - 1 comparisons with it
-    (the last index first, so the first of tied ones wins). A NaN logit (a diverging run) gives
-    index n - 1 (n <= 32)."""
-    n, size = logits.shape
+    torch.argmax); with ``values``, values[argmax] (eq. 4's W_q, flattened). torch's argmax over
+    a short leading axis is strided and ~15-30x slower on the CPU; here n = 2 is one comparison,
+    n <= 32 a max over the rows, one comparison with it and a max over the ranks n - i of the
+    rows that reach it (the first index has the largest), a few whole-tensor ops per layer. A
+    NaN logit (a diverging run) gives index n - 1 (n <= 32)."""
+    n = logits.shape[0]
     fill = values if values is not None else torch.arange(n, device=logits.device)
     if n > 32:
         return fill[logits.t().contiguous().argmax(dim=1)]
     if n == 2:
         return torch.where(logits[0] >= logits[1], fill[0], fill[1])
-    top = logits.amax(dim=0)
-    out = fill[n - 1].expand(size).clone()
-    for i in range(n - 2, -1, -1):
-        out.masked_fill_(logits[i] == top, fill[i])
-    return out
+    rank = torch.arange(n, 0, -1, dtype=torch.uint8, device=logits.device).unsqueeze(1)
+    first = ((logits == logits.amax(dim=0)) * rank).amax(dim=0)  # n - index; 0 only for NaN
+    return torch.cat([fill[-1:], fill.flip(0)])[first.long()]   # [n - i] -> fill[i]
 
 
 class _HardSlbWeight(torch.autograd.Function):
