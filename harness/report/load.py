@@ -29,6 +29,7 @@ Tables (tables.py), figures (figures.py) and reviewer answers (questions.py) onl
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
 import multiprocessing as mp
@@ -41,6 +42,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness import files
 from harness.config import LATER_KEYS, NON_SEMANTIC, flatten
 from harness.errors import UserError
 from harness.records import load_run, metric_columns
@@ -201,10 +203,11 @@ def _read_spec(study_dir: Path) -> dict[str, Any]:
     path = study_dir / "study.toml"
     if not path.exists():
         return {}
-    try:
-        return tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise user_error("study.toml", f"{path} is not valid TOML ({e}); fix or remove it")
+    try:  # a regular file of a spec's size (a FIFO or device is never read)
+        return tomllib.loads(files.read_bytes(path, files.RECORD_MAX_BYTES).decode())
+    except (OSError, ValueError, RecursionError, tomllib.TOMLDecodeError) as e:
+        raise user_error("study.toml", f"{path} is not valid TOML ({str(e)[:200]}); fix or "
+                         "remove it")
 
 
 def _read_manifest(study_dir: Path, notes: list[str]) -> dict[str, Any] | None:
@@ -212,7 +215,7 @@ def _read_manifest(study_dir: Path, notes: list[str]) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        m = json.loads(path.read_text())
+        m = files.read_json(path, files.MANIFEST_MAX_BYTES)
     except (OSError, ValueError) as e:
         notes.append(f"manifest.json unreadable ({e}): missing runs cannot be detected")
         return None
@@ -254,7 +257,7 @@ def load_record(run_dir: Path):
     """harness.records.load_run (the one record validator), loading only the metrics columns
     the report uses (parsing every column of a thousand metrics.csv files would dominate a
     report's time)."""
-    return load_run(run_dir, columns=_metric_columns)
+    return load_run(run_dir, columns=_metric_columns, in_study=True)
 
 
 def _load_one(run_dir: Path):
@@ -721,7 +724,8 @@ def _load_reference(st: StudyRecords, ref: str, explicit: bool):
                         "repository); reported numbers are left out")
         return None, ""
     try:
-        df = pd.read_csv(path, comment="#", skipinitialspace=True)
+        data = files.read_bytes(path, files.RECORD_MAX_BYTES)  # a regular file, bounded
+        df = pd.read_csv(io.BytesIO(data), comment="#", skipinitialspace=True)
     except (OSError, ValueError) as e:
         raise user_error("reference", f"{path} is not a readable CSV: {e}")
     df.columns = [c.strip().lower() for c in df.columns]
