@@ -2,6 +2,7 @@
 
     python -m harness sweep STUDY.toml [--executor slurm|local|debug] [--scale NAME] [--dry-run]
                                        [--json] [--retry-failed] [--wait] [--results DIR]
+                                       [--max-runs N]
 
 A study directory holds ``study.toml`` (frozen copy of the spec), ``manifest.json`` (the
 expanded runs and the excluded cells), ``runs/<run_id>/`` (run records), ``submissions.jsonl``
