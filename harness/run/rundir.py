@@ -41,6 +41,10 @@ def prepare_run_dir(run_dir: Path, cfg: RunConfig) -> str:
                         f"{str(run_dir)!r} or choose another --out") from None
     if have != want:
         diff = describe_diff(old, cfg)
+        if not diff:  # the same keys as the file, another hash: the file itself was edited
+            raise UserError("--out", f"{cfg_path} was edited: its keys hash to {want}, but "
+                            f"the run was recorded as {have}; restore the run's own "
+                            "config.json, or train the changed config into another --out")
         raise UserError("--out", f"{str(run_dir)!r} holds a run with a different config ("
                         f"{'; '.join(diff[:6]) or f'hash {have}, this one {want}'}"
                         f"{'; ...' if len(diff) > 6 else ''}); resume it as it was with "
@@ -61,8 +65,9 @@ def check_outputs(run_dir: Path, cfg: RunConfig) -> None:
     for name in RECORD_FILES:
         files.check_target(run_dir / name)
     for name in cfg.loggers:
-        if name in SINKS:
-            SINKS[name].check(run_dir)
+        check = getattr(SINKS.get(name), "check", None)  # a sink may have nothing to check
+        if check is not None:
+            check(run_dir)
 
 
 def run(cfg: RunConfig, run_dir: Path,
