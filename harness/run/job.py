@@ -197,7 +197,7 @@ def worker_main() -> int:
         return 1  # the sweep died before we could ask to die with it
     answer = os.fdopen(os.dup(1), "w", buffering=1)
     log_dir = Path(os.environ.get("SLBENCH_WORKER_LOGS", "."))
-    log = open(log_dir / f"worker-{os.getpid()}.log", "a", buffering=1)
+    log = files.open_append(log_dir / f"worker-{os.getpid()}.log")
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
     raise_on_sigterm()

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 
 from harness import config, files
 from harness.costs.memory import optimizer_state_bytes
+from harness.errors import UserError, did_you_mean, each, raise_all
 from harness.run import resolve
 from harness.run.env import device_name, environment, resolve_device
 from harness.run.trainer import Trainer
@@ -125,6 +126,50 @@ def _cfg(args, method: str, bits: int, options: dict[str, Any]):
             "amp": args.amp, "compile": args.compile,
             **{f"method.{k}": v for k, v in options.items()}}
     return resolve.resolve(config.from_flat(flat))
+
+
+# run config keys -> the bench flags that set them (their mistakes are named by the flag)
+FLAG_OF = {"model.name": "--model", "model.width": "--width", "batch_size": "--batch-size",
+           "device": "--device"}
+
+
+def check_settings(args, bits_flag: str = "--bits", counts: dict[str, str] | None = None
+                   ) -> None:
+    """Every bench setting checked as `run` checks its flags, before any work: the model,
+    width, batch size and device through config resolution (same ranges, same messages); the
+    methods registered; each bit width one that a method asked for runs at, and each method
+    asked for by name running at one of them (none is dropped in silence); the counts
+    (``counts``: setting -> flag, each >= 1). UserErrors, one per mistake."""
+    registry = load_all()
+    errors: list[UserError] = []
+    asked = list(args.methods) if args.methods is not None else sorted(registry)
+    for n in [n for n in asked if n not in registry]:
+        errors.append(UserError("--methods", f"unknown method {n!r}{did_you_mean(n, registry)}"))
+    quantized = [n for n in asked if n in registry and n != "fp"]
+    supported = set().union(*(registry[n].bits for n in quantized))
+    for b in args.bits:
+        if quantized and b not in supported:
+            errors.append(UserError(bits_flag, f"{b} is not a weight bit width of "
+                                    f"{', '.join(quantized)} (they run at {sorted(supported)})"))
+    if args.methods is not None:
+        for n in quantized:
+            if not registry[n].bits & set(args.bits):
+                errors.append(UserError("--methods", f"{n} runs at none of {bits_flag} "
+                                        f"{list(args.bits)} (it supports "
+                                        f"{sorted(registry[n].bits)}); add one of those"))
+    for name, flag in (counts or {"rounds": "--rounds", "steps": "--steps",
+                                  "batch_size": "--batch-size"}).items():
+        if getattr(args, name) < 1:
+            errors.append(UserError(flag, f"must be >= 1, got {getattr(args, name)}"))
+    for name in ("warmup", "threads"):
+        if getattr(args, name, 0) < 0:
+            errors.append(UserError(f"--{name}", f"must be >= 0, got {getattr(args, name)}"))
+    try:
+        _cfg(args, "fp", 32, {})
+    except UserError as e:
+        errors += [UserError(FLAG_OF.get(one.field, one.field), str(one).split(": ", 1)[-1])
+                   for one in each(e)]
+    raise_all(errors)
 
 
 def variants(args) -> list[BenchVariant]:
@@ -414,6 +459,8 @@ def write(df, lines: list[str], out: Path, meta: str) -> None:
 
 
 def cmd_bench(args) -> int:
+    check_settings(args, counts={"rounds": "--rounds", "steps": "--steps",
+                                 "batch_size": "--batch-size", "report_runs": "--report-runs"})
     if args.what in ("report", "all"):
         secs = bench_report(args.report_runs)
         print(f"report over {args.report_runs} synthetic runs: {secs:.1f}s (target < 15 s)")

@@ -14,6 +14,7 @@ from typing import Any
 
 import submitit
 
+from harness import files
 from harness.errors import UserError
 from harness.run import source
 from harness.run.job import RunJob
@@ -124,7 +125,7 @@ class SlurmBackend:
         if shutil.which("sbatch") is None:
             raise UserError("--executor", "slurm needs sbatch on PATH; use --executor local or "
                             "start the local cluster (python slurm/cluster.py start)")
-        snap = source.snapshot(ctx.sdir / "snapshots")
+        snap = source.snapshot(files.make_dir(ctx.sdir / "snapshots", ctx.sdir))
         limit = max_array_size()
         for shape, group in _by_shape(runs).items():
             ex = submitit.AutoExecutor(folder=str(ctx.sdir / "submitit"), cluster="slurm")

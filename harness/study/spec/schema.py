@@ -37,6 +37,12 @@ VARIANT_KEYS = ("method", "options", "recipe", "unmatched", "reference", "bits",
 CELL_PATTERN = re.compile(r"W(\d+)(?:\.\.W?(\d+))?/A(\d+)(?:\.\.A?(\d+))?")
 
 
+# runs one study may expand to (README, Limits; `sweep --max-runs N` raises it): a grid is
+# counted before any run is resolved, so a typo of 10^6 runs fails at once
+MAX_RUNS = 10**5
+# the largest study spec read (a spec is a few KB; its lists are expanded in memory)
+MAX_SPEC_BYTES = 4 * 2**20
+
 # names that become paths (study, variant; run ids are built from them): no separators, no
 # leading dot, so nothing a spec says can leave the study directory
 MAX_NAME = 100
