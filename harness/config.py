@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import tomllib
@@ -38,6 +39,7 @@ A_QUANT = ("pact", "dorefa")
 A_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 32)
 PROGRESS = ("auto", "bar", "line", "none")
 SEED_LIMIT = 2**32
+CONFIG_MAX_BYTES = 16 * 2**20  # a --config file (a run's config.json is a few KB)
 BIG = 10**9  # an upper bound for counts that only guards against typos (1e7 for 1e3)
 # Keys that do not change what is computed; left out of the config hash (the run id).
 NON_SEMANTIC = ("device", "data.root", "data.download", "data.workers", "progress", "loggers",
@@ -48,6 +50,12 @@ NON_SEMANTIC = ("device", "data.root", "data.download", "data.workers", "progres
 LATER_KEYS = {"optim.quant_lr_scale": 1.0, "model.block": "standard", "model.shortcut": "B",
               "data.val_split": 0.0, "data.val_seed": 0, "init.source": "", "init.epochs": 0,
               "meta.stage": "", "meta.tuned": []}
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to ``limit`` characters (a hostile value stays one short line)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def coerce(value: Any, annotation: Any, field: str) -> Any:
@@ -61,26 +69,26 @@ def coerce(value: Any, annotation: Any, field: str) -> Any:
         return coerce(value, inner[0], field)
     if origin is tuple:
         require(isinstance(value, (list, tuple)), field,
-                f"expected a list like [1, 2], got {value!r}")
+                f"expected a list like [1, 2], got {shown(value)}")
         return tuple(coerce(v, args[0], field) for v in value)
     if annotation is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
-        raise UserError(field, f"expected true or false, got {value!r}")
+        raise UserError(field, f"expected true or false, got {shown(value)}")
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise UserError(field, f"expected an integer, got {value!r}")
+            raise UserError(field, f"expected an integer, got {shown(value)}")
         return value
     if annotation is float:
         require(not isinstance(value, bool) and isinstance(value, (int, float)), field,
-                f"expected a number, got {value!r}")
+                f"expected a number, got {shown(value)}")
         return float(value)
     if annotation is str:
-        require(isinstance(value, str), field, f"expected a string, got {value!r}")
+        require(isinstance(value, str), field, f"expected a string, got {shown(value)}")
         return value
     return value
 
@@ -120,7 +128,8 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = opt("small_cnn", "model (see `python -m harness config`)")
-    width: float = opt(1.0, "channel multiplier (CPU tests use < 1)", lo=0, hi=64, lo_open=True)
+    width: float = opt(1.0, "channel multiplier (CPU tests use < 1; at least 1/16, so every "
+                            "layer keeps a channel of its own)", lo=1 / 16, hi=64)
     quantize_first: bool = opt(False, "quantize the first conv too (policy shared by every "
                                       "method of a study)")
     quantize_last: bool = opt(False, "quantize the last linear layer too")
@@ -233,8 +242,8 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
     """config.json: the method as a table ``method = {name, options...}``; the task's keys
     under its name (``sr = {...}``), and ``task`` itself only when it is not the default (a
     classification config.json holds no task keys, as before tasks existed)."""
-    d = dataclasses.asdict(dataclasses.replace(cfg, method_options={}, task_options={}))
-    del d["method_options"], d["task_options"]
+    d = {name: _plain(getattr(cfg, name)) for name in _field_names(RunConfig)
+         if name not in PARSED_LATER}
     d["method"] = {"name": cfg.method, **options_dict(cfg.method_options)}
     if cfg.task == DEFAULT_TASK:
         del d["task"]
@@ -242,21 +251,45 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
         options = cfg.task_options
         raw = not dataclasses.is_dataclass(options)  # unresolved: {section: {key: value}}
         d[cfg.task] = options_dict(options.get(cfg.task, {}) if raw else options)
-    for table in [d] + [d[sec] for sec in SECTIONS if sec in d]:
-        for k, v in table.items():
-            if isinstance(v, tuple):
-                table[k] = list(v)
     return d
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def _plain(value: Any) -> Any:
+    """A config value as JSON has it: dataclasses as dicts, tuples as lists (what
+    dataclasses.asdict gives, without its deep copies: a spec converts 10^5 configs)."""
+    if dataclasses.is_dataclass(value):
+        return {name: _plain(getattr(value, name)) for name in _field_names(type(value))}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def flatten(d: dict[str, Any], prefix: str = "", strict: bool = False) -> dict[str, Any]:
+    """Nested tables as dotted keys, in order. ``strict``: a key set twice (``optim = {lr =
+    0.05}`` and ``"optim.lr" = 0.1``) is a UserError naming both places, never silently the
+    last one."""
+    out: dict[str, Any] = {}
+    where: dict[str, str] = {}
+
+    def walk(table: dict[str, Any], pre: str, shown: str) -> None:
+        for k, v in table.items():
+            key, form = f"{pre}{k}", shown + (f'"{k}"' if "." in str(k) else str(k))
+            if isinstance(v, dict):
+                walk(v, key + ".", form + ".")
+            elif key in out and strict:
+                raise UserError(key, f"set twice, as {where[key]} = {out[key]!r} and as {form} "
+                                f"= {v!r}; keep one")
+            else:
+                out[key], where[key] = v, form
+
+    walk(d, prefix, "")
     return out
 
 
@@ -281,7 +314,7 @@ def from_flat(flat: dict[str, Any]) -> RunConfig:
     sections: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     method_options: dict[str, Any] = {}
     task_options: dict[str, dict[str, Any]] = {}
-    hints = typing.get_type_hints(RunConfig)
+    hints = type_hints(RunConfig)
     known = _known_keys()
     for key, value in flat.items():
         if key.startswith("method.") and key != "method.name":
@@ -301,7 +334,7 @@ def from_flat(flat: dict[str, Any]) -> RunConfig:
             raise UserError(key, f"unknown config key{suggest(key)}")
         if "." in key:
             sec, name = key.split(".", 1)
-            sec_hints = typing.get_type_hints(SECTIONS[sec])
+            sec_hints = type_hints(SECTIONS[sec])
             sections[sec][name] = coerce(value, sec_hints[name], key)
         else:
             top[key] = coerce(value, hints[key], key)
@@ -309,11 +342,17 @@ def from_flat(flat: dict[str, Any]) -> RunConfig:
                      **{s: SECTIONS[s](**v) for s, v in sections.items()})
 
 
+@functools.cache
+def type_hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints`` of a config or options dataclass, evaluated once."""
+    return typing.get_type_hints(cls)
+
+
 def parse_value(text: str) -> Any:
     """A --set value as TOML (numbers, booleans, lists, quoted strings) or a bare string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
 
 
@@ -336,16 +375,22 @@ def load_file(path: str | Path) -> dict[str, Any]:
                         "file")
     kind = "json" if p.suffix == ".json" else "toml"
     try:
-        text = p.read_text()
+        with open(p, "rb") as f:
+            text = f.read(CONFIG_MAX_BYTES + 1).decode()
+        if len(text) > CONFIG_MAX_BYTES:
+            raise UserError("--config", f"{p} is larger than {CONFIG_MAX_BYTES:,} bytes; pass a "
+                            "config file")
         d = json.loads(text) if kind == "json" else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError("--config", f"{p} is not valid {kind}: "
                         f"{str(e).splitlines()[0][:160]}") from None
+    except RecursionError:
+        raise UserError("--config", f"{p} is nested too deeply to be a config") from None
     if not isinstance(d, dict):
         raise UserError("--config", f"{p} holds a JSON {type(d).__name__}, not an object of "
                         "config keys; pass a run's config.json or a TOML file")
     d = {k: v for k, v in d.items() if k not in ("config_hash",)}
-    return flatten(d)
+    return flatten(d, strict=True)
 
 
 def gather(file: str | Path | None = None, flags: dict[str, Any] | None = None,
@@ -362,7 +407,7 @@ def gather(file: str | Path | None = None, flags: dict[str, Any] | None = None,
 def from_dict(d: dict[str, Any]) -> RunConfig:
     """An unresolved RunConfig from a config.json object."""
     d = {k: v for k, v in d.items() if k != "config_hash"}
-    return from_flat(flatten(d))
+    return from_flat(flatten(d, strict=True))
 
 
 # --------------------------------------------------------------------------- validation
@@ -391,15 +436,15 @@ def show_number(x: float) -> str:
 
 def _check_range(key: str, value: float, meta: dict) -> None:
     lo, hi = meta.get("lo"), meta.get("hi")
-    require(math.isfinite(value), key, f"must be a finite number, got {value}")
-    n = show_number
-    if lo is not None:
-        ok = value > lo if meta["lo_open"] else value >= lo
-        require(ok, key, f"must be {'>' if meta['lo_open'] else '>='} {n(lo)}, got {n(value)}")
-    if hi is not None:
-        ok = value < hi if meta["hi_open"] else value <= hi
-        require(ok, key, f"must be {'<' if meta['hi_open'] else '<='} {n(hi)}, got {n(value)}"
-                + ("; is it a typo?" if hi >= 64 else ""))
+    if not math.isfinite(value):
+        raise UserError(key, f"must be a finite number, got {value}")
+    n = show_number   # messages are built only for a value out of range (specs check many)
+    if lo is not None and not (value > lo if meta["lo_open"] else value >= lo):
+        raise UserError(key, f"must be {'>' if meta['lo_open'] else '>='} {n(lo)}, got "
+                        f"{n(value)}")
+    if hi is not None and not (value < hi if meta["hi_open"] else value <= hi):
+        raise UserError(key, f"must be {'<' if meta['hi_open'] else '<='} {n(hi)}, got "
+                        f"{n(value)}" + ("; is it a typo?" if hi >= 64 else ""))
 
 
 def describe_diff(old: dict[str, Any], new: RunConfig) -> list[str]:

@@ -21,6 +21,8 @@ import csv
 import dataclasses
 import io
 import math
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -32,6 +34,7 @@ from harness.tasks import base as tasks
 TIMING_COLUMNS = ["epoch_time_s", "samples_per_s"]  # the only columns that vary run to run
 STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
 PEAK_MEM_KINDS = ("cuda_max_allocated", "cpu_peak_rss")
+METRICS_MAX_BYTES = 256 * 2**20  # metrics.csv (10^6 epochs of ~100 bytes fit)
 
 
 def metric_columns(config: dict[str, Any] | None) -> list[str]:
@@ -122,6 +125,9 @@ class RunSummary:
     final_metric: float | None = None
     best_metric: float | None = None
     final_metrics: dict[str, float] = field(default_factory=dict)
+    # what the run's seed controlled, hashed before the first step (harness.run.seeding):
+    # {"data_order": ..., "init": ...}; empty in records that predate it
+    seed_fingerprint: dict[str, str] = field(default_factory=dict)
     # what the method changed in the network after its last epoch (methods.base.Method.
     # changed_after_training, e.g. SLB's end-of-training BN recalibration; "" = nothing): only
     # then may the final score differ from the last epoch's. None: a record written before the
@@ -265,7 +271,8 @@ class RunRecord:
 Columns = Callable[["RunRecord", list[str]], list[str]] | list[str] | None
 
 
-def load_run(run_dir: Path, with_metrics: bool = True, columns: Columns = None) -> RunRecord:
+def load_run(run_dir: Path, with_metrics: bool = True, columns: Columns = None,
+             in_study: bool = False) -> RunRecord:
     """Read and validate a run directory: the one validator behind `status`, `sweep` and
     `report`. Corrupt or partial files become ``problem`` (the run is then "corrupt", shown
     with that reason, repaired by the next sweep and never counted), never an exception.
@@ -280,14 +287,28 @@ def load_run(run_dir: Path, with_metrics: bool = True, columns: Columns = None) 
     column.
     ``columns``: the metrics columns to load and check (a list, or a function of the record
     and the CSV header); None = all. ``with_metrics=False`` still validates the standard
-    columns but keeps no DataFrame."""
+    columns but keeps no DataFrame. ``in_study``: RUN_DIR is a study's ``runs/<id>``, which
+    must be a real folder there (reached through a link, to anywhere, the run is corrupt)."""
     rec = RunRecord(Path(run_dir))
+    if in_study and not in_place(rec.path):
+        rec.problem = (f"runs/{rec.path.name} resolves to {os.path.realpath(rec.path)!r} through "
+                       "a symbolic link; a study's runs must be real folders inside it: "
+                       "replace the link with the run folder or remove it")
+        return rec
     rec.problem = _read_config(rec) or _read_summary(rec)
     if rec.problem or rec.summary is None:
         return rec
     if rec.summary.status == "completed":
         rec.problem = _check_completed(rec, with_metrics, columns)
     return rec
+
+
+def in_place(run_dir: Path) -> bool:
+    """Whether a study's ``runs/<id>`` is a real folder there (neither it nor ``runs`` a
+    link): its resolved path is the resolved study folder's ``runs/<id>``."""
+    run_dir = Path(run_dir)
+    study = Path(os.path.realpath(run_dir.parent.parent))
+    return Path(os.path.realpath(run_dir)) == study / "runs" / run_dir.name
 
 
 def _read_config(rec: RunRecord) -> str:
@@ -303,7 +324,9 @@ def _read_config(rec: RunRecord) -> str:
         return "config.json is not a run config (no config_hash)"
     epochs = rec.config.get("epochs")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        return f"config.json has epochs = {epochs!r}"
+        return f"config.json has epochs = {str(epochs)[:80]!r}"
+    if not isinstance(rec.config.get("task", DEFAULT_TASK), str):
+        return f"config.json has task = {str(rec.config.get('task'))[:80]!r}, not a name"
     return ""
 
 
@@ -357,6 +380,11 @@ def _check_completed(rec: RunRecord, with_metrics: bool, columns: Columns) -> st
                 f"{_bounds(headline.bounds)}")
     path = rec.path / "metrics.csv"
     try:
+        st = os.stat(path)  # a FIFO would block pandas: never opened
+        if not stat.S_ISREG(st.st_mode):
+            return "metrics.csv is not a regular file"
+        if st.st_size > METRICS_MAX_BYTES:
+            return f"metrics.csv is larger than the limit of {METRICS_MAX_BYTES:,} bytes"
         header = pd.read_csv(path, nrows=0).columns.tolist()
         missing = [c for c in standard if c not in header]
         if missing:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import pkgutil
 import types
 from dataclasses import dataclass
@@ -62,20 +63,29 @@ def register(cls: type["Method"]) -> type["Method"]:
     return cls
 
 
+_SCANNED: dict[str, int] = {}   # folder -> its mtime when its modules were last imported
+
+
 def load_all() -> dict[str, type["Method"]]:
     """Import every module of the methods package so each registers itself (not the shared
-    modules in ``_NOT_METHODS``, nor private ones such as ``_ops``)."""
+    modules in ``_NOT_METHODS``, nor private ones such as ``_ops``); the folder is scanned
+    again only when a file was added or removed since (its mtime)."""
     import methods
 
-    for info in pkgutil.iter_modules(methods.__path__):
-        if info.name not in _NOT_METHODS and not info.name.startswith("_"):
-            importlib.import_module(f"methods.{info.name}")
+    for folder in methods.__path__:
+        mtime = os.stat(folder).st_mtime_ns
+        if _SCANNED.get(folder) == mtime:
+            continue
+        for info in pkgutil.iter_modules([folder]):
+            if info.name not in _NOT_METHODS and not info.name.startswith("_"):
+                importlib.import_module(f"methods.{info.name}")
+        _SCANNED[folder] = mtime
     return REGISTRY
 
 
 def get(name: str) -> type["Method"]:
-    load_all()
-    require(name in REGISTRY, "method", f"unknown method {name!r}{did_you_mean(name, REGISTRY)}")
+    if name not in load_all():
+        raise UserError("method", f"unknown method {name!r}{did_you_mean(name, REGISTRY)}")
     return REGISTRY[name]
 
 

@@ -9,11 +9,10 @@ when it reads the spec (jobs run in a code snapshot, not where the user typed th
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass
 from typing import Any
 
-from harness.config import coerce
+from harness.config import coerce, type_hints
 from harness.errors import UserError, did_you_mean, raise_all, require
 
 
@@ -37,7 +36,7 @@ def parse_options(options_cls: type, raw: dict[str, Any], prefix: str) -> Any:
     bad option is found: one raises its UserError, several a UserErrors holding each.
     """
     fields = {f.name: f for f in dataclasses.fields(options_cls)}
-    hints = typing.get_type_hints(options_cls)
+    hints = type_hints(options_cls)
     values, errors = {}, []
     for key, value in raw.items():
         try:

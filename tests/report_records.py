@@ -21,10 +21,13 @@ def write_run(root: Path, run_id: str, *, method: str, acc: float | None, w: int
               model: str = "resnet20", dataset: str = "cifar10", error: str = "",
               manifest: list | None = None, method_info: dict | None = None,
               device: str = "cpu", device_name: str = "cpu: test (2 threads)",
-              curve: list[float] | None = None, study: str = "") -> Path:
-    """One run record. ``method_info`` defaults to the method's own declaration for slb runs
-    with ``slb_scalars`` and to none otherwise (as records written before runs had it);
-    ``curve`` replaces the per-epoch test accuracies."""
+              curve: list[float] | None = None, study: str = "",
+              fingerprint: bool = False) -> Path:
+    """One run record. ``method_info`` defaults to the method's own declaration, as the
+    trainer records it (``{}``: a record written before runs recorded it); ``curve`` replaces
+    the per-epoch test accuracies; ``fingerprint``: record what the seed controlled as the
+    trainer does (the data order depends on the seed alone, the starting network on the
+    method and seed), else nothing, as records written before runs recorded it."""
     cfg = config.RunConfig(method=method, method_options=dict(options or {}), w_bits=w, a_bits=a,
                       epochs=epochs, seed=seed, model=config.ModelConfig(name=model),
                       data=config.DataConfig(name=dataset),
@@ -48,7 +51,7 @@ def write_run(root: Path, run_id: str, *, method: str, acc: float | None, w: int
                       "test_acc_continuous": r["test_acc"] + 1.0})
         metric_rows.append(r)
     records.write_metrics(run, metric_rows)
-    if method_info is None and slb_scalars:
+    if method_info is None:
         method_info = get_method(method).info()
     summ = records.RunSummary(
         status=status, final_test_acc=acc if status == "completed" else None,
@@ -62,7 +65,9 @@ def write_run(root: Path, run_id: str, *, method: str, acc: float | None, w: int
         env={"python": "3.11.7", "torch": "2.14.1", "device": device,
              "device_name": device_name, "harness_commit": "abc1234",
              "hostname": "h"},
-        method_info=method_info or {}, error=error)
+        method_info=method_info, error=error,
+        seed_fingerprint={"data_order": f"order-{seed}", "init": f"{method}-{seed}"}
+        if fingerprint else {})
     records.write_summary(run, summ)
     if manifest is not None:
         manifest.append({"run_id": run_id, "variant": variant or method, "method": method,

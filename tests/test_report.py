@@ -19,9 +19,9 @@ import pytest
 from report_records import write_run
 
 from harness import config, files, records
-from harness import report as R
+from harness import report as report_pkg
 from harness.cli import main
-from harness.report import stats as S
+from harness.report import stats as report_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_REF = ROOT.parent / "shared" / "reference" / "slb_reported.csv"
@@ -76,7 +76,7 @@ def mixed(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def mixed_report(mixed) -> Path:
-    return R.write_report(mixed, jobs=1)
+    return report_pkg.write_report(mixed, jobs=1)
 
 
 def read_csv(report: Path, name: str) -> pd.DataFrame:
@@ -143,7 +143,7 @@ def test_no_bold_when_intervals_overlap(tmp_path):
     for s, off in enumerate(OFFSETS):
         write_run(root, f"a{s}", method="slb", acc=90.0 + off, seed=s)
         write_run(root, f"b{s}", method="ste", acc=90.05 + off, seed=s)
-    md = (R.write_report(root, jobs=1).parent / "tables" / "main_cifar10_resnet20.md")
+    md = (report_pkg.write_report(root, jobs=1).parent / "tables" / "main_cifar10_resnet20.md")
     assert "**" not in md.read_text().split("\n\n")[1]
 
 
@@ -151,13 +151,13 @@ def test_comparisons_known_answer(mixed_report):
     df = read_csv(mixed_report, "comparisons_cifar10_resnet20").set_index("baseline")
     row = df.loc["dorefa"]
     assert row["diff"] == pytest.approx(2.0)
-    expected = S.compare([91.0 + o for o in OFFSETS], [89.0 + o for o in OFFSETS])
-    assert row["p_welch"] == pytest.approx(expected.p)
+    expected = report_stats.compare([91.0 + o for o in OFFSETS], [89.0 + o for o in OFFSETS])
+    assert row["p"] == pytest.approx(expected.p)
     assert row["ci_low"] == pytest.approx(expected.ci[0])
     assert row["p_ours_greater"] == 1.0 and row["verdict"] == "SLB higher"
-    assert row["decision"] == "higher" and row["p_adj"] >= row["p_welch"]
+    assert row["decision"] == "higher" and row["p_adj"] >= row["p"]
     assert row["baseline_name"] == "DoReFa-Net"  # display name beside the id
-    assert S.TOO_SMALL in df.loc["ste-clip", "verdict"]
+    assert report_stats.TOO_SMALL in df.loc["ste-clip", "verdict"]
 
 
 def test_figures_and_tables_written(mixed_report):
@@ -209,12 +209,12 @@ def test_latex_tables_are_well_formed(mixed_report):
 def test_reference_flag_and_shared_format(mixed, tmp_path):
     if not SHARED_REF.is_file():
         pytest.skip(f"{SHARED_REF} not present")
-    out = R.write_report(mixed, out=tmp_path / "r", reference=str(SHARED_REF), jobs=1)
+    out = report_pkg.write_report(mixed, out=tmp_path / "r", reference=str(SHARED_REF), jobs=1)
     main_csv = read_csv(out, "main_cifar10_resnet20")
     rep = main_csv[main_csv["kind"].str.startswith("reported")]
     assert rep.set_index(["row", "w_bits", "a_bits"]).loc[("slb", 1, 32), "mean"] == 90.6
     with pytest.raises(Exception, match="reference"):
-        R.write_report(mixed, out=tmp_path / "r2", reference=str(tmp_path / "none.csv"))
+        report_pkg.write_report(mixed, out=tmp_path / "r2", reference=str(tmp_path / "none.csv"))
 
 
 def test_reference_dataset_label(tmp_path):
@@ -223,9 +223,9 @@ def test_reference_dataset_label(tmp_path):
         write_run(root, f"a{s}", method="slb", acc=80.0 + s, seed=s, dataset="imagefolder")
     ref = tmp_path / "ref.csv"
     ref.write_text("method,dataset,model,w_bits,a_bits,top1\nslb,cifar10,resnet20,1,32,90.6\n")
-    plain = R.write_report(root, out=tmp_path / "p", reference=str(ref), jobs=1)
+    plain = report_pkg.write_report(root, out=tmp_path / "p", reference=str(ref), jobs=1)
     assert "reported†" not in (plain.parent / "tables" / "main_imagefolder_resnet20.md").read_text()
-    matched = R.write_report(root, out=tmp_path / "m", reference=str(ref),
+    matched = report_pkg.write_report(root, out=tmp_path / "m", reference=str(ref),
                              reference_dataset="cifar10", jobs=1)
     assert "90.6" in (matched.parent / "tables" / "main_imagefolder_resnet20.md").read_text()
 
@@ -255,8 +255,8 @@ def answered(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def answers(answered):
-    st = R.load_study(answered)
-    return {a["key"]: a for a in R.reviewer_answers(st)}
+    st = report_pkg.load_study(answered)
+    return {a["key"]: a for a in report_pkg.reviewer_answers(st)}
 
 
 def test_budget_answer(answers):
@@ -295,13 +295,13 @@ def test_seed_and_cost_answers(answers):
 
 
 def test_single_budget_study_does_not_answer_budget(mixed):
-    st = R.load_study(mixed)
-    text = R.question("budget").ask(st)["text"]
+    st = report_pkg.load_study(mixed)
+    text = report_pkg.question("budget").ask(st)["text"]
     assert text.startswith("Not answered by this study") and "4 epochs" in text
 
 
 def test_answers_and_budget_in_report(answered, tmp_path):
-    md = R.write_report(answered, out=tmp_path / "r", jobs=1).read_text()
+    md = report_pkg.write_report(answered, out=tmp_path / "r", jobs=1).read_text()
     assert "## Reviewer questions" in md and "**SBN vs recalibration.**" in md
     assert "read off the curve)†" in md  # budget table: 4-epoch accuracy of the 8-epoch runs
     budget = pd.read_csv(tmp_path / "r" / "tables" / "budget_cifar10_resnet20.csv")
@@ -320,11 +320,11 @@ def test_option_questions_match_declared_options(tmp_path):
         write_run(root, f"a{s}", method="slb", acc=90.0 + off, seed=s)
         write_run(root, f"b{s}", method="slb", variant="slb-few", acc=89.0 + off, seed=s,
                   options={"recal_batches": 5})
-    st = R.load_study(root, ours="slb")
-    assert "recal_batches" in R.question("bn").options
-    bn = R.question("bn").ask(st)
+    st = report_pkg.load_study(root, ours="slb")
+    assert "recal_batches" in report_pkg.question("bn").options
+    bn = report_pkg.question("bn").ask(st)
     assert bn["answered"] and "SLB (few) [recal_batches=5]" in bn["bullets"][0]
-    assert not R.question("schedule").ask(st)["answered"]
+    assert not report_pkg.question("schedule").ask(st)["answered"]
 
 
 # --------------------------------------------------------------------------- ours
@@ -334,12 +334,12 @@ def test_report_without_ours_says_how_to_set_it(tmp_path):
     for s, off in enumerate(OFFSETS[:3]):
         write_run(root, f"a{s}", method="slb", acc=90.0 + off, seed=s)
         write_run(root, f"b{s}", method="dorefa", acc=89.0 + off, seed=s)
-    out = R.write_report(root, jobs=1)
+    out = report_pkg.write_report(root, jobs=1)
     md = out.read_text()
     assert "**Ours:** not set" in md and "--ours METHOD" in md
     section = md[md.index("## Comparisons"):md.index("## Convergence")]
     assert "no `[report] ours` is set" in section and "ours = \"METHOD\"" in section
-    answers = {a["key"]: a for a in R.reviewer_answers(R.load_study(root))}
+    answers = {a["key"]: a for a in report_pkg.reviewer_answers(report_pkg.load_study(root))}
     for key in ("budget", "cost", "bop"):
         assert not answers[key]["answered"]
         assert "no `[report] ours` is set" in answers[key]["text"], key
@@ -347,8 +347,8 @@ def test_report_without_ours_says_how_to_set_it(tmp_path):
     assert not (out.parent / "tables" / "comparisons_cifar10_resnet20.csv").exists()
     assert (out.parent / "tables" / "main_cifar10_resnet20.csv").exists()
     # --ours names it without a study.toml
-    st = R.load_study(root, ours="slb")
-    assert st.ours == "slb" and R.question("cost").ask(st)["answered"]
+    st = report_pkg.load_study(root, ours="slb")
+    assert st.ours == "slb" and report_pkg.question("cost").ask(st)["answered"]
 
 
 # --------------------------------------------------------------------------- method_info
@@ -361,31 +361,46 @@ def test_internal_metrics_and_display_name_come_from_method_info(tmp_path):
         write_run(root, f"m{s}", method="ste", acc=88.0 + s, seed=s, slb_scalars=True,
                   method_info=info)
         write_run(root, f"d{s}", method="dorefa", acc=89.0 + s, seed=s)
-    st = R.load_study(root)
+    st = report_pkg.load_study(root)
     assert st.internal_metrics == {"temperature": ("my temperature", [0.0, None])}
     # declared only (and the epoch times equal compute reads)
     assert set(st.metrics["m0"]) == {"epoch", "test_acc", "epoch_time_s", "temperature"}
     names = st.runs.set_index("run_id")["display_name"]
-    # without method_info: the method's declaration in today's code
     assert names["m0"] == "My Method" and names["d0"] == "DoReFa-Net"
-    md = R.write_report(root, jobs=1).read_text()
-    assert "the internal metrics the methods declare" in md and "my temperature" in md
+    md = report_pkg.write_report(root, jobs=1).read_text()
+    assert "Internal metrics the methods declare" in md and "my temperature" in md
     assert "gap panel" not in md  # no continuous-state accuracy declared
+    assert "hold no method_info" not in md
 
 
-def test_records_without_method_info_use_the_methods_declaration(mixed, tmp_path):
+def test_records_without_method_info_are_named_by_id_not_by_todays_code(mixed, tmp_path):
+    """The report reads only records: a method whose records predate method_info is named by
+    its id and has no internal metrics (today's method classes are never asked), and the
+    header says why; a record without it takes another record's of the same method."""
     root = tmp_path / "old"
     for s in range(2):
-        run = write_run(root, f"s{s}", method="slb", acc=90.0 + s, seed=s, slb_scalars=True)
-        summ = records.read_summary(run)
-        summ.method_info = {}
-        records.write_summary(run, summ)
-    st = R.load_study(root)
-    assert list(st.internal_metrics) == ["test_acc_continuous", "temperature", "quant_gap"]
-    assert "flip_ratio" not in st.metrics["s0"]  # logged, not declared
-    assert set(st.runs["display_name"]) == {"SLB"}  # today's declaration
-    with_info = R.load_study(mixed)  # its slb runs record method_info
-    assert list(with_info.internal_metrics) == list(st.internal_metrics)
+        run = write_run(root, f"s{s}", method="slb", acc=90.0 + s, seed=s, slb_scalars=True,
+                        method_info={})
+        write_run(root, f"d{s}", method="dorefa", acc=89.0 + s, seed=s)
+    st = report_pkg.load_study(root)
+    assert st.internal_metrics == {}
+    assert set(st.metrics["s0"]) == {"epoch", "test_acc", "epoch_time_s"}
+    assert dict(zip(st.runs["run_id"], st.runs["display_name"]))["s0"] == "slb"
+    assert st.display("dorefa") == "DoReFa-Net"
+    (note,) = [n for n in st.notes if "method_info" in n]
+    assert note.startswith("the records of slb hold no method_info") and "dorefa" not in note
+    # one slb record with method_info: the others take its declaration
+    summ = records.read_summary(run)
+    summ.method_info = {"display_name": "SLB",
+                        "internal_metrics": {"quant_gap": ["gap", None]}}
+    records.write_summary(run, summ)
+    st = report_pkg.load_study(root)
+    assert set(st.runs["display_name"]) == {"SLB", "DoReFa-Net"}
+    assert list(st.internal_metrics) == ["quant_gap"] and "quant_gap" in st.metrics["s0"]
+    assert not [n for n in st.notes if "method_info" in n]
+    with_info = report_pkg.load_study(mixed)  # its slb runs record method_info
+    assert list(with_info.internal_metrics) == ["test_acc_continuous", "temperature",
+                                                "quant_gap"]
     assert with_info.runs.set_index("run_id").loc["slb0", "display_name"] == "SLB"
 
 
@@ -399,7 +414,7 @@ def test_recipe_difference_inside_a_cell_is_reported(tmp_path):
     cfg = files.read_json(run / "config.json")
     cfg["optim"]["lr"] = 0.5
     files.atomic_write_json(run / "config.json", cfg)
-    md = R.write_report(root, jobs=1).read_text()
+    md = report_pkg.write_report(root, jobs=1).read_text()
     section = md[md.index("Recipe differences inside a cell"):]
     assert "`optim.lr` = 0.1 (slb, ste); 0.5 (ste)" in section.splitlines()[2]
 
@@ -409,7 +424,7 @@ def test_load_record_agrees_with_load_run(mixed, tmp_path):
     (bad_cols / "metrics.csv").write_text("epoch,test_acc\n1,1\n2,2\n3,3\n4,4\n")
     dirs = sorted((mixed / "runs").iterdir()) + [bad_cols]
     for d in dirs:
-        a, b = records.load_run(d), R.load_record(d)
+        a, b = records.load_run(d), report_pkg.load_record(d)
         assert (a.status, a.problem) == (b.status, b.problem), d.name
 
 
@@ -418,13 +433,13 @@ def test_rerun_removes_stale_outputs(tmp_path):
     for s in range(2):
         write_run(root, f"a{s}", method="slb", acc=90.0 + s, seed=s)
         write_run(root, f"b{s}", method="slb", acc=90.0 + s, seed=s, model="vgg_small")
-    out = R.write_report(root, jobs=1).parent
+    out = report_pkg.write_report(root, jobs=1).parent
     assert (out / "figures" / "convergence_cifar10_vgg_small.png").exists()
     import shutil
 
     shutil.rmtree(root / "runs" / "b0")
     shutil.rmtree(root / "runs" / "b1")
-    R.write_report(root, jobs=1)
+    report_pkg.write_report(root, jobs=1)
     assert not (out / "figures" / "convergence_cifar10_vgg_small.png").exists()
     assert not (out / "tables" / "main_cifar10_vgg_small.tex").exists()
     assert (out / "figures" / "convergence_cifar10_resnet20.png").exists()

@@ -16,7 +16,7 @@ from test_report import write_run
 
 from conftest import ROOT
 from harness import config, files
-from harness import report as R
+from harness import report as report_pkg
 from harness.cli import main
 from harness.study import sweep
 from harness.study.spec import parse_cell_pattern
@@ -325,7 +325,7 @@ def planted(tmp_path) -> Path:
 
 
 def test_gap_table_on_planted_records(planted):
-    st = R.load_study(planted)
+    st = report_pkg.load_study(planted)
     setting = st.settings()[0]
     from harness.report.reproduction import reproduction_table
 
@@ -353,7 +353,7 @@ def test_gap_table_on_planted_records(planted):
 
 
 def test_gap_table_is_in_the_report_and_says_when_runs_are_not_full_scale(planted, tmp_path):
-    report = R.write_report(planted, out=tmp_path / "out")
+    report = report_pkg.write_report(planted, out=tmp_path / "out")
     md = report.read_text()
     assert "## Reproduction: measured vs reported" in md
     assert "at scale test (smaller data, width or budget than the recipe)" in md
@@ -362,5 +362,5 @@ def test_gap_table_is_in_the_report_and_says_when_runs_are_not_full_scale(plante
 
 def test_no_reference_no_gap_table(planted, tmp_path):
     (planted / "study.toml").write_text('[report]\nours = "slb"\n')
-    md = R.write_report(planted, out=tmp_path / "out").read_text()
+    md = report_pkg.write_report(planted, out=tmp_path / "out").read_text()
     assert "Reproduction: measured vs reported" not in md

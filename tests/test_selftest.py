@@ -23,7 +23,7 @@ from methods.base import Progress
 SMALL = ["--device", "cpu", "--dataset", "digits", "--model", "small_cnn", "--width", "0.25",
          "--batch-size", "64", "--epochs", "2", "--train-images", "640", "--test-images", "200",
          "--timing-epochs", "1", "--bench-rounds", "1", "--bench-steps", "1",
-         "--bench-bits", "1"]
+         "--bench-bits", "1", "--packing-ks", "1", "2", "--packing-steps", "3"]
 
 
 def _only_dir(out: Path) -> Path:
@@ -79,6 +79,10 @@ def test_selftest_runs_end_to_end_on_the_cpu(tmp_path):
                    "one process on whole batches"}
     assert checks[("ddp", "first gradient equals one process on the same global batch")][
         "figures"]["rel_diff"] < selftest_ddp.DDP_GRAD_RTOL
+    assert [r["k"] for r in s["packing"]] == [1, 2]
+    assert all(r["images_per_s"] > 0 and len(r["per_process_images_per_s"]) == r["k"]
+               for r in s["packing"])
+    assert any("suggested [executor] runs_per_gpu = " in n for n in s["notes"])
     skipped = {k["what"] for k in s["skipped"]}
     assert skipped == {"compile", "CUDA path"}
     assert {t["status"] for t in s["targets"]} == {"n/a"}  # no H100 here: nothing to judge
@@ -98,7 +102,7 @@ def test_a_failed_or_crashing_check_fails_the_selftest(tmp_path, monkeypatch, ca
         raise RuntimeError("export broke")
 
     monkeypatch.setattr(export, "export", broken_export)
-    rc = main(["selftest", *SMALL, "--methods", "fp", "--skip", "switches", "epoch",
+    rc = main(["selftest", *SMALL, "--methods", "fp", "--skip", "switches", "epoch", "packing",
                "ratios", "ddp", "--out", str(tmp_path)])
     assert rc == 1
     assert not torch.are_deterministic_algorithms_enabled()  # settings restored
@@ -224,3 +228,13 @@ def test_a_selftest_never_overwrites_an_earlier_one(tmp_path):
     a = selftest_checks.unique_dir(tmp_path, "selftest-x-cpu")
     b = selftest_checks.unique_dir(tmp_path, "selftest-x-cpu")
     assert a != b and a.is_dir() and b.name == "selftest-x-cpu-2"
+
+
+def test_packing_suggests_the_smallest_k_near_the_best_throughput():
+    from harness.tools.selftest import packing
+
+    rows = [{"k": 1, "images_per_s": 100.0}, {"k": 2, "images_per_s": 180.0},
+            {"k": 4, "images_per_s": 200.0}, {"k": 8, "images_per_s": 196.0}]
+    assert packing.suggest(rows) == 4            # 8 is within 5% of 4's, but 4 is smaller
+    rows[1]["images_per_s"] = 191.0              # 2 is now within 5% of the best (200)
+    assert packing.suggest(rows) == 2

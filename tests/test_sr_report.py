@@ -13,9 +13,10 @@ from report_records import write_run
 from scipy import stats
 
 from harness import config, files, records
-from harness import report as R
+from harness import report as report_pkg
 from harness.run import resolve
 from harness.tasks.sr import SrOptions, SuperResolution
+from methods.base import get as get_method
 
 BICUBIC = (30.0, 0.85)
 PSNR = {"fp": [32.0, 32.2, 32.4], "slb": [31.0, 31.2, 31.4], "ste": [30.5, 30.6, 30.7],
@@ -53,7 +54,7 @@ def write_sr_run(root, run_id: str, *, method: str, psnr: float, seed: int, w: i
              "python": "3.11.7", "harness_commit": "abc1234"},
         task="sr", metric="test_psnr", final_metric=psnr if done else None,
         best_metric=psnr, final_metrics=final if done else {},
-        error="" if done else "RuntimeError: boom"))
+        method_info=get_method(method).info(), error="" if done else "RuntimeError: boom"))
     shade = int(np.clip(psnr * 6, 0, 255))
     for name, v in (("sr_crop", shade), ("sr_crop_hr", 200), ("sr_crop_bicubic", 100)):
         Image.fromarray(np.full((16, 16, 3), v, np.uint8)).save(run / f"{name}.png")
@@ -88,7 +89,7 @@ def _table(path) -> pd.DataFrame:
 
 
 def test_sr_main_table_has_floor_ceiling_and_seed_statistics(sr_study):
-    report = R.write_report(sr_study).read_text()
+    report = report_pkg.write_report(sr_study).read_text()
     tables = sr_study / "report" / "tables"
     main = _table(next(tables.glob("sr_main_*_e4.csv")))
     assert main["method"].tolist()[:2] == ["bicubic", "fp"]   # floor, then the ceiling
@@ -110,7 +111,7 @@ def test_sr_main_table_has_floor_ceiling_and_seed_statistics(sr_study):
 
 
 def test_sr_comparisons_are_welch_in_db(sr_study):
-    R.write_report(sr_study)
+    report_pkg.write_report(sr_study)
     comp = _table(next((sr_study / "report" / "tables").glob("sr_comparisons_*.csv")))
     assert set(comp["baseline"]) == {"ste", "dorefa", "bop"}  # ours' variants: ablations
     r = comp.set_index("baseline").loc["dorefa"]
@@ -123,7 +124,7 @@ def test_sr_comparisons_are_welch_in_db(sr_study):
 
 
 def test_sr_tables_name_rows_and_settings_by_display_name(sr_study):
-    R.write_report(sr_study)
+    report_pkg.write_report(sr_study)
     tables = sr_study / "report" / "tables"
     comp = next(tables.glob("sr_comparisons_*.md")).read_text()
     assert "skimage stand-in / SRResNet x2: SLB minus each baseline" in comp
@@ -135,7 +136,7 @@ def test_sr_tables_name_rows_and_settings_by_display_name(sr_study):
 
 
 def test_sr_ablation_compares_variants_of_ours_with_its_default(sr_study):
-    R.write_report(sr_study)
+    report_pkg.write_report(sr_study)
     abl = _table(next((sr_study / "report" / "tables").glob("sr_ablations_*.csv")))
     assert abl["variant"].tolist() == ["slb-none"] and abl["default"].tolist() == ["slb"]
     assert abl["final_diff_db"].iloc[0] == pytest.approx(-0.2)
@@ -143,8 +144,8 @@ def test_sr_ablation_compares_variants_of_ours_with_its_default(sr_study):
 
 
 def test_sr_reviewer_answer_names_the_best_ste_baseline(sr_study):
-    st = R.load_study(sr_study)
-    ans = {a["key"]: a for a in R.reviewer_answers(st)}["sr"]
+    st = report_pkg.load_study(sr_study)
+    ans = {a["key"]: a for a in report_pkg.reviewer_answers(st)}["sr"]
     assert ans["answered"]
     assert "SLB 31.20 ± 0.20 (n=3) dB vs the best STE baseline DoReFa-Net" in ans["bullets"][0]
     assert "DoReFa-Net +0.20" in ans["bullets"][0] and "dorefa" not in ans["bullets"][0]
@@ -153,19 +154,19 @@ def test_sr_reviewer_answer_names_the_best_ste_baseline(sr_study):
 
 
 def test_sr_figures_are_drawn(sr_study):
-    R.write_report(sr_study)
+    report_pkg.write_report(sr_study)
     figs = sr_study / "report" / "figures"
     assert next(figs.glob("sr_psnr_*.png")).stat().st_size > 0
     assert next(figs.glob("sr_crops_*.png")).stat().st_size > 0
-    st = R.load_study(sr_study)
+    st = report_pkg.load_study(sr_study)
     from harness.report import sr
 
     s = sr.sr_settings(st)[0]
     fig = sr.crops_figure(st, s)
     titles = [p["title"] for p in fig.spec["panels"]]
     # HR, bicubic, then the median-PSNR seed of fp, ours and the best STE baseline
-    assert titles == ["HR", "bicubic", "FP (32-bit) (32.20 dB)", "SLB (31.20 dB)",
-                      "DoReFa-Net (31.00 dB)"]
+    assert titles == ["HR", "bicubic", "FP (32-bit)\n(32.20 dB)", "SLB\n(31.20 dB)",
+                      "DoReFa-Net\n(31.00 dB)"]
     assert fig.spec["title"] == "Super-resolution crops, skimage stand-in / SRResNet x2, " \
         "W1/A32, 4 ep" and "best STE baseline (DoReFa-Net)" in fig.caption
     curves = sr.curves_figure(st, s).spec["panels"]
@@ -179,11 +180,11 @@ def test_sr_psnr_figure_uses_the_shared_styles_and_highlight(sr_study):
     report-wide styles, the other rows thin grey, bicubic its own line; every row in its own
     style in the all-rows companion."""
     from harness.report import sr
-    from harness.report import style as ST
+    from harness.report import style as report_style
 
-    st = R.load_study(sr_study)
+    st = report_pkg.load_study(sr_study)
     s = sr.sr_settings(st)[0]
-    styles = ST.row_styles(st)
+    styles = report_style.row_styles(st)
     fig = sr.curves_figure(st, s)
     lines = fig.spec["panels"][0]["lines"]
     by_color = {ln["color"]: ln for ln in lines}
@@ -191,7 +192,7 @@ def test_sr_psnr_figure_uses_the_shared_styles_and_highlight(sr_study):
         ln = by_color[styles[lab]["color"]]
         assert (ln["ls"], ln["marker"]) == (styles[lab]["ls"], styles[lab]["marker"])
     assert by_color[styles["slb"]["color"]]["band"] and not by_color["#000000"]["band"]
-    grey = [ln for ln in lines if ln["color"] == ST.CONTEXT["color"]]
+    grey = [ln for ln in lines if ln["color"] == report_style.CONTEXT["color"]]
     assert len(grey) == 3 and not any(ln["band"] for ln in grey)   # ste, bop, slb-none
     assert sum(ln["color"] == sr.BICUBIC_LINE["color"] for ln in lines) == 1
     assert len({(ln["color"], str(ln["ls"])) for ln in lines}) == 5   # 4 in full, 1 grey
@@ -202,8 +203,8 @@ def test_sr_psnr_figure_uses_the_shared_styles_and_highlight(sr_study):
     assert every.name.startswith("sr_psnr_all_")
     colors = {ln["color"] for ln in every.spec["panels"][0]["lines"]}
     assert {styles[k[0]]["color"] for k in sr.sr_groups(st, s)} <= colors
-    assert ST.CONTEXT["color"] not in colors
-    R.write_report(sr_study)
+    assert report_style.CONTEXT["color"] not in colors
+    report_pkg.write_report(sr_study)
     assert next((sr_study / "report" / "figures").glob("sr_psnr_all_*.png")).stat().st_size
 
 
@@ -215,10 +216,10 @@ def test_classification_sections_never_see_sr_runs(sr_study):
         write_run(sr_study, f"cls_slb_s{seed}", method="slb", acc=70.0 + seed, seed=seed,
                   manifest=man["runs"], study="t")
     files.atomic_write_json(sr_study / "manifest.json", man)
-    st = R.load_study(sr_study)
+    st = report_pkg.load_study(sr_study)
     assert len(st.settings()) == 1 and len(st.settings("sr")) == 1
     assert all(k[0] == st.settings()[0] for k in st.groups)  # accuracy groups: classification
-    report = R.write_report(sr_study).read_text()
+    report = report_pkg.write_report(sr_study).read_text()
     main = report.split("## Main results")[1].split("## ")[0]
     assert "31.20" not in main and "70.50" in main
     assert "super-resolution runs" in report.split("## ")[0]   # the header says so
@@ -228,13 +229,13 @@ def test_classification_sections_never_see_sr_runs(sr_study):
 def test_sr_only_study_says_so_in_every_classification_question(sr_study):
     from harness.report.questions import SR_ONLY
 
-    answers = R.reviewer_answers(R.load_study(sr_study))
+    answers = report_pkg.reviewer_answers(report_pkg.load_study(sr_study))
     for a in answers:
         if a["key"] == "sr":
             assert a["answered"]
             continue
-        assert a["text"] == f"{R.NOT_ANSWERED}: {SR_ONLY}.", a["key"]  # no false reason
+        assert a["text"] == f"{report_pkg.NOT_ANSWERED}: {SR_ONLY}.", a["key"]  # no false reason
         assert not a["bullets"]
     assert "only super-resolution runs" in SR_ONLY
-    head = R.write_report(sr_study).read_text().split("## ")[0]
+    head = report_pkg.write_report(sr_study).read_text().split("## ")[0]
     assert "final deployed test PSNR (dB) or SSIM" in head and "accuracy" not in head

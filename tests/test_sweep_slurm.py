@@ -362,3 +362,53 @@ def test_stages_run_unattended_with_dependencies_and_a_killed_trial_waits_for_a_
     bound = spec_stages.bound_run(sdir, slot.slot_id)
     cfg = records.load_run(sdir / "runs" / bound).config
     assert cfg["optim"]["lr"] in (0.02, 0.1) and cfg["meta"]["tuned"] == ["optim.lr"]
+
+
+# --------------------------------------------------------------------------- packed tasks
+
+def _unpacked_metrics(tmp_path: Path, run_dir: Path):
+    """The same run trained alone (no packing, its own data load), with the task's one
+    thread, in a process of its own."""
+    alone = tmp_path / "alone" / run_dir.name
+    subprocess.run([sys.executable, "-m", "harness", "run", "--config",
+                    str(run_dir / "config.json"), "--out", str(alone)], cwd=ROOT, check=True,
+                   capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1",
+                                             "SLBENCH_HOLD_DIR": ""})
+    return records.load_run(alone).metrics
+
+
+@pytest.mark.parametrize("packing,n_runs,tasks", [("runs_per_gpu = 2", 2, 1),
+                                                  ("runs_per_job = 4", 4, 1)])
+def test_a_preempted_packed_task_requeues_every_run_and_each_resumes(
+        slurm_cluster, tmp_path, hold, packing, n_runs, tasks):
+    """K runs at a time in one task, or N in turn: a preemption mid-way requeues the pack,
+    every run resumes from its own checkpoint, and each ends identical to the same run trained
+    alone (apart from the timing columns)."""
+    seeds = str(list(range(n_runs // 2)))
+    study = spec_mod.load_spec(spec(tmp_path, "pack", epochs=EPOCHS, seeds=seeds,
+                                    extra=packing))
+    sdir = sweep.study_dir(tmp_path / "res", study)
+    sdir.mkdir(parents=True)
+    sweep.freeze_spec(study, sdir)
+    sweep.write_manifest(study, sdir)
+    sweep.prepare_records(study.runs, sdir)
+    slurm_backend.SlurmBackend().submit(backends_base.Submit(sdir, study.executor), study.runs)
+    subs = backends_base.read_submissions(sdir)
+    assert len(subs) == n_runs and len({s["job_id"] for s in subs.values()}) == tasks
+    job_id = next(iter(subs.values()))["job_id"]
+    first = sdir / "runs" / study.runs[0].run_id
+    wait_until(lambda: held(hold, first).exists(), what="the first run to reach its hold point")
+    held(hold, first).unlink()
+    preempt(job_id, lambda: "".join(p.read_text() for p in
+                                    (sdir / "submitit").glob(f"{job_id}_*log.err")))
+    wait_until(lambda: held(hold, first).exists(), what="the requeued pack to resume")
+    assert "resumed at epoch 1" in (first / "log.txt").read_text()
+    (hold / "hold-all").unlink()
+    for r in study.runs:
+        run_dir = sdir / "runs" / r.run_id
+        wait_until(lambda d=run_dir: records.load_run(d).status == "completed",
+                   what=f"{r.run_id} to finish")
+        packed_rows = records.load_run(run_dir).metrics
+        alone = _unpacked_metrics(tmp_path, run_dir)
+        keep = [c for c in alone.columns if c not in ("epoch_time_s", "samples_per_s")]
+        assert packed_rows[keep].equals(alone[keep]), r.run_id

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness import files
 from methods.act import export_form
 from methods.base import UserError, quant_layers
 
@@ -86,16 +87,16 @@ def write_onnx(model: nn.Module, in_channels: int, image_size, path: Path) -> No
 
     plain = exportable(model)
     x = torch.zeros(1, in_channels, *image_size)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    buf = io.BytesIO()  # written to a file only once checked, through the safe file layer
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # the exporter's deprecation notice
-        torch.onnx.export(plain, (x,), str(tmp), dynamo=False, opset_version=OPSET,
+        torch.onnx.export(plain, (x,), buf, dynamo=False, opset_version=OPSET,
                           training=torch.onnx.TrainingMode.PRESERVE,
                           input_names=["image"], output_names=["logits"],
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
-    onnx.checker.check_model(str(tmp), full_check=True)
-    tmp.replace(path)
+    data = buf.getvalue()
+    onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+    files.atomic_write_bytes(Path(path), data)
 
 
 def session(path: Path):

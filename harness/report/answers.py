@@ -3,22 +3,21 @@ question of their own, such as sr.py): how an unanswerable question says so, how
 verdicts is put in one sentence, how long a list of bullets may get."""
 from __future__ import annotations
 
-from harness.report import stats as S
-from harness.report import verdicts as V
+from harness.report import stats, verdicts
 
 NOT_ANSWERED = "Not answered by this study"
 MAX_BULLETS = 8  # per reviewer answer; the rest is in the named table
 
 
-def tally(tests: list[V.Test], a: str, b: str) -> str:
+def tally(tests: list[verdicts.Test], a: str, b: str) -> str:
     """'A is significantly higher in 2, ... (adjusted over N comparisons[; caveat])'."""
     sizes = sorted({t.family_size for t in tests})
-    text = V.tally(tests, a, b)["text"]
-    basis = (f"adjusted p < {S.ALPHA:g}, Benjamini-Hochberg over the "
-             f"{' and '.join(map(str, sizes))} comparison{'' if sizes == [1] else 's'} of the "
+    text = verdicts.tally(tests, a, b)["text"]
+    basis = (f"adjusted p < {stats.ALPHA:g}, Benjamini-Hochberg over the "
+             f"{' and '.join(map(str, sizes))} test{'' if sizes == [1] else 's'} of the "
              "report's setting"
              + ("s" if len(sizes) > 1 else ""))
-    caveat = V.caveats(tests)
+    caveat = verdicts.caveats(tests)
     return f"{text} ({basis}" + (f"; {caveat}" if caveat else "") + ")"
 
 

@@ -21,25 +21,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.report import stats as S
-from harness.report import style as ST
-from harness.report import timing
-from harness.report import verdicts as V
-from harness.report.figures import (
+from harness.report import stats, style, timing, verdicts
+from harness.report.figure import (
+    BAND_CLAUSE,
+    CONTEXT_CLAUSE,
     Figure,
     budgets,
-    clipped_caption,
+    clipped_clause,
     cut,
+    figure_width,
     first_shown,
-    layout,
+    fp_clause,
+    grid,
     legend_for,
+    make_figure,
     panel_cells,
     panel_lines,
     ylim,
-    zoom_caption,
+    zoom_note,
 )
 from harness.report.load import StudyRecords, cell_name
-from harness.report.tables import (
+from harness.report.table import (
     CLIPPED,
     Table,
     clipped_note,
@@ -49,9 +51,8 @@ from harness.report.tables import (
     grouped,
     n_epochs,
     plural,
-    rule_note,
-    setting_slug,
 )
+from harness.report.tables import rule_note, setting_slug
 
 NOT_REACHED = "not reached"   # a seed had not finished one epoch by T*
 
@@ -93,11 +94,11 @@ def _trained_text(r: dict[str, Any]) -> str:
 
 
 def _row_test(st: StudyRecords, setting: str, ours: str | None, lab: str, cell,
-              have: set) -> V.Test | None:
+              have: set) -> verdicts.Test | None:
     if ours is None or ours not in have or lab == ours or lab not in have \
             or st.method_of.get(lab) == st.ours:
         return None
-    return V.test(st, setting, (ours, cell), (lab, cell), kind=V.EQUAL_COMPUTE)
+    return verdicts.test(st, setting, (ours, cell), (lab, cell), kind=verdicts.EQUAL_COMPUTE)
 
 
 def equal_compute_table(st: StudyRecords, setting: str) -> Table | None:
@@ -108,13 +109,14 @@ def equal_compute_table(st: StudyRecords, setting: str) -> Table | None:
     unit = _unit(usable)
     ours = st.default_variant(st.ours, st.labels(setting)) if st.ours else None
     oname = st.display(ours) if ours else "ours"
-    rows, data, bold, tex_rows = [], [], set(), []
+    rows, data, bold, tex_rows, tests = [], [], set(), [], []
     for c in usable:
         cell, t_star = c["cell"], c["t_star"]
         have = {r["label"] for r in c["rows"] if r["values"]}
         for r in sorted(c["rows"], key=lambda r: st.order.index(r["label"])):
             s, lab = r["summary"], r["label"]
             t = _row_test(st, setting, ours, lab, cell, have)
+            tests += [t] if t else []
             acc = (NOT_REACHED if r["not_reached"] else
                    fmt_cell(s) + ("" if r["full"] else " †"))
             cheapest = f"{fmt_t(t_star, c, unit)} ({st.display(c['cheapest'])})"
@@ -122,23 +124,25 @@ def equal_compute_table(st: StudyRecords, setting: str) -> Table | None:
                          fmt_t(r["budget_time"], c, unit),
                          f"×{r['budget_time'] / t_star:.2f}", _epochs_text(r, cell[2]), acc,
                          fmt_ci(s), _trained_text(r),
-                         fmt_diff(t.cmp) if t else "", S.fmt_p(t.p_adj) if t else "",
+                         fmt_diff(t.cmp) if t else "", stats.fmt_p(t.p_adj) if t else "",
                          t.verdict(oname, st.display(lab)) if t else ""])
             tex_rows.append((f"{cell_name(*cell)}, T* = {fmt_t(t_star, c, unit)}",
                              [st.display(lab), f"×{r['budget_time'] / t_star:.2f}",
                               _epochs_text(r, cell[2]), acc, fmt_diff(t.cmp) if t else "",
-                              S.fmt_p(t.p_adj) if t else ""]))
+                              stats.fmt_p(t.p_adj) if t else ""]))
             if t and t.decision in ("higher", "lower"):
                 bold.add((len(tex_rows) - 1, 4))
             data.append(_data_row(st, setting, c, r, t))
-    notes = _table_notes(st, setting, cells, usable, oname, unit, rows)
+    notes = _table_notes(st, setting, cells, usable, oname, unit, rows, tests)
     name = f"equal_compute_{setting_slug(st, setting)}"
     caption = f"Accuracy at equal training time, {st.setting_name(setting)}"
     tex_rows, groups = grouped(tex_rows)
     tex = Table(name, caption, ["Method", "time × T*", "epochs by T*", "acc. at T*",
                                 f"Δ ({oname} − row)", "p (adj.)"], tex_rows, bold=bold,
                 n_label_cols=1, groups=groups, wide=True, wrap=True,
-                notes=[notes[0] + " Bold Δ: significant under the report's verdict rule."])
+                notes=[notes[0] + (" Bold Δ: significant under the report's verdict rule."
+                                   if bold else "")]
+                + [n for n in notes[1:] if n != clipped_note()])
     return Table(name, caption, ["Cell", "T* (cheapest)", "Method", "budget time",
                                  "× T*", "epochs by T*", "accuracy at T*", "95% CI",
                                  "trained within T*", f"Δ ({oname} − row)", "p (adj.)",
@@ -147,7 +151,7 @@ def equal_compute_table(st: StudyRecords, setting: str) -> Table | None:
 
 
 def _data_row(st: StudyRecords, setting: str, c: dict[str, Any], r: dict[str, Any],
-              t: V.Test | None) -> dict[str, Any]:
+              t: verdicts.Test | None) -> dict[str, Any]:
     """The CSV row (seconds, ids) of one row of one cell."""
     s, tw, cell = r["summary"], r["trained_within"], c["cell"]
     return {"setting": st.setting_labels[setting], "w_bits": cell[0], "a_bits": cell[1],
@@ -160,7 +164,7 @@ def _data_row(st: StudyRecords, setting: str, c: dict[str, Any], r: dict[str, An
             "trained_within_epochs": tw[0] if tw else None,
             "trained_within_mean": tw[1].mean if tw else None,
             "diff_ours_minus_row": t.cmp.diff if t else None,
-            "p_welch": t.cmp.p if t else None, "p_adj": t.p_adj if t else None,
+            **verdicts.test_data(t),
             "decision": t.decision if t else None, "hardware": c["hardware"][0],
             "device_kind": c["kind"]}
 
@@ -169,8 +173,9 @@ def fmt_t(seconds: float, cell: dict[str, Any], unit: tuple[str, float]) -> str:
     return timing.fmt_time(seconds, cell["kind"], unit)
 
 
-def _table_notes(st, setting, cells, usable, oname, unit, rows) -> list[str]:
+def _table_notes(st, setting, cells, usable, oname, unit, rows, tests) -> list[str]:
     kind = usable[0]["kind"]
+    design = verdicts.design_note(tests)
     notes = [f"T*: the training time of the cheapest row's whole budget in the cell (the "
              f"records' per-epoch training times summed, evaluation excluded, mean over "
              f"seeds), in {unit[0]}. Accuracy at T*: the deployed test accuracy at the last "
@@ -178,7 +183,8 @@ def _table_notes(st, setting, cells, usable, oname, unit, rows) -> list[str]:
              f"noise); † read off its curve: its schedule (learning rate, temperature) had not "
              f"finished, so a run trained for that many epochs would do better. Trained "
              f"within T*: the row's shorter budget whose whole run fits in T*. Δ: {oname} "
-             f"minus the row at T*, Welch's t-test. " + rule_note(st, setting)
+             f"minus the row at T*" + (f", {design}. " if design else ". ")
+             + rule_note(st, setting)
              + shared_hardware_note(st, kind)]
     if kind == "GPU":
         notes.append("GPU time counts one GPU per run (the records do not say how many a "
@@ -199,59 +205,79 @@ def _table_notes(st, setting, cells, usable, oname, unit, rows) -> list[str]:
 
 # --------------------------------------------------------------------------- figure
 
+def _time_panel(st: StudyRecords, setting: str, c: dict[str, Any], styles, unit,
+                get) -> tuple[dict[str, Any], list[str], bool]:
+    """(panel, rows in full, any context rows) of one cell: the curves, T* and each
+    highlighted row's accuracy at T* (rows whose whole budget fits have none)."""
+    cell = c["cell"]
+    lines, full, context = panel_lines(st, setting, cell, styles, False, get)
+    start = first_shown(cell[2])
+    lines = [cut(ln, start) for ln in lines]
+    t_star = c["t_star"] / unit[1]
+    marks = [{"x": t_star, "y": r["summary"].mean, "color": styles[r["label"]]["color"],
+              "label": r["label"]} for r in c["rows"]
+             if r["label"] in full and r["summary"].n and not r["full"]]
+    return ({"title": f"{cell_name(*cell[:2])}, {n_epochs(cell[2])}", "lines": lines,
+             "ylim": ylim(lines), "from_epoch": start + 1,
+             "vlines": [{"x": t_star, "color": "0.35", "ls": (0, (4, 2))}], "marks": marks},
+            full, bool(context))
+
+
 def time_figure(st: StudyRecords, setting: str) -> Figure | None:
     cells = {c["cell"]: c for c in timing.equal_compute_cells(st, setting)}
     usable = [c for c in cells.values() if not c["skipped"]]
     if not usable:
         return None
-    styles = ST.row_styles(st)
+    styles = style.row_styles(st)
     unit = _unit(usable)
 
     def get(lab, cell):
         cur = timing.time_curve(st, setting, lab, cell)
-        return cur and {**cur, "x": np.asarray(cur["x"]) / unit[1]}
+        return cur and {**cur, "x": np.asarray(cur["x"]) / unit[1],
+                        **{k: [x / unit[1] for x in cur[k]] for k in ("clip_hi", "clip_lo")}}
 
-    panels, full_all, context_any, every = [], [], False, []
+    panels, full_all, context_any = [], [], False
     for cell in panel_cells(st, setting):
-        c = cells.get(cell)
-        if c is None or c["skipped"]:
-            continue
-        lines, full, context = panel_lines(st, setting, cell, styles, False, get)
-        start = first_shown(cell[2])
-        lines = [cut(ln, start) for ln in lines]
-        every += lines
-        full_all += [lab for lab in full if lab not in full_all]
-        context_any |= bool(context)
-        t_star = c["t_star"] / unit[1]
-        marks = [{"x": t_star, "y": r["summary"].mean, "color": styles[r["label"]]["color"],
-                  "marker": styles[r["label"]]["marker"]} for r in c["rows"]
-                 if r["label"] in full and r["summary"].n and not r["full"]]
-        panels.append({"title": f"{cell_name(*cell[:2])}, {n_epochs(cell[2])}", "lines": lines,
-                       "ylim": ylim(lines), "from_epoch": start + 1,
-                       "vlines": [{"x": t_star, "color": "0.35", "ls": "--"}], "marks": marks})
-    if not panels:
-        return None
+        if cells.get(cell) and not cells[cell]["skipped"]:
+            panel, full, context = _time_panel(st, setting, cells[cell], styles, unit, get)
+            panels.append(panel)
+            full_all += [lab for lab in full if lab not in full_all]
+            context_any |= context
+    return _time_figure(st, setting, panels, full_all, context_any, styles, unit,
+                        usable[0]["kind"]) if panels else None
+
+
+def _time_figure(st: StudyRecords, setting: str, panels, full_all, context_any, styles, unit,
+                 kind: str) -> Figure:
     sl = st.setting_name(setting)
+    width = figure_width(st)
     name = f"equal_compute_{setting_slug(st, setting)}"
     legend = legend_for(st, styles, full_all, context_any) + [
-        {"label": "T*: the cheapest row's full budget", "color": "0.35", "ls": "--"},
-        {"label": "accuracy at T* (read off)", "color": "0.35", "ls": "", "marker": "o",
-         "mfc": "white"}]
-    spec = {"kind": "curves", "name": name, "panels": panels, "int_x": False,
-            **{**layout(len(panels), len(budgets(st, setting))), "sharex": False},
+        {"label": "T*: the cheapest row's full budget", "color": "0.35", "ls": (0, (4, 2))}]
+    if any(p["marks"] for p in panels):
+        legend.append({"label": "mean accuracy at T* (each run read off at T*)",
+                       "color": "0.35", "ls": "", "marker": "o", "mfc": "white"})
+    spec = {"kind": "curves", "name": name, "panels": panels, "int_x": False, "width": width,
+            **{**grid(len(panels), len(budgets(st, setting)), width), "sharex": False},
             "legend": legend, "xlabel": f"cumulative training time ({unit[0]})",
             "ylabel": "deployed test accuracy (%)",
             "title": f"Deployed test accuracy against training time, {sl}"}
-    kind = usable[0]["kind"]
-    caption = (f"Deployed test accuracy against cumulative training time ({sl}, {unit[0]}; "
-               "one point per epoch, mean over seeds with a 95% band), one panel per W/A cell "
-               "and budget: ours, the strongest other method and fp in their styles, the "
-               "other rows thin grey. The dashed vertical line is T*, the time the cheapest "
-               "row's whole budget took; hollow marks: each highlighted row's accuracy once "
-               "it had used T* (read off its curve, see the equal-compute table)."
-               + shared_hardware_note(st, kind) + zoom_caption(panels)
-               + clipped_caption(every))
-    return Figure(name, spec, caption)
+    marked = [st.display(lab) for lab in st.order
+              if any(m["label"] == lab for p in panels for m in p["marks"])]
+    lead = (f"Deployed test accuracy against cumulative training time ({sl}, {unit[0]}; one "
+            f"point per epoch, mean time and mean accuracy over seeds), one panel per W/A cell "
+            f"and budget: {style.highlighted_rows(st)} and fp in their styles."
+            + shared_hardware_note(st, kind))
+    return make_figure(name, spec, lead, {
+        "band": BAND_CLAUSE, "clipped": clipped_clause(), "context": CONTEXT_CLAUSE,
+        "fp": fp_clause(),
+        "tstar": "The dashed vertical line is T*, the time the cheapest row's whole budget "
+                 "took.",
+        "hollow": f"Hollow circles ({', '.join(marked)}): the mean over seeds of each run's "
+                  "accuracy at the last epoch it had finished within T* (each run read at its "
+                  "own times, so a circle can sit off the curve of mean time against mean "
+                  "accuracy); a row whose whole budget fits in T* has none (its curve ends "
+                  "there)."}, zoom_note(panels))
 
 
 def equal_compute_blocks(st: StudyRecords, setting: str) -> list:

@@ -11,6 +11,13 @@ from harness.errors import did_you_mean
 _NAMES = (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str)
                                                 and x.strip() for k, x in v.items()),
           'a table of id = "display name"')
+def _width(v: Any) -> bool:
+    """"column", "text" or a number of inches (bool is not a number here)."""
+    if isinstance(v, str):
+        return v in ("column", "text")
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 2.0 <= v <= 10.0
+
+
 REPORT_KEYS: dict[str, tuple[Any, str]] = {
     "ours": (lambda v: isinstance(v, str), 'a method name, e.g. "slb"'),
     "reference": (lambda v: isinstance(v, str), "the path of a CSV of reported numbers"),
@@ -19,6 +26,10 @@ REPORT_KEYS: dict[str, tuple[Any, str]] = {
     "variants": (_NAMES[0], _NAMES[1] + ', e.g. { "slb-sbn4" = "SLB, SBN every 4 steps" }'),
     "settings": (_NAMES[0], _NAMES[1] + ' for a dataset, a model or a whole setting, e.g. '
                  '{ imagefolder = "CIFAR-10 (JPEG copy)", resnet20 = "ResNet-20" }'),
+    # the width figures are drawn at (their size on the page): a two-column venue's column
+    # (3.25 in), NeurIPS' text width (5.5 in, the default), or inches (harness/report/layout.py)
+    "figure_width": (_width, '"column" (3.25 in), "text" (5.5 in, the default) or a number '
+                             'of inches from 2 to 10, e.g. figure_width = 6.75'),
 }
 
 

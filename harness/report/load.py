@@ -1,16 +1,16 @@
 """Run records -> StudyRecords: the one object every table, figure and answer reads.
 
 Data flow: ``load_study(STUDY_DIR)`` reads study.toml (its optional [report] table),
-manifest.json (the expected runs) and every runs/<id>/ directory through
-``harness.records.load_run`` (``load_record`` reads only the metrics.csv columns the report
-uses). It builds
+manifest.json (the expected runs) and every runs/<id>/ directory (runs.py: through
+``harness.records.load_run``). It builds
 
-- ``runs``: a DataFrame with one row per run, present or missing (``_run_row``,
-  ``_missing_row``): status, why it is excluded, method, variant label, options, cell
-  (w_bits, a_bits, epochs), seed, setting (data/model identity), recipe, costs, env;
+- ``runs``: a DataFrame with one row per run, present or missing (runs.py): status, why it
+  is excluded, method, variant label, options, cell (w_bits, a_bits, epochs), seed, setting
+  (data/model identity), recipe, costs, env;
 - ``metrics``: run id -> {column: array} for the included runs: the deployed test accuracy
   and the internal metrics its method declares (summary.json ``method_info``, see
-  ``methods.base.Method.info``), described study-wide in ``internal_metrics``;
+  ``methods.base.Method.info``; a method none of whose records holds one declares none),
+  described study-wide in ``internal_metrics``;
 - ``groups``: (setting, row label, w_bits, a_bits, epochs) -> the seeds' final accuracies
   and their ``harness.report.stats`` summary;
 - the display order of the rows, "ours" (study.toml [report] ours, or --ours; None when
@@ -29,29 +29,28 @@ Tables (tables.py), figures (figures.py) and reviewer answers (questions.py) onl
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
-import multiprocessing as mp
-import re
-import tomllib
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from harness.config import LATER_KEYS, NON_SEMANTIC, flatten
+from harness import files
 from harness.errors import UserError
-from harness.records import load_run, metric_columns
-from harness.report import plots
-from harness.report import stats as S
+from harness.report import stats
 from harness.report.keys import REPORT_KEYS, check_report_table
+from harness.report.runs import (
+    SCORE_COLUMNS,
+    declared_metrics,
+    read_manifest,
+    read_spec,
+    runs_table,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-# metrics.csv columns the report reads besides the methods' internal metrics: the deployed
-# test accuracy, or for super-resolution runs PSNR and SSIM
-SCORE_COLUMNS = ("epoch", "test_acc", "test_psnr", "test_ssim")
 SR_NOTE = ("This study holds super-resolution runs: their numbers (PSNR in dB and SSIM, on "
            "Y) are in the Super-resolution section only; every other table, figure and "
            "answer is about the classification runs.")
@@ -170,11 +169,20 @@ class StudyRecords:
                                        zip(df["w_bits"], df["a_bits"], df["epochs"])})
         return self._cache[key]
 
+    def seed_info(self, run_id: str) -> tuple[int | None, str]:
+        """(seed, data-order fingerprint or "") of a run (summary.json seed_fingerprint)."""
+        if "seed_info" not in self._cache:
+            self._cache["seed_info"] = {
+                r: (int(s) if is_known(s) else None, str(o) if is_known(o) else "")
+                for r, s, o in zip(self.runs["run_id"], self.runs["seed"],
+                                   self.runs["data_order"])}
+        return self._cache["seed_info"].get(run_id, (None, ""))
+
     def group(self, setting: str, label: str, cell: tuple[int, int, int]) -> dict[str, Any]:
         return self.groups.get((setting, label, *cell), _EMPTY_GROUP)
 
 
-_EMPTY_GROUP = {"acc": [], "seeds": [], "run_ids": [], "summary": S.EMPTY}
+_EMPTY_GROUP = {"acc": [], "seeds": [], "run_ids": [], "summary": stats.EMPTY}
 
 
 def task_of(setting: str) -> str:
@@ -195,292 +203,7 @@ def cached_per_setting(fn):
     return wrapper
 
 
-# --------------------------------------------------------------------------- reading files
-
-def _read_spec(study_dir: Path) -> dict[str, Any]:
-    path = study_dir / "study.toml"
-    if not path.exists():
-        return {}
-    try:
-        return tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise user_error("study.toml", f"{path} is not valid TOML ({e}); fix or remove it")
-
-
-def _read_manifest(study_dir: Path, notes: list[str]) -> dict[str, Any] | None:
-    path = study_dir / "manifest.json"
-    if not path.exists():
-        return None
-    try:
-        m = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        notes.append(f"manifest.json unreadable ({e}): missing runs cannot be detected")
-        return None
-    return m if isinstance(m, dict) else None
-
-
-def declared_metrics(info: dict[str, Any] | None) -> dict[str, tuple[str, Any]] | None:
-    """A method_info's internal metrics as {column: (panel title, [low, high] or None)};
-    None for a record without method_info (written before runs recorded it)."""
-    if not info:
-        return None
-    declared = info.get("internal_metrics")
-    if not isinstance(declared, dict):
-        return {}
-    out = {}
-    for col, entry in declared.items():
-        entry = list(entry) if isinstance(entry, (list, tuple)) else [entry]
-        out[str(col)] = (str(entry[0] if entry and entry[0] else col),
-                         entry[1] if len(entry) > 1 else None)
-    return out
-
-
-def _metric_columns(rec, header: list[str]) -> list[str]:
-    """The metrics.csv columns the report reads: epoch, the deployed test accuracy and the
-    internal metrics the run's method declares; for a record without method_info, every
-    column its method added (which of them are internal metrics is decided once the study
-    is loaded: ``_resolve_internal_metrics``)."""
-
-    declared = declared_metrics(rec.summary.method_info if rec.summary else None)
-    if declared is None:
-        extra = [c for c in header if c not in metric_columns(rec.config)]
-    else:
-        extra = [c for c in header if c in declared]
-    return ([c for c in SCORE_COLUMNS if c in header]
-            + (["epoch_time_s"] if "epoch_time_s" in header else []) + extra)
-
-
-def load_record(run_dir: Path):
-    """harness.records.load_run (the one record validator), loading only the metrics columns
-    the report uses (parsing every column of a thousand metrics.csv files would dominate a
-    report's time)."""
-    return load_run(run_dir, columns=_metric_columns)
-
-
-def _load_one(run_dir: Path):
-    rec = load_record(run_dir)
-    if rec.metrics is not None:
-        rec.metrics = _columns(rec.metrics)
-    return rec
-
-
-def _load_all(dirs: list[Path], jobs: int = 0) -> list:
-    """load_record over every run directory; big studies in forked processes (parsing a
-    thousand metrics.csv files is a good part of a report's time)."""
-
-    jobs = min(jobs or plots.default_jobs(), len(dirs) // 100)
-    if jobs <= 1:
-        return [_load_one(d) for d in dirs]
-
-    try:
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as pool:
-            return list(pool.map(_load_one, dirs, chunksize=max(1, len(dirs) // (4 * jobs))))
-    except OSError:  # no processes to be had: read them here
-        return [_load_one(d) for d in dirs]
-
-
-def _columns(df) -> dict[str, Any]:
-    """metrics as {column: float array}; text that is not a number becomes nan."""
-    out = {}
-    for c in df.columns:
-        col = df[c]
-        if col.dtype == object:
-            col = pd.to_numeric(col, errors="coerce")
-        out[c] = col.to_numpy(dtype=float)
-    return out
-
-
-# --------------------------------------------------------------------------- the runs table
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    return flatten(d, prefix)
-
-
-def _identity_and_recipe(cfg: dict[str, Any], non_semantic: tuple) -> tuple[dict, dict]:
-    """(data/model keys: the setting, every other training key: the recipe) of a config."""
-    flat = _flatten({k: v for k, v in cfg.items() if k != "config_hash"}) if cfg else {}
-    for k, old in LATER_KEYS.items():  # keys newer than some records: at their old value,
-        if flat.get(k, old) == old:    # present or not, they are the same setting
-            flat.pop(k, None)
-    ident = {k: v for k, v in flat.items() if (k.split(".")[0] in ("data", "model")
-                                               or k == "sr.scale") and k not in non_semantic}
-    recipe = {k: v for k, v in flat.items() if not k.startswith(("method.", "meta."))
-              and k not in non_semantic and k not in ("seed", "w_bits", "a_bits", "epochs")}
-    return ident, recipe
-
-
-def _summary_columns(summ: dict[str, Any]) -> dict[str, Any]:
-    """The runs-table columns that come from summary.json."""
-    env = summ.get("env") or {}
-    return {
-        "final_acc": summ.get("final_test_acc"), "best_acc": summ.get("best_test_acc"),
-        "epochs_completed": summ.get("epochs_completed"),
-        "wall_time_s": summ.get("wall_time_s"),
-        "mean_epoch_time_s": summ.get("mean_epoch_time_s"),
-        "peak_mem_mb": summ.get("peak_mem_mb"), "peak_mem_kind": summ.get("peak_mem_kind", ""),
-        "param_bytes": summ.get("param_bytes"),
-        "method_param_bytes": summ.get("method_param_bytes"),
-        "optimizer_state_bytes": summ.get("optimizer_state_bytes"),
-        "method_optimizer_state_bytes": summ.get("method_optimizer_state_bytes"),
-        "device": env.get("device", ""), "device_name": env.get("device_name", ""),
-        "torch": env.get("torch", ""), "python": env.get("python", ""),
-        "commit": env.get("harness_commit", ""), "hostname": env.get("hostname", ""),
-        "error": summ.get("error", ""), "task": summ.get("task", "classify"),
-        "final_metrics": summ.get("final_metrics") or {},
-        **_cost_columns(summ),
-    }
-
-
-def _cost_columns(summ: dict[str, Any]) -> dict[str, Any]:
-    """The deployed network's size and op counts and the training cost a run recorded
-    (harness.costs.opcount; None in records that predate them: report/costs.py fills in what it
-    can from the config); device-hours default to the wall-clock hours of one process."""
-    inf, tr = summ.get("inference_cost") or {}, summ.get("training_cost") or {}
-    wall = summ.get("wall_time_s")
-    hours = tr.get("device_hours", wall / 3600 if wall is not None else None)
-    return {"size_bytes": inf.get("size_bytes"), "bops": inf.get("bops"), "ops": inf.get("ops"),
-            "inf_flops": inf.get("flops"), "train_flops_step": tr.get("flops_per_step"),
-            "device_hours": hours}
-
-
-def _run_row(run_id: str, rec, man: dict[str, Any], non_semantic: tuple) -> dict[str, Any]:
-    """One row of the runs table from a loaded record (and its manifest entry).
-
-    ``display_name`` is filled in by ``_resolve_method_info``."""
-    cfg = rec.config or {}
-    method = cfg.get("method", {})
-    mname = method.get("name") if isinstance(method, dict) else method
-    options = {k: v for k, v in method.items() if k != "name"} if isinstance(method, dict) else {}
-    meta = cfg.get("meta") or {}
-    summ = rec.summary.to_json() if rec.summary is not None else {}
-    ident, recipe = _identity_and_recipe(cfg, non_semantic)
-    mname = mname or man.get("method")
-    label = meta.get("variant") or man.get("variant") or mname
-    unmatched = bool(meta.get("unmatched") or man.get("unmatched"))
-    row = {
-        "run_id": run_id, "status": rec.status, "problem": rec.problem, "label": label,
-        "method": mname, "display_name": None,
-        "options": json.dumps(options, sort_keys=True, default=str),
-        "w_bits": cfg.get("w_bits", man.get("w_bits")),
-        "a_bits": cfg.get("a_bits", man.get("a_bits")),
-        "epochs": cfg.get("epochs", man.get("epochs")), "seed": cfg.get("seed", man.get("seed")),
-        "setting": json.dumps(sorted(ident.items()), default=str) if ident else None,
-        "recipe": json.dumps(sorted(recipe.items()), default=str),
-        "unmatched": unmatched, "scale": meta.get("scale", ""), **_summary_columns(summ),
-    }
-    row["stale"] = man.get("current") is False
-    row["included"] = rec.status == "completed" and not unmatched and not row["stale"]
-    row["reason"] = _exclusion_reason(row)
-    return row
-
-
-def _exclusion_reason(row: dict[str, Any]) -> str:
-    status = row["status"]
-    if status == "corrupt":
-        return row["problem"]
-    if status == "pending":
-        return "no summary.json (not started, or killed before its first summary)"
-    if status == "running":
-        return "status running (still running, or killed without a final summary)"
-    if status in ("failed", "diverged"):
-        return (row["error"] or status).strip().splitlines()[-1][:160]
-    if status == "completed" and row["unmatched"]:
-        return "flagged unmatched (meta.unmatched): its recipe differs from the study's"
-    if status == "completed" and row["stale"]:
-        return "not in the current study spec (manifest.json: current = false)"
-    return ""
-
-
-class _NoRecord:
-    """Stands in for a RunRecord when only the column names of a runs row are wanted."""
-    config = summary = None
-    problem = ""
-    status = "missing"
-
-
-def _missing_row(entry: dict[str, Any]) -> dict[str, Any]:
-    row = {"run_id": entry.get("run_id", "?"), "status": "missing", "problem": "",
-           "label": entry.get("variant") or entry.get("method"), "method": entry.get("method"),
-           "display_name": None, "options": "{}", "w_bits": entry.get("w_bits"),
-           "a_bits": entry.get("a_bits"), "epochs": entry.get("epochs"), "seed": entry.get("seed"),
-           "setting": None,
-           "recipe": "", "unmatched": bool(entry.get("unmatched")), "stale": False,
-           "included": False, "reason": "listed in manifest.json, no run directory"}
-    return row
-
-
-def _foreign(run_id: str, rec, manifest: dict[str, Any] | None, man_runs: dict,
-             seen: dict[str, str]) -> str:
-    """Why a completed run directory does not belong in this study's numbers, or "": only
-    runs the manifest lists count, once each, and only when the record is the run the
-    directory name says (a copied seed or a run of another study is excluded, with why)."""
-    if manifest is not None and run_id not in man_runs:
-        return "not listed in manifest.json (a copied or foreign run directory)"
-    cfg = rec.config or {}
-    h = str(cfg.get("config_hash", ""))
-    m = re.search(r"_w\d+a\d+_e\d+_s\d+_([0-9a-f]{8})$", run_id)  # the sweep's run ids
-    suffix = m.group(1) if m else ""
-    if suffix and h and not h.startswith(suffix):
-        return f"its config (hash {h[:8]}) is not the run its name says ({suffix}): a copy"
-    study = (cfg.get("meta") or {}).get("study")
-    if manifest is not None and study and manifest.get("study") and study != manifest["study"]:
-        return f"a run of study {study!r}, not {manifest['study']!r}"
-    if h in seen:
-        return f"duplicate of {seen[h]} (same config)"
-    seen[h] = run_id
-    return ""
-
-
-def _runs_table(study_dir: Path, manifest: dict[str, Any] | None, jobs: int):
-    """(runs DataFrame, metrics of the included runs, method_info of every record) from
-    every run directory and the manifest's runs that have none."""
-
-    runs_dir = study_dir / "runs"
-    dirs = sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
-    if not dirs and not (manifest or {}).get("runs"):
-        raise user_error("study", f"{study_dir} has no runs/ folder with run records and no "
-                         "manifest.json; run the sweep first")
-    man_runs = {r.get("run_id"): r for r in (manifest or {}).get("runs", []) if isinstance(r, dict)}
-    recs = _load_all(dirs, jobs)
-    rows, metrics, infos, seen = [], {}, {}, {}
-    for d, rec in zip(dirs, recs):
-        row = _run_row(d.name, rec, man_runs.get(d.name, {}), NON_SEMANTIC)
-        row["in_manifest"] = d.name in man_runs if manifest else True
-        foreign = _foreign(d.name, rec, manifest, man_runs, seen)
-        row["foreign"] = bool(foreign) and row["included"]
-        if row["foreign"]:
-            row["included"], row["reason"] = False, foreign
-        rows.append(row)
-        infos[d.name] = (rec.summary.method_info if rec.summary else None) or {}
-        if row["included"]:
-            metrics[d.name] = rec.metrics
-    present = {d.name for d in dirs}
-    for run_id, entry in man_runs.items():
-        if run_id not in present and entry.get("current") is not False:
-            rows.append({**_missing_row(entry), "in_manifest": True})
-    runs = pd.DataFrame(rows)
-    for col in _run_row("", _NoRecord(), {}, NON_SEMANTIC):  # every column, even if no run
-        if col not in runs.columns:  # directory exists (only missing runs)
-            runs[col] = None
-    runs["included"] = runs["included"].astype(bool)
-    runs["unmatched"] = runs["unmatched"].astype(bool)
-    return runs, metrics, infos
-
-
 # --------------------------------------------------------------------------- method_info
-
-@functools.lru_cache(maxsize=None)
-def _current_info(method: str) -> dict[str, Any]:
-    """The method's declaration in today's code (methods.base.Method.info()): what records
-    written before runs recorded method_info fall back on. Imports torch, so it is asked
-    only for such records; {} for a method the code no longer has."""
-    try:
-        from methods.base import get
-
-        return get(method).info()
-    except Exception:  # noqa: BLE001 - unknown or unimportable method: no declaration
-        return {}
-
 
 def _resolve_method_info(st: StudyRecords, infos: dict[str, dict[str, Any]]) -> None:
     """Per run: its method's display name (runs table ``display_name``) and internal
@@ -488,24 +211,24 @@ def _resolve_method_info(st: StudyRecords, infos: dict[str, dict[str, Any]]) -> 
     ``st.internal_metrics``.
 
     A run without method_info takes that of another record of its method; when none has
-    one, the method's current declaration (``_current_info``), else the method id."""
+    one (records written before runs recorded it), the method id names its rows and none
+    of its metrics is an internal metric (the header says so: the report reads only the
+    records, never today's method code)."""
     by_method: dict[str, dict[str, Any]] = {}
     for run_id, method in zip(st.runs["run_id"], st.runs["method"]):
         if infos.get(run_id):
             by_method.setdefault(method, infos[run_id])
     st.runs["display_name"] = [
-        (infos.get(r) or by_method.get(m) or _current_info(str(m))).get("display_name") or m
+        (infos.get(r) or by_method.get(m) or {}).get("display_name") or m
         for r, m in zip(st.runs["run_id"], st.runs["method"])]
     found: dict[str, tuple[str, Any]] = {}
     for run_id, method in zip(st.runs["run_id"], st.runs["method"]):
         cols = st.metrics.get(run_id)
         if cols is None:
             continue
-        info = infos.get(run_id) or by_method.get(method)
-        if info is None and set(cols) - set(SCORE_COLUMNS) - {"epoch_time_s"}:
-            info = _current_info(str(method))
+        info = infos.get(run_id) or by_method.get(method) or {}
         declared = declared_metrics(info) or {}
-        st.log_scale |= {str(c) for c in (info or {}).get("log_scale") or () if c in declared}
+        st.log_scale |= {str(c) for c in info.get("log_scale") or () if c in declared}
         st.metrics[run_id] = {c: v for c, v in cols.items()
                               if c in SCORE_COLUMNS or c == "epoch_time_s" or c in declared}
         for c in st.metrics[run_id]:
@@ -513,6 +236,14 @@ def _resolve_method_info(st: StudyRecords, infos: dict[str, dict[str, Any]]) -> 
                 found[c] = declared[c]
     percent = [c for c, (_, b) in found.items() if is_percentage(b)]
     st.internal_metrics = {c: found[c] for c in percent + [c for c in found if c not in percent]}
+    undeclared = sorted({str(m) for r, m, status in zip(st.runs["run_id"], st.runs["method"],
+                                                        st.runs["status"])
+                         if status != "missing" and m and m not in by_method})
+    if undeclared:
+        st.notes.append(f"the records of {', '.join(undeclared)} hold no method_info (written "
+                        "before runs recorded their method's display name and internal "
+                        "metrics): their rows are named by the method id and their internal "
+                        "metrics are not drawn (the report reads only the records)")
 
 
 def is_percentage(bounds) -> bool:
@@ -533,17 +264,17 @@ def load_study(study_dir: Path, reference: str | None = None,
     if not study_dir.is_dir():
         raise user_error("study", f"{study_dir} is not a folder; pass results/<study>")
     notes: list[str] = []
-    spec = _read_spec(study_dir)
-    manifest = _read_manifest(study_dir, notes)
+    spec = read_spec(study_dir)
+    manifest = read_manifest(study_dir, notes)
     rep = _report_options(spec, notes)
-    runs, metrics, infos = _runs_table(study_dir, manifest, jobs)
+    runs, metrics, infos = runs_table(study_dir, manifest, jobs)
     st = StudyRecords(name=(manifest or {}).get("study") or spec.get("name") or study_dir.name,
                       dir=study_dir, spec=spec, manifest=manifest, runs=runs, metrics=metrics,
                       ours=ours or rep.get("ours") or None, setting_labels={},
                       notes=notes, options=rep)
     _resolve_method_info(st, infos)
     _label_settings(st)
-    if st.settings("sr"):
+    if st.settings("sr") and st.settings():  # both tasks: which numbers are where
         st.notes.append(SR_NOTE)
     _order_rows(st)
     _display_names(st)
@@ -679,7 +410,7 @@ def _recipe_mismatches(st: StudyRecords) -> None:
 def add_bootstraps(st: StudyRecords) -> None:
     for g in st.groups.values():
         if g["summary"].boot is None:
-            g["summary"] = S.with_bootstrap(g["summary"], g["acc"])
+            g["summary"] = stats.with_bootstrap(g["summary"], g["acc"])
 
 
 def _build_groups(st: StudyRecords, bootstrap: bool = True) -> None:
@@ -691,7 +422,7 @@ def _build_groups(st: StudyRecords, bootstrap: bool = True) -> None:
         acc = [float(x) for x in df["final_acc"]]
         st.groups[(key[0], key[1], int(key[2]), int(key[3]), int(key[4]))] = {
             "acc": acc, "seeds": df["seed"].tolist(), "run_ids": df["run_id"].tolist(),
-            "summary": S.describe(acc, bootstrap, bounds=S.PERCENT)}
+            "summary": stats.describe(acc, bootstrap, bounds=stats.PERCENT)}
 
 
 # --------------------------------------------------------------------------- reported numbers
@@ -721,7 +452,8 @@ def _load_reference(st: StudyRecords, ref: str, explicit: bool):
                         "repository); reported numbers are left out")
         return None, ""
     try:
-        df = pd.read_csv(path, comment="#", skipinitialspace=True)
+        data = files.read_bytes(path, files.RECORD_MAX_BYTES)  # a regular file, bounded
+        df = pd.read_csv(io.BytesIO(data), comment="#", skipinitialspace=True)
     except (OSError, ValueError) as e:
         raise user_error("reference", f"{path} is not a readable CSV: {e}")
     df.columns = [c.strip().lower() for c in df.columns]

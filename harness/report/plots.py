@@ -1,38 +1,45 @@
-"""Figures for the report, drawn with matplotlib (Agg) from plain-data figure specs.
+"""Figures for the report, drawn with matplotlib (Agg) from plain-data figure specs at print
+size (layout.py: the figure's width is its width on the page).
 
-harness/report/ computes every number and hands this module specs (built in
-harness/report/figures.py: dicts of lists and arrays, titles, colours); this module only
-draws them and writes NAME.png and NAME.pdf.
-Plain-data specs let forked processes draw while the report computes its tables.
+harness/report/ computes every number and hands this module specs (built in figures.py,
+compute.py, aggregate.py, sr.py: dicts of lists and arrays, titles, colours); this module
+only draws them and writes NAME.pdf and NAME.png. Plain-data specs let forked processes draw
+while the report computes its tables.
 
-matplotlib spends most of its time per artist and per axis (ticks, text layout), so each
-panel draws its lines as one LineCollection and its CI bands as one PolyCollection, axis
-labels are written once per figure, and titles have a fixed position.
+Spec kinds (all: "name", "width" (inches), "title", "panels", optional "legend" [{label,
+color, ls, lw, marker, mfc}], "ncols", "xlabel" and "ylabel" (shared by every panel), a
+panel's own "ylabel" (its axis alone); keys a kind does not know are ignored):
 
-Spec kinds (all: "name", "title", "panels", optional "legend" [{label, color, ls, lw,
-marker, mfc}], "ncols", "xlabel", "ylabel"; a panel's own "ylabel" names its row of panels;
-keys a kind does not know are ignored):
 - "curves": panel {"title", "lines": [{"x", "mean", "lo"|None, "hi"|None, "color", "ls",
-  "lw", "marker", "band"}], "ylim", "logy", "vlines": [{"x", "color", "ls"}], "marks":
-  [{"x", "y", "color", "marker"}]}: per-epoch means with optional CI bands (drawn unless
-  "band" is False), a few markers along a line that has one (``MARKS_PER_LINE``; a
-  one-point line without one gets a short bar, ``SINGLE_POINT``), vertical
-  reference lines and hollow marks at read-off points; lines are drawn in the given order
-  (context lines first);
-- "points": panel {"title", "rows": [{"color", "marker", "name", "seeds", "mean", "lo",
-  "hi"}]}: per-seed dots beside the mean and its CI bar (hollow mean and no bar: n = 1),
-  the rows named under the axis;
-- "budget": panel {"title", "budgets", "rows": [{"color", "ls", "lw", "marker",
-  "trained": {"x", "mean", "lo", "hi", "seeds"}, "readoff": {"x", "mean"}}]}: accuracy vs
-  budget, CI bars, seed dots, and accuracies read off longer runs (hollow markers, dashed);
+  "lw", "marker", "mfc", "band", "role", "clip_hi", "clip_lo"}], "ylim", "logy",
+  "vlines": [{"x", "color", "ls"}], "marks": [{"x", "y", "color"}]}: per-epoch means with
+  optional CI bands (unless "band" is False), a few markers along a line that has one
+  (``MARKS_PER_LINE``; a one-point line without one gets a short bar), triangles where a
+  band was clipped to its bounds (x positions in "clip_hi"/"clip_lo"), vertical reference
+  lines and hollow circles at read-off points; a line's "role" ("context", "fp",
+  "bicubic") says what it is;
+- "points": panel {"title", "rows": [{"color", "marker", "mfc", "name", "seeds", "mean",
+  "lo", "hi"}]}: per-seed dots beside the mean and its CI bar (no bar: n = 1), the rows
+  named under the axis;
+- "budget": panel {"title", "budgets", "rows": [{"color", "ls", "lw", "marker", "mfc",
+  "role", "trained": {"x", "mean", "lo", "hi", "seeds", "clipped"}, "readoff": {"x",
+  "mean"}}]}: accuracy vs budget with CI bars and seed dots; accuracies read off the
+  longest runs' curves are hollow circles joined to that run's point by a dashed line;
 - "images": panel {"title", "image": path of a PNG}: pictures side by side, pixels shown
-  as they are (nearest neighbour, no axes), e.g. super-resolution crops.
+  as they are (nearest neighbour, no axes, no legend or axis labels), e.g. super-resolution
+  crops.
 
-Rows are told apart by marker and dash as well as colour, so a figure reads in greyscale.
+Every artist a caption may describe carries a gid naming its kind (``KINDS``), and
+``planned(spec)`` says from the spec alone which kinds a figure draws: figures.py builds
+each caption from ``planned``, and tests/test_report_figures.py checks the drawn gids
+against it, so a caption cannot promise what is not drawn.
+
+matplotlib spends most of its time per artist, so each panel draws its lines as one
+LineCollection per role and its CI bands as one PolyCollection.
 """
 from __future__ import annotations
 
-import io
+import copy
 import multiprocessing as mp
 import os
 from collections.abc import Callable
@@ -42,16 +49,18 @@ from typing import Any
 
 import numpy as np
 
-from harness.files import atomic_write
+from harness.report import layout
 
 Spec = dict[str, Any]
-PANEL_W, PANEL_H = 3.2, 2.4   # inches per panel
-MAX_COLS = 4
-DPI = 110
 BAND_ALPHA = 0.18
-MAX_POINTS = 150  # per curve: a panel is ~350 px wide; longer curves are drawn every k-th epoch
+MAX_POINTS = 150  # per curve: longer curves are drawn every k-th epoch
 MARKS_PER_LINE = 6
-SINGLE_POINT = ("_", 160)   # marker and size of a one-point line that has no marker
+SINGLE_POINT = ("_", 60)    # marker and size of a one-point line that has no marker
+MARKER_SIZE = 12            # points², row markers along lines
+# the artists a caption may describe, by gid
+KINDS = ("band", "clipped", "context", "fp", "bicubic", "tstar", "hollow", "connector",
+         "seeds", "ci_bar", "single")
+ROLES = ("context", "fp", "bicubic")   # line roles drawn as their own (gid'd) collection
 
 
 def stride(n: int) -> int:
@@ -67,34 +76,92 @@ def _thin(arr, k: int):
     return a[idx]
 
 
+# --------------------------------------------------------------------------- what is drawn
+
+def _thinned(ln: Spec) -> Spec:
+    """A line as drawn: every ``stride``-th point of a long one."""
+    k = stride(len(ln["x"]))
+    return {**ln, **{key: _thin(ln[key], k) for key in ("x", "mean", "lo", "hi")
+                     if ln.get(key) is not None}}
+
+
+def _clip_points(ln: Spec) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(marker, x, y) of the triangles of a drawn (thinned) line: ▲ on the band's upper edge
+    where it was clipped there, ▼ on the lower edge."""
+    out = []
+    if not ln.get("band", True):  # no band drawn: nothing to mark
+        return out
+    for key, edge, marker in (("clip_hi", "hi", "^"), ("clip_lo", "lo", "v")):
+        if not len(ln.get(key) or ()) or ln.get(edge) is None:
+            continue
+        x = np.asarray(ln["x"], float)
+        mask = np.isin(x, np.asarray(ln[key], float))
+        if mask.any():
+            out.append((marker, x[mask], np.asarray(ln[edge], float)[mask]))
+    return out
+
+
+def _curve_kinds(panel: Spec) -> set[str]:
+    out = set()
+    for ln in panel["lines"]:
+        if len(ln["x"]) == 0:
+            continue
+        if ln.get("lo") is not None and ln.get("band", True):
+            out.add("band")
+        if ln.get("role") in ROLES:
+            out.add(ln["role"])
+        if _clip_points(_thinned(ln)):
+            out.add("clipped")
+    out |= {"tstar"} if panel.get("vlines") else set()
+    return out | ({"hollow"} if panel.get("marks") else set())
+
+
+def _budget_kinds(panel: Spec) -> set[str]:
+    out = set()
+    for row in panel["rows"]:
+        t = row["trained"]
+        if row.get("role") == "context":  # its means and line only
+            out |= {"context"}
+            continue
+        out |= {"seeds"} if any(len(s) for s in t["seeds"]) else set()
+        out |= {"ci_bar"} if any(lo is not None for lo in t["lo"]) else set()
+        out |= {"clipped"} if any(t.get("clipped") or ()) else set()
+        out |= {"hollow", "connector"} if (row.get("readoff") or {}).get("x") else set()
+    return out
+
+
+def _points_kinds(panel: Spec) -> set[str]:
+    out = set()
+    for row in panel["rows"]:
+        out |= {"seeds"} if len(row["seeds"]) else set()
+        out |= {"ci_bar"} if row.get("lo") is not None else {"single"}
+    return out
+
+
+def planned(spec: Spec) -> set[str]:
+    """The kinds of artist (``KINDS``) drawing ``spec`` makes, from the spec alone."""
+    per_panel = {"curves": _curve_kinds, "budget": _budget_kinds, "points": _points_kinds,
+                 "images": lambda p: set()}[spec["kind"]]
+    return set().union(set(), *(per_panel(p) for p in spec["panels"] if not p.get("blank")))
+
+
+# --------------------------------------------------------------------------- shared pieces
+
 def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # A fixed title position skips a per-axes layout pass (see the module docstring).
-    plt.rcParams.update({"axes.titley": 1.0, "axes.titlepad": 4.0, "pdf.compression": 1})
+    plt.rcParams.update({
+        "pdf.fonttype": 42, "ps.fonttype": 42, "pdf.compression": 6,
+        "font.size": layout.MIN_FONT, "axes.titlesize": layout.LABEL_FONT,
+        "axes.labelsize": layout.LABEL_FONT, "xtick.labelsize": layout.MIN_FONT,
+        "ytick.labelsize": layout.MIN_FONT, "legend.fontsize": layout.MIN_FONT,
+        "axes.titlepad": 3.0, "axes.linewidth": 0.6, "xtick.major.width": 0.6,
+        "ytick.major.width": 0.6, "xtick.major.size": 2.5, "ytick.major.size": 2.5,
+        "xtick.major.pad": 1.5, "ytick.major.pad": 1.5, "lines.linewidth": 1.2})
     return plt
-
-
-def _grid(plt, n_panels: int, ncols: int | None, sharex: bool | str, below_in: float = 0.0,
-          legend: bool = False):
-    """Panels on a grid, ``below_in`` inches more under each row (tick labels); returns
-    (figure, used axes, spare axes). A single panel with a legend gets a second slot for it
-    (beside a one-panel figure, the legend would squeeze the panel and cut the title)."""
-    ncols = 2 if legend and n_panels == 1 else ncols or min(MAX_COLS, n_panels)
-    nrows = -(-n_panels // ncols)
-    fig, axes = plt.subplots(nrows, ncols,
-                             figsize=(PANEL_W * ncols, (PANEL_H + below_in) * nrows + 0.8),
-                             squeeze=False, sharex=sharex)
-    flat = list(axes.flat)
-    for ax in flat[n_panels:]:
-        ax.set_visible(False)
-    if sharex:  # the lowest used panel of each column keeps its tick labels
-        for ax in flat[max(0, n_panels - ncols):n_panels]:
-            ax.xaxis.set_tick_params(labelbottom=True)
-    return fig, flat[:n_panels], flat[n_panels:]
 
 
 def _legend_handles(spec: Spec) -> tuple[list, list]:
@@ -102,29 +169,26 @@ def _legend_handles(spec: Spec) -> tuple[list, list]:
 
     entries = spec.get("legend") or []
     return ([Line2D([], [], color=h.get("color", "0.3"), ls=h.get("ls", "-"),
-                    lw=h.get("lw", 1.4), marker=h.get("marker", ""), mfc=h.get("mfc"), ms=4)
+                    lw=h.get("lw", 1.2), marker=h.get("marker", ""), ms=4,
+                    mfc=h.get("mfc") or h.get("color", "0.3"), mew=0.8)
              for h in entries],
             [h["label"] for h in entries])
 
 
 def _style(ax, panel: Spec, int_x: bool = True) -> None:
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
-    ax.set_title(panel["title"], fontsize=9)
-    if panel.get("ylabel"):  # names the row of panels it starts (the figure's ylabel: all)
-        ax.set_ylabel(panel["ylabel"], fontsize=9, fontweight="bold")
-    ax.tick_params(labelsize=7)
+    ax.set_title(panel["title"])
+    if panel.get("ylabel"):
+        h = ax.get_position().height * ax.figure.get_figheight()
+        ax.set_ylabel(layout.wrap(panel["ylabel"], 0.95 * h, layout.LABEL_FONT))
     if panel.get("logy"):
-        from matplotlib.ticker import FuncFormatter, LogLocator
-
         ax.set_yscale("log")  # plain labels: matplotlib's default 10^k is slow mathtext
-        ax.yaxis.set_major_locator(LogLocator(numticks=5))
+        ax.yaxis.set_major_locator(LogLocator(numticks=4))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.minorticks_off()
     else:
-        from matplotlib.ticker import FuncFormatter
-
-        ax.yaxis.set_major_locator(MaxNLocator(4))
+        ax.yaxis.set_major_locator(MaxNLocator(4, min_n_ticks=3))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.4g}"))
     if int_x:
         ax.xaxis.set_major_locator(MaxNLocator(4, integer=True))
@@ -140,225 +204,209 @@ def _style(ax, panel: Spec, int_x: bool = True) -> None:
         ax.set_ylim(lo - 0.5, hi + 0.5)
 
 
-def _finish(fig, spec: Spec, spare, out_dir: Path, bottom_in: float = 0.6,
-            hspace: float = 0.45) -> list[Path]:
+def _scatter(ax, x, y, gid: str | None = None, **kw):
+    art = ax.scatter(x, y, **kw)
+    if gid:
+        art.set_gid(gid)
+    return art
 
-    w, h = fig.get_figwidth(), fig.get_figheight()
-    fig.suptitle(spec["title"], fontsize=10)
-    if spec.get("xlabel"):
-        fig.supxlabel(spec["xlabel"], fontsize=8)
-    if spec.get("ylabel"):
-        fig.supylabel(spec["ylabel"], fontsize=8)
-    handles = _legend_handles(spec)
-    right = 0.985
-    if handles[1]:
-        if spare:  # an empty grid slot holds the legend
-            ax = spare[0]
-            ax.set_visible(True)
-            ax.axis("off")
-            ax.legend(*handles, loc="center", fontsize=7, frameon=False,
-                      ncol=1 if len(handles[1]) <= 9 else 2)
-        else:
-            longest = max(len(line) for lab in handles[1] for line in lab.split("\n"))
-            right = 1 - min(0.4 * w, 0.06 * longest + 0.6) / w
-            fig.legend(*handles, loc="center right", fontsize=7, frameon=False)
-    fig.subplots_adjust(left=0.75 / w, right=right, top=1 - 0.55 / h, bottom=bottom_in / h,
-                        wspace=0.3, hspace=hspace)
-    paths = []
-    for ext in ("png", "pdf"):
-        buf = io.BytesIO()
-        fig.savefig(buf, format=ext, dpi=DPI,  # fast PNG zlib level: size hardly matters
-                    **({"pil_kwargs": {"compress_level": 1}} if ext == "png" else {}))
-        data = buf.getvalue()
-        path = out_dir / f"{spec['name']}.{ext}"
-        atomic_write(path, lambda f, data=data: f.write(data))
-        paths.append(path)
-    return paths
 
+# --------------------------------------------------------------------------- curves
 
 def _line_marks(ax, lines: list[Spec]) -> None:
-    """A few markers along each line that has one: one scatter per marker shape. A line of
-    one point (a 1-epoch run) draws nothing, so one without a marker of its own is drawn as
-    a short bar (``SINGLE_POINT``), a level like its dotted or dashed line would show."""
-    by_marker: dict[str, list] = {}
+    """A few markers along each line that has one (hollow where its style says so); a
+    one-point line without one is drawn as a short bar (``SINGLE_POINT``)."""
     single = [ln for ln in lines if not ln.get("marker") and len(ln["x"]) == 1]
     if single:
         ax.scatter([ln["x"][0] for ln in single], [ln["mean"][0] for ln in single],
                    s=SINGLE_POINT[1], marker=SINGLE_POINT[0], c=[ln["color"] for ln in single],
-                   linewidths=1.8, zorder=3)
+                   linewidths=1.5, zorder=3)
     for j, ln in enumerate(lines):
-        if not ln.get("marker") or len(ln["x"]) == 0:
-            continue
         n = len(ln["x"])
+        if not ln.get("marker") or n == 0:
+            continue
         idx = np.unique(np.linspace(0, n - 1, min(n, MARKS_PER_LINE)).round().astype(int))
         if n > MARKS_PER_LINE:  # stagger lines so their markers do not sit on each other
             idx = np.unique(np.clip(idx + j % 3 - 1, 0, n - 1))
-        pts = by_marker.setdefault(ln["marker"], [[], [], []])
-        pts[0] += list(np.asarray(ln["x"])[idx])
-        pts[1] += list(np.asarray(ln["mean"])[idx])
-        pts[2] += [ln["color"]] * len(idx)
-    for marker, (x, y, c) in by_marker.items():
-        ax.scatter(x, y, s=16, marker=marker, c=c, edgecolors="white", linewidths=0.4,
-                   zorder=3)
+        hollow = ln.get("mfc") == "white"
+        ax.scatter(np.asarray(ln["x"])[idx], np.asarray(ln["mean"])[idx], s=MARKER_SIZE,
+                   marker=ln["marker"], facecolors="white" if hollow else ln["color"],
+                   edgecolors=ln["color"] if hollow else "white",
+                   linewidths=0.8 if hollow else 0.3, zorder=3)
 
 
-def _panel_extras(ax, panel: Spec) -> None:
-    """Vertical reference lines and hollow read-off marks of a curves panel."""
-    for v in panel.get("vlines") or []:
-        ax.axvline(v["x"], color=v.get("color", "0.3"), ls=v.get("ls", "--"), lw=0.8,
-                   zorder=1)
-    marks = panel.get("marks") or []
-    for m in marks:
-        ax.scatter([m["x"]], [m["y"]], s=34, marker=m.get("marker") or "o",
-                   facecolors="white", edgecolors=m["color"], linewidths=1.1, zorder=4)
+def _clip_marks(ax, lines: list[Spec]) -> None:
+    """Triangles on a band's edge where it was clipped to its bounds (``_clip_points``)."""
+    for ln in lines:
+        for marker, x, y in _clip_points(ln):
+            _scatter(ax, x, y, "clipped", s=14, marker=marker, c=[ln["color"]] * len(x),
+                     linewidths=0, zorder=4, clip_on=False)
 
 
-def draw_curves(plt, spec: Spec, out_dir: Path) -> list[Path]:
+def _curve_panel(ax, panel: Spec) -> None:
     from matplotlib.collections import LineCollection, PolyCollection
 
-    fig, axes, spare = _grid(plt, len(spec["panels"]), spec.get("ncols"),
-                             sharex=spec.get("sharex", True), legend=bool(spec.get("legend")))
-    for ax, panel in zip(axes, spec["panels"]):
-        lines = []
-        for ln in panel["lines"]:
-            k = stride(len(ln["x"]))
-            lines.append({**ln, **{key: _thin(ln[key], k) for key in ("x", "mean", "lo", "hi")
-                                   if ln.get(key) is not None}})
-        bands = [ln for ln in lines if ln.get("lo") is not None and ln.get("band", True)]
-        if bands:
-            ax.add_collection(PolyCollection(
-                [np.column_stack([np.r_[ln["x"], ln["x"][::-1]],
-                                  np.r_[ln["lo"], np.asarray(ln["hi"])[::-1]]]) for ln in bands],
-                facecolors=[ln["color"] for ln in bands], alpha=BAND_ALPHA, lw=0))
-        if lines:
+    lines = [_thinned(ln) for ln in panel["lines"]]
+    bands = [ln for ln in lines if ln.get("lo") is not None and ln.get("band", True)
+             and len(ln["x"])]
+    if bands:
+        ax.add_collection(PolyCollection(
+            [np.column_stack([np.r_[ln["x"], ln["x"][::-1]],
+                              np.r_[ln["lo"], np.asarray(ln["hi"])[::-1]]]) for ln in bands],
+            facecolors=[ln["color"] for ln in bands], alpha=BAND_ALPHA, lw=0, gid="band"))
+    for role in (*ROLES, None):  # context lines first (under), then the rows in full
+        group = [ln for ln in lines if ln.get("role") == role and len(ln["x"])]
+        if group:
             ax.add_collection(LineCollection(
-                [np.column_stack([ln["x"], ln["mean"]]) for ln in lines],
-                colors=[ln["color"] for ln in lines],
-                linestyles=[ln.get("ls", "-") for ln in lines],
-                linewidths=[ln.get("lw", 1.1) for ln in lines]))
-            _line_marks(ax, lines)
-            ax.autoscale_view()
-        _panel_extras(ax, panel)
+                [np.column_stack([ln["x"], ln["mean"]]) for ln in group],
+                colors=[ln["color"] for ln in group],
+                linestyles=[ln.get("ls", "-") for ln in group],
+                linewidths=[ln.get("lw", 1.1) for ln in group], gid=role))
+    _line_marks(ax, [ln for ln in lines if ln.get("role") != "context"])
+    ax.autoscale_view()
+    _clip_marks(ax, lines)
+    for v in panel.get("vlines") or []:
+        ax.axvline(v["x"], color=v.get("color", "0.3"), ls=v.get("ls", "--"), lw=0.8,
+                   zorder=1, gid="tstar")
+    marks = panel.get("marks") or []
+    if marks:
+        _scatter(ax, [m["x"] for m in marks], [m["y"] for m in marks], "hollow", s=30,
+                 marker="o", facecolors="white", edgecolors=[m["color"] for m in marks],
+                 linewidths=1.2, zorder=4)
+
+
+def draw_curves(plt, spec: Spec):
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes, _ = layout.grid(plt, spec)
+    for ax, panel in zip(axes, spec["panels"]):
+        if panel.get("blank"):
+            continue
+        _curve_panel(ax, panel)
         if not spec.get("int_x", True):  # a continuous x (time): a few readable ticks
-            from matplotlib.ticker import MaxNLocator
-
-            ax.xaxis.set_major_locator(MaxNLocator(5, steps=[1, 2, 2.5, 5, 10]))
+            ax.xaxis.set_major_locator(MaxNLocator(4, steps=[1, 2, 2.5, 5, 10]))
         _style(ax, panel, int_x=spec.get("int_x", True))
-    return _finish(fig, spec, spare, out_dir)
+    return fig
 
 
-def draw_points(plt, spec: Spec, out_dir: Path) -> list[Path]:
+# --------------------------------------------------------------------------- points
+
+def draw_points(plt, spec: Spec):
     longest = max((len(r.get("name", "")) for p in spec["panels"] for r in p["rows"]), default=0)
-    below = 0.05 * longest  # vertical row names under each panel
-    fig, axes, spare = _grid(plt, len(spec["panels"]), spec.get("ncols"), sharex=False,
-                             below_in=below)
+    below = min(longest, 34) * layout.CHAR_EM * layout.MIN_FONT * layout.PT  # names, rotated
+    fig, axes, _ = layout.grid(plt, spec, below_in=below)
     for ax, panel in zip(axes, spec["panels"]):
         rows = panel["rows"]
         xs, ys, cs = [], [], []
         for i, row in enumerate(rows):
             k = len(row["seeds"])
-            xs += list(i - 0.3 + 0.4 * np.arange(k) / max(k - 1, 1))
+            xs += list(i - 0.3 + 0.3 * np.arange(k) / max(k - 1, 1))
             ys += list(row["seeds"])
             cs += [row["color"]] * k
-        ax.scatter(xs, ys, s=9, c=cs, alpha=0.7, lw=0)
+        if xs:
+            _scatter(ax, xs, ys, "seeds", s=7, c=cs, alpha=0.75, lw=0)
         bars = [(i, r) for i, r in enumerate(rows) if r.get("lo") is not None]
         if bars:
-            ax.vlines([i + 0.3 for i, _ in bars], [r["lo"] for _, r in bars],
-                      [r["hi"] for _, r in bars], colors=[r["color"] for _, r in bars], lw=1.2)
-        for i, r in enumerate(rows):  # the mean in the row's marker (hollow: n = 1)
-            ax.scatter([i + 0.3], [r["mean"]], s=22, marker=r.get("marker") or "o",
-                       c=r["color"] if r.get("lo") is not None else "white",
-                       edgecolors=r["color"], lw=0.8, zorder=3)
+            ax.vlines([i + 0.25 for i, _ in bars], [r["lo"] for _, r in bars],
+                      [r["hi"] for _, r in bars], colors=[r["color"] for _, r in bars],
+                      lw=1.1, gid="ci_bar")
+        for i, r in enumerate(rows):  # the mean in the row's marker
+            hollow = r.get("mfc") == "white"
+            _scatter(ax, [i + 0.25], [r["mean"]], None if r.get("lo") is not None else "single",
+                     s=20, marker=r.get("marker") or "o",
+                     facecolors="white" if hollow else r["color"], edgecolors=r["color"],
+                     lw=0.8, zorder=3)
         ax.set_xticks(range(len(rows)))
-        ax.set_xticklabels([r.get("name", "") for r in rows], rotation=90, fontsize=6)
+        ax.set_xticklabels([layout.wrap(r.get("name", ""), 2.4, layout.MIN_FONT)
+                            for r in rows], rotation=90)
         ax.set_xlim(-0.6, len(rows) - 0.4)
         _style(ax, panel, int_x=False)
-    rows_h = PANEL_H + below
-    return _finish(fig, spec, spare, out_dir, bottom_in=0.6 + below,
-                   hspace=(below + 0.45) / (rows_h - below))
+    return fig
 
 
-def draw_budget(plt, spec: Spec, out_dir: Path) -> list[Path]:
-    from matplotlib.collections import LineCollection
+# --------------------------------------------------------------------------- budget
 
-    fig, axes, spare = _grid(plt, len(spec["panels"]), spec.get("ncols"), sharex=True,
-                             legend=bool(spec.get("legend")))
+def _budget_row(ax, row: Spec) -> None:
+    c, t = row["color"], row["trained"]
+    if row.get("role") == "context":  # a thin grey line through its means, nothing else
+        ax.plot(t["x"], t["mean"], color=c, lw=row.get("lw", 0.7), marker="o", ms=2,
+                gid="context", zorder=1)
+        return
+    ax.plot(t["x"], t["mean"], color=c, ls=row.get("ls", "-"), lw=row.get("lw", 1.0))
+    hollow = row.get("mfc") == "white"
+    ax.scatter(t["x"], t["mean"], s=16, marker=row.get("marker") or "o",
+               facecolors="white" if hollow else c, edgecolors=c, lw=0.8, zorder=3)
+    bars = [(x, lo, hi) for x, lo, hi in zip(t["x"], t["lo"], t["hi"]) if lo is not None]
+    if bars:
+        ax.vlines(*zip(*bars), colors=c, lw=1.0, gid="ci_bar")
+    clipped = [(x, hi if hi >= 100 - 1e-9 else lo, "^" if hi >= 100 - 1e-9 else "v")
+               for x, lo, hi, cl in zip(t["x"], t["lo"], t["hi"], t.get("clipped") or ())
+               if cl and lo is not None]
+    for x, y, marker in clipped:
+        _scatter(ax, [x], [y], "clipped", s=14, marker=marker, c=[c], lw=0, zorder=4,
+                 clip_on=False)
+    sx = [x * 1.04 for x, seeds in zip(t["x"], t["seeds"]) for _ in seeds]  # beside the mean
+    sy = [v for seeds in t["seeds"] for v in seeds]
+    if sx:
+        _scatter(ax, sx, sy, "seeds", s=5, c=[c] * len(sx), alpha=0.5, lw=0)
+    r = row.get("readoff") or {}
+    if r.get("x"):  # joined to the point of the runs it was read off (the longest budget)
+        end = int(np.argmax(t["x"]))
+        ax.plot(list(r["x"]) + [t["x"][end]], list(r["mean"]) + [t["mean"][end]], color=c,
+                lw=0.8, ls=(0, (3, 2)), gid="connector", zorder=2)
+        _scatter(ax, r["x"], r["mean"], "hollow", s=16, facecolors="white", edgecolors=c,
+                 lw=0.9, zorder=3)
+
+
+def draw_budget(plt, spec: Spec):
+    fig, axes, _ = layout.grid(plt, spec)
     for ax, panel in zip(axes, spec["panels"]):
-        # one artist per kind of mark (see the module docstring)
-        seg, segc, mx, my, mc = [], [], [], [], []
-        bx, blo, bhi, bc = [], [], [], []
-        sx, sy, sc = [], [], []
-        rseg, rsegc, rx, ry, rc = [], [], [], [], []
-        segw, segls, mm = [], [], []
         for row in panel["rows"]:
-            c, t = row["color"], row["trained"]
-            seg.append(list(zip(t["x"], t["mean"])))
-            segc.append(c)
-            segw.append(row.get("lw", 1.0))
-            segls.append(row.get("ls", "-"))
-            mx += t["x"]
-            my += t["mean"]
-            mc += [c] * len(t["x"])
-            mm += [row.get("marker") or "o"] * len(t["x"])
-            for x, lo, hi, seeds in zip(t["x"], t["lo"], t["hi"], t["seeds"]):
-                if lo is not None:
-                    bx.append(x)
-                    blo.append(lo)
-                    bhi.append(hi)
-                    bc.append(c)
-                sx += [x * 1.04] * len(seeds)  # beside the mean, not on it
-                sy += list(seeds)
-                sc += [c] * len(seeds)
-            r = row.get("readoff") or {}
-            if r.get("x"):
-                rseg.append(list(zip(r["x"], r["mean"])))
-                rsegc.append(c)
-                rx += r["x"]
-                ry += r["mean"]
-                rc += [c] * len(r["x"])
-        ax.add_collection(LineCollection(seg, colors=segc, linewidths=segw, linestyles=segls))
-        if rseg:
-            ax.add_collection(LineCollection(rseg, colors=rsegc, linewidths=0.8,
-                                             linestyles="--"))
-            ax.scatter(rx, ry, s=16, facecolors="white", edgecolors=rc, lw=0.8, zorder=3)
-        if bx:
-            ax.vlines(bx, blo, bhi, colors=bc, lw=1)
-        for marker in dict.fromkeys(mm):
-            pick = [i for i, m in enumerate(mm) if m == marker]
-            ax.scatter([mx[i] for i in pick], [my[i] for i in pick], s=16, marker=marker,
-                       c=[mc[i] for i in pick], zorder=3)
-        if sx:
-            ax.scatter(sx, sy, s=6, c=sc, alpha=0.5, lw=0)
+            _budget_row(ax, row)
         ax.set_xscale("log")
         ax.autoscale_view()
+        lo, hi = min(panel["budgets"]), max(panel["budgets"])
+        ax.set_xlim(lo / 1.25, hi * 1.25)
         ax.set_xticks(panel["budgets"])
         ax.set_xticklabels([str(b) for b in panel["budgets"]])
         ax.minorticks_off()
         _style(ax, panel, int_x=False)
-    return _finish(fig, spec, spare, out_dir)
+    return fig
 
 
-def draw_images(plt, spec: Spec, out_dir: Path) -> list[Path]:
+# --------------------------------------------------------------------------- images
+
+def draw_images(plt, spec: Spec):
     from PIL import Image
 
-    fig, axes, spare = _grid(plt, len(spec["panels"]), spec.get("ncols"), sharex=False)
+    fig, axes, _ = layout.grid(plt, spec)
     for ax, panel in zip(axes, spec["panels"]):
         with Image.open(panel["image"]) as im:
             ax.imshow(np.asarray(im.convert("RGB")), interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(panel["title"], fontsize=8)
-    return _finish(fig, spec, spare, out_dir, bottom_in=0.2, hspace=0.3)
+        ax.set_title(panel["title"])
+    return fig
 
 
 DRAW = {"curves": draw_curves, "points": draw_points, "budget": draw_budget,
         "images": draw_images}
 
 
+def draw(spec: Spec):
+    """The matplotlib figure of ``spec``, not saved (the caller closes it); ``spec`` itself is
+    left as it is (its titles and legend labels are wrapped on a copy)."""
+    plt = _pyplot()
+    spec = copy.deepcopy(spec)
+    fig = DRAW[spec["kind"]](plt, spec)
+    layout.decorate(fig, spec, _legend_handles(spec))
+    return fig
+
+
 def render(spec: Spec, out_dir: str | Path) -> list[str]:
     plt = _pyplot()
     try:
-        return [str(p) for p in DRAW[spec["kind"]](plt, spec, Path(out_dir))]
+        return [str(p) for p in layout.save(draw(spec), spec, Path(out_dir))]
     finally:
         plt.close("all")
 
@@ -400,4 +448,3 @@ def start_render(specs: list[Spec], out_dir: Path, jobs: int = 0) -> Callable[[]
             pool.shutdown()
 
     return wait
-

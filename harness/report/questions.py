@@ -21,30 +21,20 @@ render.py turns ``reviewer_answers(study)`` into the "Reviewer questions" sectio
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from harness.report import stats as S
-from harness.report import timing
-from harness.report import verdicts as V
+from harness.report import stats, timing, verdicts
 from harness.report.aggregate import aggregate_rows
 from harness.report.answers import MAX_BULLETS, NOT_ANSWERED, bullets, tally  # noqa: F401
-from harness.report.costs import cost_rows, device_time, si
-from harness.report.load import OURS_NOT_SET, StudyRecords
+from harness.report.costs import answer_cost
+from harness.report.load import OURS_NOT_SET, StudyRecords, cell_name
 from harness.report.sr import sr_answer
-from harness.report.tables import (
-    ablations,
-    cell_name,
-    comparisons,
-    fmt_opts,
-    n_epochs,
-    plural,
-    where,
-)
+from harness.report.table import fmt_opts, n_epochs, plural
+from harness.report.tables import ablations, comparisons, where
 
 Answer = tuple[str, list[str]]  # (paragraph, bullets)
 SR_ONLY = ("the study has only super-resolution runs, and this question is answered from "
@@ -80,8 +70,9 @@ class Question:
 
 # --------------------------------------------------------------------------- helpers
 
-def _vs(st: StudyRecords, a: str, sa: S.Summary, b: str, sb: S.Summary, t: V.Test) -> str:
-    return (f"{st.display(a)} {S.fmt_summary(sa)} vs {st.display(b)} {S.fmt_summary(sb)}: "
+def _vs(st: StudyRecords, a: str, sa: stats.Summary, b: str, sb: stats.Summary,
+        t: verdicts.Test) -> str:
+    return (f"{st.display(a)} {stats.fmt_summary(sa)} vs {st.display(b)} {stats.fmt_summary(sb)}: "
             f"{t.fmt()}")
 
 
@@ -117,16 +108,16 @@ def _budget_item(st: StudyRecords, s: str, ours: str, w: int, a: int,
         rivals = [(st.group(s, b, (w, a, e))["summary"], b) for b in base_labels]
         rivals = [r for r in rivals if r[0].n]
         if not rivals:
-            parts.append(f"at {n_epochs(e)} {st.display(ours)} {S.fmt_summary(g['summary'])} "
+            parts.append(f"at {n_epochs(e)} {st.display(ours)} {stats.fmt_summary(g['summary'])} "
                          "(no baseline at this budget)")
             continue
         sb, b = max(rivals, key=lambda r: r[0].mean)
-        t = V.test(st, s, (ours, (w, a, e)), (b, (w, a, e)))
+        t = verdicts.test(st, s, (ours, (w, a, e)), (b, (w, a, e)))
         tests.append(t)
         parts.append(f"at {n_epochs(e)} {_vs(st, ours, g['summary'], b, sb, t)}")
     if len(budgets) > 1:
         lo_e, hi_e = budgets[0], budgets[-1]
-        t = V.test(st, s, (ours, (w, a, hi_e)), (ours, (w, a, lo_e)))
+        t = verdicts.test(st, s, (ours, (w, a, hi_e)), (ours, (w, a, lo_e)))
         own.append(t)
         parts.append(f"{st.display(ours)} at {hi_e} minus {lo_e} epochs: {t.fmt()}")
     return f"{where(st, s, (w, a))}: " + "; ".join(parts) + "." if parts else None
@@ -141,8 +132,8 @@ def answer_budget(st: StudyRecords, q: Question) -> Answer:
                 f"budget in the spec's [grid] epochs (e.g. epochs = [{bs[0]}, {2 * bs[0]}]) "
                 "would answer it" if bs else "no run completed")
         return f"{NOT_ANSWERED}: {what}.", []
-    tests: list[V.Test] = []
-    own: list[V.Test] = []
+    tests: list[verdicts.Test] = []
+    own: list[verdicts.Test] = []
     items = []
     for s in multi:
         ours = st.default_variant(st.ours, st.labels(s))
@@ -162,7 +153,7 @@ def answer_budget(st: StudyRecords, q: Question) -> Answer:
     if own:
         up = sum(t.decision == "higher" for t in own)
         down = sum(t.decision == "lower" for t in own)
-        caveat = V.caveats(own)
+        caveat = verdicts.caveats(own)
         text += (f" Training {on} longer raises its accuracy significantly in {up} and lowers "
                  f"it significantly in {down} of {len(own)} W/A cells"
                  + (f" ({caveat})" if caveat else "") + ".")
@@ -189,7 +180,7 @@ def _seed_comparisons_text(st: StudyRecords) -> str:
         t = comps[0]["test"]
         d = t.decision
         return (f" The one {on}-vs-baseline difference is {t.cmp.diff:+.2f} points, "
-                + (S.TOO_SMALL if d == "small" else
+                + (stats.TOO_SMALL if d == "small" else
                    "significant" if d in ("higher", "lower") else "not significant")
                 + f" ({t.fmt()}).")
     if not comps:
@@ -198,11 +189,11 @@ def _seed_comparisons_text(st: StudyRecords) -> str:
     tests = [r["test"] for r in comps]
     sig = sum(t.decision in ("higher", "lower") for t in tests)
     small = sum(t.decision == "small" for t in tests)
-    caveat = V.caveats(tests)
+    caveat = verdicts.caveats(tests)
     return (f" The {len(comps)} {on}-vs-baseline differences have median |Δ| "
             f"{np.median(diffs):.2f} points; {sig} of them are significant under the "
-            f"report's rule (adjusted p < {S.ALPHA:g})"
-            + (f", and {small} {'has' if small == 1 else 'have'} {S.TOO_SMALL}"
+            f"report's rule (adjusted p < {stats.ALPHA:g})"
+            + (f", and {small} {'has' if small == 1 else 'have'} {stats.TOO_SMALL}"
                if small else "") + (f"; {caveat}" if caveat else "") + ".")
 
 
@@ -253,8 +244,8 @@ def answer_option(st: StudyRecords, q: Question) -> Answer:
         d = st.group(s, r["default"], r["cell"])["summary"]
         tests.append(r["test"])
         items.append(f"{where(st, s, r['cell'])}: {st.display(r['variant'])} [{mine}]{extra} "
-                     f"{S.fmt_summary(r['summary'])} vs {st.display(r['default'])} [{base}] "
-                     f"{S.fmt_summary(d)}: {r['test'].fmt()}.")
+                     f"{stats.fmt_summary(r['summary'])} vs {st.display(r['default'])} [{base}] "
+                     f"{stats.fmt_summary(d)}: {r['test'].fmt()}.")
     methods = sorted({st.display(st.default_variant(r["method"], st.labels(s)) or r["method"])
                       for s, r, _ in rows})
     text = (f"Variants of {', '.join(methods)} against the default variant, over "
@@ -271,98 +262,6 @@ def answer_option(st: StudyRecords, q: Question) -> Answer:
 
 
 # --------------------------------------------------------------------------- cost
-
-def _fp_ratios_text(with_fp: list[dict[str, Any]]) -> str:
-    """Ours' epoch time, peak memory and method bytes relative to fp's (medians over cells)."""
-    def rat(key: str, fpkey: str) -> list[float]:
-        return [r[key] / r["fp"][fpkey] for r in with_fp
-                if r["fp"][fpkey] and math.isfinite(r[key])]
-
-    def fmt(xs: list[float]) -> str:
-        return f"×{np.median(xs):.2f}" if xs else "n/a"
-
-    t, m = rat("epoch_s", "epoch_s"), rat("mem", "mem")
-    p, o = rat("mparams", "mparams"), rat("mopt", "mopt")
-    f = rat("train_flops", "train_flops")
-    txt = (f", {fmt(t)} fp's epoch time" + (
-        f" (range ×{min(t):.2f}–×{max(t):.2f})" if len(t) > 1 else "") if t else "")
-    txt += f"; training FLOPs per step {fmt(f)} fp's" if f else ""
-    txt += (f"; peak memory {fmt(m)}, method parameters {fmt(p)} and their "
-            f"optimizer state {fmt(o)} fp's" +
-            (" (medians over cells)" if len(with_fp) > 1 else ""))
-    return txt
-
-
-def _deployed_text(here: list[dict[str, Any]]) -> str:
-    """Ours' deployed size and OPs per cell, next to fp's."""
-    parts = []
-    for r in here:
-        fp = r["fp"] or {}
-        if not math.isfinite(r["size"]):
-            continue
-        part = f"{cell_name(*r['cell'][:2])}: {r['size'] / 1e6:.3g} MB, {si(r['ops'])} OPs"
-        if fp.get("size") and math.isfinite(fp["size"]):
-            part += (f" (fp: {fp['size'] / 1e6:.3g} MB, {si(fp['ops'])} OPs; "
-                     f"×{fp['size'] / r['size']:.1f} smaller)")
-        parts.append(part)
-    parts = list(dict.fromkeys(parts))  # budgets share a cell's deployed network
-    return ("; deployed " + "; ".join(parts)) if parts else ""
-
-
-def _baseline_ratios_text(st: StudyRecords, s: str, rows_: list[dict[str, Any]],
-                          here: list[dict[str, Any]], dev: str) -> str:
-    """Ours' epoch time relative to each baseline row on the same hardware."""
-    others = []
-    for lab in st.labels(s):
-        if st.method_of[lab] == st.ours or st.method_of[lab] == "fp":
-            continue
-        theirs = {(r["cell"]): r["epoch_s"] for r in rows_
-                  if r["row"] == lab and r["device_name"] == dev}
-        rs = [r["epoch_s"] / theirs[r["cell"]] for r in here if theirs.get(r["cell"])]
-        if rs:
-            others.append(f"×{np.median(rs):.2f} {st.display(lab)}")
-    if not others:
-        return ""
-    return "; epoch time relative to the baselines (median over shared cells): " + \
-        ", ".join(others)
-
-
-def _cost_items(st: StudyRecords, s: str) -> list[str]:
-    """One bullet per hardware ours ran on in setting ``s``."""
-    ours = st.default_variant(st.ours, st.labels(s))
-    if ours is None:
-        return []
-    rows_ = cost_rows(st, s)
-    mine = [r for r in rows_ if r["row"] == ours]
-    items = []
-    for dev in sorted({r["device_name"] for r in mine}):
-        here = [r for r in mine if r["device_name"] == dev]
-        med = float(np.median([r["epoch_s"] for r in here]))
-        txt = (f"{st.setting_name(s)} on {dev}: {st.display(ours)} takes {med:.2f} s per epoch "
-               + (f"(median over {len(here)} cells)" if len(here) > 1 else
-                  f"({cell_name(*here[0]['cell'])})"))
-        with_fp = [r for r in here if r["fp"]]
-        txt += (_fp_ratios_text(with_fp) if with_fp else
-                "; no fp run on this hardware, so no ratio to fp")
-        txt += _baseline_ratios_text(st, s, rows_, here, dev)
-        txt += _deployed_text(here)
-        items.append(txt + ".")
-    return items
-
-
-def answer_cost(st: StudyRecords, q: Question) -> Answer:
-    items = [item for s in st.settings() for item in _cost_items(st, s)]
-    if not items:
-        return f"{NOT_ANSWERED}: no completed {st.ours_name} run records its cost.", []
-    total = st.runs.dropna(subset=["device_hours"])
-    hours = total.groupby(total["device"].astype(str).str.startswith("cuda"))["device_hours"].sum()
-    spent = "; ".join(device_time(h, bool(k)) for k, h in hours.items())
-    text = (f"Cost of {st.ours_name} from the summaries (full table: cost tables). The whole "
-            f"study used {spent} (all records, failed runs included).")
-    caveats = [c for c in (timing.spread_caveat(st, s) for s in st.settings()) if c]
-    text += "".join(f" {c}" for c in caveats)
-    return text, bullets(items, "the cost tables")
-
 
 # --------------------------------------------------------------------------- one baseline
 
@@ -408,8 +307,12 @@ def compute_question(st: StudyRecords) -> str:
     if r is None:
         return ("Does it still win at equal training time, each method given the time the "
                 "cheapest one's whole budget took?")
+    kinds = {c["kind"] for s in st.settings() for c in timing.equal_compute_cells(st, s)
+             if not c["skipped"]}
+    clause = timing.shared_clause(st, "CPU" if "CPU" in kinds else "GPU")
     return (f"{st.ours_name} takes ×{r:.2f} the other methods' training time per epoch here "
-            "(median over cells): does it still win at equal training time?")
+            f"(median over cells{'; ' + clause + ' times' if clause else ''}): does it still "
+            "win at equal training time?")
 
 
 def _compute_item(st: StudyRecords, s: str, c: dict[str, Any], ours: str,
@@ -420,35 +323,41 @@ def _compute_item(st: StudyRecords, s: str, c: dict[str, Any], ours: str,
         return None
     cell = c["cell"]
     kind = c["kind"]
+    clause = timing.shared_clause(st, kind)
+    noisy = [r for r in timing.time_spread(st, s)
+             if r["label"] == c["cheapest"] and r["cell"] == cell[:2]]
     head = (f"{where(st, s, cell)}: T* = {timing.fmt_time(c['t_star'], kind)} "
-            f"({st.display(c['cheapest'])}'s {n_epochs(cell[2])}); {st.display(ours)}'s budget "
-            f"took ×{mine['budget_time'] / c['t_star']:.2f} that")
+            f"({st.display(c['cheapest'])}'s {n_epochs(cell[2])}"
+            + (f", whose epoch times vary by a coefficient of variation of "
+               f"{noisy[0]['cv']:.2f}" if noisy else "") + f"); {st.display(ours)}'s budget "
+            f"took ×{mine['budget_time'] / c['t_star']:.2f} that"
+            + (f" ({clause} times)" if clause else ""))
     if mine["not_reached"]:
         return (f"{head}; {mine['not_reached']} of its {plural(len(mine['runs']), 'seed')} "
                 "had not finished one epoch by T*, so it has no accuracy at T* and is not compared "
                 "there.")
     others = [r for lab, r in rows.items() if st.method_of.get(lab) != st.ours and r["values"]]
     unreached = [st.display(lab) for lab, r in rows.items() if r["not_reached"]]
-    here = [V.test(st, s, (ours, cell), (r["label"], cell), kind=V.EQUAL_COMPUTE)
+    here = [verdicts.test(st, s, (ours, cell), (r["label"], cell), kind=verdicts.EQUAL_COMPUTE)
             for r in others]
     tests += here
     reached = ("its whole budget fits" if mine["full"] else
                f"by T* it had finished {min(mine['epochs_reached'])}"
                + (f"–{max(mine['epochs_reached'])}" if len(set(mine["epochs_reached"])) > 1
                   else "") + f" of its {n_epochs(cell[2])} (read off its curve)")
-    text = f"{head}; {reached}: {S.fmt_summary(mine['summary'])}"
+    text = f"{head}; {reached}: {stats.fmt_summary(mine['summary'])}"
     if others:
         best = max(others, key=lambda r: r["summary"].mean)
         t = here[others.index(best)]
         text += (f"; the strongest other row at T*, {st.display(best['label'])}, "
-                 f"{S.fmt_summary(best['summary'])}: {t.fmt()}")
+                 f"{stats.fmt_summary(best['summary'])}: {t.fmt()}")
     if unreached:
         text += (f"; not compared, a seed of theirs had not finished one epoch by T*: "
                  f"{', '.join(unreached)}")
     tw = mine["trained_within"]
     if tw:
         text += (f"; {st.display(ours)}'s own {tw[0]}-epoch runs fit in T* and reached "
-                 f"{S.fmt_summary(tw[1])}")
+                 f"{stats.fmt_summary(tw[1])}")
     return text + "."
 
 
@@ -501,32 +410,35 @@ def answer_aggregate(st: StudyRecords, q: Question) -> Answer:
         mine = next((r for r in rows if r["label"] == ours), None)
         if mine is None:
             continue
-        few |= min(st.group(s, ours, c)["summary"].n for c in mine["cells"]) <= S.FEW_SEEDS
+        few |= min(st.group(s, ours, c)["summary"].n for c in mine["cells"]) <= stats.FEW_SEEDS
         text_parts.append(f"{st.display(ours)}'s IQM over the "
                           f"{plural(len(mine['cells']), 'cell')} it ran"
                           + (f" ({st.setting_name(s)})" if len(st.settings()) > 1 else "")
-                          + f" is {mine['iqm']:.2f} {S.fmt_interval(mine['ci'])}")
+                          + f" is {mine['iqm']:.2f} {stats.fmt_interval(mine['ci'])}")
         for r in rows:
             if r["poi"] is None or r["poi_ci"] is None:
                 continue
             total += 1
-            lo, hi = r["poi_ci"]
-            above += lo > 0.5
-            below += hi < 0.5
+            above += r["poi_decision"] == "above"
+            below += r["poi_decision"] == "below"
             items.append(f"P({st.display(ours)} > {st.display(r['label'])}) = {r['poi']:.2f} "
-                         f"{S.fmt_interval(r['poi_ci'])} over {len(r['shared'])} shared cells"
+                         f"{stats.fmt_interval(r['poi_ci'])} over {len(r['shared'])} shared cells"
                          + (f" ({st.setting_name(s)})" if len(st.settings()) > 1 else "")
+                         + f", adjusted {stats.fmt_p_eq(r['poi_p_adj'])}"
                          + f"; IQM {r['iqm_ours_shared'][0]:.2f} vs "
                          f"{r['iqm_row_shared'][0]:.2f} there.")
     if not total:
         return (f"{NOT_ANSWERED}: it needs {st.ours} and another method in the same cells with "
                 "at least 2 seeds each.", [])
+    family = plural(total, "probability", "probabilities")
     text = ("; ".join(text_parts) + f" (stratified bootstrap, 95%). Its probability of "
-            f"improvement is above 0.5 with the interval excluding 0.5 against {above} of "
-            f"{total} rows, below 0.5 likewise against {below}, and undecided against "
-            f"{total - above - below}.")
+            f"improvement: P(A>B) interval above 0.5 against {above} of {total} rows, "
+            f"P(A>B) interval below 0.5 against {below}, undecided against "
+            f"{total - above - below} (an interval counts only with its permutation p, "
+            f"Benjamini-Hochberg adjusted over the {family} of improvement, below "
+            f"{stats.ALPHA:g}).")
     if few:
-        text += (f" With {S.FEW_SEEDS} seeds or fewer per cell these intervals are optimistic "
+        text += (f" With {stats.FEW_SEEDS} seeds or fewer per cell these intervals are optimistic "
                  "(few distinct resamples).")
     return text, bullets(items, "the across-cells tables")
 

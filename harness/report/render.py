@@ -4,7 +4,7 @@ Data flow: ``write_report(STUDY_DIR)`` = ``load_study`` (load.py) then ``build_r
 which
 
 1. builds every figure section (figures.py specs) and starts drawing them in forked
-   processes (harness/plots.py);
+   processes (harness/report/plots.py);
 2. builds every other section in ``SECTIONS`` order: tables (tables.py), reviewer answers
    (questions.py) and the text sections below;
 3. writes tables/NAME.{md,tex,csv}, report.md (the header, then each section that has
@@ -19,21 +19,25 @@ returns nothing (or only tables without rows) is left out.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import files
+from harness.errors import UserError
 from harness.files import atomic_write_json, atomic_write_text
-from harness.report import aggregate as AG
-from harness.report import compute as CO
-from harness.report import costs, plots
-from harness.report import figures as F
-from harness.report import reproduction as R
-from harness.report import stats as S
-from harness.report import tables as T
-from harness.report import verdicts as V
-from harness.report.figures import Figure
+from harness.report import (
+    aggregate,
+    compute,
+    costs,
+    design,
+    figures,
+    plots,
+    reproduction,
+    stats,
+    tables,
+)
+from harness.report.figure import Figure
 from harness.report.load import (
     OURS_NOT_SET,
     StudyRecords,
@@ -43,9 +47,10 @@ from harness.report.load import (
     load_study,
     shown_path,
 )
-from harness.report.questions import reviewer_answers
-from harness.report.sr import sr_figure_blocks, sr_table_blocks
-from harness.report.tables import Table, md_escape, where
+from harness.report.questions import NOT_ANSWERED, SR_ONLY, reviewer_answers
+from harness.report.sr import sr_figure_blocks, sr_statistics_lines, sr_table_blocks
+from harness.report.table import Table, md_escape
+from harness.report.tables import where
 
 Block = Table | Figure | str
 TABLES_DIR, FIGURES_DIR = "tables", "figures"   # under the report folder, linked relatively
@@ -108,15 +113,39 @@ def _provenance(st: StudyRecords) -> dict[str, str]:
         vc = basis[col].replace("", "unknown").value_counts()
         return "; ".join(f"{k} ({v} runs)" for k, v in vc.items()) or "unknown (no summaries)"
 
-    scale = sorted({str(x) for x in runs.get("scale", []) if is_known(x) and x}) or \
-        ([str(st.manifest["scale"])] if st.manifest and st.manifest.get("scale") else [])
     commits = sorted({c for c in basis["commit"] if c})
     commit = ((", ".join(f"`{c}`" for c in commits) or "unknown")
               + (" (records come from more than one commit)" if len(commits) > 1 else "")
               + (" (some runs had uncommitted changes: -dirty)"
                  if any(c.endswith("-dirty") for c in commits) else ""))
-    return {"scale": ", ".join(scale) or "not recorded", "hardware": counts("device_name"),
+    return {"scale": _scale_text(st, basis), "hardware": counts("device_name"),
             "torch": counts("torch"), "python": counts("python"), "commit": commit}
+
+
+def _sizes(basis, part: str) -> list[int]:
+    return sorted({int(x) for x in basis.get(f"n_{part}", []) if is_known(x)})
+
+
+def _scale_text(st: StudyRecords, basis) -> str:
+    """'smoke: 5 and 10 epochs; 2,000 training and 1,000 test images': the scale's name (the
+    spec's [scales] table; "full" runs the grid as written) and what it amounts to."""
+    names = sorted({str(x) for x in st.runs.get("scale", []) if is_known(x) and x}) or \
+        ([str(st.manifest["scale"])] if st.manifest and st.manifest.get("scale") else [])
+    epochs = sorted({int(e) for e in basis["epochs"] if is_known(e)})
+    parts = []
+    if epochs:
+        parts.append((", ".join(map(str, epochs[:-1])) + " and " if len(epochs) > 1 else "")
+                     + f"{epochs[-1]} epoch" + ("" if epochs == [1] else "s"))
+    train, test = (", ".join(f"{n:,}" for n in _sizes(basis, x)) for x in ("train", "test"))
+    images = ([f"{train} training"] if train else []) + ([f"{test} test"] if test else [])
+    if images:
+        parts.append(" and ".join(images) + " images"
+                     + ("" if train and test else
+                        f" ({'training' if test else 'test'} set size not recorded)"))
+    name = ", ".join(names) or "not recorded"
+    if name == "full":
+        name = "full (the spec's grid as written)"
+    return name + (": " + "; ".join(parts) if parts else "")
 
 
 def _excluded_counts(st: StudyRecords) -> str:
@@ -168,14 +197,17 @@ def _header(st: StudyRecords) -> list[str]:
              f"(#runs-excluded-from-the-numbers))", ""]
     lines += [f"> Note: {n}" for n in st.notes] + ([""] if st.notes else [])
     sr_only = not st.settings() and bool(st.settings("sr"))
+    tests = ("t-tests for differences (paired by seed where both rows' runs share each "
+             "seed's randomness, else Welch's; rows equal on every seed are reported as the "
+             "same network, without a test).")
     lines += [("Every number is the final deployed test PSNR (dB) or SSIM on Y over seeds "
-               "unless stated otherwise: mean ± sample std (n), Welch's t-test for differences."
+               "unless stated otherwise: mean ± sample std (n), " + tests
                if sr_only else
                "Every number is the final deployed test accuracy (%) over seeds unless stated "
                "otherwise: mean ± sample std (n), 95% t-intervals (clipped to [0, 100] where "
-               "they reach past it, and marked), Welch's t-test for differences.")
+               "they reach past it, and marked), " + tests)
               + " Cells with n < 2 have no error bar and are marked. One verdict rule "
-              f"everywhere: {S.RULE}. See [Statistical methods](#statistical-methods).", ""]
+              f"everywhere: {stats.RULE}. See [Statistical methods](#statistical-methods).", ""]
     return lines
 
 
@@ -190,9 +222,17 @@ def _setting_text(st: StudyRecords, s: str) -> str:
 def answer_blocks(st: StudyRecords) -> list[Block]:
     """Every reviewer question (questions.QUESTIONS) with its answer."""
     md: list[Block] = []
-    for a in reviewer_answers(st):
+    answers = reviewer_answers(st)
+    classify_only = [a for a in answers if a["text"] == f"{NOT_ANSWERED}: {SR_ONLY}."]
+    for a in answers:
+        if a in classify_only:
+            continue
         md += [f"**{a['title']}.** *{a['question']}* {a['text']}", ""]
         md += [f"- {b}" for b in a["bullets"]] + ([""] if a["bullets"] else [])
+    if classify_only:
+        md += [f"The other reviewer questions ({', '.join(a['title'] for a in classify_only)}) "
+               "are answered from classification runs; this study has only super-resolution "
+               "runs.", ""]
     return md
 
 
@@ -221,7 +261,7 @@ def _mismatch_lines(st: StudyRecords) -> list[str]:
 def excluded_blocks(st: StudyRecords) -> list[Block]:
     """The runs left out of every number, and why; spec exclusions, recipe differences,
     single-seed cells and run directories the manifest does not list."""
-    t = T.excluded_table(st)
+    t = tables.excluded_table(st)
     out: list[Block] = (["These runs are not in any table, figure or answer above.", "", t]
                         if t.rows else
                         ["None: every run record found is completed and matched.", ""])
@@ -238,86 +278,52 @@ def excluded_blocks(st: StudyRecords) -> list[Block]:
     return out
 
 
-def statistics_blocks(st: StudyRecords) -> list[Block]:
-    """How every number is computed (the constants come from harness/stats.py)."""
-    sizes = ", ".join(f"{V.family_size(st, s)} in {st.setting_name(s)}" for s in st.settings())
-    return [f"- Per method and cell: mean, sample std (ddof = 1), 95% t-interval of the mean "
-            f"(`scipy.stats.t.interval` with `scipy.stats.sem`), median and interquartile mean "
-            f"(`scipy.stats.trim_mean`, 25% cut); a BCa bootstrap interval "
-            f"(`scipy.stats.bootstrap`, {S.BOOTSTRAP_RESAMPLES} resamples, seed "
-            f"{S.BOOTSTRAP_SEED}) when n ≥ {S.BOOTSTRAP_MIN_N}.",
-            "- Bounded quantities: an accuracy lies in [0, 100], so a t-interval or band that "
-            "reaches past it (few seeds, wide spread) is clipped to it and marked ‡ in tables "
-            "(the captions of figures say when a band was clipped); internal metrics are "
-            "clipped to the range their method declares.",
-            "- Differences: Welch's t-test (`scipy.stats.ttest_ind(equal_var=False)`) and its "
-            "95% interval of the difference; P(A > B) is the Mann-Whitney U statistic over all "
-            "seed pairs divided by n_A·n_B (ties ½).",
-            f"- One verdict rule: {S.RULE}. The family is every comparison the report makes in "
-            f"a setting (ours against each baseline, the best row of each main-table column "
-            f"against the others, each variant against its default, ours' longest budget "
-            f"against its shortest, and ours against each baseline at equal compute): {sizes} "
-            "comparisons, Benjamini-Hochberg adjusted "
-            "(`scipy.stats.false_discovery_control`). Bold cells, verdict columns and the "
-            "reviewer answers all read it; tables show the unadjusted p beside the adjusted "
-            "one.",
-            "- p-values: 3 decimals below 0.1 (2 above), \"< 0.001\" below that, and more "
-            "digits where rounding would put p on the other side of 0.05 (0.0496, not 0.050).",
-            f"- Fewer than {S.MIN_N_CONCLUDE} seeds on a side: the difference is shown but "
-            f"marked \"{S.TOO_SMALL}\"; with one seed there is no interval and no test; with "
-            f"{S.FEW_SEEDS} or fewer a sentence that concludes says so.",
-            "- Curves: per-epoch mean with a 95% t-interval band over seeds (none for n = 1).",
-            "- Equal compute: a row's accuracy once it had used the training time of the "
-            "cheapest row's whole budget in the cell, read off its curve (see the "
-            "equal-compute tables for the exact rule).",
-            f"- Across cells (rliable-style, computed with scipy): interquartile mean of every "
-            f"run over the cells, the probability of improvement (per cell the share of run "
-            f"pairs won, averaged) and performance profiles, each with a 95% percentile "
-            f"interval from the stratified bootstrap (`scipy.stats.bootstrap` over one sample "
-            f"per cell, {S.AGG_RESAMPLES} resamples).",
-            ""]
-
-
 # --------------------------------------------------------------------------- the sections
 
 def _comparisons_title(st: StudyRecords) -> str:
     return f"Comparisons: {st.ours_name} minus each baseline" if st.ours else "Comparisons"
 
 
+def main_blocks(st: StudyRecords, setting: str) -> list[Block]:
+    """A setting's main table and what its design can detect."""
+    return [*tables.main_tables(st, setting), *design.design_lines(st, setting)]
+
+
 def comparison_blocks(st: StudyRecords) -> list[Block]:
     """Ours minus each baseline, per setting; without ours, why there are none."""
     if not st.ours:
         return [f"None: {OURS_NOT_SET}.", ""]
-    return per_setting(T.comparison_tables)(st)
+    return per_setting(tables.comparison_tables)(st)
 
 
 SECTIONS: tuple[Section, ...] = (
     Section("Reviewer questions", "questions", answer_blocks),
-    Section("Main results", "main", per_setting(T.main_tables)),
+    Section("Main results", "main", per_setting(main_blocks)),
     Section("Reproduction: measured vs reported", "reproduction",
-            per_setting(R.reproduction_tables)),
+            per_setting(reproduction.reproduction_tables)),
     Section(_comparisons_title, "comparisons", comparison_blocks),
     Section("Super-resolution", "sr", sr_table_blocks),
     Section("Super-resolution figures", "sr_figures", sr_figure_blocks, figures=True),
-    Section("Convergence", "convergence", per_setting(F.convergence_figures), figures=True),
-    Section("Per-seed final accuracy", "seeds", per_setting(F.seed_figures), figures=True),
-    Section("Budget study", "budget", per_setting(T.budget_tables)),
-    Section("Budget figures", "budget_figures", per_setting(F.budget_figures), figures=True),
-    Section("Equal compute", "equal_compute", per_setting(CO.equal_compute_blocks),
+    Section("Convergence", "convergence", per_setting(figures.convergence_figures), figures=True),
+    Section("Per-seed final accuracy", "seeds", per_setting(figures.seed_figures), figures=True),
+    Section("Budget study", "budget", per_setting(tables.budget_tables)),
+    Section("Budget figures", "budget_figures", per_setting(figures.budget_figures), figures=True),
+    Section("Equal compute", "equal_compute", per_setting(compute.equal_compute_blocks),
             figures=True,
             intro="Accuracy against training time, and each row's accuracy once it had used "
                   "the time the cheapest row's whole budget took (T*)."),
-    Section("Across cells", "aggregate", per_setting(AG.aggregate_blocks), figures=True,
+    Section("Across cells", "aggregate", per_setting(aggregate.aggregate_blocks), figures=True,
             intro="Aggregates over every cell of a setting, in the manner of rliable: "
                   "interquartile mean, probability of improvement and performance profiles, "
                   "with stratified-bootstrap intervals."),
-    Section("Ablations", "ablations", per_setting(T.ablation_tables),
+    Section("Ablations", "ablations", per_setting(tables.ablation_tables),
             intro="Named variants of one method against its default variant (the variant "
                   "named like the method, else the first)."),
     Section("Cost", "cost", per_setting(costs.cost_tables)),
-    Section("Uncertainty details", "uncertainty", per_setting(T.uncertainty_tables)),
+    Section("Uncertainty details", "uncertainty", per_setting(tables.uncertainty_tables)),
     Section("Runs excluded from the numbers", "excluded", excluded_blocks),
-    Section("Statistical methods", "statistics", statistics_blocks),
+    Section("Statistical methods", "statistics",
+            lambda st: design.statistics_blocks(st, sr_statistics_lines(st))),
 )
 assert len({s.key for s in SECTIONS}) == len(SECTIONS), "section keys must be unique"
 
@@ -362,41 +368,50 @@ def report_markdown(st: StudyRecords, built: dict[str, list[Block]]) -> str:
 def build_report(st: StudyRecords, out: Path, jobs: int = 0) -> Path:
     """Write every table, figure and report.md for a loaded study; returns report.md."""
     tdir, fdir = out / TABLES_DIR, out / FIGURES_DIR
-    tdir.mkdir(parents=True, exist_ok=True)
+    for folder in (tdir, fdir):  # never written through a link, never outside OUT
+        files.make_dir(folder, out)
+    for name in ("report.md", ".report-files.json"):
+        files.check_target(out / name)
     built, wait_figures = build_sections(st, fdir, jobs)
-    tables = {b.name: b for blocks in built.values() for b in blocks if isinstance(b, Table)}
-    for t in tables.values():
+    by_name = {b.name: b for blocks in built.values() for b in blocks if isinstance(b, Table)}
+    for t in by_name.values():
         t.write(tdir)
     md = report_markdown(st, built)
     written = wait_figures()
     report = out / "report.md"
     atomic_write_text(report, md)
     _prune_stale(out, [report] + [Path(p) for p in written]
-                 + [tdir / f"{n}.{x}" for n in tables for x in ("md", "tex", "csv")])
+                 + [tdir / f"{n}.{x}" for n in by_name for x in ("md", "tex", "csv")])
     return report
 
 
-def _prune_stale(out: Path, files: list[Path]) -> None:
+def _prune_stale(out: Path, written: list[Path]) -> None:
     """Remove outputs an earlier report wrote and this one did not (a removed cell's
-    figure, say); only files listed in our own index are ever removed."""
+    figure, say): only files listed in our own index, only relative paths to regular files
+    inside OUT (never through a link, never outside it)."""
 
     index = out / ".report-files.json"
-    now = sorted(str(Path(f).resolve().relative_to(out.resolve())) for f in files)
+    now = sorted(str(Path(f).resolve().relative_to(out.resolve())) for f in written)
     try:
-        before = json.loads(index.read_text())
+        before = files.read_json(index)
     except (OSError, ValueError):
         before = []
-    for rel in set(before) - set(now):
-        p = out / rel
-        if p.is_file() and ".." not in Path(rel).parts:
-            p.unlink()
-    atomic_write_json(index, now)
+    listed = [r for r in before if isinstance(r, str)] if isinstance(before, list) else []
+    for rel in set(listed) - set(now):
+        if rel and not Path(rel).is_absolute() and ".." not in Path(rel).parts:
+            files.remove_file(out / rel, out)
+    atomic_write_json(index, now, out)
 
 
 def write_report(study_dir: Path, out: Path | None = None, reference: str | None = None,
                  reference_dataset: str | None = None, ours: str | None = None,
                  jobs: int = 0) -> Path:
     """Load a study's records and write its report (default STUDY_DIR/report)."""
+    out = Path(out) if out else Path(study_dir) / "report"
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UserError("--out", f"{str(out)!r} is {'a link' if out.is_symlink() else 'a file'}"
+                        "; the report writes a folder there: move it away or pass --out DIR")
     st = load_study(Path(study_dir), reference, reference_dataset, ours, jobs, bootstrap=False)
-    return build_report(st, Path(out) if out else Path(study_dir) / "report", jobs)
+    files.ensure_writable_dir(out, "--out", "pass a writable --out DIR")
+    return build_report(st, out, jobs)
 

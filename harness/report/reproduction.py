@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from harness.report.load import StudyRecords, cell_name, is_known, shown_path
-from harness.report.tables import Table, fmt_cell, slug
+from harness.report.table import Table, fmt_cell, slug
 
 
 def reference_lines(st: StudyRecords, setting: str, label: str, w: int,

@@ -3,7 +3,7 @@
 Reads the SR settings of a ``StudyRecords`` (load.py: settings whose identity holds
 ``sr.scale``; runs of ``task = "sr"``) and nothing else; classification sections never see
 these runs, so PSNR is never averaged with accuracy. The statistics are the ones of the
-accuracy tables (harness/stats.py: mean ± sample std over seeds, Welch's t-test and its 95%
+accuracy tables (harness/report/stats.py: mean ± sample std over seeds, Welch's t-test and its 95%
 interval, P(A > B) over seed pairs, Benjamini-Hochberg across a table), in dB for PSNR.
 
 - main table per setting and budget: the bicubic floor (deterministic, recorded by every run
@@ -20,46 +20,53 @@ interval, P(A > B) over seed pairs, Benjamini-Hochberg across a table), in dB fo
   budget, and by how many dB ± what?"), registered in questions.QUESTIONS.
 
 The test set is named as its dataset describes it: the offline default is a scikit-image
-stand-in, never called Set5/Set14 (harness/sr_data.py).
+stand-in, never called Set5/Set14 (harness/tasks/sr/data.py).
 """
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from harness.report import stats as S
-from harness.report import style as ST
-from harness.report import verdicts as V
+from harness.report import design, stats, style, verdicts
 from harness.report.answers import NOT_ANSWERED, bullets, tally
-from harness.report.figures import (
+from harness.report.figure import (
+    BAND_CLAUSE,
+    CONTEXT_CLAUSE,
     Figure,
+    band_line,
     cut,
+    figure_width,
     first_shown,
+    fp_clause,
     legend_for,
+    make_figure,
     panel_lines,
     ylim,
-    zoom_caption,
+    zoom_note,
 )
+from harness.report.figures import SEED_CLAUSES, seed_rows
 from harness.report.load import StudyRecords, cached_per_setting, cell_name
-from harness.report.tables import (
+from harness.report.table import (
     Table,
-    _option_diff,
     fmt_cell,
+    fmt_diff_ci,
     fmt_opts,
     grouped,
     n_epochs,
     plural,
     same_n,
-    setting_slug,
-    where,
 )
+from harness.report.tables import option_diff, setting_slug, where
 
 # the baselines trained with a straight-through estimator (see each methods/<name>.py)
 STE_METHODS = ("ste", "dorefa", "lqnet", "hashing", "lsq")
-CONTINUOUS = "test_acc_continuous"  # a method's continuous-state score (SR: PSNR, dB)
+# a method's continuous-state score: <headline>_continuous (SLB: test_psnr_continuous, dB);
+# SR records written before it was named after the task's headline call it test_acc_continuous
+CONTINUOUS = ("test_psnr_continuous", "test_acc_continuous")
 TEST_SETS = {"sr_standin": "skimage stand-in (6 photographs shipped with scikit-image; "
                            "not Set5/Set14)"}
 
@@ -92,8 +99,8 @@ def sr_groups(st: StudyRecords, setting: str) -> dict[tuple, dict[str, Any]]:
         ssim = [float(m.get("test_ssim", np.nan)) for m in df["final_metrics"]]
         out[(lab, int(w), int(a), int(e))] = {
             "psnr": psnr, "ssim": ssim, "seeds": df["seed"].tolist(),
-            "run_ids": df["run_id"].tolist(), "p": S.describe(psnr, bootstrap=False),
-            "s": S.describe(ssim, bootstrap=False)}
+            "run_ids": df["run_id"].tolist(), "p": stats.describe(psnr, bootstrap=False),
+            "s": stats.describe(ssim, bootstrap=False)}
     return out
 
 
@@ -194,19 +201,20 @@ def sr_comparisons(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
                 continue  # ours' other variants: sr_ablations
             out.append({"ours": lab, "baseline": blab, "cell": (w, a, e),
                         "a": g["p"], "b": b["p"],
-                        "cmp": S.compare(g["psnr"], b["psnr"]),
+                        "cmp": verdicts.compare_runs(st, g["run_ids"], g["psnr"],
+                                                     b["run_ids"], b["psnr"]),
                         "ssim_diff": g["s"].mean - b["s"].mean})
     order = {lab: i for i, lab in enumerate(st.order)}
     return sorted(out, key=lambda r: (r["cell"], order.get(r["baseline"], 0)))
 
 
 @cached_per_setting
-def sr_tests(st: StudyRecords, setting: str) -> list[tuple[dict[str, Any], V.Test]]:
+def sr_tests(st: StudyRecords, setting: str) -> list[tuple[dict[str, Any], verdicts.Test]]:
     """Every SR comparison of a setting with its Benjamini-Hochberg adjusted p over the
     setting's SR comparisons: the report's one verdict rule (verdicts.py) for PSNR."""
     comps = sr_comparisons(st, setting)
-    adj = S.adjust_pvalues([r["cmp"].p for r in comps])
-    return [(r, V.Test(r["cmp"], pa, len(comps))) for r, pa in zip(comps, adj)]
+    tests = verdicts.adjusted({i: r["cmp"] for i, r in enumerate(comps)})
+    return [(r, tests[i]) for i, r in enumerate(comps)]
 
 
 def comparison_table(st: StudyRecords, setting: str) -> Table:
@@ -219,10 +227,10 @@ def comparison_table(st: StudyRecords, setting: str) -> Table:
         c = r["cmp"]
         ours, base = st.display(r["ours"]), st.display(r["baseline"])
         rows.append([ours, base, cell_name(*r["cell"]), f"{c.diff:+.2f}",
-                     S.fmt_interval(c.ci, 2, signed=True), S.fmt_p(c.p), S.fmt_p(pa),
+                     fmt_diff_ci(c), stats.fmt_p(c.p), stats.fmt_p(pa),
                      f"{c.p_a_greater:.2f}", f"{r['ssim_diff']:+.4f}",
                      c.verdict(ours, base, pa)])
-        keyed.append((cell_name(*r["cell"]), [base, *rows[-1][3:5], S.fmt_p(pa),
+        keyed.append((cell_name(*r["cell"]), [base, *rows[-1][3:5], stats.fmt_p(pa),
                                               rows[-1][8]]))
         if tests[i][1].decision in ("higher", "lower"):
             bold.add((i, 1))
@@ -230,27 +238,33 @@ def comparison_table(st: StudyRecords, setting: str) -> Table:
                      "baseline_name": base, "w_bits": r["cell"][0],
                      "a_bits": r["cell"][1], "epochs": r["cell"][2], "diff_db": c.diff,
                      "ci_low": c.ci[0] if c.ci else None, "ci_high": c.ci[1] if c.ci else None,
-                     "p": c.p, "p_bh": pa, "p_a_greater": c.p_a_greater,
+                     **verdicts.test_data(tests[i][1]), "p_a_greater": c.p_a_greater,
                      "ssim_diff": r["ssim_diff"]})
     name = f"sr_comparisons_{setting_slug(st, setting)}"
     caption = (f"Super-resolution, {st.setting_name(setting)}: {st.ours_name} minus each "
                "baseline, final PSNR (dB)")
     tex_rows, groups = grouped(keyed)
+    design = verdicts.design_note([t for _, t in tests])
+    family = plural(tests[0][1].family_size if tests else 0, "test")
     tex = Table(name, caption, ["Baseline", "Δ PSNR", "95% CI", "p (adj.)", "Δ SSIM"],
                 tex_rows, bold=bold, groups=groups, wide=False, wrap=True,
-                notes=[f"Δ: {st.ours_name} minus the baseline (PSNR in dB, on Y); 95% CI and p "
-                       "from Welch's t-test over seeds, p Benjamini-Hochberg adjusted over "
-                       "this table. Bold Δ: significant under that rule."])
+                notes=[f"Δ: {st.ours_name} minus the baseline (PSNR in dB, on Y); 95% CI and p: "
+                       f"{design}; p Benjamini-Hochberg adjusted over the {family} of this "
+                       "table." + (" Bold Δ: significant under that rule." if bold else "")])
+    paired = any(r["cmp"].paired for r in comps)
     return Table(name, caption, header, rows, pd.DataFrame(data),
-                 notes=["Welch's t-test over seeds; 95% CI of the difference in dB; p (BH): "
-                        "Benjamini-Hochberg over this table; P(A>B): share of seed pairs "
-                        "where ours is higher."], n_label_cols=3, left_extra=(-1,), tex=tex)
+                 notes=[f"{design[0].upper() + design[1:]}; 95% CI of the difference in dB; "
+                        f"p (BH): Benjamini-Hochberg over the {family} of this table; P(A>B): "
+                        "share of seed pairs" + (" (of seeds, where paired)" if paired else "")
+                        + " where ours is higher."] if design else [],
+                 n_label_cols=3, left_extra=(-1,), tex=tex)
 
 
-def _mean_psnr(st: StudyRecords, run_ids: list[str]) -> list[float]:
-    """Each run's deployed test PSNR averaged over its epochs (how early it got there)."""
-    return [float(np.mean(st.metrics[r]["test_psnr"])) for r in run_ids
-            if r in st.metrics and "test_psnr" in st.metrics[r]]
+def _mean_psnr(st: StudyRecords, run_ids: list[str]) -> tuple[list[str], list[float]]:
+    """(runs, each run's deployed test PSNR averaged over its epochs: how early it got
+    there)."""
+    ids = [r for r in run_ids if r in st.metrics and "test_psnr" in st.metrics[r]]
+    return ids, [float(np.mean(st.metrics[r]["test_psnr"])) for r in ids]
 
 
 @cached_per_setting
@@ -266,10 +280,11 @@ def sr_ablations(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
             continue
         d = groups[(default, w, a, e)]
         out.append({"variant": lab, "default": default, "cell": (w, a, e),
-                    "final": S.compare(g["psnr"], d["psnr"]),
-                    "mean": S.compare(_mean_psnr(st, g["run_ids"]),
-                                      _mean_psnr(st, d["run_ids"])),
-                    "options": _option_diff(st.options_of.get(lab, {}),
+                    "final": verdicts.compare_runs(st, g["run_ids"], g["psnr"], d["run_ids"],
+                                                   d["psnr"]),
+                    "mean": verdicts.compare_runs(st, *_mean_psnr(st, g["run_ids"]),
+                                                  *_mean_psnr(st, d["run_ids"])),
+                    "options": option_diff(st.options_of.get(lab, {}),
                                             st.options_of.get(default, {}))})
     return sorted(out, key=lambda r: (r["cell"], r["variant"]))
 
@@ -283,8 +298,8 @@ def ablation_table(st: StudyRecords, setting: str) -> Table:
         rows.append([f"{st.display(r['variant'])} − {st.display(r['default'])}",
                      fmt_opts(r["options"]),
                      cell_name(*r["cell"]),
-                     f"{f.diff:+.2f}", S.fmt_interval(f.ci, 2, signed=True), S.fmt_p(f.p),
-                     f"{m.diff:+.2f}", S.fmt_interval(m.ci, 2, signed=True), S.fmt_p(m.p)])
+                     f"{f.diff:+.2f}", fmt_diff_ci(f), stats.fmt_p(f.p),
+                     f"{m.diff:+.2f}", fmt_diff_ci(m), stats.fmt_p(m.p)])
         keyed.append((cell_name(*r["cell"]), [rows[-1][0], *rows[-1][3:]]))
         data.append({"variant": r["variant"], "default": r["default"],
                      "name": st.display(r["variant"]), "w_bits": r["cell"][0],
@@ -293,9 +308,13 @@ def ablation_table(st: StudyRecords, setting: str) -> Table:
     name = f"sr_ablations_{setting_slug(st, setting)}"
     caption = (f"Super-resolution, {st.setting_name(setting)}: variants of {st.ours_name} "
                "minus its default variant")
-    notes = ["Welch's t-test over seeds. Mean-over-epochs: each run's deployed test PSNR "
-             "averaged over its epochs, which shows a difference during training that the "
-             "final epoch may no longer show."]
+    abl = sr_ablations(st, setting)
+    design = verdicts.design_note([verdicts.Test(r[k], r[k].p, 1) for r in abl
+                                   for k in ("final", "mean")])
+    notes = [(f"{design[0].upper() + design[1:]}; p unadjusted. " if design else "")
+             + "Mean-over-epochs: each run's deployed test PSNR averaged over its epochs, "
+             "which shows a difference during training that the final epoch may no longer "
+             "show."]
     tex_rows, groups = grouped(keyed)
     tex = Table(name, caption, ["Variant", "Δ", "95% CI", "p", "Δ", "95% CI", "p"], tex_rows,
                 groups=groups, wide=True, wrap=True,
@@ -314,11 +333,12 @@ def _curve(st: StudyRecords, run_ids: list[str]) -> dict[str, Any] | None:
     if not mats:
         return None
     n = min(len(m) for m in mats)
-    mean, lo, hi = S.curve_band(np.stack([m[:n] for m in mats]))
-    return {"x": list(range(1, n + 1)), "mean": mean, "lo": lo, "hi": hi}
+    return band_line(np.stack([m[:n] for m in mats]), None)
 
 
-BICUBIC_LINE = {"color": "0.55", "ls": (0, (1, 3)), "lw": 1.2, "marker": "", "band": False}
+BICUBIC_LINE = {"color": "0.55", "ls": (0, (1, 3)), "lw": 1.2, "marker": "", "band": False,
+                "role": "bicubic"}
+PSNR_LABEL = "deployed test PSNR (dB, Y)"
 
 
 def _psnr_cells(st: StudyRecords, setting: str) -> list[tuple[int, int, int]]:
@@ -329,12 +349,10 @@ def _psnr_cells(st: StudyRecords, setting: str) -> list[tuple[int, int, int]]:
     return quant or cells
 
 
-def curves_figure(st: StudyRecords, setting: str, all_rows: bool = False) -> Figure | None:
-    """Deployed test PSNR per epoch, a panel per (W/A, budget) with fp and bicubic in each,
-    in the report's shared styles (style.py): ours, the strongest other row and fp in full,
-    the others thin grey (``all_rows``: every row in its own style, no bands); then ours'
-    continuous-minus-deployed panels."""
-    styles = ST.row_styles(st)
+def _psnr_panels(st: StudyRecords, setting: str, styles, all_rows: bool
+                 ) -> tuple[list[dict], list[str], bool]:
+    """(PSNR panels, rows in full, any context rows): a panel per (W/A, budget), fp and
+    bicubic in each, each panel with its own y-label."""
     groups, floor = sr_groups(st, setting), bicubic(st, setting)
 
     def get(lab, cell):
@@ -357,58 +375,95 @@ def curves_figure(st: StudyRecords, setting: str, all_rows: bool = False) -> Fig
         full_all += [lab for lab in full if lab not in full_all]
         context_any |= bool(context)
         panels.append({"title": cell_name(*cell), "lines": lines, "ylim": ylim(lines, None),
-                       "from_epoch": start + 1})
+                       "ylabel": PSNR_LABEL, "from_epoch": start + 1})
+    return panels, full_all, context_any
+
+
+def curves_figure(st: StudyRecords, setting: str, all_rows: bool = False) -> Figure | None:
+    """Deployed test PSNR per epoch, a panel per (W/A, budget) with fp and bicubic in each,
+    in the report's shared styles (style.py): ours, the strongest other row and fp in full,
+    the others thin grey (``all_rows``: every row in its own style, no bands); then ours'
+    continuous-minus-deployed panels (their own y-label and range)."""
+    styles = style.row_styles(st)
+    panels, full_all, context_any = _psnr_panels(st, setting, styles, all_rows)
     if not panels:
         return None
     gap_panels, gap_rows = ([], []) if all_rows else _continuous_panels(st, setting, styles)
     legend = legend_for(st, styles, full_all + [lab for lab in gap_rows if lab not in full_all],
                         context_any)
-    if floor:
+    if bicubic(st, setting):
         legend.append({"label": "bicubic (floor)", **BICUBIC_LINE})
     sl = st.setting_name(setting)
     name = f"sr_psnr{'_all' if all_rows else ''}_{setting_slug(st, setting)}"
     spec = {"kind": "curves", "name": name, "panels": panels + gap_panels, "legend": legend,
-            "context_rows": context_any, "xlabel": "epoch",
-            "ylabel": "deployed test PSNR (dB, Y)",
-            "title": f"Super-resolution PSNR per epoch, {sl}"
-                     + (", every row" if all_rows else " (mean, 95% CI band)")}
-    if all_rows:
-        what = ("every row in its own colour, marker and dash (the same as in every figure of "
-                "this report), mean over seeds, no bands")
-    else:
-        what = (ST.highlighted_rows(st, " PSNR") + " as mean over seeds with a 95% CI band, "
-                "fp (the ceiling) as a dotted black line; the other rows as thin grey lines "
-                "(each in its own style in the all-rows figure)")
-    caption = (f"Deployed test PSNR (dB, Y channel) on {test_set(setting)} per epoch ({sl}), "
-               f"one panel per W/A cell and budget: {what}; bicubic (the floor) as a grey, "
-               "loosely dotted line." + zoom_caption(panels))
-    if gap_panels:
-        caption += (f" Panels named 'continuous − deployed': {st.ours_name}'s PSNR with its "
-                    "continuous (training-state) weights minus the deployed network's, per "
-                    "variant that logs it.")
-    return Figure(name, spec, caption)
+            "width": figure_width(st), "context_rows": context_any, "xlabel": "epoch",
+            "title": f"Super-resolution PSNR per epoch, {sl}" + (", every row" if all_rows
+                                                                  else "")}
+    what = ("every row in its own colour, marker and dash (the same in every figure of this "
+            "report), mean over seeds, without bands." if all_rows else
+            style.highlighted_rows(st, " PSNR") + ", mean over seeds.")
+    lead = (f"Deployed test PSNR (dB, Y channel) on {test_set(setting)} per epoch ({sl}), one "
+            f"panel per W/A cell and budget: {what}"
+            + (f" Panels named 'continuous − deployed' (their own scale): {st.ours_name}'s PSNR "
+               "with its continuous (training-state) weights minus the deployed network's, per "
+               "variant that logs it." if gap_panels else "")
+            + " The final-PSNR figure shows the differences the tables test, at their scale.")
+    return make_figure(name, spec, lead, {
+        "band": BAND_CLAUSE, "context": CONTEXT_CLAUSE, "fp": fp_clause(),
+        "bicubic": "Grey, loosely dotted line: bicubic upscaling (the floor)."},
+        zoom_note(panels))
+
+
+def final_figure(st: StudyRecords, setting: str) -> Figure | None:
+    """Final deployed PSNR of every seed per row, one panel per cell (fp beside the
+    quantized rows), on an axis as narrow as the values: the differences the tables test."""
+    styles = style.row_styles(st)
+    groups = sr_groups(st, setting)
+    panels = []
+    for cell in _psnr_cells(st, setting):
+        rows = [(lab, {"values": g["psnr"], "summary": g["p"]}) for lab in st.labels(setting)
+                for (glab, *c), g in groups.items() if glab == lab and (
+                    tuple(c) == cell or (st.method_of.get(lab) == "fp" and c[2] == cell[2]))]
+        if rows:
+            panels.append({"title": cell_name(*cell), "rows": seed_rows(st, styles, rows),
+                           "ylabel": "final PSNR (dB, Y)"})
+    if not panels:
+        return None
+    sl = st.setting_name(setting)
+    name = f"sr_final_{setting_slug(st, setting)}"
+    spec = {"kind": "points", "name": name, "panels": panels, "width": figure_width(st),
+            "title": f"Final PSNR per seed, {sl}"}
+    return make_figure(name, spec, f"Final deployed test PSNR (dB, Y) of every seed ({sl}), "
+                       "one column per row (named below it), on an axis as narrow as the "
+                       "values, so the differences the comparison tables test are visible.",
+                       SEED_CLAUSES)
+
+
+def _continuous(columns) -> str | None:
+    """The run's continuous-state score column, if it logged one."""
+    return next((c for c in CONTINUOUS if c in columns), None)
 
 
 def _continuous_panels(st: StudyRecords, setting: str, styles
                        ) -> tuple[list[dict[str, Any]], list[str]]:
     """Per W/A of ours' variants: its continuous-state PSNR minus the deployed one per epoch
-    (dB), for methods that log a continuous-state score (SLB's ``test_acc_continuous``
-    column holds the task's score, here PSNR). Returns (panels, rows drawn)."""
+    (dB), for methods that log a continuous-state score (SLB's ``test_psnr_continuous``;
+    older records: ``test_acc_continuous``). Returns (panels, rows drawn)."""
     out, rows = [], []
     for (lab, w, a, e), g in sr_groups(st, setting).items():
         if st.method_of.get(lab) != st.ours:
             continue
-        mats = [st.metrics[r][CONTINUOUS] - st.metrics[r]["test_psnr"] for r in g["run_ids"]
-                if r in st.metrics and CONTINUOUS in st.metrics[r]]
+        mats = [st.metrics[r][col] - st.metrics[r]["test_psnr"] for r in g["run_ids"]
+                if (col := _continuous(st.metrics.get(r, {}))) is not None]
         if not mats:
             continue
         n = min(len(m) for m in mats)
-        mean, lo, hi = S.curve_band(np.stack([m[:n] for m in mats]))
-        line = cut({"x": list(range(1, n + 1)), "mean": mean, "lo": lo, "hi": hi,
-                    **ST.line_style(styles, lab, True)}, first_shown(e))
+        line = cut({**band_line(np.stack([m[:n] for m in mats]), None),
+                    **style.line_style(styles, lab, True)}, first_shown(e))
         where = f", {cell_name(w, a, e)}" if len(_psnr_cells(st, setting)) > 1 else ""
         out.append({"title": f"{st.display(lab)}{where}: continuous − deployed",
-                    "lines": [line], "ylim": ylim([line], None)})
+                    "lines": [line], "ylim": ylim([line], None),
+                    "ylabel": "continuous − deployed (dB)"})
         rows += [lab] if lab not in rows else []
     return out, rows
 
@@ -452,18 +507,19 @@ def crops_figure(st: StudyRecords, setting: str) -> Figure | None:
     panels_all.append({"title": "bicubic", "image": str(first / "sr_crop_bicubic.png")})
     for lab, g, r in runs:
         p = dict(zip(g["run_ids"], g["psnr"]))[r]
-        panels_all.append({"title": f"{st.display(lab)} ({p:.2f} dB)",
+        panels_all.append({"title": f"{st.display(lab)}\n({p:.2f} dB)",
                            "image": str(st.dir / "runs" / r / "sr_crop.png")})
     name = f"sr_crops_{setting_slug(st, setting)}"
     spec = {"kind": "images", "name": name, "panels": panels_all, "ncols": len(panels_all),
+            "width": figure_width(st),
             "title": f"Super-resolution crops, {st.setting_name(setting)}, "
                      f"{cell_name(w, a, e)}"}
-    return Figure(name, spec, "The same window (centre of the first test image of "
+    return make_figure(name, spec, "The same window (centre of the first test image of "
                   f"{test_set(setting)}) from the HR image, its bicubic upscaling, and the "
                   f"deployed {st.display(fp_lab) if fp_lab else 'fp'}, {st.display(ours)} and "
                   f"best STE baseline ({st.display(ste) if ste else 'none'}) networks, each "
                   "the seed with the median final PSNR of its row; the dB in each title is "
-                  "that run's PSNR on the whole test set.")
+                  "that run's PSNR on the whole test set.", {})
 
 
 # --------------------------------------------------------------------------- sections
@@ -476,9 +532,23 @@ def sr_table_blocks(st: StudyRecords) -> list:
         out.append("")
         for e in sorted({c[2] for c in _cells(st, s)}):
             out.append(main_table(st, s, e))
+        out += design.sr_design_lines(st, s, [g["p"] for g in sr_groups(st, s).values()],
+                                      [t for _, t in sr_tests(st, s)])
         if st.ours:
             out += [comparison_table(st, s), ablation_table(st, s)]
     return out
+
+
+def sr_statistics_lines(st: StudyRecords) -> list[str]:
+    """The Statistical methods section's super-resolution bullet ([] without SR runs)."""
+    sizes = {s: sum(math.isfinite(t.cmp.p) for _, t in sr_tests(st, s)) for s in sr_settings(st)}
+    if not sizes:
+        return []
+    listed = ", ".join(f"{n} tests in {st.setting_name(s)}" for s, n in sizes.items())
+    return [f"- Super-resolution: final deployed PSNR (dB) and SSIM on Y per seed; "
+            f"{st.ours_name or 'ours'} against each baseline per cell, Benjamini-Hochberg "
+            f"adjusted over the setting's super-resolution comparisons ({listed}); the "
+            f"same verdict rule decides."]
 
 
 def sr_figure_blocks(st: StudyRecords) -> list:
@@ -487,7 +557,8 @@ def sr_figure_blocks(st: StudyRecords) -> list:
         psnr = curves_figure(st, s)
         every = curves_figure(st, s, all_rows=True) if psnr and psnr.spec["context_rows"] \
             else None
-        out += [f for f in (psnr, every, crops_figure(st, s)) if f is not None]
+        out += [f for f in (psnr, every, final_figure(st, s), crops_figure(st, s))
+                if f is not None]
     return out
 
 
@@ -507,8 +578,8 @@ def sr_answer(st: StudyRecords, q) -> tuple[str, list[str]]:
             cmps += [r["test"] for r in rs]
             best = max(rs, key=lambda r: r["b"].mean)
             items.append(f"{where(st, s, cell)}: {st.display(best['ours'])} "
-                         f"{S.fmt_summary(best['a'])} dB vs the best STE baseline "
-                         f"{st.display(best['baseline'])} {S.fmt_summary(best['b'])} dB, "
+                         f"{stats.fmt_summary(best['a'])} dB vs the best STE baseline "
+                         f"{st.display(best['baseline'])} {stats.fmt_summary(best['b'])} dB, "
                          f"difference in dB {best['test'].fmt()}; against every STE baseline "
                          "(dB): " + "; ".join(f"{st.display(r['baseline'])} "
                                               f"{r['cmp'].diff:+.2f}" for r in rs) + ".")

@@ -7,7 +7,11 @@
 - A minus B: Welch's t-test (scipy.stats.ttest_ind(equal_var=False)) and its 95% interval
   of the difference, P(A > B) over all seed pairs (the Mann-Whitney U statistic divided by
   n_a * n_b, ties counted one half), and a verdict that says "n too small to conclude"
-  below MIN_N_CONCLUDE seeds on either side;
+  below MIN_N_CONCLUDE seeds on either side. When both sides ran the same seeds and each
+  seed's runs share their randomness (``paired``: the caller knows, from the records' seed
+  fingerprints), the paired t-test (scipy.stats.ttest_rel) and its interval instead, and
+  P(A > B) over the seeds. Sides equal on every seed to within ``IDENTICAL_TOL`` are the
+  same network: ``identical``, no test;
 - Benjamini-Hochberg adjusted p-values over a family of comparisons
   (scipy.stats.false_discovery_control) and the one verdict rule (``RULE``, ``decide``):
   every "higher", bold cell and "significantly" in a report comes from it;
@@ -18,11 +22,14 @@
   own, i.e. the stratified bootstrap: the interquartile mean of all runs
   (``aggregate_iqm``), the probability of improvement (``probability_of_improvement``) and
   performance profiles (``performance_profile``). rliable itself pulls in arch, statsmodels,
-  seaborn, patsy, formulaic and absl-py for these few lines.
+  seaborn, patsy, formulaic and absl-py for these few lines. The probability of improvement
+  has a p-value too (``poi_permutation_p``: runs permuted within each cell), so a family of
+  them is Benjamini-Hochberg adjusted like the t-tests.
 """
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import warnings
 from collections.abc import Sequence
@@ -41,11 +48,17 @@ ALPHA = 0.05
 TOO_SMALL = "n too small to conclude"
 PERCENT = (0.0, 100.0)     # the bounds of an accuracy
 AGG_RESAMPLES = 2000       # stratified bootstrap resamples for the aggregates (rliable's)
+# per-seed results closer than this (in the score's unit: accuracy points, dB) are the same
+# network: a test set of 10,000 images moves an accuracy by 0.01 points per image, and
+# identical SR networks differ by ~1e-6 dB of float rounding
+IDENTICAL_TOL = 1e-4
+PERMUTATIONS = 20000       # Monte Carlo permutations where the exact count is larger
 RULE = (f"A is called higher than B (bold in a main table, \"higher\" in a verdict, "
         f"\"significantly\" in an answer) only when both have at least {MIN_N_CONCLUDE} "
-        f"seeds and Welch's t-test p-value, Benjamini-Hochberg adjusted over every comparison "
-        f"the report makes in that setting, is below {ALPHA:g}; the 95% CI of the difference "
-        f"then excludes 0")
+        f"seeds and the t-test's p-value (paired by seed where the runs share their seed's "
+        f"randomness, else Welch's), Benjamini-Hochberg adjusted over every test the report "
+        f"makes in that setting, is below {ALPHA:g}; the 95% CI of the difference then "
+        f"excludes 0")
 
 Interval = tuple[float, float]
 NAN = float("nan")
@@ -166,10 +179,17 @@ class Comparison:
     mean_a: float
     mean_b: float
     diff: float
-    ci: Interval | None       # Welch 95% interval of the difference
-    p: float                  # Welch two-sided p-value; nan when not computable
+    ci: Interval | None       # 95% interval of the difference (paired or Welch)
+    p: float                  # two-sided p-value; nan when not computable (or identical)
     df: float
-    p_a_greater: float        # P(A > B) over seed pairs (ties count 1/2)
+    p_a_greater: float        # P(A > B) over seed pairs, or over the seeds when paired
+    paired: bool = False      # the paired t-test (same seeds, shared randomness)
+    identical: bool = False   # equal on every seed to within IDENTICAL_TOL: no test
+    sd_diff: float = NAN      # paired: the sample std of the per-seed differences
+
+    @property
+    def test_name(self) -> str:
+        return "paired t-test" if self.paired else "Welch's t-test"
 
     @property
     def conclusive(self) -> bool:
@@ -185,6 +205,8 @@ class Comparison:
         unadjusted): "higher" (A), "lower" (B higher), "ns", "small", "identical",
         "undefined"."""
         p = self.p if p is None else p
+        if self.identical:
+            return "identical"
         if min(self.n_a, self.n_b) < MIN_N_CONCLUDE:
             return "small"
         if not math.isfinite(self.p):
@@ -197,14 +219,25 @@ class Comparison:
         """The decision in words, on ``p`` (the adjusted p-value; default the unadjusted)."""
         d = self.decide(p)
         return {"small": f"{TOO_SMALL} (n = {self.n_a} vs {self.n_b})",
-                "identical": "identical on every seed",
+                "identical": ("identical on every seed (the same network): no test"
+                              if self.identical else "identical on every seed"),
                 "undefined": "no seed-to-seed variance: the test is undefined",
                 "higher": f"{a} higher", "lower": f"{b} higher",
                 "ns": "no significant difference"}[d]
 
 
-def compare(a: Sequence[float], b: Sequence[float], conf: float = CONF) -> Comparison:
+def compare(a: Sequence[float], b: Sequence[float], conf: float = CONF,
+            aligned: bool = False, paired: bool = False) -> Comparison:
+    """A minus B. ``aligned``: a[i] and b[i] are the same seed's runs (then sides equal on
+    every seed to within IDENTICAL_TOL are ``identical``); ``paired``: aligned, and each
+    seed's runs share their randomness, so the paired t-test is the test."""
     xa, xb = _array(a), _array(b)
+    aligned = aligned and len(xa) == len(xb) == len(a) == len(b) and len(xa) > 0
+    if aligned and float(np.max(np.abs(xa - xb))) <= IDENTICAL_TOL:
+        return Comparison(len(xa), len(xb), float(xa.mean()), float(xb.mean()),
+                          float(xa.mean() - xb.mean()), None, NAN, NAN, 0.5, identical=True)
+    if paired and aligned and len(xa) >= 2:
+        return _paired(xa, xb, conf)
     na, nb = len(xa), len(xb)
     mean_a = float(xa.mean()) if na else NAN
     mean_b = float(xb.mean()) if nb else NAN
@@ -226,11 +259,27 @@ def compare(a: Sequence[float], b: Sequence[float], conf: float = CONF) -> Compa
     return Comparison(na, nb, mean_a, mean_b, mean_a - mean_b, ci, p, df, p_greater)
 
 
+def _paired(xa, xb, conf: float) -> Comparison:
+    """The paired t-test (scipy.stats.ttest_rel) on seed-aligned sides; P(A > B) over the
+    seeds (ties ½). Differences equal on every seed have no variance: no test."""
+    d = xa - xb
+    n = len(d)
+    p_greater = float(np.mean((d > 0) + 0.5 * (d == 0)))
+    ci, p, df = None, NAN, NAN
+    if np.ptp(d) > 0:
+        res = stats.ttest_rel(xa, xb)
+        lo, hi = res.confidence_interval(conf)
+        ci, p, df = (float(lo), float(hi)), float(res.pvalue), float(res.df)
+    return Comparison(n, n, float(xa.mean()), float(xb.mean()), float(d.mean()), ci, p, df,
+                      p_greater, paired=True, sd_diff=float(d.std(ddof=1)))
+
+
 def flip(c: Comparison) -> Comparison:
     """B minus A from A minus B (Welch's test is symmetric; P(B > A) = 1 - P(A > B))."""
     ci = None if c.ci is None else (-c.ci[1], -c.ci[0])
     return Comparison(c.n_b, c.n_a, c.mean_b, c.mean_a, -c.diff, ci, c.p, c.df,
-                      1.0 - c.p_a_greater if math.isfinite(c.p_a_greater) else NAN)
+                      1.0 - c.p_a_greater if math.isfinite(c.p_a_greater) else NAN,
+                      paired=c.paired, identical=c.identical, sd_diff=c.sd_diff)
 
 
 def adjust_pvalues(pvalues: Sequence[float]) -> list[float]:
@@ -322,6 +371,44 @@ def probability_of_improvement(xs: Sequence[Sequence[float]], ys: Sequence[Seque
     return float(stat(*samples)), (float(ci.low), float(ci.high)), k
 
 
+def _split_win_rates(x, y, rng, exact: bool):
+    """The win rate P(X > Y) of every way (``exact``) or of PERMUTATIONS random ways to split
+    one cell's runs into groups of len(x) and len(y)."""
+    pooled, n = np.concatenate([x, y]), len(x)
+    if exact:
+        splits = np.array(list(itertools.combinations(range(len(pooled)), n)))
+    else:
+        splits = np.argsort(rng.random((PERMUTATIONS, len(pooled))), axis=1)[:, :n]
+    mask = np.zeros((len(splits), len(pooled)), bool)
+    np.put_along_axis(mask, splits, True, axis=1)
+    grid = np.broadcast_to(pooled, mask.shape)
+    return _win_rate(grid[mask].reshape(len(splits), n),
+                     grid[~mask].reshape(len(splits), len(y)))
+
+
+def poi_permutation_p(xs: Sequence[Sequence[float]], ys: Sequence[Sequence[float]]) -> float:
+    """Two-sided p-value of ``probability_of_improvement`` (same cells: 2 or more runs a
+    side) against 0.5: the null is that in each cell the runs of X and of Y are exchangeable,
+    so the runs are permuted within each cell (scipy.stats.permutation_test permutes across
+    every observation, not within cells). Exact over every arrangement when there are at
+    most PERMUTATIONS, else PERMUTATIONS random ones per cell (fixed seed); nan without cells.
+    """
+    pairs = [(x, y) for x, y in ((_array(a), _array(b)) for a, b in zip(xs, ys))
+             if len(x) >= 2 and len(y) >= 2]
+    if not pairs:
+        return NAN
+    observed = abs(np.mean([_win_rate(x, y) for x, y in pairs]) - 0.5)
+    count = math.prod(math.comb(len(x) + len(y), len(x)) for x, y in pairs)
+    exact = count <= PERMUTATIONS
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    null = np.zeros(1) if exact else np.zeros(PERMUTATIONS)
+    for x, y in pairs:
+        rates = _split_win_rates(x, y, rng, exact) / len(pairs)
+        null = np.add.outer(null, rates).ravel() if exact else null + rates
+    hits = np.abs(null - 0.5) >= observed - 1e-12
+    return float(hits.mean()) if exact else float((hits.sum() + 1) / (len(null) + 1))
+
+
 def performance_profile(samples: Sequence[Sequence[float]], taus: Sequence[float]):
     """Fraction of runs (over every cell) scoring above each threshold in ``taus`` and its
     95% stratified bootstrap band: (fractions, low, high) arrays; the band is None when no
@@ -382,10 +469,14 @@ def fmt_summary(s: Summary, digits: int = 2) -> str:
 def fmt_comparison(c: Comparison, digits: int = 2, p_adj: float | None = None) -> str:
     """'+0.60 [+0.20, +1.00] (95% CI), p = 0.010, adjusted p = 0.030' or the reason there
     is no test. Without ``p_adj`` the p-value is marked unadjusted; few seeds are said."""
+    if c.identical:
+        return (f"{c.diff:+.{digits}f} (identical on every seed to within {IDENTICAL_TOL:g}: "
+                "the same network, no test)")
     if c.ci is None:
         return f"{c.diff:+.{digits}f} ({TOO_SMALL}: n = {c.n_a} vs {c.n_b})" if \
             min(c.n_a, c.n_b) < 2 else f"{c.diff:+.{digits}f} (no seed variance: no test)"
-    text = f"{c.diff:+.{digits}f} {fmt_interval(c.ci, digits, signed=True)} (95% CI), "
+    text = (f"{c.diff:+.{digits}f} {fmt_interval(c.ci, digits, signed=True)} (95% CI"
+            + (", paired by seed), " if c.paired else "), "))
     text += (f"{fmt_p_eq(c.p)}, adjusted {fmt_p_eq(p_adj)}" if p_adj is not None
              else f"unadjusted {fmt_p_eq(c.p)}")
     if min(c.n_a, c.n_b) < MIN_N_CONCLUDE:

@@ -1,4 +1,5 @@
-"""Tables: the Table class (markdown, booktabs LaTeX, CSV) and every table builder.
+"""Table builders: the main, uncertainty, comparison, budget, ablation and excluded-runs
+tables (the Table class and the cell formatting they share: table.py).
 
 Data flow: a builder reads a ``StudyRecords`` (load.py) for one setting and returns Tables;
 the row computations they share with the reviewer answers (``comparisons``,
@@ -11,28 +12,16 @@ report: write its builder here and add a ``Section`` to ``render.SECTIONS``.
 
 Every Table is written as tables/NAME.{md,tex,csv} (``Table.write``): the .csv holds the
 numbers (``data``) and the internal ids (row, method, setting) beside the display names;
-md and tex print display names (``st.display``). A table may carry a compact ``tex`` version
-for papers (the comparison table drops its prose verdict there, and rows of one cell sit
-under one ``groups`` heading instead of repeating it); a ``wide`` table (by default one of
-more than ``TEX_NARROW_COLUMNS`` columns) is a ``table*`` (both columns of a two-column
-paper), any other fits one column. A table whose first column holds names (``wrap``) is a
-``tabularx`` as wide as its place, that column wrapping (ragged right), so a long display
-name cannot push it out of its place. tests/test_report_latex.py compiles every table, with
-long names, and checks exactly that.
+md and tex print display names (``st.display``).
 """
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from harness.files import atomic_write_text
-from harness.report import stats as S
-from harness.report import verdicts as V
+from harness.report import design, stats, verdicts
 from harness.report.load import (
     StudyRecords,
     cached_per_setting,
@@ -41,148 +30,23 @@ from harness.report.load import (
     reported,
     task_of,
 )
-
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-        "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-        "^": r"\textasciicircum{}", "±": r"$\pm$", "–": "--", "−": "$-$", "†": r"$^\dagger$",
-        "‡": r"$^\ddagger$",
-        "×": r"$\times$", "Δ": r"$\Delta$", "≥": r"$\geq$", "≤": r"$\leq$", "<": r"$<$",
-        ">": r"$>$", "·": r"$\cdot$", "τ": r"$\tau$", "*": r"$^*$", "½": r"$\frac{1}{2}$",
-        "…": r"\ldots{}", "≈": r"$\approx$", "→": r"$\to$", "—": "---"}
-# a hyphen that is a minus sign: before a digit, not inside a word ("-0.50", "[-1.2")
-_MINUS = re.compile(r"(?<![A-Za-z0-9.])-(?=\.?\d)")
-_PM = re.compile(r"(\d+(?:\.\d+)?) ± (\d+(?:\.\d+)?)")   # mean ± std
-TEX_NARROW_COLUMNS = 6        # wider tables are table* (full text width)
-CLIPPED = "‡"                 # marks an interval clipped to [0, 100]
-
-
-def tex_escape(text: str) -> str:
-    """LaTeX-safe ASCII: specials escaped, known symbols as math, a minus sign as $-$,
-    other non-ASCII as '?'."""
-    text = _MINUS.sub("−", str(text))
-    return "".join(_TEX.get(c, c if c.isascii() else "?") for c in text)
-
-
-def tex_cell(text: str) -> str:
-    r"""A table cell: tex_escape, and 'mean ± std' written as mean with the std below it
-    (mean$_{\pm std}$), the compact form of papers."""
-    parts = _PM.split(str(text))
-    out = []
-    for i in range(0, len(parts), 3):
-        out.append(tex_escape(parts[i]))
-        if i + 2 < len(parts):
-            out.append(rf"{parts[i + 1]}$_{{\pm {parts[i + 2]}}}$")
-    return "".join(out)
-
-
-def md_escape(text: str) -> str:
-    return str(text).replace("|", "\\|")
-
-
-@dataclass
-class Table:
-    name: str
-    caption: str
-    header: list[str]
-    rows: list[list[str]]
-    data: Any = None                     # DataFrame written as NAME.csv (numbers)
-    bold: set = field(default_factory=set)   # (row index, column index)
-    notes: list[str] = field(default_factory=list)
-    n_label_cols: int = 1                # left-aligned leading columns
-    left_extra: tuple[int, ...] = ()     # other left-aligned (text) columns
-    tex: "Table | None" = None           # the compact version written as NAME.tex
-    groups: dict[int, str] = field(default_factory=dict)  # tex: a heading before row i
-    wide: bool | None = None             # tex: table* (None: more than TEX_NARROW_COLUMNS)
-    header_groups: list[tuple[str, int]] = field(default_factory=list)  # tex: (label, span)
-    wrap: bool = False                   # tex: the first column (names) wraps, tabularx
-
-    def _left(self, j: int) -> bool:
-        return j < self.n_label_cols or j in self.left_extra or j - len(self.header) in \
-            self.left_extra
-
-    def markdown(self) -> str:
-        def cell(i: int, j: int, v: str) -> str:
-            v = md_escape(v)
-            return f"**{v}**" if (i, j) in self.bold else v
-
-        align = [":--" if self._left(j) else "--:" for j in range(len(self.header))]
-        lines = ["| " + " | ".join(md_escape(h) for h in self.header) + " |",
-                 "| " + " | ".join(align) + " |"]
-        lines += ["| " + " | ".join(cell(i, j, v) for j, v in enumerate(r)) + " |"
-                  for i, r in enumerate(self.rows)]
-        return "\n".join(lines)
-
-    def latex(self) -> str:
-        """booktabs LaTeX (of the compact version when there is one): a table, or a table*
-        when it has more than TEX_NARROW_COLUMNS columns."""
-        if self.tex is not None:
-            return self.tex.latex()
-
-        def cell(i: int, j: int, v: str) -> str:
-            v = tex_cell(v)
-            return rf"\textbf{{{v}}}" if (i, j) in self.bold and v else v
-
-        wide = self.wide if self.wide is not None else len(self.header) > TEX_NARROW_COLUMNS
-        env = "table*" if wide else "table"
-        spec = "".join("l" if self._left(j) else "r" for j in range(len(self.header)))
-        if self.wrap:
-            spec = r">{\raggedright\arraybackslash}X" + spec[1:]
-        tabular = (rf"\begin{{tabularx}}{{\linewidth}}{{{spec}}}" if self.wrap else
-                   rf"\begin{{tabular}}{{{spec}}}")
-        out = [f"% {tex_escape(self.caption)}",
-               "% generated by `python -m harness report`; needs \\usepackage{booktabs"
-               + (",tabularx}" if self.wrap else "}"),
-               rf"\begin{{{env}}}[t]", r"\centering", r"\footnotesize",
-               r"\setlength{\tabcolsep}{3pt}",
-               rf"\caption{{{tex_escape(self.caption)}}}",
-               rf"\label{{tab:{re.sub(r'[^A-Za-z0-9:-]', '-', self.name)}}}",
-               tabular, r"\toprule", *self._header_group_lines(),
-               " & ".join(tex_escape(h) for h in self.header) + r" \\", r"\midrule"]
-        for i, r in enumerate(self.rows):
-            if i in self.groups:
-                out.append(rf"\multicolumn{{{len(self.header)}}}{{l}}"
-                           rf"{{\textit{{{tex_escape(self.groups[i])}}}}} \\")
-            out.append(" & ".join(cell(i, j, v) for j, v in enumerate(r)) + r" \\")
-        out += [r"\bottomrule", r"\end{tabularx}" if self.wrap else r"\end{tabular}"]
-        for note in self.notes:
-            out.append(rf"\par\smallskip{{\footnotesize {tex_escape(note)}}}")
-        out.append(rf"\end{{{env}}}")
-        return "\n".join(out) + "\n"
-
-    def _header_group_lines(self) -> list[str]:
-        """A header row above the header: each label centred over its columns, ruled."""
-        if not self.header_groups:
-            return []
-        cells, rules, col = [], [], 1
-        for label, span in self.header_groups:
-            cells.append(rf"\multicolumn{{{span}}}{{c}}{{{tex_escape(label)}}}" if label
-                         else " & ".join([""] * span))
-            if label:
-                rules.append(rf"\cmidrule(lr){{{col}-{col + span - 1}}}")
-            col += span
-        return [" & ".join(cells) + r" \\", " ".join(rules)]
-
-    def csv(self) -> str:
-        df = self.data if self.data is not None else pd.DataFrame(self.rows, columns=self.header)
-        return df.to_csv(index=False)
-
-    def write(self, folder: Path) -> None:
-        caption = f"**{md_escape(self.caption)}**\n\n"
-        notes = "".join(f"\n\n{md_escape(n)}" for n in self.notes)
-        atomic_write_text(folder / f"{self.name}.md", caption + self.markdown() + notes + "\n")
-        atomic_write_text(folder / f"{self.name}.tex", self.latex())
-        atomic_write_text(folder / f"{self.name}.csv", self.csv())
-
+from harness.report.table import (
+    CLIPPED,
+    Table,
+    clipped_note,
+    fmt_cell,
+    fmt_ci,
+    fmt_diff,
+    fmt_diff_ci,
+    fmt_opts,
+    grouped,
+    n_epochs,
+    plural,
+    same_n,
+    slug,
+)
 
 # --------------------------------------------------------------------------- formatting
-
-def plural(n: int, word: str, words: str = "") -> str:
-    """'1 epoch', '2 epochs'; ``words`` where the plural is not word + 's'."""
-    return f"{n} {word if n == 1 else words or word + 's'}"
-
-
-def n_epochs(n: int) -> str:
-    return plural(n, "epoch")
 
 
 def where(st: StudyRecords, setting: str, c) -> str:
@@ -191,65 +55,14 @@ def where(st: StudyRecords, setting: str, c) -> str:
     return cell_name(*c) + (f", {st.setting_name(setting)}" if multi else "")
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
-
-
 def setting_slug(st: StudyRecords, setting: str) -> str:
     """A setting's part of file names: from its ids, stable under renames."""
     return slug(st.setting_labels[setting])
 
 
-def fmt_cell(s: S.Summary, with_n: bool = True, digits: int = 2) -> str:
-    if s.n == 0:
-        return "–"
-    if s.n == 1:
-        return f"{s.mean:.{digits}f} (1)*"
-    return f"{s.mean:.{digits}f} ± {s.std:.{digits}f}" + (f" ({s.n})" if with_n else "")
-
-
-def same_n(summaries: list[S.Summary]) -> int | None:
-    """The seed count when every summary has the same one (2 or more), else None: tables
-    then state it once instead of in every cell."""
-    ns = {s.n for s in summaries if s.n}
-    return ns.pop() if len(ns) == 1 and min(ns) >= 2 else None
-
-
-def fmt_diff(c: S.Comparison) -> str:
-    return f"{c.diff:+.2f}"
-
-
-def fmt_ci(s: S.Summary) -> str:
-    """A summary's t-interval, marked when it was clipped to [0, 100]."""
-    return S.fmt_interval(s.ci) + (f" {CLIPPED}" if s.clipped else "")
-
-
-def clipped_note(what: str = "t-interval") -> str:
-    return (f"{CLIPPED} the {what} reached past [0, 100] (too few seeds for its width) and is "
-            "clipped to it.")
-
-
-def fmt_opts(d: dict[str, Any]) -> str:
-    def v(x):
-        return "[" + ", ".join(map(str, x)) + "]" if isinstance(x, list) else str(x)
-
-    return ", ".join(f"{k}={v(x)}" for k, x in d.items()) or "(same options)"
-
-
-def grouped(keyed_rows: list[tuple[str, list[str]]]) -> tuple[list[list[str]], dict[int, str]]:
-    """(rows, tex group headings) from (heading, row) pairs in order: a heading where it
-    changes (a LaTeX table states each cell once instead of in every row)."""
-    rows, groups, prev = [], {}, None
-    for key, row in keyed_rows:
-        if not rows or key != prev:
-            groups[len(rows)] = key
-        rows.append(row)
-        prev = key
-    return rows, groups
-
-
 def rule_note(st: StudyRecords, setting: str) -> str:
-    return f"Verdicts and bold: {S.RULE} (here {plural(V.family_size(st, setting), 'comparison')})."
+    n = plural(verdicts.family_size(st, setting), "test")
+    return f"Verdicts and bold: {stats.RULE} (here {n})."
 
 
 def _stat_row(st: StudyRecords, setting: str, label: str, cell: tuple[int, int, int]) -> dict:
@@ -291,14 +104,17 @@ def _usual_n(st: StudyRecords, setting: str, labels: list[str]) -> tuple[int | N
 
 
 def _main_notes(st: StudyRecords, setting: str, rows: list[list[str]], columns, sources: set,
-                n_usual: tuple[int | None, bool]) -> list[str]:
+                n_usual: tuple[int | None, bool], bold: bool) -> list[str]:
     n, every = n_usual
     seeds = (f"mean ± sample std over {n} seeds in every cell" if every else
              f"mean ± sample std over {n} seeds, or over the n seeds in parentheses" if n else
              "mean ± sample std (n seeds)")
-    notes = [f"Final deployed test accuracy (%): {seeds}. Bold: the best row of its column "
-             f"when it is higher than every other row with {S.MIN_N_CONCLUDE} or more seeds, "
-             "and no row with fewer seeds has as high a mean. " + rule_note(st, setting)]
+    notes = [f"Final deployed test accuracy (%): {seeds}. "
+             + (f"Bold: the best row of its column when it is higher than every other row "
+                f"with {stats.MIN_N_CONCLUDE} or more seeds, and no row with fewer seeds has as "
+                f"high a mean. {rule_note(st, setting)}" if bold else
+                "No row is higher than every other in its column under the report's verdict "
+                "rule, so none is bold.")]
     if any("(1)*" in v for r in rows for v in r):
         notes.append("* n = 1: a single seed, no error bar, not compared.")
     if any(v == "–" for r in rows for v in r):
@@ -348,7 +164,7 @@ def main_table(st: StudyRecords, setting: str) -> Table:
                 bold.add((labels.index(winner), j))
     cap = f"Main results, {st.setting_name(setting)}"
     name = f"main_{setting_slug(st, setting)}"
-    notes = _main_notes(st, setting, rows, columns, sources, n_usual)
+    notes = _main_notes(st, setting, rows, columns, sources, n_usual, bool(bold))
     pairs = list(dict.fromkeys(c[:2] for _, c in columns))
     tex = Table(name, cap, ["Method"] + [f"{c[2]} ep" if k == "measured" else "rep.†"
                                          for k, c in columns], rows, bold=bold, notes=notes,
@@ -361,37 +177,53 @@ def main_table(st: StudyRecords, setting: str) -> Table:
 def bold_winner(st: StudyRecords, setting: str, labels: list[str], cell) -> str | None:
     """The row to bold in a column: ``verdicts.bold_candidate`` when the verdict rule calls
     it higher than every other row with enough seeds."""
-    top = V.bold_candidate(st, setting, labels, cell)
+    top = verdicts.bold_candidate(st, setting, labels, cell)
     if top is None:
         return None
     others = [lab for lab in labels if lab != top and
-              st.group(setting, lab, cell)["summary"].n >= S.MIN_N_CONCLUDE]
-    ok = all(V.test(st, setting, (top, cell), (lab, cell)).decision == "higher"
+              st.group(setting, lab, cell)["summary"].n >= stats.MIN_N_CONCLUDE]
+    ok = all(verdicts.test(st, setting, (top, cell), (lab, cell)).decision == "higher"
              for lab in others)
     return top if ok else None
 
 
 def uncertainty_table(st: StudyRecords, setting: str) -> Table:
-    rows, data = [], []
+    rows, data, keyed = [], [], []
+    n_test = design.test_set_size(st, setting)
     for lab in st.labels(setting):
         for c in st.cells(setting, included_only=True):
             s = st.group(setting, lab, c)["summary"]
             if s.n == 0:
                 continue
-            data.append(_stat_row(st, setting, lab, c))
+            se = design.binomial_se(s.mean, n_test)
+            data.append({**_stat_row(st, setting, lab, c), "test_set_se": se, "n_test": n_test})
             rows.append([st.display(lab), cell_name(*c), str(s.n), f"{s.mean:.2f}",
-                         f"{s.std:.2f}" if s.n > 1 else "–", fmt_ci(s),
-                         S.fmt_interval(s.boot), f"{s.median:.2f}", f"{s.iqm:.2f}",
+                         f"{s.std:.2f}" if s.n > 1 else "–",
+                         f"{se:.2f}" if se == se else "n/a", fmt_ci(s),
+                         stats.fmt_interval(s.boot), f"{s.median:.2f}", f"{s.iqm:.2f}",
                          f"{s.min:.2f}–{s.max:.2f}"])
-    header = ["Method", "Cell", "n", "mean", "std", "95% t-CI", "95% bootstrap CI", "median",
-              "IQM", "min–max"]
-    notes = ["t-CI: t-interval of the mean (n ≥ 2). Bootstrap: BCa, 9999 resamples, fixed "
-             f"seed, only when n ≥ {S.BOOTSTRAP_MIN_N}. IQM: mean of the middle 50% of seeds."]
-    if any(CLIPPED in r[5] for r in rows):
+            keyed.append((c, [rows[-1][0], *rows[-1][2:8], rows[-1][9]]))
+    header = ["Method", "Cell", "n", "mean", "std", "test SE", "95% t-CI", "95% bootstrap CI",
+              "median", "IQM", "min–max"]
+    notes = ["std: over seeds. test SE: the binomial standard error of one run's accuracy from "
+             "the test set's size alone, 100·√(p(1−p)/n), "
+             + (f"n = {n_test:,} test images." if n_test else
+                "n/a: the records do not say how many test images there were.")
+             + " t-CI: t-interval of the mean (n ≥ 2). Bootstrap: BCa, 9999 resamples, fixed "
+             f"seed, only when n ≥ {stats.BOOTSTRAP_MIN_N}. IQM: mean of the middle 50% of "
+             "seeds."]
+    if any(CLIPPED in r[6] for r in rows):
         notes.append(clipped_note())
-    return Table(f"uncertainty_{setting_slug(st, setting)}",
-                 f"Uncertainty per method and cell, {st.setting_name(setting)}", header, rows,
-                 pd.DataFrame(data), notes=notes, n_label_cols=2, wrap=True)
+    name = f"uncertainty_{setting_slug(st, setting)}"
+    caption = f"Uncertainty per method and cell, {st.setting_name(setting)}"
+    boot = any(r[7] != "n/a" for r in rows)
+    tex_rows, groups = grouped([(cell_name(*c), r if boot else r[:6] + r[7:])
+                                for c, r in sorted(keyed, key=lambda t: t[0])])
+    tex = Table(name, caption, ["Method", "n", "mean", "std", "test SE", "95% t-CI"]
+                + (["bootstrap CI"] if boot else []) + ["IQM"], tex_rows, groups=groups,
+                wide=True, wrap=True, notes=notes)
+    return Table(name, caption, header, rows, pd.DataFrame(data), notes=notes, n_label_cols=2,
+                 wrap=True, tex=tex)
 
 
 # --------------------------------------------------------------------------- comparisons
@@ -414,7 +246,7 @@ def comparisons(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
                 continue
             b = st.group(setting, lab, c)
             if b["acc"]:
-                t = V.test(st, setting, (ours, c), (lab, c))
+                t = verdicts.test(st, setting, (ours, c), (lab, c))
                 out.append({"cell": c, "ours": ours, "baseline": lab, "cmp": t.cmp,
                             "test": t, "p_adj": t.p_adj, "a": a["summary"],
                             "b": b["summary"]})
@@ -422,15 +254,14 @@ def comparisons(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
 
 
 def _comparison_data(st: StudyRecords, setting: str, r: dict[str, Any]) -> dict[str, Any]:
-    c: S.Comparison = r["cmp"]
+    c: stats.Comparison = r["cmp"]
     return {"setting": st.setting_labels[setting], "w_bits": r["cell"][0],
             "a_bits": r["cell"][1], "epochs": r["cell"][2], "ours": r["ours"],
             "baseline": r["baseline"], "baseline_name": st.display(r["baseline"]),
             "n_ours": c.n_a, "n_baseline": c.n_b,
             "mean_ours": c.mean_a, "mean_baseline": c.mean_b, "diff": c.diff,
             "ci_low": c.ci[0] if c.ci else None, "ci_high": c.ci[1] if c.ci else None,
-            "p_welch": c.p, "p_adj": r["p_adj"], "family_size": r["test"].family_size,
-            "welch_df": c.df, "p_ours_greater": c.p_a_greater,
+            **verdicts.test_data(r["test"]), "p_ours_greater": c.p_a_greater,
             "decision": r["test"].decision,
             "verdict": r["test"].verdict(st.display(r["ours"]), st.display(r["baseline"]))}
 
@@ -441,42 +272,46 @@ def _compact_comparison(st: StudyRecords, setting: str, comps, name: str, captio
     and adjusted p; Δ bold when significant."""
     keyed, bold = [], set()
     for i, r in enumerate(comps):
-        c: S.Comparison = r["cmp"]
+        c: stats.Comparison = r["cmp"]
         keyed.append((cell_name(*r["cell"]), [st.display(r["baseline"]), fmt_diff(c),
-                                              S.fmt_interval(c.ci, signed=True),
-                                              S.fmt_p(r["p_adj"])]))
+                                              fmt_diff_ci(c),
+                                              stats.fmt_p(r["p_adj"])]))
         if r["test"].decision in ("higher", "lower"):
             bold.add((i, 1))
     rows, groups = grouped(keyed)
     ours = st.display(comps[0]["ours"]) if comps else st.ours_name
+    design = verdicts.design_note([r["test"] for r in comps])
     return Table(name, caption, ["Baseline", "Δ", "95% CI", "p (adj.)"], rows,
                  bold=bold, n_label_cols=1, groups=groups, wide=False, wrap=True,
                  notes=[f"Δ: {ours} minus the baseline, mean final deployed accuracy (points); "
-                        "95% CI and p from Welch's t-test, p Benjamini-Hochberg adjusted over "
-                        f"the {V.family_size(st, setting)} comparisons of the report's "
-                        f"setting. Bold Δ: significant under that rule."] + notes[1:])
+                        f"95% CI and p: {design}; p Benjamini-Hochberg adjusted over the "
+                        f"{plural(verdicts.family_size(st, setting), 'test')} of the report's "
+                        "setting." + (" Bold Δ: significant under that rule." if bold else "")]
+                 + notes[1:])
 
 
 def comparison_table(st: StudyRecords, setting: str, comps: list[dict[str, Any]]) -> Table:
     rows, data = [], []
     ours = st.display(comps[0]["ours"]) if comps else st.ours_name
     for r in comps:
-        c: S.Comparison = r["cmp"]
+        c: stats.Comparison = r["cmp"]
         rows.append([cell_name(*r["cell"]), st.display(r["baseline"]), fmt_cell(r["a"]),
-                     fmt_cell(r["b"]), fmt_diff(c), S.fmt_interval(c.ci, signed=True),
-                     S.fmt_p(c.p), S.fmt_p(r["p_adj"]), f"{c.p_a_greater:.2f}",
+                     fmt_cell(r["b"]), fmt_diff(c), fmt_diff_ci(c),
+                     stats.fmt_p(c.p), stats.fmt_p(r["p_adj"]), f"{c.p_a_greater:.2f}",
                      r["test"].verdict(ours, st.display(r["baseline"]))])
         data.append(_comparison_data(st, setting, r))
-    header = ["Cell", "Baseline", ours, "baseline", f"Δ ({ours} − baseline)", "95% CI (Welch)",
-              "p (Welch)", "p (adj.)", f"P({ours} > baseline)", "Verdict"]
+    header = ["Cell", "Baseline", ours, "baseline", f"Δ ({ours} − baseline)", "95% CI",
+              "p", "p (adj.)", f"P({ours} > baseline)", "Verdict"]
     few = [r for r in comps if r["cmp"].few_seeds]
-    notes = [f"Δ: difference of mean final deployed accuracy (points). CI and p: Welch's "
-             f"t-test (unequal variances), unadjusted. p (adj.): Benjamini-Hochberg adjusted "
-             f"over the {V.family_size(st, setting)} comparisons this report makes in the "
-             f"setting. P({ours} > baseline): share of seed pairs where {ours} wins (ties ½). "
-             + rule_note(st, setting)]
+    paired = any(r["cmp"].paired for r in comps)
+    notes = [f"Δ: difference of mean final deployed accuracy (points). CI and p: "
+             f"{verdicts.design_note([r['test'] for r in comps])}; p unadjusted. p (adj.): "
+             f"Benjamini-Hochberg adjusted over the "
+             f"{plural(verdicts.family_size(st, setting), 'test')} this report makes in the "
+             f"setting. P({ours} > baseline): share of seed pairs where {ours} wins (ties ½)"
+             + (", of the seeds where paired. " if paired else ". ") + rule_note(st, setting)]
     if few:
-        notes.append(f"{len(few)} of {len(comps)} comparisons rest on {S.FEW_SEEDS} seeds a "
+        notes.append(f"{len(few)} of {len(comps)} comparisons rest on {stats.FEW_SEEDS} seeds a "
                      "side or fewer: a verdict there is fragile (one seed moves it).")
     name = f"comparisons_{setting_slug(st, setting)}"
     caption = f"{ours} minus each baseline, {st.setting_name(setting)}"
@@ -523,7 +358,7 @@ def budget_rows(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
                     if vals:
                         out.append({"row": lab, "w": w, "a": a, "epoch": e, "source": "readoff",
                                     "from": longer, "values": vals,
-                                    "summary": S.describe(vals, bounds=S.PERCENT)})
+                                    "summary": stats.describe(vals, bounds=stats.PERCENT)})
     return out
 
 
@@ -572,7 +407,7 @@ def budget_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]]) ->
 
 # --------------------------------------------------------------------------- ablations
 
-def _option_diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+def option_diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return {k: a.get(k) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
@@ -594,9 +429,9 @@ def ablations(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
                 g = st.group(setting, lab, c)
                 if not g["acc"]:
                     continue
-                diff = _option_diff(st.options_of.get(lab, {}), base_opts)
+                diff = option_diff(st.options_of.get(lab, {}), base_opts)
                 t = (None if lab == default or not d["acc"]
-                     else V.test(st, setting, (lab, c), (default, c)))
+                     else verdicts.test(st, setting, (lab, c), (default, c)))
                 out.append({"method": m, "default": default, "variant": lab, "cell": c,
                             "options": diff, "summary": g["summary"],
                             "cmp": t.cmp if t else None, "test": t})
@@ -605,7 +440,7 @@ def ablations(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
 
 def _ablation_data(st: StudyRecords, setting: str, r: dict[str, Any],
                    method: str) -> dict[str, Any]:
-    c: S.Comparison | None = r["cmp"]
+    c: stats.Comparison | None = r["cmp"]
     s = r["summary"]
     return {"setting": st.setting_labels[setting], "method": method,
             "w_bits": r["cell"][0], "a_bits": r["cell"][1], "epochs": r["cell"][2],
@@ -614,8 +449,7 @@ def _ablation_data(st: StudyRecords, setting: str, r: dict[str, Any],
             "n": s.n, "mean": s.mean, "std": s.std,
             "diff_vs_default": c.diff if c else None,
             "ci_low": c.ci[0] if c and c.ci else None,
-            "ci_high": c.ci[1] if c and c.ci else None, "p_welch": c.p if c else None,
-            "p_adj": r["test"].p_adj if r["test"] else None,
+            "ci_high": c.ci[1] if c and c.ci else None, **verdicts.test_data(r["test"]),
             "decision": r["test"].decision if r["test"] else None}
 
 
@@ -623,35 +457,38 @@ def ablation_table(st: StudyRecords, setting: str, rows_: list[dict[str, Any]],
                    method: str) -> Table:
     rows, data = [], []
     for r in rows_:
-        t: V.Test | None = r["test"]
+        t: verdicts.Test | None = r["test"]
         is_default = r["variant"] == r["default"]
         rows.append([cell_name(*r["cell"]),
                      st.display(r["variant"]) + (" (default)" if is_default else ""),
                      "" if is_default else fmt_opts(r["options"]), fmt_cell(r["summary"]),
                      "" if t is None else fmt_diff(t.cmp),
-                     "" if t is None else S.fmt_interval(t.cmp.ci, signed=True),
-                     "" if t is None else S.fmt_p(t.cmp.p),
-                     "" if t is None else S.fmt_p(t.p_adj),
+                     "" if t is None else fmt_diff_ci(t.cmp),
+                     "" if t is None else stats.fmt_p(t.cmp.p),
+                     "" if t is None else stats.fmt_p(t.p_adj),
                      "" if t is None else t.verdict("the variant", "the default")])
         data.append(_ablation_data(st, setting, r, method))
     header = ["Cell", "Variant", "Options (vs default)", "Accuracy", "Δ vs default",
-              "95% CI (Welch)", "p (Welch)", "p (adj.)", "Verdict"]
+              "95% CI", "p", "p (adj.)", "Verdict"]
     default = st.display(rows_[0]["default"]) if rows_ else ""
     mname = st.display(st.default_variant(method, st.labels(setting)) or method)
-    notes = [f"Variants of {mname}; Δ = variant minus the default variant ({default}), "
-             "Welch's t-test. " + rule_note(st, setting)]
+    design = verdicts.design_note([r["test"] for r in rows_ if r["test"]])
+    notes = [f"Variants of {mname}; Δ = variant minus the default variant ({default})"
+             + (f", {design}. " if design else ". ") + rule_note(st, setting)]
     name = f"ablation_{slug(method)}_{setting_slug(st, setting)}"
     caption = f"Ablation of {mname} variants, {st.setting_name(setting)}"
     n_all = same_n([r["summary"] for r in rows_])
     tex_rows, groups = grouped([(row[0], [row[1], fmt_cell(r["summary"], not n_all), row[4],
                                           row[5], row[7]]) for row, r in zip(rows, rows_)])
+    bold = {(i, 2) for i, r in enumerate(rows_)
+            if r["test"] and r["test"].decision in ("higher", "lower")}
     tex = Table(name, caption, ["Variant", "Accuracy", "Δ", "95% CI", "p (adj.)"],
-                tex_rows, n_label_cols=1, groups=groups, wide=True, wrap=True,
-                bold={(i, 2) for i, r in enumerate(rows_)
-                      if r["test"] and r["test"].decision in ("higher", "lower")},
+                tex_rows, n_label_cols=1, groups=groups, wide=True, wrap=True, bold=bold,
                 notes=[notes[0] + (f" Accuracy: mean ± std over {n_all} seeds." if n_all
-                                   else "") + " Bold Δ: significant under that rule. Options "
-                       "of each variant: in the markdown and CSV versions of this table."])
+                                   else "")
+                       + (" Bold Δ: significant under that rule." if bold else "")
+                       + " Options of each variant: in the markdown and CSV versions of this "
+                       "table."])
     return Table(name, caption, header, rows, pd.DataFrame(data), notes=notes,
                  n_label_cols=3, left_extra=(-1,), tex=tex)
 

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.report import stats as S
+from harness.report import stats
 from harness.report.load import StudyRecords, cached_per_setting, cell_name
 
 TIME_TOLERANCE = 0.05   # an epoch within T* * 1.05 counts as reached within T*
@@ -159,14 +159,17 @@ def equal_compute_cells(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
             full = r["budget_time"] <= t_star * (1 + TIME_TOLERANCE)
             missed = 0
             if full:  # its whole budget fits: its final accuracies
-                vals = list(st.group(setting, r["label"], cell)["acc"])
+                g = st.group(setting, r["label"], cell)
+                vals, ids = list(g["acc"]), list(g["run_ids"])
                 epochs = [cell[2]] * len(vals)
             else:
                 vals, epochs, missed = readoff_at(r["runs"], t_star)
+                ids = [rid for rid, _, _ in r["runs"]]
                 if missed:  # only its faster seeds: a biased sample, so none at all
-                    vals = []
-            r.update(values=vals, epochs_reached=epochs, full=full, not_reached=missed,
-                     summary=S.describe(vals, bootstrap=False, bounds=S.PERCENT),
+                    vals, ids = [], []
+            r.update(values=vals, value_runs=ids, epochs_reached=epochs, full=full,
+                     not_reached=missed,
+                     summary=stats.describe(vals, bootstrap=False, bounds=stats.PERCENT),
                      trained_within=_trained_within(st, setting, r["label"], cell, t_star))
         out.append({**base, "t_star": t_star, "cheapest": cheapest["label"], "rows": rows,
                     "skipped": ""})
@@ -175,16 +178,17 @@ def equal_compute_cells(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
 
 def time_curve(st: StudyRecords, setting: str, label: str, cell) -> dict[str, Any] | None:
     """Mean cumulative time and mean deployed accuracy per epoch over a group's seeds, with
-    the accuracy's 95% band clipped to [0, 100]."""
+    the accuracy's 95% band clipped to [0, 100] (clip_hi/clip_lo: the times where it was)."""
     runs = _group_times(st, setting, label, cell)
     if not runs:
         return None
     n = min(len(t) for _, t, _ in runs)
-    times = np.stack([t[:n] for _, t, _ in runs])
-    mean, lo, hi = S.curve_band(np.stack([acc[:n] for _, _, acc in runs]))
-    lo, hi, clipped = S.clip_band(lo, hi, S.PERCENT)
-    return {"x": times.mean(axis=0), "mean": mean, "lo": lo, "hi": hi, "n": len(runs),
-            "clipped": clipped}
+    x = np.stack([t[:n] for _, t, _ in runs]).mean(axis=0)
+    mean, lo, hi = stats.curve_band(np.stack([acc[:n] for _, _, acc in runs]))
+    clip_hi, clip_lo = ([], []) if lo is None else (x[hi > 100].tolist(), x[lo < 0].tolist())
+    lo, hi, clipped = stats.clip_band(lo, hi, stats.PERCENT)
+    return {"x": x, "mean": mean, "lo": lo, "hi": hi, "n": len(runs), "clipped": clipped,
+            "clip_hi": clip_hi, "clip_lo": clip_lo}
 
 
 @cached_per_setting
@@ -205,6 +209,16 @@ def time_spread(st: StudyRecords, setting: str) -> list[dict[str, Any]]:
             out.append({"label": lab, "cell": (int(w), int(a)), "hardware": hw, "n": len(t),
                         "min": float(t.min()), "max": float(t.max()), "cv": cv})
     return sorted(out, key=lambda r: (order.get(r["label"], len(order)), r["cell"]))
+
+
+def shared_clause(st: StudyRecords, kind: str) -> str:
+    """What a sentence stating a CPU time or time ratio adds ('' for GPU times): 'CPU
+    wall-clock with up to 2 runs sharing the machine'."""
+    if kind != "CPU":
+        return ""
+    conc = (st.spec.get("executor") or {}).get("local_concurrency")
+    return "CPU wall-clock" + (f" with up to {conc} runs sharing the machine"
+                               if isinstance(conc, int) and conc > 1 else "")
 
 
 def spread_caveat(st: StudyRecords, setting: str) -> str:

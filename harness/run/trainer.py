@@ -38,7 +38,7 @@ from harness.costs import opcount
 from harness.costs.memory import memory_costs
 from harness.dist import Dist
 from harness.errors import UserError
-from harness.run import checkpoint, source
+from harness.run import checkpoint, seeding, source
 from harness.run.checkpoint import plain_row, rng_state, set_rng_state
 from harness.run.display import Display
 from harness.run.env import environment, peak_memory_mb, reset_peak_memory, resolve_device
@@ -167,6 +167,7 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         groups = self.method.param_groups(self.model, default_param_groups(self.model, cfg.optim))
         self.optimizer = make_optimizer(groups, cfg.optim)
+        self.seed_fingerprint = seeding.seed_fingerprint(self.model, self.gen)
         self.steps_per_epoch = self.data.steps_per_epoch(cfg.batch_size)
         self.display = Display(cfg, self.echo, self.steps_per_epoch, self.dist.main)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -398,6 +399,7 @@ class Trainer:
             env=environment(self.device),
             method_info=type(self.method).info(self.task.card.headline()),
             data_fingerprint=getattr(self.data, "fingerprint", {}),
+            seed_fingerprint=getattr(self, "seed_fingerprint", {}),
             **self.cost_fields(), error=error,
             changed_after_training=self.method.changed_after_training() if self.finished
             else "")

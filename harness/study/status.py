@@ -7,7 +7,9 @@ sweep prints. Reads records and asks the job backends; never loads torch.
 from __future__ import annotations
 
 import collections
+import os
 import re
+import stat
 import sys
 import time
 from pathlib import Path
@@ -26,7 +28,7 @@ STAGES = ("pretrain", "tune", "final")   # the order a study's stages run in
 
 def run_state(run_dir: Path, job_state: str | None) -> tuple[str, str]:
     """(state, detail) of one expected run from its record and its last job's state."""
-    return state_of(records.load_run(run_dir, with_metrics=False), job_state)
+    return state_of(records.load_run(run_dir, with_metrics=False, in_study=True), job_state)
 
 
 def state_of(rec: records.RunRecord, job_state: str | None) -> tuple[str, str]:
@@ -59,7 +61,7 @@ def entry_state(sdir: Path, entry: dict[str, Any], subs: dict[str, dict[str, Any
     if run_id is None:
         active = jstates.get(key) in ACTIVE
         return ("pending" if active else "missing"), "waits for its tuning trials", None
-    rec = records.load_run(sdir / "runs" / run_id, with_metrics=False)
+    rec = records.load_run(sdir / "runs" / run_id, with_metrics=False, in_study=True)
     last = max((k for k in (key, run_id) if k in subs), key=lambda k: subs[k].get("time", 0),
                default=None)  # a deferred run's own job, or its bound run's
     state, detail = state_of(rec, jstates.get(last) if last else None)
@@ -135,9 +137,9 @@ def status_counts(sdir: Path) -> tuple[dict[str, int], list[dict[str, Any]]]:
         raise UserError("STUDY_DIR", f"{str(sdir)!r} has no manifest.json; pass a study "
                         "directory made by `python -m harness sweep`")
     try:
-        manifest = files.read_json(manifest_path)
+        manifest = files.read_json(manifest_path, files.MANIFEST_MAX_BYTES)
         runs = list(manifest["runs"])
-    except (ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError("STUDY_DIR", f"{manifest_path} is corrupt ({e}); re-run the sweep "
                         "command: it rebuilds the manifest from the spec") from None
     subs = read_submissions(sdir)
@@ -154,6 +156,7 @@ def status_counts(sdir: Path) -> tuple[dict[str, int], list[dict[str, Any]]]:
         sub = subs.get(stages.entry_run_id(sdir, r) or rid) or subs.get(rid, {})
         done = state == "completed" and rec is not None and rec.summary is not None
         rows.append({**r, "state": state, "detail": detail, "job_id": sub.get("job_id", ""),
+                     "executor": sub.get("executor", ""),
                      "job_state": jstates.get(rid, ""), "stage": r.get("stage", "final"),
                      "score": rec.summary.result if done else None,
                      "task": rec.summary.task if done else None})
@@ -178,21 +181,46 @@ def _unreadable_entry(i: int, entry: Any) -> dict[str, Any]:
                       "plain folder name); re-run the sweep command to rebuild the manifest"}
 
 
+def _last_line(log: Path, tail: int = 64 * 1024) -> str:
+    """The last non-empty line of a log (its last ``tail`` bytes read; a link or a FIFO is
+    not read)."""
+    try:
+        fd = os.open(log, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        f.seek(max(0, os.fstat(fd).st_size - tail))
+        text = f.read(tail).decode(errors="replace")
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
 def _last_error_line(sdir: Path, row: dict[str, Any]) -> tuple[str, str]:
     if row.get("manifest_entry"):
         return row["detail"], str(sdir / "manifest.json")
     run_dir = sdir / "runs" / row["run_id"]
     log = run_dir / "log.txt"
     line = row.get("detail", "")
-    if log.exists():
-        lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
-        if lines and not line:
-            line = lines[-1]
-    job_log = ""
-    if row.get("job_id"):
-        cand = sdir / "submitit" / f"{row['job_id']}_0_log.err"
-        job_log = str(cand) if cand.exists() else str(sdir / "submitit")
-    return line, job_log or str(log)
+    if not line:
+        line = _last_line(log)
+    return line, _job_log(sdir, row) or str(log)
+
+
+def _job_log(sdir: Path, row: dict[str, Any]) -> str:
+    """Where the run's last job logged, if that exists: SLURM jobs' submitit files, local
+    workers' logs (one per worker process, in local-logs/)."""
+    job_id = str(row.get("job_id") or "")
+    if not job_id:
+        return ""
+    if row.get("executor") == "local":
+        folder = sdir / "local-logs"
+        return str(folder) if folder.is_dir() else ""
+    cand = sdir / "submitit" / f"{job_id}_0_log.err"
+    if cand.exists():
+        return str(cand)
+    return str(sdir / "submitit") if (sdir / "submitit").is_dir() else ""
 
 
 def cmd_status(args) -> int:

@@ -2,6 +2,7 @@
 
     python -m harness sweep STUDY.toml [--executor slurm|local|debug] [--scale NAME] [--dry-run]
                                        [--json] [--retry-failed] [--wait] [--results DIR]
+                                       [--max-runs N]
 
 A study directory holds ``study.toml`` (frozen copy of the spec), ``manifest.json`` (the
 expanded runs and the excluded cells), ``runs/<run_id>/`` (run records), ``submissions.jsonl``
@@ -19,20 +20,21 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import re
 import shutil
 import sys
 from pathlib import Path
 from typing import Iterator
 
-from harness import config, files, stages
+from harness import config, files, records, stages
 from harness.errors import UserError
 from harness.run.resolve import config_hash
 from harness.run.rundir import prepare_run_dir
 from harness.study import schedule
 from harness.study.backends import BACKENDS, slurm
 from harness.study.spec import Run, SpecErrors, Study, load_spec, print_plan
-from harness.study.spec.schema import Slot
+from harness.study.spec.schema import MAX_RUNS, Slot
 from harness.study.status import shown_path, summarize_exit, wait_for
 
 EXECUTORS = tuple(BACKENDS)
@@ -48,7 +50,7 @@ def study_dir(results: Path, study: Study) -> Path:
 def locked(sdir: Path) -> Iterator[None]:
     """An exclusive lock on the study directory (two sweeps never submit the same run)."""
     sdir.mkdir(parents=True, exist_ok=True)
-    with open(sdir / ".sweep.lock", "w") as f:
+    with files.open_lock(sdir / ".sweep.lock") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -61,16 +63,36 @@ def locked(sdir: Path) -> Iterator[None]:
 
 
 def freeze_spec(study: Study, sdir: Path, echo=print) -> None:
-    """Keep a copy of the spec; an edited spec never silently replaces the previous copy."""
+    """Keep a copy of the spec; an edited spec never silently replaces the previous copy
+    (which is renamed aside: a link or anything else there is moved, never followed)."""
     frozen = sdir / "study.toml"
     text = study.path.read_text()
-    if frozen.exists() and frozen.read_text() != text:
-        n = 1
-        while (sdir / f"study.toml.{n}").exists():
-            n += 1
-        shutil.copy2(frozen, sdir / f"study.toml.{n}")
-        echo(f"note: the spec changed since the last sweep; previous copy kept as study.toml.{n}")
+    if os.path.lexists(frozen) and _old_copy(frozen) != text.encode():
+        kept = _free_name(sdir, "study.toml.")
+        os.rename(frozen, sdir / kept)
+        echo(f"note: the spec changed since the last sweep; previous copy kept as {kept}")
     files.atomic_write_text(frozen, text)
+
+
+def _old_copy(path: Path) -> bytes | None:
+    """A study file's bytes, or None when it is not a readable regular file of a spec's
+    size."""
+    try:
+        return None if path.is_symlink() else files.read_bytes(path, MAX_KEPT_BYTES)
+    except (OSError, ValueError):
+        return None
+
+
+def _free_name(sdir: Path, prefix: str) -> str:
+    """The first ``PREFIX<n>`` (n = 1, 2, ...) that names nothing in ``sdir``, not even a
+    dangling link."""
+    n = 1
+    while os.path.lexists(sdir / f"{prefix}{n}"):
+        n += 1
+    return f"{prefix}{n}"
+
+
+MAX_KEPT_BYTES = 16 * 2**20  # the largest study.toml kept aside (a spec is read whole)
 
 
 def write_manifest(study: Study, sdir: Path, echo=print) -> None:
@@ -79,15 +101,12 @@ def write_manifest(study: Study, sdir: Path, echo=print) -> None:
     rebuilt from the spec (earlier versions' runs are then no longer listed)."""
     path = sdir / "manifest.json"
     try:
-        old = files.read_json(path) if path.exists() else {}
+        old = files.read_json(path, files.MANIFEST_MAX_BYTES) if path.exists() else {}
         runs = {r["run_id"]: r for r in old.get("runs", []) if isinstance(r.get("run_id"), str)}
     except (OSError, ValueError, AttributeError, TypeError):
-        n = 1
-        while (sdir / f"manifest.json.corrupt-{n}").exists():
-            n += 1
-        shutil.copy2(path, sdir / f"manifest.json.corrupt-{n}")
-        echo(f"note: manifest.json was unreadable; kept as manifest.json.corrupt-{n} and "
-             "rebuilt from the spec")
+        kept = _free_name(sdir, "manifest.json.corrupt-")
+        os.rename(path, sdir / kept)  # renames a link itself, never what it names
+        echo(f"note: manifest.json was unreadable; kept as {kept} and rebuilt from the spec")
         runs = {}
     runs.update({r.run_id: r.manifest() for r in study.items})
     current = {r.run_id for r in study.items}
@@ -114,8 +133,14 @@ def plan_runs(study: Study, sdir: Path, retry_failed: bool,
 
 
 def run_dir_of(sdir: Path, run_id: str) -> Path:
-    """RUN_DIR of a run id, verified to lie inside the study directory."""
-    path = (Path(sdir) / "runs" / run_id).resolve()
+    """RUN_DIR of a run id, verified to lie inside the study directory, neither it nor
+    runs/ reached through a link."""
+    plain = Path(sdir) / "runs" / run_id
+    if PLAIN_NAME.fullmatch(run_id) and os.path.lexists(plain) and not records.in_place(plain):
+        raise UserError("run_id", f"{str(plain)!r} reaches {os.path.realpath(plain)!r} through "
+                        "a symbolic link; replace the link with the run folder or remove it "
+                        "(nothing was submitted)")
+    path = plain.resolve()
     if not path.is_relative_to(Path(sdir).resolve() / "runs"):
         raise UserError("run_id", f"{run_id!r} would leave the study directory; use plain names")
     return path
@@ -131,10 +156,11 @@ def prepare_records(runs: list[Run], sdir: Path) -> None:
         want = {**config.to_dict(r.cfg), "config_hash": config_hash(r.cfg)}
         if path.exists():
             try:
-                have = json.loads(path.read_text())
-            except ValueError:
+                have = files.read_json(path)
+            except (OSError, ValueError):
                 have = None  # corrupt: rewritten from the spec
-            if have is None or (have.get("config_hash") == want["config_hash"] and have != want):
+            if not isinstance(have, dict) or (have.get("config_hash") == want["config_hash"]
+                                              and have != want):
                 files.atomic_write_json(path, want)
         prepare_run_dir(run_dir, r.cfg)
 
@@ -169,7 +195,11 @@ def cmd_sweep(args) -> int:
         raise UserError("--json", "prints the runs a dry run would submit; add --dry-run")
     data_warnings: list[str] | None = [] if args.dry_run else None  # plan before the data
     try:
-        study = load_spec(args.spec, args.scale, args.set, data_warnings)
+        max_runs = getattr(args, "max_runs", None)
+        if max_runs is not None and max_runs < 1:
+            raise UserError("--max-runs", f"must be >= 1, got {max_runs}")
+        study = load_spec(args.spec, args.scale, args.set, data_warnings,
+                          MAX_RUNS if max_runs is None else max_runs)
     except SpecErrors as e:
         for line in e.errors:
             print(f"error: {line}", file=sys.stderr)
@@ -199,6 +229,8 @@ def cmd_sweep(args) -> int:
         return 0
     files.ensure_writable_dir(sdir, "--results", "pass a writable --results directory")
     with locked(sdir):
+        for r in study.runs:  # every run folder checked before anything is written
+            run_dir_of(sdir, r.run_id)
         freeze_spec(study, sdir)
         work = schedule.plan(study, sdir, args.retry_failed)  # binds ready deferred runs
         _print_todo(work.runs, work.skipped, work.blocked)

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import pkgutil
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from harness.errors import did_you_mean, require
+from harness.errors import UserError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -122,19 +123,28 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
+_SCANNED: dict[str, int] = {}   # folder -> its mtime when its tasks were last imported
+
+
 def load_all() -> dict[str, type[Task]]:
-    """Import every task folder under harness/tasks/ so each registers its card."""
+    """Import every task folder under harness/tasks/ so each registers its card (the folder
+    is scanned again only when a task was added or removed since: its mtime)."""
     import harness.tasks as package
 
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.ispkg:
-            importlib.import_module(f"harness.tasks.{info.name}")
+    for folder in package.__path__:
+        mtime = os.stat(folder).st_mtime_ns
+        if _SCANNED.get(folder) == mtime:
+            continue
+        for info in pkgutil.iter_modules([folder]):
+            if info.ispkg:
+                importlib.import_module(f"harness.tasks.{info.name}")
+        _SCANNED[folder] = mtime
     return TASKS
 
 
 def get(name: str) -> type[Task]:
-    load_all()
-    require(name in TASKS, "task", f"unknown task {name!r}{did_you_mean(name, TASKS)}")
+    if name not in load_all():
+        raise UserError("task", f"unknown task {name!r}{did_you_mean(name, TASKS)}")
     return TASKS[name]
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.errors import did_you_mean, require
+from harness.errors import UserError, did_you_mean, require
 from harness.tasks import base, models
 
 
@@ -31,7 +31,8 @@ class TaskRuntime:
     # --- checks (config resolution; no I/O)
     def check(self, cfg) -> None:
         """Model and dataset names and options, and the task's own keys."""
-        require(cfg.model.name in self.models, "model.name", self.unknown_model(cfg.model.name))
+        if cfg.model.name not in self.models:
+            raise UserError("model.name", self.unknown_model(cfg.model.name))
         models.check(cfg.model, self.models)
         require(cfg.data.name in self.datasets, "data.name",
                 self.unknown(cfg.data.name, "dataset", "datasets"))

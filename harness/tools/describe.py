@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import socket
 import typing
 from pathlib import Path
@@ -84,18 +85,14 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def cmd_config(args) -> int:
-    """Every config key first (from the dataclasses alone), then the registries' names: the
-    methods, and each task's models and datasets, which load their modules (and torch)."""
-    from methods.base import get, load_all
-
+    """Every config key first (from the dataclasses alone, before torch is loaded), then the
+    registries' names: the methods, and each task's models and datasets, which load their
+    modules (and torch)."""
     if args.method:
-        cls = get(args.method)
-        print(f"method {cls.name} ({cls.display_name or cls.name}): weight bits "
-              f"{sorted(cls.bits)}, default {cls.default_bits}")
-        rows = method_options(args.method)
-        print("\n".join(_table(rows)) if rows else "no options")
-        return 0
+        return _method_config(args.method)
     print("\n".join(_table(config_keys())), flush=True)
+    from methods.base import load_all
+
     print("\nmethods (method.<option>: python -m harness config --method NAME):")
     for name, cls in sorted(load_all().items()):
         print(f"  {name:<10} {cls.display_name or name}, weight bits {sorted(cls.bits)}")
@@ -107,6 +104,17 @@ def cmd_config(args) -> int:
         print("  datasets:")
         for dataset, desc in sorted(runtime.datasets.items()):
             print(f"    {dataset:<16} {desc}")
+    return 0
+
+
+def _method_config(name: str) -> int:
+    from methods.base import get
+
+    cls = get(name)
+    print(f"method {cls.name} ({cls.display_name or cls.name}): weight bits "
+          f"{sorted(cls.bits)}, default {cls.default_bits}")
+    rows = method_options(name)
+    print("\n".join(_table(rows)) if rows else "no options")
     return 0
 
 
@@ -195,10 +203,11 @@ def _fmt(v: str) -> str:
 
 
 def _last_rows(run_dir: Path) -> list[dict[str, str]]:
+    """metrics.csv's rows (a regular file of at most the records' limit, else none)."""
     try:
-        with open(run_dir / "metrics.csv", newline="") as f:
-            return list(csv.DictReader(f))
-    except (OSError, csv.Error):
+        data = files.read_bytes(run_dir / "metrics.csv", records.METRICS_MAX_BYTES)
+        return list(csv.DictReader(io.StringIO(data.decode(errors="replace"), newline="")))
+    except (OSError, ValueError, csv.Error):
         return []
 
 

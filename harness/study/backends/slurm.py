@@ -14,6 +14,7 @@ from typing import Any
 
 import submitit
 
+from harness import files
 from harness.errors import UserError
 from harness.run import source
 from harness.run.job import RunJob, SlotJob
@@ -124,7 +125,7 @@ class SlurmBackend:
         if shutil.which("sbatch") is None:
             raise UserError("--executor", "slurm needs sbatch on PATH; use --executor local or "
                             "start the local cluster (python slurm/cluster.py start)")
-        snap = source.snapshot(ctx.sdir / "snapshots")
+        snap = source.snapshot(files.make_dir(ctx.sdir / "snapshots", ctx.sdir))
         limit = max_array_size()
         for (shape, after), group in _by_shape(runs, ctx.after).items():
             ex = submitit.AutoExecutor(folder=str(ctx.sdir / "submitit"), cluster="slurm")
@@ -134,17 +135,25 @@ class SlurmBackend:
             if after:  # a later stage: starts when the jobs of its inputs have succeeded
                 params["slurm_dependency"] = "afterok:" + ":".join(after)
             ex.update_parameters(**params)
-            for i in range(0, len(group), limit):  # arrays no larger than MaxArraySize
-                self._submit_array(ex, group[i:i + limit], ctx, snap, shape, after)
+            slots = any(hasattr(r, "slot_id") for r in group)  # deferred runs: one a task
+            step = limit * (1 if slots else int(shape["runs_per_gpu"]) * int(shape["runs_per_job"]))
+            for i in range(0, len(group), step):  # arrays no larger than MaxArraySize
+                self._submit_array(ex, group[i:i + step], ctx, snap, shape, after)
 
     def _submit_array(self, ex, group: list, ctx: Submit, snap: source.Snapshot,
                       shape: dict, after: tuple = ()) -> None:
         threads = int(shape["cpus_per_task"])
-        fns = [SlotJob(str(ctx.sdir), r.slot_id, threads) if hasattr(r, "slot_id") else
-               RunJob(str(ctx.sdir / "runs" / r.run_id), threads) for r in group]
+        if any(hasattr(r, "slot_id") for r in group):  # a deferred run binds when it starts
+            packs = [[[r]] for r in group]
+        else:
+            packs = packed(group, int(shape["runs_per_gpu"]), int(shape["runs_per_job"]))
+        fns = [SlotJob(str(ctx.sdir), pack[0][0].slot_id, threads)
+               if hasattr(pack[0][0], "slot_id") else
+               RunJob([[str(ctx.sdir / "runs" / r.run_id) for r in lane] for lane in pack],
+                      threads) for pack in packs]
         try:
             with _cwd(snap.path), ex.batch():
-                batch = [ex.submit(fn) for fn in fns]
+                jobs = [ex.submit(fn) for fn in fns]
         except Exception as e:  # sbatch refused (partition, account, limits, ...)
             text = str(e).strip().splitlines()
             raise UserError("executor", f"the scheduler refused the jobs "
@@ -152,9 +161,11 @@ class SlurmBackend:
                             "[executor] partition/account/qos/resources") from None
         ctx.append([{"run_id": r.run_id, "job_id": str(j.job_id), "executor": self.name,
                      "snapshot": snap.id, "time": time.time(),
-                     **({"after": list(after)} if after else {})} for r, j in zip(group, batch)])
-        base = str(batch[0].job_id).split("_")[0] if batch else "-"
-        ctx.echo(f"submitted {len(batch)} runs as slurm array {base} ({_shape_str(shape)}"
+                     **({"after": list(after)} if after else {})}
+                    for pack, j in zip(packs, jobs) for lane in pack for r in lane])
+        base = str(jobs[0].job_id).split("_")[0] if jobs else "-"
+        each = "" if len(packs) == len(group) else f" in {len(packs)} tasks"
+        ctx.echo(f"submitted {len(group)} runs{each} as slurm array {base} ({_shape_str(shape)}"
                  f"{f'; after {len(after)} jobs' if after else ''}); code snapshot {snap.id}")
 
     def states(self, sdir: Path, subs: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -167,6 +178,19 @@ class SlurmBackend:
         for i in range(0, len(ids), QUERY_CHUNK):
             subprocess.run(["scancel", *ids[i:i + QUERY_CHUNK]], check=False)
         return f"cancelled {len(ids)} SLURM jobs"
+
+
+def packed(runs: list, per_gpu: int, per_job: int) -> list[list[list]]:
+    """Runs in packs of ``per_gpu`` x ``per_job``, one pack per array task: ``per_gpu`` lanes
+    run at the same time, each working through up to ``per_job`` runs in turn. Runs are
+    dealt to lanes in order, so a lane's runs tend to share their data."""
+    size = per_gpu * per_job
+    out = []
+    for i in range(0, len(runs), size):
+        chunk = runs[i:i + size]
+        lanes = [chunk[k * per_job:(k + 1) * per_job] for k in range(per_gpu)]
+        out.append([lane for lane in lanes if lane])
+    return out
 
 
 def _by_shape(runs: list, after: dict[str, list[str]]) -> dict[Any, list]:

@@ -14,6 +14,7 @@ from harness.study.spec.cells import cell_options, variant_cells
 from harness.study.spec.methods import parsed_options, unsupported
 from harness.study.spec.schema import (
     MAX_NAME,
+    MAX_RUNS,
     RESOURCE_KEYS,
     SAFE_NAME,
     Grid,
@@ -45,16 +46,25 @@ class Plan:
     stage_for: Callable[["Plan", Variant, int], "Stage"] | None = None
     sources: dict[tuple, Run | None] = field(default_factory=dict)   # pretraining runs
     cell_options: dict[str, dict] = field(default_factory=dict)  # variant -> cell -> options
+    max_runs: int = MAX_RUNS
 
 
 def expand(plan: Plan) -> None:
-    """Fill ``plan.study.runs`` and ``.excluded``; every problem goes to ``plan.problems``."""
+    """Fill ``plan.study.runs`` and ``.excluded``; every problem goes to ``plan.problems``.
+    A grid of more than ``plan.max_runs`` runs is refused before any run is resolved."""
     variants, p = plan.variants, plan.problems
     if plan.grid.chosen is not None:
         unknown = [v for v in plan.grid.chosen if v not in variants]
         if unknown:
             p.add(f"grid.variants: {unknown} not defined under [variants]")
         variants = {k: v for k, v in variants.items() if k in plan.grid.chosen}
+    n = sum(len(variant_cells(v, plan.grid.bits)) for v in variants.values()) * \
+        len(plan.grid.budgets) * len(plan.grid.seeds)
+    if n > plan.max_runs:
+        p.add(f"grid: variants x cells x epoch budgets x seeds make {n:,} runs, over the limit "
+              f"of {plan.max_runs:,} runs per study; split the study, or raise the limit with "
+              "`sweep --max-runs N`")
+        return
     for v in variants.values():
         ok = method_ok(v, p)
         per_cell = cell_options(v, variant_cells(v, plan.grid.bits), p)

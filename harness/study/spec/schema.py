@@ -23,10 +23,12 @@ EXECUTOR_DEFAULTS = {
     "partition": "", "account": "", "qos": "", "constraint": "", "timeout_min": 240,
     "gpus_per_task": 0, "cpus_per_task": 2, "mem_gb": 8, "tasks_per_node": 1, "nodes": 1,
     "array_parallelism": 16, "setup": [], "sbatch": {}, "local_concurrency": 2,
+    "runs_per_gpu": 1, "runs_per_job": 1,
 }
 # the executor keys that shape one job (runs with equal shapes share a job array)
 RESOURCE_KEYS = ("timeout_min", "gpus_per_task", "cpus_per_task", "mem_gb", "tasks_per_node",
-                 "nodes", "partition", "constraint", "qos", "account")
+                 "nodes", "partition", "constraint", "qos", "account", "runs_per_gpu",
+                 "runs_per_job")
 SECTIONS = ("study", "recipe", "grid", "variants", "executor", "scales", "report", "cell_recipe",
             "tune")
 STUDY_KEYS = ("name", "description", "allow_unmatched", "question", "gpu_hours", "reproduction")
@@ -35,6 +37,12 @@ VARIANT_KEYS = ("method", "options", "recipe", "unmatched", "reference", "bits",
 # a cell pattern: W<w>[..<w2>]/A<a>[..<a2>], e.g. "W1/A32", "W1/A1..A8", "W1..W2/A32"
 CELL_PATTERN = re.compile(r"W(\d+)(?:\.\.W?(\d+))?/A(\d+)(?:\.\.A?(\d+))?")
 
+
+# runs one study may expand to (README, Limits; `sweep --max-runs N` raises it): a grid is
+# counted before any run is resolved, so a typo of 10^6 runs fails at once
+MAX_RUNS = 10**5
+# the largest study spec read (a spec is a few KB; its lists are expanded in memory)
+MAX_SPEC_BYTES = 4 * 2**20
 
 # names that become paths (study, variant; run ids are built from them): no separators, no
 # leading dot, so nothing a spec says can leave the study directory
@@ -68,6 +76,8 @@ EXECUTOR_TYPES = {  # key: (type check, what to write)
     "nodes": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
     "array_parallelism": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
     "local_concurrency": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "runs_per_gpu": (lambda v: is_int(v) and 1 <= v <= 64, "an integer in [1, 64]"),
+    "runs_per_job": (lambda v: is_int(v) and 1 <= v <= 10**4, "an integer in [1, 10000]"),
     "setup": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
               'a list of shell lines, e.g. ["module load cuda"]'),
     "sbatch": (lambda v: isinstance(v, dict), 'a table, e.g. { exclusive = "" }'),

@@ -23,7 +23,6 @@ import hashlib
 import os
 import pickle
 import struct
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -31,11 +30,11 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from harness.errors import UserError, did_you_mean, require
-from harness.files import atomic_save_npy
+from harness.tasks import images
 from harness.tasks.classify.split import hold_out
+from harness.tasks.images import IMG_EXT
 
 SUBSET_SEED = 20201  # fixed: subsets never depend on the run seed
 FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"
@@ -54,6 +53,7 @@ class Arrays:
     x_val: np.ndarray | None = None   # the validation split (data.val_split), held out of
     y_val: np.ndarray | None = None   # the training images
     val_indices: np.ndarray | None = None  # its indices into the training split
+    notes: tuple = ()                 # how image depths were mapped (harness/tasks/images.py)
 
 
 def _sha(*arrays: np.ndarray) -> str:
@@ -69,13 +69,18 @@ def fingerprint(a: Arrays) -> dict[str, Any]:
     hash of their names and sizes), the subset indices, and a hash of the pixels and labels
     themselves. Two runs with equal ``content`` saw the same images."""
     sizes = [(str(f), f.stat().st_size) for f in a.files]
-    return {"n_train": int(len(a.y_train)), "n_test": int(len(a.y_test)),
-            "classes": len(a.classes), "source_files": len(sizes),
-            "source_bytes": int(sum(n for _, n in sizes)),
-            "source_list": hashlib.sha256(repr(sizes).encode()).hexdigest()[:16],
-            "subset": _sha(*a.indices) if a.indices is not None else "all",
-            "content": _sha(a.x_train, a.y_train, a.x_test, a.y_test),
-            **({} if a.y_val is None else {"val": val_fingerprint(a)})}
+    out = {"n_train": int(len(a.y_train)), "n_test": int(len(a.y_test)),
+           "classes": len(a.classes), "source_files": len(sizes),
+           "source_bytes": int(sum(n for _, n in sizes)),
+           "source_list": hashlib.sha256(repr(sizes).encode(errors="surrogateescape")
+                                         ).hexdigest()[:16],
+           "subset": _sha(*a.indices) if a.indices is not None else "all",
+           "content": _sha(a.x_train, a.y_train, a.x_test, a.y_test)}
+    if a.notes:  # images not stored at 8 bits: how they were mapped
+        out["decoding"] = "; ".join(a.notes)
+    if a.y_val is not None:
+        out["val"] = val_fingerprint(a)
+    return out
 
 
 def val_fingerprint(a: Arrays) -> dict[str, Any]:
@@ -214,7 +219,17 @@ def imagefolder_splits(root: Path) -> tuple[Path, Path]:
     return train, test
 
 
-IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
+def _image_files(folder: Path) -> list[Path]:
+    """The image files of a class folder, sorted; anything with an image suffix that is not
+    a regular file (a FIFO, a folder) is refused before it is opened."""
+    out = []
+    with os.scandir(folder) as it:
+        for entry in it:
+            if Path(entry.name).suffix.lower() in IMG_EXT:
+                if not entry.is_file():
+                    images.check_regular(Path(entry.path))
+                out.append(Path(entry.path))
+    return sorted(out)
 
 
 def _list_images(split: Path,
@@ -225,7 +240,7 @@ def _list_images(split: Path,
             "from train/; both splits need the same class folders")
     files, labels = [], []
     for i, c in enumerate(classes):
-        fs = sorted(p for p in (split / c).iterdir() if p.suffix.lower() in IMG_EXT)
+        fs = _image_files(split / c)
         files += fs
         labels += [i] * len(fs)
     require(files, "data.root", f"no images under {split}; expected {split}/<class>/*.jpg")
@@ -234,67 +249,10 @@ def _list_images(split: Path,
     return files, np.asarray(labels, dtype=np.int64), classes
 
 
-def _cache_dir() -> Path | None:
-    """Where decoded image folders are cached: $SLBENCH_CACHE, default ~/.cache/slbench;
-    SLBENCH_CACHE=off turns the cache off."""
-    env = os.environ.get("SLBENCH_CACHE", "")
-    if env.lower() == "off":
-        return None
-    return Path(env) if env else Path.home() / ".cache" / "slbench"
-
-
-def _cache_key(files: list[Path]) -> str:
-    """The cache key of a list of images: every file's path, size and modification time, so
-    an image that changes (or is replaced by garbage) is decoded again, never served stale."""
-    h = hashlib.sha256()
-    for f in files:
-        st = f.stat()
-        h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:24]
-
-
-def _cached(path: Path | None, n: int) -> np.ndarray | None:
-    """A cache entry, or None when there is none or it is unreadable or of the wrong size."""
-    if path is None or not path.is_file():
-        return None
-    try:
-        x = np.load(path)  # .npy without pickles: allow_pickle stays False
-    except (OSError, ValueError, EOFError):
-        return None
-    return x if x.ndim == 4 and x.shape[0] == n and x.dtype == np.uint8 else None
-
-
-def _decode(files: list[Path]) -> np.ndarray:
-    """Decode images to one uint8 [N, C, H, W] array (cached on disk, see _cache_key)."""
-    cache = _cache_dir()
-    path = cache / f"images-{_cache_key(files)}.npy" if cache else None
-    hit = _cached(path, len(files))
-    if hit is not None:
-        return hit
-
-    def one(f: Path) -> np.ndarray:
-        with Image.open(f) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-
-    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
-        imgs = list(pool.map(one, files))
-    shapes = {im.shape for im in imgs}
-    require(len(shapes) == 1, "data.root", f"images have different sizes {sorted(shapes)[:3]}; "
-            "in-memory imagefolder needs one size")
-    x = np.stack(imgs).transpose(0, 3, 1, 2).copy()
-    if path is not None:
-        try:
-            atomic_save_npy(path, x)
-        except OSError:
-            pass  # a cache we cannot write is only slower
-    return x
-
-
 def _image_size(root: Path) -> tuple[int, int]:
     train, _ = imagefolder_splits(root)
     files, _, _ = _list_images(train, None)
-    with Image.open(files[0]) as im:
-        return im.size
+    return images.image_size(files[0])
 
 
 def _is_large(root: str) -> bool:
@@ -343,8 +301,11 @@ def _load_imagefolder(root: Path, dcfg) -> Arrays:
     fte, yte, _ = _list_images(test, classes)
     itr = balanced_subset(ytr, dcfg.subset_train, len(classes))
     ite = balanced_subset(yte, dcfg.subset_test, len(classes))
-    return Arrays(_decode([ftr[i] for i in itr]), ytr[itr],
-                  _decode([fte[i] for i in ite]), yte[ite], classes, tuple(ftr + fte), (itr, ite))
+    xtr, ntr = images.decode_many([ftr[i] for i in itr])
+    xte, nte = images.decode_many([fte[i] for i in ite])
+    return Arrays(xtr, ytr[itr], xte, yte[ite], classes, tuple(ftr + fte), (itr, ite),
+                  tuple(f"{split}: {n}" for split, ns in (("train", ntr), ("test", nte))
+                        for n in ns))
 
 
 # --------------------------------------------------------------------------- registry

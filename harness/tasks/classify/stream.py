@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.tasks import images
 from harness.tasks.classify import split
 from harness.tasks.classify.data import (
     Arrays,
@@ -30,11 +31,11 @@ class StreamingData:
         aug = [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()]
         plain = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224),
                                     transforms.ToTensor(), norm])
-        self.train_set = datasets.ImageFolder(
+        self.train_set = datasets.ImageFolder(  # decoded at their real depth (images.py)
             str(train), transforms.Compose(aug + [transforms.ToTensor(), norm])
-            if dcfg.augment else plain)
-        self.val_set = datasets.ImageFolder(str(train), plain)
-        self.test_set = datasets.ImageFolder(str(test), plain)
+            if dcfg.augment else plain, loader=images.pil_rgb)
+        self.val_set = datasets.ImageFolder(str(train), plain, loader=images.pil_rgb)
+        self.test_set = datasets.ImageFolder(str(test), plain, loader=images.pil_rgb)
         self.classes = self.train_set.classes
         self.num_classes = len(self.classes)
         ytr = np.asarray(self.train_set.targets)

@@ -26,7 +26,7 @@ from harness.tasks.runtime import autocast
 from methods.base import load_all
 
 FORMAT = "slbench-selftest/1"
-SECTIONS = ("train", "switches", "epoch", "ratios", "ddp")
+SECTIONS = ("train", "switches", "epoch", "ratios", "ddp", "packing")
 LOSS_FALL = 0.95          # last tenth's mean loss <= 0.95 x the first tenth's
 CHECK_BITS = (1, 2)       # weight bits of the train section (A32); fp runs at its own 32
 SWITCHES = {              # name -> config switches (switches and epoch sections)
@@ -69,6 +69,7 @@ class Summary:
     checks: list[Check] = field(default_factory=list)
     epoch_times: list[dict[str, Any]] = field(default_factory=list)
     ratios: list[dict[str, Any]] = field(default_factory=list)
+    packing: list[dict[str, Any]] = field(default_factory=list)   # K, aggregate images/s
     targets: list[dict[str, str]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     section_s: dict[str, float] = field(default_factory=dict)

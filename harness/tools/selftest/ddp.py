@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from harness import files
 from harness.config import RunConfig
 from harness.dist import Dist
 from harness.run import checkpoint, resolve
@@ -31,7 +32,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _pythonpath() -> str:
+def pythonpath() -> str:
     """This checkout first, so worker processes import the code under test."""
     root = str(Path(__file__).resolve().parents[2])
     rest = os.environ.get("PYTHONPATH", "")
@@ -155,14 +156,14 @@ def run_ranks(folder: Path, world: int, cpu: bool, timeout: float) -> list[int]:
     for rank in range(world):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world),
                "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "PYTHONPATH": _pythonpath(), "CUBLAS_WORKSPACE_CONFIG":
+               "PYTHONPATH": pythonpath(), "CUBLAS_WORKSPACE_CONFIG":
                    os.environ.get("CUBLAS_WORKSPACE_CONFIG", CUBLAS)}
         if cpu:
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 2) // world))
         cmd = [sys.executable, "-c", "import sys; from harness.tools.selftest.ddp import "
                "ddp_worker; sys.exit(ddp_worker(sys.argv[1:]))", str(folder / "config.json"),
                str(folder / "run"), str(folder / f"rank{rank}.pt")]
-        log = open(folder / f"rank{rank}.log", "w")
+        log = files.open_append(folder / f"rank{rank}.log")  # a fresh folder of its own
         procs.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT),
                       log))
     deadline = time.monotonic() + timeout

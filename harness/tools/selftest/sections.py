@@ -3,6 +3,7 @@ train, switches, epoch times, step ratios, DDP."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 import traceback
@@ -18,6 +19,7 @@ from harness.run.env import resolve_device
 from harness.run.trainer import Trainer
 from harness.tasks.classify import data as classify_data
 from harness.tools import bench
+from harness.tools.selftest import packing
 from harness.tools.selftest.checks import (
     BUDGET_S,
     CHECK_BITS,
@@ -44,6 +46,7 @@ from harness.tools.selftest.checks import (
 from harness.tools.selftest.ddp import (
     DDP_METHOD,
     compare_ddp,
+    pythonpath,
     rank_line,
     rel_diff,
     run_ranks,
@@ -291,6 +294,30 @@ class Selftest:
                       "grad_rel_diff": rel_diff(t.on_step.first_grads, emulated)}
             for check in compare_ddp(ranks, emulated, single):
                 self.add(check)
+
+    def section_packing(self) -> None:
+        """Aggregate images/s of K runs at once on the device (selftest/packing.py); the
+        suggestion is runs_per_gpu for this model, width and batch size."""
+        cfg = self.cfg("fp", 32)
+        folder = self.out / "packing"
+        folder.mkdir(parents=True, exist_ok=True)
+        files.atomic_write_json(folder / "config.json", to_dict(cfg))
+        env = {**os.environ, "PYTHONPATH": pythonpath()}
+        rows = []
+        for k in self.args.packing_ks:
+            with self.guarded("packing", f"K={k}"):
+                row = packing.measure(folder / "config.json", k, self.args.packing_steps,
+                                      folder / f"k{k}", env)
+                rows.append(row)
+                self.add(Check("packing", f"K={k}", "pass",
+                               f"{row['images_per_s']:.0f} images/s in all", row))
+        self.summary.packing = rows
+        if rows:
+            k = packing.suggest(rows)
+            self.summary.notes.append(
+                f"packing: suggested [executor] runs_per_gpu = {k} for {self.args.model} "
+                f"width {self.args.width}, batch {self.args.batch_size} (the smallest K within "
+                f"{packing.SUGGEST_WITHIN:.0%} of the best aggregate throughput)")
 
     # --- targets
     def target(self, status: str, line: str) -> None:

@@ -45,6 +45,10 @@ def to_markdown(s: Summary) -> str:
     if s.ratios:
         lines += ["## Step time of every method over fp (harness.tools.bench)", "",
                   *_table(s.ratios, list(s.ratios[0])), ""]
+    if s.packing:
+        lines += ["## Runs per device (aggregate images/s of K runs at once)", "",
+                  *_table([{"K": r["k"], "images_per_s": r["images_per_s"]} for r in s.packing],
+                          ["K", "images_per_s"]), ""]
     targets = [f"- {t['status']}: {t['target']}" for t in s.targets] or ["- none measured"]
     skipped = [f"- {k['what']}: {k['reason']}" for k in s.skipped] or ["- nothing"]
     lines += ["## Targets (reported, never a failed check)", "", *targets, "",
