@@ -50,10 +50,10 @@ class Arrays:
     classes: list[str]
     files: tuple = ()                 # the files the data came from (for the fingerprint)
     indices: tuple | None = None      # (train, test) subset indices into those splits
+    notes: tuple = ()                 # how image depths were mapped (harness/tasks/images.py)
     x_val: np.ndarray | None = None   # the validation split (data.val_split), held out of
     y_val: np.ndarray | None = None   # the training images
     val_indices: np.ndarray | None = None  # its indices into the training split
-    notes: tuple = ()                 # how image depths were mapped (harness/tasks/images.py)
 
 
 def _sha(*arrays: np.ndarray) -> str:
@@ -291,7 +291,7 @@ def _subsets(a: Arrays, dcfg) -> Arrays:
     itr = balanced_subset(a.y_train, dcfg.subset_train, k)
     ite = balanced_subset(a.y_test, dcfg.subset_test, k)
     return Arrays(a.x_train[itr], a.y_train[itr], a.x_test[ite], a.y_test[ite], a.classes,
-                  a.files, (itr, ite))
+                  a.files, (itr, ite), a.notes)
 
 
 def _load_imagefolder(root: Path, dcfg) -> Arrays:
