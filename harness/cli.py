@@ -119,7 +119,12 @@ def _add_sweep(sub, executors: tuple[str, ...]) -> None:
     p.add_argument("--wait", action="store_true", help="slurm: block until the jobs finish")
     p.add_argument("--results", default="results", help="parent of the study directory")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a shared recipe key for every run, e.g. data.root=DIR")
+                   help="a recipe key for every run (data.root=DIR), or a key of the spec's "
+                        "own tables, checked as the file is: grid.seeds=[0,1], "
+                        "executor.local_concurrency=1, variants.slb.options.bn=\"none\"")
+    p.add_argument("--only", action="append", default=[], metavar="KEY=V1,V2",
+                   help="keep only these final runs (and the trials and sources they need): "
+                        "variant=slb,ste, bits=W1/A32 (or W1..W2/A32), epochs=4, seed=0,1")
     p.add_argument("--max-runs", type=int, default=None, metavar="N",
                    help="the most runs the spec may expand to (default 100000)")
     for name in ("status", "cancel"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import re
 import subprocess
 import sys
@@ -95,8 +96,12 @@ def test_every_method_option_has_help_and_config_shows_it(capsys):
         assert main(["config", "--method", name]) == 0
         text = capsys.readouterr().out
         for f in dataclasses.fields(cls.Options):
-            line = next(ln for ln in text.splitlines() if ln.startswith(f"method.{f.name} "))
-            assert " ".join(f.metadata["help"].split()[:3]) in " ".join(line.split()), line
+            lines = text.splitlines()
+            at = next(i for i, ln in enumerate(lines) if ln.startswith(f"method.{f.name} = "))
+            block = [lines[at]] + list(itertools.takewhile(lambda ln: ln.startswith(" "),
+                                                           lines[at + 1:]))
+            line = " ".join(" ".join(block).split())  # the key's lines: default, type, help
+            assert " ".join(f.metadata["help"].split()[:3]) in line, line
 
 
 def test_show_prints_state_code_config_and_last_metrics(tmp_path, capsys):

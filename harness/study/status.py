@@ -96,10 +96,13 @@ def blocked_reasons(entries: dict[str, dict[str, Any]], states: dict[str, str],
     return out
 
 
-def summarize_exit(sdir: Path, finished: bool = False) -> int:
-    """1 when a run of the study failed, diverged or is corrupt, or (``finished``: nothing
-    can still be queued) did not complete, so scripts notice."""
-    counts = status_counts(sdir)[0]
+def summarize_exit(sdir: Path, finished: bool = False, among: set[str] | None = None) -> int:
+    """1 when a run of the study (``among``: of these run ids, a subset sweep's) failed,
+    diverged or is corrupt, or (``finished``: nothing can still be queued) did not complete,
+    so scripts notice."""
+    counts, rows = status_counts(sdir)
+    if among is not None:
+        counts = dict(collections.Counter(r["state"] for r in rows if r["run_id"] in among))
     print("states: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
     bad = sum(v for k, v in counts.items() if k != "completed" and (finished or k in
                                                                    ("failed", "diverged",

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import io
 import socket
+import textwrap
 import typing
 from pathlib import Path
 from typing import Any
@@ -73,15 +74,26 @@ def method_options(name: str) -> list[dict[str, Any]]:
              "help": f.metadata.get("help", "")} for f in dataclasses.fields(cls.Options)]
 
 
+WIDTH = 100  # columns of `config`'s output
+
+
 def _table(rows: list[dict[str, Any]]) -> list[str]:
-    cols = ("key", "type", "default", "allowed")
-    width = {c: max(len(c), *(len(repr(r[c]) if c == "default" else str(r[c])) for r in rows))
-             for c in cols}
-    lines = ["  ".join(c.ljust(width[c]) for c in cols) + "  help"]
+    """Each key as 'KEY = DEFAULT  (TYPE; ALLOWED)' and its help indented below, every line
+    within WIDTH columns."""
+    lines = ["KEY = DEFAULT  (TYPE; ALLOWED VALUES), then what it means:"]
     for r in rows:
-        cells = [repr(r[c]) if c == "default" else str(r[c]) for c in cols]
-        lines.append("  ".join(v.ljust(width[c]) for v, c in zip(cells, cols)) + "  " + r["help"])
+        kind = f"{r['type']}; {r['allowed']}" if r["allowed"] else str(r["type"])
+        lines += textwrap.wrap(f"{r['key']} = {r['default']!r}  ({kind})", WIDTH,
+                               subsequent_indent="        ", break_on_hyphens=False)
+        lines += _wrap(r["help"], 4)
     return lines
+
+
+def _wrap(text: str, indent: int, first: str = "") -> list[str]:
+    """``first`` then ``text`` wrapped to WIDTH columns, continued ``indent`` spaces in."""
+    pad = " " * indent
+    return textwrap.wrap(first + text, WIDTH, initial_indent="" if first else pad,
+                         subsequent_indent=pad, break_on_hyphens=False)
 
 
 def cmd_config(args) -> int:
@@ -93,17 +105,19 @@ def cmd_config(args) -> int:
     print("\n".join(_table(config_keys())), flush=True)
     from methods.base import load_all
 
-    print("\nmethods (method.<option>: python -m harness config --method NAME):")
+    lines = ["", "methods (method.<option>: python -m harness config --method NAME):"]
     for name, cls in sorted(load_all().items()):
-        print(f"  {name:<10} {cls.display_name or name}, weight bits {sorted(cls.bits)}")
+        lines += _wrap(f"{cls.display_name or name}, weight bits {sorted(cls.bits)}", 13,
+                       f"  {name:<10} ")
     for name, card in sorted(tasks.load_all().items()):
         runtime = card.runtime()
-        print(f"task {name}: {card.description}\n  models:")
+        lines += _wrap(card.description, 2, f"task {name}: ") + ["  models:"]
         for model, entry in sorted(runtime.models.items()):
-            print(f"    {model:<16} {entry.description}")
-        print("  datasets:")
+            lines += _wrap(entry.description, 21, f"    {model:<16} ")
+        lines.append("  datasets:")
         for dataset, desc in sorted(runtime.datasets.items()):
-            print(f"    {dataset:<16} {desc}")
+            lines += _wrap(desc, 21, f"    {dataset:<16} ")
+    print("\n".join(lines))
     return 0
 
 
