@@ -33,7 +33,8 @@ COMMANDS = {
               "time and memory of every method vs a bare PyTorch loop"),
     "config": ("harness.tools.describe", "cmd_config",
                "every config key with its type, default, allowed values and meaning"),
-    "show": ("harness.tools.describe", "cmd_show", "a run's state, code, config and last metrics"),
+    "show": ("harness.tools.describe", "cmd_show",
+             "a run's state, code, config off its defaults and epoch history"),
     "selftest": ("harness.tools.selftest", "cmd_selftest",
                  "prove the training path on a device (GPU): every method trains, deploys as "
                  "exported and repeats; epoch times, step ratios, DDP"),
@@ -130,6 +131,11 @@ def _add_sweep(sub, executors: tuple[str, ...]) -> None:
     for name in ("status", "cancel"):
         q = sub.add_parser(name, help=COMMANDS[name][2])
         q.add_argument("study_dir", metavar="STUDY_DIR", help="results/<study>")
+    q = sub.choices["status"]
+    q.add_argument("--runs", action="store_true",
+                   help="also list every run: state, epoch, headline score")
+    q.add_argument("--sort", choices=("run", "variant", "cell", "state", "epoch", "score"),
+                   default="run", help="--runs order (score and epoch: highest first)")
 
 
 def _add_report(sub) -> None:
@@ -184,6 +190,9 @@ def _add_inspect(sub) -> None:
                    help="list this method's options (method.<option> keys) instead")
     p = sub.add_parser("show", help=COMMANDS["show"][2])
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory")
+    p.add_argument("--all", action="store_true",
+                   help="every config key (not only those off their default), every metrics "
+                        "column and every epoch")
 
 
 def _add_selftest(sub) -> None:

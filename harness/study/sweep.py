@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import re
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -234,13 +235,32 @@ def cmd_sweep(args) -> int:
         if not work.todo:
             return 0
         # local and debug runs block until done, holding the lock: a second sweep waits
-        schedule.submit(work, sdir, study.executor, BACKENDS[args.executor](),
-                        lambda runs: prepare_records(runs, sdir))
+        try:
+            schedule.submit(work, sdir, study.executor, BACKENDS[args.executor](),
+                            lambda runs: prepare_records(runs, sdir))
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: say how to go on
+            raise KeyboardInterrupt(f"{e}{'; ' if str(e) else ''}resume with `"
+                                    f"{resume_command(args)}`") from None
     if args.wait:
         wait_for(sdir)
     print(f"study directory: {shown_path(sdir)}")
     return summarize_exit(sdir, finished=args.wait or args.executor != "slurm",
                           among={r.run_id for r in study.items} if subset else None)
+
+
+def resume_command(args) -> str:
+    """The sweep command that resumes this one (the same spec, scale, executor, results,
+    overrides and subset)."""
+    words = ["python", "-m", "harness", "sweep", str(args.spec)]
+    if args.scale:
+        words += ["--scale", args.scale]
+    words += ["--executor", args.executor]
+    if args.results != "results":
+        words += ["--results", str(args.results)]
+    for flag, values in (("--set", args.set), ("--only", getattr(args, "only", []))):
+        for v in values or []:
+            words += [flag, v]
+    return shlex.join(words)
 
 
 def _load(args, data_warnings: list[str] | None) -> Study | None:

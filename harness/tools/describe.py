@@ -157,14 +157,48 @@ def cmd_show(args) -> int:
         print(f"  code {env.get('harness_commit', '?')}"
               + (f" (snapshot {env['source_snapshot']})" if env.get("source_snapshot") else "")
               + f", torch {env.get('torch', '?')}, {env.get('device_name', '?')}")
-    print(f"  config (hash {cfg.get('config_hash', '?')}; * = not the default):")
-    for k, v in flat.items():
-        mark = "*" if k in defaults and _norm(defaults[k]) != _norm(v) else " "
-        print(f"   {mark} {k} = {v!r}")
-    rows = _last_rows(run_dir)
-    if rows:
-        print("  last epoch: " + ", ".join(f"{k} {_fmt(v)}" for k, v in rows[-1].items()))
+    changed = {k: v for k, v in flat.items()
+               if k not in defaults or _norm(defaults[k]) != _norm(v)}
+    if args_all(args):
+        print(f"  config (hash {cfg.get('config_hash', '?')}; * = not the default):")
+        for k, v in flat.items():
+            print(f"   {'*' if k in changed else ' '} {k} = {v!r}")
+    else:
+        print(f"  config (hash {cfg.get('config_hash', '?')}), {len(changed)} of {len(flat)} "
+              "keys not the default (--all: every key and metrics column):")
+        for k, v in changed.items():
+            print(f"    {k} = {v!r}")
+    print("\n".join(history(_last_rows(run_dir), every=args_all(args))))
     return 0
+
+
+def args_all(args) -> bool:
+    return bool(getattr(args, "all", False))
+
+
+SHOWN_COLUMNS = ("epoch", "train_loss", "test_loss", "lr", "epoch_time_s")  # plus the scores
+HISTORY_ROWS = 12   # epochs `show` lists without --all (the first 3 and the last ones)
+
+
+def history(rows: list[dict[str, str]], every: bool = False) -> list[str]:
+    """The epoch history as a small table: the loss, score, lr and time columns (``every``:
+    every column and every epoch); long histories keep the first 3 and the last epochs."""
+    if not rows:
+        return ["  no epoch finished yet"]
+    names = [c for c in rows[0] if isinstance(c, str)]
+    cols = names if every else [c for c in names if c in SHOWN_COLUMNS or (
+        c.startswith(("test_", "val_")) and c not in ("test_loss", "val_loss")
+        and not c.endswith("_continuous"))]
+    cut = not every and len(rows) > HISTORY_ROWS
+    shown = rows[:3] + rows[-(HISTORY_ROWS - 4):] if cut else rows
+    cells = [[_fmt(str(r.get(c) or "")) for c in cols] for r in shown]
+    width = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    out = ["  epochs:", "    " + "  ".join(c.rjust(w) for c, w in zip(cols, width))]
+    for i, row in enumerate(cells):
+        if cut and i == 3:
+            out.append(f"    ... {len(rows) - len(shown)} epochs (--all: every one)")
+        out.append("    " + "  ".join(v.rjust(w) for v, w in zip(row, width)))
+    return out
 
 
 def _resolved_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
