@@ -130,3 +130,23 @@ def test_config_fits_100_columns(capsys):
     at = shown["config"].index("model.width = 1.0  (float; [0.0625, 64])")
     assert shown["config"][at + 1].startswith("    channel multiplier")
     assert any(ln.startswith("method.schedule = 'exp'  (str; exp | ") for ln in shown["slb"])
+
+
+def test_only_keeps_the_trials_and_sources_a_subset_needs(tmp_path, capsys):
+    from test_stages import SPEC as STAGED
+
+    spec = tmp_path / "st.toml"
+    spec.write_text(STAGED)
+    code, out, _ = dry(capsys, str(spec), "--only", "variant=ste_pre", "--only", "seed=0",
+                       "--json")
+    assert code == 0
+    runs = [json.loads(line) for line in out.splitlines()]
+    by_stage = {}
+    for r in runs:
+        by_stage.setdefault(r["stage"], []).append((r["variant"], r["seed"]))
+    # the one final run, its tuning trials (2 points x 1 tuning seed) and the fp sources
+    # they start from: the final run's seed 0 and the trials' seed 100; nothing of ste or fp
+    assert sorted(by_stage["final"]) == [("ste_pre", 0)]
+    assert sorted(by_stage["tune"]) == [("ste_pre", 100), ("ste_pre", 100)]
+    assert sorted(seed for _, seed in by_stage["pretrain"]) == [0, 100]
+    assert set(by_stage) == {"final", "tune", "pretrain"} and len(runs) == 5
