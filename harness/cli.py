@@ -33,7 +33,8 @@ COMMANDS = {
               "time and memory of every method vs a bare PyTorch loop"),
     "config": ("harness.tools.describe", "cmd_config",
                "every config key with its type, default, allowed values and meaning"),
-    "show": ("harness.tools.describe", "cmd_show", "a run's state, code, config and last metrics"),
+    "show": ("harness.tools.describe", "cmd_show",
+             "a run's state, code, config off its defaults and epoch history"),
     "selftest": ("harness.tools.selftest", "cmd_selftest",
                  "prove the training path on a device (GPU): every method trains, deploys as "
                  "exported and repeats; epoch times, step ratios, DDP"),
@@ -119,12 +120,22 @@ def _add_sweep(sub, executors: tuple[str, ...]) -> None:
     p.add_argument("--wait", action="store_true", help="slurm: block until the jobs finish")
     p.add_argument("--results", default="results", help="parent of the study directory")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a shared recipe key for every run, e.g. data.root=DIR")
+                   help="a recipe key for every run (data.root=DIR), or a key of the spec's "
+                        "own tables, checked as the file is: grid.seeds=[0,1], "
+                        "executor.local_concurrency=1, variants.slb.options.bn=\"none\"")
+    p.add_argument("--only", action="append", default=[], metavar="KEY=V1,V2",
+                   help="keep only these final runs (and the trials and sources they need): "
+                        "variant=slb,ste, bits=W1/A32 (or W1..W2/A32), epochs=4, seed=0,1")
     p.add_argument("--max-runs", type=int, default=None, metavar="N",
                    help="the most runs the spec may expand to (default 100000)")
     for name in ("status", "cancel"):
         q = sub.add_parser(name, help=COMMANDS[name][2])
         q.add_argument("study_dir", metavar="STUDY_DIR", help="results/<study>")
+    q = sub.choices["status"]
+    q.add_argument("--runs", action="store_true",
+                   help="also list every run: state, epoch, headline score")
+    q.add_argument("--sort", choices=("run", "variant", "cell", "state", "epoch", "score"),
+                   default="run", help="--runs order (score and epoch: highest first)")
 
 
 def _add_report(sub) -> None:
@@ -179,6 +190,9 @@ def _add_inspect(sub) -> None:
                    help="list this method's options (method.<option> keys) instead")
     p = sub.add_parser("show", help=COMMANDS["show"][2])
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory")
+    p.add_argument("--all", action="store_true",
+                   help="every config key (not only those off their default), every metrics "
+                        "column and every epoch")
 
 
 def _add_selftest(sub) -> None:

@@ -1,5 +1,8 @@
 """template: copy this file to methods/<name>.py to add a method (files starting with "_" are
-not registered, so this one never appears in the registry).
+not registered, so this one never appears in the registry). In your copy: rename the class,
+set ``name = "<name>"`` (the file's name: keeping "ternary" collides with this template's own
+test), add ``@register`` above the class, rewrite this docstring, and add your method's bad
+options to BAD in tests/test_method_options.py (the test says where).
 
 THE DOCSTRING RULE. Every method file opens with: the paper (authors, title, venue, arXiv id),
 the equation numbers it implements, the exact forward rule, the exact backward rule (what the
@@ -83,7 +86,7 @@ class TernaryWeight(WeightQuantizer):
 #    unregistered.
 
 class Ternary(Method):
-    name = "ternary"
+    name = "ternary"            # RENAME in your copy: the file's name, methods/<name>.py
     display_name = "TWN (ternary)"
     bits = frozenset({2})       # three levels need 2 bits
     default_bits = 2

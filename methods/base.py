@@ -58,9 +58,16 @@ _NOT_METHODS = {"base", "act", "errors", "options"}
 def register(cls: type["Method"]) -> type["Method"]:
     """Class decorator: make a method available under ``cls.name``."""
     if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
-        raise RuntimeError(f"method name {cls.name!r} registered twice")
+        files = sorted({_file_of(REGISTRY[cls.name]), _file_of(cls)})
+        raise RuntimeError(f"method name {cls.name!r} registered twice ({' and '.join(files)}): "
+                           "give each method class its own `name`, its file's name "
+                           "(methods/<name>.py; a copy of methods/_template.py must rename it)")
     REGISTRY[cls.name] = cls
     return cls
+
+
+def _file_of(cls: type) -> str:
+    return cls.__module__.replace(".", "/") + ".py"
 
 
 _SCANNED: dict[str, int] = {}   # folder -> its mtime when its modules were last imported

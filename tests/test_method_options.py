@@ -7,6 +7,7 @@ Each case goes through config resolution (``harness.config.build``), as a run wo
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -154,14 +155,31 @@ def test_bad_option_is_a_user_error_naming_it(method, options, w_bits, a_bits, f
     assert message in text, text
 
 
+def where_to_add() -> str:
+    """file:line of the closing bracket of BAD: where a new method's cases go."""
+    lines = Path(__file__).read_text().splitlines()
+    end = next(i for i in range(lines.index("BAD = ["), len(lines)) if lines[i] == "]")
+    return f"tests/test_method_options.py:{end + 1}"
+
+
 def test_the_table_covers_every_method_and_every_option():
     methods = load_all()
-    assert {case[0] for case in BAD} == set(methods)
+    at = where_to_add()
+    for name in sorted(set(methods) - {case[0] for case in BAD}):
+        pytest.fail(f"methods/{name}.py has no bad-option case: add a line per option to BAD "
+                    f"before {at}, e.g. ({name!r}, {{'nosuch': 1}}, None, 32, 'method.nosuch', "
+                    "'unknown option'),")
+    for name in sorted({case[0] for case in BAD} - set(methods)):
+        pytest.fail(f"BAD ({at}) has cases for {name!r}, which no methods/*.py registers: "
+                    "remove them, or register the method")
     named = {(case[0], case[4].removeprefix("method.")) for case in BAD}
     for name, cls in methods.items():
         for option in cls.Options.__dataclass_fields__:
             # every option of every method has at least one bad value in the table
-            assert (name, option) in named, f"no bad-value case for {name} method.{option}"
+            assert (name, option) in named, (
+                f"no bad-value case for {name} method.{option}: add one to BAD before {at}, "
+                f"e.g. ({name!r}, {{{option!r}: <a bad value>}}, None, 32, 'method.{option}', "
+                "'<part of its error message>'),")
 
 
 def test_unknown_method():

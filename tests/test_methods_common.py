@@ -30,6 +30,14 @@ def _one_epoch(t):
 
 
 @pytest.mark.parametrize("name", METHODS)
+def test_a_method_is_named_as_its_file(name):
+    module = load_all()[name].__module__.removeprefix("methods.")
+    assert module == name, (f"methods/{module}.py registers name = {name!r}; set name = "
+                            f"{module!r} (its file's name; a copy of methods/_template.py "
+                            "must rename it)")
+
+
+@pytest.mark.parametrize("name", METHODS)
 def test_method_file_documents_its_rules(name):
     doc = inspect.getmodule(load_all()[name]).__doc__ or ""
     assert len(doc) > 300, f"methods/{name}.py needs its paper/equations/forward/backward docstring"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import re
 import subprocess
 import sys
@@ -95,29 +96,42 @@ def test_every_method_option_has_help_and_config_shows_it(capsys):
         assert main(["config", "--method", name]) == 0
         text = capsys.readouterr().out
         for f in dataclasses.fields(cls.Options):
-            line = next(ln for ln in text.splitlines() if ln.startswith(f"method.{f.name} "))
-            assert " ".join(f.metadata["help"].split()[:3]) in " ".join(line.split()), line
+            lines = text.splitlines()
+            at = next(i for i, ln in enumerate(lines) if ln.startswith(f"method.{f.name} = "))
+            block = [lines[at]] + list(itertools.takewhile(lambda ln: ln.startswith(" "),
+                                                           lines[at + 1:]))
+            line = " ".join(" ".join(block).split())  # the key's lines: default, type, help
+            assert " ".join(f.metadata["help"].split()[:3]) in line, line
 
 
-def test_show_prints_state_code_config_and_last_metrics(tmp_path, capsys):
+def test_show_prints_state_code_changed_config_and_epoch_table(tmp_path, capsys):
     out = tmp_path / "r"
     assert main(RUN + ["--out", str(out), "--set", "progress=none"]) == 0
     capsys.readouterr()
     assert main(["show", str(out)]) == 0
     text = capsys.readouterr().out
-    assert f"{out}: completed" in text and "epochs 3/3" in text
+    assert f"{out}: completed" in text and "epochs 3/3" in text and "code " in text
+    # compact: only the keys off their defaults, as this run resolves them (the method's
+    # weight bits and options, the dataset's augmentation are not changes)
+    assert "\n    method = 'ste'\n" in text and "\n    epochs = 3\n" in text
+    for default in ("seed = ", "w_bits = ", "data.augment = ", "method.latent_clip = "):
+        assert default not in text, default
+    lines = text.splitlines()
+    head = lines.index("  epochs:") + 1
+    assert lines[head].split() == ["epoch", "train_loss", "test_loss", "test_acc", "lr",
+                                   "epoch_time_s"]
+    assert [ln.split()[0] for ln in lines[head + 1:head + 4]] == ["1", "2", "3"]
+    assert main(["show", str(out), "--all"]) == 0
+    text = capsys.readouterr().out
     assert "* method = 'ste'" in text and "* epochs = 3" in text and "  seed = 0" in text
-    assert "last epoch: epoch 3" in text and "code " in text
-    # defaults as this run resolves them: the method's weight bits and options, the
-    # dataset's augmentation are not changes; a method option that was set is
     assert "    w_bits = 1" in text and "    data.augment = False" in text
-    assert "    method.latent_clip = True" in text
+    assert "    method.latent_clip = True" in text and " train_acc " in text
     other = tmp_path / "o"
     assert main(RUN + ["--out", str(other), "--epochs", "1", "--set", "progress=none",
                        "--set", "method.latent_clip=false"]) == 0
     capsys.readouterr()
     assert main(["show", str(other)]) == 0
-    assert "  * method.latent_clip = False" in capsys.readouterr().out
+    assert "\n    method.latent_clip = False\n" in capsys.readouterr().out
 
 
 def _actions(parser: argparse.ArgumentParser, path: str = ""):
@@ -311,7 +325,12 @@ def test_local_sweep_progress_lines(tmp_path):
                         "local", "--results", str(tmp_path / "res")], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("[")]
+    starts = [ln for ln in p.stdout.splitlines() if ln.startswith("[start")]
+    assert len(starts) == 2  # a line when each run starts
+    for k, line in enumerate(starts, 1):
+        assert re.fullmatch(rf"\[start {k}/2\] c_w1a32_e1_s\d_\w{{8}}; elapsed \S+, "
+                            r"ETA (\S+|after the first epoch)", line), line
+    lines = [ln for ln in p.stdout.splitlines() if re.match(r"\[\d", ln)]
     assert len(lines) == 2
     for k, line in enumerate(lines, 1):
         assert re.fullmatch(rf"\[{k}/2\] c_w1a32_e1_s\d_\w{{8}}: completed \d+\.\d\d% in "

@@ -49,3 +49,35 @@ def check_report_table(table: Any) -> list[tuple[str, str]]:
         elif not REPORT_KEYS[k][0](v):
             out.append((f"report.{k}", f"is {v!r}; write {REPORT_KEYS[k][1]}"))
     return out
+
+
+NAME_TABLES = ("methods", "variants", "settings")
+
+
+def name_problems(table: Any, known: dict[str, set[str]],
+                  ours_field: str = "report.ours") -> list[tuple[str, str]]:
+    """Names in a [report] table that name nothing of the study, as (field, message) with
+    "did you mean": ``ours`` (a method) and every key of the methods, variants and settings
+    tables. ``known``: the study's names per table ("methods", "variants", "settings"); a
+    settings key may also extend a known "data / model" label (a setting that differs in
+    more keys); None: not known yet (a spec whose grid is broken), not checked."""
+    out = []
+    table = table if isinstance(table, dict) else {}
+    ours = table.get("ours")
+    if isinstance(ours, str) and ours not in known["methods"]:
+        out.append((ours_field, f"{ours!r} has no runs in this study (its methods: "
+                                f"{', '.join(sorted(known['methods'])) or 'none'})"
+                                f"{_hint(ours, known['methods'])}"))
+    for key in NAME_TABLES:
+        names = table.get(key) if known.get(key) is not None else None
+        for name in names if isinstance(names, dict) else ():
+            if name in known[key] or (key == "settings" and any(
+                    name.startswith(f"{c} ") for c in known[key] if " / " in c)):
+                continue
+            out.append((f"report.{key}.{name}",
+                        f"names no {key[:-1]} of this study{_hint(name, known[key])}"))
+    return out
+
+
+def _hint(name: str, choices: set[str]) -> str:
+    return did_you_mean(name, choices) if choices else "; the study has none yet"

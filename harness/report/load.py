@@ -39,9 +39,9 @@ from typing import Any
 import pandas as pd
 
 from harness import files
-from harness.errors import UserError
+from harness.errors import UserError, raise_all
 from harness.report import stats
-from harness.report.keys import REPORT_KEYS, check_report_table
+from harness.report.keys import REPORT_KEYS, check_report_table, name_problems
 from harness.report.runs import (
     SCORE_COLUMNS,
     declared_metrics,
@@ -277,6 +277,7 @@ def load_study(study_dir: Path, reference: str | None = None,
     if st.settings("sr") and st.settings():  # both tasks: which numbers are where
         st.notes.append(SR_NOTE)
     _order_rows(st)
+    _check_names(st, ours)
     _display_names(st)
     _recipe_mismatches(st)
     _build_groups(st, bootstrap)
@@ -331,16 +332,24 @@ def _display_names(st: StudyRecords) -> None:
         data, model = (str(ident.get(k)) for k in ("data.name", "model.name"))
         st.setting_names[s] = (f"{settings.get(data, data)} / {settings.get(model, model)}"
                                + label[len(f"{data} / {model}"):])
-    known = {"methods": set(st.method_of.values()), "variants": set(st.order),
-             "settings": set(st.setting_labels.values()) | {
-                 str(dict(json.loads(s)).get(k)) for s in st.setting_labels
-                 for k in ("data.name", "model.name")}}
-    for key, table in (("methods", methods), ("variants", variants), ("settings", settings)):
-        unused = sorted(set(table) - known[key])
-        if unused:
-            st.notes.append(f"study.toml [report.{key}] names {', '.join(map(repr, unused))}, "
-                            f"which this study does not have ({key}: "
-                            f"{', '.join(sorted(known[key])) or 'none'})")
+
+
+def known_names(st: StudyRecords) -> dict[str, set[str]]:
+    """The names [report] tables may use: the study's methods, variants (rows) and settings
+    (labels, data and model names)."""
+    return {"methods": set(st.method_of.values()), "variants": set(st.order),
+            "settings": set(st.setting_labels.values()) | {
+                str(dict(json.loads(s)).get(k)) for s in st.setting_labels
+                for k in ("data.name", "model.name")}}
+
+
+def _check_names(st: StudyRecords, ours_flag: str | None) -> None:
+    """Every name of [report] (and --ours) names something of the study: a typo is a
+    one-line error with "did you mean", never a silently empty comparison."""
+    table = {**st.options, "ours": st.ours} if st.ours else dict(st.options)
+    problems = name_problems(table, known_names(st), "--ours" if ours_flag else "report.ours")
+    where = {f: "" if f == "--ours" else " in study.toml" for f, _ in problems}
+    raise_all([user_error(f, msg + where[f]) for f, msg in problems])
 
 
 def _label_settings(st: StudyRecords) -> None:

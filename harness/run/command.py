@@ -1,6 +1,7 @@
 """`python -m harness run`: one run from flags, a config file or a run's own config.json."""
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -22,7 +23,8 @@ def check_run_folder(out: Path) -> None:
 
 
 def cmd_run(args) -> int:
-    """`python -m harness run`: exit 0 completed, 1 failed, 3 diverged, 143 interrupted."""
+    """`python -m harness run`: exit 0 completed, 1 failed, 2 a mistake in what was asked,
+    3 diverged, 130 interrupted by Ctrl-C, 143 by SIGTERM (both resumable)."""
     if args.resume:  # the run's own config; flags and --set may change what is not semantic
         require(not args.config and (not args.out or Path(args.out) == Path(args.resume)),
                 "--resume", "takes the run's own config.json and directory; drop --config and "
@@ -39,10 +41,10 @@ def cmd_run(args) -> int:
     before = raise_on_sigterm()  # SIGTERM: the run ends interrupted with its last checkpoint
     try:
         summary = run(cfg, Path(args.out))
-    except Interrupted:
+    except (Interrupted, KeyboardInterrupt) as e:  # SIGTERM: 143; Ctrl-C: 130
         print(f"{args.out}: interrupted; resume it with `python -m harness run --resume "
-              f"{args.out}` (or re-run the same command)", file=sys.stderr)
-        return 143
+              f"{shlex.quote(args.out)}` (or re-run the same command)", file=sys.stderr)
+        return 143 if isinstance(e, Interrupted) else 130
     finally:
         restore_sigterm(before)
     if summary.status == "completed":

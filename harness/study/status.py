@@ -96,10 +96,13 @@ def blocked_reasons(entries: dict[str, dict[str, Any]], states: dict[str, str],
     return out
 
 
-def summarize_exit(sdir: Path, finished: bool = False) -> int:
-    """1 when a run of the study failed, diverged or is corrupt, or (``finished``: nothing
-    can still be queued) did not complete, so scripts notice."""
-    counts = status_counts(sdir)[0]
+def summarize_exit(sdir: Path, finished: bool = False, among: set[str] | None = None) -> int:
+    """1 when a run of the study (``among``: of these run ids, a subset sweep's) failed,
+    diverged or is corrupt, or (``finished``: nothing can still be queued) did not complete,
+    so scripts notice."""
+    counts, rows = status_counts(sdir)
+    if among is not None:
+        counts = dict(collections.Counter(r["state"] for r in rows if r["run_id"] in among))
     print("states: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
     bad = sum(v for k, v in counts.items() if k != "completed" and (finished or k in
                                                                    ("failed", "diverged",
@@ -159,7 +162,9 @@ def status_counts(sdir: Path) -> tuple[dict[str, int], list[dict[str, Any]]]:
                      "executor": sub.get("executor", ""),
                      "job_state": jstates.get(rid, ""), "stage": r.get("stage", "final"),
                      "score": rec.summary.result if done else None,
-                     "task": rec.summary.task if done else None})
+                     "task": rec.summary.task if done else None,
+                     "epoch": rec.summary.epochs_completed
+                     if rec is not None and rec.summary is not None else 0})
     entries = {x["run_id"]: x for x in rows if not x.get("manifest_entry")}
     for key, why in blocked_reasons(entries, {k: x["state"] for k, x in entries.items()}).items():
         entries[key].update(state="blocked", detail=why)
@@ -205,12 +210,14 @@ def _last_error_line(sdir: Path, row: dict[str, Any]) -> tuple[str, str]:
     line = row.get("detail", "")
     if not line:
         line = _last_line(log)
-    return line, _job_log(sdir, row) or str(log)
+    if row.get("executor") == "local" and log.is_file():
+        return line, str(log)  # the run's own log before its worker's
+    return line, _job_log(sdir, row) or (str(log) if log.is_file() else "")
 
 
 def _job_log(sdir: Path, row: dict[str, Any]) -> str:
     """Where the run's last job logged, if that exists: SLURM jobs' submitit files, local
-    workers' logs (one per worker process, in local-logs/)."""
+    workers' logs (one per worker process, in local-logs/); '' when none exists."""
     job_id = str(row.get("job_id") or "")
     if not job_id:
         return ""
@@ -253,11 +260,36 @@ def cmd_status(args) -> int:
                                              "blocked")]
     for r in bad:
         line, log = _last_error_line(sdir, r)
-        print(f"  {r['state']}: {r['run_id']}: {line[:200]}  [log: {log}]")
+        print(f"  {r['state']}: {r['run_id']}: {line[:200]}  "
+              + (f"[log: {shown_path(Path(log))}]" if log else "[no log yet]"))
     jobs = sorted({r["job_id"].split("_")[0] for r in rows if r["job_id"]})
     if jobs:
         print("jobs: " + " ".join(jobs))
+    if getattr(args, "runs", False):
+        print("\n".join(run_lines(rows, getattr(args, "sort", "run"))))
     return 0
+
+
+def run_lines(rows: list[dict[str, Any]], sort: str = "run") -> list[str]:
+    """`status --runs`: one line per run (id, variant, cell, epoch, state, headline score),
+    sorted by ``sort`` (score and epoch highest first; runs without a score last)."""
+    def cell(r):
+        return f"W{r.get('w_bits', '?')}/A{r.get('a_bits', '?')}"
+
+    keys = {"run": lambda r: str(r["run_id"]), "variant": lambda r: str(r.get("variant")),
+            "cell": cell, "state": lambda r: r["state"],
+            "epoch": lambda r: -(r.get("epoch") or 0),
+            "score": lambda r: (r.get("score") is None, -(r.get("score") or 0.0))}
+    rows = sorted(rows, key=lambda r: (keys[sort](r), str(r["run_id"])))
+    width = max([len("run")] + [len(str(r["run_id"])) for r in rows])
+    out = [f"{'run':<{width}}  {'variant':<16} {'cell':<8} {'epoch':>9}  {'state':<11} score"]
+    for r in rows:
+        card = tasks.load_all().get(r.get("task") or "")
+        score = card.headline().fmt(r["score"]) if card and r.get("score") is not None else "-"
+        out.append(f"{r['run_id']:<{width}}  {str(r.get('variant', '?')):<16} {cell(r):<8} "
+                   f"{str(r.get('epoch') or 0) + '/' + str(r.get('epochs', '?')):>9}  "
+                   f"{r['state']:<11} {score}")
+    return out
 
 
 def _stage_line(stage: str, rows: list[dict[str, Any]]) -> str:

@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import re
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -34,6 +35,7 @@ from harness.run.rundir import prepare_run_dir
 from harness.study import schedule
 from harness.study.backends import BACKENDS, slurm
 from harness.study.spec import Run, SpecErrors, Study, load_spec, print_plan
+from harness.study.spec.overrides import restrict
 from harness.study.spec.schema import MAX_RUNS, Slot
 from harness.study.status import shown_path, summarize_exit, wait_for
 
@@ -194,18 +196,11 @@ def cmd_sweep(args) -> int:
     if as_json and not args.dry_run:
         raise UserError("--json", "prints the runs a dry run would submit; add --dry-run")
     data_warnings: list[str] | None = [] if args.dry_run else None  # plan before the data
-    try:
-        max_runs = getattr(args, "max_runs", None)
-        if max_runs is not None and max_runs < 1:
-            raise UserError("--max-runs", f"must be >= 1, got {max_runs}")
-        study = load_spec(args.spec, args.scale, args.set, data_warnings,
-                          MAX_RUNS if max_runs is None else max_runs)
-    except SpecErrors as e:
-        for line in e.errors:
-            print(f"error: {line}", file=sys.stderr)
-        print(f"error: {len(e.errors)} problem(s) in {args.spec}; nothing was submitted",
-              file=sys.stderr)
+    study = _load(args, data_warnings)
+    if study is None:
         return 2
+    whole = study
+    study, subset = restrict(study, getattr(args, "only", None))
     for line in data_warnings or []:
         _stderr(f"warning: {line}; planned anyway (dry run)")
     if args.executor == "auto":
@@ -219,6 +214,8 @@ def cmd_sweep(args) -> int:
                         "start the local cluster (python slurm/cluster.py start)")
     sdir = study_dir(Path(args.results).resolve(), study)
     print_plan(study, echo=_stderr if as_json else print)
+    if subset:
+        (_stderr if as_json else print)(subset)
     if as_json:  # stdout: the JSON lines and nothing else
         print("\n".join(dry_run_lines(study, sdir, args.retry_failed)))
         return 0
@@ -234,16 +231,53 @@ def cmd_sweep(args) -> int:
         freeze_spec(study, sdir)
         work = schedule.plan(study, sdir, args.retry_failed)  # binds ready deferred runs
         _print_todo(work.runs, work.skipped, work.blocked)
-        write_manifest(study, sdir)
+        write_manifest(whole, sdir)
         if not work.todo:
             return 0
         # local and debug runs block until done, holding the lock: a second sweep waits
-        schedule.submit(work, sdir, study.executor, BACKENDS[args.executor](),
-                        lambda runs: prepare_records(runs, sdir))
+        try:
+            schedule.submit(work, sdir, study.executor, BACKENDS[args.executor](),
+                            lambda runs: prepare_records(runs, sdir))
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: say how to go on
+            raise KeyboardInterrupt(f"{e}{'; ' if str(e) else ''}resume with `"
+                                    f"{resume_command(args)}`") from None
     if args.wait:
         wait_for(sdir)
     print(f"study directory: {shown_path(sdir)}")
-    return summarize_exit(sdir, finished=args.wait or args.executor != "slurm")
+    return summarize_exit(sdir, finished=args.wait or args.executor != "slurm",
+                          among={r.run_id for r in study.items} if subset else None)
+
+
+def resume_command(args) -> str:
+    """The sweep command that resumes this one (the same spec, scale, executor, results,
+    overrides and subset)."""
+    words = ["python", "-m", "harness", "sweep", str(args.spec)]
+    if args.scale:
+        words += ["--scale", args.scale]
+    words += ["--executor", args.executor]
+    if args.results != "results":
+        words += ["--results", str(args.results)]
+    for flag, values in (("--set", args.set), ("--only", getattr(args, "only", []))):
+        for v in values or []:
+            words += [flag, v]
+    return shlex.join(words)
+
+
+def _load(args, data_warnings: list[str] | None) -> Study | None:
+    """The spec with its --set overrides, or None when it has problems (printed, each once)."""
+    try:
+        max_runs = getattr(args, "max_runs", None)
+        if max_runs is not None and max_runs < 1:
+            raise UserError("--max-runs", f"must be >= 1, got {max_runs}")
+        return load_spec(args.spec, args.scale, args.set, data_warnings,
+                         MAX_RUNS if max_runs is None else max_runs)
+    except SpecErrors as e:
+        for line in e.errors:
+            print(f"error: {line}", file=sys.stderr)
+        print(f"error: {len(e.errors)} problem(s) in {args.spec}"
+              + (" with its --set overrides" if args.set else "") + "; nothing was submitted",
+              file=sys.stderr)
+        return None
 
 
 def _print_todo(todo: list, skipped: dict[str, int], blocked: dict[str, str] = None) -> None:

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import io
 import socket
+import textwrap
 import typing
 from pathlib import Path
 from typing import Any
@@ -73,15 +74,26 @@ def method_options(name: str) -> list[dict[str, Any]]:
              "help": f.metadata.get("help", "")} for f in dataclasses.fields(cls.Options)]
 
 
+WIDTH = 100  # columns of `config`'s output
+
+
 def _table(rows: list[dict[str, Any]]) -> list[str]:
-    cols = ("key", "type", "default", "allowed")
-    width = {c: max(len(c), *(len(repr(r[c]) if c == "default" else str(r[c])) for r in rows))
-             for c in cols}
-    lines = ["  ".join(c.ljust(width[c]) for c in cols) + "  help"]
+    """Each key as 'KEY = DEFAULT  (TYPE; ALLOWED)' and its help indented below, every line
+    within WIDTH columns."""
+    lines = ["KEY = DEFAULT  (TYPE; ALLOWED VALUES), then what it means:"]
     for r in rows:
-        cells = [repr(r[c]) if c == "default" else str(r[c]) for c in cols]
-        lines.append("  ".join(v.ljust(width[c]) for v, c in zip(cells, cols)) + "  " + r["help"])
+        kind = f"{r['type']}; {r['allowed']}" if r["allowed"] else str(r["type"])
+        lines += textwrap.wrap(f"{r['key']} = {r['default']!r}  ({kind})", WIDTH,
+                               subsequent_indent="        ", break_on_hyphens=False)
+        lines += _wrap(r["help"], 4)
     return lines
+
+
+def _wrap(text: str, indent: int, first: str = "") -> list[str]:
+    """``first`` then ``text`` wrapped to WIDTH columns, continued ``indent`` spaces in."""
+    pad = " " * indent
+    return textwrap.wrap(first + text, WIDTH, initial_indent="" if first else pad,
+                         subsequent_indent=pad, break_on_hyphens=False)
 
 
 def cmd_config(args) -> int:
@@ -93,17 +105,19 @@ def cmd_config(args) -> int:
     print("\n".join(_table(config_keys())), flush=True)
     from methods.base import load_all
 
-    print("\nmethods (method.<option>: python -m harness config --method NAME):")
+    lines = ["", "methods (method.<option>: python -m harness config --method NAME):"]
     for name, cls in sorted(load_all().items()):
-        print(f"  {name:<10} {cls.display_name or name}, weight bits {sorted(cls.bits)}")
+        lines += _wrap(f"{cls.display_name or name}, weight bits {sorted(cls.bits)}", 13,
+                       f"  {name:<10} ")
     for name, card in sorted(tasks.load_all().items()):
         runtime = card.runtime()
-        print(f"task {name}: {card.description}\n  models:")
+        lines += _wrap(card.description, 2, f"task {name}: ") + ["  models:"]
         for model, entry in sorted(runtime.models.items()):
-            print(f"    {model:<16} {entry.description}")
-        print("  datasets:")
+            lines += _wrap(entry.description, 21, f"    {model:<16} ")
+        lines.append("  datasets:")
         for dataset, desc in sorted(runtime.datasets.items()):
-            print(f"    {dataset:<16} {desc}")
+            lines += _wrap(desc, 21, f"    {dataset:<16} ")
+    print("\n".join(lines))
     return 0
 
 
@@ -143,14 +157,48 @@ def cmd_show(args) -> int:
         print(f"  code {env.get('harness_commit', '?')}"
               + (f" (snapshot {env['source_snapshot']})" if env.get("source_snapshot") else "")
               + f", torch {env.get('torch', '?')}, {env.get('device_name', '?')}")
-    print(f"  config (hash {cfg.get('config_hash', '?')}; * = not the default):")
-    for k, v in flat.items():
-        mark = "*" if k in defaults and _norm(defaults[k]) != _norm(v) else " "
-        print(f"   {mark} {k} = {v!r}")
-    rows = _last_rows(run_dir)
-    if rows:
-        print("  last epoch: " + ", ".join(f"{k} {_fmt(v)}" for k, v in rows[-1].items()))
+    changed = {k: v for k, v in flat.items()
+               if k not in defaults or _norm(defaults[k]) != _norm(v)}
+    if args_all(args):
+        print(f"  config (hash {cfg.get('config_hash', '?')}; * = not the default):")
+        for k, v in flat.items():
+            print(f"   {'*' if k in changed else ' '} {k} = {v!r}")
+    else:
+        print(f"  config (hash {cfg.get('config_hash', '?')}), {len(changed)} of {len(flat)} "
+              "keys not the default (--all: every key and metrics column):")
+        for k, v in changed.items():
+            print(f"    {k} = {v!r}")
+    print("\n".join(history(_last_rows(run_dir), every=args_all(args))))
     return 0
+
+
+def args_all(args) -> bool:
+    return bool(getattr(args, "all", False))
+
+
+SHOWN_COLUMNS = ("epoch", "train_loss", "test_loss", "lr", "epoch_time_s")  # plus the scores
+HISTORY_ROWS = 12   # epochs `show` lists without --all (the first 3 and the last ones)
+
+
+def history(rows: list[dict[str, str]], every: bool = False) -> list[str]:
+    """The epoch history as a small table: the loss, score, lr and time columns (``every``:
+    every column and every epoch); long histories keep the first 3 and the last epochs."""
+    if not rows:
+        return ["  no epoch finished yet"]
+    names = [c for c in rows[0] if isinstance(c, str)]
+    cols = names if every else [c for c in names if c in SHOWN_COLUMNS or (
+        c.startswith(("test_", "val_")) and c not in ("test_loss", "val_loss")
+        and not c.endswith("_continuous"))]
+    cut = not every and len(rows) > HISTORY_ROWS
+    shown = rows[:3] + rows[-(HISTORY_ROWS - 4):] if cut else rows
+    cells = [[_fmt(str(r.get(c) or "")) for c in cols] for r in shown]
+    width = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    out = ["  epochs:", "    " + "  ".join(c.rjust(w) for c, w in zip(cols, width))]
+    for i, row in enumerate(cells):
+        if cut and i == 3:
+            out.append(f"    ... {len(rows) - len(shown)} epochs (--all: every one)")
+        out.append("    " + "  ".join(v.rjust(w) for v, w in zip(row, width)))
+    return out
 
 
 def _resolved_defaults(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 from harness import files
 from harness.run import procs, source
 from harness.study.backends.base import Submit
+from harness.study.backends.progress import Progress
 
 
 class Stop(BaseException):
@@ -51,7 +52,8 @@ class LocalBackend:
         for s in old:
             signal.signal(s, stop)
         try:
-            pool.run([str(ctx.sdir / "runs" / r.run_id) for r in runs])
+            dirs = [str(ctx.sdir / "runs" / r.run_id) for r in runs]
+            pool.run(dirs, {d: _epochs(r) for d, r in zip(dirs, runs)})
             pool.wait()
         except Stop as e:
             stopped = pool.terminate()
@@ -94,6 +96,12 @@ class LocalBackend:
                 f"and {n_sweeps} sweep process(es)")
 
 
+def _epochs(run) -> int:
+    """The epochs a run trains (a run's config; the budget of anything else)."""
+    cfg = getattr(run, "cfg", None)
+    return int(getattr(cfg, "epochs", 0) or getattr(run, "epochs", 1) or 1)
+
+
 class LocalPool:
     """``n`` worker processes; a free worker takes the next run; one line per finished run."""
 
@@ -114,60 +122,59 @@ class LocalPool:
         self.workers[p.pid] = w
         return w
 
-    def run(self, queue: list[str]) -> None:
+    def run(self, queue: list[str], epochs: dict[str, int] | None = None) -> None:
+        """Train every run of ``queue`` (run dirs); ``epochs``: the epochs each trains, for
+        the ETA (harness.study.backends.progress)."""
         queue = list(queue)
-        total, done, t_start = len(queue), 0, time.monotonic()
+        self.progress = Progress(len(queue), min(self.n, len(queue)), dict(epochs or {}),
+                                 echo=self.ctx.echo)
         sel = selectors.DefaultSelector()
         for _ in range(self.n):
             w = self._spawn()
             sel.register(w["proc"].stdout, selectors.EVENT_READ, w)
             self._feed(w, queue)
         while any(w["run"] for w in self.workers.values()):
-            for key, _ in sel.select(timeout=1.0):
+            events = sel.select(timeout=1.0)
+            if not events:
+                self.progress.beat(queue)
+            for key, _ in events:
                 w = key.data
                 line = w["proc"].stdout.readline()
-                if not line:  # the worker exited
-                    sel.unregister(w["proc"].stdout)
-                    code = w["proc"].wait()
-                    if w["run"] is None:  # its queue was closed: a normal end
-                        continue
-                    # it died with a run: report the run, a new worker takes over
-                    result = {"status": "failed", "error": f"worker exited with code {code}"}
-                    run, w["run"] = w["run"], None
-                    done += 1
-                    self._report(run, result, done, total, t_start)
-                    if queue:
-                        nw = self._spawn()
-                        sel.register(nw["proc"].stdout, selectors.EVENT_READ, nw)
-                        self._feed(nw, queue)
+                if line:
+                    self._done(w, json.loads(line), queue)
                     continue
-                result = json.loads(line)
-                run, w["run"] = w["run"], None
-                done += 1
-                self._report(run, result, done, total, t_start)
-                self._feed(w, queue)
+                sel.unregister(w["proc"].stdout)  # the worker exited
+                code = w["proc"].wait()
+                if w["run"] is None:  # its queue was closed: a normal end
+                    continue
+                # it died with a run: report the run, a new worker takes over
+                self._done(None, {"status": "failed", "error": f"worker exited with code {code}"},
+                           queue, w)
+                if queue:
+                    nw = self._spawn()
+                    sel.register(nw["proc"].stdout, selectors.EVENT_READ, nw)
+                    self._feed(nw, queue)
         sel.close()
+
+    def _done(self, w: dict[str, Any] | None, result: dict[str, Any], queue: list[str],
+              dead: dict[str, Any] | None = None) -> None:
+        """A run ended (``dead``: its worker died with it); a live worker takes the next."""
+        holder = w or dead
+        run, holder["run"] = holder["run"], None
+        self.progress.finish(run, result, queue)
+        if w is not None:
+            self._feed(w, queue)
 
     def _feed(self, w: dict[str, Any], queue: list[str]) -> None:
         p = w["proc"]
         if queue:
             w["run"], w["t0"] = queue.pop(0), time.monotonic()
+            self.progress.start(w["run"], queue)
             p.stdin.write(json.dumps({"run_dir": w["run"], "threads": self.threads}) + "\n")
             p.stdin.flush()
         else:
             with contextlib.suppress(OSError):
                 p.stdin.close()  # no more work: the worker exits
-
-    def _report(self, run: str, result: dict[str, Any], done: int, total: int,
-                t_start: float) -> None:
-        elapsed = time.monotonic() - t_start
-        eta = elapsed / done * (total - done)
-        what = f"{result.get('status', '?')} {result.get('score') or ''}".rstrip()
-        if result.get("error") and result.get("status") != "completed":
-            what += f" ({result['error'][:160]})"
-        self.ctx.echo(f"[{done}/{total}] {Path(run).name}: {what} in "
-                      f"{result.get('elapsed', 0):.1f}s; elapsed {_dur(elapsed)}, "
-                      f"ETA {_dur(eta) if done < total else '0s'}")
 
     def wait(self, timeout_s: float = 30.0) -> None:
         """Let workers whose queue is closed exit by themselves."""
@@ -184,8 +191,3 @@ class LocalPool:
                 w["proc"].wait(timeout=5)
         return n
 
-
-def _dur(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else \
-        f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"

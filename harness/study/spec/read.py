@@ -10,7 +10,7 @@ from typing import Any
 
 from harness import config, files
 from harness.errors import UserError, each
-from harness.report.keys import check_report_table
+from harness.report.keys import check_report_table, name_problems
 from harness.run import resolve
 from harness.study.spec.cells import all_cells, cell_recipe, set_keys
 from harness.study.spec.checks import (
@@ -25,6 +25,7 @@ from harness.study.spec.methods import (
     forget_parsed_options,
     method_recipe_changes,
 )
+from harness.study.spec.overrides import apply_sets
 from harness.study.spec.schema import (
     BUILTIN_SCALES,
     DEPENDS_ON,
@@ -67,7 +68,7 @@ def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None
     spec may expand to."""
     path = Path(path)
     forget_parsed_options()  # they live for one reading (a path option's file may change)
-    raw = read_toml(path)
+    raw, sets = apply_sets(read_toml(path), sets)  # --set grid.seeds=[0]: as if the file said so
     p = Problems(str(path))
     p.known(raw, SECTIONS, "spec")
     for section in ("study", "recipe", "grid", "variants", "executor", "scales", "report"):
@@ -104,6 +105,8 @@ def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None
     check_recipe_shared(study, p)
     check_distinct_variants(study, p)
     add_stages(plan)   # tuning trials, pretraining sources, deferred final runs
+    for key, message in name_problems(raw.get("report"), report_names(study, variants, grid)):
+        p.add(f"{key}: {message}")
     if not study.runs and not p.items:
         p.add("the grid expands to no runs; check grid and variants")
     if p.items:
@@ -296,6 +299,20 @@ def exclude_list(value: Any, p: Problems) -> list[dict]:
             else:
                 out.append(ok)
     return out
+
+
+def report_names(study: Study, variants: dict[str, Variant], grid) -> dict[str, set[str]]:
+    """What [report] may name: the methods and variants that run, and the settings (data
+    and model names, "data / model") of their runs."""
+    chosen = [v for n, v in variants.items() if grid.chosen is None or n in grid.chosen]
+    pairs = {(r.cfg.data.name, r.cfg.model.name) for r in study.runs} | {
+        (s.template.get("data", {}).get("name"), s.template.get("model", {}).get("name"))
+        for s in study.slots}
+    return {"methods": {v.method for v in chosen} | {r.method for r in study.items},
+            "variants": set(variants if grid.chosen is None else grid.chosen)
+            | {r.variant for r in study.items},
+            "settings": ({str(x) for pair in pairs for x in pair}
+                         | {f"{d} / {m}" for d, m in pairs}) if pairs else None}
 
 
 def variants_table(raw: dict, allow_unmatched: bool, spec_dir: Path,
