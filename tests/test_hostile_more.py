@@ -1,0 +1,90 @@
+"""A third hostile pass (issue 25's closing note; the table is /work/issues/hostile_pass.md):
+one regression test per case that broke, each failing on the code before its fix."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.study.backends import slurm
+
+SPEC = """
+[study]
+name = "hostile"
+[recipe]
+model = { name = "small_cnn", width = 0.25 }
+data = { name = "digits", subset_train = 120, subset_test = 60 }
+optim = { lr = 0.05 }
+batch_size = 40
+[grid]
+bits = [[1, 32]]
+epochs = [1]
+seeds = [0, 1]
+[variants.ste]
+method = "ste"
+[report]
+ours = "ste"
+"""
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """A finished 2-run study, copied fresh for each test."""
+    root = tmp_path_factory.mktemp("hostile_more")
+    (root / "hostile.toml").write_text(SPEC)
+    assert main(["sweep", str(root / "hostile.toml"), "--executor", "debug", "--results",
+                 str(root / "res")]) == 0
+    return root / "res" / "hostile"
+
+
+@pytest.fixture
+def sdir(study, tmp_path) -> Path:
+    copy = tmp_path / "hostile"
+    shutil.copytree(study, copy, symlinks=True)
+    (tmp_path / "hostile.toml").write_text(SPEC)
+    return copy
+
+
+def _runs(sdir: Path) -> list[Path]:
+    return sorted((sdir / "runs").iterdir())
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def _submit(sdir: Path, **entry) -> None:
+    with open(sdir / "submissions.jsonl", "a") as f:
+        f.write(json.dumps({"run_id": _runs(sdir)[0].name, "executor": "local", "sweep": None,
+                            **entry}) + "\n")
+
+
+def test_submission_lines_of_the_wrong_types_are_skipped(sdir, capsys):
+    """job_id 42, [1, 2], a sweep that is a string: status and cancel crashed
+    (AttributeError on .split); such lines are skipped like torn ones."""
+    subs = (sdir / "submissions.jsonl").read_text()
+    for bad in ({"job_id": 42}, {"job_id": [1, 2]}, {"job_id": "local-1", "sweep": "x"}):
+        (sdir / "submissions.jsonl").write_text(subs)
+        _submit(sdir, **bad)  # the run's last line: it would be the one that counts
+        assert main(["status", str(sdir)]) == 0
+        assert "jobs: debug-" in capsys.readouterr().out  # the good lines still count
+        assert main(["cancel", str(sdir)]) == 0
+
+
+def test_cancel_when_the_scheduler_cannot_be_asked_is_one_line(sdir, capsys, monkeypatch):
+    """A SLURM job recorded, sacct failing (no controller): cancel raised JobQueryError with a
+    traceback; now one line, exit 1, saying nothing of those runs was cancelled."""
+    _submit(sdir, job_id="123456_0", executor="slurm")
+
+    def refuse(cmd, ok_codes=(0,)):
+        raise slurm.JobQueryError("sacct exited 1: sacct: fatal:\nUnable to contact controller")
+    monkeypatch.setattr(slurm, "_query", refuse)
+    monkeypatch.setattr(slurm.shutil, "which", lambda name: "/usr/bin/" + name)
+    assert main(["cancel", str(sdir)]) == 1
+    err = _one_line(capsys)
+    assert "cannot ask slurm about 1 run(s)" in err and "none of them was cancelled" in err
