@@ -6,7 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from harness.cli import main
 from harness.study.backends import slurm
@@ -88,3 +90,33 @@ def test_cancel_when_the_scheduler_cannot_be_asked_is_one_line(sdir, capsys, mon
     assert main(["cancel", str(sdir)]) == 1
     err = _one_line(capsys)
     assert "cannot ask slurm about 1 run(s)" in err and "none of them was cancelled" in err
+
+
+def _imagefolder(root: Path, classes=("a", "b"), n: int = 6) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+                    root / split / c / f"{i}.png")
+    return root
+
+
+IMAGEFOLDER_RUN = ["run", "--method", "fp", "--model", "small_cnn", "--set", "model.width=0.25",
+                   "--dataset", "imagefolder", "--batch-size", "4", "--epochs", "1",
+                   "--set", "data.workers=0"]
+
+
+def test_an_image_folder_run_trains(tmp_path):
+    """Every image-folder run crashed (TypeError: expected np.ndarray (got tuple)): the
+    decoding notes were passed positionally into Arrays' x_val slot since the validation
+    split's fields came before them; the notes were lost from the fingerprint too."""
+    root = _imagefolder(tmp_path / "img")
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    Image.fromarray(ramp).save(root / "train" / "a" / "0.png")  # one 16-bit greyscale image
+    assert main([*IMAGEFOLDER_RUN, "--data-root", str(root), "--out", str(tmp_path / "r")]) == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 1
+    assert "train: " in summary["data_fingerprint"]["decoding"]
+    assert "16-bit" in summary["data_fingerprint"]["decoding"]
