@@ -120,3 +120,16 @@ def test_an_image_folder_run_trains(tmp_path):
     assert summary["status"] == "completed" and summary["epochs_completed"] == 1
     assert "train: " in summary["data_fingerprint"]["decoding"]
     assert "16-bit" in summary["data_fingerprint"]["decoding"]
+
+
+def test_an_empty_checkpoint_is_ignored_and_the_run_starts_over(sdir, capsys):
+    """An interrupted run whose checkpoint.pt is 0 bytes (a copy cut short): resuming raised
+    IndexError while composing the "checkpoint unreadable" message (the error's text is
+    empty); it now starts over, says why, and completes."""
+    run = _runs(sdir)[0]
+    s = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**s, "status": "interrupted"}))
+    (run / "checkpoint.pt").write_bytes(b"")
+    assert main(["run", "--resume", str(run)]) == 0
+    assert "checkpoint unreadable" in (run / "log.txt").read_text()
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
