@@ -133,3 +133,28 @@ def test_an_empty_checkpoint_is_ignored_and_the_run_starts_over(sdir, capsys):
     assert main(["run", "--resume", str(run)]) == 0
     assert "checkpoint unreadable" in (run / "log.txt").read_text()
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
+TINY_RUN = ["run", "--method", "ste", "--model", "small_cnn", "--set", "model.width=0.25",
+            "--set", "data.subset_train=120", "--set", "data.subset_test=60", "--batch-size", "40",
+            "--epochs", "1"]
+
+
+def test_a_refused_run_does_not_lock_its_folder_to_the_refused_config(tmp_path, capsys):
+    """`--set data.val_split=1.0` is refused after the folder and its config.json are made;
+    the corrected command was then refused too ("holds a run with a different config
+    (data.val_split = 1.0 there, 0.0 here)") until the user deleted the folder by hand. A
+    folder whose run never started takes the new config; one that started is still refused."""
+    out = str(tmp_path / "r")
+    assert main([*TINY_RUN, "--set", "data.val_split=1.0", "--out", out]) == 2
+    assert "data.val_split" in _one_line(capsys)
+    failed = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert (failed["status"], failed["epochs_completed"]) == ("failed", 0)
+    assert main([*TINY_RUN, "--out", out]) == 0
+    assert "records are corrupt" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["data"]["val_split"] == 0.0
+    capsys.readouterr()
+    before = (tmp_path / "r" / "metrics.csv").read_text()
+    assert main([*TINY_RUN, "--set", "optim.lr=0.07", "--out", out]) == 2
+    assert "different config" in _one_line(capsys)
+    assert (tmp_path / "r" / "metrics.csv").read_text() == before
