@@ -3,6 +3,7 @@ one regression test per case that broke, each failing on the code before its fix
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 from pathlib import Path
 
@@ -158,3 +159,19 @@ def test_a_refused_run_does_not_lock_its_folder_to_the_refused_config(tmp_path, 
     assert main([*TINY_RUN, "--set", "optim.lr=0.07", "--out", out]) == 2
     assert "different config" in _one_line(capsys)
     assert (tmp_path / "r" / "metrics.csv").read_text() == before
+
+
+def test_a_failed_checkpoint_write_is_one_line(tmp_path, capsys):
+    """A file size limit (`ulimit -f`, as a full disk would) hit while checkpoint.pt is
+    written: torch's zip writer turned the failed write into "RuntimeError: unexpected pos"
+    with a traceback; now the OSError says what happened, one line, exit 1, no temp file."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))  # Python ignores SIGXFSZ
+    try:
+        code = main([*TINY_RUN, "--out", str(tmp_path / "r")])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert code == 1
+    err = _one_line(capsys)
+    assert "File too large" in err and "ulimit -f" in err
+    assert not [p for p in (tmp_path / "r").iterdir() if "slbench-tmp" in p.name]
