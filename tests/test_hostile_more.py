@@ -175,3 +175,14 @@ def test_a_failed_checkpoint_write_is_one_line(tmp_path, capsys):
     err = _one_line(capsys)
     assert "File too large" in err and "ulimit -f" in err
     assert not [p for p in (tmp_path / "r").iterdir() if "slbench-tmp" in p.name]
+
+
+def test_a_truncated_image_is_named(tmp_path, capsys):
+    """Half a PNG in an image folder: the error said only "image file is truncated" under
+    data.root, leaving the user to search thousands of files; it names the file."""
+    root = _imagefolder(tmp_path / "img")
+    png = root / "train" / "b" / "3.png"
+    png.write_bytes(png.read_bytes()[:120])
+    assert main([*IMAGEFOLDER_RUN, "--data-root", str(root), "--out", str(tmp_path / "r")]) == 2
+    err = _one_line(capsys)
+    assert "train/b/3.png" in err and "cannot be decoded" in err
