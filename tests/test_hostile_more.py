@@ -186,3 +186,15 @@ def test_a_truncated_image_is_named(tmp_path, capsys):
     assert main([*IMAGEFOLDER_RUN, "--data-root", str(root), "--out", str(tmp_path / "r")]) == 2
     err = _one_line(capsys)
     assert "train/b/3.png" in err and "cannot be decoded" in err
+
+
+def test_a_manifest_of_the_wrong_shape_is_a_note_in_the_report(sdir):
+    """manifest.json with "runs": 5, or a run entry 5: status said it was corrupt, report
+    crashed (TypeError: 'int' object is not iterable; AttributeError: 'int' object has no
+    attribute 'get'); the report now says so, as for an unreadable manifest."""
+    manifest = json.loads((sdir / "manifest.json").read_text())
+    for runs in (5, manifest["runs"] + [5], manifest["runs"] + [{"run_id": 7}]):
+        (sdir / "manifest.json").write_text(json.dumps({**manifest, "runs": runs}))
+        assert main(["report", str(sdir), "--jobs", "1"]) == 0
+        report = (sdir / "report" / "report.md").read_text()
+        assert "manifest.json is not a study manifest" in report
