@@ -214,3 +214,20 @@ def test_an_exclude_that_names_nothing_is_an_error(tmp_path, capsys, entry, said
     assert main(["sweep", str(spec_path), "--dry-run", "--results", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert f"grid.exclude[0]: {said}" in err and "Traceback" not in err
+
+
+BENCH = ["bench", "--model", "small_cnn", "--rounds", "1", "--steps", "1", "--warmup", "0",
+         "--methods", "fp", "--bits", "1"]
+
+
+def test_bench_says_each_mistake_once_and_checks_out_before_timing(tmp_path, capsys,
+                                                                   monkeypatch):
+    """`bench --batch-size 0` printed its error twice; `bench --out FILE` was refused only
+    after every variant was timed, as "File exists (fix it)"."""
+    assert main([*BENCH, "--batch-size", "0", "--out", str(tmp_path / "b")]) == 2
+    assert "--batch-size: must be >= 1, got 0" in _one_line(capsys)
+    (tmp_path / "f").write_text("x")
+    from harness.tools import bench
+    monkeypatch.setattr(bench, "run_bench", lambda args: pytest.fail("timed before --out"))
+    assert main([*BENCH, "--out", str(tmp_path / "f")]) == 2
+    assert "--out" in _one_line(capsys) and (tmp_path / "f").read_text() == "x"
