@@ -231,3 +231,18 @@ def test_bench_says_each_mistake_once_and_checks_out_before_timing(tmp_path, cap
     monkeypatch.setattr(bench, "run_bench", lambda args: pytest.fail("timed before --out"))
     assert main([*BENCH, "--out", str(tmp_path / "f")]) == 2
     assert "--out" in _one_line(capsys) and (tmp_path / "f").read_text() == "x"
+
+
+@pytest.mark.parametrize("rows, said", [
+    ("slb,1,32,92.1,extra\nste,1,32,50\n", "a row has more fields than the header"),
+    ("ste,1,32,50\nslb,1,32,abc\n", "top1 'abc' on data row 2 is not a number"),
+])
+def test_a_malformed_reference_csv_is_one_line(sdir, capsys, rows, said):
+    """A first data row with extra fields made pandas shift every column (method := "32",
+    top1 := "extra"), so every reported number vanished in silence; a top1 of "abc" was
+    dropped in silence. Both are one line naming the file."""
+    ref = sdir / "ref.csv"
+    ref.write_text("method,w_bits,a_bits,top1\n" + rows)
+    assert main(["report", str(sdir), "--jobs", "1", "--reference", str(ref)]) == 2
+    err = _one_line(capsys)
+    assert "ref.csv" in err and said in err
