@@ -287,6 +287,8 @@ def os_fault(e: OSError) -> str:
            errno.EROFS: "the file system is read-only: choose a writable folder",
            errno.EACCES: "check the permissions", errno.EPERM: "check the permissions",
            errno.ENOTDIR: "a path component is a file, not a folder",
-           errno.EISDIR: "move the folder away"}.get(e.errno or 0, "fix it")
+           errno.EISDIR: "move the folder away",
+           errno.EFBIG: "a file size limit (ulimit -f) or the file system's: raise it"
+           }.get(e.errno or 0, "fix it")
     return (f"{where}{what} ({fix}); nothing was half-written: the last good records are "
             "kept, re-run the command when fixed")

@@ -465,6 +465,9 @@ def _load_reference(st: StudyRecords, ref: str, explicit: bool):
         df = pd.read_csv(io.BytesIO(data), comment="#", skipinitialspace=True)
     except (OSError, ValueError) as e:
         raise user_error("reference", f"{path} is not a readable CSV: {e}")
+    if not isinstance(df.index, pd.RangeIndex):  # pandas shifts every column right then
+        raise user_error("reference", f"{path}: a row has more fields than the header "
+                         f"{list(df.columns)}; fix the CSV")
     df.columns = [c.strip().lower() for c in df.columns]
     acc = next((c for c in ("top1", "acc", "accuracy", "top1_acc") if c in df.columns), None)
     need = [c for c in ("method", "w_bits", "a_bits") if c not in df.columns]
@@ -472,7 +475,12 @@ def _load_reference(st: StudyRecords, ref: str, explicit: bool):
         raise user_error("reference", f"{path} needs columns method, w_bits, a_bits and top1 "
                          f"(missing: {need + ([] if acc else ['top1'])})")
     df = df.rename(columns={acc: "top1"})
-    df["top1"] = pd.to_numeric(df["top1"], errors="coerce")
+    top1 = pd.to_numeric(df["top1"], errors="coerce")
+    bad = df.index[top1.isna() & df["top1"].notna()]
+    if len(bad):  # an empty cell is a number not reported; a word is a mistake
+        raise user_error("reference", f"{path}: {acc} {df['top1'][bad[0]]!r} on data row "
+                         f"{bad[0] + 1} is not a number; fix the CSV")
+    df["top1"] = top1
     return df.dropna(subset=["top1"]), shown_path(path, ref)
 
 

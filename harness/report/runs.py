@@ -60,7 +60,13 @@ def read_manifest(study_dir: Path, notes: list[str]) -> dict[str, Any] | None:
     except (OSError, ValueError) as e:
         notes.append(f"manifest.json unreadable ({e}): missing runs cannot be detected")
         return None
-    return m if isinstance(m, dict) else None
+    runs = m.get("runs", []) if isinstance(m, dict) else None
+    if not isinstance(runs, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("run_id"), str) for r in runs):
+        notes.append("manifest.json is not a study manifest (a table with a list of runs): "
+                     "missing runs cannot be detected; re-run the sweep command to rebuild it")
+        return None
+    return m
 
 
 def declared_metrics(info: dict[str, Any] | None) -> dict[str, tuple[str, Any]] | None:

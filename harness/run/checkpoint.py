@@ -2,6 +2,7 @@
 random-number states a checkpoint holds, as tensors and plain values, so it loads so too."""
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,12 @@ def plain_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_tensors(path: Path, obj: Any) -> None:
-    files.atomic_write(path, lambda f: torch.save(obj, f))
+    """``obj`` saved atomically. Serialised in memory first: torch's zip writer turns a
+    failed write (a full disk, a file size limit) into a RuntimeError about stream
+    positions, while a plain write raises the OSError that says what happened (one line)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    files.atomic_write(path, lambda f: f.write(buf.getbuffer()))
 
 
 def load_tensors(path: Path, device: Any = "cpu") -> Any:

@@ -39,6 +39,8 @@ def prepare_run_dir(run_dir: Path, cfg: RunConfig) -> str:
     except (OSError, ValueError, AttributeError) as e:
         raise UserError("--out", f"{cfg_path} is corrupt ({str(e)[:160]}); delete "
                         f"{str(run_dir)!r} or choose another --out") from None
+    if have != want and _replace_unstarted(run_dir, cfg, want):
+        return "new"
     if have != want:
         diff = describe_diff(old, cfg)
         if not diff:  # the same keys as the file, another hash: the file itself was edited
@@ -51,6 +53,38 @@ def prepare_run_dir(run_dir: Path, cfg: RunConfig) -> str:
                         f"`python -m harness run --resume {run_dir}`, or choose another --out")
     rec = records.load_run(run_dir, with_metrics=False)
     return rec.status if rec.status in ("completed", "diverged") else "resume"
+
+
+def _replace_unstarted(run_dir: Path, cfg: RunConfig, want: str) -> bool:
+    """Replace the config.json of a run that never started (no metrics or checkpoint, and at
+    most a summary saying it failed at epoch 0: a run refused by a check made after its
+    folder was, say data.val_split=1.0), so the corrected command is not refused for "a
+    different config"; that summary goes too (log.txt keeps the failure). Only while no
+    process holds the run's lock: one that does may be loading data before its first record."""
+    if _started(run_dir):
+        return False
+    with files.open_lock(run_dir / ".lock") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        if _started(run_dir):  # it started while we waited for the lock
+            return False
+        files.atomic_write_json(run_dir / "config.json", {**to_dict(cfg), "config_hash": want})
+        files.remove_file(run_dir / "summary.json", run_dir)
+    return True
+
+
+def _started(run_dir: Path) -> bool:
+    if any(os.path.lexists(run_dir / name) for name in ("metrics.csv", "checkpoint.pt")):
+        return True
+    if not os.path.lexists(run_dir / "summary.json"):
+        return False
+    try:
+        summary = records.read_summary(run_dir)
+    except (OSError, ValueError, TypeError, UserError):
+        return True  # unreadable: leave it to the usual checks
+    return summary.status != "failed" or summary.epochs_completed > 0
 
 
 # what a run writes in RUN_DIR: none of it may be a link (the harness never writes through

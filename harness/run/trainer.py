@@ -342,8 +342,8 @@ class Trainer:
         try:
             ck = checkpoint.load_tensors(path, self.device)
         except Exception as e:  # unreadable, or not weights-only: start over, never execute it
-            self.log(f"checkpoint unreadable ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
-                     "; starting from scratch")
+            why = (str(e).splitlines() or ["empty or malformed file"])[0][:200]
+            self.log(f"checkpoint unreadable ({type(e).__name__}: {why}); starting from scratch")
             return False
         want = config_hash(self.cfg)
         if not isinstance(ck, dict) or ck.get("config_hash") != want:

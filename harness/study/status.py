@@ -18,7 +18,7 @@ from typing import Any
 from harness import files, records, stages
 from harness.errors import UserError
 from harness.study.backends import BACKENDS
-from harness.study.backends.base import ACTIVE, job_states, read_submissions
+from harness.study.backends.base import ACTIVE, JobQueryError, job_states, read_submissions
 from harness.tasks import base as tasks
 
 STATES = ("pending", "running", "completed", "failed", "diverged", "interrupted", "missing",
@@ -317,10 +317,19 @@ def cmd_cancel(args) -> int:
     if not (sdir / "manifest.json").exists():
         raise UserError("STUDY_DIR", f"{str(sdir)!r} is not a study directory")
     subs = read_submissions(sdir)
-    lines = []
+    lines, failed = [], []
     for name, backend in BACKENDS.items():
         mine = {r: s for r, s in subs.items() if s.get("executor") == name}
-        if mine:
+        if not mine:
+            continue
+        try:
             lines.append(backend().cancel(sdir, mine))
-    print("; ".join(lines) if lines else "nothing was submitted for this study")
-    return 0
+        except JobQueryError as e:  # the scheduler cannot be asked: say so, go on to the rest
+            failed.append(f"error: cannot ask {name} about {len(mine)} run(s) "
+                          f"({' '.join(str(e).split())[:300]}); none of them was cancelled: "
+                          "fix the access (e.g. SLURM_CONF) and cancel again")
+    if lines or not failed:
+        print("; ".join(lines) if lines else "nothing was submitted for this study")
+    for line in failed:
+        print(line, file=sys.stderr)
+    return 1 if failed else 0

@@ -87,7 +87,14 @@ def _to_rgb8(im: Image.Image, path: Path) -> tuple[np.ndarray, str]:
 def read_rgb(path: Path) -> tuple[np.ndarray, str]:
     """An image file as uint8 [H, W, 3] and the note on its depth ("" for 8-bit images)."""
     with _open(Path(path)) as im:
-        return _to_rgb8(im, Path(path))
+        try:
+            return _to_rgb8(im, Path(path))
+        except UserError:
+            raise
+        except (OSError, ValueError, SyntaxError) as e:  # truncated or malformed pixel data
+            detail = (str(e).splitlines() or [type(e).__name__])[0][:200]
+            raise UserError("data.root", f"{str(path)!r} cannot be decoded ({detail}); "
+                            "replace or remove it") from None
 
 
 def image_size(path: Path) -> tuple[int, int]:

@@ -169,7 +169,8 @@ def check_settings(args, bits_flag: str = "--bits", counts: dict[str, str] | Non
     except UserError as e:
         errors += [UserError(FLAG_OF.get(one.field, one.field), str(one).split(": ", 1)[-1])
                    for one in each(e)]
-    raise_all(errors)
+    raise_all(list({str(e): e for e in errors}.values()))  # each mistake once (--batch-size 0
+    # is caught by the counts and by config resolution alike)
 
 
 def variants(args) -> list[BenchVariant]:
@@ -461,6 +462,8 @@ def write(df, lines: list[str], out: Path, meta: str) -> None:
 def cmd_bench(args) -> int:
     check_settings(args, counts={"rounds": "--rounds", "steps": "--steps",
                                  "batch_size": "--batch-size", "report_runs": "--report-runs"})
+    if args.what != "report":  # before minutes of timing, not after them
+        files.ensure_writable_dir(Path(args.out), "--out", "pass a writable folder")
     if args.what in ("report", "all"):
         secs = bench_report(args.report_runs)
         print(f"report over {args.report_runs} synthetic runs: {secs:.1f}s (target < 15 s)")

@@ -74,9 +74,19 @@ def read_submissions(sdir: Path) -> dict[str, dict[str, Any]]:
                 rec = files.loads_json(line)
             except ValueError:
                 continue  # a torn last line from a killed sweep
-            if isinstance(rec, dict) and isinstance(rec.get("run_id"), str):
+            if _well_formed(rec):
                 last[rec["run_id"]] = rec
     return last
+
+
+def _well_formed(rec: Any) -> bool:
+    """A submission line this harness could have written: string ids (or no job id), a
+    string executor, and a process identity (or none) as a table; a hand-edited or foreign
+    line (job_id 42, a list) is skipped like a torn one, never crashes status or cancel."""
+    return (isinstance(rec, dict) and isinstance(rec.get("run_id"), str)
+            and isinstance(rec.get("job_id"), (str, type(None)))
+            and isinstance(rec.get("executor"), (str, type(None)))
+            and isinstance(rec.get("sweep"), (dict, type(None))))
 
 
 class JobQueryError(RuntimeError):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from harness import config
-from harness.errors import UserError, each
+from harness.errors import UserError, did_you_mean, each
 from harness.run import resolve
 from harness.study.spec.cells import cell_options, variant_cells
 from harness.study.spec.methods import parsed_options, unsupported
@@ -58,6 +58,7 @@ def expand(plan: Plan) -> None:
         if unknown:
             p.add(f"grid.variants: {unknown} not defined under [variants]")
         variants = {k: v for k, v in variants.items() if k in plan.grid.chosen}
+    check_excludes(plan)
     n = sum(len(variant_cells(v, plan.grid.bits)) for v in variants.values()) * \
         len(plan.grid.budgets) * len(plan.grid.seeds)
     if n > plan.max_runs:
@@ -181,6 +182,23 @@ def report_run_problems(plan: Plan, v: Variant, cell_recipe: dict[str, Any],
         elif plan.recipe_ok or one.field in {**v.recipe, **cell_recipe} or \
                 not_recipe(one.field):
             p.add(f"variants.{v.name}: {one}")
+
+
+def check_excludes(plan: Plan) -> None:
+    """An exclude naming a variant, a cell or a budget the spec does not have excludes
+    nothing: a typo that would submit the runs it meant to leave out, so it is an error."""
+    cells = {cell for v in plan.variants.values() for cell in variant_cells(v, plan.grid.bits)}
+    for i, ex in enumerate(plan.grid.excludes):
+        where = f"grid.exclude[{i}]"
+        if "variant" in ex and ex["variant"] not in plan.variants:
+            plan.problems.add(f"{where}: variant {ex['variant']!r} is not defined under "
+                              f"[variants]{did_you_mean(str(ex['variant']), plan.variants)}")
+        if "bits" in ex and tuple(ex["bits"]) not in cells:
+            plan.problems.add(f"{where}: bits {list(ex['bits'])} is no cell of the study "
+                              f"(cells: {[list(c) for c in sorted(cells)]})")
+        if "epochs" in ex and ex["epochs"] not in plan.grid.budgets:
+            plan.problems.add(f"{where}: epochs {ex['epochs']} is no budget of [grid] epochs "
+                              f"{sorted(plan.grid.budgets)}")
 
 
 def excluded(excludes: list[dict], variant: str, w: int, a: int, e: int) -> str | None:

@@ -1,0 +1,248 @@
+"""A third hostile pass (issue 25's closing note; the table is /work/issues/hostile_pass.md):
+one regression test per case that broke, each failing on the code before its fix."""
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from harness.cli import main
+from harness.study.backends import slurm
+
+SPEC = """
+[study]
+name = "hostile"
+[recipe]
+model = { name = "small_cnn", width = 0.25 }
+data = { name = "digits", subset_train = 120, subset_test = 60 }
+optim = { lr = 0.05 }
+batch_size = 40
+[grid]
+bits = [[1, 32]]
+epochs = [1]
+seeds = [0, 1]
+[variants.ste]
+method = "ste"
+[report]
+ours = "ste"
+"""
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """A finished 2-run study, copied fresh for each test."""
+    root = tmp_path_factory.mktemp("hostile_more")
+    (root / "hostile.toml").write_text(SPEC)
+    assert main(["sweep", str(root / "hostile.toml"), "--executor", "debug", "--results",
+                 str(root / "res")]) == 0
+    return root / "res" / "hostile"
+
+
+@pytest.fixture
+def sdir(study, tmp_path) -> Path:
+    copy = tmp_path / "hostile"
+    shutil.copytree(study, copy, symlinks=True)
+    (tmp_path / "hostile.toml").write_text(SPEC)
+    return copy
+
+
+def _runs(sdir: Path) -> list[Path]:
+    return sorted((sdir / "runs").iterdir())
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def _submit(sdir: Path, **entry) -> None:
+    with open(sdir / "submissions.jsonl", "a") as f:
+        f.write(json.dumps({"run_id": _runs(sdir)[0].name, "executor": "local", "sweep": None,
+                            **entry}) + "\n")
+
+
+def test_submission_lines_of_the_wrong_types_are_skipped(sdir, capsys):
+    """job_id 42, [1, 2], a sweep that is a string: status and cancel crashed
+    (AttributeError on .split); such lines are skipped like torn ones."""
+    subs = (sdir / "submissions.jsonl").read_text()
+    for bad in ({"job_id": 42}, {"job_id": [1, 2]}, {"job_id": "local-1", "sweep": "x"}):
+        (sdir / "submissions.jsonl").write_text(subs)
+        _submit(sdir, **bad)  # the run's last line: it would be the one that counts
+        assert main(["status", str(sdir)]) == 0
+        assert "jobs: debug-" in capsys.readouterr().out  # the good lines still count
+        assert main(["cancel", str(sdir)]) == 0
+
+
+def test_cancel_when_the_scheduler_cannot_be_asked_is_one_line(sdir, capsys, monkeypatch):
+    """A SLURM job recorded, sacct failing (no controller): cancel raised JobQueryError with a
+    traceback; now one line, exit 1, saying nothing of those runs was cancelled."""
+    _submit(sdir, job_id="123456_0", executor="slurm")
+
+    def refuse(cmd, ok_codes=(0,)):
+        raise slurm.JobQueryError("sacct exited 1: sacct: fatal:\nUnable to contact controller")
+    monkeypatch.setattr(slurm, "_query", refuse)
+    monkeypatch.setattr(slurm.shutil, "which", lambda name: "/usr/bin/" + name)
+    assert main(["cancel", str(sdir)]) == 1
+    err = _one_line(capsys)
+    assert "cannot ask slurm about 1 run(s)" in err and "none of them was cancelled" in err
+
+
+def _imagefolder(root: Path, classes=("a", "b"), n: int = 6) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+                    root / split / c / f"{i}.png")
+    return root
+
+
+IMAGEFOLDER_RUN = ["run", "--method", "fp", "--model", "small_cnn", "--set", "model.width=0.25",
+                   "--dataset", "imagefolder", "--batch-size", "4", "--epochs", "1",
+                   "--set", "data.workers=0"]
+
+
+def test_an_image_folder_run_trains(tmp_path):
+    """Every image-folder run crashed (TypeError: expected np.ndarray (got tuple)): the
+    decoding notes were passed positionally into Arrays' x_val slot since the validation
+    split's fields came before them; the notes were lost from the fingerprint too."""
+    root = _imagefolder(tmp_path / "img")
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    Image.fromarray(ramp).save(root / "train" / "a" / "0.png")  # one 16-bit greyscale image
+    assert main([*IMAGEFOLDER_RUN, "--data-root", str(root), "--out", str(tmp_path / "r")]) == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 1
+    assert "train: " in summary["data_fingerprint"]["decoding"]
+    assert "16-bit" in summary["data_fingerprint"]["decoding"]
+
+
+def test_an_empty_checkpoint_is_ignored_and_the_run_starts_over(sdir, capsys):
+    """An interrupted run whose checkpoint.pt is 0 bytes (a copy cut short): resuming raised
+    IndexError while composing the "checkpoint unreadable" message (the error's text is
+    empty); it now starts over, says why, and completes."""
+    run = _runs(sdir)[0]
+    s = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**s, "status": "interrupted"}))
+    (run / "checkpoint.pt").write_bytes(b"")
+    assert main(["run", "--resume", str(run)]) == 0
+    assert "checkpoint unreadable" in (run / "log.txt").read_text()
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
+TINY_RUN = ["run", "--method", "ste", "--model", "small_cnn", "--set", "model.width=0.25",
+            "--set", "data.subset_train=120", "--set", "data.subset_test=60", "--batch-size", "40",
+            "--epochs", "1"]
+
+
+def test_a_refused_run_does_not_lock_its_folder_to_the_refused_config(tmp_path, capsys):
+    """`--set data.val_split=1.0` is refused after the folder and its config.json are made;
+    the corrected command was then refused too ("holds a run with a different config
+    (data.val_split = 1.0 there, 0.0 here)") until the user deleted the folder by hand. A
+    folder whose run never started takes the new config; one that started is still refused."""
+    out = str(tmp_path / "r")
+    assert main([*TINY_RUN, "--set", "data.val_split=1.0", "--out", out]) == 2
+    assert "data.val_split" in _one_line(capsys)
+    failed = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert (failed["status"], failed["epochs_completed"]) == ("failed", 0)
+    assert main([*TINY_RUN, "--out", out]) == 0
+    assert "records are corrupt" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["data"]["val_split"] == 0.0
+    capsys.readouterr()
+    before = (tmp_path / "r" / "metrics.csv").read_text()
+    assert main([*TINY_RUN, "--set", "optim.lr=0.07", "--out", out]) == 2
+    assert "different config" in _one_line(capsys)
+    assert (tmp_path / "r" / "metrics.csv").read_text() == before
+
+
+def test_a_failed_checkpoint_write_is_one_line(tmp_path, capsys):
+    """A file size limit (`ulimit -f`, as a full disk would) hit while checkpoint.pt is
+    written: torch's zip writer turned the failed write into "RuntimeError: unexpected pos"
+    with a traceback; now the OSError says what happened, one line, exit 1, no temp file."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))  # Python ignores SIGXFSZ
+    try:
+        code = main([*TINY_RUN, "--out", str(tmp_path / "r")])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert code == 1
+    err = _one_line(capsys)
+    assert "File too large" in err and "ulimit -f" in err
+    assert not [p for p in (tmp_path / "r").iterdir() if "slbench-tmp" in p.name]
+
+
+def test_a_truncated_image_is_named(tmp_path, capsys):
+    """Half a PNG in an image folder: the error said only "image file is truncated" under
+    data.root, leaving the user to search thousands of files; it names the file."""
+    root = _imagefolder(tmp_path / "img")
+    png = root / "train" / "b" / "3.png"
+    png.write_bytes(png.read_bytes()[:120])
+    assert main([*IMAGEFOLDER_RUN, "--data-root", str(root), "--out", str(tmp_path / "r")]) == 2
+    err = _one_line(capsys)
+    assert "train/b/3.png" in err and "cannot be decoded" in err
+
+
+def test_a_manifest_of_the_wrong_shape_is_a_note_in_the_report(sdir):
+    """manifest.json with "runs": 5, or a run entry 5: status said it was corrupt, report
+    crashed (TypeError: 'int' object is not iterable; AttributeError: 'int' object has no
+    attribute 'get'); the report now says so, as for an unreadable manifest."""
+    manifest = json.loads((sdir / "manifest.json").read_text())
+    for runs in (5, manifest["runs"] + [5], manifest["runs"] + [{"run_id": 7}]):
+        (sdir / "manifest.json").write_text(json.dumps({**manifest, "runs": runs}))
+        assert main(["report", str(sdir), "--jobs", "1"]) == 0
+        report = (sdir / "report" / "report.md").read_text()
+        assert "manifest.json is not a study manifest" in report
+
+
+@pytest.mark.parametrize("entry, said", [
+    ('{ variant = "stee", reason = "too slow" }',
+     "variant 'stee' is not defined under [variants]; did you mean 'ste'?"),
+    ("{ bits = [2, 32] }", "bits [2, 32] is no cell of the study"),
+    ("{ epochs = 8 }", "epochs 8 is no budget of [grid] epochs [1]"),
+])
+def test_an_exclude_that_names_nothing_is_an_error(tmp_path, capsys, entry, said):
+    """A [grid] exclude naming a variant, cell or budget the spec lacks was accepted and
+    excluded nothing: the runs it meant to leave out were submitted."""
+    spec_path = tmp_path / "s.toml"
+    spec_path.write_text(SPEC.replace("seeds = [0, 1]", f"seeds = [0, 1]\nexclude = [{entry}]"))
+    assert main(["sweep", str(spec_path), "--dry-run", "--results", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"grid.exclude[0]: {said}" in err and "Traceback" not in err
+
+
+BENCH = ["bench", "--model", "small_cnn", "--rounds", "1", "--steps", "1", "--warmup", "0",
+         "--methods", "fp", "--bits", "1"]
+
+
+def test_bench_says_each_mistake_once_and_checks_out_before_timing(tmp_path, capsys,
+                                                                   monkeypatch):
+    """`bench --batch-size 0` printed its error twice; `bench --out FILE` was refused only
+    after every variant was timed, as "File exists (fix it)"."""
+    assert main([*BENCH, "--batch-size", "0", "--out", str(tmp_path / "b")]) == 2
+    assert "--batch-size: must be >= 1, got 0" in _one_line(capsys)
+    (tmp_path / "f").write_text("x")
+    from harness.tools import bench
+    monkeypatch.setattr(bench, "run_bench", lambda args: pytest.fail("timed before --out"))
+    assert main([*BENCH, "--out", str(tmp_path / "f")]) == 2
+    assert "--out" in _one_line(capsys) and (tmp_path / "f").read_text() == "x"
+
+
+@pytest.mark.parametrize("rows, said", [
+    ("slb,1,32,92.1,extra\nste,1,32,50\n", "a row has more fields than the header"),
+    ("ste,1,32,50\nslb,1,32,abc\n", "top1 'abc' on data row 2 is not a number"),
+])
+def test_a_malformed_reference_csv_is_one_line(sdir, capsys, rows, said):
+    """A first data row with extra fields made pandas shift every column (method := "32",
+    top1 := "extra"), so every reported number vanished in silence; a top1 of "abc" was
+    dropped in silence. Both are one line naming the file."""
+    ref = sdir / "ref.csv"
+    ref.write_text("method,w_bits,a_bits,top1\n" + rows)
+    assert main(["report", str(sdir), "--jobs", "1", "--reference", str(ref)]) == 2
+    err = _one_line(capsys)
+    assert "ref.csv" in err and said in err
