@@ -8,6 +8,7 @@ line `error: <field>: <what and the fix>` and exit 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from typing import Any
@@ -119,6 +120,8 @@ def _add_sweep(sub, executors: tuple[str, ...]) -> None:
     p.add_argument("--results", default="results", help="parent of the study directory")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a shared recipe key for every run, e.g. data.root=DIR")
+    p.add_argument("--max-runs", type=int, default=None, metavar="N",
+                   help="the most runs the spec may expand to (default 100000)")
     for name in ("status", "cancel"):
         q = sub.add_parser(name, help=COMMANDS[name][2])
         q.add_argument("study_dir", metavar="STUDY_DIR", help="results/<study>")
@@ -256,3 +259,20 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    except OSError as e:  # the machine said no: a full disk, a read-only folder, permissions
+        print(f"error: {os_fault(e)}", file=sys.stderr)
+        return 1
+
+
+def os_fault(e: OSError) -> str:
+    """One line for an OS fault, naming the file and what to do; records are written
+    atomically, so the last good ones are kept."""
+    where = f"{e.filename}: " if e.filename else ""
+    what = e.strerror or str(e) or type(e).__name__
+    fix = {errno.ENOSPC: "free space", errno.EDQUOT: "free space (disk quota)",
+           errno.EROFS: "the file system is read-only: choose a writable folder",
+           errno.EACCES: "check the permissions", errno.EPERM: "check the permissions",
+           errno.ENOTDIR: "a path component is a file, not a folder",
+           errno.EISDIR: "move the folder away"}.get(e.errno or 0, "fix it")
+    return (f"{where}{what} ({fix}); nothing was half-written: the last good records are "
+            "kept, re-run the command when fixed")

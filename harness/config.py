@@ -39,13 +39,23 @@ A_QUANT = ("pact", "dorefa")
 A_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 32)
 PROGRESS = ("auto", "bar", "line", "none")
 SEED_LIMIT = 2**32
+CONFIG_MAX_BYTES = 16 * 2**20  # a --config file (a run's config.json is a few KB)
 BIG = 10**9  # an upper bound for counts that only guards against typos (1e7 for 1e3)
 # Keys that do not change what is computed; left out of the config hash (the run id).
-NON_SEMANTIC = ("device", "data.root", "data.download", "data.workers", "progress", "loggers")
+NON_SEMANTIC = ("device", "data.root", "data.download", "data.workers", "progress", "loggers",
+                "meta.tuned_by")
 # Keys added after run records existed, at the value that computes what the code did before
 # them: left out of the config hash at that value, so earlier run ids stay valid. (Method
 # options say the same through Method.inert_options.)
-LATER_KEYS = {"optim.quant_lr_scale": 1.0, "model.block": "standard", "model.shortcut": "B"}
+LATER_KEYS = {"optim.quant_lr_scale": 1.0, "model.block": "standard", "model.shortcut": "B",
+              "data.val_split": 0.0, "data.val_seed": 0, "init.source": "", "init.epochs": 0,
+              "meta.stage": "", "meta.tuned": []}
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to ``limit`` characters (a hostile value stays one short line)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def coerce(value: Any, annotation: Any, field: str) -> Any:
@@ -59,26 +69,26 @@ def coerce(value: Any, annotation: Any, field: str) -> Any:
         return coerce(value, inner[0], field)
     if origin is tuple:
         require(isinstance(value, (list, tuple)), field,
-                f"expected a list like [1, 2], got {value!r}")
+                f"expected a list like [1, 2], got {shown(value)}")
         return tuple(coerce(v, args[0], field) for v in value)
     if annotation is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
-        raise UserError(field, f"expected true or false, got {value!r}")
+        raise UserError(field, f"expected true or false, got {shown(value)}")
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise UserError(field, f"expected an integer, got {value!r}")
+            raise UserError(field, f"expected an integer, got {shown(value)}")
         return value
     if annotation is float:
         require(not isinstance(value, bool) and isinstance(value, (int, float)), field,
-                f"expected a number, got {value!r}")
+                f"expected a number, got {shown(value)}")
         return float(value)
     if annotation is str:
-        require(isinstance(value, str), field, f"expected a string, got {value!r}")
+        require(isinstance(value, str), field, f"expected a string, got {shown(value)}")
         return value
     return value
 
@@ -108,12 +118,18 @@ class DataConfig:
     eval_batch_size: int = opt(500, "batch size of evaluation", lo=1, hi=10**6)
     workers: int = opt(4, "DataLoader workers for streamed (ImageNet-size) folders", lo=0,
                        hi=256)
+    val_split: float = opt(0.0, "validation images held out of the training images: a "
+                                "fraction (< 1) or a count; 0 = none. Stratified by class and "
+                                "fixed by data.val_seed, never by the run seed", lo=0, hi=BIG)
+    val_seed: int = opt(0, "seed of the validation split (the same images for every run)",
+                        lo=0, hi=SEED_LIMIT, hi_open=True)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = opt("small_cnn", "model (see `python -m harness config`)")
-    width: float = opt(1.0, "channel multiplier (CPU tests use < 1)", lo=0, hi=64, lo_open=True)
+    width: float = opt(1.0, "channel multiplier (CPU tests use < 1; at least 1/16, so every "
+                            "layer keeps a channel of its own)", lo=1 / 16, hi=64)
     quantize_first: bool = opt(False, "quantize the first conv too (policy shared by every "
                                       "method of a study)")
     quantize_last: bool = opt(False, "quantize the last linear layer too")
@@ -148,12 +164,29 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class InitConfig:
+    """Where a run's weights start: the method's own initialisation, or a full-precision run
+    (pretraining as a study stage; each method maps the weights, methods/base.py)."""
+    source: str = opt("", "a completed full-precision run whose weights this run starts from: "
+                          "a run directory, or (in a study, set by the sweep) a run id of the "
+                          "same study; empty = the method's own initialisation")
+    epochs: int = opt(0, "the epochs that source trained, counted in the matched budget "
+                         "(pretrain + this run's epochs)", lo=0, hi=10**6)
+
+
+@dataclass(frozen=True)
 class MetaConfig:
     """Bookkeeping from the sweep; part of the record, and of the hash."""
     study: str = opt("", "study name (set by the sweep)")
     variant: str = opt("", "variant name (set by the sweep)")
     scale: str = opt("", "scale profile (set by the sweep)")
     unmatched: bool = opt(False, "the variant changes the shared recipe (set by the sweep)")
+    stage: str = opt("", "the study stage: \"tune\" for a tuning trial, else empty (set by the "
+                         "sweep)")
+    tuned: tuple[str, ...] = opt((), "the keys whose values the study's tuning chose (set by "
+                                     "the sweep)")
+    tuned_by: str = opt("", "the tuning that chose them: a hash of its trial run ids (not part "
+                            "of the run id)")
 
 
 @dataclass(frozen=True)
@@ -168,6 +201,7 @@ class RunConfig:
     model: ModelConfig = opt(None, "model section", factory=ModelConfig)
     data: DataConfig = opt(None, "data section", factory=DataConfig)
     optim: OptimConfig = opt(None, "optimizer section", factory=OptimConfig)
+    init: InitConfig = opt(None, "initialisation section", factory=InitConfig)
     epochs: int = opt(10, "training epochs", lo=1, hi=10**6)
     seed: int = opt(0, "run seed", lo=0, hi=SEED_LIMIT, hi_open=True)
     batch_size: int = opt(128, "training batch size", lo=1, hi=10**6)
@@ -186,7 +220,8 @@ class RunConfig:
                              factory=dict)
 
 
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "meta": MetaConfig}
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "init": InitConfig,
+            "meta": MetaConfig}
 DEFAULT_TASK = RunConfig.task
 # the two fields whose values are parsed by a registry (harness/run/resolve.py): raw dicts in
 # a config read from keys, the method's and the task's frozen options once resolved
@@ -236,14 +271,25 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
+def flatten(d: dict[str, Any], prefix: str = "", strict: bool = False) -> dict[str, Any]:
+    """Nested tables as dotted keys, in order. ``strict``: a key set twice (``optim = {lr =
+    0.05}`` and ``"optim.lr" = 0.1``) is a UserError naming both places, never silently the
+    last one."""
+    out: dict[str, Any] = {}
+    where: dict[str, str] = {}
+
+    def walk(table: dict[str, Any], pre: str, shown: str) -> None:
+        for k, v in table.items():
+            key, form = f"{pre}{k}", shown + (f'"{k}"' if "." in str(k) else str(k))
+            if isinstance(v, dict):
+                walk(v, key + ".", form + ".")
+            elif key in out and strict:
+                raise UserError(key, f"set twice, as {where[key]} = {out[key]!r} and as {form} "
+                                f"= {v!r}; keep one")
+            else:
+                out[key], where[key] = v, form
+
+    walk(d, prefix, "")
     return out
 
 
@@ -306,7 +352,7 @@ def parse_value(text: str) -> Any:
     """A --set value as TOML (numbers, booleans, lists, quoted strings) or a bare string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
 
 
@@ -329,16 +375,22 @@ def load_file(path: str | Path) -> dict[str, Any]:
                         "file")
     kind = "json" if p.suffix == ".json" else "toml"
     try:
-        text = p.read_text()
+        with open(p, "rb") as f:
+            text = f.read(CONFIG_MAX_BYTES + 1).decode()
+        if len(text) > CONFIG_MAX_BYTES:
+            raise UserError("--config", f"{p} is larger than {CONFIG_MAX_BYTES:,} bytes; pass a "
+                            "config file")
         d = json.loads(text) if kind == "json" else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError("--config", f"{p} is not valid {kind}: "
                         f"{str(e).splitlines()[0][:160]}") from None
+    except RecursionError:
+        raise UserError("--config", f"{p} is nested too deeply to be a config") from None
     if not isinstance(d, dict):
         raise UserError("--config", f"{p} holds a JSON {type(d).__name__}, not an object of "
                         "config keys; pass a run's config.json or a TOML file")
     d = {k: v for k, v in d.items() if k not in ("config_hash",)}
-    return flatten(d)
+    return flatten(d, strict=True)
 
 
 def gather(file: str | Path | None = None, flags: dict[str, Any] | None = None,
@@ -355,7 +407,7 @@ def gather(file: str | Path | None = None, flags: dict[str, Any] | None = None,
 def from_dict(d: dict[str, Any]) -> RunConfig:
     """An unresolved RunConfig from a config.json object."""
     d = {k: v for k, v in d.items() if k != "config_hash"}
-    return from_flat(flatten(d))
+    return from_flat(flatten(d, strict=True))
 
 
 # --------------------------------------------------------------------------- validation

@@ -21,6 +21,8 @@ import csv
 import dataclasses
 import io
 import math
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -32,6 +34,7 @@ from harness.tasks import base as tasks
 TIMING_COLUMNS = ["epoch_time_s", "samples_per_s"]  # the only columns that vary run to run
 STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
 PEAK_MEM_KINDS = ("cuda_max_allocated", "cpu_peak_rss")
+METRICS_MAX_BYTES = 256 * 2**20  # metrics.csv (10^6 epochs of ~100 bytes fit)
 
 
 def metric_columns(config: dict[str, Any] | None) -> list[str]:
@@ -268,7 +271,8 @@ class RunRecord:
 Columns = Callable[["RunRecord", list[str]], list[str]] | list[str] | None
 
 
-def load_run(run_dir: Path, with_metrics: bool = True, columns: Columns = None) -> RunRecord:
+def load_run(run_dir: Path, with_metrics: bool = True, columns: Columns = None,
+             in_study: bool = False) -> RunRecord:
     """Read and validate a run directory: the one validator behind `status`, `sweep` and
     `report`. Corrupt or partial files become ``problem`` (the run is then "corrupt", shown
     with that reason, repaired by the next sweep and never counted), never an exception.
@@ -283,14 +287,28 @@ def load_run(run_dir: Path, with_metrics: bool = True, columns: Columns = None) 
     column.
     ``columns``: the metrics columns to load and check (a list, or a function of the record
     and the CSV header); None = all. ``with_metrics=False`` still validates the standard
-    columns but keeps no DataFrame."""
+    columns but keeps no DataFrame. ``in_study``: RUN_DIR is a study's ``runs/<id>``, which
+    must be a real folder there (reached through a link, to anywhere, the run is corrupt)."""
     rec = RunRecord(Path(run_dir))
+    if in_study and not in_place(rec.path):
+        rec.problem = (f"runs/{rec.path.name} resolves to {os.path.realpath(rec.path)!r} through "
+                       "a symbolic link; a study's runs must be real folders inside it: "
+                       "replace the link with the run folder or remove it")
+        return rec
     rec.problem = _read_config(rec) or _read_summary(rec)
     if rec.problem or rec.summary is None:
         return rec
     if rec.summary.status == "completed":
         rec.problem = _check_completed(rec, with_metrics, columns)
     return rec
+
+
+def in_place(run_dir: Path) -> bool:
+    """Whether a study's ``runs/<id>`` is a real folder there (neither it nor ``runs`` a
+    link): its resolved path is the resolved study folder's ``runs/<id>``."""
+    run_dir = Path(run_dir)
+    study = Path(os.path.realpath(run_dir.parent.parent))
+    return Path(os.path.realpath(run_dir)) == study / "runs" / run_dir.name
 
 
 def _read_config(rec: RunRecord) -> str:
@@ -306,7 +324,9 @@ def _read_config(rec: RunRecord) -> str:
         return "config.json is not a run config (no config_hash)"
     epochs = rec.config.get("epochs")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        return f"config.json has epochs = {epochs!r}"
+        return f"config.json has epochs = {str(epochs)[:80]!r}"
+    if not isinstance(rec.config.get("task", DEFAULT_TASK), str):
+        return f"config.json has task = {str(rec.config.get('task'))[:80]!r}, not a name"
     return ""
 
 
@@ -333,6 +353,12 @@ def _number(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
+def _val_split(config: dict[str, Any]) -> bool:
+    """Whether a config.json holds out a validation split (its metrics then have val columns)."""
+    data = config.get("data")
+    return isinstance(data, dict) and bool(data.get("val_split"))
+
+
 def _check_completed(rec: RunRecord, with_metrics: bool, columns: Columns) -> str:
     import pandas as pd  # only here: status of a study without completed runs needs none
 
@@ -340,7 +366,7 @@ def _check_completed(rec: RunRecord, with_metrics: bool, columns: Columns) -> st
     task = tasks.load_all().get(rec.config.get("task", DEFAULT_TASK))
     if task is None:
         return f"config.json names an unknown task {rec.config.get('task')!r}"
-    standard = list(task.columns)
+    standard = list(task.columns) + list(task.val_columns() if _val_split(rec.config) else ())
     if s.epochs_completed != want:
         return f"completed with {s.epochs_completed} of {want} epochs"
     if s.task != task.name:
@@ -354,6 +380,11 @@ def _check_completed(rec: RunRecord, with_metrics: bool, columns: Columns) -> st
                 f"{_bounds(headline.bounds)}")
     path = rec.path / "metrics.csv"
     try:
+        st = os.stat(path)  # a FIFO would block pandas: never opened
+        if not stat.S_ISREG(st.st_mode):
+            return "metrics.csv is not a regular file"
+        if st.st_size > METRICS_MAX_BYTES:
+            return f"metrics.csv is larger than the limit of {METRICS_MAX_BYTES:,} bytes"
         header = pd.read_csv(path, nrows=0).columns.tolist()
         missing = [c for c in standard if c not in header]
         if missing:

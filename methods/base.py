@@ -37,6 +37,7 @@ import contextlib
 import importlib
 import os
 import pkgutil
+import types
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
 
@@ -213,6 +214,26 @@ def quant_layers(model: nn.Module) -> Iterator[tuple[str, QLayer]]:
             yield name, m
 
 
+def init_from_state(method: "Method", model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Method.init_from_fp: copy what ``state`` holds under the same name and shape, then give
+    every quantized layer the quantizer ``method.fp_quantizer`` builds from its fp weight
+    (``NAME.wq.weight``, or ``NAME.weight``)."""
+    own = model.state_dict()
+    for key, value in state.items():
+        if key in own and own[key].shape == value.shape and ".wq." not in key:
+            own[key].copy_(value.to(own[key]))
+    for name, layer in list(quant_layers(model)):
+        w = state.get(f"{name}.wq.weight", state.get(f"{name}.weight"))
+        old = layer.wq.shape
+        require(w is not None and tuple(w.shape) == tuple(old), "init.source",
+                f"the source has no weight of shape {tuple(old)} for layer {name!r} ("
+                f"{'none' if w is None else tuple(w.shape)}); start from a full-precision run "
+                "of the same model and width")
+        device = next(layer.parameters()).device
+        stand_in = types.SimpleNamespace(weight=w.detach().to(device, torch.float32))
+        layer.wq = method.fp_quantizer(stand_in, name).to(device)
+
+
 @torch.no_grad()
 def set_deployed(model: nn.Module, on: bool) -> None:
     for _, layer in quant_layers(model):
@@ -309,6 +330,35 @@ class Method:
 
     def make_quantizer(self, layer: nn.Module, name: str) -> WeightQuantizer:
         raise NotImplementedError
+
+    # --- starting from a full-precision network (init.source: pretraining as a study stage)
+    def fp_quantizer(self, layer: Any, name: str) -> WeightQuantizer:
+        """The quantizer of a layer whose ``weight`` is a trained full-precision weight. The
+        default is make_quantizer, which derives the method's state from the weight it is
+        given (STE, DoReFa, fp copy it; LSQ sets its step size from it, Bop its signs and
+        scales, hashing its scales); a method whose own init ignores the weight (SLB's random
+        logits, LQ-Net's fixed bases) overrides this."""
+        return self.make_quantizer(layer, name)
+
+    @torch.no_grad()
+    def init_from_fp(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """Start from a full-precision network (``state``: the state dict of an fp run of the
+        same model): every parameter and buffer of the same name and shape is copied (batch
+        norms, full-precision layers, biases) and each quantized layer's quantizer is rebuilt
+        by :meth:`fp_quantizer` from its fp weight. Called before :meth:`prepare`."""
+        init_from_state(self, model, state)
+
+    @torch.no_grad()
+    def calibrate_from_fp(self, model: nn.Module, run: Any) -> None:
+        """After init_from_fp (and prepare): the batch-norm statistics re-estimated for the
+        deployed network (an average over as many augmented training batches as the test set
+        has, torch.optim.swa_utils.update_bn): the fp network's statistics describe its own
+        float weights, not the quantized ones. Nothing for a full-precision method."""
+        if self.w_bits >= 32:
+            return
+        n = max(1, -(-run.data.num_test // run.cfg.batch_size))
+        with self.deployed(model):
+            torch.optim.swa_utils.update_bn(run.train_batches(n, seed_offset=7), model)
 
     def prepare(self, model: nn.Module, run: Any) -> None:
         """Called once after the quantized layers are installed (e.g. swap BN modules)."""

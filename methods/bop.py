@@ -34,6 +34,9 @@ Only 1-bit weights (Method.bits = {1}; other widths are a UserError).
 
 Deviations, plainly: none in the update rule. The paper trains every other parameter with
 Adam; here they go to the recipe's optimizer (matched comparison), whatever it is.
+Pretrained start (``init.source``): w = sign of the fp weights (s = their channel mean |W|),
+m = 0, BN re-estimated. A binarised network: it cannot keep the fp accuracy at step 0
+(tests check the signs).
 """
 from __future__ import annotations
 

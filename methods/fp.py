@@ -5,6 +5,8 @@ Backward: the ordinary gradient dL/dW; the recipe's optimizer updates W. No devi
 plain training; the layer still receives the recipe's activation quantizer, so "fp" at
 a_bits < 32 means full-precision weights with quantized activations.
 Export: a full-precision layer has no codes; deployed.pt stores its float weight.
+Pretrained start (``init.source``, methods/base.py init_from_fp): the fp run's weights and
+BN statistics are copied as they are: the same network, the same accuracy at step 0.
 """
 from __future__ import annotations
 

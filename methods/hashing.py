@@ -35,6 +35,8 @@ Deviations / choices, plainly: the quantization loss on activations that the abs
 mentions is not implemented (activations are the recipe's, shared by all methods); the loss
 is a plain sum over weights (no per-layer normalisation); the entropy temperature t and the
 default lam are our choices, not the paper's.
+Pretrained start (``init.source``): W = the fp weights (alpha from them), BN re-estimated;
+a binarised network that cannot keep the fp accuracy at step 0 (tests check the signs).
 """
 from __future__ import annotations
 

@@ -52,6 +52,9 @@ v* hand-off from forward to after_step is a Python attribute: untested with ``co
 (4) every value's code is the true code of its sorted level, whereas the official code gives
 the lowest bin the all -1 (weights) / all 0 (activations) code: the same while the basis
 stays positive, as it does in practice.
+Pretrained start (``init.source``): W = the fp weights and the basis fitted to them by 10
+QEM steps (the paper's init ignores the weights), BN re-estimated: at >= 4 bits within 2
+points of the fp accuracy at step 0 (tested); at 1 bit a binarised network that cannot.
 """
 from __future__ import annotations
 
@@ -199,6 +202,16 @@ class LqWeight(WeightQuantizer):
         return y
 
     @torch.no_grad()
+    def fit_basis(self, iterations: int = 10) -> None:
+        """The basis fitted to the weights by QEM alone (no moving average), from the paper's
+        init: the levels of a trained fp network's weights (init.source)."""
+        c = self.shape[0]
+        for _ in range(iterations):
+            _, codes = lq_quantize(self.weight, self.basis)
+            self.basis.copy_(lq_qem(self.weight.reshape(c, -1), codes.reshape(c, -1),
+                                    self.basis, self.delta))
+
+    @torch.no_grad()
     def update_basis(self, ema: float) -> None:
         if self.pending is not None:
             _ema_(self.basis, self.pending, ema)
@@ -230,6 +243,16 @@ class LqAct(nn.Module):
                            self.delta, signed=False)
                 self.pending = v.squeeze(1)
         return y
+
+    @torch.no_grad()
+    def fit_basis(self, iterations: int = 10) -> None:
+        """The basis fitted to the weights by QEM alone (no moving average), from the paper's
+        init: the levels of a trained fp network's weights (init.source)."""
+        c = self.shape[0]
+        for _ in range(iterations):
+            _, codes = lq_quantize(self.weight, self.basis)
+            self.basis.copy_(lq_qem(self.weight.reshape(c, -1), codes.reshape(c, -1),
+                                    self.basis, self.delta))
 
     @torch.no_grad()
     def update_basis(self, ema: float) -> None:
@@ -268,6 +291,13 @@ class LqNet(Method):
 
     def make_quantizer(self, layer, name):
         return LqWeight(layer.weight, self.w_bits, self.opt.delta)
+
+    def fp_quantizer(self, layer, name):
+        """From a trained fp network (init.source): the weights copied and the basis fitted to
+        them by QEM (the paper's init ignores the weights)."""
+        wq = self.make_quantizer(layer, name)
+        wq.fit_basis()
+        return wq
 
     @classmethod
     def check_options(cls, options, w_bits, a_bits):

@@ -31,6 +31,9 @@ weights, and which layers are quantized is the recipe's policy shared by all met
 in-range test uses strict inequalities on both sides (the paper's eq. 3 partition; a port
 built on torch.clamp would pass the weight gradient at v/s exactly -Q_N or Q_P). Nothing
 keeps s positive (as in the paper).
+Pretrained start (``init.source``): v = the fp weights, s initialised from them by the
+paper's rule, BN re-estimated for v_q: at >= 4 bits within 2 points of the fp accuracy at
+step 0 (tested); at 2 bits not (29.0% for 39.0% fp, ResNet-20 on a CIFAR-10 subset).
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ the code cites these numbers.
 Candidates (1): V = (v_1 < ... < v_n), default linspace(-1, 1, 2^b) ({-1, +1} at 1 bit;
     -1, -1/3, 1/3, 1 at 2 bits; no zero), or any sorted list ``method.candidates``. No scale.
 Logits: A, one per candidate per weight, shape weight.shape + (n,) (the last axis is V;
-    stored flattened as (weight.numel(), n), see :class:`SlbWeight`).
+    stored candidates-first as (n, weight.numel()), see :class:`SlbWeight`).
 Forward, training (2), no STE anywhere:
     P = softmax(T * A) over the last axis,  W_c = sum_i P_i v_i = P @ V      (:func:`slb_weight`)
   with T the inverse temperature (the paper divides by tau and lowers tau; the official code
@@ -47,25 +47,12 @@ Temperature (5), T from t0 to t1 over [start, end] of training, position p in ep
   forward uses the one-hot argmax weights W_q (eq. 4) instead of W_c. A then gets a zero
   gradient (argmax has none, as MindSpore's), so weight decay and the momentum of earlier steps
   still act on it, as they do in golden-stick; quant_gap is then 0.
-State batch normalization (6), ``method.bn``; every BatchNorm2d becomes a :class:`StateBN` with
-  a second set of running statistics (``*_q``) sharing gamma/beta (except ``bn=none``):
-    sbn          the paper: training forwards use and update the continuous set; after every
-                 ``sbn_every``-th optimizer step a no-grad forward of the same batch with W_q
-                 (train mode, batch statistics) updates the quantized set; evaluation of the
-                 deployed network uses W_q with the quantized set.
-    recal_epoch  official README: after each epoch the quantized set is recomputed as the plain
-                 average (momentum None, torch.optim.swa_utils.update_bn) over
-                 ``recal_batches`` augmented training batches in the deployed state. As
-                 golden-stick's BNCalibrationCallback (calibrate after 1-based epoch n when
-                 n > int(E start)), calibration starts with the first epoch whose T differs
-                 from t0 (``recal_from=window``; the window start when T never changes);
-                 ``recal_from=first`` calibrates from the first epoch. Until the first
-                 calibration the deployed network is evaluated with the continuous set.
-    recal_end    a reviewer: the same recomputation once, after training; until then the
-                 deployed network is evaluated with the continuous set.
-    none         the deployed network uses the continuous statistics (the gap SBN closes).
-  Inside :meth:`Slb.deployed` each StateBN's running_mean/running_var/num_batches_tracked hold
-  the quantized set (the exporter reads them by attribute); outside, the continuous set.
+State batch normalization (6), ``method.bn``, lives in methods/_statebn.py (modes, mechanics,
+  :class:`StateBN`): ``sbn`` the paper (a no-grad forward with W_q after every ``sbn_every``-th
+  step updates a second, quantized set of BN statistics), ``recal_epoch`` the official README,
+  ``recal_end`` a reviewer's, ``none``. recal_epoch starts as golden-stick's BNCalibrationCallback
+  (after 1-based epoch n > int(E start)): with the first epoch whose T differs from t0
+  (``recal_from=window``; the window start when T never changes); ``recal_from=first``: epoch 1.
 Logit init: ``random`` A ~ N(0, init_std^2) (MindSpore: He-normal over the 5-D logits, std
   about 0.04-0.08 for these layers); ``from_fp`` (ours) A_i = -(alpha w - v_i)^2 / d^2 with w the
   layer's full-precision weight (``init_from``: a checkpoint or state dict; empty: the layer's
@@ -79,8 +66,8 @@ Cost: A holds n = |V| floats per weight (n times the weight memory, 16x at 4 bit
   optimizer's momentum as much again (summary.json: method_param_bytes,
   method_optimizer_state_bytes); nothing of size (..., n) is kept from forward to backward: the
   backward recomputes P from A (one extra softmax per step), T*A and P are temporaries.
-  bn=sbn adds one no-grad forward every sbn_every steps; recal_* add recal_batches forwards per
-  recalibration. Default bn=sbn (the paper), not the official README's recal_epoch.
+  bn=sbn adds one no-grad forward (and one argmax pass over A) every sbn_every steps; recal_*
+  add recal_batches forwards per recalibration. Default bn=sbn (the paper), not recal_epoch.
 
 Deviations from the paper, plainly:
 - Defaults are for short CPU runs, not the paper's 500 epochs: t1 = 1e5 (the official exp
@@ -91,11 +78,7 @@ Deviations from the paper, plainly:
   reviewer's suggestion; the forms above are ours, all on T over the same range.
 - The paper's logit initialisation could not be verified; both inits here are documented
   choices. The logits take the recipe's weight decay (the weight group), like latent weights.
-- Every BatchNorm2d gets two sets, also BNs whose input does not depend on a quantized layer
-  (the one after the full-precision first conv): their sets then only differ by update timing.
-  The extra SBN forward runs in the default precision (no autocast).
-- Recalibration averages batch statistics in train mode (MindSpore's eval-mode pass that never
-  resets its flag is avoided). recal_end evaluates with continuous statistics before the end.
+- State BN's choices (two sets in every BN, no autocast, train-mode recalibration): _statebn.
 - MindSpore's switch to one-hot argmax weights after e_end is off by default (``hard_end``
   turns it on; quant_gap shows how close W_c is to W_q otherwise).
 - The window's epochs s and e_end are floor(E x + 1e-9) for the ramp schedules (the guard
@@ -103,6 +86,8 @@ Deviations from the paper, plainly:
   form matches golden-stick epoch for epoch.
 - A candidate list may have fewer than 2^b values with ``allow_any_count=true`` (e.g. ternary
   at 2 bits); more than 2^b values are refused (they do not fit in b bits).
+Pretrained start (``init.source``): from_fp logits of the fp weights, BN re-estimated for
+W_q: >= 4 bits within 2 points of the fp accuracy at step 0 (tested); 1-2 bits cannot.
 """
 from __future__ import annotations
 
@@ -115,25 +100,23 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from methods._fpstate import load_fp_state
+from methods._statebn import BN_MODES, StateBN, StateBNMode  # noqa: F401 (StateBN re-exported)
 from methods.base import (
     Method,
     Progress,
-    UserError,
     WeightQuantizer,
     code_dtype,
     parse_options,
     quant_layers,
     register,
     require,
-    set_deployed,
-    set_module,
 )
 from methods.options import option
 
 INITS = ("random", "from_fp")
 SCHEDULES = ("exp", "linear", "cos", "sgdr")
 GRANULARITIES = ("epoch", "step")
-BN_MODES = ("sbn", "recal_epoch", "recal_end", "none")
 RECAL_FROM = ("window", "first")
 
 
@@ -171,10 +154,8 @@ class _SlbWeight(torch.autograd.Function):
 
 def slb_weight(logits: torch.Tensor, candidates: torch.Tensor,
                inv_temperature: float | torch.Tensor) -> torch.Tensor:
-    """W_c = softmax(T A) @ V over the last axis of ``logits`` (eq. 2); gradient eq. 3.
-
-    For backward only A itself (no copy), V, T and W_c are kept; P is recomputed.
-    """
+    """W_c = softmax(T A) @ V over the last axis of ``logits`` (eq. 2); gradient eq. 3. For
+    backward only A itself (no copy), V, T and W_c are kept; P is recomputed."""
     t = torch.as_tensor(inv_temperature, dtype=logits.dtype, device=logits.device)
     return _SlbWeight.apply(logits, candidates.to(logits.dtype), t, -1)
 
@@ -188,20 +169,22 @@ def slb_weight_candidates_first(logits: torch.Tensor, candidates: torch.Tensor,
     return _SlbWeight.apply(logits, candidates.to(logits.dtype), inv_temperature, 0)
 
 
-def argmax_rows(logits: torch.Tensor) -> torch.Tensor:
-    """argmax over dim 0 of candidates-first logits (n, N), the first index on ties, like
-    torch.argmax. torch's argmax over a short leading axis is strided and ~15-30x slower on
-    the CPU than n-1 vectorised comparisons; the State BN pass needs it every step."""
+def argmax_rows(logits: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
+    """argmax over dim 0 of candidates-first logits (n, N), the first index on ties (as
+    torch.argmax); with ``values``, values[argmax] (eq. 4's W_q, flattened). torch's argmax over
+    a short leading axis is strided and ~15-30x slower on the CPU; here n = 2 is one comparison,
+    n <= 32 a max over the rows, one comparison with it and a max over the ranks n - i of the
+    rows that reach it (the first index has the largest), a few whole-tensor ops per layer. A
+    NaN logit (a diverging run) gives index n - 1 (n <= 32)."""
     n = logits.shape[0]
+    fill = values if values is not None else torch.arange(n, device=logits.device)
     if n > 32:
-        return logits.t().contiguous().argmax(dim=1)
-    best = logits[0].clone()
-    idx = torch.zeros(logits.shape[1], dtype=torch.long, device=logits.device)
-    for i in range(1, n):
-        better = logits[i] > best
-        idx.masked_fill_(better, i)
-        torch.maximum(best, logits[i], out=best)
-    return idx
+        return fill[logits.t().contiguous().argmax(dim=1)]
+    if n == 2:
+        return torch.where(logits[0] >= logits[1], fill[0], fill[1])
+    rank = torch.arange(n, 0, -1, dtype=torch.uint8, device=logits.device).unsqueeze(1)
+    first = ((logits == logits.amax(dim=0)) * rank).amax(dim=0)  # n - index; 0 only for NaN
+    return torch.cat([fill[-1:], fill.flip(0)])[first.long()]   # [n - i] -> fill[i]
 
 
 class _HardSlbWeight(torch.autograd.Function):
@@ -212,7 +195,7 @@ class _HardSlbWeight(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, candidates):
         ctx.logits_shape = logits.shape
-        return candidates.to(logits.dtype)[argmax_rows(logits)]
+        return argmax_rows(logits, candidates.to(logits.dtype))
 
     @staticmethod
     def backward(ctx, g):
@@ -397,81 +380,6 @@ def check_candidate_count(o: SlbOptions, w_bits: int) -> None:
             f"give {cap} values, change --w-bits, or set method.allow_any_count=true")
 
 
-# --------------------------------------------------------------------------- state BN
-
-_STATS = ("running_mean", "running_var", "num_batches_tracked")
-
-
-class StateBN(nn.BatchNorm2d):
-    """BatchNorm2d with a second set of running statistics (``*_q``) for the quantized state.
-
-    gamma/beta are shared. ``use_quantized(True)`` swaps the two sets, so the ordinary
-    BatchNorm forward and every reader of ``running_mean``/``running_var`` see the quantized
-    set; the state dict is always written in the canonical (unswapped) layout.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        for name in _STATS:
-            self.register_buffer(name + "_q", getattr(self, name).clone())
-        self.quantized = False
-
-    @classmethod
-    def from_bn(cls, bn: nn.BatchNorm2d) -> "StateBN":
-        new = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
-                  device=bn.running_mean.device, dtype=bn.running_mean.dtype)
-        missing = new.load_state_dict(bn.state_dict(), strict=False).missing_keys
-        assert sorted(missing) == sorted(n + "_q" for n in _STATS), missing
-        for name in _STATS:
-            getattr(new, name + "_q").copy_(getattr(new, name))
-        return new.train(bn.training)
-
-    def use_quantized(self, on: bool) -> None:
-        if on != self.quantized:
-            b = self._buffers
-            for name in _STATS:
-                b[name], b[name + "_q"] = b[name + "_q"], b[name]
-            self.quantized = on
-
-    @contextlib.contextmanager
-    def _canonical(self) -> Iterator[None]:
-        was = self.quantized
-        self.use_quantized(False)
-        try:
-            yield
-        finally:
-            self.use_quantized(was)
-
-    def _save_to_state_dict(self, destination, prefix, keep_vars):
-        with self._canonical():
-            super()._save_to_state_dict(destination, prefix, keep_vars)
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        with self._canonical():
-            super()._load_from_state_dict(*args, **kwargs)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", quantized={self.quantized}"
-
-
-def install_state_bn(model: nn.Module) -> None:
-    """Replace every BatchNorm2d with running statistics by a StateBN (same gamma/beta)."""
-    for name, m in list(model.named_modules()):
-        if type(m) is nn.BatchNorm2d and m.track_running_stats:
-            set_module(model, name, StateBN.from_bn(m))
-    for name, m in model.named_modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-            require(isinstance(m, StateBN), "method.bn",
-                    f"{name} is a {type(m).__name__}, which has no state-BN variant; "
-                    "use --set method.bn=none")
-
-
-def set_bn_state(model: nn.Module, quantized: bool) -> None:
-    for m in model.modules():
-        if isinstance(m, StateBN):
-            m.use_quantized(quantized)
-
-
 # --------------------------------------------------------------------------- the layer state
 
 class SlbWeight(WeightQuantizer):
@@ -509,6 +417,11 @@ class SlbWeight(WeightQuantizer):
     @torch.no_grad()
     def codes(self) -> torch.Tensor:
         return argmax_rows(self.logits).view(self.shape).to(code_dtype(self.logits.shape[0]))
+
+    @torch.no_grad()
+    def deployed_weight(self) -> torch.Tensor:
+        """W_q (eq. 4) in one pass over A, equal bit for bit to ``decode(**export())``."""
+        return argmax_rows(self.logits, self.candidates).view(self.shape)
 
     @torch.no_grad()
     def export(self) -> dict[str, torch.Tensor]:
@@ -549,7 +462,7 @@ class Slb(Method):
         self.candidates = (torch.tensor(options.candidates) if options.candidates
                            else default_candidates(w_bits))
         self.inv_temperature = options.t0
-        self.calibrated = False       # quantized BN statistics hold a recalibration
+        self.state_bn = StateBNMode(options.bn, options.sbn_every, options.recal_batches)
         self.flip_ratio = 0.0
         self._fp_state: dict[str, torch.Tensor] | None = None
         self.epoch = 0                             # the epoch being trained (0-based)
@@ -585,6 +498,12 @@ class Slb(Method):
             logits.mul_(self.opt.init_std)
         return SlbWeight(w, self.w_bits, v, logits)
 
+    def fp_quantizer(self, layer: Any, name: str) -> SlbWeight:
+        """From a trained fp network (init.source): the from_fp logits of its weight."""
+        w = layer.weight.detach()
+        v = self.candidates.to(w)
+        return SlbWeight(w, self.w_bits, v, fp_logits(w, v))
+
     def _fp_weight(self, name: str, w: torch.Tensor) -> torch.Tensor:
         if not self.opt.init_from:
             return w
@@ -602,8 +521,7 @@ class Slb(Method):
 
     def prepare(self, model: nn.Module, run: Any) -> None:
         self._fp_state = None
-        if self.opt.bn != "none":
-            install_state_bn(model)
+        self.state_bn.prepare(model)
 
     # --- temperature
     def _set_temperature(self, model: nn.Module, progress: Progress) -> None:
@@ -624,30 +542,9 @@ class Slb(Method):
         if self.opt.granularity == "step":
             self._set_temperature(model, progress)
 
-    # --- batch normalization
-    @contextlib.contextmanager
-    def _discrete(self, model: nn.Module, quantized_bn: bool) -> Iterator[None]:
-        set_deployed(model, True)
-        set_bn_state(model, quantized_bn)
-        try:
-            yield
-        finally:
-            set_bn_state(model, False)
-            set_deployed(model, False)
-
-    @torch.no_grad()
+    # --- batch normalization (methods/_statebn.py)
     def after_step(self, model, x, y, progress) -> None:
-        if self.opt.bn == "sbn" and (progress.step + 1) % self.opt.sbn_every == 0:
-            with self._discrete(model, quantized_bn=True):
-                model(x)  # train mode: updates the quantized statistics only
-
-    @torch.no_grad()
-    def recalibrate(self, model: nn.Module, run: Any) -> None:
-        """Recompute the quantized statistics as the average over training batches (W_q)."""
-        n = self.opt.recal_batches or max(1, math.ceil(run.data.num_test / run.cfg.batch_size))
-        with self._discrete(model, quantized_bn=True):
-            torch.optim.swa_utils.update_bn(run.train_batches(n), model)
-        self.calibrated = True
+        self.state_bn.after_step(model, x, progress.step)
 
     def after_epoch(self, model: nn.Module, run: Any) -> None:
         flips = total = 0
@@ -657,22 +554,17 @@ class Slb(Method):
             total += codes.numel()
             wq.prev_codes.copy_(codes)
         self.flip_ratio = flips / max(1, total)
-        if self.opt.bn == "recal_epoch" and self.epoch >= (self.recal_from_epoch or 0):
-            self.recalibrate(model, run)
+        self.state_bn.after_epoch(model, run, due=self.epoch >= (self.recal_from_epoch or 0))
 
     def after_training(self, model: nn.Module, run: Any) -> None:
-        if self.opt.bn == "recal_end":
-            self.recalibrate(model, run)
+        self.state_bn.after_training(model, run)
 
     def changed_after_training(self) -> str:
-        return ("BN statistics recalibrated on the deployed weights (bn = recal_end)"
-                if self.opt.bn == "recal_end" else "")
+        return self.state_bn.changed_after_training()
 
     # --- deployment and reporting
-    @contextlib.contextmanager
-    def deployed(self, model: nn.Module) -> Iterator[None]:
-        with self._discrete(model, quantized_bn=self.opt.bn == "sbn" or self.calibrated):
-            yield
+    def deployed(self, model: nn.Module) -> contextlib.AbstractContextManager[None]:
+        return self.state_bn.deployed(model)
 
     @torch.no_grad()
     def scalars(self, model: nn.Module, run: Any) -> dict[str, float]:
@@ -692,25 +584,7 @@ class Slb(Method):
                 f"{run.score.column}_continuous": score_continuous}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"calibrated": self.calibrated}
+        return {"calibrated": self.state_bn.calibrated}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.calibrated = bool(state.get("calibrated", False))
-
-
-def load_fp_state(path: str) -> dict[str, torch.Tensor]:
-    """Float weights by parameter name from a harness checkpoint, a deployed.pt or a state dict."""
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)  # never runs code
-    except Exception as e:  # any unreadable file is the user's to fix
-        raise UserError("method.init_from", f"cannot read {path!r} ({type(e).__name__}); "
-                        "pass a checkpoint.pt or a saved state dict") from None
-    if isinstance(blob, dict) and isinstance(blob.get("model"), dict):
-        blob = blob["model"]
-    elif isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict):
-        blob = blob["state_dict"]
-    elif isinstance(blob, dict) and isinstance(blob.get("layers"), dict):
-        blob = {f"{k}.weight": v["weight"] for k, v in blob["layers"].items() if "weight" in v}
-    require(isinstance(blob, dict), "method.init_from",
-            f"{path!r} holds no state dict; pass a checkpoint.pt or a saved state dict")
-    return {k: v for k, v in blob.items() if torch.is_tensor(v)}
+        self.state_bn.calibrated = bool(state.get("calibrated", False))

@@ -253,13 +253,18 @@ def test_reproduction_studies_run_the_readme_recipe_per_cell(fake_cifar, name, m
 def test_matched_grids_share_the_readme_recipe_with_slbs_factor_per_cell(fake_cifar):
     study = sweep.load_spec(ROOT / "studies" / "cifar10_resnet20.toml",
                             sets=[f"data.root={fake_cifar}"])
-    recipes = {json.dumps({k: v for k, v in r.cfg.__dict__.items()
+    finals = [(r, config.to_dict(r.cfg)) for r in study.runs if r.stage == "final"] + \
+        [(s, s.template) for s in study.slots]           # tuned variants: before tuning
+    recipes = {json.dumps({k: v for k, v in cfg.items()
                            if k in ("optim", "model", "batch_size", "a_quant")}, default=str)
-               for r in study.runs}
-    assert len(recipes) == 1                                   # one recipe for every method
-    slb = [r for r in study.runs if r.variant == "slb"]
-    assert all(r.cfg.method_options.factor == README_FACTOR[f"W{r.w_bits}/A{r.a_bits}"]
-               for r in slb) and len(slb) == 40
+               for _, cfg in finals}
+    assert len(recipes) == 1 and len(finals) == 205            # one recipe for every method
+    slb = [(r, cfg) for r, cfg in finals if r.variant == "slb"]
+    assert all(cfg["method"]["factor"] == README_FACTOR[f"W{r.w_bits}/A{r.a_bits}"]
+               for r, cfg in slb) and len(slb) == 40
+    trials = [r for r in study.runs if r.stage == "tune"]      # the tuning stage: the same
+    assert len(trials) == 240 and {r.cfg.optim.lr for r in trials} == {0.05, 0.1, 0.2}
+    assert {(r.cfg.optim.milestones, r.cfg.data.val_split) for r in trials} == {((50, 75), 0.1)}
 
 
 def test_imagenet_reproduction_is_bireal_adam_ddp():

@@ -250,7 +250,7 @@ def test_recal_epoch_starts_when_the_temperature_starts_changing(recal_from, wan
         before = _snapshot(t)
         t.method.after_epoch(t.model, t.run)
         calibrated.append(any(key.endswith("_q") for key in _changed(before, _snapshot(t))))
-        assert t.method.calibrated == any(calibrated)  # deployed: continuous stats until then
+        assert t.method.state_bn.calibrated == any(calibrated)  # until then: continuous stats
     assert calibrated == want
 
 
@@ -365,7 +365,7 @@ def test_recalibration_changes_exactly_the_quantized_statistics(mode, tmp_path):
         assert _changed(epoch_end, final) == {
             k for k in trained if k.endswith(("_mean_q", "_var_q", "tracked_q"))}
     assert all(v.item() == 3 for k, v in final.items() if k.endswith("tracked_q"))
-    assert t.method.calibrated and t.method.state_dict() == {"calibrated": True}
+    assert t.method.state_bn.calibrated and t.method.state_dict() == {"calibrated": True}
 
 
 def test_recal_end_evaluates_with_continuous_statistics_until_calibrated(tmp_path):
@@ -379,7 +379,7 @@ def test_recal_end_evaluates_with_continuous_statistics_until_calibrated(tmp_pat
         assert torch.equal(bn.running_mean, _snapshot(t)[_key(t, bn, "running_mean_q")])
     fresh = _trainer(tmp_path / "b", ["method.bn=recal_end"])
     fresh.method.load_state_dict(t.method.state_dict())
-    assert fresh.method.calibrated
+    assert fresh.method.state_bn.calibrated
 
 
 def test_bn_none_keeps_plain_batchnorm(tmp_path):

@@ -24,6 +24,7 @@ import pytest
 
 from conftest import ROOT, preempt
 from harness import records
+from harness import stages as spec_stages
 from harness.cli import main
 from harness.study import spec as spec_mod
 from harness.study import status, sweep
@@ -274,6 +275,93 @@ def test_two_task_ddp_job_with_gloo(slurm_cluster, tmp_path):
     assert log.count("start ste") == 1 and len(rec.metrics) == 2   # rank 0 alone writes
     out = next((res / "ddp" / "submitit").glob("*_1_log.out"), None)
     assert out is not None                    # the second task really ran
+
+
+STAGED = """
+[study]
+name = "staged"
+[recipe]
+model = { name = "small_cnn", width = 0.25 }
+data = { name = "digits", subset_train = 120, subset_test = 100 }
+batch_size = 40
+[grid]
+bits = [[1, 32]]
+epochs = [2]
+seeds = [0]
+variants = ["ste", "ste_pre"]
+[tune]
+space = { "optim.lr" = [0.02, 0.1] }
+epochs = 2
+seeds = [100]
+val_split = 0.25
+variants = ["ste"]
+[variants.fp]
+method = "fp"
+reference = true
+[variants.ste]
+method = "ste"
+[variants.ste_pre]
+method = "ste"
+init = { from = "fp", epochs = 1 }
+[executor]
+partition = "debug"
+cpus_per_task = 1
+mem_gb = 1
+timeout_min = 20
+"""
+
+
+def test_stages_run_unattended_with_dependencies_and_a_killed_trial_waits_for_a_resweep(
+        slurm_cluster, tmp_path, hold, capsys):
+    """One sweep submits every stage: the pretrained run starts after its fp source by itself
+    (afterok), the final run of the tuned variant waits on its trials. One trial is held and
+    killed: the final run stays queued and `status` calls it blocked with the reason; the next
+    sweep resubmits the trial (which resumes) and the final run after it: all complete."""
+    (hold / "hold-all").unlink()
+    spec_path = tmp_path / "staged.toml"
+    spec_path.write_text(STAGED)
+    study = spec_mod.load_spec(spec_path)
+    trials = sorted((r for r in study.runs if r.stage == "tune"), key=lambda r: r.trial)
+    (slot,) = study.slots
+    pre = next(r for r in study.runs if r.variant == "ste_pre")
+    source = next(r for r in study.runs if r.stage == "pretrain")
+    (hold / f"hold-{trials[0].run_id}").write_text("")
+    res = tmp_path / "res"
+    assert main(["sweep", str(spec_path), "--executor", "slurm", "--results", str(res)]) == 0
+    sdir = res / "staged"
+    subs = backends_base.read_submissions(sdir)
+    assert sorted(subs[slot.slot_id]["after"]) == sorted(subs[t.run_id]["job_id"]
+                                                          for t in trials)
+    assert subs[pre.run_id]["after"] == [subs[source.run_id]["job_id"]]
+    assert "after" not in subs[source.run_id]
+    wait_until(lambda: records.load_run(sdir / "runs" / pre.run_id).status == "completed",
+               what="the pretrained run to start after its source and complete")
+    wait_until(lambda: held(hold, sdir / "runs" / trials[0].run_id).exists(),
+               what="the first trial to reach its hold point")
+    assert slurm_state(subs[slot.slot_id]["job_id"]) == "PENDING"
+    job = subs[trials[0].run_id]["job_id"]
+    subprocess.run(["scancel", "--signal=KILL", "--full", job], check=True)
+    wait_until(lambda: slurm_state(job) not in backends_base.ACTIVE, timeout=60,
+               what="the trial's job to die")
+    wait_until(lambda: records.load_run(sdir / "runs" / trials[1].run_id).status == "completed",
+               what="the other trial")
+    counts, rows_ = status.status_counts(sdir)
+    row = next(r for r in rows_ if r["run_id"] == slot.slot_id)
+    assert row["state"] == "blocked" and trials[0].run_id in row["detail"], row
+    assert "interrupted; sweep again" in row["detail"]
+    assert slurm_state(subs[slot.slot_id]["job_id"]) == "PENDING"   # waiting, never started
+    (hold / f"hold-{trials[0].run_id}").unlink()
+    capsys.readouterr()
+    assert main(["sweep", str(spec_path), "--executor", "slurm", "--results", str(res),
+                 "--wait"]) == 0
+    out = capsys.readouterr().out
+    assert "to submit: 2 runs" in out and "cancelled 1 SLURM jobs" in out
+    counts, rows_ = status.status_counts(sdir)
+    assert counts["completed"] == 5 and counts["blocked"] == 0, rows_
+    assert "resumed at epoch 1" in (sdir / "runs" / trials[0].run_id / "log.txt").read_text()
+    bound = spec_stages.bound_run(sdir, slot.slot_id)
+    cfg = records.load_run(sdir / "runs" / bound).config
+    assert cfg["optim"]["lr"] in (0.02, 0.1) and cfg["meta"]["tuned"] == ["optim.lr"]
 
 
 # --------------------------------------------------------------------------- packed tasks

@@ -60,7 +60,7 @@ def test_records_contract(tmp_path):
     m = records.load_run(tmp_path).metrics
     assert list(m.columns[:8]) == list(Classify.columns) and len(m) == 2
     assert summary["final_test_acc"] == m["test_acc"].iloc[-1]
-    assert not list(tmp_path.glob(".*.tmp"))  # no temp files left behind
+    assert not list(tmp_path.glob(f".*{files.TEMP_SUFFIX}"))  # no temp files left behind
 
 
 def test_nan_loss_stops_the_run_as_diverged(tmp_path, monkeypatch):

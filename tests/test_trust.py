@@ -411,12 +411,12 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_good_records(tmp_path, monke
     real = files.atomic_write
     calls = {"n": 0}
 
-    def full(path, write):
+    def full(path, write, root=None):
         if Path(path).name == "metrics.csv":
             calls["n"] += 1
             if calls["n"] >= 3:  # epoch 1's records are written, epoch 2's are not
                 raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return real(path, write)
+        return real(path, write, root)
 
     monkeypatch.setattr(files, "atomic_write", full)
     args = ["run", "--method", "ste", "--epochs", "3", "--set", "data.subset_train=100",
@@ -426,9 +426,11 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_good_records(tmp_path, monke
     assert len(err.splitlines()) == 1 and "no space left" in err, err
     assert records.read_summary(out).epochs_completed == 1
     monkeypatch.setattr(files, "atomic_write", real)
-    (out / ".metrics.csv.x1y2.tmp").write_text("a killed write left this")
+    # a killed write's temp file (the harness's suffix, this user's tag, a writer long gone)
+    stale = out / f".metrics.csv.{os.getuid()}-{files.HOST_TAG}-999999999-0badc0de.slbench-tmp"
+    stale.write_text("a killed write left this")
     assert main(args) == 0
-    assert not list(out.glob(".*.tmp"))
+    assert not stale.exists() and not list(out.glob(f".*{files.TEMP_SUFFIX}"))
     assert records.read_summary(out).status == "completed"
 
 

@@ -5,7 +5,8 @@ file's ``metadata_props``, and the lines `export` prints):
 
 - **input**: ``uint8`` images, ``NCHW`` (batch, channels, height, width), values 0..255,
   channels in RGB order (one channel for grayscale data), exactly as PIL decodes them
-  (``np.asarray(Image.open(f).convert("RGB")).transpose(2, 0, 1)``); ``height`` x ``width``
+  (``np.asarray(Image.open(f).convert("RGB")).transpose(2, 0, 1)``; 16-bit images as
+  ``round(v * 255 / 65535)``, harness/tasks/images.py); ``height`` x ``width``
   is the training images' size; ImageNet-size folders (streamed) first take torchvision's
   ``Resize(256)`` and ``CenterCrop(224)`` (``preprocess``);
 - **normalisation**, inside the ONNX graph: ``(x / 255 - mean) / std`` per channel, with the
@@ -109,5 +110,5 @@ def raw_test_batches(data, batch_size: int) -> Iterator[tuple[torch.Tensor, torc
 
     tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224),
                              transforms.PILToTensor()])
-    ds = datasets.ImageFolder(data.test_set.root, tf)
+    ds = datasets.ImageFolder(data.test_set.root, tf, loader=data.test_set.loader)
     yield from DataLoader(Subset(ds, data.test_idx.tolist()), batch_size=batch_size)

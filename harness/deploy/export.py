@@ -80,12 +80,37 @@ def _load_finished(run_dir: Path) -> tuple[RunConfig, records.RunSummary]:
     try:
         summary = records.read_summary(run_dir)
         status = summary.status
-    except (OSError, ValueError, TypeError):
+    except FileNotFoundError:
         summary, status = None, "not started"
+    except (OSError, ValueError, TypeError) as e:  # a corrupt summary.json: the resume repairs it
+        summary, status = None, f"unreadable (summary.json: {str(e)[:160]})"
     if status != "completed":
         raise UserError("RUN_DIR", f"run in {str(run_dir)!r} is {status}; finish it first with "
                         f"`python -m harness run --resume {run_dir}`")
-    return resolve.from_dict(files.read_json(cfg_path)), summary
+    try:
+        raw = files.read_json(cfg_path)
+        cfg = resolve.from_dict(raw)
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise UserError("RUN_DIR", f"{cfg_path} is unreadable ({str(e)[:160]}); restore the "
+                        "run's config.json") from None
+    have, trained = resolve.config_hash(cfg), summary.config_hash or raw.get("config_hash")
+    if have != raw.get("config_hash") or have != trained:
+        raise UserError("RUN_DIR", f"{cfg_path} was edited: its keys hash to {have}, but the "
+                        f"run was trained as {trained}; restore the "
+                        "run's own config.json (a changed config is another run: train it with "
+                        "`python -m harness run`)")
+    return cfg, summary
+
+
+OUTPUTS = ("deployed.pt", "deployed_packed.zip", "ops.csv")
+
+
+def check_outputs(run_dir: Path, fmt: str) -> None:
+    """Before any work: the folder is writable and no output file is a link or a folder."""
+    files.ensure_writable_dir(run_dir, "RUN_DIR", "export writes its files into the run "
+                              "directory: make it writable")
+    for name in OUTPUTS + (("deployed.onnx",) if fmt == "onnx" else ()):
+        files.check_target(run_dir / name)
 
 
 def export(run_dir: Path, device: str | None = None, data=None) -> dict[str, Any]:
@@ -213,7 +238,11 @@ def export_run(run_dir: Path, device: str | None = None, fmt: str = "torch",
     "onnx"), rebuild the network from each, evaluate, compare with summary.json."""
     require(fmt in FORMATS, "--format", f"unknown format {fmt!r}; choose one of {list(FORMATS)}")
     run_dir = Path(run_dir)
-    _, summary = _load_finished(run_dir)
+    cfg, summary = _load_finished(run_dir)
+    require(fmt != "onnx" or cfg.task == "classify", "--format",
+            "the ONNX check compares class predictions: it is for classification runs; "
+            "export this run with --format torch")
+    check_outputs(run_dir, fmt)
     blob = export(run_dir, device)
     checkpoint.save_tensors(run_dir / "deployed.pt", blob)
     cfg, model = load_deployed(run_dir / "deployed.pt",
@@ -223,9 +252,6 @@ def export_run(run_dir: Path, device: str | None = None, fmt: str = "torch",
         model.to(memory_format=torch.channels_last)
     task = get_task(cfg.task).runtime()
     score = task.card.headline().column
-    require(fmt != "onnx" or task.card.name == "classify", "--format",
-            "the ONNX check compares class predictions: it is for classification runs; "
-            "export this run with --format torch")
     data = task.load_data(cfg, dev)
     acc = task.evaluate(model, data, cfg, dev, Dist())[score]
     blob["test_acc"] = acc

@@ -57,6 +57,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness import files
 from harness.deploy import contract as input_contract
 from methods.act import export_form
 from methods.base import UserError, quant_layers
@@ -93,20 +94,18 @@ def write_onnx(model: nn.Module, contract: dict, path: Path) -> None:
 
     plain = input_contract.RawInput(exportable(model), contract).eval()
     x = torch.zeros(1, *contract["shape"][1:], dtype=torch.uint8)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    buf = io.BytesIO()  # written to a file only once checked, through the safe file layer
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # the exporter's deprecation notice
-        torch.onnx.export(plain, (x,), str(tmp), dynamo=False, opset_version=OPSET,
+        torch.onnx.export(plain, (x,), buf, dynamo=False, opset_version=OPSET,
                           training=torch.onnx.TrainingMode.PRESERVE,
                           input_names=["image"], output_names=["logits"],
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
-    proto = onnx.load(str(tmp))
+    proto = onnx.load_from_string(buf.getvalue())
     onnx.helper.set_model_props(proto, input_contract.metadata(contract))
     proto.doc_string = " ".join(input_contract.lines(contract))
-    onnx.save(proto, str(tmp))
-    onnx.checker.check_model(str(tmp), full_check=True)
-    tmp.replace(path)
+    onnx.checker.check_model(proto, full_check=True)
+    files.atomic_write_bytes(Path(path), proto.SerializeToString())
 
 
 def session(path: Path):

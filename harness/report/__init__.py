@@ -82,8 +82,10 @@ def __dir__() -> list[str]:
 
 
 def cmd_report(args) -> int:
+    from harness.errors import require
     from harness.report.render import write_report
 
+    require(args.jobs >= 0, "--jobs", f"must be >= 0 (0 = one per core), got {args.jobs}")
     path = write_report(Path(args.study_dir), out=args.out and Path(args.out),
                         reference=args.reference, reference_dataset=args.reference_dataset,
                         ours=args.ours, jobs=args.jobs)

@@ -29,6 +29,7 @@ Tables (tables.py), figures (figures.py) and reviewer answers (questions.py) onl
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness import files
 from harness.errors import UserError
 from harness.report import stats
 from harness.report.keys import REPORT_KEYS, check_report_table
@@ -450,7 +452,8 @@ def _load_reference(st: StudyRecords, ref: str, explicit: bool):
                         "repository); reported numbers are left out")
         return None, ""
     try:
-        df = pd.read_csv(path, comment="#", skipinitialspace=True)
+        data = files.read_bytes(path, files.RECORD_MAX_BYTES)  # a regular file, bounded
+        df = pd.read_csv(io.BytesIO(data), comment="#", skipinitialspace=True)
     except (OSError, ValueError) as e:
         raise user_error("reference", f"{path} is not a readable CSV: {e}")
     df.columns = [c.strip().lower() for c in df.columns]

@@ -19,11 +19,12 @@ returns nothing (or only tables without rows) is left out.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import files
+from harness.errors import UserError
 from harness.files import atomic_write_json, atomic_write_text
 from harness.report import (
     aggregate,
@@ -367,7 +368,10 @@ def report_markdown(st: StudyRecords, built: dict[str, list[Block]]) -> str:
 def build_report(st: StudyRecords, out: Path, jobs: int = 0) -> Path:
     """Write every table, figure and report.md for a loaded study; returns report.md."""
     tdir, fdir = out / TABLES_DIR, out / FIGURES_DIR
-    tdir.mkdir(parents=True, exist_ok=True)
+    for folder in (tdir, fdir):  # never written through a link, never outside OUT
+        files.make_dir(folder, out)
+    for name in ("report.md", ".report-files.json"):
+        files.check_target(out / name)
     built, wait_figures = build_sections(st, fdir, jobs)
     by_name = {b.name: b for blocks in built.values() for b in blocks if isinstance(b, Table)}
     for t in by_name.values():
@@ -381,27 +385,33 @@ def build_report(st: StudyRecords, out: Path, jobs: int = 0) -> Path:
     return report
 
 
-def _prune_stale(out: Path, files: list[Path]) -> None:
+def _prune_stale(out: Path, written: list[Path]) -> None:
     """Remove outputs an earlier report wrote and this one did not (a removed cell's
-    figure, say); only files listed in our own index are ever removed."""
+    figure, say): only files listed in our own index, only relative paths to regular files
+    inside OUT (never through a link, never outside it)."""
 
     index = out / ".report-files.json"
-    now = sorted(str(Path(f).resolve().relative_to(out.resolve())) for f in files)
+    now = sorted(str(Path(f).resolve().relative_to(out.resolve())) for f in written)
     try:
-        before = json.loads(index.read_text())
+        before = files.read_json(index)
     except (OSError, ValueError):
         before = []
-    for rel in set(before) - set(now):
-        p = out / rel
-        if p.is_file() and ".." not in Path(rel).parts:
-            p.unlink()
-    atomic_write_json(index, now)
+    listed = [r for r in before if isinstance(r, str)] if isinstance(before, list) else []
+    for rel in set(listed) - set(now):
+        if rel and not Path(rel).is_absolute() and ".." not in Path(rel).parts:
+            files.remove_file(out / rel, out)
+    atomic_write_json(index, now, out)
 
 
 def write_report(study_dir: Path, out: Path | None = None, reference: str | None = None,
                  reference_dataset: str | None = None, ours: str | None = None,
                  jobs: int = 0) -> Path:
     """Load a study's records and write its report (default STUDY_DIR/report)."""
+    out = Path(out) if out else Path(study_dir) / "report"
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UserError("--out", f"{str(out)!r} is {'a link' if out.is_symlink() else 'a file'}"
+                        "; the report writes a folder there: move it away or pass --out DIR")
     st = load_study(Path(study_dir), reference, reference_dataset, ours, jobs, bootstrap=False)
-    return build_report(st, Path(out) if out else Path(study_dir) / "report", jobs)
+    files.ensure_writable_dir(out, "--out", "pass a writable --out DIR")
+    return build_report(st, out, jobs)
 

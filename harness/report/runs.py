@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness import files
 from harness.config import LATER_KEYS, NON_SEMANTIC, flatten
 from harness.errors import UserError
 from harness.records import load_run, metric_columns
@@ -43,10 +44,11 @@ def read_spec(study_dir: Path) -> dict[str, Any]:
     path = study_dir / "study.toml"
     if not path.exists():
         return {}
-    try:
-        return tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise UserError("study.toml", f"{path} is not valid TOML ({e}); fix or remove it")
+    try:  # a regular file of a spec's size (a FIFO or device is never read)
+        return tomllib.loads(files.read_bytes(path, files.RECORD_MAX_BYTES).decode())
+    except (OSError, ValueError, RecursionError, tomllib.TOMLDecodeError) as e:
+        raise UserError("study.toml", f"{path} is not valid TOML ({str(e)[:200]}); fix or "
+                        "remove it")
 
 
 def read_manifest(study_dir: Path, notes: list[str]) -> dict[str, Any] | None:
@@ -54,7 +56,7 @@ def read_manifest(study_dir: Path, notes: list[str]) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        m = json.loads(path.read_text())
+        m = files.read_json(path, files.MANIFEST_MAX_BYTES)
     except (OSError, ValueError) as e:
         notes.append(f"manifest.json unreadable ({e}): missing runs cannot be detected")
         return None
@@ -96,7 +98,7 @@ def load_record(run_dir: Path):
     """harness.records.load_run (the one record validator), loading only the metrics columns
     the report uses (parsing every column of a thousand metrics.csv files would dominate a
     report's time)."""
-    return load_run(run_dir, columns=_metric_columns)
+    return load_run(run_dir, columns=_metric_columns, in_study=True)
 
 
 def _load_one(run_dir: Path):

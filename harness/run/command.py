@@ -6,11 +6,19 @@ from pathlib import Path
 
 from harness.config import RUN_FLAGS
 from harness.dist import Dist
-from harness.errors import require
+from harness.errors import UserError, require
 from harness.run import resolve
 from harness.run.rundir import run
 from harness.run.signals import Interrupted, raise_on_sigterm, restore_sigterm
 from harness.tasks.base import get as get_task
+
+
+def check_run_folder(out: Path) -> None:
+    """--out must be a run folder (it holds config.json), a new folder or an empty one: the
+    harness never writes its records into (or cleans up) a folder of the user's own."""
+    if out.is_dir() and not (out / "config.json").exists() and any(out.iterdir()):
+        raise UserError("--out", f"{str(out)!r} is neither a run folder (no config.json) nor "
+                        "empty; choose a new or empty folder for the run")
 
 
 def cmd_run(args) -> int:
@@ -24,6 +32,7 @@ def cmd_run(args) -> int:
         args.config, args.out = str(Path(args.resume) / "config.json"), args.resume
     require(bool(args.out and args.out.strip()), "--out",
             "give a run directory, e.g. --out results/runs/mine (or --resume RUN_DIR)")
+    check_run_folder(Path(args.out))
     flags = {key: getattr(args, key) for _, key, _, _ in RUN_FLAGS}
     flags["data.download"] = getattr(args, "data.download")
     cfg = resolve.build(args.config, flags, args.set)

@@ -176,6 +176,26 @@ def lane_main(argv: list[str]) -> int:
     return 0
 
 
+class SlotJob(RunJob):
+    """A SLURM task for a deferred run (harness/stages.py), submitted with a dependency on
+    its inputs: when it starts, it binds the run (the chosen values from the trials' records,
+    harness/run/bind.py) and trains it; when its inputs do not allow that, it fails with the
+    reason (recorded in the slot file, shown as blocked by `status`) and trains nothing."""
+
+    def __init__(self, sdir: str, slot_id: str, threads: int = 0):
+        self.sdir, self.slot_id, self.threads = str(sdir), slot_id, threads
+
+    def __call__(self) -> str:
+        from harness.run.bind import bind
+
+        _setup_distributed()
+        run_id, _ = bind(Path(self.sdir), self.slot_id)
+        return run_one(str(Path(self.sdir) / "runs" / run_id), self.threads).status
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        return submitit.helpers.DelayedSubmission(SlotJob(self.sdir, self.slot_id, self.threads))
+
+
 def _setup_distributed() -> None:
     """Multi-task submitit jobs: export MASTER_ADDR/PORT, RANK, WORLD_SIZE for torch."""
     try:
@@ -197,7 +217,7 @@ def worker_main() -> int:
         return 1  # the sweep died before we could ask to die with it
     answer = os.fdopen(os.dup(1), "w", buffering=1)
     log_dir = Path(os.environ.get("SLBENCH_WORKER_LOGS", "."))
-    log = open(log_dir / f"worker-{os.getpid()}.log", "a", buffering=1)
+    log = files.open_append(log_dir / f"worker-{os.getpid()}.log")
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
     raise_on_sigterm()

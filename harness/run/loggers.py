@@ -17,10 +17,16 @@ import math
 from pathlib import Path
 from typing import Any
 
+from harness.errors import UserError
+
 
 class Sink:
     """The interface: ``start`` once (with the rows a resumed run already has), ``log`` per
-    epoch, ``close`` at the end (also after a failure)."""
+    epoch, ``close`` at the end (also after a failure); ``check`` before any work."""
+
+    @classmethod
+    def check(cls, run_dir: Path) -> None:
+        """Raise a UserError when the sink could not write its output in ``run_dir``."""
 
     def start(self, run_dir: Path, config: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         raise NotImplementedError
@@ -33,6 +39,15 @@ class Sink:
 
 
 class TensorBoard(Sink):
+    @classmethod
+    def check(cls, run_dir: Path) -> None:
+        path = Path(run_dir) / "tensorboard"
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            what = "a link" if path.is_symlink() else "not a folder"
+            raise UserError("loggers", f"{str(path)!r} is {what}; TensorBoard writes its event "
+                            "files in that folder: move it away or drop tensorboard from "
+                            "loggers")
+
     def start(self, run_dir: Path, config: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams

@@ -72,16 +72,19 @@ def alive(ident: Any) -> bool:
 
 def signal_group(ident: dict[str, Any], sig: int) -> bool:
     """Send ``sig`` to the process group of ``ident`` if (and only if) that process still
-    runs; True when sent. A group whose leader is gone is left alone (we cannot prove the
-    group ID was not reused)."""
-    if not alive(ident):
-        return False
-    pgid = ident.get("pgid")
+    runs; True when sent. The group is signalled only when the recorded process is its
+    leader (pgid == pid, and the kernel says so now), so the token checked is the group
+    leader's: a record naming one live process and another group's id signals that process
+    alone. A group whose leader is gone is left alone (its ID may have been reused)."""
+    if not alive(ident) or ident["pid"] <= 1 or ident["pid"] == os.getpid():
+        return False  # never init, never the process that asks
+    pid, pgid = ident["pid"], ident.get("pgid")
     try:
-        if pgid is None or pgid == os.getpgid(0):  # never our own group
-            os.kill(ident["pid"], sig)
-        else:
+        leader = pgid == pid and os.getpgid(pid) == pgid and pgid != os.getpgid(0)
+        if leader:
             os.killpg(pgid, sig)
+        else:  # never our own group, never a group we cannot tie to the token
+            os.kill(pid, sig)
     except ProcessLookupError:
         return False
     return True

@@ -99,6 +99,11 @@ def _check_run_keys(cfg: RunConfig) -> None:
         require(name in SINKS, "loggers", f"{name!r} unknown; use some of {list(SINKS)}")
     require(cfg.data.subset_train != 1, "data.subset_train",
             "1 image makes no training step (a 1-image batch is dropped); use 0 (all) or >= 2")
+    v = cfg.data.val_split
+    require(v < 1 or float(v).is_integer(), "data.val_split",
+            f"a count of images must be a whole number, got {v:g}; or give a fraction below 1")
+    require(cfg.init.epochs == 0 or bool(cfg.init.source), "init.epochs",
+            "counts the epochs of init.source; set init.source or drop init.epochs")
     o = cfg.optim
     require(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas",
             "give two values in [0, 1), e.g. [0.9, 0.999]")

@@ -13,6 +13,7 @@ from harness.config import RunConfig, describe_diff, to_dict
 from harness.dist import Dist
 from harness.errors import UserError
 from harness.run import procs
+from harness.run.loggers import SINKS
 from harness.run.resolve import config_hash
 from harness.run.signals import safe_echo
 from harness.run.trainer import Trainer
@@ -26,24 +27,47 @@ def prepare_run_dir(run_dir: Path, cfg: RunConfig) -> str:
     checkpoint rewrites them (or, without one, it starts over)."""
     run_dir = Path(run_dir)
     files.ensure_writable_dir(run_dir, "--out", "choose a writable directory")
+    check_outputs(run_dir, cfg)
     cfg_path = run_dir / "config.json"
     want = config_hash(cfg)
     if not cfg_path.exists():
         files.atomic_write_json(cfg_path, {**to_dict(cfg), "config_hash": want})
         return "new"
     try:
-        have = files.read_json(cfg_path).get("config_hash")
-    except (OSError, ValueError, AttributeError):
-        raise UserError("--out", f"{cfg_path} is corrupt; delete {str(run_dir)!r} or choose "
-                        "another --out") from None
+        old = files.read_json(cfg_path)
+        have = old.get("config_hash")
+    except (OSError, ValueError, AttributeError) as e:
+        raise UserError("--out", f"{cfg_path} is corrupt ({str(e)[:160]}); delete "
+                        f"{str(run_dir)!r} or choose another --out") from None
     if have != want:
-        diff = describe_diff(files.read_json(cfg_path), cfg)
+        diff = describe_diff(old, cfg)
+        if not diff:  # the same keys as the file, another hash: the file itself was edited
+            raise UserError("--out", f"{cfg_path} was edited: its keys hash to {want}, but "
+                            f"the run was recorded as {have}; restore the run's own "
+                            "config.json, or train the changed config into another --out")
         raise UserError("--out", f"{str(run_dir)!r} holds a run with a different config ("
                         f"{'; '.join(diff[:6]) or f'hash {have}, this one {want}'}"
                         f"{'; ...' if len(diff) > 6 else ''}); resume it as it was with "
                         f"`python -m harness run --resume {run_dir}`, or choose another --out")
     rec = records.load_run(run_dir, with_metrics=False)
     return rec.status if rec.status in ("completed", "diverged") else "resume"
+
+
+# what a run writes in RUN_DIR: none of it may be a link (the harness never writes through
+# one) or a folder, checked before any work
+RECORD_FILES = ("config.json", "summary.json", "metrics.csv", "checkpoint.pt", "log.txt",
+                ".owner", ".lock", "source.diff")
+
+
+def check_outputs(run_dir: Path, cfg: RunConfig) -> None:
+    """A UserError, before any work, when a file the run writes is a link or a folder, or a
+    logger's output cannot be made (a TensorBoard folder that is a file)."""
+    for name in RECORD_FILES:
+        files.check_target(run_dir / name)
+    for name in cfg.loggers:
+        check = getattr(SINKS.get(name), "check", None)  # a sink may have nothing to check
+        if check is not None:
+            check(run_dir)
 
 
 def run(cfg: RunConfig, run_dir: Path, echo: Callable[[str], None] = print,
@@ -64,7 +88,7 @@ def run(cfg: RunConfig, run_dir: Path, echo: Callable[[str], None] = print,
     if state in ("completed", "diverged"):
         echo(f"{run_dir}: already {state}; nothing to do")
         return records.read_summary(run_dir)
-    with open(run_dir / ".lock", "w") as lock:
+    with files.open_lock(run_dir / ".lock") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -101,5 +125,4 @@ def owner_file(run_dir: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        with contextlib.suppress(OSError):
-            path.unlink()
+        files.remove_own(path)

@@ -44,6 +44,7 @@ from harness.run.display import Display
 from harness.run.env import environment, peak_memory_mb, reset_peak_memory, resolve_device
 from harness.run.loggers import SINKS
 from harness.run.optim import default_param_groups, lr_factor, make_optimizer
+from harness.run.pretrained import load_source
 from harness.run.resolve import config_hash, make_method
 from harness.run.signals import Interrupted, hold_point, safe_echo
 from harness.tasks.base import get as get_task
@@ -122,8 +123,9 @@ class Trainer:
             method.after_epoch(model, self.run)           # recalibration, bookkeeping
             train_time = self.clock() - t0
             test = self.evaluate()              # the task's test columns
-            self.check_finite(epoch, test["test_loss"])  # else the run ends diverged
-            row = {"epoch": epoch + 1, **train_stats, **test, "lr": self.lr_at_epoch_start,
+            val = self.evaluate_val()           # and validation columns (data.val_split)
+            self.check_finite(epoch, test["test_loss"], val.get("val_loss", 0.0))  # diverged?
+            row = {"epoch": epoch + 1, **train_stats, **test, **val, "lr": self.lr_at_epoch_start,
                    "epoch_time_s": train_time, "samples_per_s": self.data.num_train / train_time,
                    **method.scalars(model, self.run)}
             self.end_epoch(row, t0)                       # checkpoint, records, progress line
@@ -152,9 +154,14 @@ class Trainer:
             self.task.load_data(cfg, self.device)
         self.method = make_method(cfg)
         self.model = self.task.build_model(cfg, self.data, self.method).to(self.device)
+        source = cfg.init.source and load_source(self.run_dir, cfg.init.source, self.device)
+        if source:                                        # pretrained: the method maps an
+            self.method.init_from_fp(self.model, source)  # fp run's weights to its state
         self.run = RunContext(cfg, self.device, self.data, self.evaluate_model, self.log,
                               score=self.task.card.headline())
         self.method.prepare(self.model, self.run)
+        if source:
+            self.method.calibrate_from_fp(self.model, self.run)
         self.model.to(self.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -270,14 +277,24 @@ class Trainer:
         with self.method.deployed(self.model):
             return self.task.evaluate(self.model, self.data, self.cfg, self.device, self.dist)
 
+    def evaluate_val(self) -> dict[str, float]:
+        """The validation columns of the deployed network (val_loss, val_acc...), or none
+        when the run holds out no validation split."""
+        if not self.cfg.data.val_split:
+            return {}
+        with self.method.deployed(self.model):
+            return self.task.evaluate_val(self.model, self.data, self.cfg, self.device, self.dist)
+
     def evaluate_model(self, model: nn.Module) -> tuple[float, float]:
         """(test loss, the task's headline score) of ``model`` as it is: RunContext.evaluate."""
         test = self.task.evaluate(model, self.data, self.cfg, self.device, self.dist)
         return test["test_loss"], test[self.task.card.headline().column]
 
-    def check_finite(self, epoch: int, test_loss: float) -> None:
-        if not math.isfinite(test_loss):
-            raise Diverged(f"non-finite test loss after epoch {epoch + 1}")
+    def check_finite(self, epoch: int, *losses: float) -> None:
+        """Diverged when an evaluation loss (test, validation) or a parameter is not finite."""
+        if not all(math.isfinite(x) for x in losses):
+            what = "test" if not math.isfinite(losses[0]) else "validation"
+            raise Diverged(f"non-finite {what} loss after epoch {epoch + 1}")
         finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()])
         if not bool(finite.all()):
             raise Diverged(f"non-finite parameters after epoch {epoch + 1}")

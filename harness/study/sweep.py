@@ -2,6 +2,7 @@
 
     python -m harness sweep STUDY.toml [--executor slurm|local|debug] [--scale NAME] [--dry-run]
                                        [--json] [--retry-failed] [--wait] [--results DIR]
+                                       [--max-runs N]
 
 A study directory holds ``study.toml`` (frozen copy of the spec), ``manifest.json`` (the
 expanded runs and the excluded cells), ``runs/<run_id>/`` (run records), ``submissions.jsonl``
@@ -19,20 +20,22 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import re
 import shutil
 import sys
 from pathlib import Path
 from typing import Iterator
 
-from harness import config, files
+from harness import config, files, records, stages
 from harness.errors import UserError
 from harness.run.resolve import config_hash
 from harness.run.rundir import prepare_run_dir
+from harness.study import schedule
 from harness.study.backends import BACKENDS, slurm
-from harness.study.backends.base import Submit, job_states, read_submissions
 from harness.study.spec import Run, SpecErrors, Study, load_spec, print_plan
-from harness.study.status import run_state, shown_path, summarize_exit, wait_for
+from harness.study.spec.schema import MAX_RUNS, Slot
+from harness.study.status import shown_path, summarize_exit, wait_for
 
 EXECUTORS = tuple(BACKENDS)
 
@@ -47,7 +50,7 @@ def study_dir(results: Path, study: Study) -> Path:
 def locked(sdir: Path) -> Iterator[None]:
     """An exclusive lock on the study directory (two sweeps never submit the same run)."""
     sdir.mkdir(parents=True, exist_ok=True)
-    with open(sdir / ".sweep.lock", "w") as f:
+    with files.open_lock(sdir / ".sweep.lock") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -60,16 +63,36 @@ def locked(sdir: Path) -> Iterator[None]:
 
 
 def freeze_spec(study: Study, sdir: Path, echo=print) -> None:
-    """Keep a copy of the spec; an edited spec never silently replaces the previous copy."""
+    """Keep a copy of the spec; an edited spec never silently replaces the previous copy
+    (which is renamed aside: a link or anything else there is moved, never followed)."""
     frozen = sdir / "study.toml"
     text = study.path.read_text()
-    if frozen.exists() and frozen.read_text() != text:
-        n = 1
-        while (sdir / f"study.toml.{n}").exists():
-            n += 1
-        shutil.copy2(frozen, sdir / f"study.toml.{n}")
-        echo(f"note: the spec changed since the last sweep; previous copy kept as study.toml.{n}")
+    if os.path.lexists(frozen) and _old_copy(frozen) != text.encode():
+        kept = _free_name(sdir, "study.toml.")
+        os.rename(frozen, sdir / kept)
+        echo(f"note: the spec changed since the last sweep; previous copy kept as {kept}")
     files.atomic_write_text(frozen, text)
+
+
+def _old_copy(path: Path) -> bytes | None:
+    """A study file's bytes, or None when it is not a readable regular file of a spec's
+    size."""
+    try:
+        return None if path.is_symlink() else files.read_bytes(path, MAX_KEPT_BYTES)
+    except (OSError, ValueError):
+        return None
+
+
+def _free_name(sdir: Path, prefix: str) -> str:
+    """The first ``PREFIX<n>`` (n = 1, 2, ...) that names nothing in ``sdir``, not even a
+    dangling link."""
+    n = 1
+    while os.path.lexists(sdir / f"{prefix}{n}"):
+        n += 1
+    return f"{prefix}{n}"
+
+
+MAX_KEPT_BYTES = 16 * 2**20  # the largest study.toml kept aside (a spec is read whole)
 
 
 def write_manifest(study: Study, sdir: Path, echo=print) -> None:
@@ -78,23 +101,24 @@ def write_manifest(study: Study, sdir: Path, echo=print) -> None:
     rebuilt from the spec (earlier versions' runs are then no longer listed)."""
     path = sdir / "manifest.json"
     try:
-        old = files.read_json(path) if path.exists() else {}
+        old = files.read_json(path, files.MANIFEST_MAX_BYTES) if path.exists() else {}
         runs = {r["run_id"]: r for r in old.get("runs", []) if isinstance(r.get("run_id"), str)}
     except (OSError, ValueError, AttributeError, TypeError):
-        n = 1
-        while (sdir / f"manifest.json.corrupt-{n}").exists():
-            n += 1
-        shutil.copy2(path, sdir / f"manifest.json.corrupt-{n}")
-        echo(f"note: manifest.json was unreadable; kept as manifest.json.corrupt-{n} and "
-             "rebuilt from the spec")
+        kept = _free_name(sdir, "manifest.json.corrupt-")
+        os.rename(path, sdir / kept)  # renames a link itself, never what it names
+        echo(f"note: manifest.json was unreadable; kept as {kept} and rebuilt from the spec")
         runs = {}
-    runs.update({r.run_id: r.manifest() for r in study.runs})
-    current = {r.run_id for r in study.runs}
+    runs.update({r.run_id: r.manifest() for r in study.items})
+    current = {r.run_id for r in study.items}
     for rid, r in runs.items():
         r["current"] = rid in current
+        bound = stages.bound_run(sdir, rid) if r.get("slot") else None
+        if bound:
+            r["bound"] = bound
+    extra = {"tune": study.tune.describe()} if study.tune is not None else {}
     files.atomic_write_json(path, {
         "study": study.name, "scale": study.scale, "spec": str(study.path),
-        "runs": list(runs.values()), "excluded": study.excluded})
+        "runs": list(runs.values()), "excluded": study.excluded, **extra})
 
 
 # --------------------------------------------------------------------------- run states
@@ -102,24 +126,21 @@ def write_manifest(study: Study, sdir: Path, echo=print) -> None:
 # --------------------------------------------------------------------------- commands
 
 def plan_runs(study: Study, sdir: Path, retry_failed: bool,
-              strict: bool = True) -> tuple[list[Run], dict[str, int]]:
-    subs = read_submissions(sdir)
-    jstates = job_states(sdir, subs, strict)
-    todo, skipped = [], {}
-    for r in study.runs:
-        state, _ = run_state(sdir / "runs" / r.run_id, jstates.get(r.run_id))
-        if state in ("missing", "interrupted") or (state == "failed" and retry_failed):
-            todo.append(r)
-        elif state == "corrupt":
-            todo.append(r)  # the trainer restarts it from its checkpoint or from scratch
-        else:
-            skipped[state] = skipped.get(state, 0) + 1
-    return todo, skipped
+              strict: bool = True) -> tuple[list, dict[str, int]]:
+    """(runs to submit, state -> count of the others) without writing anything (dry runs)."""
+    work = schedule.plan(study, sdir, retry_failed, strict, write=False)
+    return work.runs, work.skipped
 
 
 def run_dir_of(sdir: Path, run_id: str) -> Path:
-    """RUN_DIR of a run id, verified to lie inside the study directory."""
-    path = (Path(sdir) / "runs" / run_id).resolve()
+    """RUN_DIR of a run id, verified to lie inside the study directory, neither it nor
+    runs/ reached through a link."""
+    plain = Path(sdir) / "runs" / run_id
+    if PLAIN_NAME.fullmatch(run_id) and os.path.lexists(plain) and not records.in_place(plain):
+        raise UserError("run_id", f"{str(plain)!r} reaches {os.path.realpath(plain)!r} through "
+                        "a symbolic link; replace the link with the run folder or remove it "
+                        "(nothing was submitted)")
+    path = plain.resolve()
     if not path.is_relative_to(Path(sdir).resolve() / "runs"):
         raise UserError("run_id", f"{run_id!r} would leave the study directory; use plain names")
     return path
@@ -135,10 +156,11 @@ def prepare_records(runs: list[Run], sdir: Path) -> None:
         want = {**config.to_dict(r.cfg), "config_hash": config_hash(r.cfg)}
         if path.exists():
             try:
-                have = json.loads(path.read_text())
-            except ValueError:
+                have = files.read_json(path)
+            except (OSError, ValueError):
                 have = None  # corrupt: rewritten from the spec
-            if have is None or (have.get("config_hash") == want["config_hash"] and have != want):
+            if not isinstance(have, dict) or (have.get("config_hash") == want["config_hash"]
+                                              and have != want):
                 files.atomic_write_json(path, want)
         prepare_run_dir(run_dir, r.cfg)
 
@@ -152,8 +174,15 @@ def dry_run_lines(study: Study, sdir: Path, retry_failed: bool) -> list[str]:
                         "cell": f"W{r.w_bits}/A{r.a_bits}", "w_bits": r.w_bits,
                         "a_bits": r.a_bits, "epochs": r.epochs, "seed": r.seed,
                         "unmatched": r.unmatched, "to_submit": r.run_id in submit,
-                        "config": {**config.to_dict(r.cfg), "config_hash": config_hash(r.cfg)}})
-            for r in study.runs]
+                        "stage": r.stage, **_deferred(r)})
+            for r in study.items]
+
+
+def _deferred(r) -> dict:
+    """A run's config; a deferred run's untuned config and the keys its tuning chooses."""
+    if isinstance(r, Slot):
+        return {"deferred": True, "tuned": list(r.tuned), "config": r.template}
+    return {"config": {**config.to_dict(r.cfg), "config_hash": config_hash(r.cfg)}}
 
 
 def _stderr(line: str) -> None:
@@ -166,7 +195,11 @@ def cmd_sweep(args) -> int:
         raise UserError("--json", "prints the runs a dry run would submit; add --dry-run")
     data_warnings: list[str] | None = [] if args.dry_run else None  # plan before the data
     try:
-        study = load_spec(args.spec, args.scale, args.set, data_warnings)
+        max_runs = getattr(args, "max_runs", None)
+        if max_runs is not None and max_runs < 1:
+            raise UserError("--max-runs", f"must be >= 1, got {max_runs}")
+        study = load_spec(args.spec, args.scale, args.set, data_warnings,
+                          MAX_RUNS if max_runs is None else max_runs)
     except SpecErrors as e:
         for line in e.errors:
             print(f"error: {line}", file=sys.stderr)
@@ -196,24 +229,30 @@ def cmd_sweep(args) -> int:
         return 0
     files.ensure_writable_dir(sdir, "--results", "pass a writable --results directory")
     with locked(sdir):
-        todo, skipped = plan_runs(study, sdir, args.retry_failed)
-        _print_todo(todo, skipped)
+        for r in study.runs:  # every run folder checked before anything is written
+            run_dir_of(sdir, r.run_id)
         freeze_spec(study, sdir)
+        work = schedule.plan(study, sdir, args.retry_failed)  # binds ready deferred runs
+        _print_todo(work.runs, work.skipped, work.blocked)
         write_manifest(study, sdir)
-        if not todo:
+        if not work.todo:
             return 0
-        prepare_records(todo, sdir)
         # local and debug runs block until done, holding the lock: a second sweep waits
-        BACKENDS[args.executor]().submit(Submit(sdir, study.executor), todo)
+        schedule.submit(work, sdir, study.executor, BACKENDS[args.executor](),
+                        lambda runs: prepare_records(runs, sdir))
     if args.wait:
         wait_for(sdir)
     print(f"study directory: {shown_path(sdir)}")
     return summarize_exit(sdir, finished=args.wait or args.executor != "slurm")
 
 
-def _print_todo(todo: list, skipped: dict[str, int]) -> None:
+def _print_todo(todo: list, skipped: dict[str, int], blocked: dict[str, str] = None) -> None:
     msg = ", ".join(f"{n} {s}" for s, n in sorted(skipped.items()))
     print(f"to submit: {len(todo)} runs" + (f" (skipping {msg})" if msg else ""))
+    for key, why in sorted((blocked or {}).items())[:10]:
+        print(f"  blocked: {key}: {why}")
+    if len(blocked or {}) > 10:
+        print(f"  ... and {len(blocked) - 10} more blocked (python -m harness status)")
 
 
 # a run id that names a folder inside runs/ (any length: ids made before the spec held them

@@ -84,6 +84,16 @@ class Task:
         return cls.metrics[0]
 
     @classmethod
+    def val_column(cls, column: str) -> str:
+        """The validation column of a test column (test_acc -> val_acc)."""
+        return "val_" + column.removeprefix("test_")
+
+    @classmethod
+    def val_columns(cls) -> tuple[str, ...]:
+        """What a run with a validation split (data.val_split) adds to metrics.csv."""
+        return ("val_loss",) + tuple(cls.val_column(m.column) for m in cls.metrics)
+
+    @classmethod
     def metric(cls, column: str) -> Metric | None:
         return next((m for m in cls.metrics if m.column == column), None)
 

@@ -14,11 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from torch import nn
 
 from harness.errors import require
 from methods.act import make_act_quantizer, nonlinearity
 from methods.base import QLayer, set_module
+
+MAX_PARAMS = 10**9  # parameters of a float network (4 GB of float32 weights; README, Limits)
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,17 @@ def build(cfg, models: dict[str, Model], num_classes: int, in_channels: int,
     """
     act = nonlinearity(cfg.a_bits)
     entry = models[cfg.model.name]
-    model = entry(num_classes, in_channels, image_size, cfg.model.width, act,
-                  **{k: getattr(cfg.task_options, k) for k in entry.task_options},
-                  **{k: getattr(cfg.model, k) for k in entry.options})
+
+    def make() -> nn.Module:
+        return entry(num_classes, in_channels, image_size, cfg.model.width, act,
+                     **{k: getattr(cfg.task_options, k) for k in entry.task_options},
+                     **{k: getattr(cfg.model, k) for k in entry.options})
+
+    with torch.device("meta"):  # counted before a byte is allocated
+        n = sum(p.numel() for p in make().parameters())
+    require(n <= MAX_PARAMS, "model.width", f"{cfg.model.name} at width {cfg.model.width:g} "
+            f"has {n:,} parameters, over the limit of {MAX_PARAMS:,}; use a smaller width")
+    model = make()
     if method is None:
         return model
     for name in policy_layers(model, cfg.model):

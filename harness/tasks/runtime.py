@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.errors import UserError, did_you_mean
+from harness.errors import UserError, did_you_mean, require
 from harness.tasks import base, models
 
 
@@ -26,6 +26,7 @@ class TaskRuntime:
     card: type[base.Task] = base.Task
     models: dict[str, models.Model] = {}
     datasets: dict[str, str] = {}    # name -> one-line description (help texts, `config`)
+    has_val_split = False            # whether data.val_split may hold out validation images
 
     # --- checks (config resolution; no I/O)
     def check(self, cfg) -> None:
@@ -33,8 +34,10 @@ class TaskRuntime:
         if cfg.model.name not in self.models:
             raise UserError("model.name", self.unknown_model(cfg.model.name))
         models.check(cfg.model, self.models)
-        if cfg.data.name not in self.datasets:
-            raise UserError("data.name", self.unknown(cfg.data.name, "dataset", "datasets"))
+        require(cfg.data.name in self.datasets, "data.name",
+                self.unknown(cfg.data.name, "dataset", "datasets"))
+        require(not cfg.data.val_split or self.has_val_split, "data.val_split",
+                f"task {self.card.name} has no validation split yet; drop data.val_split")
 
     def unknown_model(self, name: str) -> str:
         return self.unknown(name, "model", "models")
@@ -82,6 +85,12 @@ class TaskRuntime:
 
     def evaluate(self, model: nn.Module, data, cfg, device: torch.device, dist) -> dict[str, float]:
         """The test columns of metrics.csv (test_loss first, then the scores)."""
+        raise NotImplementedError
+
+    def evaluate_val(self, model: nn.Module, data, cfg, device: torch.device,
+                     dist) -> dict[str, float]:
+        """The validation columns (``val_loss`` and ``val_`` + each score, on the images
+        data.val_split holds out; a task with ``has_val_split`` implements it)."""
         raise NotImplementedError
 
     # --- records and output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import socket
 import typing
 from pathlib import Path
@@ -202,10 +203,11 @@ def _fmt(v: str) -> str:
 
 
 def _last_rows(run_dir: Path) -> list[dict[str, str]]:
+    """metrics.csv's rows (a regular file of at most the records' limit, else none)."""
     try:
-        with open(run_dir / "metrics.csv", newline="") as f:
-            return list(csv.DictReader(f))
-    except (OSError, csv.Error):
+        data = files.read_bytes(run_dir / "metrics.csv", records.METRICS_MAX_BYTES)
+        return list(csv.DictReader(io.StringIO(data.decode(errors="replace"), newline="")))
+    except (OSError, ValueError, csv.Error):
         return []
 
 

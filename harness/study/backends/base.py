@@ -21,10 +21,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from harness import files
 from harness.errors import UserError
 
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING",
@@ -39,17 +40,23 @@ class Submit:
     sdir: Path
     executor: dict[str, Any]          # the spec's [executor] table (with defaults)
     echo: Callable[[str], None] = print
+    # run id -> the job ids it starts after (SLURM dependencies; blocking backends run the
+    # stages in order instead and ignore it)
+    after: dict[str, list[str]] = field(default_factory=dict)
 
     def append(self, entries: list[dict[str, Any]]) -> None:
         append_submissions(self.sdir, entries)
 
 
 def append_submissions(sdir: Path, entries: list[dict[str, Any]]) -> None:
-    with open(Path(sdir) / "submissions.jsonl", "a") as f:
+    with files.open_append(Path(sdir) / "submissions.jsonl") as f:
         for e in entries:
             f.write(json.dumps(e) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+SUBMISSIONS_MAX_BYTES = 2**30  # submissions.jsonl read at most this far
 
 
 def read_submissions(sdir: Path) -> dict[str, dict[str, Any]]:
@@ -57,9 +64,14 @@ def read_submissions(sdir: Path) -> dict[str, dict[str, Any]]:
     last: dict[str, dict[str, Any]] = {}
     path = Path(sdir) / "submissions.jsonl"
     if path.exists():
-        for line in path.read_text(errors="replace").splitlines():
+        try:
+            text = files.read_bytes(path, SUBMISSIONS_MAX_BYTES).decode(errors="replace")
+        except ValueError as e:
+            raise UserError("STUDY_DIR", f"{e}; move submissions.jsonl aside (its jobs are "
+                            "then no longer tracked)") from None
+        for line in text.splitlines():
             try:
-                rec = json.loads(line)
+                rec = files.loads_json(line)
             except ValueError:
                 continue  # a torn last line from a killed sweep
             if isinstance(rec, dict) and isinstance(rec.get("run_id"), str):

@@ -15,6 +15,7 @@ class DebugBackend:
     """Runs every run here, one after the other (tests, pdb); no snapshot, no signals."""
 
     name = "debug"
+    blocking = True
 
     def submit(self, ctx: Submit, runs: list) -> None:
         ctx.append([{"run_id": r.run_id, "job_id": f"debug-{os.getpid()}", "executor": self.name,

@@ -29,9 +29,10 @@ class LocalBackend:
     for its next run, as a packed SLURM task's lane does)."""
 
     name = "local"
+    blocking = True   # submit() returns when its runs have ended: stages run in order
 
     def submit(self, ctx: Submit, runs: list) -> None:
-        snap = source.snapshot(ctx.sdir / "snapshots")
+        snap = source.snapshot(files.make_dir(ctx.sdir / "snapshots", ctx.sdir))
         me = procs.identity(os.getpid(), group=False)
         ctx.append([{"run_id": r.run_id, "job_id": f"local-{os.getpid()}", "executor": self.name,
                      "sweep": me, "snapshot": snap.id, "time": time.time()} for r in runs])
@@ -102,7 +103,7 @@ class LocalPool:
         self.log_dir = ctx.sdir / "local-logs"
 
     def _spawn(self) -> dict[str, Any]:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        files.make_dir(self.log_dir, self.ctx.sdir)  # never a link out of the study
         env = {**os.environ, **source.job_environment(self.snap),
                "SLBENCH_PARENT_PID": str(os.getpid()), "SLBENCH_WORKER_LOGS": str(self.log_dir)}
         p = subprocess.Popen([sys.executable, "-m", "harness.run.job"],

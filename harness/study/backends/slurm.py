@@ -14,9 +14,10 @@ from typing import Any
 
 import submitit
 
+from harness import files
 from harness.errors import UserError
 from harness.run import source
-from harness.run.job import RunJob
+from harness.run.job import RunJob, SlotJob
 from harness.study.backends.base import ACTIVE, QUERY_CHUNK, JobQueryError, Submit
 
 DEFAULT_MAX_ARRAY = 1001  # SLURM's default MaxArraySize
@@ -124,23 +125,32 @@ class SlurmBackend:
         if shutil.which("sbatch") is None:
             raise UserError("--executor", "slurm needs sbatch on PATH; use --executor local or "
                             "start the local cluster (python slurm/cluster.py start)")
-        snap = source.snapshot(ctx.sdir / "snapshots")
+        snap = source.snapshot(files.make_dir(ctx.sdir / "snapshots", ctx.sdir))
         limit = max_array_size()
-        for shape, group in _by_shape(runs).items():
+        for (shape, after), group in _by_shape(runs, ctx.after).items():
             ex = submitit.AutoExecutor(folder=str(ctx.sdir / "submitit"), cluster="slurm")
             params = submitit_parameters(shape, ctx.executor)
             params["slurm_setup"] = [f"cd {snap.path}", f"export PYTHONPATH={snap.path}"
                                      "${PYTHONPATH:+:$PYTHONPATH}"] + list(ctx.executor["setup"])
+            if after:  # a later stage: starts when the jobs of its inputs have succeeded
+                params["slurm_dependency"] = "afterok:" + ":".join(after)
             ex.update_parameters(**params)
-            step = limit * int(shape["runs_per_gpu"]) * int(shape["runs_per_job"])
+            slots = any(hasattr(r, "slot_id") for r in group)  # deferred runs: one a task
+            step = limit * (1 if slots else int(shape["runs_per_gpu"]) * int(shape["runs_per_job"]))
             for i in range(0, len(group), step):  # arrays no larger than MaxArraySize
-                self._submit_array(ex, group[i:i + step], ctx, snap, shape)
+                self._submit_array(ex, group[i:i + step], ctx, snap, shape, after)
 
     def _submit_array(self, ex, group: list, ctx: Submit, snap: source.Snapshot,
-                      shape: dict) -> None:
-        packs = packed(group, int(shape["runs_per_gpu"]), int(shape["runs_per_job"]))
-        fns = [RunJob([[str(ctx.sdir / "runs" / r.run_id) for r in lane] for lane in pack],
-                      int(shape["cpus_per_task"])) for pack in packs]
+                      shape: dict, after: tuple = ()) -> None:
+        threads = int(shape["cpus_per_task"])
+        if any(hasattr(r, "slot_id") for r in group):  # a deferred run binds when it starts
+            packs = [[[r]] for r in group]
+        else:
+            packs = packed(group, int(shape["runs_per_gpu"]), int(shape["runs_per_job"]))
+        fns = [SlotJob(str(ctx.sdir), pack[0][0].slot_id, threads)
+               if hasattr(pack[0][0], "slot_id") else
+               RunJob([[str(ctx.sdir / "runs" / r.run_id) for r in lane] for lane in pack],
+                      threads) for pack in packs]
         try:
             with _cwd(snap.path), ex.batch():
                 jobs = [ex.submit(fn) for fn in fns]
@@ -150,12 +160,13 @@ class SlurmBackend:
                             f"({text[-1][:300] if text else type(e).__name__}); check "
                             "[executor] partition/account/qos/resources") from None
         ctx.append([{"run_id": r.run_id, "job_id": str(j.job_id), "executor": self.name,
-                     "snapshot": snap.id, "time": time.time()}
+                     "snapshot": snap.id, "time": time.time(),
+                     **({"after": list(after)} if after else {})}
                     for pack, j in zip(packs, jobs) for lane in pack for r in lane])
         base = str(jobs[0].job_id).split("_")[0] if jobs else "-"
         each = "" if len(packs) == len(group) else f" in {len(packs)} tasks"
-        ctx.echo(f"submitted {len(group)} runs{each} as slurm array {base} "
-                 f"({_shape_str(shape)}); code snapshot {snap.id}")
+        ctx.echo(f"submitted {len(group)} runs{each} as slurm array {base} ({_shape_str(shape)}"
+                 f"{f'; after {len(after)} jobs' if after else ''}); code snapshot {snap.id}")
 
     def states(self, sdir: Path, subs: dict[str, dict[str, Any]]) -> dict[str, str]:
         states = slurm_states([s["job_id"] for s in subs.values() if s.get("job_id")])
@@ -182,11 +193,13 @@ def packed(runs: list, per_gpu: int, per_job: int) -> list[list[list]]:
     return out
 
 
-def _by_shape(runs: list) -> dict[Any, list]:
+def _by_shape(runs: list, after: dict[str, list[str]]) -> dict[Any, list]:
+    """Runs grouped by job shape and by the jobs they wait for (one array each)."""
     out: dict[Any, list] = {}
     for r in runs:
-        out.setdefault(r.shape, []).append(r)
-    return {_Shape({k: json.loads(v) for k, v in shape}): group for shape, group in out.items()}
+        out.setdefault((r.shape, tuple(after.get(r.run_id, ()))), []).append(r)
+    return {(_Shape({k: json.loads(v) for k, v in shape}), deps): group
+            for (shape, deps), group in out.items()}
 
 
 class _Shape(dict):

@@ -69,8 +69,11 @@ def per_cell(table: Any, where: str, cells: list[tuple[int, int]], defaults: set
         if not isinstance(values, dict):
             p.add(f'{where}."{key}": expected a table of values, got {values!r}')
             continue
-        values = config.flatten(values)
-        problems = check(values)
+        try:
+            values = config.flatten(values, strict=True)
+            problems = check(values)
+        except UserError as e:
+            problems = [str(e)]
         for problem in problems:
             p.add(f'{where}."{key}": {problem}')
         if problems:

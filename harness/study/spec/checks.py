@@ -43,13 +43,19 @@ def _in_study_words(message: str, root: str) -> str:
             "folder, or sweep --set data.root=DIR)")
 
 
+# what a run's stage sets besides the recipe: its own epochs (the budget less pretraining),
+# where it starts and which keys its tuning chooses
+STAGE_KEYS = ("epochs", "init.source", "init.epochs", "meta.tuned", "meta.stage")
+
+
 def check_recipe_shared(study: Study, p: Problems) -> None:
-    """Every matched run of a (bits, budget, seed) cell shares the recipe exactly."""
+    """Every matched run of a (bits, budget, seed) cell shares the recipe exactly (apart
+    from what its stage sets: STAGE_KEYS)."""
     cells: dict[tuple, dict] = {}
     for r in study.runs:
         if r.unmatched:
             continue
-        key = config.cell_key(r.cfg)
+        key = {k: v for k, v in config.cell_key(r.cfg).items() if k not in STAGE_KEYS}
         ref = cells.setdefault((r.w_bits, r.a_bits, r.epochs, r.seed), key)
         if key != ref:  # pragma: no cover - guards the expansion itself
             diff = sorted(k for k in set(key) | set(ref) if key.get(k) != ref.get(k))
@@ -69,18 +75,41 @@ def check_distinct_variants(study: Study, p: Problems) -> None:
 
 
 def print_plan(study: Study, echo=print) -> None:
+    final = [r for r in study.items if r.stage == "final"]
     counts = collections.Counter((r.variant, f"W{r.w_bits}/A{r.a_bits}", r.epochs)
-                                 for r in study.runs)
+                                 for r in final)
     cells = sorted({(c[1], c[2]) for c in counts}, key=lambda c: (c[1], c[0]))
-    names = list(dict.fromkeys(r.variant for r in study.runs))
+    names = list(dict.fromkeys(r.variant for r in final))
     head = ["variant"] + [f"{b} e{e}" for b, e in cells]
     widths = [max(len(h), 8) for h in head]
     widths[0] = max([len("variant")] + [len(n) for n in names])
-    echo(f"study {study.name} (scale {study.scale}): {len(study.runs)} runs")
+    echo(f"study {study.name} (scale {study.scale}): {len(study.items)} runs" + (
+        f" ({len(final)} final, {len(study.items) - len(final)} in earlier stages)"
+        if len(final) < len(study.items) else ""))
     echo("  ".join(h.ljust(w) for h, w in zip(head, widths)))
     for n in names:
         row = [n] + [str(counts.get((n, b, e), "-")) for b, e in cells]
         echo("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    for line in stage_lines(study):
+        echo(line)
     for ex in study.excluded:
         echo(f"excluded: {ex['variant']} W{ex['w_bits']}/A{ex['a_bits']} e{ex['epochs']}: "
              f"{ex['reason']}")
+
+
+def stage_lines(study: Study) -> list[str]:
+    """The earlier stages in words: pretraining runs, tuning trials per variant."""
+    pre = [r for r in study.runs if r.stage == "pretrain"]
+    lines = [f"pretrain: {len(pre)} fp runs that pretrained variants start from"] if pre else []
+    tune = study.tune
+    if tune is not None:
+        trials = [r for r in study.runs if r.stage == "tune"]
+        lines.append(f"tune: {len(trials)} runs: {tune.trials} trials x {len(tune.seeds)} "
+                     f"seed(s) {tune.seeds} per variant and cell, {tune.epochs} epochs, scored "
+                     f"on a validation split of {tune.val_split:g}")
+        for v in tune.variants:
+            lines.append(f"  {v}: {tune.sampler(v)} over {', '.join(tune.space(v))}")
+        deferred = len(study.slots)
+        lines.append(f"final: {deferred} runs of tuned variants take their chosen values when "
+                     "their trials are complete")
+    return lines

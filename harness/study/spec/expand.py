@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from harness import config
 from harness.errors import UserError, each
@@ -14,6 +14,7 @@ from harness.study.spec.cells import cell_options, variant_cells
 from harness.study.spec.methods import parsed_options, unsupported
 from harness.study.spec.schema import (
     MAX_NAME,
+    MAX_RUNS,
     RESOURCE_KEYS,
     SAFE_NAME,
     Grid,
@@ -39,22 +40,38 @@ class Plan:
     problems: Problems
     cell_recipe: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     recipe_ok: bool = True
+    tune: Any = None                      # spec.tune.Tune, when the study tunes
+    # what a final run of a variant at a seed adds (pretraining source, tuned keys):
+    # harness/study/spec/stages.py final_stage; None = nothing
+    stage_for: Callable[["Plan", Variant, int], "Stage"] | None = None
+    sources: dict[tuple, Run | None] = field(default_factory=dict)   # pretraining runs
+    cell_options: dict[str, dict] = field(default_factory=dict)  # variant -> cell -> options
+    max_runs: int = MAX_RUNS
 
 
 def expand(plan: Plan) -> None:
-    """Fill ``plan.study.runs`` and ``.excluded``; every problem goes to ``plan.problems``."""
+    """Fill ``plan.study.runs`` and ``.excluded``; every problem goes to ``plan.problems``.
+    A grid of more than ``plan.max_runs`` runs is refused before any run is resolved."""
     variants, p = plan.variants, plan.problems
     if plan.grid.chosen is not None:
         unknown = [v for v in plan.grid.chosen if v not in variants]
         if unknown:
             p.add(f"grid.variants: {unknown} not defined under [variants]")
         variants = {k: v for k, v in variants.items() if k in plan.grid.chosen}
+    n = sum(len(variant_cells(v, plan.grid.bits)) for v in variants.values()) * \
+        len(plan.grid.budgets) * len(plan.grid.seeds)
+    if n > plan.max_runs:
+        p.add(f"grid: variants x cells x epoch budgets x seeds make {n:,} runs, over the limit "
+              f"of {plan.max_runs:,} runs per study; split the study, or raise the limit with "
+              "`sweep --max-runs N`")
+        return
     for v in variants.values():
         ok = method_ok(v, p)
         per_cell = cell_options(v, variant_cells(v, plan.grid.bits), p)
         if not ok or per_cell is None:
             continue  # its method, options or per-cell options are broken: reported once,
                       # not once per run
+        plan.cell_options[v.name] = per_cell
         runs = [run for cell in variant_cells(v, plan.grid.bits)
                 for run in cell_runs(plan, v, cell, per_cell.get(cell, {}))]
         if run_ids_fit(v, runs, p):
@@ -74,7 +91,8 @@ def cell_runs(plan: Plan, v: Variant, cell: tuple[int, int],
                                         "epochs": epochs, "reason": reason})
             continue
         for seed in plan.grid.seeds:
-            run = one_run(plan, v, cell, epochs, seed, options)
+            stage = plan.stage_for(plan, v, seed) if plan.stage_for else None
+            run = one_run(plan, v, cell, epochs, seed, options, stage)
             if run is not None:
                 runs.append(run)
     return runs
@@ -105,22 +123,25 @@ def method_ok(v: Variant, p: Problems) -> bool:
 
 
 def one_run(plan: Plan, v: Variant, cell: tuple[int, int], epochs: int, seed: int,
-            cell_opts: dict[str, Any]) -> Run | None:
+            cell_opts: dict[str, Any], stage: Stage | None = None) -> Run | None:
     """One run resolved, or None with its problems reported. When the shared recipe had
     problems (keys set aside, at their defaults here), a problem of a key the variant does
     not set may only follow from those, and is left out. Its method options are the
     variant's, then the cell's, parsed once per distinct set; a scale's ``set`` may name
-    method options too, under the variant's."""
-    study, (w, a) = plan.study, cell
+    method options too, under the variant's. ``stage``: what a stage sets on top (a trial's
+    values, the validation split, the pretraining source: harness/study/spec/stages.py);
+    ``epochs`` stays the budget the run id names."""
+    study, (w, a), stage = plan.study, cell, stage or Stage()
     cell_recipe = plan.cell_recipe.get(cell, {})
-    flat = {**plan.recipe, **cell_recipe, **v.recipe, **plan.scale_set, "method": v.method,
-            "w_bits": w, "a_bits": a, "epochs": epochs, "seed": seed, "progress": "line",
-            "meta.study": study.name, "meta.variant": v.name, "meta.scale": study.scale,
-            "meta.unmatched": v.unmatched}
+    flat = {**plan.recipe, **cell_recipe, **v.recipe, **plan.scale_set, **stage.keys,
+            "method": v.method, "w_bits": w, "a_bits": a, "epochs": epochs - stage.pretrain,
+            "seed": seed, "progress": "line", "meta.study": study.name,
+            "meta.variant": v.name, "meta.scale": study.scale, "meta.unmatched": v.unmatched}
     scale_options = {k[len("method."):]: flat.pop(k) for k in list(flat)
                      if k.startswith("method.")}
     try:
-        options = parsed_options(v.method, {**scale_options, **v.options, **cell_opts})
+        options = parsed_options(v.method, {**scale_options, **v.options, **cell_opts,
+                                            **stage.options})
         cfg = resolve.resolve(dataclasses.replace(config.from_flat(flat),
                                                   method_options=options))
     except UserError as err:
@@ -128,8 +149,26 @@ def one_run(plan: Plan, v: Variant, cell: tuple[int, int], epochs: int, seed: in
         return None
     res = {**study.executor, **v.executor}
     h = resolve.config_hash(cfg)
-    return Run(f"{v.name}_w{w}a{a}_e{epochs}_s{seed}_{h[:8]}", v.name, v.method, cfg, w, a,
-               epochs, seed, v.unmatched, tuple((k, json.dumps(res[k])) for k in RESOURCE_KEYS))
+    return Run(f"{v.name}_w{w}a{a}_e{epochs}_s{seed}{stage.tag}_{h[:8]}", v.name, v.method, cfg,
+               w, a, epochs, seed, v.unmatched,
+               tuple((k, json.dumps(res[k])) for k in RESOURCE_KEYS), stage.name,
+               stage.needs, stage.trial, stage.params)
+
+
+@dataclass
+class Stage:
+    """What a stage adds to a run: flat recipe keys and method options on top of the
+    variant's (a trial's values, the validation split, init.*), the pretraining epochs taken
+    from the budget, the run id's tag ("_t3" for trial 3), its inputs."""
+
+    keys: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    pretrain: int = 0
+    tag: str = ""
+    name: str = "final"
+    needs: tuple[str, ...] = ()
+    trial: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 def report_run_problems(plan: Plan, v: Variant, cell_recipe: dict[str, Any],

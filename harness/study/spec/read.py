@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from harness import config
+from harness import config, files
 from harness.errors import UserError, each
 from harness.report.keys import check_report_table
 from harness.run import resolve
@@ -31,6 +31,8 @@ from harness.study.spec.schema import (
     EXCLUDE_TYPES,
     EXECUTOR_DEFAULTS,
     EXECUTOR_TYPES,
+    MAX_RUNS,
+    MAX_SPEC_BYTES,
     RECIPE_PROBE,
     RESOURCE_KEYS,
     SAFE_NAME,
@@ -50,16 +52,19 @@ from harness.study.spec.schema import (
     is_int,
     not_recipe,
 )
+from harness.study.spec.stages import add_stages, final_stage
+from harness.study.spec.tune import check_inits, init_table, tune_table
 
 
 def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None = None,
-              data_warnings: list[str] | None = None) -> Study:
+              data_warnings: list[str] | None = None, max_runs: int = MAX_RUNS) -> Study:
     """Parse, validate and expand a study spec; raises SpecErrors listing every problem.
 
     ``sets`` ("key=value", as for `run --set`) override the shared recipe for every run, so
     the comparison stays matched (e.g. --set data.root=/data/cifar on another machine).
     ``data_warnings``: a list that takes missing or incomplete data roots instead of errors
-    (a dry run plans a study before its data is there)."""
+    (a dry run plans a study before its data is there). ``max_runs``: the most runs the
+    spec may expand to."""
     path = Path(path)
     forget_parsed_options()  # they live for one reading (a path option's file may change)
     raw = read_toml(path)
@@ -85,15 +90,20 @@ def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None
     for key, message in check_report_table(raw.get("report", {})):
         p.add(f"{key}: {message}")
     study = Study(path, str(name), raw, scale, executor=executor)
-    scale_set = config.flatten(scale_t.get("set", {}))
+    scale_set = flat_table(scale_t.get("set", {}), f"scales.{scale}.set", p)
     fix_root(scale_set, path.parent)  # a scale's paths are relative to the spec too
     fix_method_paths(scale_set, path.parent)
     per_cell = cell_recipe(raw, recipe, set_keys(sets), all_cells(variants, grid.bits),
                            path.parent, p)
-    expand(Plan(study, recipe, scale_set, variants, grid, p, per_cell, recipe_ok))
+    tune = tune_table(raw, variants, grid.seeds, scale_t, {**recipe, **scale_set}, p)
+    check_inits(variants, list(grid.budgets.values()), tune, scale_t, p)
+    plan = Plan(study, recipe, scale_set, variants, grid, p, per_cell, recipe_ok, tune=tune,
+                stage_for=final_stage, max_runs=max_runs)
+    expand(plan)
     check_data_roots(study, p, data_warnings)
     check_recipe_shared(study, p)
     check_distinct_variants(study, p)
+    add_stages(plan)   # tuning trials, pretraining sources, deferred final runs
     if not study.runs and not p.items:
         p.add("the grid expands to no runs; check grid and variants")
     if p.items:
@@ -110,14 +120,28 @@ def check_packing(executor: dict[str, Any], where: str, p: Problems) -> None:
               "tasks_per_node = 1 and nodes = 1 (a DDP run is a task of its own)")
 
 
+def flat_table(table: Any, where: str, p: Problems) -> dict[str, Any]:
+    """A table as dotted keys; a key set twice (as ``optim = {lr = ...}`` and as
+    ``"optim.lr" = ...``) is a problem naming both places (the last value is kept)."""
+    if not isinstance(table, dict):
+        return {}
+    try:
+        return config.flatten(table, strict=True)
+    except UserError as e:
+        p.add(f"{where}.{e}")
+        return config.flatten(table)
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise SpecErrors([f"{path}: no such study file; pass a path like studies/demo.toml"])
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(files.read_bytes(path, MAX_SPEC_BYTES).decode())
     except tomllib.TOMLDecodeError as e:
         raise SpecErrors([f"{path}: not valid TOML ({e}); fix the syntax"]) from None
-    except (OSError, UnicodeDecodeError) as e:
+    except RecursionError:
+        raise SpecErrors([f"{path}: nested too deeply to read; fix the syntax"]) from None
+    except (OSError, ValueError) as e:  # not UTF-8, too large
         raise SpecErrors([f"{path}: cannot be read ({e}); pass a TOML study spec"]) from None
 
 
@@ -155,7 +179,7 @@ def recipe_table(raw: dict, sets: list[str] | None, spec_dir: Path, p: Problems)
     if not isinstance(table, dict):
         p.add("recipe: expected a table of config keys")
         table = {}
-    recipe = config.flatten(table)
+    recipe = flat_table(table, "recipe", p)
     try:
         overrides = config.parse_sets(sets or [])
     except UserError as e:
@@ -250,6 +274,10 @@ def grid_table(raw: dict, scale: str, scale_t: dict, p: Problems) -> Grid:
               "a scale with a smaller epochs_divisor")
     excludes = exclude_list(grid.get("exclude", []), p)
     chosen = grid.get("variants")
+    if chosen is not None and not (isinstance(chosen, list)
+                                   and all(isinstance(v, str) for v in chosen)):
+        p.add(f"grid.variants: expected a list of variant names, got {chosen!r}")
+        chosen = None
     return Grid(bits, budget_map, seeds, excludes, chosen)
 
 
@@ -305,7 +333,7 @@ def variant_table(name: str, t: Any, allow_unmatched: bool, spec_dir: Path,
         if not isinstance(t.get(key, {}), dict):
             p.add(f"{w}.{key}: expected a table, e.g. {key} = {{ ... }}")
             t = {**t, key: {}}
-    recipe = config.flatten(t.get("recipe", {}))
+    recipe = flat_table(t.get("recipe", {}), f"{w}.recipe", p)
     unmatched = bool(t.get("unmatched", False))
     if recipe and not unmatched:
         p.add(f"{w}.recipe: changes the shared recipe; {UNMATCHED_FIX}")
@@ -333,5 +361,7 @@ def variant_table(name: str, t: Any, allow_unmatched: bool, spec_dir: Path,
     cell_options = {k: dict(v) if isinstance(v, dict) else v for k, v in cell_options.items()}
     for values in (options, *cell_options.values()):
         fix_option_paths(t["method"], values, spec_dir)
+    init = init_table(t["init"], f"{w}.init", p) if "init" in t else None
     return Variant(name, t["method"], options, recipe, unmatched,
-                   bool(t.get("reference", False)), bits, dict(ex), cell_options)
+                   bool(t.get("reference", False)), bits, dict(ex), cell_options,
+                   t.get("tune"), init)

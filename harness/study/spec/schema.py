@@ -29,13 +29,20 @@ EXECUTOR_DEFAULTS = {
 RESOURCE_KEYS = ("timeout_min", "gpus_per_task", "cpus_per_task", "mem_gb", "tasks_per_node",
                  "nodes", "partition", "constraint", "qos", "account", "runs_per_gpu",
                  "runs_per_job")
-SECTIONS = ("study", "recipe", "grid", "variants", "executor", "scales", "report", "cell_recipe")
+SECTIONS = ("study", "recipe", "grid", "variants", "executor", "scales", "report", "cell_recipe",
+            "tune")
 STUDY_KEYS = ("name", "description", "allow_unmatched", "question", "gpu_hours", "reproduction")
 VARIANT_KEYS = ("method", "options", "recipe", "unmatched", "reference", "bits", "executor",
-                "description", "cell_options")
+                "description", "cell_options", "tune", "init")
 # a cell pattern: W<w>[..<w2>]/A<a>[..<a2>], e.g. "W1/A32", "W1/A1..A8", "W1..W2/A32"
 CELL_PATTERN = re.compile(r"W(\d+)(?:\.\.W?(\d+))?/A(\d+)(?:\.\.A?(\d+))?")
 
+
+# runs one study may expand to (README, Limits; `sweep --max-runs N` raises it): a grid is
+# counted before any run is resolved, so a typo of 10^6 runs fails at once
+MAX_RUNS = 10**5
+# the largest study spec read (a spec is a few KB; its lists are expanded in memory)
+MAX_SPEC_BYTES = 4 * 2**20
 
 # names that become paths (study, variant; run ids are built from them): no separators, no
 # leading dot, so nothing a spec says can leave the study directory
@@ -112,10 +119,17 @@ class Variant:
     bits: list[tuple[int, int]] | None
     executor: dict[str, Any]
     cell_options: dict[str, Any] = field(default_factory=dict)  # pattern -> options
+    tune: dict[str, Any] | None = None   # its own tuning space (harness/study/spec/tune.py)
+    init: dict[str, Any] | None = None   # {from, epochs, scaled}: starts from an fp variant
 
 
 @dataclass
 class Run:
+    """One run of the study. ``epochs`` is its budget (the grid's, or the tuning budget):
+    the run itself trains ``cfg.epochs``, fewer when it starts from a pretraining source
+    (``cfg.init``). ``stage``: "tune" (a tuning trial), "pretrain" (an fp run that is only a
+    source) or "final"; ``needs``: the run ids (or deferred runs) it starts after."""
+
     run_id: str
     variant: str
     method: str
@@ -126,11 +140,65 @@ class Run:
     seed: int
     unmatched: bool
     shape: tuple
+    stage: str = "final"
+    needs: tuple[str, ...] = ()
+    trial: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
 
     def manifest(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "variant": self.variant, "method": self.method,
+        out = {"run_id": self.run_id, "variant": self.variant, "method": self.method,
+               "w_bits": self.w_bits, "a_bits": self.a_bits, "epochs": self.epochs,
+               "seed": self.seed, "unmatched": self.unmatched}
+        if self.stage != "final" or self.needs or self.cfg.init.epochs:
+            out.update(stage=self.stage, needs=list(self.needs),
+                       init_epochs=self.cfg.init.epochs)
+        if self.trial is not None:
+            out.update(trial=self.trial, params=self.params)
+        return out
+
+
+@dataclass
+class Slot:
+    """A deferred final run of a tuned variant: its config waits for the values its tuning
+    trials choose (bound when they are complete, harness/run/bind.py). ``template``: the
+    config.json it would have with the untuned values; ``trials``: {run_id, trial, seed,
+    params} of its variant and cell; ``needs``: those trials and its pretraining source."""
+
+    slot_id: str
+    variant: str
+    method: str
+    w_bits: int
+    a_bits: int
+    epochs: int
+    seed: int
+    unmatched: bool
+    shape: tuple
+    template: dict[str, Any]
+    tuned: tuple[str, ...]
+    trials: list[dict[str, Any]]
+    needs: tuple[str, ...]
+    stage: str = "final"
+
+    @property
+    def run_id(self) -> str:
+        return self.slot_id
+
+    @property
+    def name(self) -> str:
+        """The run id without its hash: what the bound run's id starts with."""
+        return self.slot_id.rsplit("_", 1)[0]
+
+    def manifest(self) -> dict[str, Any]:
+        return {"run_id": self.slot_id, "variant": self.variant, "method": self.method,
                 "w_bits": self.w_bits, "a_bits": self.a_bits, "epochs": self.epochs,
-                "seed": self.seed, "unmatched": self.unmatched}
+                "seed": self.seed, "unmatched": self.unmatched, "stage": "final",
+                "slot": True, "needs": list(self.needs), "tuned": list(self.tuned),
+                "init_epochs": self.template.get("init", {}).get("epochs", 0)}
+
+    def file(self) -> dict[str, Any]:
+        """What slots/<slot_id>.json holds before it is bound (harness/stages.py)."""
+        return {"slot_id": self.slot_id, "name": self.name, "template": self.template,
+                "tuned": list(self.tuned), "trials": self.trials, "needs": list(self.needs)}
 
 
 @dataclass
@@ -142,6 +210,13 @@ class Study:
     runs: list[Run] = field(default_factory=list)
     excluded: list[dict[str, Any]] = field(default_factory=list)
     executor: dict[str, Any] = field(default_factory=dict)
+    slots: list[Slot] = field(default_factory=list)      # deferred final runs (tuned)
+    tune: Any = None                                     # spec.tune.Tune, or None
+
+    @property
+    def items(self) -> list:
+        """Every run and deferred run, in the order stages run them."""
+        return list(self.runs) + list(self.slots)
 
 
 @dataclass

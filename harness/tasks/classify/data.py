@@ -3,7 +3,7 @@
 Why uint8 on the device: a CIFAR-sized dataset fits in a few hundred MB, so keeping it
 resident removes DataLoader workers, host-to-device copies and per-image Python from the
 step loop; crop and flip are a handful of tensor ops per batch. ImageNet-size folders stream
-through a DataLoader instead (:class:`StreamingData`).
+through a DataLoader instead (harness/tasks/classify/stream.py).
 
 Subsets are class-balanced and chosen with a fixed generator that does not depend on the run
 seed, so every method and seed of a study sees the same images.
@@ -17,12 +17,12 @@ registry.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import hashlib
 import os
 import pickle
 import struct
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -30,10 +30,11 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from harness.errors import UserError, did_you_mean, require
-from harness.files import atomic_save_npy
+from harness.tasks import images
+from harness.tasks.classify.split import hold_out
+from harness.tasks.images import IMG_EXT
 
 SUBSET_SEED = 20201  # fixed: subsets never depend on the run seed
 FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"
@@ -49,6 +50,10 @@ class Arrays:
     classes: list[str]
     files: tuple = ()                 # the files the data came from (for the fingerprint)
     indices: tuple | None = None      # (train, test) subset indices into those splits
+    notes: tuple = ()                 # how image depths were mapped (harness/tasks/images.py)
+    x_val: np.ndarray | None = None   # the validation split (data.val_split), held out of
+    y_val: np.ndarray | None = None   # the training images
+    val_indices: np.ndarray | None = None  # its indices into the training split
 
 
 def _sha(*arrays: np.ndarray) -> str:
@@ -64,12 +69,39 @@ def fingerprint(a: Arrays) -> dict[str, Any]:
     hash of their names and sizes), the subset indices, and a hash of the pixels and labels
     themselves. Two runs with equal ``content`` saw the same images."""
     sizes = [(str(f), f.stat().st_size) for f in a.files]
-    return {"n_train": int(len(a.y_train)), "n_test": int(len(a.y_test)),
-            "classes": len(a.classes), "source_files": len(sizes),
-            "source_bytes": int(sum(n for _, n in sizes)),
-            "source_list": hashlib.sha256(repr(sizes).encode()).hexdigest()[:16],
-            "subset": _sha(*a.indices) if a.indices is not None else "all",
-            "content": _sha(a.x_train, a.y_train, a.x_test, a.y_test)}
+    out = {"n_train": int(len(a.y_train)), "n_test": int(len(a.y_test)),
+           "classes": len(a.classes), "source_files": len(sizes),
+           "source_bytes": int(sum(n for _, n in sizes)),
+           "source_list": hashlib.sha256(repr(sizes).encode(errors="surrogateescape")
+                                         ).hexdigest()[:16],
+           "subset": _sha(*a.indices) if a.indices is not None else "all",
+           "content": _sha(a.x_train, a.y_train, a.x_test, a.y_test)}
+    if a.notes:  # images not stored at 8 bits: how they were mapped
+        out["decoding"] = "; ".join(a.notes)
+    if a.y_val is not None:
+        out["val"] = val_fingerprint(a)
+    return out
+
+
+def val_fingerprint(a: Arrays) -> dict[str, Any]:
+    """The validation split: its size, the hash of its indices into the training split (equal
+    for every run that holds out the same images) and of its pixels and labels."""
+    return {"n_val": int(len(a.y_val)), "indices": _sha(a.val_indices),
+            "content": _sha(a.x_val, a.y_val) if a.x_val is not None and a.x_val.size
+            else "not hashed (streamed)"}
+
+
+def with_val_split(a: Arrays, dcfg) -> Arrays:
+    """``a`` with ``dcfg.val_split`` of its training images moved to the validation split
+    (harness/tasks/classify/split.py); unchanged without a split."""
+    if not dcfg.val_split:
+        return a
+    train, val = hold_out(a.y_train, dcfg.val_split, dcfg.val_seed)
+    pool = a.indices[0] if a.indices is not None else np.arange(len(a.y_train))
+    test = a.indices[1] if a.indices is not None else np.arange(len(a.y_test))
+    return dataclasses.replace(a, x_train=a.x_train[train], y_train=a.y_train[train],
+                               x_val=a.x_train[val], y_val=a.y_train[val],
+                               indices=(pool[train], test), val_indices=pool[val])
 
 
 # --------------------------------------------------------------------------- subsets
@@ -178,7 +210,7 @@ def _load_idx_dataset(root: Path, name: str) -> Arrays:
     return Arrays(*parts["train"], *parts["test"], [str(i) for i in range(10)], tuple(files))
 
 
-def _imagefolder_splits(root: Path) -> tuple[Path, Path]:
+def imagefolder_splits(root: Path) -> tuple[Path, Path]:
     train = root / "train"
     test = next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
     require(train.is_dir() and test is not None, "data.root",
@@ -187,7 +219,17 @@ def _imagefolder_splits(root: Path) -> tuple[Path, Path]:
     return train, test
 
 
-IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
+def _image_files(folder: Path) -> list[Path]:
+    """The image files of a class folder, sorted; anything with an image suffix that is not
+    a regular file (a FIFO, a folder) is refused before it is opened."""
+    out = []
+    with os.scandir(folder) as it:
+        for entry in it:
+            if Path(entry.name).suffix.lower() in IMG_EXT:
+                if not entry.is_file():
+                    images.check_regular(Path(entry.path))
+                out.append(Path(entry.path))
+    return sorted(out)
 
 
 def _list_images(split: Path,
@@ -198,7 +240,7 @@ def _list_images(split: Path,
             "from train/; both splits need the same class folders")
     files, labels = [], []
     for i, c in enumerate(classes):
-        fs = sorted(p for p in (split / c).iterdir() if p.suffix.lower() in IMG_EXT)
+        fs = _image_files(split / c)
         files += fs
         labels += [i] * len(fs)
     require(files, "data.root", f"no images under {split}; expected {split}/<class>/*.jpg")
@@ -207,67 +249,10 @@ def _list_images(split: Path,
     return files, np.asarray(labels, dtype=np.int64), classes
 
 
-def _cache_dir() -> Path | None:
-    """Where decoded image folders are cached: $SLBENCH_CACHE, default ~/.cache/slbench;
-    SLBENCH_CACHE=off turns the cache off."""
-    env = os.environ.get("SLBENCH_CACHE", "")
-    if env.lower() == "off":
-        return None
-    return Path(env) if env else Path.home() / ".cache" / "slbench"
-
-
-def _cache_key(files: list[Path]) -> str:
-    """The cache key of a list of images: every file's path, size and modification time, so
-    an image that changes (or is replaced by garbage) is decoded again, never served stale."""
-    h = hashlib.sha256()
-    for f in files:
-        st = f.stat()
-        h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:24]
-
-
-def _cached(path: Path | None, n: int) -> np.ndarray | None:
-    """A cache entry, or None when there is none or it is unreadable or of the wrong size."""
-    if path is None or not path.is_file():
-        return None
-    try:
-        x = np.load(path)  # .npy without pickles: allow_pickle stays False
-    except (OSError, ValueError, EOFError):
-        return None
-    return x if x.ndim == 4 and x.shape[0] == n and x.dtype == np.uint8 else None
-
-
-def _decode(files: list[Path]) -> np.ndarray:
-    """Decode images to one uint8 [N, C, H, W] array (cached on disk, see _cache_key)."""
-    cache = _cache_dir()
-    path = cache / f"images-{_cache_key(files)}.npy" if cache else None
-    hit = _cached(path, len(files))
-    if hit is not None:
-        return hit
-
-    def one(f: Path) -> np.ndarray:
-        with Image.open(f) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-
-    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
-        imgs = list(pool.map(one, files))
-    shapes = {im.shape for im in imgs}
-    require(len(shapes) == 1, "data.root", f"images have different sizes {sorted(shapes)[:3]}; "
-            "in-memory imagefolder needs one size")
-    x = np.stack(imgs).transpose(0, 3, 1, 2).copy()
-    if path is not None:
-        try:
-            atomic_save_npy(path, x)
-        except OSError:
-            pass  # a cache we cannot write is only slower
-    return x
-
-
 def _image_size(root: Path) -> tuple[int, int]:
-    train, _ = _imagefolder_splits(root)
+    train, _ = imagefolder_splits(root)
     files, _, _ = _list_images(train, None)
-    with Image.open(files[0]) as im:
-        return im.size
+    return images.image_size(files[0])
 
 
 def _is_large(root: str) -> bool:
@@ -294,7 +279,7 @@ def _check_idx(root: Path, dcfg) -> None:
 
 
 def _check_imagefolder(root: Path, dcfg) -> None:
-    train, _ = _imagefolder_splits(root)
+    train, _ = imagefolder_splits(root)
     _list_images(train, None)
 
 
@@ -306,18 +291,21 @@ def _subsets(a: Arrays, dcfg) -> Arrays:
     itr = balanced_subset(a.y_train, dcfg.subset_train, k)
     ite = balanced_subset(a.y_test, dcfg.subset_test, k)
     return Arrays(a.x_train[itr], a.y_train[itr], a.x_test[ite], a.y_test[ite], a.classes,
-                  a.files, (itr, ite))
+                  a.files, (itr, ite), a.notes)
 
 
 def _load_imagefolder(root: Path, dcfg) -> Arrays:
     """Decodes only the selected subset of the image files."""
-    train, test = _imagefolder_splits(root)
+    train, test = imagefolder_splits(root)
     ftr, ytr, classes = _list_images(train, None)
     fte, yte, _ = _list_images(test, classes)
     itr = balanced_subset(ytr, dcfg.subset_train, len(classes))
     ite = balanced_subset(yte, dcfg.subset_test, len(classes))
-    return Arrays(_decode([ftr[i] for i in itr]), ytr[itr],
-                  _decode([fte[i] for i in ite]), yte[ite], classes, tuple(ftr + fte), (itr, ite))
+    xtr, ntr = images.decode_many([ftr[i] for i in itr])
+    xte, nte = images.decode_many([fte[i] for i in ite])
+    return Arrays(xtr, ytr[itr], xte, yte[ite], classes, tuple(ftr + fte), (itr, ite),
+                  tuple(f"{split}: {n}" for split, ns in (("train", ntr), ("test", nte))
+                        for n in ns))
 
 
 # --------------------------------------------------------------------------- registry
@@ -331,7 +319,7 @@ class Dataset:
     ``data_root``: whether ``--data-root`` is "required", "optional" (``default_root`` is used
     without it) or "unused". ``check_files(root, dcfg)`` fails fast on a root without the
     dataset's files. ``stream(root)``: whether to stream the data through a DataLoader
-    (:class:`StreamingData`) instead of holding it on the device.
+    (harness/tasks/classify/stream.py) instead of holding it on the device.
     """
 
     name: str
@@ -431,6 +419,9 @@ class InMemoryData:
         self.y_train = torch.from_numpy(arrays.y_train).to(device)
         self.x_test = torch.from_numpy(arrays.x_test).to(device)
         self.y_test = torch.from_numpy(arrays.y_test).to(device)
+        has_val = arrays.x_val is not None
+        self.x_val = torch.from_numpy(arrays.x_val).to(device) if has_val else None
+        self.y_val = torch.from_numpy(arrays.y_val).to(device) if has_val else None
         self.in_channels = self.x_train.shape[1]
         self.image_size = tuple(self.x_train.shape[2:])
         self.augment = augment
@@ -446,6 +437,10 @@ class InMemoryData:
     @property
     def num_test(self) -> int:
         return len(self.y_test)
+
+    @property
+    def num_val(self) -> int:
+        return 0 if self.y_val is None else len(self.y_val)
 
     def steps_per_epoch(self, batch_size: int) -> int:
         full, rest = divmod(self.num_train, batch_size)
@@ -488,72 +483,10 @@ class InMemoryData:
         for i in range(0, self.num_test, batch_size):
             yield self.normalize(self.x_test[i: i + batch_size]), self.y_test[i: i + batch_size]
 
-
-class StreamingData:
-    """ImageNet-size image folders: a DataLoader with the usual ResNet transforms."""
-    streamed = True
-
-    def __init__(self, root: Path, dcfg, device: torch.device):
-        from torchvision import datasets, transforms
-
-        train, test = _imagefolder_splits(root)
-        # ImageNet's per-channel statistics (the export's input contract reads them)
-        self.mean, self.std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-        norm = transforms.Normalize(self.mean, self.std)
-        aug = [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()]
-        plain = [transforms.Resize(256), transforms.CenterCrop(224)]
-        tail = [transforms.ToTensor(), norm]
-        self.train_set = datasets.ImageFolder(
-            str(train), transforms.Compose((aug if dcfg.augment else plain) + tail))
-        self.test_set = datasets.ImageFolder(str(test), transforms.Compose(plain + tail))
-        self.classes = self.train_set.classes
-        self.num_classes = len(self.classes)
-        ytr = np.asarray(self.train_set.targets)
-        yte = np.asarray(self.test_set.targets)
-        self.train_idx = balanced_subset(ytr, dcfg.subset_train, self.num_classes)
-        self.test_idx = balanced_subset(yte, dcfg.subset_test, self.num_classes)
-        files = tuple(Path(p) for p, _ in self.train_set.samples + self.test_set.samples)
-        empty = np.zeros((0,), np.uint8)
-        self.fingerprint = {**fingerprint(Arrays(empty, ytr[self.train_idx], empty,
-                                                 yte[self.test_idx], self.classes, files,
-                                                 (self.train_idx, self.test_idx))),
-                            "content": "not hashed (streamed)"}
-        self.in_channels, self.image_size = 3, (224, 224)
-        self.device, self.workers = device, dcfg.workers
-
-    @property
-    def num_train(self) -> int:
-        return len(self.train_idx)
-
-    @property
-    def num_test(self) -> int:
-        return len(self.test_idx)
-
-    def steps_per_epoch(self, batch_size: int) -> int:
-        full, rest = divmod(self.num_train, batch_size)
-        return full + (1 if rest >= 2 else 0)
-
-    def _loader(self, ds, idx, batch_size, gen=None):
-        from torch.utils.data import DataLoader, Subset
-
-        return DataLoader(Subset(ds, idx.tolist()), batch_size=batch_size, shuffle=gen is not None,
-                          generator=gen, num_workers=self.workers, drop_last=False,
-                          pin_memory=self.device.type == "cuda")
-
-    def train_batches(self, batch_size, gen, augment=None):
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-        loader_gen = torch.Generator().manual_seed(seed)
-        if self.workers == 0:  # transforms then draw from the global RNG: seed it per epoch
-            torch.manual_seed(seed)
-        for i, (x, y) in enumerate(self._loader(self.train_set, self.train_idx, batch_size,
-                                                loader_gen)):
-            if i >= self.steps_per_epoch(batch_size):
-                break
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-
-    def test_batches(self, batch_size):
-        for x, y in self._loader(self.test_set, self.test_idx, batch_size):
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+    def val_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The validation split, unaugmented (data.val_split; none without one)."""
+        for i in range(0, self.num_val, batch_size):
+            yield self.normalize(self.x_val[i: i + batch_size]), self.y_val[i: i + batch_size]
 
 
 def load_arrays(dcfg) -> Arrays:
@@ -585,7 +518,7 @@ def _readable(dcfg) -> Iterator[None]:
 
 
 def _load_arrays(dcfg) -> Arrays:
-    return DATASETS[dcfg.name].load(_root(dcfg), dcfg)
+    return with_val_split(DATASETS[dcfg.name].load(_root(dcfg), dcfg), dcfg)
 
 
 def load(dcfg, device: torch.device):
@@ -595,5 +528,7 @@ def load(dcfg, device: torch.device):
         check_root(dcfg)
         with _readable(dcfg):
             if is_streamed(dcfg.name, dcfg.root):
+                from harness.tasks.classify.stream import StreamingData
+
                 return StreamingData(Path(dcfg.root), dcfg, device)
     return InMemoryData(load_arrays(dcfg), device, bool(dcfg.augment))

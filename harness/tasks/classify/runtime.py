@@ -15,8 +15,9 @@ from harness.tasks.runtime import TaskRuntime, autocast
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data, cfg, device: torch.device,
-             dist: Dist = Dist()) -> tuple[float, float]:
-    """(mean loss, accuracy %) on the test set, in the model's current (deployed or not) state.
+             dist: Dist = Dist(), split: str = "test") -> tuple[float, float]:
+    """(mean loss, accuracy %) on the test set (``split="val"``: the validation split), in
+    the model's current (deployed or not) state.
 
     With several ranks each evaluates every world-th batch and the sums are all-reduced."""
     was_training = model.training
@@ -24,7 +25,8 @@ def evaluate(model: nn.Module, data, cfg, device: torch.device,
     loss = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     n = torch.zeros((), device=device, dtype=torch.int64)
-    for i, (x, y) in enumerate(data.test_batches(cfg.data.eval_batch_size)):
+    batches = data.val_batches if split == "val" else data.test_batches
+    for i, (x, y) in enumerate(batches(cfg.data.eval_batch_size)):
         if i % dist.world != dist.rank:
             continue
         if cfg.channels_last:
@@ -43,6 +45,7 @@ class ClassifyRuntime(TaskRuntime):
     card = Classify
     models = models.MODELS
     datasets = classify_data.describe_datasets()
+    has_val_split = True
 
     def default_augment(self, data_name: str) -> bool:
         return classify_data.default_augment(data_name)
@@ -72,6 +75,10 @@ class ClassifyRuntime(TaskRuntime):
     def evaluate(self, model, data, cfg, device, dist):
         loss, acc = evaluate(model, data, cfg, device, dist)
         return {"test_loss": loss, "test_acc": acc}
+
+    def evaluate_val(self, model, data, cfg, device, dist):
+        loss, acc = evaluate(model, data, cfg, device, dist, split="val")
+        return {"val_loss": loss, "val_acc": acc}
 
     def summary_fields(self, rows, final, data) -> dict[str, Any]:
         return {"final_test_acc": None if final is None else final["test_acc"]}

@@ -34,11 +34,20 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 
 from harness.errors import UserError, require
-from harness.tasks.classify.data import IMG_EXT, SUBSET_SEED
-from harness.tasks.sr.metrics import bicubic_upscale, degrade, modcrop, psnr_y, ssim_y, to_uint8
+from harness.tasks import images
+from harness.tasks.classify.data import SUBSET_SEED
+from harness.tasks.images import IMG_EXT
+from harness.tasks.sr.metrics import (
+    SSIM_WINDOW,
+    bicubic_upscale,
+    degrade,
+    modcrop,
+    psnr_y,
+    ssim_y,
+    to_uint8,
+)
 
 # scikit-image's bundled photographs used as the offline test set (all ship in its wheel)
 STANDIN = ("astronaut", "camera", "chelsea", "coffee", "rocket", "coins")
@@ -53,15 +62,15 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMG_EXT and p.is_file())
 
 
-def _read(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1).copy()
-
-
-def read_images(files: list[Path]) -> list[np.ndarray]:
-    """uint8 [3, H, W] arrays (greyscale and palette images converted to RGB)."""
+def read_images(files: list[Path], notes: list[str] | None = None) -> list[np.ndarray]:
+    """uint8 [3, H, W] arrays, decoded at their real depth (harness/tasks/images.py: 16-bit
+    images scaled explicitly, greyscale and palette images converted to RGB); ``notes``
+    takes each image's depth note."""
     with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
-        return list(pool.map(_read, files))
+        decoded = list(pool.map(images.read_rgb, files))
+    if notes is not None:
+        notes += [n for _, n in decoded]
+    return [img.transpose(2, 0, 1).copy() for img, _ in decoded]
 
 
 def standin_images() -> list[tuple[str, np.ndarray]]:
@@ -102,26 +111,29 @@ def _check_folder(root: Path) -> None:
             "(or DIR/test/<set>/ for several sets), or use data.name=sr_standin")
 
 
-def _folder_test_sets(root: Path) -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
+def _folder_test_sets(root: Path, notes: list[str]
+                      ) -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
     test = root / "test"
     subs = sorted(d for d in test.iterdir() if d.is_dir() and list_images(d))
     groups = [(d.name, list_images(d)) for d in subs] or [(test.name, list_images(test))]
-    return [(name, [(f.stem, img) for f, img in zip(files, read_images(files))])
+    return [(name, [(f.stem, img) for f, img in zip(files, read_images(files, notes))])
             for name, files in groups]
 
 
-def _standin_test_sets(root: Path) -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
+def _standin_test_sets(root: Path, notes: list[str]
+                       ) -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
     return [("skimage", standin_images())]
 
 
 @dataclass(frozen=True)
 class SrDataset:
     """One SR data source: training HR images from ``data.root/train``, test sets from
-    ``test_sets(root)`` as [(set name, [(image name, uint8 [3, H, W])])]."""
+    ``test_sets(root, notes)`` as [(set name, [(image name, uint8 [3, H, W])])] (``notes``
+    takes each image's depth note)."""
 
     name: str
     description: str
-    test_sets: Callable[[Path], list[tuple[str, list[tuple[str, np.ndarray]]]]]
+    test_sets: Callable[[Path, list[str]], list[tuple[str, list[tuple[str, np.ndarray]]]]]
     check_files: Callable[[Path], None]
     test_label: Callable[[Path], str]
 
@@ -170,7 +182,7 @@ class SrData:
     streamed = False
 
     def __init__(self, train_hr: list[np.ndarray], test_sets, scfg, augment: bool,
-                 device: torch.device):
+                 device: torch.device, notes: tuple[str, ...] = ()):
         s, patch = scfg.scale, scfg.patch_size
         self.scale, self.patch, self.repeat, self.augment = s, patch, scfg.repeat, augment
         self.device = device
@@ -185,12 +197,15 @@ class SrData:
         self.train_hr = [t.to(device) for t in self.train_hr]
         self.train_lr = [t.to(device) for t in self.train_lr]
         self.test_sets: list[tuple[str, list[TestImage]]] = []
-        for set_name, images in test_sets:
+        for set_name, imgs in test_sets:
             items = []
-            for name, img in images:
+            for name, img in imgs:
                 hr = modcrop(torch.from_numpy(img), s)
+                check_test_image(f"{set_name}/{name}", tuple(img.shape[-2:]), s)
                 items.append(TestImage(name, hr.to(device), degrade(hr, s).to(device)))
             self.test_sets.append((set_name, items))
+        if notes:  # images not stored at 8 bits: how they were mapped
+            self.fingerprint = {"decoding": "; ".join(notes)}
         self.num_classes = self.in_channels = 3
         self.image_size = (patch // s, patch // s)
         self.bicubic = self._bicubic_scores()
@@ -265,6 +280,18 @@ class SrData:
                 yield t.lr[None].float() / 255.0, t.hr[None].float() / 255.0
 
 
+def check_test_image(name: str, shape: tuple[int, int], scale: int) -> None:
+    """A test image must keep pixels to score once cropped to a multiple of ``scale`` and
+    shaved by ``scale`` pixels on each side, and hold SSIM's window: a UserError otherwise."""
+    least = 2 * scale + SSIM_WINDOW
+    side = min(d - d % scale for d in shape)
+    require(side >= least, "data.root",
+            f"test image {name} is {shape[0]}x{shape[1]} pixels; at sr.scale {scale} a test "
+            f"image needs at least {least} per side (a multiple of {scale}, {scale} shaved "
+            f"from each border, SSIM's {SSIM_WINDOW}-pixel window): remove it or use larger "
+            "test images")
+
+
 def _degrade_all(hrs: list[torch.Tensor], scale: int) -> list[torch.Tensor]:
     """degrade() for many images; same-sized images in batches of 1024."""
     out: list[torch.Tensor | None] = [None] * len(hrs)
@@ -285,18 +312,24 @@ def load(cfg, device: torch.device) -> SrData:
     dcfg = cfg.data
     check_root(dcfg)
     root = Path(dcfg.root)
+    train_notes: list[str] = []
+    test_notes: list[str] = []
     try:
         files = list_images(root / "train")
         files = [files[i] for i in fixed_subset(len(files), dcfg.subset_train)]
-        train = read_images(files)
-        test_sets = SR_DATASETS[dcfg.name].test_sets(root)
+        train = read_images(files, train_notes)
+        test_sets = SR_DATASETS[dcfg.name].test_sets(root, test_notes)
+    except UserError:
+        raise
     except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
         raise UserError("data.root", f"cannot read the images under {str(root)!r} "
                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                         "check the files") from None
     if dcfg.subset_test > 0:
         test_sets = [(n, imgs[: dcfg.subset_test]) for n, imgs in test_sets]
-    return SrData(train, test_sets, cfg.task_options, bool(dcfg.augment), device)
+    notes = tuple(f"{split}: {n}" for split, ns in (("train", train_notes), ("test", test_notes))
+                  for n in images.notes_of(ns))
+    return SrData(train, test_sets, cfg.task_options, bool(dcfg.augment), device, notes)
 
 
 def describe_datasets() -> dict[str, str]:

@@ -43,6 +43,7 @@ import os
 import torch
 
 from harness.errors import require
+from harness.tools import bench
 from harness.tools.selftest.checks import CUBLAS
 from harness.tools.selftest.sections import Selftest
 from harness.tools.selftest.summary import write
@@ -55,10 +56,17 @@ def cmd_selftest(args) -> int:
     for name in ("epochs", "timing_epochs", "bench_rounds", "bench_steps", "batch_size",
                  "packing_steps"):
         require(getattr(args, name) >= 1, f"--{name.replace('_', '-')}", "must be >= 1")
-    require(args.width > 0, "--width", "must be > 0")
     require(all(1 <= k <= 64 for k in args.packing_ks), "--packing-ks",
             "each K must be in [1, 64]")
     require(args.ddp_timeout > 0, "--ddp-timeout", "must be > 0 seconds")
+    for name in ("train_images", "test_images"):
+        require(getattr(args, name) >= 0, f"--{name.replace('_', '-')}", "must be >= 0")
+    bench.check_settings(  # the bench the ratios section runs, and the runs' model settings
+        bench.settings(device=args.device, model=args.model, width=args.width,
+                       batch_size=args.batch_size, rounds=args.bench_rounds,
+                       steps=args.bench_steps, bits=list(args.bench_bits),
+                       methods=args.methods), "--bench-bits",
+        {"rounds": "--bench-rounds", "steps": "--bench-steps", "batch_size": "--batch-size"})
     st = Selftest(args)
     summary = st.run()
     cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from harness import files
 from harness.config import RunConfig
 from harness.dist import Dist
 from harness.run import checkpoint, resolve
@@ -162,7 +163,7 @@ def run_ranks(folder: Path, world: int, cpu: bool, timeout: float) -> list[int]:
         cmd = [sys.executable, "-c", "import sys; from harness.tools.selftest.ddp import "
                "ddp_worker; sys.exit(ddp_worker(sys.argv[1:]))", str(folder / "config.json"),
                str(folder / "run"), str(folder / f"rank{rank}.pt")]
-        log = open(folder / f"rank{rank}.log", "w")
+        log = files.open_append(folder / f"rank{rank}.log")  # a fresh folder of its own
         procs.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT),
                       log))
     deadline = time.monotonic() + timeout
