@@ -126,7 +126,8 @@ def _wandb_run(folder: Path) -> tuple[dict[str, object], list[dict[str, object]]
         if kind == "run":
             config = {u.key: json.loads(u.value_json) for u in rec.run.config.update}
         elif kind == "history":
-            history.append({i.key: json.loads(i.value_json) for i in rec.history.item})
+            history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                            for i in rec.history.item})
         elif kind == "exit":
             exit_code = rec.exit.exit_code
     return config, history, exit_code
@@ -149,7 +150,7 @@ def test_wandb_offline_run_holds_config_and_every_epoch(tmp_path, monkeypatch):
     for folder, epochs, code in ((folders[0], [1, 2], 1), (folders[1], [1, 2, 3], 0)):
         config, history, exit_code = _wandb_run(folder)
         assert (config["method"]["name"], config["epochs"], config["w_bits"]) == ("slb", EPOCHS, 1)
-        assert [h["_step"] for h in history] == epochs and exit_code == code
+        assert [h.get("_step") for h in history] == epochs and exit_code == code, history
         for col in cols:
             assert [h[col] for h in history] == pytest.approx(m[col].tolist()[: len(epochs)],
                                                               rel=1e-6), col
@@ -257,7 +258,8 @@ def test_a_missing_package_or_setting_is_one_line_before_any_work(tmp_path, monk
     with pytest.raises(UserError) as e:
         rundir.run(tiny_cfg("fp", sets=['loggers=["wandb"]']), tmp_path / "a")
     msg = str(e.value)
-    assert msg.startswith("loggers:") and "pip install 'slbench[wandb]'" in msg, msg
+    assert msg.startswith("loggers:") and "'wandb' needs the wandb_is_not_installed" in msg, msg
+    assert "pip install -e '.[wandb]'" in msg and "\n" not in msg, msg
     assert not (tmp_path / "a" / "metrics.csv").exists()
     # MLflow without a tracking URI: `run` and `sweep --dry-run` say so in one line
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}

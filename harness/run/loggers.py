@@ -12,12 +12,12 @@ installed is refused before any work, with the pip command.
   files lack, so every epoch is in the log once and TensorBoard sees no step go back (no
   "out of order" purge). When the old files hold epochs the run no longer has (it started
   over), they are deleted and the log is written again from metrics.csv's rows.
-- ``wandb`` (``pip install 'slbench[wandb]'``): Weights & Biases in offline mode unless
+- ``wandb`` (``pip install -e '.[wandb]'``): Weights & Biases in offline mode unless
   WANDB_MODE says otherwise, its files in RUN_DIR/wandb/ (``wandb sync RUN_DIR/wandb/
   offline-run-*`` uploads them); project WANDB_PROJECT (default ``slbench``), run name the
   run folder's name, one W&B run id per run folder across attempts. Each attempt is one
   offline run folder holding the whole history up to then (rows as steps = epochs).
-- ``mlflow`` (``pip install 'slbench[mlflow]'``): the tracking server or store named by
+- ``mlflow`` (``pip install -e '.[mlflow]'``): the tracking server or store named by
   MLFLOW_TRACKING_URI (required), experiment MLFLOW_EXPERIMENT_NAME (default ``slbench``);
   the config as params, every row as metrics at step = epoch, the run's end as its status
   (FINISHED, FAILED, KILLED). RUN_DIR/mlflow.json keeps the MLflow run id, so a resumed run
@@ -66,8 +66,8 @@ def unavailable(name: str) -> str | None:
     sink = SINKS[name]
     if sink.package and importlib.util.find_spec(sink.package) is None:
         return (f"{name!r} needs the {sink.package} package, which is not installed: "
-                f"pip install 'slbench[{sink.extra}]' (or pip install {sink.package}), or "
-                f"drop {name} from loggers")
+                f"pip install {sink.package} (or pip install -e '.[{sink.extra}]' in the "
+                f"slbench folder), or drop {name} from loggers")
     return getattr(sink, "missing_setting", lambda: None)()
 
 
