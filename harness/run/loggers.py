@@ -64,9 +64,10 @@ def unavailable(name: str) -> str | None:
     """Why sink ``name`` cannot run here (its package is missing, a setting it needs is
     unset), as the one-line fix for the ``loggers`` key; None when it can."""
     sink = SINKS[name]
-    if sink.package and importlib.util.find_spec(sink.package) is None:
-        return (f"{name!r} needs the {sink.package} package, which is not installed: "
-                f"pip install {sink.package} (or pip install -e '.[{sink.extra}]' in the "
+    package, extra = getattr(sink, "package", None), getattr(sink, "extra", None)
+    if package and importlib.util.find_spec(package) is None:
+        return (f"{name!r} needs the {package} package, which is not installed: "
+                f"pip install {package} (or pip install -e '.[{extra}]' in the "
                 f"slbench folder), or drop {name} from loggers")
     return getattr(sink, "missing_setting", lambda: None)()
 
