@@ -14,6 +14,7 @@ from PIL import Image
 
 from harness import config
 from harness.tasks.classify import data as classify_data
+from harness.tasks.classify import loader
 from methods.base import UserError
 
 
@@ -143,9 +144,9 @@ def test_crop_and_flip_match_a_per_image_reference():
 
 
 def test_subset_does_not_depend_on_the_run_seed():
-    a = classify_data.load(tiny_data := dcfg(name="digits", subset_train=100), torch.device("cpu"))
+    a = loader.load(tiny_data := dcfg(name="digits", subset_train=100), torch.device("cpu"))
     torch.manual_seed(99)
-    b = classify_data.load(tiny_data, torch.device("cpu"))
+    b = loader.load(tiny_data, torch.device("cpu"))
     assert torch.equal(a.x_train, b.x_train)
 
 
@@ -159,7 +160,7 @@ def test_imagenet_size_folders_stream_through_a_dataloader(tmp_path):
             for i in range(n):
                 arr = rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)
                 Image.fromarray(arr).save(tmp_path / split / c / f"{i}.png")
-    d = classify_data.load(dcfg(name="imagefolder", root=str(tmp_path), augment=True, workers=0,
+    d = loader.load(dcfg(name="imagefolder", root=str(tmp_path), augment=True, workers=0,
                     subset_train=8), torch.device("cpu"))
     assert d.streamed and d.num_train == 8 and d.num_test == 4 and d.classes == ["a", "b"]
     batches = list(d.train_batches(4, torch.Generator().manual_seed(0)))

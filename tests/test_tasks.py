@@ -15,7 +15,7 @@ from harness.cli import main
 from harness.config import opt
 from harness.run import resolve, rundir
 from harness.tasks import base as tasks
-from harness.tasks.classify import data as classify_data
+from harness.tasks.classify import loader
 from harness.tasks.classify import models as classify_models
 from harness.tasks.runtime import TaskRuntime
 from harness.tools import describe
@@ -70,7 +70,7 @@ class BrightnessRuntime(TaskRuntime):
     datasets = {"digits": "scikit-learn digits (built in)"}
 
     def load_data(self, cfg, device):
-        return _Targets(classify_data.load(cfg.data, device), cfg.task_options.gain)
+        return _Targets(loader.load(cfg.data, device), cfg.task_options.gain)
 
     def loss(self, out, y, cfg):
         return F.mse_loss(out.float()[:, 0], y)

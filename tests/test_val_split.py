@@ -15,7 +15,7 @@ from harness.errors import UserError
 from harness.run import resolve, rundir
 from harness.study.spec import load_spec
 from harness.tasks.classify import data as classify_data
-from harness.tasks.classify import split
+from harness.tasks.classify import loader, split
 
 
 def dcfg(**kw) -> config.DataConfig:
@@ -94,7 +94,7 @@ def test_streamed_folders_hold_out_validation_images_of_the_training_folder(tmp_
             for i in range(n):
                 arr = rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)
                 Image.fromarray(arr).save(tmp_path / part / c / f"{i}.png")
-    d = classify_data.load(config.DataConfig(name="imagefolder", root=str(tmp_path), workers=0,
+    d = loader.load(config.DataConfig(name="imagefolder", root=str(tmp_path), workers=0,
                                              val_split=4), torch.device("cpu"))
     assert d.streamed and d.num_train == 8 and d.num_val == 4 and d.num_test == 4
     assert not set(d.train_idx) & set(d.val_idx)

@@ -496,12 +496,12 @@ def load_arrays(dcfg) -> Arrays:
     errors naming data.root, not tracebacks."""
     check_name(dcfg.name)
     check_root(dcfg)
-    with _readable(dcfg):
+    with readable(dcfg):
         return _load_arrays(dcfg)
 
 
 @contextlib.contextmanager
-def _readable(dcfg) -> Iterator[None]:
+def readable(dcfg) -> Iterator[None]:
     """Turn unreadable data (truncated pickle/idx files, files PIL cannot open) into a
     one-line user error naming data.root."""
     try:
@@ -519,16 +519,3 @@ def _readable(dcfg) -> Iterator[None]:
 
 def _load_arrays(dcfg) -> Arrays:
     return with_val_split(DATASETS[dcfg.name].load(_root(dcfg), dcfg), dcfg)
-
-
-def load(dcfg, device: torch.device):
-    """InMemoryData (or StreamingData for ImageNet-size folders) for a DataConfig."""
-    d = DATASETS.get(dcfg.name)
-    if d is not None and d.stream is not None:
-        check_root(dcfg)
-        with _readable(dcfg):
-            if is_streamed(dcfg.name, dcfg.root):
-                from harness.tasks.classify.stream import StreamingData
-
-                return StreamingData(Path(dcfg.root), dcfg, device)
-    return InMemoryData(load_arrays(dcfg), device, bool(dcfg.augment))

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.dist import Dist
-from harness.tasks.classify import Classify, models
+from harness.tasks.classify import Classify, loader, models
 from harness.tasks.classify import data as classify_data
 from harness.tasks.runtime import TaskRuntime, autocast
 
@@ -54,7 +54,7 @@ class ClassifyRuntime(TaskRuntime):
         classify_data.check_root(cfg.data)
 
     def load_data(self, cfg, device):
-        return classify_data.load(cfg.data, device)
+        return loader.load(cfg.data, device)
 
     def loss(self, out, y, cfg):
         return F.cross_entropy(out.float(), y, label_smoothing=cfg.optim.label_smoothing)

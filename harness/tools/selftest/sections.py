@@ -18,6 +18,7 @@ from harness.run import checkpoint, resolve
 from harness.run.env import resolve_device
 from harness.run.trainer import Trainer
 from harness.tasks.classify import data as classify_data
+from harness.tasks.classify import loader
 from harness.tools import bench
 from harness.tools.selftest import packing
 from harness.tools.selftest.checks import (
@@ -116,7 +117,7 @@ class Selftest:
         s.env = device_env(self.device)
         if self.needs_data():  # unreadable data is a one-line error, before anything is written
             t = time.perf_counter()
-            self.data = classify_data.load(self.base.data, self.device)
+            self.data = loader.load(self.base.data, self.device)
             s.section_s["load_data"] = time.perf_counter() - t
         self.out = unique_dir(self.out, f"selftest-{time.strftime('%Y%m%d-%H%M%S')}-"
                                         f"{self.device.type}")
