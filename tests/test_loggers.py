@@ -226,6 +226,25 @@ def test_mlflow_run_on_a_real_server_after_a_kill_and_resume(tmp_path, monkeypat
         assert [v for _, v in history] == pytest.approx(m[col].tolist(), rel=1e-6), col
 
 
+# --------------------------------------------------------------------------- failures
+
+class _Unreachable(loggers.Sink):
+    """A tracker whose server is down when the run starts."""
+
+    def start(self, run_dir, config, rows):
+        raise ConnectionError("tracker unreachable")
+
+
+def test_a_sink_that_cannot_start_is_turned_off_and_the_run_completes(tmp_path, monkeypatch):
+    monkeypatch.setitem(loggers.SINKS, "unreachable", _Unreachable)
+    said: list[str] = []
+    s = rundir.run(tiny_cfg("ste", epochs=1, sets=['loggers=["unreachable"]']), tmp_path,
+                   echo=said.append)
+    assert s.status == "completed" and s.epochs_completed == 1
+    warnings = [m for m in said if m.startswith("warning: logger _Unreachable failed")]
+    assert len(warnings) == 1 and "tracker unreachable" in warnings[0], said
+
+
 # --------------------------------------------------------------------------- missing packages
 
 def _one_line_error(argv: list[str], env: dict[str, str]) -> str:
