@@ -12,7 +12,7 @@ deployed.pt = {
   "input": the input contract (harness.deploy.contract: raw uint8 NCHW images, the training
            set's per-channel mean and std, class names, bit widths; None for SR), which
            `export` prints; the network rebuilt from this file takes normalised input,
-           ``contract.normalize`` of the raw images, and deployed.onnx takes the raw images,
+           ``contract.normalize`` of the raw images, and deployed.onnx takes the raw images
 }
 
 Every export also writes RUN_DIR/deployed_packed.zip (harness.deploy.packing: the codes at their
