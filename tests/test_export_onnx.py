@@ -14,7 +14,7 @@ import torch
 from conftest import ROOT, tiny_cfg
 from harness import records
 from harness.costs import opcount
-from harness.deploy import export, packing
+from harness.deploy import contract, export, packing
 from harness.deploy import onnx as onnx_export
 from harness.run import rundir, trainer
 from methods.act import DorefaAct, PactAct, SignAct, export_form
@@ -61,8 +61,8 @@ def test_onnx_matches_the_harness_and_packing_is_exact(method, w_bits, a_bits, a
         assert torch.equal(model(x), t.model(x))
     # ONNX under onnxruntime: same predictions, logits equal up to float rounding
     path = tmp_path / "m.onnx"
-    onnx_export.write_onnx(model, blob["in_channels"], blob["image_size"], path)
-    res = onnx_export.check(path, model, t.data.test_batches(100))
+    onnx_export.write_onnx(model, blob["input"], path)
+    res = onnx_export.check(path, model, contract.raw_test_batches(t.data, 100), blob["input"])
     assert res.n == t.data.num_test and res.ok, res.line()
     assert res.flips == 0 and res.differ == 0 and res.acc_onnx == res.acc_torch, res.line()
     if a_bits == 32:  # no threshold in the network: only float rounding separates the two
@@ -134,12 +134,12 @@ def test_check_counts_flips_and_differing_images(tmp_path):
     t = _trained("slb", 1, 1, "pact", tmp_path)
     blob, model = _deployed(t)
     path = tmp_path / "m.onnx"
-    onnx_export.write_onnx(model, blob["in_channels"], blob["image_size"], path)
+    onnx_export.write_onnx(model, blob["input"], path)
     wrong = export.rebuild_model(t.cfg, blob["num_classes"], blob["in_channels"],
                             blob["image_size"], blob["layers"], blob["state"]).eval()
     bn = next(m for m in wrong.modules() if isinstance(m, torch.nn.BatchNorm2d))
     bn.running_mean += 0.5
-    res = onnx_export.check(path, wrong, t.data.test_batches(100))
+    res = onnx_export.check(path, wrong, contract.raw_test_batches(t.data, 100), blob["input"])
     assert not res.ok and res.differ > res.allowed and res.differ >= 0.9 * res.n, res.line()
 
 

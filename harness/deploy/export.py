@@ -9,6 +9,10 @@ deployed.pt = {
            deployed state, activation clip values, full-precision first/last layers),
   "test_acc": the accuracy the rebuilt network reached when exported (for another task than
               classification: its score, e.g. the test PSNR in dB),
+  "input": the input contract (harness.deploy.contract: raw uint8 NCHW images, the training
+           set's per-channel mean and std, class names, bit widths; None for SR), which
+           `export` prints; the network rebuilt from this file takes normalised input,
+           ``contract.normalize`` of the raw images, and deployed.onnx takes the raw images
 }
 
 Every export also writes RUN_DIR/deployed_packed.zip (harness.deploy.packing: the codes at their
@@ -34,6 +38,7 @@ from torch import nn
 from harness import files, records
 from harness.config import RunConfig, to_dict
 from harness.costs import opcount
+from harness.deploy import contract as input_contract
 from harness.deploy import onnx as onnx_export
 from harness.deploy import packing
 from harness.dist import Dist
@@ -147,7 +152,8 @@ def deployed_blob(trainer: Trainer) -> dict[str, Any]:
             state[key] = getattr(module, attr).detach().cpu().clone()
     return {"format": FORMAT, "config": to_dict(cfg), "config_hash": resolve.config_hash(cfg),
             "num_classes": trainer.data.num_classes, "in_channels": trainer.data.in_channels,
-            "image_size": list(trainer.data.image_size), "layers": layers, "state": state}
+            "image_size": list(trainer.data.image_size), "layers": layers, "state": state,
+            "input": input_contract.input_contract(trainer.data, cfg, layers)}
 
 
 def check_expressible(cfg: RunConfig, model: nn.Module) -> None:
@@ -276,9 +282,13 @@ def export_run(run_dir: Path, device: str | None = None, fmt: str = "torch",
          f"{inf['ops']:,.0f} OPs per image")
     if fmt == "onnx":
         path = run_dir / "deployed.onnx"
-        onnx_export.write_onnx(model, blob["in_channels"], blob["image_size"], path)
-        result.onnx = onnx_export.check(path, model, data.test_batches(cfg.data.eval_batch_size))
+        onnx_export.write_onnx(model, blob["input"], path)
+        raw = input_contract.raw_test_batches(data, cfg.data.eval_batch_size)
+        result.onnx = onnx_export.check(path, model, raw, blob["input"])
         echo(f"wrote {path}: {path.stat().st_size:,} bytes; {result.onnx.line()}")
+    if blob["input"] is not None:
+        for line in input_contract.lines(blob["input"]):
+            echo(line)
     return result
 
 

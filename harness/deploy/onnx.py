@@ -1,8 +1,12 @@
 """The deployed network as ONNX, run by onnxruntime and compared with the harness.
 
 What the file holds (``RUN_DIR/deployed.onnx``, opset ``OPSET``, input ``image`` [N, C, H, W]
-float32 with a free batch axis, output ``logits`` [N, classes]):
+**uint8** (raw images, 0..255) with a free batch axis, output ``logits`` [N, classes]; the
+input contract of harness.deploy.contract, also in the file's ``metadata_props``):
 
+- the normalisation first: Cast to float, ``/ 255``, ``- mean``, ``/ std`` with the training
+  set's per-channel statistics (the harness's own arithmetic, so raw images in give the
+  harness's logits);
 - every quantized conv/linear as a standard Conv/Gemm whose weight initializer is the
   discrete weight times its scale (``methods.base.decode`` of the exported codes, levels and
   scale: at most 2^b distinct values per tensor or output channel);
@@ -23,8 +27,9 @@ and writes one self-contained file. ``training=PRESERVE`` with the model in eval
 its eval-mode pass from folding batch norm into the convolutions.
 
 The check (:func:`check`) runs the file with onnxruntime's CPU provider, default session
-options (as a deployment would), over the whole test set and compares with the harness's
-deployed network on the same batches, image by image: an image *differs* when any of its
+options (as a deployment would), over the whole test set given as raw uint8 images, and
+compares with the harness's deployed network on the same images normalised by the harness,
+image by image: an image *differs* when any of its
 logits is off by more than ``ATOL + RTOL * |logit|``, and a *flip* is a different predicted
 class. Float rounding (another summation order in the convolutions, onnxruntime's fusion of
 batch norm into them) moves a value across a sign or rounding threshold of an activation
@@ -53,6 +58,7 @@ import torch
 from torch import nn
 
 from harness import files
+from harness.deploy import contract as input_contract
 from methods.act import export_form
 from methods.base import UserError, quant_layers
 
@@ -81,12 +87,13 @@ def exportable(model: nn.Module) -> nn.Module:
     return model
 
 
-def write_onnx(model: nn.Module, in_channels: int, image_size, path: Path) -> None:
-    """Export the deployed network (see the module docstring) to ``path``."""
+def write_onnx(model: nn.Module, contract: dict, path: Path) -> None:
+    """Export the deployed network behind its input contract (see the module docstring) to
+    ``path``, with the contract in the file's metadata_props."""
     import onnx
 
-    plain = exportable(model)
-    x = torch.zeros(1, in_channels, *image_size)
+    plain = input_contract.RawInput(exportable(model), contract).eval()
+    x = torch.zeros(1, *contract["shape"][1:], dtype=torch.uint8)
     buf = io.BytesIO()  # written to a file only once checked, through the safe file layer
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # the exporter's deprecation notice
@@ -94,9 +101,11 @@ def write_onnx(model: nn.Module, in_channels: int, image_size, path: Path) -> No
                           training=torch.onnx.TrainingMode.PRESERVE,
                           input_names=["image"], output_names=["logits"],
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
-    data = buf.getvalue()
-    onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
-    files.atomic_write_bytes(Path(path), data)
+    proto = onnx.load_from_string(buf.getvalue())
+    onnx.helper.set_model_props(proto, input_contract.metadata(contract))
+    proto.doc_string = " ".join(input_contract.lines(contract))
+    onnx.checker.check_model(proto, full_check=True)
+    files.atomic_write_bytes(Path(path), proto.SerializeToString())
 
 
 def session(path: Path):
@@ -131,16 +140,20 @@ class OnnxCheck:
 
 
 @torch.no_grad()
-def check(path: Path, model: nn.Module, batches) -> OnnxCheck:
-    """Run ``path`` with onnxruntime and ``model`` (the harness's deployed network) over
-    ``batches`` of (image, label) and compare predictions and logits."""
+def check(path: Path, model: nn.Module, raw_batches, contract: dict) -> OnnxCheck:
+    """Run ``path`` with onnxruntime on ``raw_batches`` of (uint8 image, label), as a user
+    would, and ``model`` (the harness's deployed network) on the same images normalised by
+    the harness; compare predictions and logits."""
     sess = session(path)
     model = copy.deepcopy(model).cpu().float().eval()
+    shape = (1, -1, 1, 1)
+    mean = torch.tensor(contract["mean"]).reshape(shape)
+    std = torch.tensor(contract["std"]).reshape(shape)
     n = right_t = right_o = flips = differ = 0
     diff = scale = 0.0
-    for x, y in batches:
-        x, y = x.detach().cpu().float().contiguous(), y.cpu()
-        ref = model(x)
+    for x, y in raw_batches:
+        x, y = x.detach().cpu().contiguous(), y.cpu()
+        ref = model(input_contract.normalize(x, mean, std))
         out = torch.from_numpy(np.asarray(sess.run(["logits"], {"image": x.numpy()})[0]))
         pt, po = ref.argmax(1), out.argmax(1)
         n += len(y)

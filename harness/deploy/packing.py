@@ -8,7 +8,8 @@ usual "two 4-bit codes per byte, low nibble first") and any other width is packe
 The file is a zip archive (stdlib zipfile; reading it never runs code) of two members:
 
     meta.json     deflated JSON: format, config, config_hash, num_classes, in_channels,
-                  image_size; per layer {"bits", "shape", "code_dtype"} (quantized) or {}
+                  image_size, input (the input contract, harness.deploy.contract); per
+                  layer {"bits", "shape", "code_dtype"} (quantized) or {}
                   (a full-precision weight); and the index of every array in data.bin
                   ({"key", "dtype", "shape", "offset", "nbytes"}, little-endian, C order)
     data.bin      stored (not compressed) concatenation of the arrays:
@@ -99,7 +100,7 @@ def _arrays(blob: dict[str, Any], pack: bool) -> tuple[dict[str, Any], dict[str,
     meta = {"format": FORMAT, "config": blob["config"], "config_hash": blob["config_hash"],
             "num_classes": blob["num_classes"], "in_channels": blob["in_channels"],
             "image_size": list(blob["image_size"]), "layers": layers_meta,
-            "state_keys": list(blob["state"])}
+            "state_keys": list(blob["state"]), "input": blob.get("input")}
     return meta, arrays
 
 
@@ -171,4 +172,4 @@ def read_packed(path: Path) -> dict[str, Any]:
     return {"format": meta["format"], "config": meta["config"],
             "config_hash": meta["config_hash"], "num_classes": meta["num_classes"],
             "in_channels": meta["in_channels"], "image_size": meta["image_size"],
-            "layers": layers, "state": state}
+            "layers": layers, "state": state, "input": meta.get("input")}

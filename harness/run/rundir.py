@@ -12,7 +12,7 @@ from harness import files, records
 from harness.config import RunConfig, describe_diff, to_dict
 from harness.dist import Dist
 from harness.errors import UserError
-from harness.run import procs
+from harness.run import loggers, procs
 from harness.run.loggers import SINKS
 from harness.run.resolve import config_hash
 from harness.run.signals import safe_echo
@@ -99,6 +99,9 @@ def check_outputs(run_dir: Path, cfg: RunConfig) -> None:
     for name in RECORD_FILES:
         files.check_target(run_dir / name)
     for name in cfg.loggers:
+        problem = loggers.unavailable(name) if name in SINKS else None
+        if problem:  # its package is missing, a setting it needs is unset
+            raise UserError("loggers", problem)
         check = getattr(SINKS.get(name), "check", None)  # a sink may have nothing to check
         if check is not None:
             check(run_dir)

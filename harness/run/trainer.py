@@ -314,10 +314,16 @@ class Trainer:
         line = self.task.epoch_line(row, self.cfg.epochs)
         self.log(line)
         self.display.epoch_end(line)
+        self.call_sinks(lambda sink: sink.log(self.rows[-1]))
+
+    def call_sinks(self, call: Callable[[Any], None]) -> None:
+        """``call(sink)`` for every open logging sink; a sink that raises (its tracker is
+        unreachable, its disk full) is turned off with a warning: a sink never turns a result
+        into a failure, and metrics.csv has every row."""
         for sink in list(self.sinks):
             try:
-                sink.log(self.rows[-1])
-            except Exception as e:  # a sink never turns a result into a failure
+                call(sink)
+            except Exception as e:
                 self.echo(f"warning: logger {type(sink).__name__} failed and is turned off "
                           f"for this run ({type(e).__name__}: {e}); metrics.csv is complete")
                 self.sinks.remove(sink)
@@ -375,9 +381,8 @@ class Trainer:
         self.display.say(f"{self.run_dir}: {line}")
         reset_peak_memory(self.device)
         if self.dist.main:
-            self.sinks = [SINKS[name]() for name in cfg.loggers]
-            for sink in self.sinks:
-                sink.start(self.run_dir, to_dict(cfg), self.rows)
+            self.sinks, config = [SINKS[name]() for name in cfg.loggers], to_dict(cfg)
+            self.call_sinks(lambda sink: sink.start(self.run_dir, config, self.rows))
         src = source.state()
         if src.dirty and self.dist.main:  # the uncommitted code this run used, kept with it
             files.atomic_write_text(self.run_dir / "source.diff", src.diff)

@@ -9,6 +9,7 @@ import re
 
 from harness import config
 from harness.errors import UserError
+from harness.run import loggers
 from harness.study.spec.schema import Problems, Study
 from harness.tasks.base import get as get_task
 
@@ -28,6 +29,15 @@ def check_data_roots(study: Study, p: Problems, warnings: list[str] | None = Non
                 p.add(line)
             elif f"{p.where}: {line}" not in warnings:
                 warnings.append(f"{p.where}: {line}")
+
+
+def check_loggers(study: Study, p: Problems) -> None:
+    """Every logging sink the runs ask for can run here (its package installed, its
+    settings made), before anything is submitted."""
+    for name in sorted({n for r in study.runs for n in r.cfg.loggers}):
+        problem = loggers.unavailable(name)
+        if problem:
+            p.add(f"recipe.loggers: {problem}")
 
 
 def _in_study_words(message: str, root: str) -> str:

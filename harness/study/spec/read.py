@@ -16,6 +16,7 @@ from harness.study.spec.cells import all_cells, cell_recipe, set_keys
 from harness.study.spec.checks import (
     check_data_roots,
     check_distinct_variants,
+    check_loggers,
     check_recipe_shared,
 )
 from harness.study.spec.expand import Plan, expand
@@ -102,6 +103,7 @@ def load_spec(path: str | Path, scale: str | None = None, sets: list[str] | None
                 stage_for=final_stage, max_runs=max_runs)
     expand(plan)
     check_data_roots(study, p, data_warnings)
+    check_loggers(study, p)
     check_recipe_shared(study, p)
     check_distinct_variants(study, p)
     add_stages(plan)   # tuning trials, pretraining sources, deferred final runs

@@ -27,7 +27,9 @@ class StreamingData:
         from torchvision import datasets, transforms
 
         train, test = imagefolder_splits(root)
-        norm = transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        # ImageNet's per-channel statistics (the export's input contract reads them)
+        self.mean, self.std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+        norm = transforms.Normalize(self.mean, self.std)
         aug = [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()]
         plain = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224),
                                     transforms.ToTensor(), norm])
