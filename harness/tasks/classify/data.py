@@ -304,8 +304,8 @@ def _load_imagefolder(root: Path, dcfg) -> Arrays:
     xtr, ntr = images.decode_many([ftr[i] for i in itr])
     xte, nte = images.decode_many([fte[i] for i in ite])
     return Arrays(xtr, ytr[itr], xte, yte[ite], classes, tuple(ftr + fte), (itr, ite),
-                  tuple(f"{split}: {n}" for split, ns in (("train", ntr), ("test", nte))
-                        for n in ns))
+                  notes=tuple(f"{split}: {n}" for split, ns in (("train", ntr), ("test", nte))
+                              for n in ns))
 
 
 # --------------------------------------------------------------------------- registry
