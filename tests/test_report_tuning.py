@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from harness import files
-from harness.report import fairness, questions, render, tuning
+from harness.report import fairness, figure, questions, render, tables, tuning
 from harness.report.load import load_study
 from harness.report.questions import NOT_ANSWERED
 from tests.report_records import write_run
@@ -231,6 +231,9 @@ def test_pretraining_reverses_the_ranking_on_a_rigged_study(tmp_path):
     assert st.group(setting, "slb-pre", (1, 32, 6))["acc"] == [54.5, 56.25, 57.25]
     run = st.group(setting, "slb-pre", (1, 32, 6))["run_ids"][0]
     assert list(st.metrics[run]["epoch"]) == [3, 4, 5, 6]         # after 2 fp epochs
+    assert figure.curve(st, setting, "slb-pre", (1, 32, 6))["x"] == [3, 4, 5, 6]
+    # budget epoch 4 is its 2nd quantized epoch: 2 points a step below the last (write_run)
+    assert tables.readoff(st, setting, "slb-pre", 1, 32, 4, 6) == [50.5, 52.25, 53.25]
     text, items = fairness.answer_pretraining(st, questions.question("pretraining"))
     assert "the order changes in 1 of 1 cell" in text
     assert "1 reversed pair, 1 is significant on both sides" in text

@@ -286,6 +286,9 @@ def stage_cost_blocks(st: StudyRecords) -> list:
              ". epochs: trained by the runs themselves (failed runs included); compute: "
              "summed device time (wall-clock × processes). Tuning trials and pretraining "
              "sources are in no result."]
+    if early["pretrain"]:
+        notes.append("The equal-compute read-offs time a pretrained row from its first "
+                     "quantized epoch: its fp source's time is the pretraining row here.")
     return [Table("stage_compute", "Compute by stage: tuning trials, pretraining sources and "
                   "final runs", ["Method", "Stage", "runs", "finished", "epochs", "compute"],
                   rows, pd.DataFrame(rows_), n_label_cols=2, notes=notes)]
