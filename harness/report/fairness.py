@@ -98,10 +98,12 @@ def answer_tuning(st: StudyRecords, q) -> Answer:
     seeds = tune.get("seeds") or []
     one = next(iter(effort.values()))
     points = "/".join(map(str, sorted(one["points"])))
+    inits = sorted({int(n) for g in groups for n in g.runs["init_epochs"].dropna() if n})
     same = (f"every tuned variant ({len(effort)}) tried {points} points × "
             f"{plural(len(seeds), 'tuning seed')} in each of its cells, "
-            f"{plural(int(tune.get('epochs') or 0), 'epoch')} a trial, chosen by the same rule "
-            "on validation")
+            f"{plural(int(tune.get('epochs') or 0), 'epoch')} a trial"
+            + (f" (a pretrained variant's trial: {'/'.join(map(str, inits))} of them in its fp "
+               "source)" if inits else "") + ", chosen by the same rule on validation")
     text = ((f"No: {'; '.join(why)}." if why else f"Yes, in trials and epochs: {same}.")
             + (f" Otherwise {same}." if why and len(effort) > 1 else "")
             + " " + _hours_text(st, effort)
