@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from harness import files
-from harness.report import fairness, figure, questions, render, tables, tuning
+from harness.report import fairness, figure, questions, render, tables, timing, tuning
 from harness.report.load import load_study
 from harness.report.questions import NOT_ANSWERED
 from tests.report_records import write_run
@@ -234,6 +234,8 @@ def test_pretraining_reverses_the_ranking_on_a_rigged_study(tmp_path):
     assert figure.curve(st, setting, "slb-pre", (1, 32, 6))["x"] == [3, 4, 5, 6]
     # budget epoch 4 is its 2nd quantized epoch: 2 points a step below the last (write_run)
     assert tables.readoff(st, setting, "slb-pre", 1, 32, 4, 6) == [50.5, 52.25, 53.25]
+    (cell,) = timing.equal_compute_cells(st, setting)   # their fp time ran elsewhere
+    assert sorted(r["label"] for r in cell["rows"]) == ["slb", "ste"]
     text, items = fairness.answer_pretraining(st, questions.question("pretraining"))
     assert "the order changes in 1 of 1 cell" in text
     assert "1 reversed pair, 1 is significant on both sides" in text
@@ -250,7 +252,8 @@ def test_pretraining_that_keeps_the_order_says_it_holds(tmp_path):
     st = pretrained_study(tmp_path, {"slb": 65.0, "ste": 52.0}).load()
     text, (item,) = fairness.answer_pretraining(st, questions.question("pretraining"))
     assert "the order changes in 0 of 1 cell" in text and "reversed" not in text
-    assert item.endswith("the order holds.")
+    assert ": the order holds; " in item and "reversed" not in item
+    assert "; SLB (pre) (2 fp + 4 ep) − SLB +5.00 " in item     # pretraining's own effect
 
 
 def test_pretraining_needs_pretrained_rows_with_rows_from_scratch(tmp_path):

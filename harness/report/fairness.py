@@ -148,6 +148,7 @@ def _cell_item(st: StudyRecords, s: str, c, here: list[tuple[str, str]],
                          f"from fp {b.fmt()}")
     for p, sc in here:
         own.append(verdicts.test(st, s, (p, c), (sc, c)))
+        text += f"; {st.display(p)} − {st.display(sc)} {own[-1].fmt()}"
     return text + ".", changed
 
 
@@ -186,7 +187,7 @@ def answer_pretraining(st: StudyRecords, q) -> Answer:
             + (f"; of the {plural(len(flips), 'reversed pair')}, {sig} "
                f"{'is' if sig == 1 else 'are'} significant on both sides"
                if flips else "") + "." + effect)
-    if any(t.cmp.few_seeds for t in own):
+    if flips and any(t.cmp.few_seeds for t in own):
         text += (f" With {stats.FEW_SEEDS} seeds or fewer a side, a reversal of means is weak "
                  "evidence.")
     return text, bullets(items, "the main table")

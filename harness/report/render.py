@@ -178,8 +178,10 @@ def _ours_line(st: StudyRecords) -> str:
 def _header(st: StudyRecords) -> list[str]:
     runs = st.runs
     p = _provenance(st)
+    dirs = sum(int((r["status"] != "missing").sum()) for r in (runs, st.stage_runs)
+               if r is not None and not r.empty)
     lines = [f"# Study report: {st.name}", "",
-             f"- **Records:** `{shown_path(st.dir)}` ({int((runs['status'] != 'missing').sum())} "
+             f"- **Records:** `{shown_path(st.dir)}` ({dirs} "
              f"run directories" + (f"; manifest.json lists {len(st.manifest.get('runs', []))} "
                                    "runs" if st.manifest else "; no manifest.json, so missing "
                                    "runs cannot be detected") + ")",

@@ -287,8 +287,8 @@ def stage_cost_blocks(st: StudyRecords) -> list:
              "summed device time (wall-clock × processes). Tuning trials and pretraining "
              "sources are in no result."]
     if early["pretrain"]:
-        notes.append("The equal-compute read-offs time a pretrained row from its first "
-                     "quantized epoch: its fp source's time is the pretraining row here.")
+        notes.append("Equal compute leaves pretrained rows out: their fp epochs ran in other "
+                     "runs (the pretraining row here), so their own curves lack that time.")
     return [Table("stage_compute", "Compute by stage: tuning trials, pretraining sources and "
                   "final runs", ["Method", "Stage", "runs", "finished", "epochs", "compute"],
                   rows, pd.DataFrame(rows_), n_label_cols=2, notes=notes)]
