@@ -110,6 +110,9 @@ def test_imagefolder_on_the_cifar10_jpeg_copy(cifar_jpeg):
                            subset_test=20))
     assert a.x_train.shape == (50, 3, 32, 32) and a.x_test.shape == (20, 3, 32, 32)
     assert a.classes[0] == "airplane" and np.bincount(a.y_train).tolist() == [5] * 10
+    # no validation split unless asked for (the decoding notes once landed in x_val: every
+    # imagefolder run without data.val_split failed in InMemoryData)
+    assert a.x_val is None and a.y_val is None and a.notes == ()
     files, labels, _ = classify_data._list_images(cifar_jpeg / "train", None)
     idx = classify_data.balanced_subset(labels, 50, 10)
     expect = np.asarray(Image.open(files[idx[0]]).convert("RGB")).transpose(2, 0, 1)

@@ -16,7 +16,7 @@ from harness.run import bind
 from harness.study import sweep
 from harness.study.spec import SpecErrors, load_spec
 from harness.tasks.classify import data as classify_data
-from harness.tasks.classify.runtime import RUNTIME as CLASSIFY
+from harness.tasks.classify import runtime as classify_runtime
 
 SPEC = """
 [study]
@@ -197,7 +197,7 @@ def test_a_rigged_toy_where_test_and_validation_disagree_chooses_on_validation(
         tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(classify_data.DATASETS, "rigged", dataclasses.replace(
         classify_data.DATASETS["digits"], name="rigged", load=rigged))
-    monkeypatch.setitem(CLASSIFY.datasets, "rigged", "digits, test labels shifted")
+    monkeypatch.setitem(classify_runtime.RUNTIME.datasets, "rigged", "digits, test labels shifted")
     text = SPEC.replace('[0.02, 0.05, 0.1]', '[0.2, 0.0001]').replace("bits = [[1, 32], [2, 32]]",
                                                                       "bits = [[32, 32]]")
     spec = write(tmp_path, tune="variants = [\"fp\"]", data="rigged",

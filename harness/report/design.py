@@ -159,7 +159,9 @@ def _classify_lines(st: StudyRecords) -> list[str]:
         f"- One verdict rule: {stats.RULE}. The family is every comparison the report makes "
         f"in a setting (ours against each baseline, the best row of each main-table column "
         f"against the others, each variant against its default, ours' longest budget against "
-        f"its shortest, and ours against each baseline at equal compute): {sizes}, "
+        f"its shortest, ours against each baseline at equal compute, and each pretrained row "
+        f"against its row from scratch and, between two methods, pretrained against "
+        f"pretrained and scratch against scratch): {sizes}, "
         "Benjamini-Hochberg adjusted (`scipy.stats.false_discovery_control`). Bold cells, "
         "verdict columns and the reviewer answers all read it; tables show the unadjusted p "
         "beside the adjusted one.",

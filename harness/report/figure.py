@@ -90,7 +90,13 @@ def curve(st: StudyRecords, setting: str, label: str, cell, column: str = "test_
     if not mats:
         return None
     n = min(len(m) for m in mats)
-    return band_line(np.stack([m[:n] for m in mats]), bounds)
+    line = band_line(np.stack([m[:n] for m in mats]), bounds)
+    first = st.metrics[g["run_ids"][0]].get("epoch")   # after its fp epochs: a pretrained row
+    shift = int(first[0]) - 1 if first is not None and len(first) and first[0] > 1 else 0
+    if shift:
+        for k in ("x", "clip_hi", "clip_lo"):
+            line[k] = [x + shift for x in line[k]]
+    return line
 
 
 def band_line(matrix, bounds) -> dict[str, Any]:

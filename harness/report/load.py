@@ -97,6 +97,8 @@ class StudyRecords:
     spec: dict[str, Any]
     manifest: dict[str, Any] | None
     runs: Any                         # DataFrame: one row per run (present or missing)
+    # of the final stage only; the runs of earlier stages (tuning trials, pretraining
+    # sources: runs.py ``stage``) are in ``stage_runs``, never in a number
     metrics: dict[str, Any]           # run_id -> {column: array}, included runs only
     ours: str | None                  # the method compared with every other; None: not set
     setting_labels: dict[str, str]    # setting id -> "cifar10 / resnet20"
@@ -116,6 +118,7 @@ class StudyRecords:
     options: dict[str, Any] = field(default_factory=dict)       # the [report] table
     names: dict[str, str] = field(default_factory=dict)         # row label -> display name
     setting_names: dict[str, str] = field(default_factory=dict)  # setting id -> display
+    stage_runs: Any = None            # DataFrame: the earlier stages' runs, like ``runs``
     _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def display(self, label: str) -> str:
@@ -268,10 +271,12 @@ def load_study(study_dir: Path, reference: str | None = None,
     manifest = read_manifest(study_dir, notes)
     rep = _report_options(spec, notes)
     runs, metrics, infos = runs_table(study_dir, manifest, jobs)
+    final = runs["stage"] == "final"
     st = StudyRecords(name=(manifest or {}).get("study") or spec.get("name") or study_dir.name,
-                      dir=study_dir, spec=spec, manifest=manifest, runs=runs, metrics=metrics,
+                      dir=study_dir, spec=spec, manifest=manifest,
+                      runs=runs[final].reset_index(drop=True), metrics=metrics,
                       ours=ours or rep.get("ours") or None, setting_labels={},
-                      notes=notes, options=rep)
+                      notes=notes, options=rep, stage_runs=runs[~final].reset_index(drop=True))
     _resolve_method_info(st, infos)
     _label_settings(st)
     if st.settings("sr") and st.settings():  # both tasks: which numbers are where
@@ -279,6 +284,9 @@ def load_study(study_dir: Path, reference: str | None = None,
     _order_rows(st)
     _check_names(st, ours)
     _display_names(st)
+    for lab in st.order:  # a pretrained row says how its budget was spent
+        if budget_text(st, lab):
+            st.names[lab] = f"{st.names[lab]} ({budget_text(st, lab)})"
     _recipe_mismatches(st)
     _build_groups(st, bootstrap)
     ref = reference or rep.get("reference")
@@ -286,6 +294,24 @@ def load_study(study_dir: Path, reference: str | None = None,
         st.reference, st.reference_path = _load_reference(st, ref, explicit=bool(reference))
     st.reference_dataset = reference_dataset or rep.get("reference_dataset") or ""
     return st
+
+
+def init_epochs(st: StudyRecords, label: str) -> int:
+    """The fp epochs a row's runs started from (0: from scratch; report/pretrain.py)."""
+    epochs = st.runs.loc[st.runs["label"] == label, "init_epochs"].dropna()
+    return int(max(epochs, default=0))
+
+
+def budget_text(st: StudyRecords, label: str) -> str:
+    """How a pretrained row spent its budget: '4 fp + 8 ep' (one budget), '4 fp ep + the
+    rest of each budget' (several); '' for a row from scratch."""
+    n = init_epochs(st, label)
+    if not n:
+        return ""
+    budgets = sorted({int(e) for e in st.runs.loc[st.runs["label"] == label, "epochs"].dropna()})
+    if len(budgets) == 1:
+        return f"{n} fp + {budgets[0] - n} ep"
+    return f"{n} fp ep + the rest of each budget"
 
 
 def _report_options(spec: dict[str, Any], notes: list[str]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.report import stats, timing, verdicts
+from harness.report import fairness, stats, timing, verdicts
 from harness.report.aggregate import aggregate_rows
 from harness.report.answers import MAX_BULLETS, NOT_ANSWERED, bullets, tally  # noqa: F401
 from harness.report.costs import answer_cost
@@ -470,6 +470,15 @@ QUESTIONS: tuple[Question, ...] = (
     Question("candidates", "Candidate set", "Does the choice of the candidate values V matter?",
              needs="variants of one method differing in the candidates option",
              answer=answer_option, options=("candidates",)),
+    Question("tuning", "Equal tuning",
+             "Were the baselines tuned as much as ours (trials, tuning seeds, tuning compute)?",
+             needs="a [tune] table: every variant's trials and their records",
+             answer=fairness.answer_tuning),
+    Question("pretraining", "Pretraining",
+             "Does starting from a pretrained fp network (its epochs counted in the budget) "
+             "change the ranking of the methods?",
+             needs="variants of two or more methods with and without init = { from = \"fp\" }",
+             answer=fairness.answer_pretraining),
     Question("cost", "Cost", "What does the method cost in time and memory, relative to fp and "
                              "to the baselines?",
              needs="completed runs of ours (and of fp on the same hardware for ratios)",

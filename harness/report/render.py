@@ -36,6 +36,7 @@ from harness.report import (
     reproduction,
     stats,
     tables,
+    tuning,
 )
 from harness.report.figure import Figure
 from harness.report.load import (
@@ -177,8 +178,10 @@ def _ours_line(st: StudyRecords) -> str:
 def _header(st: StudyRecords) -> list[str]:
     runs = st.runs
     p = _provenance(st)
+    dirs = sum(int((r["status"] != "missing").sum()) for r in (runs, st.stage_runs)
+               if r is not None and not r.empty)
     lines = [f"# Study report: {st.name}", "",
-             f"- **Records:** `{shown_path(st.dir)}` ({int((runs['status'] != 'missing').sum())} "
+             f"- **Records:** `{shown_path(st.dir)}` ({dirs} "
              f"run directories" + (f"; manifest.json lists {len(st.manifest.get('runs', []))} "
                                    "runs" if st.manifest else "; no manifest.json, so missing "
                                    "runs cannot be detected") + ")",
@@ -194,7 +197,7 @@ def _header(st: StudyRecords) -> list[str]:
                                             if st.reference_path else "none"),
              f"- **In the numbers:** {int(runs['included'].sum())} of {len(runs)} runs; "
              f"excluded: {_excluded_counts(st)} (listed in [Runs excluded from the numbers]"
-             f"(#runs-excluded-from-the-numbers))", ""]
+             f"(#runs-excluded-from-the-numbers))", *_stage_line(st), ""]
     lines += [f"> Note: {n}" for n in st.notes] + ([""] if st.notes else [])
     sr_only = not st.settings() and bool(st.settings("sr"))
     tests = ("t-tests for differences (paired by seed where both rows' runs share each "
@@ -209,6 +212,18 @@ def _header(st: StudyRecords) -> list[str]:
               + " Cells with n < 2 have no error bar and are marked. One verdict rule "
               f"everywhere: {stats.RULE}. See [Statistical methods](#statistical-methods).", ""]
     return lines
+
+
+def _stage_line(st: StudyRecords) -> list[str]:
+    """'Earlier stages: 24 tuning trials, 5 pretraining sources (...)', or nothing."""
+    if st.stage_runs is None or st.stage_runs.empty:
+        return []
+    counts = st.stage_runs["stage"].value_counts()
+    names = {"tune": ("tuning trial", "tuning trials"),
+             "pretrain": ("pretraining source", "pretraining sources")}
+    parts = [f"{n} {names.get(k, (k, k))[n != 1]}" for k, n in counts.items()]
+    return [f"- **Earlier stages:** {', '.join(parts)}: in no result (the [Tuning protocol]"
+            "(#tuning-protocol) shows the trials; the Cost section counts their compute)"]
 
 
 def _setting_text(st: StudyRecords, s: str) -> str:
@@ -319,7 +334,9 @@ SECTIONS: tuple[Section, ...] = (
     Section("Ablations", "ablations", per_setting(tables.ablation_tables),
             intro="Named variants of one method against its default variant (the variant "
                   "named like the method, else the first)."),
-    Section("Cost", "cost", per_setting(costs.cost_tables)),
+    Section("Tuning protocol", "tuning", tuning.tuning_blocks),
+    Section("Cost", "cost",
+            lambda st: per_setting(costs.cost_tables)(st) + tuning.stage_cost_blocks(st)),
     Section("Uncertainty details", "uncertainty", per_setting(tables.uncertainty_tables)),
     Section("Runs excluded from the numbers", "excluded", excluded_blocks),
     Section("Statistical methods", "statistics",

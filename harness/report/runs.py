@@ -8,7 +8,11 @@ and the manifest's runs that have none, and returns
 - the runs DataFrame: per run its status and why it is excluded (failed, diverged, corrupt,
   missing, still running, unmatched, stale, a copy or another study's run), method, variant
   label, options, cell (w_bits, a_bits, epochs), seed, setting (data/model identity), recipe,
-  the costs and memory it recorded, env;
+  the costs and memory it recorded, env; its ``stage`` (harness/stages.py: "tune" for a
+  tuning trial, "pretrain" for an fp run that is only a pretraining source, else "final":
+  only final runs are ever in the numbers) and ``init_epochs`` (the fp epochs a pretrained
+  run started from: its cell's epochs are the budget, pretraining + quantized, and its
+  metrics' epochs count from the end of pretraining);
 - the metrics of the included runs ({column: float array});
 - each record's summary.json ``method_info`` (load.py resolves display names and internal
   metrics from them).
@@ -27,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness import files
+from harness import files, stages
 from harness.config import LATER_KEYS, NON_SEMANTIC, flatten
 from harness.errors import UserError
 from harness.records import load_run, metric_columns
@@ -146,16 +150,28 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flatten(d, prefix)
 
 
+# data keys that are the recipe, not the setting: a tuning trial holds out a validation split
+# its final runs do not, and is still of their setting
+_RECIPE_DATA = ("data.val_split", "data.val_seed")
+TUNED = "tuned on validation"   # the recipe value of a key a variant's tuning chose
+
+
 def _identity_and_recipe(cfg: dict[str, Any], non_semantic: tuple) -> tuple[dict, dict]:
-    """(data/model keys: the setting, every other training key: the recipe) of a config."""
+    """(data/model keys: the setting, every other training key: the recipe) of a config.
+    The pretraining source (init.*) is not the recipe (the budget counts its epochs), and a
+    key the variant's tuning chose (meta.tuned) is the recipe as ``TUNED``."""
     flat = _flatten({k: v for k, v in cfg.items() if k != "config_hash"}) if cfg else {}
     for k, old in LATER_KEYS.items():  # keys newer than some records: at their old value,
         if flat.get(k, old) == old:    # present or not, they are the same setting
             flat.pop(k, None)
     ident = {k: v for k, v in flat.items() if (k.split(".")[0] in ("data", "model")
-                                               or k == "sr.scale") and k not in non_semantic}
-    recipe = {k: v for k, v in flat.items() if not k.startswith(("method.", "meta."))
+                                               or k == "sr.scale") and k not in non_semantic
+             and k not in _RECIPE_DATA}
+    recipe = {k: v for k, v in flat.items() if not k.startswith(("method.", "meta.", "init."))
               and k not in non_semantic and k not in ("seed", "w_bits", "a_bits", "epochs")}
+    tuned = (cfg.get("meta") or {}).get("tuned") if cfg else None
+    recipe.update({k: TUNED for k in tuned or () if isinstance(k, str)
+                   and not k.startswith("method.")})
     return ident, recipe
 
 
@@ -163,7 +179,8 @@ def _summary_columns(summ: dict[str, Any]) -> dict[str, Any]:
     """The runs-table columns that come from summary.json."""
     env = summ.get("env") or {}
     return {
-        "final_acc": summ.get("final_test_acc"), "best_acc": summ.get("best_test_acc"),
+        # best_test_acc (the best epoch chosen on the test set) is not read: never a result
+        "final_acc": summ.get("final_test_acc"),
         "epochs_completed": summ.get("epochs_completed"),
         "wall_time_s": summ.get("wall_time_s"),
         "mean_epoch_time_s": summ.get("mean_epoch_time_s"),
@@ -215,13 +232,18 @@ def _run_row(run_id: str, rec, man: dict[str, Any], non_semantic: tuple) -> dict
     mname = mname or man.get("method")
     label = meta.get("variant") or man.get("variant") or mname
     unmatched = bool(meta.get("unmatched") or man.get("unmatched"))
+    init, epochs = _init_epochs(cfg, man), cfg.get("epochs")
+    if init:  # a pretrained run: its cell is the budget (pretraining + quantized epochs)
+        options["init"] = f"from fp, {init} ep"
     row = {
         "run_id": run_id, "status": rec.status, "problem": rec.problem, "label": label,
         "method": mname, "display_name": None,
         "options": json.dumps(options, sort_keys=True, default=str),
         "w_bits": cfg.get("w_bits", man.get("w_bits")),
         "a_bits": cfg.get("a_bits", man.get("a_bits")),
-        "epochs": cfg.get("epochs", man.get("epochs")), "seed": cfg.get("seed", man.get("seed")),
+        "epochs": epochs + init if isinstance(epochs, int) else man.get("epochs"),
+        "seed": cfg.get("seed", man.get("seed")),
+        "stage": man.get("stage") or meta.get("stage") or "final", "init_epochs": init,
         "setting": json.dumps(sorted(ident.items()), default=str) if ident else None,
         "recipe": json.dumps(sorted(recipe.items()), default=str),
         "unmatched": unmatched, "scale": meta.get("scale", ""), **_summary_columns(summ),
@@ -232,9 +254,21 @@ def _run_row(run_id: str, rec, man: dict[str, Any], non_semantic: tuple) -> dict
                 and data[f"subset_{part}"] > 0:
             row[f"n_{part}"] = data[f"subset_{part}"]
     row["stale"] = man.get("current") is False
-    row["included"] = rec.status == "completed" and not unmatched and not row["stale"]
+    row["included"] = (rec.status == "completed" and not unmatched and not row["stale"]
+                       and row["stage"] == "final")
     row["reason"] = _exclusion_reason(row)
     return row
+
+
+def _init_epochs(cfg: dict[str, Any], man: dict[str, Any]) -> int:
+    """The fp epochs a run started from (config.json init.epochs with an init.source), 0
+    for a run from scratch."""
+    init = cfg.get("init") if isinstance(cfg.get("init"), dict) else {}
+    if cfg:
+        n = init.get("epochs") if init.get("source") else 0
+    else:
+        n = man.get("init_epochs")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 0
 
 
 def _exclusion_reason(row: dict[str, Any]) -> str:
@@ -266,10 +300,33 @@ def _missing_row(entry: dict[str, Any]) -> dict[str, Any]:
            "label": entry.get("variant") or entry.get("method"), "method": entry.get("method"),
            "display_name": None, "options": "{}", "w_bits": entry.get("w_bits"),
            "a_bits": entry.get("a_bits"), "epochs": entry.get("epochs"), "seed": entry.get("seed"),
+           "stage": entry.get("stage") or "final", "init_epochs": entry.get("init_epochs") or 0,
            "setting": None,
            "recipe": "", "unmatched": bool(entry.get("unmatched")), "stale": False,
-           "included": False, "reason": "listed in manifest.json, no run directory"}
+           "included": False, "reason": entry.get("waiting") or
+           "listed in manifest.json, no run directory"}
     return row
+
+
+def _manifest_runs(study_dir: Path, manifest: dict[str, Any] | None) -> dict[str, dict]:
+    """The manifest's entries by run directory name: a deferred final run of a tuned variant
+    (harness/stages.py) under the run its binding names, or, while it is unbound, under its
+    own id with why it waits (its slot file's ``blocked`` reason when it has one)."""
+    out = {}
+    for r in (manifest or {}).get("runs", []):
+        if not isinstance(r, dict):
+            continue
+        rid = r.get("run_id")
+        if r.get("slot") and isinstance(rid, str):
+            bound = stages.bound_run(study_dir, rid)
+            if bound:
+                out[bound] = {**r, "run_id": bound, "slot_id": rid}
+                continue
+            slot = stages.read_slot(study_dir, rid) or {}
+            r = {**r, "waiting": "deferred: not bound to its chosen values yet ("
+                 + str(slot.get("blocked") or "its tuning trials are not complete") + ")"}
+        out[rid] = r
+    return out
 
 
 def _foreign(run_id: str, rec, manifest: dict[str, Any] | None, man_runs: dict,
@@ -303,7 +360,7 @@ def runs_table(study_dir: Path, manifest: dict[str, Any] | None, jobs: int):
     if not dirs and not (manifest or {}).get("runs"):
         raise UserError("study", f"{study_dir} has no runs/ folder with run records and no "
                          "manifest.json; run the sweep first")
-    man_runs = {r.get("run_id"): r for r in (manifest or {}).get("runs", []) if isinstance(r, dict)}
+    man_runs = _manifest_runs(study_dir, manifest)
     recs = _load_all(dirs, jobs)
     rows, metrics, infos, seen = [], {}, {}, {}
     for d, rec in zip(dirs, recs):
@@ -317,6 +374,9 @@ def runs_table(study_dir: Path, manifest: dict[str, Any] | None, jobs: int):
         infos[d.name] = (rec.summary.method_info if rec.summary else None) or {}
         if row["included"]:
             metrics[d.name] = rec.metrics
+            if row["init_epochs"] and rec.metrics and "epoch" in rec.metrics:
+                # epochs of the budget: pretraining came first
+                rec.metrics["epoch"] = rec.metrics["epoch"] + row["init_epochs"]
     present = {d.name for d in dirs}
     for run_id, entry in man_runs.items():
         if run_id not in present and entry.get("current") is not False:

@@ -328,9 +328,11 @@ def readoff(st: StudyRecords, setting: str, label: str, w: int, a: int, at: int,
     g = st.group(setting, label, (w, a, from_epochs))
     out = []
     for rid in g["run_ids"]:
-        acc = st.metrics[rid]["test_acc"] if rid in st.metrics else ()
-        if 0 < at <= len(acc):
-            out.append(float(acc[at - 1]))
+        m = st.metrics.get(rid) or {}
+        acc, ep = m.get("test_acc", ()), m.get("epoch")
+        i = at - 1 if ep is None else next((j for j, e in enumerate(ep) if e == at), -1)
+        if 0 <= i < len(acc):   # by the epoch column: a pretrained run's start after its fp
+            out.append(float(acc[i]))
     return out
 
 

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report import stats
-from harness.report.load import StudyRecords, cached_per_setting, cell_name
+from harness.report.load import StudyRecords, cached_per_setting, cell_name, init_epochs
 
 TIME_TOLERANCE = 0.05   # an epoch within T* * 1.05 counts as reached within T*
 TIME_CV_CAVEAT = 0.15   # runs of one row whose epoch times vary more than this: a caveat
@@ -83,9 +83,12 @@ def fmt_time(seconds: float, kind: str, unit: tuple[str, float] | None = None) -
 
 
 def _group_times(st: StudyRecords, setting: str, label: str, cell) -> list[tuple]:
-    """(run id, cumulative times, deployed accuracy per epoch) of a group's runs."""
+    """(run id, cumulative times, deployed accuracy per epoch) of a group's runs; none for a
+    pretrained row (its fp epochs ran in other runs: its own times are not its budget's)."""
     g = st.group(setting, label, cell)
     out = []
+    if init_epochs(st, label):
+        return out
     for rid in g["run_ids"]:
         t = cumulative_time(st, rid)
         if t is not None:

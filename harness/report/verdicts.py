@@ -7,6 +7,9 @@
 - the best row of a main-table column against every other row with enough seeds (bold);
 - each variant of a method against its default variant, per cell (ablation tables and the
   option answers);
+- each pretrained row against its row from scratch, and two methods' pretrained rows (and
+  their rows from scratch) against each other, per cell (pretrain.py: the pretraining
+  answer);
 - ours at its longest budget against its shortest, per W/A pair (the budget answer);
 - ours against every other row at equal compute, per cell (timing.py's read-offs).
 
@@ -25,7 +28,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from harness.report import stats, timing
+from harness.report import pretrain, stats, timing
 from harness.report.load import StudyRecords, cached_per_setting
 
 FINAL, EQUAL_COMPUTE = "final", "equal_compute"   # what a test compares
@@ -74,6 +77,7 @@ def _final_pairs(st: StudyRecords, setting: str) -> list[tuple[Side, Side]]:
             if default in have:
                 pairs += [((lab, c), (default, c)) for lab in have
                           if st.method_of[lab] == m and lab != default]
+        pairs += pretrain.family_pairs(st, setting, c, have)
     if ours:
         for w, a in sorted({c[:2] for c in cells}):
             mine = [c for c in cells if c[:2] == (w, a) and st.group(setting, ours, c)["acc"]]
