@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -185,8 +186,10 @@ def report_run_problems(plan: Plan, v: Variant, cell_recipe: dict[str, Any],
 
 
 def check_excludes(plan: Plan) -> None:
-    """An exclude naming a variant, a cell or a budget the spec does not have excludes
-    nothing: a typo that would submit the runs it meant to leave out, so it is an error."""
+    """An exclude naming a variant the spec does not define excludes nothing: a typo that
+    would submit the runs it meant to leave out, so it is an error. One naming a cell or a
+    budget the grid lacks may be left over from narrowing the grid: a warning that it
+    excludes nothing."""
     cells = {cell for v in plan.variants.values() for cell in variant_cells(v, plan.grid.bits)}
     for i, ex in enumerate(plan.grid.excludes):
         where = f"grid.exclude[{i}]"
@@ -194,11 +197,11 @@ def check_excludes(plan: Plan) -> None:
             plan.problems.add(f"{where}: variant {ex['variant']!r} is not defined under "
                               f"[variants]{did_you_mean(str(ex['variant']), plan.variants)}")
         if "bits" in ex and tuple(ex["bits"]) not in cells:
-            plan.problems.add(f"{where}: bits {list(ex['bits'])} is no cell of the study "
-                              f"(cells: {[list(c) for c in sorted(cells)]})")
+            print(f"warning: {where}: bits {list(ex['bits'])} is no cell of the study (cells: "
+                  f"{[list(c) for c in sorted(cells)]}); it excludes nothing", file=sys.stderr)
         if "epochs" in ex and ex["epochs"] not in plan.grid.budgets:
-            plan.problems.add(f"{where}: epochs {ex['epochs']} is no budget of [grid] epochs "
-                              f"{sorted(plan.grid.budgets)}")
+            print(f"warning: {where}: epochs {ex['epochs']} is no budget of [grid] epochs "
+                  f"{sorted(plan.grid.budgets)}; it excludes nothing", file=sys.stderr)
 
 
 def excluded(excludes: list[dict], variant: str, w: int, a: int, e: int) -> str | None:
