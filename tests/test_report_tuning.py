@@ -199,8 +199,9 @@ def test_equal_tuning_flags_unequal_trials_failed_trials_and_untuned_variants(tm
 
 def test_a_study_without_tuning_does_not_answer_and_has_no_tuning_section(tmp_path):
     st = Study(tmp_path)
-    for s in (0, 1, 2):
+    for s in (0, 1, 2):   # ours (slb) must have runs: report.ours is checked against them
         st.final("ste", "ste", s, 50.0)
+        st.final("slb", "slb", s, 55.0)
     study = st.load()
     text, _ = fairness.answer_tuning(study, questions.question("tuning"))
     assert text.startswith(f"{NOT_ANSWERED}: the study has no [tune] table")
