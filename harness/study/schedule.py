@@ -15,6 +15,7 @@ tuning trials, final runs; harness/study/spec/stages.py) as levels of one depend
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -57,7 +58,7 @@ def plan(study: Study, sdir: Path, retry_failed: bool, strict: bool = True,
     jstates = job_states(sdir, subs, strict)
     items = {it.run_id: it for it in study.items}
     entries = {k: it.manifest() for k, it in items.items()}
-    states = {k: entry_state(sdir, e, subs, jstates)[0] for k, e in entries.items()}
+    states = entry_states(sdir, entries, subs, jstates)
     if write:
         for slot in study.slots:
             if stages.read_slot(sdir, slot.slot_id) is None:
@@ -89,6 +90,26 @@ def plan(study: Study, sdir: Path, retry_failed: bool, strict: bool = True,
         level_of(k, work)
     work.todo.sort(key=lambda k: work.level[k])
     return work
+
+
+def entry_states(sdir: Path, entries: dict[str, dict[str, Any]], subs: dict[str, dict],
+                 jstates: dict[str, str]) -> dict[str, str]:
+    """key -> state of every entry. A run whose folder does not exist (runs/ read once, when
+    it is a real folder or absent) is missing, or pending while its job waits: a dry run of
+    10^5 new runs reads no run folder."""
+    runs = Path(sdir) / "runs"
+    present = None
+    if not os.path.lexists(runs):
+        present = set()
+    elif runs.is_dir() and not runs.is_symlink():
+        present = set(os.listdir(runs))
+    states = {}
+    for k, e in entries.items():
+        if present is not None and not e.get("slot") and k not in present:
+            states[k] = "pending" if jstates.get(k) in ACTIVE else "missing"
+        else:
+            states[k] = entry_state(sdir, e, subs, jstates)[0]
+    return states
 
 
 def level_of(key: str, work: Work) -> int:

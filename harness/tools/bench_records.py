@@ -196,6 +196,19 @@ def synthesize_study(root: Path, n_runs: int = 1000, epochs: tuple[int, ...] = (
     return root
 
 
+# seconds the report may take over this many synthetic runs (issue 27: 10^4 runs in 30 s)
+REPORT_TARGETS = {1000: 15.0, 10_000: 30.0}
+
+
+def report_line(n_runs: int, secs: float) -> str:
+    """The report bench's line: PASS/MISS where a target is set for ``n_runs``."""
+    line = f"report over {n_runs} synthetic runs: {secs:.1f} s"
+    limit = REPORT_TARGETS.get(n_runs)
+    if limit is None:
+        return f"{line} (targets are set for {' and '.join(map(str, REPORT_TARGETS))} runs)"
+    return f"{'PASS' if secs < limit else 'MISS'} {line} (target < {limit:g} s)"
+
+
 def bench_report(n_runs: int = 1000) -> float:
     """Seconds for `report` over ``n_runs`` synthetic records (written first, not timed)."""
     from harness.report import write_report
