@@ -55,7 +55,7 @@ from harness.run.trainer import Trainer
 from harness.tasks import models
 from harness.tasks.classify import data as classify_data
 from harness.tasks.classify import models as classify_models
-from harness.tools.bench_records import bench_report, report_line
+from harness.tools.bench_records import report_line, report_times
 from harness.tools.bench_spec import bench_spec, spec_lines
 from methods.base import Progress, WeightQuantizer, load_all
 
@@ -466,7 +466,7 @@ def cmd_bench(args) -> int:
         for line in spec_lines(*bench_spec()):
             print(line)
     if args.what in ("report", "all"):
-        print(report_line(args.report_runs, bench_report(args.report_runs)))
+        print(report_line(args.report_runs, *report_times(args.report_runs)))
     if args.what in ("spec", "report"):
         return 0
     df, lines = run_bench(args)
