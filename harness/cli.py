@@ -177,8 +177,9 @@ def _add_bench(sub) -> None:
                         "state, buffers, tensors saved for backward), or also the peak RSS "
                         "growth in a fresh process per variant (slow; allocator and thread "
                         "overheads of ~250 MB dominate it at CIFAR sizes)")
-    p.add_argument("--what", choices=("train", "report", "all"), default="train",
-                   help="time training steps, the report over synthetic records, or both")
+    p.add_argument("--what", choices=("train", "report", "spec", "all"), default="train",
+                   help="time training steps, the report over synthetic records, the plan "
+                        "(sweep --dry-run) of a synthetic 10^5-run spec, or all three")
     p.add_argument("--report-runs", type=int, default=1000,
                    help="synthetic run records for --what report")
     p.add_argument("--out", default="results/bench", help="folder for bench.csv and bench.md")

@@ -14,7 +14,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from harness import config
 from harness.config import RunConfig
@@ -118,6 +118,24 @@ def config_hash(cfg: RunConfig) -> str:
     """sha256 (16 hex) of the resolved config without the keys in NON_SEMANTIC, nor the
     LATER_KEYS at the value they had before they existed (so earlier run ids still match),
     nor the method's inert options."""
+    return _digest(json.dumps(_hashed_keys(cfg), sort_keys=True, separators=(",", ":"),
+                              default=str))
+
+
+def seed_hashes(cfg: RunConfig) -> Callable[[int], str]:
+    """``seed -> config_hash(cfg at that seed)``, converting ``cfg`` once: the hashed JSON
+    is cut at the seed's value, so a spec of 10^5 runs hashes each run's seed only."""
+    marker = "\x00seed\x00"
+    blob = json.dumps({**_hashed_keys(cfg), "seed": marker}, sort_keys=True,
+                      separators=(",", ":"), default=str)
+    parts = blob.split(json.dumps(marker))
+    if len(parts) != 2:  # the marker in a value: hash each config whole
+        return lambda seed: config_hash(dataclasses.replace(cfg, seed=seed))
+    head, tail = parts
+    return lambda seed: _digest(f"{head}{json.dumps(seed)}{tail}")
+
+
+def _hashed_keys(cfg: RunConfig) -> dict[str, Any]:
     flat = config.flatten(config.to_dict(cfg))
     for k in config.NON_SEMANTIC:
         flat.pop(k, None)
@@ -126,7 +144,10 @@ def config_hash(cfg: RunConfig) -> str:
             flat.pop(k)
     for k in get_method(cfg.method).inert_options(method_options(cfg)):
         flat.pop(f"method.{k}", None)
-    blob = json.dumps(flat, sort_keys=True, separators=(",", ":"), default=str)
+    return flat
+
+
+def _digest(blob: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

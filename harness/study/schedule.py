@@ -15,6 +15,7 @@ tuning trials, final runs; harness/study/spec/stages.py) as levels of one depend
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -43,6 +44,7 @@ class Work:
     blocked: dict[str, str] = field(default_factory=dict)
     cancel: list[str] = field(default_factory=list)
     queued: dict[str, str] = field(default_factory=dict)   # key -> job id, queued or running
+    submitting: set[str] = field(default_factory=set)      # todo as a set (10^5 runs)
 
     @property
     def runs(self) -> list:
@@ -57,7 +59,7 @@ def plan(study: Study, sdir: Path, retry_failed: bool, strict: bool = True,
     jstates = job_states(sdir, subs, strict)
     items = {it.run_id: it for it in study.items}
     entries = {k: it.manifest() for k, it in items.items()}
-    states = {k: entry_state(sdir, e, subs, jstates)[0] for k, e in entries.items()}
+    states = entry_states(sdir, entries, subs, jstates)
     if write:
         for slot in study.slots:
             if stages.read_slot(sdir, slot.slot_id) is None:
@@ -72,17 +74,19 @@ def plan(study: Study, sdir: Path, retry_failed: bool, strict: bool = True,
     work = Work(items, entries)
     work.queued = {k: subs[k]["job_id"] for k in entries if jstates.get(k) in ACTIVE}
     todo = [k for k, st in states.items() if st in RESUBMIT or (st == "failed" and retry_failed)]
-    work.cancel = [k for k, st in states.items() if st == "pending" and k not in todo
-                   and any(n in todo for n in entries[k].get("needs", []))]
+    todo_set = set(todo)
+    work.cancel = [k for k, st in states.items() if st == "pending" and k not in todo_set
+                   and any(n in todo_set for n in entries[k].get("needs", []))]
     work.blocked = blocked_reasons(entries, states, waiting=set(todo + work.cancel))
     for slot in study.slots:   # inputs usable, yet no choice (e.g. every trial diverged)
-        if write and isinstance(items[slot.slot_id], Slot) and slot.slot_id in todo and all(
+        if write and isinstance(items[slot.slot_id], Slot) and slot.slot_id in todo_set and all(
                 n in entries and input_ok(entries[n], states[n]) for n in slot.needs):
             work.blocked[slot.slot_id] = (stages.read_slot(sdir, slot.slot_id) or {}).get(
                 "blocked", "cannot be bound")
     work.todo = [k for k in todo + work.cancel if k not in work.blocked]
+    work.submitting = set(work.todo)
     for k, st in states.items():
-        if k not in work.todo:
+        if k not in work.submitting:
             st = "blocked" if k in work.blocked else st
             work.skipped[st] = work.skipped.get(st, 0) + 1
     for k in work.todo:
@@ -91,9 +95,29 @@ def plan(study: Study, sdir: Path, retry_failed: bool, strict: bool = True,
     return work
 
 
+def entry_states(sdir: Path, entries: dict[str, dict[str, Any]], subs: dict[str, dict],
+                 jstates: dict[str, str]) -> dict[str, str]:
+    """key -> state of every entry. A run whose folder does not exist (runs/ read once, when
+    it is a real folder or absent) is missing, or pending while its job waits: a dry run of
+    10^5 new runs reads no run folder."""
+    runs = Path(sdir) / "runs"
+    present = None
+    if not os.path.lexists(runs):
+        present = set()
+    elif runs.is_dir() and not runs.is_symlink():
+        present = set(os.listdir(runs))
+    states = {}
+    for k, e in entries.items():
+        if present is not None and not e.get("slot") and k not in present:
+            states[k] = "pending" if jstates.get(k) in ACTIVE else "missing"
+        else:
+            states[k] = entry_state(sdir, e, subs, jstates)[0]
+    return states
+
+
 def level_of(key: str, work: Work) -> int:
     if key not in work.level:
-        needs = [n for n in work.entries[key].get("needs", []) if n in work.todo]
+        needs = [n for n in work.entries[key].get("needs", []) if n in work.submitting]
         work.level[key] = 1 + max(map(lambda n: level_of(n, work), needs)) if needs else 0
     return work.level[key]
 
@@ -126,9 +150,9 @@ def submit(work: Work, sdir: Path, executor: dict[str, Any], backend: Any,
         prepare([r for r in runs if not isinstance(r, Slot)])
         subs = read_submissions(sdir)
         after = {work.items[k].run_id: sorted(
-            subs[n]["job_id"] if n in work.todo else work.queued[n]
+            subs[n]["job_id"] if n in work.submitting else work.queued[n]
             for n in work.entries[k].get("needs", [])
-            if (n in work.todo and n in subs) or (n in work.queued and n not in work.cancel))
+            if (n in work.submitting and n in subs) or (n in work.queued and n not in work.cancel))
             for k in keys}
         if runs:
             backend.submit(Submit(sdir, executor, echo, after), runs)

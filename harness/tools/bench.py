@@ -55,7 +55,8 @@ from harness.run.trainer import Trainer
 from harness.tasks import models
 from harness.tasks.classify import data as classify_data
 from harness.tasks.classify import models as classify_models
-from harness.tools.bench_records import bench_report
+from harness.tools.bench_records import report_line, report_times
+from harness.tools.bench_spec import bench_spec, spec_lines
 from methods.base import Progress, WeightQuantizer, load_all
 
 # `bench`'s settings and their defaults, as its command line declares them (harness/cli.py;
@@ -462,13 +463,15 @@ def write(df, lines: list[str], out: Path, meta: str) -> None:
 def cmd_bench(args) -> int:
     check_settings(args, counts={"rounds": "--rounds", "steps": "--steps",
                                  "batch_size": "--batch-size", "report_runs": "--report-runs"})
-    if args.what != "report":  # before minutes of timing, not after them
+    if args.what not in ("report", "spec"):  # before minutes of timing, not after them
         files.ensure_writable_dir(Path(args.out), "--out", "pass a writable folder")
+    if args.what in ("spec", "all"):
+        for line in spec_lines(*bench_spec()):
+            print(line)
     if args.what in ("report", "all"):
-        secs = bench_report(args.report_runs)
-        print(f"report over {args.report_runs} synthetic runs: {secs:.1f}s (target < 15 s)")
-        if args.what == "report":
-            return 0
+        print(report_line(args.report_runs, *report_times(args.report_runs)))
+    if args.what in ("spec", "report"):
+        return 0
     df, lines = run_bench(args)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(df[["variant", "median_step_s", "vs_bare", "vs_fp", "vs_fp_with_epoch_hook",

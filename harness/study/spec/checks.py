@@ -62,26 +62,43 @@ def check_recipe_shared(study: Study, p: Problems) -> None:
     """Every matched run of a (bits, budget, seed) cell shares the recipe exactly (apart
     from what its stage sets: STAGE_KEYS)."""
     cells: dict[tuple, dict] = {}
+    shared = _per_template(lambda r: {k: v for k, v in config.cell_key(r.cfg).items()
+                                      if k not in STAGE_KEYS and k != "seed"})
     for r in study.runs:
         if r.unmatched:
             continue
-        key = {k: v for k, v in config.cell_key(r.cfg).items() if k not in STAGE_KEYS}
+        key = shared(r)
         ref = cells.setdefault((r.w_bits, r.a_bits, r.epochs, r.seed), key)
-        if key != ref:  # pragma: no cover - guards the expansion itself
+        if key is not ref and key != ref:  # pragma: no cover - guards the expansion itself
             diff = sorted(k for k in set(key) | set(ref) if key.get(k) != ref.get(k))
             p.add(f"variants.{r.variant}: recipe differs from the cell's on {diff}")
 
 
 def check_distinct_variants(study: Study, p: Problems) -> None:
-    seen: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    same = _per_template(lambda r: json.dumps(
+        [r.method, config.options_dict(r.cfg.method_options), r.cfg.w_bits,
+         {k: v for k, v in config.cell_key(r.cfg).items() if k != "seed"}],
+        sort_keys=True, default=str))
     for r in study.runs:
-        key = json.dumps([r.method, config.options_dict(r.cfg.method_options), r.cfg.w_bits,
-                          config.cell_key(r.cfg)],
-                         sort_keys=True, default=str)
-        other = seen.setdefault(key, r.variant)
+        other = seen.setdefault((same(r), r.seed), r.variant)
         if other != r.variant:
             p.add(f"variants.{r.variant} and variants.{other} are the same method with the same "
                   "options; give them different options or drop one")
+
+
+def _per_template(of_run):
+    """``of_run`` (a function of a run's config but not its seed), computed once for the runs
+    of one template (harness/study/spec/expand.py)."""
+    memo: dict[str, object] = {}
+
+    def get(r):
+        if not r.template:
+            return of_run(r)
+        if r.template not in memo:
+            memo[r.template] = of_run(r)
+        return memo[r.template]
+    return get
 
 
 def print_plan(study: Study, echo=print) -> None:

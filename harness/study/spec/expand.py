@@ -48,6 +48,7 @@ class Plan:
     sources: dict[tuple, Run | None] = field(default_factory=dict)   # pretraining runs
     cell_options: dict[str, dict] = field(default_factory=dict)  # variant -> cell -> options
     max_runs: int = MAX_RUNS
+    templates: dict[str, Any] = field(default_factory=dict)   # spec.expand.Template by key
 
 
 def expand(plan: Plan) -> None:
@@ -126,14 +127,64 @@ def method_ok(v: Variant, p: Problems) -> bool:
 
 def one_run(plan: Plan, v: Variant, cell: tuple[int, int], epochs: int, seed: int,
             cell_opts: dict[str, Any], stage: Stage | None = None) -> Run | None:
-    """One run resolved, or None with its problems reported. When the shared recipe had
-    problems (keys set aside, at their defaults here), a problem of a key the variant does
+    """One run resolved, or None with its problems reported. Runs that differ only in their
+    seed share one template, resolved and checked once (at its first seed): each further
+    run is the template at its seed, with its hash from the template's (``Template``)."""
+    stage = stage or Stage()
+    key = repr((v.name, cell, epochs, cell_opts, stage.keys, stage.options, stage.pretrain,
+                stage.tag, stage.name, stage.needs))
+    t = plan.templates.get(key, MISSING)
+    if t is None:
+        return None  # its problems were reported at its first seed
+    if t is MISSING or type(seed) is not int or not 0 <= seed < config.SEED_LIMIT:
+        cfg = resolve_run(plan, v, cell, epochs, seed, cell_opts, stage)
+        if t is MISSING:
+            t = new_template(plan, v, cfg, key)
+            if type(seed) is int and 0 <= seed < config.SEED_LIMIT:
+                plan.templates[key] = t   # (a seed out of range: only this run's problem)
+        if cfg is None:
+            return None
+    else:
+        cfg = dataclasses.replace(t.cfg, seed=seed)
+    w, a = cell
+    return Run(f"{v.name}_w{w}a{a}_e{epochs}_s{seed}{stage.tag}_{t.hash(seed)[:8]}", v.name,
+               v.method, cfg, w, a, epochs, seed, v.unmatched, t.shape, stage.name,
+               stage.needs, stage.trial, stage.params, t.key)
+
+
+@dataclass
+class Template:
+    """What the runs of one variant, cell, budget and stage share but their seed: the
+    config resolved at the first seed, ``seed -> config hash``, the job shape, its key."""
+
+    cfg: config.RunConfig
+    hash: Callable[[int], str]
+    shape: tuple
+    key: str
+
+
+MISSING = object()
+
+
+def new_template(plan: Plan, v: Variant, cfg: config.RunConfig | None,
+                 key: str) -> Template | None:
+    if cfg is None:
+        return None
+    res = {**plan.study.executor, **v.executor}
+    return Template(cfg, resolve.seed_hashes(cfg),
+                    tuple((k, json.dumps(res[k])) for k in RESOURCE_KEYS), key)
+
+
+def resolve_run(plan: Plan, v: Variant, cell: tuple[int, int], epochs: int, seed: int,
+                cell_opts: dict[str, Any], stage: Stage) -> config.RunConfig | None:
+    """One run's config resolved, or None with its problems reported. When the shared recipe
+    had problems (keys set aside, at their defaults here), a problem of a key the variant does
     not set may only follow from those, and is left out. Its method options are the
     variant's, then the cell's, parsed once per distinct set; a scale's ``set`` may name
     method options too, under the variant's. ``stage``: what a stage sets on top (a trial's
     values, the validation split, the pretraining source: harness/study/spec/stages.py);
     ``epochs`` stays the budget the run id names."""
-    study, (w, a), stage = plan.study, cell, stage or Stage()
+    study, (w, a) = plan.study, cell
     cell_recipe = plan.cell_recipe.get(cell, {})
     flat = {**plan.recipe, **cell_recipe, **v.recipe, **plan.scale_set, **stage.keys,
             "method": v.method, "w_bits": w, "a_bits": a, "epochs": epochs - stage.pretrain,
@@ -144,17 +195,11 @@ def one_run(plan: Plan, v: Variant, cell: tuple[int, int], epochs: int, seed: in
     try:
         options = parsed_options(v.method, {**scale_options, **v.options, **cell_opts,
                                             **stage.options})
-        cfg = resolve.resolve(dataclasses.replace(config.from_flat(flat),
-                                                  method_options=options))
+        return resolve.resolve(dataclasses.replace(config.from_flat(flat),
+                                                   method_options=options))
     except UserError as err:
         report_run_problems(plan, v, cell_recipe, err)
         return None
-    res = {**study.executor, **v.executor}
-    h = resolve.config_hash(cfg)
-    return Run(f"{v.name}_w{w}a{a}_e{epochs}_s{seed}{stage.tag}_{h[:8]}", v.name, v.method, cfg,
-               w, a, epochs, seed, v.unmatched,
-               tuple((k, json.dumps(res[k])) for k in RESOURCE_KEYS), stage.name,
-               stage.needs, stage.trial, stage.params)
 
 
 @dataclass

@@ -144,6 +144,9 @@ class Run:
     needs: tuple[str, ...] = ()
     trial: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    # the runs of one template (spec/expand.py) differ only in their seed: whole-study checks
+    # read a template once
+    template: str = field(default="", compare=False, repr=False)
 
     def manifest(self) -> dict[str, Any]:
         out = {"run_id": self.run_id, "variant": self.variant, "method": self.method,
