@@ -123,9 +123,9 @@ def test_input_shape_of_named_datasets_and_unknown_folders(tmp_path):
     assert opcount.input_shape_of({"data": {"name": "imagefolder",
                                             "root": str(tmp_path / "none")}}) is None
     # the registry's shape is the loaded data's (digits is the one loadable everywhere)
-    from harness.tasks.classify import data as data_mod
+    from harness.tasks.classify import loader
 
-    d = data_mod.load(resolve.build(flags={"data.name": "digits", "device": "cpu"}).data,
+    d = loader.load(resolve.build(flags={"data.name": "digits", "device": "cpu"}).data,
                       torch.device("cpu"))
     assert opcount.input_shape_of({"data": {"name": "digits"}}) == (
         d.in_channels, tuple(d.image_size), d.num_classes)

@@ -135,7 +135,7 @@ def _tall_study(root: Path) -> Path:
     files.atomic_write_text(root / "study.toml", """[report]
 ours = "slb"
 [report.settings]
-imagefolder = "CIFAR-10 (JPEG copy)"
+cifar10 = "CIFAR-10 (JPEG copy)"
 resnet20 = "ResNet-20"
 [report.variants]
 ste = "STE sign + channel scale (BWN)"

@@ -14,7 +14,7 @@ import torch
 from conftest import ROOT, tiny_cfg
 from harness.cli import main
 from harness.deploy import export
-from harness.tasks.classify import data as classify_data
+from harness.tasks.classify import loader
 from harness.tools import bench
 from harness.tools.selftest import checks as selftest_checks
 from harness.tools.selftest import ddp as selftest_ddp
@@ -134,7 +134,7 @@ def test_ddp_comparison_tells_a_wrong_shard_from_a_right_one():
     one rank's half alone (a rank that skipped the all-reduce or took the wrong rows) fails,
     and so does a buffer that differs between the replicas."""
     cfg = tiny_cfg("slb", w_bits=1)
-    data = classify_data.load(cfg.data, torch.device("cpu"))
+    data = loader.load(cfg.data, torch.device("cpu"))
     emulated = selftest_ddp.sharded_first_grads(cfg, data, world=2)
     halves = [_shard_grads(cfg, data, slice(r, None, 2)) for r in (0, 1)]
     mean = {k: (halves[0][k] + halves[1][k]) / 2 for k in emulated}
@@ -165,7 +165,7 @@ def test_compile_switch_trains_and_deploys_as_exported(tmp_path):
     compilation costs 40-90 s on this 2-core machine, cold)."""
     cfg = tiny_cfg("fp", epochs=2, **{"data.subset_train": 256},
                    **selftest_checks.SWITCHES["channels_last+amp+compile"])
-    data = classify_data.load(cfg.data, torch.device("cpu"))
+    data = loader.load(cfg.data, torch.device("cpu"))
     t, summary = selftest_checks.train_once(cfg, tmp_path / "run", data)
     assert summary.status == "completed" and t.forward is not t.model  # compiled
     falls, fig = selftest_checks.loss_falls(t)

@@ -195,6 +195,9 @@ class SlotJob(RunJob):
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         return submitit.helpers.DelayedSubmission(SlotJob(self.sdir, self.slot_id, self.threads))
 
+    def __getstate__(self) -> dict[str, Any]:  # what submitit pickles (no lanes: one run)
+        return {"sdir": self.sdir, "slot_id": self.slot_id, "threads": self.threads}
+
 
 def _setup_distributed() -> None:
     """Multi-task submitit jobs: export MASTER_ADDR/PORT, RANK, WORLD_SIZE for torch."""
