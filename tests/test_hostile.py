@@ -39,52 +39,10 @@ from harness.study import spec, status
 from harness.study.backends import base as backends_base
 from harness.tasks.classify import data as classify_data
 from harness.tasks.sr import data as sr_data
+from tests import hostile_study
+from tests.hostile_study import SPEC, one_line, study_runs
 
-SPEC = """
-[study]
-name = "hostile"
-[recipe]
-model = { name = "small_cnn", width = 0.25 }
-data = { name = "digits", subset_train = 120, subset_test = 60 }
-optim = { lr = 0.05 }
-batch_size = 40
-[grid]
-bits = [[1, 32]]
-epochs = [1]
-seeds = [0, 1]
-[variants.ste]
-method = "ste"
-[report]
-ours = "ste"
-"""
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    """A finished 2-run study (checkpoints included), copied fresh for each test."""
-    root = tmp_path_factory.mktemp("hostile")
-    (root / "hostile.toml").write_text(SPEC)
-    assert main(["sweep", str(root / "hostile.toml"), "--executor", "debug", "--results",
-                 str(root / "res")]) == 0
-    return root / "res" / "hostile"
-
-
-@pytest.fixture
-def sdir(study, tmp_path) -> Path:
-    copy = tmp_path / "hostile"
-    shutil.copytree(study, copy, symlinks=True)
-    (tmp_path / "hostile.toml").write_text(SPEC)
-    return copy
-
-
-def _runs(sdir: Path) -> list[Path]:
-    return sorted((sdir / "runs").iterdir())
-
-
-def _one_line(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
+study, sdir = hostile_study.study, hostile_study.sdir   # the shared fixtures
 
 
 def _interrupted(run: Path) -> None:
@@ -107,7 +65,7 @@ def test_export_onnx_never_writes_through_a_planted_temp_link(sdir, tmp_path):
     """1. A planted RUN/.deployed.onnx.tmp link is neither written through nor kept."""
     from harness.deploy.export import export_run
 
-    run, victim = _runs(sdir)[0], _victim(tmp_path)
+    run, victim = study_runs(sdir)[0], _victim(tmp_path)
     (run / ".deployed.onnx.tmp").symlink_to(victim)
     result = export_run(run, fmt="onnx", echo=lambda s: None)
     assert result.onnx is not None and result.onnx.ok
@@ -117,12 +75,12 @@ def test_export_onnx_never_writes_through_a_planted_temp_link(sdir, tmp_path):
 
 def test_a_log_link_is_refused_before_the_run_writes_anything(sdir, tmp_path, capsys):
     """2. A RUN/log.txt link: the run refuses (one line, exit 2) and appends nothing."""
-    run, victim = _runs(sdir)[0], _victim(tmp_path)
+    run, victim = study_runs(sdir)[0], _victim(tmp_path)
     _interrupted(run)
     (run / "log.txt").unlink()
     (run / "log.txt").symlink_to(victim)
     assert main(["run", "--resume", str(run)]) == 2
-    err = _one_line(capsys)
+    err = one_line(capsys)
     assert "log.txt" in err and "symbolic link" in err
     assert victim.read_text() == "the user's own file\n"
     with pytest.raises(UserError, match="symbolic link"):
@@ -141,9 +99,9 @@ def test_run_out_on_a_users_folder_is_refused_and_no_clean_up_takes_their_files(
     assert main(["run", "--method", "ste", "--epochs", "1", "--set", "model.width=0.25",
                  "--set", "data.subset_train=60", "--set", "progress=none",
                  "--out", str(mine)]) == 2
-    assert "neither a run folder" in _one_line(capsys)
+    assert "neither a run folder" in one_line(capsys)
     assert sorted(p.name for p in mine.iterdir()) == [".important.tmp", "notes.txt"]
-    run = _runs(sdir)[0]
+    run = study_runs(sdir)[0]
     _interrupted(run)
     (run / ".important.tmp").write_text("keep me")
     assert main(["run", "--resume", str(run)]) == 0
@@ -173,7 +131,7 @@ def test_report_never_writes_figures_through_a_linked_folder(sdir, tmp_path, cap
     (sdir / "report").mkdir()
     (sdir / "report" / "figures").symlink_to(outside)
     assert main(["report", str(sdir)]) == 2
-    assert "figures" in _one_line(capsys)
+    assert "figures" in one_line(capsys)
     assert list(outside.iterdir()) == []
 
 
@@ -199,7 +157,7 @@ def test_cancel_signals_a_group_only_through_its_leader(sdir):
 def test_a_run_folder_linked_out_of_the_study_is_corrupt_everywhere(sdir, tmp_path, capsys):
     """7. runs/<id> as a link to a folder outside: not counted by status or report, and the
     sweep refuses it (one line) instead of disagreeing with them."""
-    run = _runs(sdir)[0]
+    run = study_runs(sdir)[0]
     away = tmp_path / "away"
     shutil.move(run, away)
     run.symlink_to(away, target_is_directory=True)
@@ -207,10 +165,10 @@ def test_a_run_folder_linked_out_of_the_study_is_corrupt_everywhere(sdir, tmp_pa
     assert counts["completed"] == 1 and counts["corrupt"] == 1
     assert any("symbolic link" in r["detail"] for r in rows)
     st = load_study(sdir)
-    assert list(st.included["run_id"]) == [_runs(sdir)[1].name]
+    assert list(st.included["run_id"]) == [study_runs(sdir)[1].name]
     assert main(["sweep", str(sdir.parent / "hostile.toml"), "--executor", "debug",
                  "--results", str(sdir.parent)]) == 2
-    assert "symbolic link" in _one_line(capsys)
+    assert "symbolic link" in one_line(capsys)
 
 
 def _fake_source(tmp_path: Path) -> Path:
@@ -340,7 +298,7 @@ def test_an_image_of_400_megapixels_is_one_line(tmp_path, capsys):
     root = _imagefolder(tmp_path / "img", lambda p, i: _png_header(p, 20000, 20000))
     assert main(["run", "--dataset", "imagefolder", "--data-root", str(root), "--epochs", "1",
                  "--set", "progress=none", "--out", str(tmp_path / "r")]) == 2
-    assert "pixels" in _one_line(capsys)
+    assert "pixels" in one_line(capsys)
 
 
 # --------------------------------------------------------------------------- JSON limits
@@ -351,7 +309,7 @@ def _nested(path: Path, depth: int = 200_000) -> None:
 
 def test_a_deeply_nested_summary_does_not_crash_show(sdir, capsys):
     """14. summary.json of 200,000 nested brackets: `show` reports the run corrupt."""
-    run = _runs(sdir)[0]
+    run = study_runs(sdir)[0]
     _nested(run / "summary.json")
     assert main(["show", str(run)]) == 0
     assert "corrupt (summary.json unreadable" in capsys.readouterr().out
@@ -359,15 +317,15 @@ def test_a_deeply_nested_summary_does_not_crash_show(sdir, capsys):
 
 def test_a_deeply_nested_summary_does_not_crash_export(sdir, capsys):
     """15. ... `export` refuses in one line."""
-    run = _runs(sdir)[0]
+    run = study_runs(sdir)[0]
     _nested(run / "summary.json")
     assert main(["export", str(run)]) == 2
-    assert "nested more than" in _one_line(capsys)
+    assert "nested more than" in one_line(capsys)
 
 
 def test_a_deeply_nested_summary_is_repaired_by_resume(sdir):
     """16. ... `run --resume` repairs it from the checkpoint."""
-    run = _runs(sdir)[0]
+    run = study_runs(sdir)[0]
     _nested(run / "summary.json")
     assert main(["run", "--resume", str(run)]) == 0
     assert records.load_run(run).status == "completed"
@@ -375,8 +333,8 @@ def test_a_deeply_nested_summary_is_repaired_by_resume(sdir):
 
 def test_a_deeply_nested_record_in_a_study_does_not_crash_status(sdir, capsys):
     """17. ... in one run of a study: `status` shows it corrupt, the others completed."""
-    _nested(_runs(sdir)[0] / "summary.json")
-    _nested(_runs(sdir)[1] / "config.json", 5000)
+    _nested(study_runs(sdir)[0] / "summary.json")
+    _nested(study_runs(sdir)[1] / "config.json", 5000)
     assert main(["status", str(sdir)]) == 0
     out = capsys.readouterr().out
     assert "corrupt 2" in out and "nested more than" in out
@@ -384,7 +342,7 @@ def test_a_deeply_nested_record_in_a_study_does_not_crash_status(sdir, capsys):
 
 def test_a_deeply_nested_record_in_a_study_does_not_crash_report(sdir, capsys):
     """18. ... `report` leaves it out and reports on the other run."""
-    _nested(_runs(sdir)[0] / "summary.json")
+    _nested(study_runs(sdir)[0] / "summary.json")
     assert main(["report", str(sdir)]) == 0
     md = (sdir / "report" / "report.md").read_text()
     assert "corrupt" in md
@@ -392,7 +350,7 @@ def test_a_deeply_nested_record_in_a_study_does_not_crash_report(sdir, capsys):
 
 def test_a_deeply_nested_record_in_a_study_is_repaired_by_the_next_sweep(sdir):
     """19. ... and the next `sweep` repairs it (from its checkpoint): all completed."""
-    _nested(_runs(sdir)[0] / "summary.json")
+    _nested(study_runs(sdir)[0] / "summary.json")
     _nested(sdir / "submissions.jsonl", 100_000)
     assert main(["sweep", str(sdir.parent / "hostile.toml"), "--executor", "debug",
                  "--results", str(sdir.parent)]) == 0
@@ -418,29 +376,29 @@ def test_report_on_a_read_only_or_full_disk_is_one_line(sdir, monkeypatch, capsy
     before = _record_bytes(sdir)
     _failing_writes(monkeypatch, code)
     assert main(["report", str(sdir)]) == 1
-    assert os.strerror(code) in _one_line(capsys)
+    assert os.strerror(code) in one_line(capsys)
     assert _record_bytes(sdir) == before
 
 
 @pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC])
 def test_export_on_a_read_only_or_full_disk_is_one_line(sdir, monkeypatch, capsys, code):
     """22, 23. `export` likewise."""
-    run = _runs(sdir)[0]
+    run = study_runs(sdir)[0]
     before = _record_bytes(sdir)
     _failing_writes(monkeypatch, code)
     assert main(["export", str(run)]) == 1
-    assert os.strerror(code) in _one_line(capsys)
+    assert os.strerror(code) in one_line(capsys)
     assert _record_bytes(sdir) == before and not (run / "deployed.pt").exists()
 
 
 def test_a_tensorboard_path_that_is_a_file_is_one_line(sdir, capsys):
     """24. RUN/tensorboard is a file: refused before any work, naming loggers."""
-    run = _runs(sdir)[0]
+    run = study_runs(sdir)[0]
     _interrupted(run)
     (run / "tensorboard").write_text("not a folder")
     before = (run / "summary.json").read_bytes()
     assert main(["run", "--resume", str(run), "--set", 'loggers=["tensorboard"]']) == 2
-    assert "loggers" in _one_line(capsys)
+    assert "loggers" in one_line(capsys)
     assert (run / "summary.json").read_bytes() == before
 
 
@@ -508,7 +466,7 @@ def test_results_inside_the_source_are_never_snapshotted(tmp_path):
 def test_a_vanishing_model_width_is_refused(tmp_path, capsys):
     """28. model.width=1e-320 (a 64-parameter network): refused, naming the bound."""
     assert main(["run", "--set", "model.width=1e-320", "--out", str(tmp_path / "r")]) == 2
-    assert "model.width" in _one_line(capsys)
+    assert "model.width" in one_line(capsys)
 
 
 def test_a_spec_setting_one_key_twice_names_both_places(tmp_path):
@@ -523,10 +481,10 @@ def test_a_spec_setting_one_key_twice_names_both_places(tmp_path):
 @pytest.mark.parametrize("name", ["deployed.pt", "deployed_packed.zip"])
 def test_an_export_output_that_is_a_folder_is_one_line(sdir, capsys, name):
     """30, 31. deployed.pt or the packed zip is a folder: one line, exit 2, before work."""
-    run = _runs(sdir)[0]
+    run = study_runs(sdir)[0]
     (run / name).mkdir()
     assert main(["export", str(run)]) == 2
-    assert name in _one_line(capsys)
+    assert name in one_line(capsys)
 
 
 def test_sr_onnx_export_is_refused_before_deployed_pt_is_rewritten(tmp_path, capsys):
@@ -552,12 +510,12 @@ def test_sr_onnx_export_is_refused_before_deployed_pt_is_rewritten(tmp_path, cap
 def test_an_edited_config_is_named_as_edited(sdir, capsys):
     """33. A hand-edited config.json: export says it was edited (not "checkpoint.pt is
     missing or not final")."""
-    run = _runs(sdir)[0]
+    run = study_runs(sdir)[0]
     cfg = json.loads((run / "config.json").read_text())
     cfg["optim"]["lr"] = 0.5
     (run / "config.json").write_text(json.dumps(cfg))
     assert main(["export", str(run)]) == 2
-    assert "config.json was edited" in _one_line(capsys)
+    assert "config.json was edited" in one_line(capsys)
 
 
 def test_non_ascii_class_names_work_in_any_locale(tmp_path, monkeypatch):
@@ -598,7 +556,7 @@ def test_bench_refuses_bits_a_named_method_cannot_run(tmp_path, capsys):
 def test_status_points_local_runs_at_logs_that_exist(sdir, capsys):
     """37. A failed run of a local sweep: status's [log: ...] names a path that exists
     (not a submitit/ folder a local study never has)."""
-    run = _runs(sdir)[0]
+    run = study_runs(sdir)[0]
     s = json.loads((run / "summary.json").read_text())
     (run / "summary.json").write_text(json.dumps({**s, "status": "failed", "error": "boom"}))
     backends_base.append_submissions(sdir, [{"run_id": run.name, "job_id": "local-4242",
@@ -628,14 +586,14 @@ def test_own_pass_no_writes_through_links_out_of_a_study(sdir, tmp_path, capsys)
     (sdir / "report").mkdir()
     (sdir / "report" / "report.md").symlink_to(victim)
     assert main(["report", str(sdir)]) == 2
-    assert "report.md" in _one_line(capsys) and victim.read_text() == "the user's own file\n"
+    assert "report.md" in one_line(capsys) and victim.read_text() == "the user's own file\n"
     assert not any((sdir / "report" / "tables").iterdir())
 
 
 def test_own_pass_fifos_and_odd_bytes_in_records_never_hang_or_crash(sdir, capsys):
     """metrics.csv a FIFO (pandas would block), checkpoint.pt a FIFO (torch.load would),
     metrics.csv not UTF-8 (show), the frozen study.toml a FIFO or not UTF-8 (report)."""
-    run, other = _runs(sdir)
+    run, other = study_runs(sdir)
     (run / "metrics.csv").unlink()
     os.mkfifo(run / "metrics.csv")
     assert records.load_run(run).problem == "metrics.csv is not a regular file"
@@ -643,7 +601,7 @@ def test_own_pass_fifos_and_odd_bytes_in_records_never_hang_or_crash(sdir, capsy
     (other / "checkpoint.pt").unlink()
     os.mkfifo(other / "checkpoint.pt")
     assert main(["run", "--resume", str(other)]) == 2
-    assert "checkpoint.pt" in _one_line(capsys)
+    assert "checkpoint.pt" in one_line(capsys)
     (other / "checkpoint.pt").unlink()
     (other / "metrics.csv").write_bytes(b"epoch,\xff\xfe\n1,2\n")
     assert main(["show", str(other)]) == 0
@@ -651,7 +609,7 @@ def test_own_pass_fifos_and_odd_bytes_in_records_never_hang_or_crash(sdir, capsy
         (sdir / "study.toml").unlink()
         os.mkfifo(sdir / "study.toml") if bad == "fifo" else (sdir / "study.toml").write_bytes(bad)
         assert main(["report", str(sdir)]) == 2
-        assert "study.toml" in _one_line(capsys)
+        assert "study.toml" in one_line(capsys)
 
 
 def test_own_pass_a_reference_csv_that_is_a_device_is_not_read(sdir, capsys):
@@ -659,9 +617,9 @@ def test_own_pass_a_reference_csv_that_is_a_device_is_not_read(sdir, capsys):
     `report --jobs -3` is refused."""
     (sdir / "study.toml").write_text(SPEC.replace('[report]', '[report]\nreference = "/dev/zero"'))
     assert main(["report", str(sdir)]) == 2
-    assert "/dev/zero" in _one_line(capsys)
+    assert "/dev/zero" in one_line(capsys)
     assert main(["report", str(sdir), "--jobs", "-3"]) == 2
-    assert "--jobs" in _one_line(capsys)
+    assert "--jobs" in one_line(capsys)
 
 
 def test_own_pass_deep_nesting_on_the_command_line_is_one_line(tmp_path, capsys):
@@ -669,10 +627,10 @@ def test_own_pass_deep_nesting_on_the_command_line_is_one_line(tmp_path, capsys)
     RecursionError traceback."""
     (tmp_path / "c.json").write_text("[" * 100_000 + "]" * 100_000)
     assert main(["run", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "r")]) == 2
-    assert "nested too deeply" in _one_line(capsys)
+    assert "nested too deeply" in one_line(capsys)
     assert main(["run", "--set", "seed=" + "[" * 100_000 + "]" * 100_000,
                  "--out", str(tmp_path / "r")]) == 2
-    assert "seed" in _one_line(capsys)
+    assert "seed" in one_line(capsys)
 
 
 def test_own_pass_cancel_never_signals_init(sdir, monkeypatch):
@@ -702,9 +660,9 @@ def test_own_pass_a_source_file_name_that_is_not_utf8_is_snapshotted(tmp_path):
 def test_own_pass_resuming_an_edited_config_names_the_edit(sdir, capsys):
     """`run --resume` of a run whose config.json was edited by hand: the error says the file
     was edited (it said the folder "holds a run with a different config", hash vs hash)."""
-    run = _runs(sdir)[0]
+    run = study_runs(sdir)[0]
     cfg = json.loads((run / "config.json").read_text())
     cfg["optim"]["lr"] = 0.5
     (run / "config.json").write_text(json.dumps(cfg))
     assert main(["run", "--resume", str(run)]) == 2
-    assert "config.json was edited" in _one_line(capsys)
+    assert "config.json was edited" in one_line(capsys)

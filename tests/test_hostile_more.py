@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import resource
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,57 +12,15 @@ from PIL import Image
 
 from harness.cli import main
 from harness.study.backends import slurm
+from tests import hostile_study
+from tests.hostile_study import SPEC, one_line, study_runs
 
-SPEC = """
-[study]
-name = "hostile"
-[recipe]
-model = { name = "small_cnn", width = 0.25 }
-data = { name = "digits", subset_train = 120, subset_test = 60 }
-optim = { lr = 0.05 }
-batch_size = 40
-[grid]
-bits = [[1, 32]]
-epochs = [1]
-seeds = [0, 1]
-[variants.ste]
-method = "ste"
-[report]
-ours = "ste"
-"""
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    """A finished 2-run study, copied fresh for each test."""
-    root = tmp_path_factory.mktemp("hostile_more")
-    (root / "hostile.toml").write_text(SPEC)
-    assert main(["sweep", str(root / "hostile.toml"), "--executor", "debug", "--results",
-                 str(root / "res")]) == 0
-    return root / "res" / "hostile"
-
-
-@pytest.fixture
-def sdir(study, tmp_path) -> Path:
-    copy = tmp_path / "hostile"
-    shutil.copytree(study, copy, symlinks=True)
-    (tmp_path / "hostile.toml").write_text(SPEC)
-    return copy
-
-
-def _runs(sdir: Path) -> list[Path]:
-    return sorted((sdir / "runs").iterdir())
-
-
-def _one_line(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
+study, sdir = hostile_study.study, hostile_study.sdir   # the shared fixtures
 
 
 def _submit(sdir: Path, **entry) -> None:
     with open(sdir / "submissions.jsonl", "a") as f:
-        f.write(json.dumps({"run_id": _runs(sdir)[0].name, "executor": "local", "sweep": None,
+        f.write(json.dumps({"run_id": study_runs(sdir)[0].name, "executor": "local", "sweep": None,
                             **entry}) + "\n")
 
 
@@ -89,7 +46,7 @@ def test_cancel_when_the_scheduler_cannot_be_asked_is_one_line(sdir, capsys, mon
     monkeypatch.setattr(slurm, "_query", refuse)
     monkeypatch.setattr(slurm.shutil, "which", lambda name: "/usr/bin/" + name)
     assert main(["cancel", str(sdir)]) == 1
-    err = _one_line(capsys)
+    err = one_line(capsys)
     assert "cannot ask slurm about 1 run(s)" in err and "none of them was cancelled" in err
 
 
@@ -127,7 +84,7 @@ def test_an_empty_checkpoint_is_ignored_and_the_run_starts_over(sdir, capsys):
     """An interrupted run whose checkpoint.pt is 0 bytes (a copy cut short): resuming raised
     IndexError while composing the "checkpoint unreadable" message (the error's text is
     empty); it now starts over, says why, and completes."""
-    run = _runs(sdir)[0]
+    run = study_runs(sdir)[0]
     s = json.loads((run / "summary.json").read_text())
     (run / "summary.json").write_text(json.dumps({**s, "status": "interrupted"}))
     (run / "checkpoint.pt").write_bytes(b"")
@@ -148,7 +105,7 @@ def test_a_refused_run_does_not_lock_its_folder_to_the_refused_config(tmp_path, 
     folder whose run never started takes the new config; one that started is still refused."""
     out = str(tmp_path / "r")
     assert main([*TINY_RUN, "--set", "data.val_split=1.0", "--out", out]) == 2
-    assert "data.val_split" in _one_line(capsys)
+    assert "data.val_split" in one_line(capsys)
     failed = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert (failed["status"], failed["epochs_completed"]) == ("failed", 0)
     assert main([*TINY_RUN, "--out", out]) == 0
@@ -157,7 +114,7 @@ def test_a_refused_run_does_not_lock_its_folder_to_the_refused_config(tmp_path, 
     capsys.readouterr()
     before = (tmp_path / "r" / "metrics.csv").read_text()
     assert main([*TINY_RUN, "--set", "optim.lr=0.07", "--out", out]) == 2
-    assert "different config" in _one_line(capsys)
+    assert "different config" in one_line(capsys)
     assert (tmp_path / "r" / "metrics.csv").read_text() == before
 
 
@@ -172,7 +129,7 @@ def test_a_failed_checkpoint_write_is_one_line(tmp_path, capsys):
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert code == 1
-    err = _one_line(capsys)
+    err = one_line(capsys)
     assert "File too large" in err and "ulimit -f" in err
     assert not [p for p in (tmp_path / "r").iterdir() if "slbench-tmp" in p.name]
 
@@ -184,7 +141,7 @@ def test_a_truncated_image_is_named(tmp_path, capsys):
     png = root / "train" / "b" / "3.png"
     png.write_bytes(png.read_bytes()[:120])
     assert main([*IMAGEFOLDER_RUN, "--data-root", str(root), "--out", str(tmp_path / "r")]) == 2
-    err = _one_line(capsys)
+    err = one_line(capsys)
     assert "train/b/3.png" in err and "cannot be decoded" in err
 
 
@@ -229,12 +186,12 @@ def test_bench_says_each_mistake_once_and_checks_out_before_timing(tmp_path, cap
     """`bench --batch-size 0` printed its error twice; `bench --out FILE` was refused only
     after every variant was timed, as "File exists (fix it)"."""
     assert main([*BENCH, "--batch-size", "0", "--out", str(tmp_path / "b")]) == 2
-    assert "--batch-size: must be >= 1, got 0" in _one_line(capsys)
+    assert "--batch-size: must be >= 1, got 0" in one_line(capsys)
     (tmp_path / "f").write_text("x")
     from harness.tools import bench
     monkeypatch.setattr(bench, "run_bench", lambda args: pytest.fail("timed before --out"))
     assert main([*BENCH, "--out", str(tmp_path / "f")]) == 2
-    assert "--out" in _one_line(capsys) and (tmp_path / "f").read_text() == "x"
+    assert "--out" in one_line(capsys) and (tmp_path / "f").read_text() == "x"
 
 
 @pytest.mark.parametrize("rows, said", [
@@ -248,5 +205,5 @@ def test_a_malformed_reference_csv_is_one_line(sdir, capsys, rows, said):
     ref = sdir / "ref.csv"
     ref.write_text("method,w_bits,a_bits,top1\n" + rows)
     assert main(["report", str(sdir), "--jobs", "1", "--reference", str(ref)]) == 2
-    err = _one_line(capsys)
+    err = one_line(capsys)
     assert "ref.csv" in err and said in err
