@@ -245,16 +245,6 @@ class LqAct(nn.Module):
         return y
 
     @torch.no_grad()
-    def fit_basis(self, iterations: int = 10) -> None:
-        """The basis fitted to the weights by QEM alone (no moving average), from the paper's
-        init: the levels of a trained fp network's weights (init.source)."""
-        c = self.shape[0]
-        for _ in range(iterations):
-            _, codes = lq_quantize(self.weight, self.basis)
-            self.basis.copy_(lq_qem(self.weight.reshape(c, -1), codes.reshape(c, -1),
-                                    self.basis, self.delta))
-
-    @torch.no_grad()
     def update_basis(self, ema: float) -> None:
         if self.pending is not None:
             _ema_(self.basis, self.pending, ema)
