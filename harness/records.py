@@ -303,7 +303,7 @@ def load_run(run_dir: Path, with_metrics: bool = True, columns: Columns = None,
     return rec
 
 
-def _check_columns(df, numeric, standard: list[str], score: str, want: int) -> str:
+def _check_columns(df, numeric, standard: list[str], want: int) -> str:
     """The standard columns finite numbers, the epochs numbered 1..n (any column types)."""
     for c in standard:  # the method's own columns may hold nan (nothing to report)
         bad = numeric[c].isna() | ~numeric[c].abs().lt(float("inf"))
@@ -315,14 +315,14 @@ def _check_columns(df, numeric, standard: list[str], score: str, want: int) -> s
     return ""
 
 
-def _check_numbers(df, standard: list[str], score: str, want: int) -> str:
+def _check_numbers(df, standard: list[str], want: int) -> str:
     """What ``_check_columns`` checks, on columns that are all numbers, in one array (a
     report reads 10^4 records)."""
     import numpy as np
 
     values = df.to_numpy(dtype=float)[:, [df.columns.get_loc(c) for c in standard]]
     if not np.isfinite(values).all():
-        return _check_columns(df, df, standard, score, want)  # the first one, named
+        return _check_columns(df, df, standard, want)  # the first one, named
     if not np.array_equal(values[:, standard.index("epoch")], np.arange(1, want + 1)):
         return "metrics.csv epochs are not numbered 1..n"
     return ""
@@ -384,6 +384,74 @@ def _val_split(config: dict[str, Any]) -> bool:
     return isinstance(data, dict) and bool(data.get("val_split"))
 
 
+def _plain_numbers(text: str):
+    """(header, float array) of a CSV that is only a header of distinct plain names and rows
+    of numbers, one per column (what the trainer writes), else None and pandas reads it
+    (quoting, empty cells, text, ragged rows: pandas' rules and errors apply)."""
+    import numpy as np
+
+    first, _, body = text.partition("\n")
+    if any(ch in text for ch in '"\r') or "_" in body or text.startswith("\ufeff"):
+        return None  # quoted, Windows lines, a BOM, or 1_000 (text to pandas, not a number)
+    lines = [line for line in body.split("\n") if line]
+    header = first.split(",")
+    if not first or len(set(header)) != len(header) or any(
+            not c or c != c.strip() or c.startswith("Unnamed") for c in header):
+        return None
+    rows = [line.split(",") for line in lines]
+    if any(len(r) != len(header) for r in rows):
+        return None
+    try:
+        values = np.array(rows, dtype=float).reshape(len(rows), len(header))
+    except ValueError:  # an empty cell or text: pandas decides
+        return None
+    return header, values
+
+
+def _read_metrics(rec: RunRecord, standard: list[str], columns: Columns, want: int
+                  ) -> str | tuple[list[str], list[str], Any]:
+    """metrics.csv checked: (columns read, columns wanted, float array of them; text that is
+    not a number is nan) or the problem. The standard columns come first."""
+    import numpy as np
+    import pandas as pd
+
+    path = rec.path / "metrics.csv"
+    try:
+        st = os.stat(path)  # a FIFO would block pandas: never opened
+        if not stat.S_ISREG(st.st_mode):
+            return "metrics.csv is not a regular file"
+        if st.st_size > METRICS_MAX_BYTES:
+            return f"metrics.csv is larger than the limit of {METRICS_MAX_BYTES:,} bytes"
+        text = files.read_bytes(path, METRICS_MAX_BYTES).decode("utf-8")
+        plain = _plain_numbers(text)  # the trainer's files: parsed here, not by pandas
+        header = plain[0] if plain else pd.read_csv(io.StringIO(text), nrows=0).columns.tolist()
+        missing = [c for c in standard if c not in header]
+        if missing:
+            return f"metrics.csv lacks columns {missing}"
+        wanted = header if columns is None else \
+            columns(rec, header) if callable(columns) else [c for c in columns if c in header]
+        use = list(dict.fromkeys(standard + [c for c in wanted if c in header]))
+        df = None if plain else pd.read_csv(io.StringIO(text), usecols=use)[use]
+    except FileNotFoundError:
+        return "metrics.csv is missing"
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        return f"metrics.csv unreadable: {str(e).splitlines()[0][:160]}"
+    if df is None:
+        values = plain[1][:, [header.index(c) for c in use]]
+        if (len(values) == want and np.isfinite(values[:, :len(standard)]).all()
+                and np.array_equal(values[:, use.index("epoch")], np.arange(1, want + 1))):
+            return use, wanted, values  # all well: no DataFrame needed to say what is wrong
+        df = pd.DataFrame(values, columns=use)
+    if len(df) != want:
+        return f"metrics.csv has {len(df)} rows for {want} epochs"
+    if all(t.kind in "iuf" for t in df.dtypes):  # numbers only (as written): checked at once
+        numeric, problem = df, _check_numbers(df, standard, want)
+    else:
+        numeric = df.apply(pd.to_numeric, errors="coerce")
+        problem = _check_columns(df, numeric, standard, want)
+    return problem or (use, wanted, numeric.to_numpy(dtype=float))
+
+
 def _check_completed(rec: RunRecord, with_metrics: bool, columns: Columns) -> str:
     import pandas as pd  # only here: status of a study without completed runs needs none
 
@@ -403,43 +471,20 @@ def _check_completed(rec: RunRecord, with_metrics: bool, columns: Columns) -> st
     if final is None or not headline.within(final):
         return (f"{task.final_field} is {s.result!r}, not a {headline.title} in "
                 f"{_bounds(headline.bounds)}")
-    path = rec.path / "metrics.csv"
-    try:
-        st = os.stat(path)  # a FIFO would block pandas: never opened
-        if not stat.S_ISREG(st.st_mode):
-            return "metrics.csv is not a regular file"
-        if st.st_size > METRICS_MAX_BYTES:
-            return f"metrics.csv is larger than the limit of {METRICS_MAX_BYTES:,} bytes"
-        header = pd.read_csv(path, nrows=0).columns.tolist()
-        missing = [c for c in standard if c not in header]
-        if missing:
-            return f"metrics.csv lacks columns {missing}"
-        wanted = header if columns is None else \
-            columns(rec, header) if callable(columns) else [c for c in columns if c in header]
-        use = list(dict.fromkeys(standard + [c for c in wanted if c in header]))
-        df = pd.read_csv(path, usecols=use)[use]
-    except FileNotFoundError:
-        return "metrics.csv is missing"
-    except (OSError, ValueError, pd.errors.ParserError) as e:
-        return f"metrics.csv unreadable: {str(e).splitlines()[0][:160]}"
-    if len(df) != want:
-        return f"metrics.csv has {len(df)} rows for {want} epochs"
-    if all(t.kind in "iuf" for t in df.dtypes):  # numbers only (as written): checked at once
-        numeric, problem = df, _check_numbers(df, standard, score, want)
-    else:
-        numeric = df.apply(pd.to_numeric, errors="coerce")
-        problem = _check_columns(df, numeric, standard, score, want)
-    if problem:
-        return problem
-    last = float(numeric[score].iloc[-1])
+    table = _read_metrics(rec, standard, columns, want)
+    if isinstance(table, str):
+        return table
+    use, wanted, values = table
+    col = values[:, use.index(score)]
+    last = float(col[-1])
     if s.changed_after_training == "" and abs(final - last) > 1e-6 * max(1.0, abs(last)):
         return (f"the final {score} in summary.json ({final!r}) is not the last epoch's "
                 f"({last!r}) and the method changed nothing after training")
     pick = max if headline.higher_is_better else min
-    col = numeric[score].to_numpy()
     top = pick(col.max() if pick is max else col.min(), final)
     if best is None or abs(best - top) > 1e-6 * max(1.0, abs(top)):
         return f"the best {score} in summary.json ({best!r}) disagrees with the metrics ({top!r})"
     if with_metrics:
-        rec.metrics = numeric[[c for c in use if c in wanted or c in ("epoch", score)]]
+        keep = [i for i, c in enumerate(use) if c in wanted or c in ("epoch", score)]
+        rec.metrics = pd.DataFrame(values[:, keep], columns=[use[i] for i in keep])
     return ""

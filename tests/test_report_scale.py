@@ -3,8 +3,10 @@ array, with the answers of the general, column-by-column check. (Timing: `bench 
 report --report-runs 10000`.)"""
 from __future__ import annotations
 
+import csv
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -43,10 +45,45 @@ def _damage(df: pd.DataFrame, what: str) -> pd.DataFrame:
     ("epochs", "metrics.csv epochs are not numbered 1..n")])
 def test_numbers_are_checked_at_once_with_the_general_answers(what, expected):
     df = _damage(_metrics(), what)
-    general = records._check_columns(df, df.apply(pd.to_numeric, errors="coerce"), STANDARD,
-                                     "test_acc", 5)
-    assert records._check_numbers(df, STANDARD, "test_acc", 5) == general
+    general = records._check_columns(df, df.apply(pd.to_numeric, errors="coerce"), STANDARD, 5)
+    assert records._check_numbers(df, STANDARD, 5) == general
     assert general.replace("np.float64(", "").replace(")", "") == expected
+
+
+@pytest.mark.parametrize("what", ["none", "float epochs", "inf", "two", "epochs", "short",
+                                  "text", "1_000", "ragged"])
+def test_metrics_read_without_pandas_answer_as_pandas_does(tmp_path, what):
+    """metrics.csv of plain numbers (the trainer's) is parsed without pandas; the answer (the
+    problem, or the columns and values) is the one pandas' reading of the same file gives."""
+    df = _damage(_metrics(), what if what in ("inf", "two", "epochs", "float epochs") else "none")
+    text = df.to_csv(index=False, na_rep="nan")
+    if what == "short":
+        text = "\n".join(text.splitlines()[:-1]) + "\n"
+    elif what in ("text", "1_000", "ragged"):
+        lines = text.splitlines()
+        cells = lines[3].split(",")
+        cells[STANDARD.index("test_acc")] = {"text": "abc", "1_000": "1_000",
+                                             "ragged": "1,2"}[what]
+        text = "\n".join(lines[:3] + [",".join(cells)] + lines[4:]) + "\n"
+    quoted = pd.read_csv(__import__("io").StringIO(text)).to_csv(
+        index=False, na_rep="nan", quoting=csv.QUOTE_NONNUMERIC) if what != "ragged" else \
+        text.replace("epoch", '"epoch"', 1)  # a quote: read by pandas
+    answers = []
+    for name, body in (("plain", text), ("quoted", quoted)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.csv").write_text(body)
+        answers.append(records._read_metrics(records.RunRecord(tmp_path / name), STANDARD,
+                                             None, 5))
+    fast = records._plain_numbers(text) is not None
+    assert fast == (what not in ("text", "1_000", "ragged"))
+    assert records._plain_numbers(quoted) is None
+    plain, pandas_ = answers
+    if isinstance(pandas_, str):
+        assert plain == pandas_ and pandas_
+    else:
+        assert plain[:2] == pandas_[:2] and np.array_equal(plain[2], pandas_[2], equal_nan=True)
+    if what != "ragged":  # pandas decides a ragged file (with usecols it reads one)
+        assert isinstance(pandas_, str) == (what not in ("none", "float epochs"))
 
 
 def test_report_lines_hold_their_targets():
