@@ -393,17 +393,18 @@ def _plain_numbers(text: str):
     first, _, body = text.partition("\n")
     if any(ch in text for ch in '"\r') or "_" in body or text.startswith("\ufeff"):
         return None  # quoted, Windows lines, a BOM, or 1_000 (text to pandas, not a number)
-    lines = [line for line in body.split("\n") if line]
     header = first.split(",")
     if not first or len(set(header)) != len(header) or any(
             not c or c != c.strip() or c.startswith("Unnamed") for c in header):
         return None
-    rows = [line.split(",") for line in lines]
-    if any(len(r) != len(header) for r in rows):
+    if not body.strip("\n"):
+        return header, np.empty((0, len(header)))
+    try:  # numpy's C reader: blank lines skipped, a ragged row or a non-number refused
+        values = np.loadtxt(io.StringIO(body), delimiter=",", comments=None, ndmin=2,
+                            dtype=float)
+    except ValueError:  # an empty cell, text or a ragged row: pandas decides
         return None
-    try:
-        values = np.array(rows, dtype=float).reshape(len(rows), len(header))
-    except ValueError:  # an empty cell or text: pandas decides
+    if values.shape[1] != len(header):
         return None
     return header, values
 

@@ -420,31 +420,44 @@ def default_jobs() -> int:
     return max(1, min(4, cores or 1))
 
 
-def start_render(specs: list[Spec], out_dir: Path, jobs: int = 0) -> Callable[[], list[str]]:
-    """Start drawing every spec and return a function that waits and gives the written paths.
+class Renderer:
+    """Draws figure specs as they are handed over (``submit``), so the figures of the first
+    sections are being drawn while later ones are computed; ``wait`` gives the written paths.
 
     With jobs > 1 (0 = one per core, at most 4) the figures are drawn by forked processes
-    while the caller goes on (the report writes its tables meanwhile); otherwise they are
-    drawn when the returned function is called.
+    while the caller goes on; otherwise they are drawn when ``wait`` is called.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = min(jobs or default_jobs(), len(specs))
-    if jobs <= 1:
-        return lambda: [p for s in specs for p in render(s, out_dir)]
 
-    _pyplot()  # imported once here, inherited by the forked workers
-    try:
-        pool = ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork"))
-    except OSError:  # no processes to be had: draw them here, when asked
-        return lambda: [p for s in specs for p in render(s, out_dir)]
-    order = sorted(specs, key=lambda s: -len(s["panels"]))  # biggest first: even finish
-    futures = [pool.submit(_render_star, (s, out_dir)) for s in order]
+    def __init__(self, out_dir: Path, jobs: int = 0):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.jobs, self.pool, self.futures, self.here = jobs or default_jobs(), None, [], []
 
-    def wait() -> list[str]:
+    def submit(self, specs: list[Spec]) -> None:
+        if self.jobs > 1 and self.pool is None and specs:
+            _pyplot()  # imported once here, inherited by the forked workers
+            try:
+                self.pool = ProcessPoolExecutor(self.jobs, mp_context=mp.get_context("fork"))
+            except OSError:  # no processes to be had: draw them here, when asked
+                self.jobs = 1
+        if self.pool is None:
+            self.here += specs
+            return
+        for s in sorted(specs, key=lambda s: -len(s["panels"])):  # biggest first: even finish
+            self.futures.append(self.pool.submit(_render_star, (s, self.out_dir)))
+
+    def wait(self) -> list[str]:
         try:
-            return [p for f in futures for p in f.result()]
+            drawn = [p for f in self.futures for p in f.result()]
+            return drawn + [p for s in self.here for p in render(s, self.out_dir)]
         finally:
-            pool.shutdown()
+            if self.pool is not None:
+                self.pool.shutdown()
 
-    return wait
+
+def start_render(specs: list[Spec], out_dir: Path, jobs: int = 0) -> Callable[[], list[str]]:
+    """Start drawing every spec (``Renderer``) and return a function that waits and gives
+    the written paths."""
+    renderer = Renderer(out_dir, min(jobs or default_jobs(), len(specs)))
+    renderer.submit(specs)
+    return renderer.wait

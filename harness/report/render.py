@@ -358,11 +358,12 @@ def build_sections(st: StudyRecords, fdir: Path, jobs: int = 0
     here, in other processes) overlaps the rest. Returns (blocks, wait for the figures)."""
 
     built: dict[str, list[Block]] = {}
+    renderer = plots.Renderer(fdir, jobs)
     for sec in SECTIONS:
-        if sec.figures:
+        if sec.figures:  # each section's figures are drawn while the next is computed
             built[sec.key] = _shown(sec.build(st))
-    specs = [b.spec for blocks in built.values() for b in blocks if isinstance(b, Figure)]
-    wait_figures = plots.start_render(specs, fdir, jobs)
+            renderer.submit([b.spec for b in built[sec.key] if isinstance(b, Figure)])
+    wait_figures = renderer.wait
     add_bootstraps(st)  # figures do not need them; the uncertainty tables do
     for sec in SECTIONS:
         if not sec.figures:

@@ -389,7 +389,9 @@ def _split_win_rates(x, y, rng, exact: bool):
     if exact:
         splits = np.array(list(itertools.combinations(range(len(pooled)), n)))
     else:
-        splits = np.argsort(rng.random((PERMUTATIONS, len(pooled))), axis=1)[:, :n]
+        # the runs with the n smallest random keys (which ones, not their order, matters)
+        keys = rng.random((PERMUTATIONS, len(pooled)))
+        splits = np.argpartition(keys, n - 1, axis=1)[:, :n]
     # a split only regroups the pooled runs, whose midranks stay: U is a sum of n of them
     return _u_of_first(stats.rankdata(pooled)[splits], n) / (n * len(y))
 
@@ -444,12 +446,17 @@ def performance_profile(samples: Sequence[Sequence[float]], taus: Sequence[float
     usable = _usable(samples)
     if not usable:
         return frac, None, None
+    # thresholds with the same runs above them (the same number of distinct scores at or
+    # below them) have the same fraction in every resample: each such group is computed once
+    _, first, group = np.unique(np.searchsorted(np.unique(allx), t, side="right"),
+                                return_index=True, return_inverse=True)
+    t_once = t[first]
 
     def stat(*s, axis=-1):
-        return np.moveaxis(_fraction_above(np.concatenate(s, axis=-1), t), -1, 0)
+        return np.moveaxis(_fraction_above(np.concatenate(s, axis=-1), t_once), -1, 0)
 
     ci = _stratified(usable, stat)
-    return frac, np.asarray(ci.low, float), np.asarray(ci.high, float)
+    return frac, np.asarray(ci.low, float)[group], np.asarray(ci.high, float)[group]
 
 
 # --------------------------------------------------------------------------- formatting
