@@ -323,7 +323,9 @@ def loads_json(data: bytes | str, max_depth: int = JSON_MAX_DEPTH, what: str = "
         raise ValueError(f"{what} is nested more than {max_depth} levels deep") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{what} is not UTF-8 text ({e.reason})") from None
-    if depth_over(obj, max_depth):
+    opens = data.count(b"[") + data.count(b"{") if isinstance(data, bytes) else \
+        data.count("[") + data.count("{")
+    if opens > max_depth and depth_over(obj, max_depth):  # fewer brackets cannot nest deeper
         raise ValueError(f"{what} is nested more than {max_depth} levels deep")
     return obj
 

@@ -256,7 +256,7 @@ class RunRecord:
     path: Path
     config: dict[str, Any] | None = None
     summary: RunSummary | None = None
-    metrics: Any = None  # pandas.DataFrame of the columns asked for (completed runs)
+    metrics: Any = None  # the columns asked for (completed runs): DataFrame or arrays
     problem: str = ""
 
     @property
@@ -272,7 +272,7 @@ Columns = Callable[["RunRecord", list[str]], list[str]] | list[str] | None
 
 
 def load_run(run_dir: Path, with_metrics: bool = True, columns: Columns = None,
-             in_study: bool = False) -> RunRecord:
+             in_study: bool = False, arrays: bool = False) -> RunRecord:
     """Read and validate a run directory: the one validator behind `status`, `sweep` and
     `report`. Corrupt or partial files become ``problem`` (the run is then "corrupt", shown
     with that reason, repaired by the next sweep and never counted), never an exception.
@@ -288,7 +288,9 @@ def load_run(run_dir: Path, with_metrics: bool = True, columns: Columns = None,
     ``columns``: the metrics columns to load and check (a list, or a function of the record
     and the CSV header); None = all. ``with_metrics=False`` still validates the standard
     columns but keeps no DataFrame. ``in_study``: RUN_DIR is a study's ``runs/<id>``, which
-    must be a real folder there (reached through a link, to anywhere, the run is corrupt)."""
+    must be a real folder there (reached through a link, to anywhere, the run is corrupt).
+    ``arrays``: metrics as {column: float array} (text that is not a number: nan) instead of
+    a DataFrame (a report reads 10^4 of them)."""
     rec = RunRecord(Path(run_dir))
     if in_study and not in_place(rec.path):
         rec.problem = (f"runs/{rec.path.name} resolves to {os.path.realpath(rec.path)!r} through "
@@ -299,7 +301,7 @@ def load_run(run_dir: Path, with_metrics: bool = True, columns: Columns = None,
     if rec.problem or rec.summary is None:
         return rec
     if rec.summary.status == "completed":
-        rec.problem = _check_completed(rec, with_metrics, columns)
+        rec.problem = _check_completed(rec, with_metrics, columns, arrays)
     return rec
 
 
@@ -331,9 +333,10 @@ def _check_numbers(df, standard: list[str], want: int) -> str:
 def in_place(run_dir: Path) -> bool:
     """Whether a study's ``runs/<id>`` is a real folder there (neither it nor ``runs`` a
     link): its resolved path is the resolved study folder's ``runs/<id>``."""
-    run_dir = Path(run_dir)
-    study = Path(os.path.realpath(run_dir.parent.parent))
-    return Path(os.path.realpath(run_dir)) == study / "runs" / run_dir.name
+    run_dir = Path(run_dir)  # two lstat calls (a report makes 10^4), not two realpath walks:
+    # a link never resolves to its own path, so "resolves in place" is "neither is a link"
+    return (run_dir.name not in ("", ".", "..") and run_dir.parent.name == "runs"
+            and not os.path.islink(run_dir) and not os.path.islink(run_dir.parent))
 
 
 def _read_config(rec: RunRecord) -> str:
@@ -453,7 +456,8 @@ def _read_metrics(rec: RunRecord, standard: list[str], columns: Columns, want: i
     return problem or (use, wanted, numeric.to_numpy(dtype=float))
 
 
-def _check_completed(rec: RunRecord, with_metrics: bool, columns: Columns) -> str:
+def _check_completed(rec: RunRecord, with_metrics: bool, columns: Columns,
+                     arrays: bool = False) -> str:
     import pandas as pd  # only here: status of a study without completed runs needs none
 
     s, want = rec.summary, rec.config["epochs"]
@@ -487,5 +491,7 @@ def _check_completed(rec: RunRecord, with_metrics: bool, columns: Columns) -> st
         return f"the best {score} in summary.json ({best!r}) disagrees with the metrics ({top!r})"
     if with_metrics:
         keep = [i for i, c in enumerate(use) if c in wanted or c in ("epoch", score)]
-        rec.metrics = pd.DataFrame(values[:, keep], columns=[use[i] for i in keep])
+        names = [use[i] for i in keep]
+        rec.metrics = dict(zip(names, values[:, keep].T.copy())) if arrays else \
+            pd.DataFrame(values[:, keep], columns=names)
     return ""

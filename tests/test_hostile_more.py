@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness import records
 from harness.cli import main
 from harness.study.backends import slurm
 from tests import hostile_study
@@ -207,3 +208,18 @@ def test_a_malformed_reference_csv_is_one_line(sdir, capsys, rows, said):
     assert main(["report", str(sdir), "--jobs", "1", "--reference", str(ref)]) == 2
     err = one_line(capsys)
     assert "ref.csv" in err and said in err
+
+
+def test_in_place_refuses_a_link_at_either_level(tmp_path):
+    """records.in_place (two lstat calls) answers as the resolved-path comparison would."""
+    study, elsewhere = tmp_path / "study", tmp_path / "elsewhere"
+    (study / "runs" / "a").mkdir(parents=True)
+    (elsewhere / "runs" / "b").mkdir(parents=True)
+    (study / "runs" / "b").symlink_to(elsewhere / "runs" / "b")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "runs").symlink_to(study / "runs")
+    assert records.in_place(study / "runs" / "a")
+    assert not records.in_place(study / "runs" / "b")
+    assert not records.in_place(linked / "runs" / "a")
+    assert not records.in_place(study / "a")  # not a study's runs/<id>

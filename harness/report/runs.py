@@ -21,6 +21,7 @@ Also ``read_spec`` (study.toml) and ``read_manifest`` (manifest.json).
 """
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing as mp
 import re
@@ -108,42 +109,29 @@ def load_record(run_dir: Path):
     """harness.records.load_run (the one record validator), loading only the metrics columns
     the report uses (parsing every column of a thousand metrics.csv files would dominate a
     report's time)."""
-    return load_run(run_dir, columns=_metric_columns, in_study=True)
+    return load_run(run_dir, columns=_metric_columns, in_study=True, arrays=True)
 
 
-def _load_one(run_dir: Path):
+def _load_one(run_dir: Path, man_runs: dict[str, Any]):
+    """(record, its runs-table row) of one run directory."""
     rec = load_record(run_dir)
-    if rec.metrics is not None:
-        rec.metrics = _columns(rec.metrics)
-    return rec
+    return rec, _run_row(run_dir.name, rec, man_runs.get(run_dir.name, {}), NON_SEMANTIC)
 
 
-def _load_all(dirs: list[Path], jobs: int = 0) -> list:
-    """load_record over every run directory; big studies in forked processes (parsing a
+def _load_all(dirs: list[Path], man_runs: dict[str, Any], jobs: int = 0) -> list:
+    """_load_one over every run directory; big studies in forked processes (parsing a
     thousand metrics.csv files is a good part of a report's time)."""
 
+    load = functools.partial(_load_one, man_runs=man_runs)
     jobs = min(jobs or plots.default_jobs(), len(dirs) // 100)
     if jobs <= 1:
-        return [_load_one(d) for d in dirs]
+        return [load(d) for d in dirs]
 
     try:
         with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as pool:
-            return list(pool.map(_load_one, dirs, chunksize=max(1, len(dirs) // (4 * jobs))))
+            return list(pool.map(load, dirs, chunksize=max(1, len(dirs) // (4 * jobs))))
     except OSError:  # no processes to be had: read them here
-        return [_load_one(d) for d in dirs]
-
-
-def _columns(df) -> dict[str, Any]:
-    """metrics as {column: float array}; text that is not a number becomes nan."""
-    if all(t.kind == "f" for t in df.dtypes):  # as records.load_run gives them: one copy
-        return dict(zip(df.columns, df.to_numpy(dtype=float).T.copy()))
-    out = {}
-    for c in df.columns:
-        col = df[c]
-        if col.dtype == object:
-            col = pd.to_numeric(col, errors="coerce")
-        out[c] = col.to_numpy(dtype=float)
-    return out
+        return [load(d) for d in dirs]
 
 
 # --------------------------------------------------------------------------- the runs table
@@ -363,10 +351,9 @@ def runs_table(study_dir: Path, manifest: dict[str, Any] | None, jobs: int):
         raise UserError("study", f"{study_dir} has no runs/ folder with run records and no "
                          "manifest.json; run the sweep first")
     man_runs = _manifest_runs(study_dir, manifest)
-    recs = _load_all(dirs, jobs)
+    loaded = _load_all(dirs, man_runs, jobs)
     rows, metrics, infos, seen = [], {}, {}, {}
-    for d, rec in zip(dirs, recs):
-        row = _run_row(d.name, rec, man_runs.get(d.name, {}), NON_SEMANTIC)
+    for d, (rec, row) in zip(dirs, loaded):
         row["in_manifest"] = d.name in man_runs if manifest else True
         foreign = _foreign(d.name, rec, manifest, man_runs, seen)
         row["foreign"] = bool(foreign) and row["included"]

@@ -384,16 +384,21 @@ def probability_of_improvement(xs: Sequence[Sequence[float]], ys: Sequence[Seque
 
 def _split_win_rates(x, y, rng, exact: bool):
     """The win rate P(X > Y) of every way (``exact``) or of PERMUTATIONS random ways to split
-    one cell's runs into groups of len(x) and len(y)."""
+    one cell's runs into groups of len(x) and len(y). A split only regroups the pooled runs,
+    whose midranks stay: its U is the sum of the midranks of the n runs put in X."""
     pooled, n = np.concatenate([x, y]), len(x)
+    ranks, scale = stats.rankdata(pooled), n * len(y)
     if exact:
         splits = np.array(list(itertools.combinations(range(len(pooled)), n)))
-    else:
-        # the runs with the n smallest random keys (which ones, not their order, matters)
-        keys = rng.random((PERMUTATIONS, len(pooled)))
-        splits = np.argpartition(keys, n - 1, axis=1)[:, :n]
-    # a split only regroups the pooled runs, whose midranks stay: U is a sum of n of them
-    return _u_of_first(stats.rankdata(pooled)[splits], n) / (n * len(y))
+        return _u_of_first(ranks[splits], n) / scale
+    # X gets the runs with the n smallest of a row of random keys; half-integer ranks sum
+    # exactly, in any order
+    keys = rng.random((PERMUTATIONS, len(pooled)))
+    in_x = keys <= np.partition(keys, n - 1, axis=1)[:, n - 1:n]
+    if not (in_x.sum(axis=1) == n).all():  # two equal keys at the cut (never seen): by index
+        in_x = np.zeros_like(in_x)
+        np.put_along_axis(in_x, np.argpartition(keys, n - 1, axis=1)[:, :n], True, axis=1)
+    return (in_x @ ranks - n * (n + 1) / 2) / scale
 
 
 def poi_permutation_p(xs: Sequence[Sequence[float]], ys: Sequence[Sequence[float]]) -> float:
