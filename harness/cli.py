@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -255,6 +256,12 @@ def build_parser(help_wanted: bool = True) -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    try:  # a deleted working folder fails later, deep in a library (torch's MKL), otherwise
+        os.getcwd()
+    except FileNotFoundError:
+        print("error: the current folder no longer exists (deleted or moved while this shell "
+              "was in it): cd to an existing folder and run the command again", file=sys.stderr)
+        return 2
     wants_run_help = argv[:1] == ["run"] and any(a in ("-h", "--help") for a in argv)
     parser = build_parser(help_wanted=wants_run_help)
     args, extra = parser.parse_known_args(argv)

@@ -223,3 +223,27 @@ def test_in_place_refuses_a_link_at_either_level(tmp_path):
     assert not records.in_place(study / "runs" / "b")
     assert not records.in_place(linked / "runs" / "a")
     assert not records.in_place(study / "a")  # not a study's runs/<id>
+
+
+def test_a_command_from_a_deleted_folder_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    """U05: torch's MKL failed to load from a deleted working folder; now one line, exit 2."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    assert main(["status", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "current folder no longer exists" in err
+
+
+def test_run_on_an_out_another_process_trains_is_exit_2(tmp_path, monkeypatch, capsys):
+    """U02: the lock refuses a second `run --out SAME` (rundir.run returns status running,
+    tests/test_sweep.py); the command says so as a mistake in what was asked, not a failure."""
+    from harness.run import command
+
+    monkeypatch.setattr(command, "run", lambda cfg, out: records.RunSummary(
+        status="running", epochs=1, error="run directory locked by another process"))
+    out = tmp_path / "r"
+    assert main(["run", "--out", str(out), "--set", "progress=none", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out:") and "another process" in err and err.count("\n") == 1

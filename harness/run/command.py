@@ -23,8 +23,9 @@ def check_run_folder(out: Path) -> None:
 
 
 def cmd_run(args) -> int:
-    """`python -m harness run`: exit 0 completed, 1 failed, 2 a mistake in what was asked,
-    3 diverged, 130 interrupted by Ctrl-C, 143 by SIGTERM (both resumable)."""
+    """`python -m harness run`: exit 0 completed, 1 failed, 2 a mistake in what was asked
+    (another process already training --out included), 3 diverged, 130 interrupted by Ctrl-C,
+    143 by SIGTERM (both resumable)."""
     if args.resume:  # the run's own config; flags and --set may change what is not semantic
         require(not args.config and (not args.out or Path(args.out) == Path(args.resume)),
                 "--resume", "takes the run's own config.json and directory; drop --config and "
@@ -52,4 +53,8 @@ def cmd_run(args) -> int:
             title = get_task(summary.task).headline().title
             print(f"{args.out}: completed, final deployed {title} {summary.score_text()}")
         return 0
+    if summary.status == "running":  # its lock is held: nothing was done, nothing failed
+        raise UserError("--out", f"{args.out!r} is being trained by another process right now; "
+                        "wait for it to finish (then this command has nothing to do) or choose "
+                        "another --out")
     return 3 if summary.status == "diverged" else 1
