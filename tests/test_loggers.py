@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -144,7 +145,9 @@ def test_wandb_offline_run_holds_config_and_every_epoch(tmp_path, monkeypatch):
     run_interrupted(cfg, run_dir, 2, monkeypatch)
     rundir.run(cfg, run_dir, echo=lambda s: None)
     folders = sorted((run_dir / "wandb").glob("offline-run-*"))
-    assert len(folders) == 2 and all(f.name.endswith(loggers.wandb_id(run_dir)) for f in folders)
+    # offline-run-<time to the second>-<id>; W&B adds "-1" when both attempts share a second
+    name = re.compile(rf"offline-run-\d{{8}}_\d{{6}}-{loggers.wandb_id(run_dir)}(-\d+)?")
+    assert len(folders) == 2 and all(name.fullmatch(f.name) for f in folders), folders
     m = _metrics(run_dir)
     cols = _numeric_columns(m)
     for folder, epochs, code in ((folders[0], [1, 2], 1), (folders[1], [1, 2, 3], 0)):
