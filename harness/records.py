@@ -22,6 +22,7 @@ import dataclasses
 import io
 import math
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -387,6 +388,10 @@ def _val_split(config: dict[str, Any]) -> bool:
     return isinstance(data, dict) and bool(data.get("val_split"))
 
 
+# nan and inf as pandas reads them; numpy also reads NAN, +nan, " inf" (text to pandas)
+_PANDAS_NONFINITE = re.compile(r"[+-]?(?i:inf|infinity)|-?(?:nan|NaN)")
+
+
 def _plain_numbers(text: str):
     """(header, float array) of a CSV that is only a header of distinct plain names and rows
     of numbers, one per column (what the trainer writes), else None and pandas reads it
@@ -394,8 +399,9 @@ def _plain_numbers(text: str):
     import numpy as np
 
     first, _, body = text.partition("\n")
-    if any(ch in text for ch in '"\r') or "_" in body or text.startswith("\ufeff"):
-        return None  # quoted, Windows lines, a BOM, or 1_000 (text to pandas, not a number)
+    if not text.isascii() or any(ch in text for ch in '"\r\x1c\x1d\x1e\x1f') or "_" in body:
+        return None  # quoted, Windows lines, a BOM, 1_000, or what numpy strips as whitespace
+        # and pandas keeps ("\xa00.1"): text to pandas, not a number
     header = first.split(",")
     if not first or len(set(header)) != len(header) or any(
             not c or c != c.strip() or c.startswith("Unnamed") for c in header):
@@ -407,8 +413,10 @@ def _plain_numbers(text: str):
                             dtype=float)
     except ValueError:  # an empty cell, text or a ragged row: pandas decides
         return None
-    if values.shape[1] != len(header):
-        return None
+    if values.shape[1] != len(header) or not np.isfinite(values).all() and not all(
+            _PANDAS_NONFINITE.fullmatch(cell) for cell in set(body.replace("\n", ",").split(","))
+            if "n" in cell or "N" in cell):  # every nan and inf has an n
+        return None  # nan or inf spelled as pandas does not read them: pandas decides
     return header, values
 
 

@@ -86,6 +86,43 @@ def test_metrics_read_without_pandas_answer_as_pandas_does(tmp_path, what):
         assert isinstance(pandas_, str) == (what not in ("none", "float epochs"))
 
 
+@pytest.mark.parametrize("cell, column, expected", [
+    ("\xa00.1", "lr", "metrics.csv row 3: lr = '\\xa00.1' is not a finite number"),
+    ("0.1\u3000", "lr", "metrics.csv row 3: lr = '0.1\\u3000' is not a finite number"),
+    ("\x1c0.1", "lr", "metrics.csv row 3: lr = '\\x1c0.1' is not a finite number"),
+    ("NAN", "lr", "metrics.csv row 3: lr = 'NAN' is not a finite number"),
+    ("+nan", "lr", "metrics.csv row 3: lr = '+nan' is not a finite number"),
+    (" inf", "lr", "metrics.csv row 3: lr = ' inf' is not a finite number"),
+    ("\u20030.1", "quant_gap", math.nan), (" inf", "quant_gap", math.nan),
+    ("-Infinity", "lr", "metrics.csv row 3: lr = np.float64(-inf) is not a finite number"),
+    ("-NaN", "quant_gap", math.nan), ("+INF", "quant_gap", math.inf)])
+def test_numbers_numpy_reads_and_pandas_does_not_are_not_numbers(tmp_path, cell, column,
+                                                                  expected):
+    """numpy's reader strips Unicode whitespace and reads NAN, +nan, ' inf' as numbers;
+    pandas (the rule for a metrics.csv) reads them as text: a run with such a standard cell is
+    corrupt, a method's column holds nan there, whichever reader parses the file."""
+    df = _metrics()
+    text = df.to_csv(index=False, na_rep="nan")
+    lines = text.splitlines()
+    cells = lines[3].split(",")
+    cells[list(df.columns).index(column)] = cell
+    text = "\n".join(lines[:3] + [",".join(cells)] + lines[4:]) + "\n"
+    answers = []
+    for name, body in (("plain", text), ("pandas", text.replace("epoch", '"epoch"', 1))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.csv").write_text(body, encoding="utf-8")
+        answers.append(records._read_metrics(records.RunRecord(tmp_path / name), STANDARD,
+                                             None, 5))
+    plain, pandas_ = answers
+    if isinstance(expected, str):
+        assert plain == pandas_ == expected
+    else:
+        assert plain[:2] == pandas_[:2]
+        got = plain[2][2, plain[0].index(column)]
+        assert got == expected or (math.isnan(got) and math.isnan(expected))
+        assert np.array_equal(plain[2], pandas_[2], equal_nan=True)
+
+
 def test_report_lines_hold_their_targets():
     assert report_line(10_000, 29.9) == ("PASS report over 10000 synthetic runs: 29.9 s "
                                          "(target < 30 s)")
