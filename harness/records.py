@@ -24,6 +24,7 @@ import math
 import os
 import re
 import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -420,6 +421,19 @@ def _plain_numbers(text: str):
     return header, values
 
 
+def _coerced(col):
+    """pd.to_numeric(col, errors="coerce"), which raises on the Python int pandas reads for
+    an integer beyond float range ("1" * 400): that one is +-inf, as numpy reads it."""
+    import pandas as pd
+
+    try:
+        return pd.to_numeric(col, errors="coerce")
+    except OverflowError:
+        return pd.to_numeric(col.map(lambda v: (math.inf if v > 0 else -math.inf)
+                                     if isinstance(v, int) and abs(v) > sys.float_info.max
+                                     else v), errors="coerce")
+
+
 def _read_metrics(rec: RunRecord, standard: list[str], columns: Columns, want: int
                   ) -> str | tuple[list[str], list[str], Any]:
     """metrics.csv checked: (columns read, columns wanted, float array of them; text that is
@@ -459,7 +473,7 @@ def _read_metrics(rec: RunRecord, standard: list[str], columns: Columns, want: i
     if all(t.kind in "iuf" for t in df.dtypes):  # numbers only (as written): checked at once
         numeric, problem = df, _check_numbers(df, standard, want)
     else:
-        numeric = df.apply(pd.to_numeric, errors="coerce")
+        numeric = df.apply(_coerced)
         problem = _check_columns(df, numeric, standard, want)
     return problem or (use, wanted, numeric.to_numpy(dtype=float))
 

@@ -123,6 +123,24 @@ def test_numbers_numpy_reads_and_pandas_does_not_are_not_numbers(tmp_path, cell,
         assert np.array_equal(plain[2], pandas_[2], equal_nan=True)
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])  # numpy's reader, pandas'
+@pytest.mark.parametrize("column", ["quant_gap", "lr"])
+def test_an_integer_beyond_float_range_is_inf_not_a_crash(tmp_path, newline, column):
+    """pandas reads "1" * 400 as a Python int its to_numeric cannot coerce (OverflowError
+    out of load_run, a report's traceback); it is inf as numpy reads it: nothing in a
+    method's column, a corrupt run in a standard one."""
+    df = _metrics()
+    df[column] = df[column].astype(object)
+    df.loc[2, column] = "-" + "1" * 400
+    (tmp_path / "metrics.csv").write_text(df.to_csv(index=False, na_rep="nan",
+                                                    lineterminator=newline))
+    got = records._read_metrics(records.RunRecord(tmp_path), STANDARD, None, 5)
+    if column == "lr":
+        assert got.startswith("metrics.csv row 3: lr = ") and "is not a finite number" in got
+    else:
+        assert got[2][2, got[0].index("quant_gap")] == -math.inf
+
+
 def test_report_lines_hold_their_targets():
     assert report_line(10_000, 29.9) == ("PASS report over 10000 synthetic runs: 29.9 s "
                                          "(target < 30 s)")
