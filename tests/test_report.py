@@ -463,3 +463,22 @@ def test_bench_report_runs():
     from harness.tools.bench_records import bench_report
 
     assert bench_report(40) > 0
+
+
+def test_a_failing_section_cancels_the_figures_and_writes_no_report(mixed, tmp_path,
+                                                                      monkeypatch):
+    """Figures start drawing (forked) as soon as their section is built; a later section that
+    fails stops them and no report.md is written."""
+    import dataclasses
+
+    from harness.report import render
+
+    def boom(st):
+        raise RuntimeError("a later section failed")
+
+    sections = tuple(dataclasses.replace(s, build=boom) if s.key == "statistics" else s
+                     for s in render.SECTIONS)
+    monkeypatch.setattr(render, "SECTIONS", sections)
+    with pytest.raises(RuntimeError, match="a later section failed"):
+        report_pkg.write_report(mixed, out=tmp_path / "rep", jobs=2)
+    assert not (tmp_path / "rep" / "report.md").exists()

@@ -446,6 +446,11 @@ class Renderer:
         for s in sorted(specs, key=lambda s: -len(s["panels"])):  # biggest first: even finish
             self.futures.append(self.pool.submit(_render_star, (s, self.out_dir)))
 
+    def cancel(self) -> None:
+        """Drop the figures not yet started (a later section failed: no report is written)."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
     def wait(self) -> list[str]:
         try:
             drawn = [p for f in self.futures for p in f.result()]

@@ -359,16 +359,19 @@ def build_sections(st: StudyRecords, fdir: Path, jobs: int = 0
 
     built: dict[str, list[Block]] = {}
     renderer = plots.Renderer(fdir, jobs)
-    for sec in SECTIONS:
-        if sec.figures:  # each section's figures are drawn while the next is computed
-            built[sec.key] = _shown(sec.build(st))
-            renderer.submit([b.spec for b in built[sec.key] if isinstance(b, Figure)])
-    wait_figures = renderer.wait
-    add_bootstraps(st)  # figures do not need them; the uncertainty tables do
-    for sec in SECTIONS:
-        if not sec.figures:
-            built[sec.key] = _shown(sec.build(st))
-    return built, wait_figures
+    try:
+        for sec in SECTIONS:
+            if sec.figures:  # each section's figures are drawn while the next is computed
+                built[sec.key] = _shown(sec.build(st))
+                renderer.submit([b.spec for b in built[sec.key] if isinstance(b, Figure)])
+        add_bootstraps(st)  # figures do not need them; the uncertainty tables do
+        for sec in SECTIONS:
+            if not sec.figures:
+                built[sec.key] = _shown(sec.build(st))
+    except BaseException:
+        renderer.cancel()
+        raise
+    return built, renderer.wait
 
 
 def report_markdown(st: StudyRecords, built: dict[str, list[Block]]) -> str:
