@@ -37,7 +37,7 @@ ZOOM_SKIP = 0.25
 
 @dataclass
 class Figure:
-    """One figure: ``spec`` for plots.start_render (written as figures/NAME.{png,pdf}), the
+    """One figure: ``spec`` for plots.Renderer (written as figures/NAME.{png,pdf}), the
     caption report.md shows under it, and the kinds of artist the caption describes."""
 
     name: str

@@ -3,7 +3,7 @@ metrics, the final accuracy of every seed, and accuracy against the epoch budget
 
 Data flow: a builder reads a ``StudyRecords`` (load.py) for one setting and returns
 ``Figure``s (figure.py: a plots spec, drawn at the study's figure width, and a caption built
-from the artists the spec draws). render.py hands every spec to ``plots.start_render``
+from the artists the spec draws). render.py hands every spec to ``plots.Renderer``
 first, so forked processes draw while the tables are computed.
 
 render.SECTIONS names the builders at the end of this module (study, setting) -> [Figure];

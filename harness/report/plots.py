@@ -42,7 +42,6 @@ from __future__ import annotations
 import copy
 import multiprocessing as mp
 import os
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -458,11 +457,3 @@ class Renderer:
         finally:
             if self.pool is not None:
                 self.pool.shutdown()
-
-
-def start_render(specs: list[Spec], out_dir: Path, jobs: int = 0) -> Callable[[], list[str]]:
-    """Start drawing every spec (``Renderer``) and return a function that waits and gives
-    the written paths."""
-    renderer = Renderer(out_dir, min(jobs or default_jobs(), len(specs)))
-    renderer.submit(specs)
-    return renderer.wait
