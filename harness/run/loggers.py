@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import files, records
+from harness.config import flatten
 from harness.errors import UserError
 
 HPARAMS_TAG, CONFIG_TAG = "_hparams_/session_start_info", "config/text_summary"
@@ -133,7 +134,7 @@ class TensorBoard(Sink):
         self.writer = SummaryWriter(str(folder))
         if HPARAMS_TAG not in self.done:
             flat = {k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v))
-                    for k, v in _flatten(config).items()}
+                    for k, v in flatten(config).items()}
             for summary in hparams(flat, {"test_acc": 0.0}):
                 self.writer.file_writer.add_summary(summary)
         if CONFIG_TAG not in self.done:
@@ -264,7 +265,7 @@ class MLflow(Sink):
         run = self.client.create_run(exp_id, run_name=self.run_dir.name, tags={
             "slbench.run_dir": str(self.run_dir.resolve())})
         params = [Param(k, (v if isinstance(v, str) else json.dumps(v))[:MLFLOW_PARAM_MAX])
-                  for k, v in sorted(_flatten(config).items())]
+                  for k, v in sorted(flatten(config).items())]
         for i in range(0, len(params), MLFLOW_BATCH):
             self.client.log_batch(run.info.run_id, params=params[i: i + MLFLOW_BATCH])
         files.atomic_write_json(self.run_dir / "mlflow.json",
@@ -287,13 +288,3 @@ class MLflow(Sink):
 
 
 SINKS: dict[str, type[Sink]] = {"tensorboard": TensorBoard, "wandb": WandB, "mlflow": MLflow}
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
